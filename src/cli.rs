@@ -1,0 +1,256 @@
+//! The command line: its flags, and how they override the config file.
+//!
+//! Flags win over the file, and keep winning across reloads: a HUP re-reads the file and applies
+//! the same [`Overrides`] again, as Gunicorn does.
+
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+
+use crate::config::{self, Bind, Config, LogLevel, Seconds, Workers};
+use crate::error::Error;
+
+/// forkserve: a pre-fork HTTP server. A single-threaded master binds the sockets and supervises
+/// worker processes, each running a hyper server on its own single-threaded tokio runtime.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "forkserve", version, max_term_width = 100)]
+#[command(after_help = "\
+Signals to the master:
+  HUP        reload: re-read the config, start new workers, gracefully stop the old ones
+  TERM       graceful stop: finish in-flight requests (up to graceful_timeout), exit 0
+  INT, QUIT  fast stop: workers exit at once
+  TTIN/TTOU  one more / one fewer worker
+
+Flags override the config file. Exit codes: 0 ok, 1 runtime error, 2 usage or config error,
+3 workers failed to boot.")]
+pub struct Cli {
+    /// The TOML config file. Without one, the defaults apply.
+    #[arg(value_name = "CONFIG")]
+    pub config: Option<PathBuf>,
+
+    /// Number of worker processes, or "auto" for the number of usable CPUs.
+    #[arg(short, long, value_name = "N|auto", value_parser = parse_workers)]
+    pub workers: Option<Workers>,
+
+    /// Address to listen on: HOST:PORT, [IPV6]:PORT or unix:/path. Repeat for several;
+    /// replaces the file's list.
+    #[arg(short, long, value_name = "ADDR", value_parser = parse_bind)]
+    pub bind: Vec<Bind>,
+
+    /// Hung-worker timeout in seconds (reserved).
+    #[arg(short, long, value_name = "SECS", value_parser = parse_seconds)]
+    pub timeout: Option<Seconds>,
+
+    /// Seconds a stopping worker may take to finish its requests before it is killed.
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub graceful_timeout: Option<Seconds>,
+
+    /// Length of the listen queue of each socket.
+    #[arg(long, value_name = "N", value_parser = parse_backlog)]
+    pub backlog: Option<u32>,
+
+    /// Write the master's pid to this file.
+    #[arg(short, long = "pid", value_name = "FILE")]
+    pub pidfile: Option<PathBuf>,
+
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, value_name = "LEVEL", value_parser = parse_log_level)]
+    pub log_level: Option<LogLevel>,
+
+    /// Validate the config and exit: prints nothing but errors; exit 0 if valid, 2 if not.
+    #[arg(long, conflicts_with = "print_config")]
+    pub check_config: bool,
+
+    /// Print the effective config (file and flags merged) as TOML and exit.
+    #[arg(long)]
+    pub print_config: bool,
+}
+
+fn parse_workers(s: &str) -> Result<Workers, String> {
+    s.parse()
+}
+
+fn parse_bind(s: &str) -> Result<Bind, String> {
+    s.parse()
+}
+
+fn parse_seconds(s: &str) -> Result<Seconds, String> {
+    s.parse()
+}
+
+fn parse_log_level(s: &str) -> Result<LogLevel, String> {
+    s.parse()
+}
+
+fn parse_backlog(s: &str) -> Result<u32, String> {
+    let n: u64 = s.parse().map_err(|_| format!("invalid backlog {s:?}"))?;
+    config::check_backlog(n)
+}
+
+impl Cli {
+    /// Parses the process's arguments. `--help` and `--version` print and exit 0; bad usage
+    /// becomes [`Error::Usage`].
+    pub fn from_env() -> Result<Cli, Error> {
+        Cli::try_parse().map_err(usage_error)
+    }
+
+    /// Parses the given arguments (the first is the program name).
+    pub fn from_args<I, T>(args: I) -> Result<Cli, Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Cli::try_parse_from(args).map_err(usage_error)
+    }
+
+    /// Splits the command line into where the config comes from and what overrides it.
+    pub fn source(&self) -> ConfigSource {
+        ConfigSource {
+            path: self.config.clone(),
+            overrides: Overrides {
+                workers: self.workers,
+                bind: self.bind.clone(),
+                timeout: self.timeout,
+                graceful_timeout: self.graceful_timeout,
+                backlog: self.backlog,
+                pidfile: self.pidfile.clone(),
+                log_level: self.log_level,
+            },
+        }
+    }
+}
+
+fn usage_error(e: clap::Error) -> Error {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        // Printing help or the version is what was asked for, not an error.
+        let _ = e.print();
+        std::process::exit(0);
+    }
+    let rendered = e.render().to_string();
+    let message = rendered.trim_end().strip_prefix("error: ").unwrap_or(rendered.trim_end());
+    Error::Usage(message.to_string())
+}
+
+/// Settings given on the command line, applied over whatever the file says.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    /// `--workers`
+    pub workers: Option<Workers>,
+    /// `--bind` (replaces the file's whole list when not empty)
+    pub bind: Vec<Bind>,
+    /// `--timeout`
+    pub timeout: Option<Seconds>,
+    /// `--graceful-timeout`
+    pub graceful_timeout: Option<Seconds>,
+    /// `--backlog`
+    pub backlog: Option<u32>,
+    /// `--pid`
+    pub pidfile: Option<PathBuf>,
+    /// `--log-level`
+    pub log_level: Option<LogLevel>,
+}
+
+impl Overrides {
+    /// Applies the overrides to a config read from a file.
+    pub fn apply(&self, config: &mut Config) -> Result<(), Error> {
+        let server = &mut config.server;
+        if let Some(w) = self.workers {
+            server.workers = w;
+        }
+        if !self.bind.is_empty() {
+            config::check_binds(&self.bind).map_err(|e| Error::Usage(format!("--bind: {e}")))?;
+            server.bind = self.bind.clone();
+        }
+        if let Some(t) = self.timeout {
+            server.timeout = t;
+        }
+        if let Some(t) = self.graceful_timeout {
+            server.graceful_timeout = t;
+        }
+        if let Some(b) = self.backlog {
+            server.backlog = b;
+        }
+        if let Some(p) = &self.pidfile {
+            server.pidfile = Some(p.clone());
+        }
+        if let Some(l) = self.log_level {
+            config.log.level = l;
+        }
+        Ok(())
+    }
+}
+
+/// Where the effective config comes from: a file (or the defaults) plus command-line overrides.
+/// The master keeps it to re-read the same way on HUP.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource {
+    /// The config file, if any.
+    pub path: Option<PathBuf>,
+    /// The command line's settings.
+    pub overrides: Overrides,
+}
+
+impl ConfigSource {
+    /// Reads the file (if any), validates it, and applies the overrides.
+    pub fn load(&self) -> Result<Config, Error> {
+        let mut config = match &self.path {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        self.overrides.apply(&mut config)?;
+        Ok(config)
+    }
+
+    /// The config file, for log messages.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_the_file() {
+        let cli = Cli::from_args([
+            "forkserve",
+            "-w",
+            "3",
+            "-b",
+            "127.0.0.1:1",
+            "-b",
+            "unix:/tmp/x.sock",
+            "--graceful-timeout",
+            "2.5",
+            "--log-level",
+            "debug",
+        ])
+        .unwrap();
+        let config = cli.source().load().unwrap();
+        assert_eq!(config.server.workers.resolve(), 3);
+        assert_eq!(config.server.bind.len(), 2);
+        assert_eq!(config.server.graceful_timeout.0.as_millis(), 2500);
+        assert_eq!(config.log.level, LogLevel::Debug);
+    }
+
+    #[test]
+    fn bad_flags_are_usage_errors() {
+        for args in [
+            &["forkserve", "-w", "0"][..],
+            &["forkserve", "-w", "many"],
+            &["forkserve", "-b", "nope"],
+            &["forkserve", "--backlog", "0"],
+            &["forkserve", "--log-level", "loud"],
+            &["forkserve", "--check-config", "--print-config"],
+            &["forkserve", "-b", "127.0.0.1:1", "-b", "127.0.0.1:1"],
+        ] {
+            let result = Cli::from_args(args.iter().copied()).and_then(|c| c.source().load());
+            match result {
+                Err(e @ Error::Usage(_)) => assert_eq!(e.exit_code(), 2),
+                other => panic!("{args:?}: expected a usage error, got {other:?}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,794 @@
+//! The configuration: the TOML schema, its defaults, its validation, and errors that point at
+//! `file:line:col`.
+//!
+//! Loading is two steps. [`serde`] turns the text into typed values; the small value types here
+//! ([`Bind`], [`Workers`], [`Seconds`], [`LogLevel`], the `respond` table) validate themselves
+//! while they are deserialized, so the `toml` crate attaches the span of the offending value to
+//! their errors. What needs context that serde does not have (a `static` directory relative to
+//! the config file, one action per route) is checked afterwards against [`Spanned`] values.
+//!
+//! Relative paths in a file are relative to that file's directory; relative paths on the
+//! command line are relative to the current directory (see [`crate::cli`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::num::NonZeroUsize;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue, StatusCode};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
+use toml::Spanned;
+
+use crate::error::{ConfigError, Error};
+
+/// The whole effective configuration of a server: what the master needs to bind and supervise,
+/// and the routes of the TOML-declared app.
+#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+pub struct Config {
+    /// Process model: listening sockets, worker count, timeouts.
+    pub server: ServerConfig,
+    /// Logging.
+    pub log: LogConfig,
+    /// The routes the `forkserve` binary serves. Library apps may ignore them.
+    #[serde(rename = "route", skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<Route>,
+}
+
+/// The `[server]` table.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Addresses to listen on, bound by the master before any worker is forked.
+    #[serde(deserialize_with = "deserialize_binds")]
+    pub bind: Vec<Bind>,
+    /// How many workers to run.
+    pub workers: Workers,
+    /// The listen(2) queue length of every listening socket.
+    #[serde(deserialize_with = "deserialize_backlog")]
+    pub backlog: u32,
+    /// How long a draining worker may take to finish its requests before it is killed.
+    pub graceful_timeout: Seconds,
+    /// Reserved for the hung-worker timeout.
+    pub timeout: Seconds,
+    /// Where the master writes its pid.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pidfile: Option<PathBuf>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: vec![Bind::Tcp { host: "127.0.0.1".into(), port: 8000 }],
+            workers: Workers::Auto,
+            backlog: 2048,
+            graceful_timeout: Seconds(Duration::from_secs(30)),
+            timeout: Seconds(Duration::from_secs(30)),
+            pidfile: None,
+        }
+    }
+}
+
+/// The `[log]` table.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// The most verbose level that is written.
+    pub level: LogLevel,
+}
+
+/// One `[[route]]`: a path prefix and what to do with requests under it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Route {
+    /// The path prefix. A prefix ending in `/` matches any path that starts with it; one that
+    /// does not matches itself and the paths below it (`/api` matches `/api` and `/api/x`, not
+    /// `/apix`).
+    pub path: String,
+    /// What the route does.
+    #[serde(flatten)]
+    pub action: Action,
+}
+
+/// What a route does with a request. Exactly one per route.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub enum Action {
+    /// Answer with a fixed response.
+    #[serde(rename = "respond")]
+    Respond(Respond),
+    /// Serve files from this directory (absolute, canonical).
+    #[serde(rename = "static")]
+    Static(PathBuf),
+}
+
+/// A fixed response, declared as a string (the body of a `200 text/plain`) or as a table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Respond {
+    /// The status code (200 to 599).
+    pub status: StatusCode,
+    /// The body.
+    pub body: Bytes,
+    /// The `Content-Type` header.
+    pub content_type: HeaderValue,
+    /// Further headers, in order of their names.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+/// The `workers` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Workers {
+    /// As many as the CPUs this process may use (`std::thread::available_parallelism`, which
+    /// honours cgroup CPU quotas and the affinity mask).
+    #[default]
+    Auto,
+    /// Exactly this many.
+    Count(NonZeroUsize),
+}
+
+impl Workers {
+    /// The number of workers this setting means on this machine now.
+    pub fn resolve(self) -> usize {
+        match self {
+            Workers::Auto => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+            Workers::Count(n) => n.get(),
+        }
+    }
+}
+
+impl FromStr for Workers {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.eq_ignore_ascii_case("auto") {
+            return Ok(Workers::Auto);
+        }
+        match s.parse::<usize>() {
+            Ok(0) => Err("workers must be at least 1".into()),
+            Ok(n) => Ok(Workers::Count(NonZeroUsize::new(n).expect("n > 0"))),
+            Err(_) => {
+                Err(format!("invalid worker count {s:?}: expected \"auto\" or a positive integer"))
+            }
+        }
+    }
+}
+
+impl fmt::Display for Workers {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Workers::Auto => f.write_str("auto"),
+            Workers::Count(n) => write!(f, "{n}"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Workers {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Workers;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("\"auto\" or a positive integer")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<Workers, E> {
+                if s.eq_ignore_ascii_case("auto") {
+                    Ok(Workers::Auto)
+                } else {
+                    Err(E::invalid_value(de::Unexpected::Str(s), &self))
+                }
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Workers, E> {
+                usize::try_from(n)
+                    .ok()
+                    .and_then(NonZeroUsize::new)
+                    .map(Workers::Count)
+                    .ok_or_else(|| E::custom("workers must be at least 1"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Serialize for Workers {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Workers::Auto => s.serialize_str("auto"),
+            Workers::Count(n) => s.serialize_u64(n.get() as u64),
+        }
+    }
+}
+
+/// A duration given in seconds, as an integer or a decimal (`30`, `0.5`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Seconds(pub Duration);
+
+impl FromStr for Seconds {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let secs: f64 = s.parse().map_err(|_| format!("invalid number of seconds {s:?}"))?;
+        Seconds::from_f64(secs)
+    }
+}
+
+impl Seconds {
+    fn from_f64(secs: f64) -> Result<Self, String> {
+        if !secs.is_finite() || secs < 0.0 {
+            return Err(format!("seconds must be a non-negative number, not {secs}"));
+        }
+        Duration::try_from_secs_f64(secs)
+            .map(Seconds)
+            .map_err(|_| format!("{secs} seconds is too long"))
+    }
+}
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}s", self.0.as_secs_f64())
+    }
+}
+
+impl<'de> Deserialize<'de> for Seconds {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Seconds;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of seconds")
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Seconds, E> {
+                u64::try_from(n)
+                    .map(|n| Seconds(Duration::from_secs(n)))
+                    .map_err(|_| E::custom("seconds must not be negative"))
+            }
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<Seconds, E> {
+                Seconds::from_f64(n).map_err(E::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Serialize for Seconds {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.subsec_nanos() == 0 {
+            s.serialize_u64(self.0.as_secs())
+        } else {
+            s.serialize_f64(self.0.as_secs_f64())
+        }
+    }
+}
+
+/// The log level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Errors and warnings.
+    Warn,
+    /// Lifecycle events: workers booted and exited, reloads, shutdown.
+    #[default]
+    Info,
+    /// Also connection-level events.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl LogLevel {
+    const NAMES: [(&'static str, LogLevel); 5] = [
+        ("error", LogLevel::Error),
+        ("warn", LogLevel::Warn),
+        ("info", LogLevel::Info),
+        ("debug", LogLevel::Debug),
+        ("trace", LogLevel::Trace),
+    ];
+
+    /// The level's name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        Self::NAMES.iter().find(|(_, l)| *l == self).map(|(n, _)| *n).expect("every level is named")
+    }
+
+    /// The matching `tracing` filter.
+    pub fn filter(self) -> tracing::level_filters::LevelFilter {
+        use tracing::level_filters::LevelFilter;
+        match self {
+            LogLevel::Error => LevelFilter::ERROR,
+            LogLevel::Warn => LevelFilter::WARN,
+            LogLevel::Info => LevelFilter::INFO,
+            LogLevel::Debug => LevelFilter::DEBUG,
+            LogLevel::Trace => LevelFilter::TRACE,
+        }
+    }
+}
+
+impl FromStr for LogLevel {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let wanted = if s.eq_ignore_ascii_case("warning") { "warn" } else { s };
+        LogLevel::NAMES
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(wanted))
+            .map(|(_, l)| *l)
+            .ok_or_else(|| {
+                format!("unknown log level {s:?}: expected error, warn, info, debug or trace")
+            })
+    }
+}
+
+impl<'de> Deserialize<'de> for LogLevel {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
+impl Serialize for LogLevel {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// A listening address: `HOST:PORT`, `[IPV6]:PORT` or `unix:/path/to.sock`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Bind {
+    /// A TCP address. `host` is an IP address or a name resolved when binding.
+    Tcp {
+        /// IP address (without brackets) or host name.
+        host: String,
+        /// Port; 0 asks the kernel for a free one.
+        port: u16,
+    },
+    /// A unix domain socket at this path.
+    Unix(PathBuf),
+}
+
+impl Bind {
+    /// Makes a relative unix socket path relative to `base`.
+    fn resolve_against(&mut self, base: &Path) {
+        if let Bind::Unix(path) = self {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
+    }
+}
+
+impl FromStr for Bind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        const FORMS: &str = "expected HOST:PORT, [IPV6]:PORT or unix:/path/to.sock";
+        if let Some(path) = s.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(format!("invalid bind address {s:?}: empty unix socket path"));
+            }
+            return Ok(Bind::Unix(PathBuf::from(path)));
+        }
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (v6, port) = rest
+                .split_once("]:")
+                .ok_or_else(|| format!("invalid bind address {s:?}: {FORMS}"))?;
+            v6.parse::<std::net::Ipv6Addr>().map_err(|_| {
+                format!("invalid bind address {s:?}: {v6:?} is not an IPv6 address")
+            })?;
+            (v6, port)
+        } else {
+            let (host, port) =
+                s.rsplit_once(':').ok_or_else(|| format!("invalid bind address {s:?}: {FORMS}"))?;
+            if host.is_empty() || host.contains(':') {
+                return Err(format!("invalid bind address {s:?}: {FORMS}"));
+            }
+            (host, port)
+        };
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("invalid bind address {s:?}: {port:?} is not a port number"))?;
+        Ok(Bind::Tcp { host: host.to_string(), port })
+    }
+}
+
+impl fmt::Display for Bind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Bind::Tcp { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
+            Bind::Tcp { host, port } => write!(f, "{host}:{port}"),
+            Bind::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Bind {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(de::Error::custom)
+    }
+}
+
+impl Serialize for Bind {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// Checks a list of bind addresses: at least one, no duplicates.
+pub(crate) fn check_binds(binds: &[Bind]) -> Result<(), String> {
+    if binds.is_empty() {
+        return Err("bind needs at least one address".into());
+    }
+    for (i, b) in binds.iter().enumerate() {
+        if binds[..i].contains(b) {
+            return Err(format!("bind address {b} is listed twice"));
+        }
+    }
+    Ok(())
+}
+
+fn deserialize_binds<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Bind>, D::Error> {
+    let binds = Vec::<Bind>::deserialize(d)?;
+    check_binds(&binds).map_err(de::Error::custom)?;
+    Ok(binds)
+}
+
+/// Checks a backlog value: the kernel takes 1 to 65535 (and caps it at `net.core.somaxconn`).
+pub(crate) fn check_backlog(n: u64) -> Result<u32, String> {
+    match n {
+        1..=65535 => Ok(n as u32),
+        _ => Err(format!("backlog must be between 1 and 65535, not {n}")),
+    }
+}
+
+fn deserialize_backlog<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = i64::deserialize(d)?;
+    check_backlog(u64::try_from(n).unwrap_or(0)).map_err(de::Error::custom)
+}
+
+impl Serialize for Respond {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("status", &self.status.as_u16())?;
+        map.serialize_entry("body", &String::from_utf8_lossy(&self.body))?;
+        map.serialize_entry("content_type", self.content_type.to_str().unwrap_or_default())?;
+        if !self.headers.is_empty() {
+            let headers: BTreeMap<&str, &str> = self
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.to_str().unwrap_or_default()))
+                .collect();
+            map.serialize_entry("headers", &headers)?;
+        }
+        map.end()
+    }
+}
+
+/// `respond` as written in the file: a string, or a table.
+impl<'de> Deserialize<'de> for Respond {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Respond;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(
+                    "a string (the body) or a table { status, body, content_type, headers }",
+                )
+            }
+            fn visit_str<E: de::Error>(self, body: &str) -> Result<Respond, E> {
+                Ok(Respond {
+                    status: StatusCode::OK,
+                    body: Bytes::copy_from_slice(body.as_bytes()),
+                    content_type: HeaderValue::from_static(TEXT_PLAIN),
+                    headers: Vec::new(),
+                })
+            }
+            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Respond, M::Error> {
+                let table = RespondTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                table.into_respond().map_err(de::Error::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RespondTable {
+    #[serde(default = "default_status")]
+    status: u16,
+    #[serde(default)]
+    body: String,
+    #[serde(default = "default_content_type")]
+    content_type: String,
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+}
+
+fn default_status() -> u16 {
+    200
+}
+
+fn default_content_type() -> String {
+    TEXT_PLAIN.into()
+}
+
+impl RespondTable {
+    fn into_respond(self) -> Result<Respond, String> {
+        if !(200..=599).contains(&self.status) {
+            return Err(format!("status must be between 200 and 599, not {}", self.status));
+        }
+        let status = StatusCode::from_u16(self.status).map_err(|e| e.to_string())?;
+        if matches!(self.status, 204 | 304) && !self.body.is_empty() {
+            return Err(format!("a {} response cannot have a body", self.status));
+        }
+        let content_type = HeaderValue::from_str(&self.content_type)
+            .map_err(|_| format!("invalid content_type {:?}", self.content_type))?;
+        let mut headers = Vec::with_capacity(self.headers.len());
+        for (name, value) in self.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| format!("invalid header name {name:?}"))?;
+            if name == http::header::CONTENT_TYPE || name == http::header::CONTENT_LENGTH {
+                return Err(format!("set {name} with content_type/body, not in headers"));
+            }
+            let value = HeaderValue::from_str(&value)
+                .map_err(|_| format!("invalid value {value:?} for header {name}"))?;
+            headers.push((name, value));
+        }
+        Ok(Respond { status, body: Bytes::from(self.body), content_type, headers })
+    }
+}
+
+/// The file as written, before the checks that need the file's location.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    server: ServerConfig,
+    #[serde(default)]
+    log: LogConfig,
+    #[serde(default, rename = "route")]
+    routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    path: Spanned<String>,
+    respond: Option<Respond>,
+    #[serde(rename = "static")]
+    static_dir: Option<Spanned<PathBuf>>,
+}
+
+impl Config {
+    /// Reads and validates the config file at `path`.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| Error::ConfigRead { path: path.to_path_buf(), source })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Config::parse(&text, &base).map_err(|e| Error::Config(e.in_file(path, &text)))
+    }
+
+    /// Parses and validates config text; relative paths are taken from `base`.
+    pub fn from_toml(text: &str, base: &Path) -> Result<Config, Error> {
+        Config::parse(text, base).map_err(|e| Error::Config(e.in_file(Path::new("<config>"), text)))
+    }
+
+    fn parse(text: &str, base: &Path) -> Result<Config, SpannedError> {
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| SpannedError { message: e.message().to_string(), span: e.span() })?;
+        let mut server = raw.server;
+        for bind in &mut server.bind {
+            bind.resolve_against(base);
+        }
+        if let Some(pidfile) = &mut server.pidfile {
+            if pidfile.is_relative() {
+                *pidfile = base.join(&*pidfile);
+            }
+        }
+        let mut routes: Vec<Route> = Vec::with_capacity(raw.routes.len());
+        for spanned in raw.routes {
+            let span = spanned.span();
+            let route = spanned.into_inner();
+            let path_span = route.path.span();
+            let path = route.path.into_inner();
+            if !path.starts_with('/') {
+                return Err(SpannedError::at(
+                    path_span,
+                    format!("route path {path:?} must start with /"),
+                ));
+            }
+            if routes.iter().any(|r| r.path == path) {
+                return Err(SpannedError::at(
+                    path_span,
+                    format!("route path {path:?} is declared twice"),
+                ));
+            }
+            let action = match (route.respond, route.static_dir) {
+                (Some(respond), None) => Action::Respond(respond),
+                (None, Some(dir)) => Action::Static(static_root(base, dir)?),
+                (Some(_), Some(_)) => {
+                    return Err(SpannedError::at(
+                        span,
+                        format!("route {path:?} has two actions: give either respond or static"),
+                    ));
+                }
+                (None, None) => {
+                    return Err(SpannedError::at(
+                        span,
+                        format!("route {path:?} has no action: give respond or static"),
+                    ));
+                }
+            };
+            routes.push(Route { path, action });
+        }
+        Ok(Config { server, log: raw.log, routes })
+    }
+
+    /// The config as TOML, for `--print-config`.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("the config always serializes")
+    }
+}
+
+/// Resolves a route's `static` directory: it must exist and be a directory.
+fn static_root(base: &Path, dir: Spanned<PathBuf>) -> Result<PathBuf, SpannedError> {
+    let span = dir.span();
+    let dir = base.join(dir.into_inner());
+    match dir.canonicalize() {
+        Ok(root) if root.is_dir() => Ok(root),
+        Ok(_) => {
+            Err(SpannedError::at(span, format!("static path {} is not a directory", dir.display())))
+        }
+        Err(e) => Err(SpannedError::at(span, format!("static directory {}: {e}", dir.display()))),
+    }
+}
+
+/// An error at a byte range of the config text.
+#[derive(Debug)]
+struct SpannedError {
+    message: String,
+    span: Option<Range<usize>>,
+}
+
+impl SpannedError {
+    fn at(span: Range<usize>, message: String) -> Self {
+        SpannedError { message, span: Some(span) }
+    }
+
+    fn in_file(self, path: &Path, text: &str) -> ConfigError {
+        let (line, column) = match self.span {
+            Some(span) => line_col(text, span.start),
+            None => (0, 0),
+        };
+        ConfigError { path: path.to_path_buf(), line, column, message: self.message }
+    }
+}
+
+/// The 1-based line and column (in characters) of byte `offset` in `text`.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Config, ConfigError> {
+        match Config::from_toml(text, Path::new("/")) {
+            Ok(c) => Ok(c),
+            Err(Error::Config(e)) => Err(e),
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+
+    #[test]
+    fn empty_file_means_defaults() {
+        assert_eq!(parse("").unwrap(), Config::default());
+    }
+
+    #[test]
+    fn full_server_table() {
+        let c = parse(
+            r#"
+            [server]
+            bind = ["0.0.0.0:80", "[::1]:8080", "unix:/run/app.sock"]
+            workers = 3
+            backlog = 10
+            graceful_timeout = 0.5
+            timeout = 12
+            pidfile = "/run/fs.pid"
+            [log]
+            level = "DEBUG"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(c.server.bind[1], Bind::Tcp { host: "::1".into(), port: 8080 });
+        assert_eq!(c.server.bind[2], Bind::Unix("/run/app.sock".into()));
+        assert_eq!(c.server.workers.resolve(), 3);
+        assert_eq!(c.server.graceful_timeout.0, Duration::from_millis(500));
+        assert_eq!(c.log.level, LogLevel::Debug);
+    }
+
+    #[test]
+    fn errors_point_at_the_value() {
+        let e = parse("[server]\nworkers = 0\n").unwrap_err();
+        assert_eq!((e.line, e.column), (2, 11), "{e}");
+        assert!(e.message.contains("at least 1"), "{e}");
+
+        let e = parse("[server]\n  bogus = 1\n").unwrap_err();
+        assert_eq!((e.line, e.column), (2, 3), "{e}");
+        assert!(e.message.contains("unknown field"), "{e}");
+
+        let e = parse("[server]\nbind = [\"nope\"]\n").unwrap_err();
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.message.contains("HOST:PORT"), "{e}");
+    }
+
+    #[test]
+    fn route_needs_exactly_one_action() {
+        let e = parse("[[route]]\npath = \"/\"\nrespond = \"x\"\nstatic = \"/\"\n").unwrap_err();
+        assert!(e.message.contains("two actions"), "{e}");
+        assert_eq!(e.line, 1, "{e}");
+        let e = parse("[[route]]\npath = \"/\"\n").unwrap_err();
+        assert!(e.message.contains("no action"), "{e}");
+    }
+
+    #[test]
+    fn respond_table_is_checked() {
+        let c = parse(
+            "[[route]]\npath = \"/\"\nrespond = { status = 201, body = \"ok\", headers = { x-a = \"b\" } }\n",
+        )
+        .unwrap();
+        let Action::Respond(r) = &c.routes[0].action else { panic!() };
+        assert_eq!(r.status, StatusCode::CREATED);
+        assert_eq!(r.headers[0].0, "x-a");
+        for bad in [
+            "status = 700",
+            "status = 204, body = \"x\"",
+            "headers = { \"bad name\" = \"x\" }",
+            "content_type = \"a\\nb\"",
+            "nope = 1",
+        ] {
+            let text = format!("[[route]]\npath = \"/\"\nrespond = {{ {bad} }}\n");
+            let e = parse(&text).unwrap_err();
+            assert_eq!(e.line, 3, "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn bind_forms() {
+        assert_eq!("localhost:80".parse::<Bind>().unwrap().to_string(), "localhost:80");
+        assert_eq!("[::]:80".parse::<Bind>().unwrap().to_string(), "[::]:80");
+        for bad in ["", ":80", "host", "host:", "host:99999", "::1:80", "[zz]:80", "unix:"] {
+            assert!(bad.parse::<Bind>().is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn print_config_round_trips() {
+        let text = "[server]\nworkers = 2\ngraceful_timeout = 1.5\n[[route]]\npath = \"/\"\nrespond = { status = 202, body = \"hi\" }\n";
+        let c = parse(text).unwrap();
+        assert_eq!(parse(&c.to_toml()).unwrap(), c);
+    }
+
+    #[test]
+    fn every_shipped_config_parses() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+                seen += 1;
+            }
+        }
+        assert!(seen > 0, "no config files found in {}", dir.display());
+    }
+}

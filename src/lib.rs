@@ -1,0 +1,161 @@
+//! forkserve: a pre-fork, multi-process HTTP server.
+//!
+//! A single-threaded **master** reads the config, binds the listening sockets and forks
+//! **workers**. Each worker builds its own single-threaded tokio runtime and serves HTTP/1.1
+//! with hyper on the shared, inherited sockets. The master never serves traffic: it supervises
+//! (replacing workers that die) and acts on signals.
+//!
+//! # Running your own service
+//!
+//! [`run`] is the one entry point: it gives your program the forkserve command line and config
+//! file, and calls your factory in every worker, after the fork, to build the service that worker
+//! serves. The service need not be `Send`.
+//!
+//! ```no_run
+//! use std::convert::Infallible;
+//! use bytes::Bytes;
+//! use http_body_util::Full;
+//! use hyper::{Request, Response, body::Incoming, service::service_fn};
+//!
+//! fn main() -> std::process::ExitCode {
+//!     forkserve::run(|_worker: &forkserve::WorkerContext| {
+//!         Ok::<_, Infallible>(service_fn(|_req: Request<Incoming>| async {
+//!             Ok::<_, Infallible>(Response::new(Full::new(Bytes::from("hello\n"))))
+//!         }))
+//!     })
+//! }
+//! ```
+//!
+//! # Signals of the master
+//!
+//! | signal | action |
+//! |---|---|
+//! | `HUP` | re-read and validate the config; if valid, start a new generation of workers and stop the old one once the new one is ready; if not, log why and keep serving |
+//! | `TERM` | graceful stop: close the listeners, let in-flight requests finish (up to `graceful_timeout`), exit 0 |
+//! | `INT`, `QUIT` | fast stop: workers exit at once, the master exits 0 |
+//! | `TTIN`, `TTOU` | one more, one fewer worker (never below one) |
+//! | `CHLD` | reap; a worker that died unexpectedly is logged and replaced |
+//!
+//! # Layout
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`cli`] | the flags, and how they override the config file |
+//! | [`config`] | the TOML schema, defaults, validation, `file:line:col` errors |
+//! | `listener` | binding TCP and unix sockets before any fork |
+//! | `master` | the supervising loop and its verbs |
+//! | `signals` | which signal means what, for the master and for a worker |
+//! | `worker` | everything after fork: runtime, accept loop, drain, exit code |
+//! | `service` | calling the app's service; panics and errors become `500` |
+//! | `shutdown` | draining a worker's connections |
+//! | `process` | fork, wait, kill: the home of `unsafe` |
+//! | [`app`] | what the binary serves from the config file |
+
+pub mod app;
+pub mod cli;
+pub mod config;
+mod error;
+mod ipc;
+mod listener;
+mod logging;
+mod master;
+mod pidfile;
+mod process;
+mod service;
+mod shutdown;
+mod signals;
+mod worker;
+
+use std::process::ExitCode;
+
+pub use crate::cli::Cli;
+pub use crate::config::Config;
+pub use crate::error::{BoxError, ConfigError, Error};
+pub use crate::service::HttpService;
+pub use crate::worker::{EXIT_BOOT_FAILED, WorkerContext};
+
+use crate::cli::ConfigSource;
+use crate::listener::Listeners;
+use crate::pidfile::Pidfile;
+
+/// Runs a server with the forkserve command line: parses the arguments, loads the config file,
+/// handles `--check-config` and `--print-config`, and runs the master until it stops, calling
+/// `factory` in each worker to build the service it serves. Errors are printed as
+/// `forkserve: error: …`; the exit code is 0, 1 (runtime error), 2 (usage or config error) or 3
+/// (workers could not boot).
+///
+/// Call it from `main` before starting any thread or async runtime: the master forks, and
+/// forking is only safe from a single-threaded process.
+pub fn run<F, S, E>(factory: F) -> ExitCode
+where
+    F: Fn(&WorkerContext) -> Result<S, E>,
+    S: HttpService,
+    E: Into<BoxError>,
+{
+    let result = Cli::from_env().and_then(|cli| {
+        let server = Server::from_cli(&cli)?;
+        if cli.print_config {
+            print!("{}", server.config().to_toml());
+        }
+        if cli.check_config || cli.print_config {
+            return Ok(());
+        }
+        server.run(factory)
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("forkserve: error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+/// A server ready to run: its effective config, and where a reload re-reads it from.
+#[derive(Debug)]
+pub struct Server {
+    source: Option<ConfigSource>,
+    config: Config,
+}
+
+impl Server {
+    /// Loads the config the command line names, with its flags applied.
+    pub fn from_cli(cli: &Cli) -> Result<Server, Error> {
+        let source = cli.source();
+        let config = source.load()?;
+        Ok(Server { source: Some(source), config })
+    }
+
+    /// A server with a config built in code. A reload (`HUP`) keeps this config and replaces
+    /// the workers.
+    pub fn from_config(config: Config) -> Server {
+        Server { source: None, config }
+    }
+
+    /// The effective config.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Binds the listeners, writes the pidfile, forks the workers and supervises them until
+    /// the server is stopped by a signal.
+    pub fn run<F, S, E>(self, factory: F) -> Result<(), Error>
+    where
+        F: Fn(&WorkerContext) -> Result<S, E>,
+        S: HttpService,
+        E: Into<BoxError>,
+    {
+        process::ensure_single_threaded().map_err(Error::Usage)?;
+        let log = logging::init(self.config.log.level);
+        let server = &self.config.server;
+        let mut listeners = Listeners::open(&server.bind, server.backlog)?;
+        let pidfile = match server.pidfile.as_deref().map(Pidfile::create).transpose() {
+            Ok(pidfile) => pidfile,
+            Err(e) => {
+                listeners.close_all();
+                return Err(e);
+            }
+        };
+        master::Master::new(self.source, self.config, listeners, log, pidfile, &factory)?.run()
+    }
+}

@@ -1,0 +1,102 @@
+//! Processes: fork, wait, kill, parent-death signal and thread counting. Together with the one
+//! signal registration in [`crate::signals`], this is where forkserve uses `unsafe`.
+
+use std::fmt;
+use std::io;
+
+use nix::sys::signal::{self, Signal};
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::{ForkResult, Pid};
+
+/// Which side of a fork we are on.
+pub(crate) enum Forked {
+    /// The new process.
+    Child,
+    /// The master, with the new process's pid.
+    Parent(Pid),
+}
+
+/// Forks the master. The child starts with every signal blocked (see
+/// [`crate::signals::block_all`]); the parent's mask is restored.
+///
+/// The caller must be single-threaded; the master checks that once at start
+/// ([`ensure_single_threaded`]) and never starts a thread, and this function re-checks in debug
+/// builds.
+pub(crate) fn fork() -> io::Result<Forked> {
+    debug_assert_eq!(thread_count().unwrap_or(1), 1, "fork from a multi-threaded process");
+    let mask = crate::signals::block_all()?;
+    // SAFETY: the process has exactly one thread (see above), so no other thread can hold a lock
+    // (allocator, stdio, tracing) that the child would inherit in a locked state. The child runs
+    // worker code only and ends with `process::exit`, never returning into the master's loop.
+    let forked = unsafe { nix::unistd::fork() };
+    if !matches!(forked, Ok(ForkResult::Child)) {
+        crate::signals::restore(&mask)?;
+    }
+    match forked.map_err(io::Error::from)? {
+        ForkResult::Child => Ok(Forked::Child),
+        ForkResult::Parent { child } => Ok(Forked::Parent(child)),
+    }
+}
+
+/// How many threads this process has, from `/proc/self/task`.
+pub(crate) fn thread_count() -> io::Result<usize> {
+    Ok(std::fs::read_dir("/proc/self/task")?.count())
+}
+
+/// Fails unless this process has a single thread, the condition for forking safely.
+pub(crate) fn ensure_single_threaded() -> Result<(), String> {
+    match thread_count() {
+        Ok(1) | Err(_) => Ok(()),
+        Ok(n) => Err(format!(
+            "the master must start single-threaded but this process has {n} threads; call \
+             forkserve before starting threads or an async runtime (workers build their own)"
+        )),
+    }
+}
+
+/// How a process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// It called exit with this code.
+    Code(i32),
+    /// A signal killed it.
+    Signal(Signal),
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Exit::Code(code) => write!(f, "exit code {code}"),
+            Exit::Signal(sig) => write!(f, "killed by signal {} ({})", *sig as i32, sig.as_str()),
+        }
+    }
+}
+
+/// Collects one exited child without blocking; `None` when none is waiting.
+pub(crate) fn reap_one() -> Option<(Pid, Exit)> {
+    loop {
+        match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(pid, code)) => return Some((pid, Exit::Code(code))),
+            Ok(WaitStatus::Signaled(pid, sig, _core)) => return Some((pid, Exit::Signal(sig))),
+            // Stopped/continued children are still alive; keep looking for exited ones.
+            Ok(WaitStatus::StillAlive) | Err(_) => return None,
+            Ok(_) => continue,
+        }
+    }
+}
+
+/// Sends `sig` to `pid`. A process that is already gone is not an error: it is being reaped.
+pub(crate) fn send(pid: Pid, sig: Signal) {
+    if let Err(e) = signal::kill(pid, sig) {
+        if e != nix::errno::Errno::ESRCH {
+            tracing::warn!(pid = pid.as_raw(), signal = sig.as_str(), "cannot signal worker: {e}");
+        }
+    }
+}
+
+/// Asks the kernel to send `sig` to this process when its parent dies, then checks that the
+/// parent is still `parent` (it could have died before the request). Returns false if it is not.
+pub(crate) fn die_with_parent(parent: Pid, sig: Signal) -> io::Result<bool> {
+    nix::sys::prctl::set_pdeathsig(sig)?;
+    Ok(nix::unistd::getppid() == parent)
+}

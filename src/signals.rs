@@ -1,0 +1,153 @@
+//! Which signal means what, for the master and for a worker.
+//!
+//! The master's handlers only record: each signal bumps a counter and writes a byte to a
+//! self-pipe that wakes the main loop, which then acts ([`SignalQueue::take`]). Counting rather
+//! than flagging keeps two quick `TTIN`s from becoming one.
+//!
+//! A worker inherits the master's handlers across `fork`. [`SignalQueue::forget_in_worker`]
+//! removes the master's actions (so nothing a worker receives wakes the master) and closes the
+//! self-pipe; the signals the master handled are then ignored in the worker, except the two a
+//! worker obeys: `TERM` (drain, via tokio in [`crate::worker`]) and `INT` (exit at once). The
+//! registry's handler stays installed, so a library app may still register its own handlers.
+
+use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
+use signal_hook::SigId;
+
+/// A signal the master acts on, in the order the loop handles them when several are pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MasterSignal {
+    /// A child exited: reap it.
+    Chld,
+    /// Fast stop.
+    Int,
+    /// Fast stop.
+    Quit,
+    /// Graceful stop.
+    Term,
+    /// Reload.
+    Hup,
+    /// One more worker.
+    Ttin,
+    /// One fewer worker.
+    Ttou,
+    /// Reopen logs.
+    Usr1,
+    /// Binary upgrade.
+    Usr2,
+}
+
+const HANDLED: [(Signal, MasterSignal); 9] = [
+    (Signal::SIGCHLD, MasterSignal::Chld),
+    (Signal::SIGINT, MasterSignal::Int),
+    (Signal::SIGQUIT, MasterSignal::Quit),
+    (Signal::SIGTERM, MasterSignal::Term),
+    (Signal::SIGHUP, MasterSignal::Hup),
+    (Signal::SIGTTIN, MasterSignal::Ttin),
+    (Signal::SIGTTOU, MasterSignal::Ttou),
+    (Signal::SIGUSR1, MasterSignal::Usr1),
+    (Signal::SIGUSR2, MasterSignal::Usr2),
+];
+
+/// How many of each signal have arrived. Written by signal handlers, read by the loop.
+static RECEIVED: [AtomicUsize; HANDLED.len()] = [const { AtomicUsize::new(0) }; HANDLED.len()];
+
+/// The master's record of signals received and not yet acted on.
+pub(crate) struct SignalQueue {
+    /// The handler actions, removed again in a worker.
+    ids: Vec<SigId>,
+    /// Read end of the self-pipe the handlers write to; polled by the master's loop.
+    wake: UnixStream,
+    /// How many of each signal the loop has already taken.
+    taken: [usize; HANDLED.len()],
+}
+
+impl SignalQueue {
+    /// Installs the master's handlers.
+    pub(crate) fn install() -> io::Result<SignalQueue> {
+        let (wake, wake_write) = UnixStream::pair()?;
+        wake.set_nonblocking(true)?;
+        let mut ids = Vec::with_capacity(HANDLED.len() * 2);
+        let mut taken = [0; HANDLED.len()];
+        for (i, (sig, _)) in HANDLED.iter().enumerate() {
+            taken[i] = RECEIVED[i].load(Ordering::SeqCst);
+            // The count first, then the wake-up: actions run in registration order, so the
+            // loop always sees the count of the signal that woke it.
+            ids.push(register_counter(*sig as i32, &RECEIVED[i])?);
+            ids.push(signal_hook::low_level::pipe::register(*sig as i32, wake_write.try_clone()?)?);
+        }
+        Ok(SignalQueue { ids, wake, taken })
+    }
+
+    /// The descriptor that becomes readable when a signal arrives.
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.wake.as_fd()
+    }
+
+    /// Takes the signals received since the last call, in handling order, each as often as it
+    /// arrived (at most 16 times, to bound the work one burst can queue).
+    pub(crate) fn take(&mut self) -> Vec<MasterSignal> {
+        let mut buf = [0u8; 64];
+        while matches!((&self.wake).read(&mut buf), Ok(n) if n > 0) {}
+        let mut out = Vec::new();
+        for (i, (_, which)) in HANDLED.iter().enumerate() {
+            let now = RECEIVED[i].load(Ordering::SeqCst);
+            let new = now.wrapping_sub(self.taken[i]).min(16);
+            self.taken[i] = now;
+            out.extend(std::iter::repeat_n(*which, new));
+        }
+        out
+    }
+
+    /// In a freshly forked worker, whose signals are still blocked (see [`block_all`]): drops
+    /// the master's handler actions and self-pipe, and makes `INT` end the worker at once, even
+    /// if its thread is busy.
+    pub(crate) fn forget_in_worker(self) -> io::Result<()> {
+        for id in self.ids {
+            signal_hook::low_level::unregister(id);
+        }
+        drop(self.wake);
+        signal_hook::flag::register_conditional_shutdown(
+            Signal::SIGINT as i32,
+            0,
+            Arc::new(AtomicBool::new(true)),
+        )?;
+        Ok(())
+    }
+}
+
+/// Blocks every signal and returns the mask to restore. The master forks with all signals
+/// blocked: a signal meant for the master is then never handled in a child that has not yet
+/// dropped the master's actions, and a `TERM` sent to a new worker waits until the worker can
+/// act on it ([`unblock_all`]).
+pub(crate) fn block_all() -> io::Result<SigSet> {
+    let mut old = SigSet::empty();
+    sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::all()), Some(&mut old))?;
+    Ok(old)
+}
+
+/// Restores a mask saved by [`block_all`].
+pub(crate) fn restore(mask: &SigSet) -> io::Result<()> {
+    Ok(sigprocmask(SigmaskHow::SIG_SETMASK, Some(mask), None)?)
+}
+
+/// Unblocks every signal: a worker calls this once its own handlers are in place.
+pub(crate) fn unblock_all() -> io::Result<()> {
+    restore(&SigSet::empty())
+}
+
+/// Registers an action that counts deliveries of `signal`.
+fn register_counter(signal: i32, counter: &'static AtomicUsize) -> io::Result<SigId> {
+    // SAFETY: the action is an atomic increment of a static, which is async-signal-safe: it
+    // neither allocates nor takes a lock.
+    unsafe {
+        signal_hook::low_level::register(signal, move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        })
+    }
+}
