@@ -5,8 +5,8 @@
 //! |---|---|
 //! | `/` | hello, with the worker's id and generation |
 //! | `/pid` | the worker's pid |
-//! | `/sleep/MS` | 200 after an async sleep of MS milliseconds (the worker stays responsive) |
-//! | `/spin/MS` | 200 after blocking the worker's thread for MS milliseconds, as a stuck handler does |
+//! | `/sleep/MS` | 200 after an async sleep of MS milliseconds (the worker stays responsive; logged at debug level when it starts) |
+//! | `/spin/MS` | 200 after blocking the worker's thread for MS milliseconds, as a stuck handler does (logged when it starts) |
 //! | `/panic` | the handler panics; the worker survives and answers 500 |
 //! | `/count` | how many requests this worker has served (state that is not `Send`) |
 //!
@@ -60,11 +60,13 @@ async fn handle(req: Request<Incoming>, worker: (u64, u64), served: Rc<Cell<u64>
         panic!("the demo's /panic handler panics on purpose");
     }
     if let Some(ms) = millis(path, "/sleep/") {
+        tracing::debug!("sleeping {ms} ms");
         tokio::time::sleep(Duration::from_millis(ms)).await;
         return text(StatusCode::OK, format!("slept {ms} ms\n"));
     }
     if let Some(ms) = millis(path, "/spin/") {
         // Blocks the worker's only thread: no other request on this worker is served meanwhile.
+        tracing::info!("blocking the worker's thread for {ms} ms");
         std::thread::sleep(Duration::from_millis(ms));
         return text(StatusCode::OK, format!("blocked {ms} ms\n"));
     }

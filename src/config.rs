@@ -321,9 +321,28 @@ impl FromStr for LogLevel {
 
 impl<'de> Deserialize<'de> for LogLevel {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(de::Error::custom)
+        from_str(d, "a log level")
     }
+}
+
+/// Deserializes a string through `FromStr`. The parse runs inside the visitor, so that the
+/// `toml` deserializer attaches the string's own span to a parse error.
+fn from_str<'de, D, T>(d: D, expecting: &'static str) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr<Err = String>,
+{
+    struct V<T>(&'static str, std::marker::PhantomData<T>);
+    impl<T: FromStr<Err = String>> Visitor<'_> for V<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str(self.0)
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<T, E> {
+            s.parse().map_err(E::custom)
+        }
+    }
+    d.deserialize_str(V(expecting, std::marker::PhantomData))
 }
 
 impl Serialize for LogLevel {
@@ -403,8 +422,7 @@ impl fmt::Display for Bind {
 
 impl<'de> Deserialize<'de> for Bind {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(de::Error::custom)
+        from_str(d, "an address: HOST:PORT, [IPV6]:PORT or unix:/path/to.sock")
     }
 }
 

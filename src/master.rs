@@ -99,6 +99,8 @@ pub(crate) struct Master<'f, F> {
     stopping: Option<Shutdown>,
     /// Some worker has become ready since the master started.
     ever_ready: bool,
+    /// The first generation has been reported fully ready.
+    announced: bool,
     /// The pause before the next spawn, grown by workers that die while booting.
     backoff: Duration,
     next_spawn: Instant,
@@ -139,6 +141,7 @@ where
             reload: None,
             stopping: None,
             ever_ready: false,
+            announced: false,
             backoff: Duration::ZERO,
             next_spawn: Instant::now(),
             failure: None,
@@ -210,10 +213,11 @@ where
                 "worker booted"
             );
             self.backoff = Duration::ZERO;
-            if !self.ever_ready && self.ready_workers() == self.target {
+            self.ever_ready = true;
+            if !self.announced && self.ready_workers() >= self.target {
+                self.announced = true;
                 info!(workers = self.target, "all workers ready");
             }
-            self.ever_ready = true;
         }
         self.finish_reload();
     }
@@ -470,7 +474,7 @@ where
         if self.stopping == Some(Shutdown::Fast) || self.stopping == Some(how) {
             return;
         }
-        info!(mode = how.as_str(), "shutting down");
+        info!(mode = %how.as_str(), "shutting down");
         self.stopping = Some(how);
         self.reload = None;
         self.listeners.close_all();

@@ -89,7 +89,7 @@ pub(crate) fn reap_one() -> Option<(Pid, Exit)> {
 pub(crate) fn send(pid: Pid, sig: Signal) {
     if let Err(e) = signal::kill(pid, sig) {
         if e != nix::errno::Errno::ESRCH {
-            tracing::warn!(pid = pid.as_raw(), signal = sig.as_str(), "cannot signal worker: {e}");
+            tracing::warn!(pid = pid.as_raw(), signal = %sig.as_str(), "cannot signal worker: {e}");
         }
     }
 }

@@ -88,7 +88,7 @@ impl RequestLine {
         let message = PANIC.with(|p| p.borrow_mut().take()).unwrap_or_default();
         tracing::error!(
             method = %self.method,
-            path = self.uri.path(),
+            path = %self.uri.path(),
             "handler panicked, answered 500: {message}"
         );
     }
@@ -123,7 +123,7 @@ where
                 let e: BoxError = e.into();
                 tracing::error!(
                     method = %this.request.method,
-                    path = this.request.uri.path(),
+                    path = %this.request.uri.path(),
                     "handler failed, answered 500: {e}"
                 );
                 Poll::Ready(Ok(internal_error()))

@@ -1,0 +1,203 @@
+//! A small HTTP/1.1 client over raw sockets: the tests control every byte they send and see
+//! every byte the server sends back, which a full client library would normalize away.
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// A parsed response.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first value of a header (name case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// One client connection, kept alive across requests.
+pub struct Conn<S = TcpStream> {
+    stream: S,
+    buf: Vec<u8>,
+}
+
+impl Conn<TcpStream> {
+    pub fn open(addr: SocketAddr) -> io::Result<Conn> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        stream.set_nodelay(true)?;
+        Ok(Conn { stream, buf: Vec::new() })
+    }
+}
+
+impl<S: Read + Write> Conn<S> {
+    pub fn over(stream: S) -> Conn<S> {
+        Conn { stream, buf: Vec::new() }
+    }
+
+    /// Sends raw bytes.
+    pub fn send(&mut self, raw: &[u8]) -> io::Result<()> {
+        self.stream.write_all(raw)
+    }
+
+    /// Sends a GET with keep-alive.
+    pub fn send_get(&mut self, path: &str) -> io::Result<()> {
+        self.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").as_bytes())
+    }
+
+    /// Sends a GET and reads its response.
+    pub fn get(&mut self, path: &str) -> io::Result<Response> {
+        self.send_get(path)?;
+        self.read_response(false)
+    }
+
+    fn fill(&mut self) -> io::Result<bool> {
+        let mut chunk = [0u8; 64 * 1024];
+        let n = self.stream.read(&mut chunk)?;
+        self.buf.extend_from_slice(&chunk[..n]);
+        Ok(n > 0)
+    }
+
+    /// Reads one response; `head_only` for the answer to a HEAD request (no body follows).
+    pub fn read_response(&mut self, head_only: bool) -> io::Result<Response> {
+        let head_end = loop {
+            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
+                break i;
+            }
+            if !self.fill()? {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "closed before a response",
+                ));
+            }
+        };
+        let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
+        self.buf.drain(..head_end + 4);
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or_default();
+        let status =
+            status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(
+                || io::Error::new(io::ErrorKind::InvalidData, status_line.to_string()),
+            )?;
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+            .collect();
+        let mut response = Response { status, headers, body: Vec::new() };
+        if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
+            return Ok(response);
+        }
+        if let Some(len) = response.header("content-length") {
+            let len: usize = len.parse().map_err(|_| io::Error::other("bad content-length"))?;
+            while self.buf.len() < len {
+                if !self.fill()? {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "body cut short"));
+                }
+            }
+            response.body = self.buf.drain(..len).collect();
+        } else if response.header("transfer-encoding").is_some_and(|t| t.contains("chunked")) {
+            response.body = self.read_chunked()?;
+        } else {
+            while self.fill()? {}
+            response.body = std::mem::take(&mut self.buf);
+        }
+        Ok(response)
+    }
+
+    fn read_chunked(&mut self) -> io::Result<Vec<u8>> {
+        let mut body = Vec::new();
+        loop {
+            let line_end = loop {
+                if let Some(i) = find(&self.buf, b"\r\n") {
+                    break i;
+                }
+                if !self.fill()? {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "chunk cut short"));
+                }
+            };
+            let size_text = String::from_utf8_lossy(&self.buf[..line_end]).into_owned();
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16)
+                .map_err(|_| io::Error::other("bad chunk size"))?;
+            self.buf.drain(..line_end + 2);
+            while self.buf.len() < size + 2 {
+                if !self.fill()? {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "chunk cut short"));
+                }
+            }
+            body.extend(self.buf.drain(..size));
+            self.buf.drain(..2);
+            if size == 0 {
+                return Ok(body);
+            }
+        }
+    }
+
+    /// Reads a response whose body is only counted, not kept; returns (status, body length).
+    pub fn read_counting(&mut self) -> io::Result<(u16, u64)> {
+        let head_end = loop {
+            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
+                break i;
+            }
+            if !self.fill()? {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "closed before a response",
+                ));
+            }
+        };
+        let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
+        self.buf.drain(..head_end + 4);
+        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let len: u64 = head
+            .split("\r\n")
+            .filter_map(|l| l.split_once(':'))
+            .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+            .and_then(|(_, v)| v.trim().parse().ok())
+            .unwrap_or(0);
+        let mut seen = self.buf.len() as u64;
+        self.buf.clear();
+        let mut chunk = vec![0u8; 256 * 1024];
+        while seen < len {
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                break;
+            }
+            seen += n as u64;
+        }
+        Ok((status, seen))
+    }
+
+    /// True if the server closed the connection (reads EOF or a reset).
+    pub fn is_closed(&mut self) -> bool {
+        match self.fill() {
+            Ok(got_more) => !got_more,
+            Err(e) => e.kind() != io::ErrorKind::WouldBlock && e.kind() != io::ErrorKind::TimedOut,
+        }
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// One request on a fresh connection.
+pub fn get(addr: SocketAddr, path: &str) -> io::Result<Response> {
+    Conn::open(addr)?.get(path)
+}
+
+/// Sends raw bytes on a fresh connection and reads one response.
+pub fn raw(addr: SocketAddr, request: &[u8]) -> io::Result<Response> {
+    let mut conn = Conn::open(addr)?;
+    conn.send(request)?;
+    conn.read_response(request.starts_with(b"HEAD "))
+}

@@ -1,0 +1,290 @@
+//! Test harness: runs the real binaries, each server in its own process group, and kills the
+//! whole group when the handle drops, on every exit path (including a failed assertion).
+//! Servers bind port 0 on 127.0.0.1; the harness learns the port from the `listening` log line.
+//! Readiness is read from the server's own log lines, never guessed with sleeps.
+
+#![allow(dead_code)]
+
+pub mod http;
+
+use std::collections::BTreeSet;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill, killpg};
+use nix::unistd::Pid;
+
+/// How long a test waits for something the server should do promptly.
+pub const WAIT: Duration = Duration::from_secs(15);
+
+/// The `forkserve` binary.
+pub fn forkserve() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_forkserve"))
+}
+
+/// An example binary, built for the tests' profile. `cargo test --test X` does not rebuild
+/// examples, so the harness does (once per test binary; a no-op when they are fresh), which
+/// keeps a test from ever running a stale example.
+pub fn example(name: &str) -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let dir = BUILT.get_or_init(|| {
+        let exe = std::env::current_exe().expect("test executable path");
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile>");
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut build = Command::new(cargo);
+        build.args(["build", "--quiet", "--examples"]).current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build --examples");
+        assert!(status.success(), "cargo build --examples failed");
+        profile_dir.join("examples")
+    });
+    dir.join(name)
+}
+
+/// Lines a server wrote to stderr, shared with the thread that reads them.
+#[derive(Default)]
+struct Log {
+    lines: Mutex<Vec<String>>,
+    grew: Condvar,
+}
+
+impl Log {
+    /// The lines, even if a test panicked while holding the lock.
+    fn lines(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.lines.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A running server (or a finished one); its process group dies with this handle.
+pub struct Server {
+    child: Child,
+    log: Arc<Log>,
+    status: Option<ExitStatus>,
+}
+
+impl Server {
+    /// Starts `bin` with `args` in a new process group. Does not wait for readiness.
+    pub fn spawn(bin: &Path, args: &[&str]) -> Server {
+        Server::spawn_with(bin, args, &[])
+    }
+
+    /// Like [`Server::spawn`], with extra environment variables.
+    pub fn spawn_with(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(bin);
+        cmd.args(args)
+            .envs(env.iter().copied())
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        // If the test process dies without running destructors (an abort), the master dies
+        // with it; its workers then drain and exit on their own parent-death signal.
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+            });
+        }
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
+        let log = Arc::new(Log::default());
+        for stream in [
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    log.lines().push(line);
+                    log.grew.notify_all();
+                }
+            });
+        }
+        Server { child, log, status: None }
+    }
+
+    /// Starts `bin` and waits until all its workers are ready.
+    pub fn start(bin: &Path, args: &[&str]) -> Server {
+        let server = Server::spawn(bin, args);
+        server.wait_for("all workers ready");
+        server
+    }
+
+    /// The master's pid.
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    /// Sends a signal to the master.
+    pub fn signal(&self, sig: Signal) {
+        kill(self.pid(), sig).expect("signal the master");
+    }
+
+    /// Every log line so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.log.lines().clone()
+    }
+
+    /// How many log lines contain `needle`.
+    pub fn count(&self, needle: &str) -> usize {
+        self.logs().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Waits until some log line contains `needle` and returns it.
+    pub fn wait_for(&self, needle: &str) -> String {
+        self.wait_for_nth(needle, 1)
+    }
+
+    /// Waits until `n` log lines contain `needle` and returns the n-th.
+    pub fn wait_for_nth(&self, needle: &str, n: usize) -> String {
+        let deadline = Instant::now() + WAIT;
+        let mut lines = self.log.lines();
+        loop {
+            if let Some(line) = lines.iter().filter(|l| l.contains(needle)).nth(n - 1) {
+                return line.clone();
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                let all = lines.join("\n");
+                drop(lines);
+                panic!("timed out waiting for {n}× {needle:?}; server log:\n{all}");
+            }
+            lines = self.log.grew.wait_timeout(lines, left).unwrap_or_else(|e| e.into_inner()).0;
+        }
+    }
+
+    /// The first TCP address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        let line = self.wait_for("listening address=");
+        let addr = line.split("address=").nth(1).unwrap().split_whitespace().next().unwrap();
+        addr.parse().unwrap_or_else(|e| panic!("bad address in {line:?}: {e}"))
+    }
+
+    /// The pids of the master's live children (its workers), from /proc.
+    pub fn workers(&self) -> BTreeSet<i32> {
+        children(self.pid().as_raw())
+    }
+
+    /// Waits until the master has exactly `n` children that are all `ready` (booted).
+    pub fn wait_workers(&self, n: usize) -> BTreeSet<i32> {
+        wait_until(|| {
+            let pids = self.workers();
+            (pids.len() == n).then_some(pids)
+        })
+        .unwrap_or_else(|| {
+            panic!("never had {n} workers: {:?}\n{}", self.workers(), self.logs().join("\n"))
+        })
+    }
+
+    /// Waits for the master to exit, up to `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                self.status = Some(status);
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for the master to exit and returns its exit code (panics if killed by a signal).
+    pub fn exit_code(&mut self) -> i32 {
+        let status = self
+            .wait_exit(WAIT)
+            .unwrap_or_else(|| panic!("server did not exit; log:\n{}", self.logs().join("\n")));
+        status.code().unwrap_or_else(|| panic!("killed by signal {:?}", status.signal()))
+    }
+
+    /// All of stderr and stdout after the server exited.
+    pub fn output(&mut self) -> String {
+        self.exit_code();
+        // The reader threads finish at EOF, which comes once every process holding the pipes
+        // has exited; give them until then.
+        wait_until(|| (!self.group_alive()).then_some(()));
+        std::thread::sleep(Duration::from_millis(20));
+        self.logs().join("\n")
+    }
+
+    fn group_alive(&self) -> bool {
+        killpg(self.pid(), None).is_ok()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        // The whole group: the master and every worker, whatever state they are in.
+        let _ = killpg(self.pid(), Signal::SIGKILL);
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- server log ---\n{}\n---", self.logs().join("\n"));
+        }
+    }
+}
+
+/// Polls `f` every 10 ms until it returns `Some`, for up to [`WAIT`].
+pub fn wait_until<T>(mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Live children of `pid` (zombies excluded), found by scanning /proc.
+pub fn children(pid: i32) -> BTreeSet<i32> {
+    let mut out = BTreeSet::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return out };
+    for entry in dir.flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        // Fields after the command name, which is in parentheses and may contain spaces.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.len() > 1 && fields[1] == pid.to_string() && fields[0] != "Z" {
+            out.insert(child);
+        }
+    }
+    out
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, r)| !r.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// A scratch directory for config files, removed when dropped.
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::Builder::new().prefix("forkserve-test-").tempdir().expect("tempdir")
+}
+
+/// Writes `text` to `dir/name` and returns the path as a string.
+pub fn write(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write file");
+    path.to_str().unwrap().to_string()
+}

@@ -1,0 +1,152 @@
+//! Every class of config and usage error: the binary prints `forkserve: error: …` (with
+//! `file:line:col` for errors in a config file) and exits 2 before binding anything.
+
+mod common;
+
+use std::path::Path;
+
+use common::{Server, forkserve, tempdir, write};
+
+/// Runs the binary to completion; returns (exit code, everything it printed).
+fn run(args: &[&str]) -> (i32, String) {
+    let mut server = Server::spawn(&forkserve(), args);
+    let output = server.output();
+    (server.exit_code(), output)
+}
+
+/// A config that would bind a unix socket in `dir` if it got that far, followed by `rest`.
+fn config_binding_in(dir: &Path, rest: &str) -> String {
+    format!("[server]\nbind = [\"unix:{}\"]\n{rest}", dir.join("sock").display())
+}
+
+#[test]
+fn each_error_class_names_file_line_and_column_and_binds_nothing() {
+    let dir = tempdir();
+    let public = dir.path().join("public");
+    std::fs::create_dir(&public).unwrap();
+    let cases: &[(&str, &str, (usize, usize), &str)] = &[
+        ("unknown key", "bogus = 1\n", (3, 1), "unknown field `bogus`"),
+        ("unknown table", "[serverr]\nworkers = 1\n", (3, 2), "unknown field `serverr`"),
+        ("bad type", "workers = \"many\"\n", (3, 11), "invalid value"),
+        ("bad type for backlog", "backlog = \"big\"\n", (3, 11), "invalid type"),
+        ("zero workers", "workers = 0\n", (3, 11), "workers must be at least 1"),
+        ("bad bind", "", (2, 9), "expected HOST:PORT"),
+        ("negative timeout", "graceful_timeout = -1\n", (3, 20), "must not be negative"),
+        ("bad log level", "[log]\nlevel = \"loud\"\n", (4, 9), "unknown log level"),
+        ("syntax", "workers = \n", (3, 11), "string values must be quoted"),
+        (
+            "two actions",
+            "[[route]]\npath = \"/\"\nrespond = \"x\"\nstatic = \"public\"\n",
+            (3, 1),
+            "has two actions",
+        ),
+        ("no action", "[[route]]\npath = \"/\"\n", (3, 1), "has no action"),
+        (
+            "static dir missing",
+            "[[route]]\npath = \"/s/\"\nstatic = \"nowhere\"\n",
+            (5, 10),
+            "static directory",
+        ),
+        (
+            "bad status",
+            "[[route]]\npath = \"/\"\nrespond = { status = 99 }\n",
+            (5, 11),
+            "status must be between 200 and 599",
+        ),
+        (
+            "path without slash",
+            "[[route]]\npath = \"x\"\nrespond = \"x\"\n",
+            (4, 8),
+            "must start with /",
+        ),
+    ];
+    for (what, rest, (line, col), message) in cases {
+        let text = if *what == "bad bind" {
+            "[server]\nbind = [\"localhost\"]\n".to_string()
+        } else {
+            config_binding_in(dir.path(), rest)
+        };
+        let config = write(dir.path(), "app.toml", &text);
+        let (code, output) = run(&[&config]);
+        assert_eq!(code, 2, "{what}: {output}");
+        let expected = format!("forkserve: error: {config}:{line}:{col}: ");
+        assert!(output.starts_with(&expected), "{what}: expected {expected:?}…, got:\n{output}");
+        assert!(output.contains(message), "{what}: expected {message:?} in:\n{output}");
+        assert_eq!(output.lines().count(), 1, "{what}: one line only:\n{output}");
+        assert!(!dir.path().join("sock").exists(), "{what}: nothing was bound");
+
+        // --check-config reports the same error the same way.
+        let (code, checked) = run(&["--check-config", &config]);
+        assert_eq!((code, &checked), (2, &output), "{what}: --check-config");
+    }
+}
+
+#[test]
+fn a_missing_file_has_no_line_number() {
+    let dir = tempdir();
+    let missing = dir.path().join("absent.toml");
+    let (code, output) = run(&[missing.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert_eq!(
+        output,
+        format!("forkserve: error: {}: No such file or directory (os error 2)", missing.display())
+    );
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    for args in [
+        &["--workers", "0"][..],
+        &["--workers", "lots"],
+        &["--bind", "nowhere"],
+        &["--graceful-timeout", "soon"],
+        &["--no-such-flag"],
+        &["a.toml", "b.toml"],
+    ] {
+        let (code, output) = run(args);
+        assert_eq!(code, 2, "{args:?}: {output}");
+        assert!(output.starts_with("forkserve: error: "), "{args:?}: {output}");
+    }
+}
+
+#[test]
+fn check_config_prints_nothing_for_a_valid_file() {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/app.toml");
+    let (code, output) = run(&["--check-config", config.to_str().unwrap()]);
+    assert_eq!((code, output.as_str()), (0, ""));
+}
+
+#[test]
+fn print_config_shows_flags_over_the_file() {
+    let dir = tempdir();
+    let config = write(dir.path(), "app.toml", "[server]\nworkers = 4\nbind = [\"127.0.0.1:1\"]\n");
+    let (code, output) = run(&["--print-config", "-w", "2", "--log-level", "debug", &config]);
+    assert_eq!(code, 0, "{output}");
+    let printed: toml::Table = toml::from_str(&output).expect("valid TOML");
+    assert_eq!(printed["server"]["workers"].as_integer(), Some(2));
+    assert_eq!(printed["server"]["bind"][0].as_str(), Some("127.0.0.1:1"));
+    assert_eq!(printed["log"]["level"].as_str(), Some("debug"));
+    // What --print-config prints is itself a valid config.
+    let again = write(dir.path(), "printed.toml", &output);
+    assert_eq!(run(&["--check-config", &again]), (0, String::new()));
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    let (code, help) = run(&["--help"]);
+    assert_eq!(code, 0);
+    for flag in [
+        "--workers",
+        "--bind",
+        "--timeout",
+        "--graceful-timeout",
+        "--pid",
+        "--log-level",
+        "--check-config",
+        "--print-config",
+    ] {
+        assert!(help.contains(flag), "--help mentions {flag}");
+    }
+    let (code, version) = run(&["-V"]);
+    assert_eq!((code, version.as_str()), (0, concat!("forkserve ", env!("CARGO_PKG_VERSION"))));
+}

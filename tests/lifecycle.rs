@@ -1,0 +1,295 @@
+//! The process model and the master's signals, on the real binaries.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::http::{self, Conn};
+use common::{Server, WAIT, alive, example, forkserve, tempdir, wait_until, write};
+use nix::sys::signal::Signal;
+
+const LOCAL: &str = "127.0.0.1:0";
+
+fn app_config(body: &str) -> String {
+    format!(
+        "[server]\nbind = [\"{LOCAL}\"]\nworkers = 2\n\n[[route]]\npath = \"/\"\nrespond = \"{body}\"\n"
+    )
+}
+
+#[test]
+fn requests_are_served_by_every_worker() {
+    let server = Server::start(&example("demo"), &["-w", "3", "-b", LOCAL]);
+    let workers = server.wait_workers(3);
+    let addr = server.addr();
+    // The kernel hands each connection to whichever worker accepts first; concurrent clients
+    // spread them. Keep asking until all three have answered.
+    let seen = wait_until(|| {
+        let handles: Vec<_> = (0..12)
+            .map(|_| thread::spawn(move || http::get(addr, "/pid").map(|r| r.text())))
+            .collect();
+        let mut seen = BTreeSet::new();
+        for h in handles {
+            let pid: i32 = h.join().unwrap().expect("request").trim().parse().expect("a pid");
+            seen.insert(pid);
+        }
+        (seen.len() == 3).then_some(seen)
+    })
+    .expect("three distinct workers answered");
+    assert_eq!(seen, workers, "the pids that answered are the master's children");
+}
+
+#[test]
+fn master_is_single_threaded_and_never_serves() {
+    let server = Server::start(&example("demo"), &["-w", "2", "-b", LOCAL]);
+    let master = server.pid().as_raw();
+    let threads = std::fs::read_dir(format!("/proc/{master}/task")).unwrap().count();
+    assert_eq!(threads, 1, "the master has exactly one thread");
+    let pid: i32 = http::get(server.addr(), "/pid").unwrap().text().trim().parse().unwrap();
+    assert_ne!(pid, master, "a worker, not the master, answered");
+    assert!(server.workers().contains(&pid));
+}
+
+#[test]
+fn a_killed_worker_is_logged_and_replaced() {
+    let server = Server::start(&example("demo"), &["-w", "2", "-b", LOCAL]);
+    let before = server.wait_workers(2);
+    let victim = *before.iter().next().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+
+    let line = server.wait_for("worker died unexpectedly");
+    assert!(line.contains(&format!("pid={victim}")), "{line}");
+    assert!(line.contains("killed by signal 9"), "{line}");
+    server.wait_for("worker=3");
+    let after = server.wait_workers(2);
+    assert!(!after.contains(&victim));
+    assert!(!alive(victim));
+    assert_eq!(http::get(server.addr(), "/").unwrap().status, 200);
+}
+
+#[test]
+fn ttin_adds_a_worker_and_ttou_removes_the_oldest() {
+    let server = Server::start(&example("demo"), &["-w", "1", "-b", LOCAL]);
+    let first = server.wait_workers(1);
+
+    server.signal(Signal::SIGTTIN);
+    server.wait_for("ttin: one more worker workers=2");
+    let two = server.wait_workers(2);
+    assert!(two.is_superset(&first));
+
+    server.signal(Signal::SIGTTOU);
+    server.wait_for("ttou: one fewer worker workers=1");
+    let one = server.wait_workers(1);
+    assert!(one.is_disjoint(&first), "TTOU stopped the oldest worker");
+
+    server.signal(Signal::SIGTTOU);
+    server.wait_for("one worker is the minimum");
+    assert_eq!(server.wait_workers(1), one);
+    assert_eq!(http::get(server.addr(), "/").unwrap().status, 200);
+}
+
+#[test]
+fn hup_picks_up_a_changed_body_and_replaces_every_worker() {
+    let dir = tempdir();
+    let config = write(dir.path(), "app.toml", &app_config("one"));
+    let server = Server::start(&forkserve(), &[&config]);
+    let addr = server.addr();
+    let old = server.wait_workers(2);
+    assert_eq!(http::get(addr, "/").unwrap().text(), "one");
+
+    write(dir.path(), "app.toml", &app_config("two"));
+    server.signal(Signal::SIGHUP);
+    server.wait_for("reload complete generation=2");
+    let new = wait_until(|| {
+        let now = server.workers();
+        (now.len() == 2 && now.is_disjoint(&old)).then_some(now)
+    })
+    .expect("every old worker replaced");
+    assert!(old.iter().all(|&pid| !alive(pid)));
+    assert_eq!(http::get(addr, "/").unwrap().text(), "two");
+    assert_eq!(server.workers(), new);
+    assert_eq!(server.count("worker exited: exit code 0"), 2, "old workers exited cleanly");
+}
+
+#[test]
+fn hup_with_a_broken_config_keeps_the_old_workers_and_body() {
+    let dir = tempdir();
+    let config = write(dir.path(), "app.toml", &app_config("one"));
+    let server = Server::start(&forkserve(), &[&config]);
+    let addr = server.addr();
+    let workers = server.wait_workers(2);
+
+    write(dir.path(), "app.toml", "[server]\nworkers = \"lots\"\n");
+    server.signal(Signal::SIGHUP);
+    let line = server.wait_for("reload rejected");
+    assert!(line.contains(&format!("{config}:2:11")), "names file:line:col: {line}");
+
+    assert_eq!(http::get(addr, "/").unwrap().text(), "one");
+    assert_eq!(server.workers(), workers, "no worker was replaced");
+
+    // A fixed file is picked up by the next HUP. "reload complete" means the old workers were
+    // told to stop; until each handles that, it may still take a connection, so wait for them.
+    write(dir.path(), "app.toml", &app_config("fixed"));
+    server.signal(Signal::SIGHUP);
+    server.wait_for("reload complete");
+    wait_until(|| workers.iter().all(|&pid| !alive(pid)).then_some(())).expect("old workers exit");
+    assert_eq!(http::get(addr, "/").unwrap().text(), "fixed");
+}
+
+#[test]
+fn term_finishes_in_flight_requests_and_refuses_new_connections() {
+    let dir = tempdir();
+    let pidfile = dir.path().join("fs.pid");
+    let pidfile_arg = pidfile.to_str().unwrap();
+    let mut server = Server::start(
+        &example("demo"),
+        &["-w", "2", "-b", LOCAL, "-p", pidfile_arg, "--log-level", "debug"],
+    );
+    let addr = server.addr();
+    let pid_text = std::fs::read_to_string(&pidfile).unwrap();
+    assert_eq!(pid_text.trim(), server.pid().to_string());
+
+    let mut slow = Conn::open(addr).unwrap();
+    slow.send_get("/sleep/2000").unwrap();
+    let sent = Instant::now();
+    server.wait_for("sleeping 2000 ms");
+
+    server.signal(Signal::SIGTERM);
+    server.wait_for("shutting down mode=graceful");
+    let refused =
+        wait_until(|| std::net::TcpStream::connect(addr).is_err().then_some(Instant::now()))
+            .expect("new connections are refused");
+
+    let response = slow.read_response(false).unwrap();
+    let finished = Instant::now();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.text(), "slept 2000 ms\n");
+    assert_eq!(response.header("connection"), Some("close"));
+    assert!(finished.duration_since(sent) >= Duration::from_millis(2000));
+    assert!(refused < finished, "connections were refused while the slow request ran");
+
+    assert_eq!(server.exit_code(), 0);
+    assert!(!pidfile.exists(), "the pidfile is removed");
+}
+
+#[test]
+fn term_closes_idle_keep_alive_connections() {
+    let mut server = Server::start(&example("demo"), &["-w", "1", "-b", LOCAL]);
+    let mut idle = Conn::open(server.addr()).unwrap();
+    assert_eq!(idle.get("/").unwrap().status, 200);
+    server.signal(Signal::SIGTERM);
+    assert!(idle.is_closed(), "the idle connection is closed");
+    assert_eq!(server.exit_code(), 0);
+}
+
+#[test]
+fn graceful_timeout_bounds_a_stop() {
+    let mut server = Server::start(
+        &example("demo"),
+        &["-w", "1", "-b", LOCAL, "--graceful-timeout", "0.5", "--log-level", "debug"],
+    );
+    let mut slow = Conn::open(server.addr()).unwrap();
+    slow.send_get("/sleep/60000").unwrap();
+    server.wait_for("sleeping 60000 ms");
+    let start = Instant::now();
+    server.signal(Signal::SIGTERM);
+    assert_eq!(server.exit_code(), 0);
+    assert!(start.elapsed() < Duration::from_secs(10), "stopped long before the request ended");
+    assert!(slow.read_response(false).is_err(), "the unfinished request got no response");
+    server.wait_for("graceful_timeout reached");
+}
+
+#[test]
+fn int_stops_at_once() {
+    for sig in [Signal::SIGINT, Signal::SIGQUIT] {
+        let mut server =
+            Server::start(&example("demo"), &["-w", "2", "-b", LOCAL, "--log-level", "debug"]);
+        let mut slow = Conn::open(server.addr()).unwrap();
+        slow.send_get("/sleep/30000").unwrap();
+        server.wait_for("sleeping 30000 ms");
+        let start = Instant::now();
+        server.signal(sig);
+        assert_eq!(server.exit_code(), 0, "{sig}");
+        assert!(start.elapsed() < Duration::from_secs(5), "{sig} took {:?}", start.elapsed());
+        server.wait_for("shutting down mode=fast");
+        assert!(slow.read_response(false).is_err(), "in-flight request dropped by {sig}");
+    }
+}
+
+#[test]
+fn a_worker_blocked_in_a_handler_is_killed_by_a_fast_stop() {
+    let mut server = Server::start(&example("demo"), &["-w", "1", "-b", LOCAL]);
+    let mut stuck = Conn::open(server.addr()).unwrap();
+    stuck.send_get("/spin/60000").unwrap();
+    let worker = *server.wait_workers(1).iter().next().unwrap();
+    server.wait_for("blocking the worker's thread for 60000 ms");
+    let start = Instant::now();
+    server.signal(Signal::SIGINT);
+    assert_eq!(server.exit_code(), 0);
+    assert!(start.elapsed() < Duration::from_secs(5));
+    assert!(!alive(worker));
+}
+
+#[test]
+fn app_factory_failure_on_first_start_exits_3_without_a_fork_storm() {
+    let mut server = Server::spawn_with(
+        &example("demo"),
+        &["-w", "2", "-b", LOCAL, "--log-level", "debug"],
+        &[("DEMO_FAIL_BOOT", "1")],
+    );
+    let output = server.output();
+    let status = server.wait_exit(WAIT).unwrap();
+    assert_eq!(status.code(), Some(3), "{output}");
+    assert!(output.contains("app failed to start: DEMO_FAIL_BOOT=1"), "{output}");
+    assert!(output.contains("forkserve: error: worker failed to boot"), "{output}");
+    let forks = output.matches("worker spawned").count();
+    assert!((1..=2).contains(&forks), "{forks} forks for 2 workers:\n{output}");
+}
+
+#[test]
+fn unix_socket_serves_and_is_removed_on_stop() {
+    use std::os::unix::net::UnixStream;
+    let dir = tempdir();
+    let sock = dir.path().join("fs.sock");
+    let bind = format!("unix:{}", sock.display());
+    let mut server = Server::start(&example("demo"), &["-w", "1", "-b", &bind]);
+    let mut conn = Conn::over(UnixStream::connect(&sock).unwrap());
+    assert_eq!(conn.get("/").unwrap().status, 200);
+    drop(conn);
+    server.signal(Signal::SIGTERM);
+    assert_eq!(server.exit_code(), 0);
+    assert!(!sock.exists(), "the socket file is removed");
+}
+
+#[test]
+fn an_address_in_use_is_a_runtime_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut server = Server::spawn(&forkserve(), &["-b", &addr]);
+    let output = server.output();
+    assert_eq!(server.wait_exit(WAIT).unwrap().code(), Some(1), "{output}");
+    assert!(output.contains(&format!("forkserve: error: cannot listen on {addr}")), "{output}");
+}
+
+#[test]
+fn a_pidfile_naming_a_live_master_is_refused() {
+    let dir = tempdir();
+    let pidfile = dir.path().join("fs.pid");
+    let pidfile_arg = pidfile.to_str().unwrap();
+    let first = Server::start(&example("demo"), &["-w", "1", "-b", LOCAL, "-p", pidfile_arg]);
+    let mut second = Server::spawn(&example("demo"), &["-w", "1", "-b", LOCAL, "-p", pidfile_arg]);
+    let output = second.output();
+    assert_eq!(second.wait_exit(WAIT).unwrap().code(), Some(1), "{output}");
+    assert!(output.contains("which is running"), "{output}");
+    let still = std::fs::read_to_string(&pidfile).unwrap();
+    assert_eq!(still.trim(), first.pid().to_string(), "the first master's pidfile is untouched");
+}
+
+#[test]
+fn the_hello_example_serves() {
+    let server = Server::start(&example("hello"), &["-w", "1", "-b", LOCAL]);
+    let response = http::get(server.addr(), "/").unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.text(), "Hello from a forkserve worker!\n");
+}

@@ -1,0 +1,244 @@
+//! What workers serve: the TOML app (fixed responses, static files), the library's panic
+//! handling, keep-alive and pipelining, over raw sockets against the real binaries.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::os::unix::fs::symlink;
+use std::path::Path;
+
+use common::http::{self, Conn};
+use common::{Server, example, forkserve, tempdir, write};
+
+const SECRET: &str = "TOP-SECRET-CONTENT";
+
+/// A static site in `dir/site`, a secret beside it, and symlinks that lead out of the site.
+fn static_site(dir: &Path) -> String {
+    let site = dir.join("site");
+    std::fs::create_dir_all(site.join("docs/empty")).unwrap();
+    std::fs::write(site.join("index.html"), "<h1>home</h1>").unwrap();
+    std::fs::write(site.join("style.css"), "body{}").unwrap();
+    std::fs::write(site.join("data.json"), "{}").unwrap();
+    std::fs::write(site.join("docs/index.html"), "<h1>docs</h1>").unwrap();
+    std::fs::write(site.join("digits.txt"), "0123456789").unwrap();
+    std::fs::write(site.join("noext"), "raw").unwrap();
+    std::fs::write(dir.join("secret.txt"), SECRET).unwrap();
+    symlink(dir.join("secret.txt"), site.join("escape.txt")).unwrap();
+    symlink(dir, site.join("up")).unwrap();
+    symlink(site.join("style.css"), site.join("inside.css")).unwrap();
+    nix::unistd::mkfifo(&site.join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+    let config = "[server]\nbind = [\"127.0.0.1:0\"]\nworkers = 1\n\n\
+         [[route]]\npath = \"/\"\nrespond = \"root\\n\"\n\n\
+         [[route]]\npath = \"/static/\"\nstatic = \"site\"\n\n\
+         [[route]]\npath = \"/api\"\nrespond = { status = 201, body = \"made\", content_type = \"application/json\", headers = { \"x-a\" = \"b\" } }\n";
+    write(dir, "app.toml", config)
+}
+
+fn get(addr: SocketAddr, path: &str) -> http::Response {
+    http::raw(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+#[test]
+fn traversal_attempts_never_leave_the_static_root() {
+    let dir = tempdir();
+    let server = Server::start(&forkserve(), &[&static_site(dir.path())]);
+    let addr = server.addr();
+    let attacks = [
+        "/static/../secret.txt",
+        "/static/../../../../etc/passwd",
+        "/static/%2e%2e/secret.txt",
+        "/static/%2E%2E/secret.txt",
+        "/static/.%2e/secret.txt",
+        "/static/%2e%2e%2fsecret.txt",
+        "/static/..%2fsecret.txt",
+        "/static/..%2Fsecret.txt",
+        "/static/docs/../../secret.txt",
+        "/static/docs/%2e%2e/%2e%2e/secret.txt",
+        "/static/%252e%252e/secret.txt",
+        "/static//etc/passwd",
+        "/static/%2fetc%2fpasswd",
+        "/static/escape.txt",
+        "/static/up/secret.txt",
+        "/static/up/",
+        "/static/..\\secret.txt",
+        "/static/%00../secret.txt",
+        "/static/secret.txt%00.html",
+        "/static/fifo",
+        "/static/%",
+        "/static/%zz",
+    ];
+    for path in attacks {
+        let response = get(addr, path);
+        assert_ne!(response.status, 200, "{path} was served");
+        assert!(!response.text().contains(SECRET), "{path} leaked the secret");
+        assert!(!response.text().contains("root:"), "{path} leaked /etc/passwd");
+        assert!([400, 404].contains(&response.status), "{path}: {}", response.status);
+    }
+    // The worker is fine after all of that, and a symlink inside the root still works.
+    assert_eq!(get(addr, "/static/inside.css").text(), "body{}");
+    assert_eq!(server.workers().len(), 1);
+}
+
+#[test]
+fn static_files_are_served_with_types_indexes_and_methods() {
+    let dir = tempdir();
+    let server = Server::start(&forkserve(), &[&static_site(dir.path())]);
+    let addr = server.addr();
+
+    let index = get(addr, "/static/");
+    assert_eq!((index.status, index.text().as_str()), (200, "<h1>home</h1>"));
+    assert_eq!(index.header("content-type"), Some("text/html; charset=utf-8"));
+    assert_eq!(get(addr, "/static/docs/").text(), "<h1>docs</h1>");
+    for (path, ty) in [
+        ("/static/style.css", "text/css; charset=utf-8"),
+        ("/static/data.json", "application/json"),
+        ("/static/digits.txt", "text/plain; charset=utf-8"),
+        ("/static/noext", "application/octet-stream"),
+    ] {
+        let r = get(addr, path);
+        assert_eq!((r.status, r.header("content-type")), (200, Some(ty)), "{path}");
+    }
+
+    let redirect = get(addr, "/static/docs?x=1");
+    assert_eq!(redirect.status, 301);
+    assert_eq!(redirect.header("location"), Some("/static/docs/?x=1"));
+    assert_eq!(get(addr, "/static/docs/empty/").status, 404, "no index.html, no listing");
+    assert_eq!(get(addr, "/static/missing.txt").status, 404);
+    assert_eq!(get(addr, "/static/digits.txt/x").status, 404);
+
+    let head = http::raw(addr, b"HEAD /static/digits.txt HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!((head.status, head.header("content-length")), (200, Some("10")));
+    assert!(head.body.is_empty());
+
+    let post = http::raw(
+        addr,
+        b"POST /static/digits.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!((post.status, post.header("allow")), (405, Some("GET, HEAD")));
+}
+
+#[test]
+fn static_files_answer_conditional_and_range_requests() {
+    let dir = tempdir();
+    let server = Server::start(&forkserve(), &[&static_site(dir.path())]);
+    let addr = server.addr();
+    let full = get(addr, "/static/digits.txt");
+    let etag = full.header("etag").unwrap().to_string();
+    let modified = full.header("last-modified").unwrap().to_string();
+    assert_eq!(full.header("accept-ranges"), Some("bytes"));
+
+    let req = |headers: &str| {
+        http::raw(
+            addr,
+            format!("GET /static/digits.txt HTTP/1.1\r\nHost: t\r\n{headers}\r\n").as_bytes(),
+        )
+        .unwrap()
+    };
+    assert_eq!(req(&format!("If-None-Match: {etag}\r\n")).status, 304);
+    assert_eq!(req("If-None-Match: \"other\"\r\n").status, 200);
+    assert_eq!(req(&format!("If-Modified-Since: {modified}\r\n")).status, 304);
+
+    let part = req("Range: bytes=2-4\r\n");
+    assert_eq!((part.status, part.text().as_str()), (206, "234"));
+    assert_eq!(part.header("content-range"), Some("bytes 2-4/10"));
+    assert_eq!(req("Range: bytes=-3\r\n").text(), "789");
+    assert_eq!(req("Range: bytes=20-\r\n").status, 416);
+    assert_eq!(req("Range: bytes=0-1,3-4\r\n").status, 200, "multiple ranges: whole file");
+    assert_eq!(req(&format!("Range: bytes=0-0\r\nIf-Range: {etag}\r\n")).status, 206);
+    assert_eq!(req("Range: bytes=0-0\r\nIf-Range: \"stale\"\r\n").status, 200);
+}
+
+#[test]
+fn a_large_file_is_streamed_not_read_into_memory() {
+    let dir = tempdir();
+    let config = static_site(dir.path());
+    // A sparse file: 256 MiB long, nearly no disk used.
+    let size: u64 = 256 << 20;
+    std::fs::File::create(dir.path().join("site/big.bin")).unwrap().set_len(size).unwrap();
+    let server = Server::start(&forkserve(), &[&config]);
+    let worker = *server.wait_workers(1).iter().next().unwrap();
+
+    let mut conn = Conn::open(server.addr()).unwrap();
+    conn.send_get("/static/big.bin").unwrap();
+    assert_eq!(conn.read_counting().unwrap(), (200, size));
+
+    let status = std::fs::read_to_string(format!("/proc/{worker}/status")).unwrap();
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmHWM in /proc/PID/status");
+    assert!(peak_kib < 64 * 1024, "worker peak RSS {peak_kib} KiB while sending 256 MiB");
+}
+
+#[test]
+fn fixed_responses_and_unmatched_paths() {
+    let dir = tempdir();
+    let server = Server::start(&forkserve(), &[&static_site(dir.path())]);
+    let addr = server.addr();
+    let api = get(addr, "/api/things");
+    assert_eq!((api.status, api.text().as_str()), (201, "made"));
+    assert_eq!(api.header("content-type"), Some("application/json"));
+    assert_eq!(api.header("x-a"), Some("b"));
+    assert_eq!(get(addr, "/apix").text(), "root\n", "/api does not cover /apix");
+
+    let only = tempdir();
+    let config = write(
+        only.path(),
+        "app.toml",
+        "[server]\nbind = [\"127.0.0.1:0\"]\nworkers = 1\n[[route]]\npath = \"/only\"\nrespond = \"x\"\n",
+    );
+    let server = Server::start(&forkserve(), &[&config]);
+    assert_eq!(get(server.addr(), "/elsewhere").status, 404);
+}
+
+#[test]
+fn keep_alive_and_pipelining() {
+    let dir = tempdir();
+    let server = Server::start(&forkserve(), &[&static_site(dir.path())]);
+    let mut conn = Conn::open(server.addr()).unwrap();
+    for _ in 0..3 {
+        assert_eq!(conn.get("/").unwrap().text(), "root\n");
+    }
+    // Three requests in one write; three responses, in order, on the same connection.
+    conn.send(
+        b"GET /api HTTP/1.1\r\nHost: t\r\n\r\nGET /static/digits.txt HTTP/1.1\r\nHost: t\r\n\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(conn.read_response(false).unwrap().text(), "made");
+    assert_eq!(conn.read_response(false).unwrap().text(), "0123456789");
+    assert_eq!(conn.read_response(false).unwrap().text(), "root\n");
+}
+
+#[test]
+fn a_panicking_handler_gets_500_and_the_worker_survives() {
+    let server = Server::start(&example("demo"), &["-w", "1", "-b", "127.0.0.1:0"]);
+    let mut conn = Conn::open(server.addr()).unwrap();
+    let pid = conn.get("/pid").unwrap().text();
+
+    let response = conn.get("/panic").unwrap();
+    assert_eq!(response.status, 500);
+    assert_eq!(response.text(), "Internal Server Error\n");
+    // Same connection, same worker, still serving.
+    assert_eq!(conn.get("/pid").unwrap().text(), pid);
+    let line = server.wait_for("handler panicked");
+    assert!(line.contains("path=/panic"), "{line}");
+    assert!(line.contains("on purpose"), "the panic message is logged: {line}");
+    assert_eq!(server.count("worker died"), 0);
+}
+
+#[test]
+fn a_malformed_request_gets_400_and_the_worker_survives() {
+    let server = Server::start(&example("demo"), &["-w", "1", "-b", "127.0.0.1:0"]);
+    let addr = server.addr();
+    let pid = http::get(addr, "/pid").unwrap().text();
+    let response = http::raw(addr, b"GET / HTTP/1.1\r\nHost t\r\n\r\n").unwrap();
+    assert_eq!(response.status, 400);
+    assert_eq!(http::get(addr, "/pid").unwrap().text(), pid);
+}
