@@ -32,9 +32,15 @@ pub struct Cli {
     #[arg(short, long, value_name = "N|auto", value_parser = parse_workers)]
     pub workers: Option<Workers>,
 
-    /// Address to listen on: HOST:PORT, [IPV6]:PORT or unix:/path. Repeat for several;
-    /// replaces the file's list.
-    #[arg(short, long, value_name = "ADDR", value_parser = parse_bind)]
+    /// Addresses to listen on (`--bind`); they replace the file's list.
+    #[arg(
+        short,
+        long,
+        value_name = "ADDR",
+        value_parser = parse_bind,
+        help = "Address to listen on: HOST:PORT, [IPV6]:PORT or unix:/path. Repeat for several; \
+                replaces the file's list"
+    )]
     pub bind: Vec<Bind>,
 
     /// Hung-worker timeout in seconds (reserved).

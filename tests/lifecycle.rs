@@ -41,6 +41,14 @@ fn requests_are_served_by_every_worker() {
 }
 
 #[test]
+fn workers_auto_honours_the_cpu_affinity_mask() {
+    // Pinned to one CPU, "auto" means one worker, however many CPUs the machine has.
+    let server = Server::spawn_on_cpu(&example("demo"), &["--workers", "auto", "-b", LOCAL], 0);
+    server.wait_for("all workers ready workers=1");
+    assert_eq!(server.wait_workers(1).len(), 1);
+}
+
+#[test]
 fn master_is_single_threaded_and_never_serves() {
     let server = Server::start(&example("demo"), &["-w", "2", "-b", LOCAL]);
     let master = server.pid().as_raw();

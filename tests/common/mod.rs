@@ -78,9 +78,29 @@ impl Server {
     /// Like [`Server::spawn`], with extra environment variables.
     pub fn spawn_with(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(bin);
-        cmd.args(args)
-            .envs(env.iter().copied())
-            .env_remove("RUST_LOG")
+        cmd.args(args).envs(env.iter().copied());
+        Server::launch(cmd)
+    }
+
+    /// Like [`Server::spawn`], with the process allowed to run on CPU `cpu` only.
+    pub fn spawn_on_cpu(bin: &Path, args: &[&str], cpu: usize) -> Server {
+        use nix::sched::{CpuSet, sched_setaffinity};
+        let mut cmd = Command::new(bin);
+        cmd.args(args);
+        // SAFETY: sched_setaffinity is a plain system call, async-signal-safe.
+        unsafe {
+            cmd.pre_exec(move || {
+                let mut set = CpuSet::new();
+                set.set(cpu).map_err(std::io::Error::from)?;
+                sched_setaffinity(Pid::from_raw(0), &set).map_err(std::io::Error::from)
+            });
+        }
+        Server::launch(cmd)
+    }
+
+    fn launch(mut cmd: Command) -> Server {
+        let bin = PathBuf::from(cmd.get_program());
+        cmd.env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
