@@ -256,9 +256,21 @@ where
             };
             let w = self.workers.remove(i);
             let (pid, worker, generation) = (pid.as_raw(), w.id, w.generation);
-            if matches!(w.state, WorkerState::Exiting { .. }) {
-                info!(pid, worker, generation, "worker exited: {exit}");
-                continue;
+            match w.state {
+                WorkerState::Exiting { killed: true, .. } => {
+                    warn!(
+                        pid,
+                        worker,
+                        generation,
+                        "worker exited: {exit}, by the master, as it did not stop in time"
+                    );
+                    continue;
+                }
+                WorkerState::Exiting { killed: false, .. } => {
+                    info!(pid, worker, generation, "worker exited: {exit}");
+                    continue;
+                }
+                WorkerState::Active => {}
             }
             if exit == Exit::Code(EXIT_BOOT_FAILED) && !self.ever_ready {
                 error!(pid, worker, generation, "worker exited: {exit}, its app failed to start");
@@ -273,7 +285,8 @@ where
                 Exit::Signal(Signal::SIGKILL) => ", possibly by the OOM killer",
                 _ => "",
             };
-            error!(pid, worker, generation, "worker died unexpectedly: {exit}{hint}; replacing it");
+            let next = if generation == self.generation { "; replacing it" } else { "" };
+            error!(pid, worker, generation, "worker died unexpectedly: {exit}{hint}{next}");
             if !w.ready {
                 // It died while booting: pause before trying again, doubling each time.
                 self.backoff = (self.backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
@@ -316,6 +329,7 @@ where
                 self.retire_worker(id);
             }
         }
+        self.finish_reload();
     }
 
     /// Forks a worker of the current generation.

@@ -209,6 +209,41 @@ fn graceful_timeout_bounds_a_stop() {
 }
 
 #[test]
+fn a_worker_stuck_in_a_handler_is_killed_after_graceful_timeout() {
+    let mut server =
+        Server::start(&example("demo"), &["-w", "1", "-b", LOCAL, "--graceful-timeout", "0.5"]);
+    let worker = *server.wait_workers(1).iter().next().unwrap();
+    let mut stuck = Conn::open(server.addr()).unwrap();
+    stuck.send_get("/spin/60000").unwrap();
+    server.wait_for("blocking the worker's thread for 60000 ms");
+    let start = Instant::now();
+    server.signal(Signal::SIGTERM);
+    assert_eq!(server.exit_code(), 0);
+    assert!(start.elapsed() < Duration::from_secs(10), "took {:?}", start.elapsed());
+    assert!(!alive(worker));
+    let line = server.wait_for("worker exited: killed by signal 9");
+    assert!(line.contains("by the master, as it did not stop in time"), "{line}");
+}
+
+#[test]
+fn a_request_in_flight_on_an_old_worker_completes_across_a_reload() {
+    let server = Server::start(&example("demo"), &["-w", "1", "-b", LOCAL, "--log-level", "debug"]);
+    let addr = server.addr();
+    let old = server.wait_workers(1);
+    let mut slow = Conn::open(addr).unwrap();
+    slow.send_get("/sleep/1500").unwrap();
+    server.wait_for("sleeping 1500 ms");
+
+    server.signal(Signal::SIGHUP);
+    server.wait_for("reload complete generation=2");
+    let response = slow.read_response(false).unwrap();
+    assert_eq!((response.status, response.text().as_str()), (200, "slept 1500 ms\n"));
+    wait_until(|| old.iter().all(|&pid| !alive(pid)).then_some(())).expect("old worker exits");
+    let pid: i32 = http::get(addr, "/pid").unwrap().text().trim().parse().unwrap();
+    assert!(!old.contains(&pid), "a new worker answers");
+}
+
+#[test]
 fn int_stops_at_once() {
     for sig in [Signal::SIGINT, Signal::SIGQUIT] {
         let mut server =
