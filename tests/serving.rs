@@ -74,6 +74,7 @@ fn traversal_attempts_never_leave_the_static_root() {
     for path in attacks {
         let response = get(addr, path);
         assert_ne!(response.status, 200, "{path} was served");
+        assert_eq!(server.count("ERROR"), 0, "{path} caused an error log");
         assert!(!response.text().contains(SECRET), "{path} leaked the secret");
         assert!(!response.text().contains("root:"), "{path} leaked /etc/passwd");
         assert!([400, 404].contains(&response.status), "{path}: {}", response.status);
@@ -81,6 +82,148 @@ fn traversal_attempts_never_leave_the_static_root() {
     // The worker is fine after all of that, and a symlink inside the root still works.
     assert_eq!(get(addr, "/static/inside.css").text(), "body{}");
     assert_eq!(server.workers().len(), 1);
+}
+
+#[test]
+fn a_shadowing_route_cannot_be_bypassed_with_a_non_canonical_path() {
+    let dir = tempdir();
+    std::fs::create_dir_all(dir.path().join("site/private")).unwrap();
+    std::fs::write(dir.path().join("site/private/p.txt"), "PRIVATE").unwrap();
+    let config = write(
+        dir.path(),
+        "app.toml",
+        "[server]\nbind = [\"127.0.0.1:0\"]\nworkers = 1\n\
+         [[route]]\npath = \"/static/\"\nstatic = \"site\"\n\
+         [[route]]\npath = \"/static/private/\"\nrespond = { status = 403, body = \"no\" }\n",
+    );
+    let server = Server::start(&forkserve(), &[&config]);
+    let addr = server.addr();
+    for path in [
+        "/static/private/p.txt",
+        "/static//private/p.txt",
+        "/static/./private/p.txt",
+        "/static/%70rivate/p.txt",
+        "/static/private%2fp.txt",
+        "/static/private%2Fp.txt",
+        "http://t/static//private/p.txt",
+    ] {
+        let response = get(addr, path);
+        assert_eq!((response.status, response.text().as_str()), (403, "no"), "{path}");
+    }
+}
+
+#[test]
+fn directory_redirects_stay_on_this_site() {
+    let dir = tempdir();
+    std::fs::create_dir_all(dir.path().join("site/example.org")).unwrap();
+    std::fs::create_dir_all(dir.path().join("site/a b")).unwrap();
+    let config = write(
+        dir.path(),
+        "app.toml",
+        "[server]\nbind = [\"127.0.0.1:0\"]\nworkers = 1\n[[route]]\npath = \"/\"\nstatic = \"site\"\n",
+    );
+    let server = Server::start(&forkserve(), &[&config]);
+    let redirect = get(server.addr(), "//example.org");
+    assert_eq!(redirect.status, 301);
+    assert_eq!(redirect.header("location"), Some("/example.org/"), "never //host");
+    assert_eq!(get(server.addr(), "/a%20b").header("location"), Some("/a%20b/"));
+}
+
+#[test]
+fn hidden_files_loops_and_odd_dates_are_handled() {
+    let dir = tempdir();
+    let config = static_site(dir.path());
+    let site = dir.path().join("site");
+    std::fs::write(site.join(".env"), "KEY=1").unwrap();
+    std::fs::create_dir_all(site.join(".git")).unwrap();
+    std::fs::write(site.join(".git/config"), "x").unwrap();
+    std::fs::create_dir_all(site.join(".well-known")).unwrap();
+    std::fs::write(site.join(".well-known/security.txt"), "Contact: x").unwrap();
+    symlink("loop-b", site.join("loop-a")).unwrap();
+    symlink("loop-a", site.join("loop-b")).unwrap();
+
+    let server = Server::start(&forkserve(), &[&config]);
+    let addr = server.addr();
+    assert_eq!(get(addr, "/static/.env").status, 404);
+    assert_eq!(get(addr, "/static/.git/config").status, 404);
+    assert_eq!(get(addr, "/static/.well-known/security.txt").text(), "Contact: x");
+    assert_eq!(get(addr, "/static/loop-a").status, 404);
+    assert_eq!(server.count("ERROR"), 0, "nothing here is a server error");
+}
+
+#[test]
+fn a_modification_time_http_cannot_express_is_left_out() {
+    // tmpfs keeps a year-12000 mtime; most disk file systems clamp it (ext4 to 2446).
+    let dir = tempfile::Builder::new().prefix("forkserve-test-").tempdir_in("/dev/shm").unwrap();
+    std::fs::create_dir(dir.path().join("site")).unwrap();
+    let file = std::fs::File::create(dir.path().join("site/future.txt")).unwrap();
+    let year_12000 = std::time::UNIX_EPOCH + std::time::Duration::from_secs(316_000_000_000);
+    file.set_modified(year_12000).unwrap();
+    assert_eq!(file.metadata().unwrap().modified().unwrap(), year_12000, "/dev/shm kept the date");
+    drop(file);
+    let config = write(
+        dir.path(),
+        "app.toml",
+        "[server]\nbind = [\"127.0.0.1:0\"]\nworkers = 1\n[[route]]\npath = \"/\"\nstatic = \"site\"\n",
+    );
+    let server = Server::start(&forkserve(), &[&config]);
+    let response = get(server.addr(), "/future.txt");
+    assert_eq!(response.status, 200, "not a 500");
+    assert_eq!(response.header("last-modified"), None);
+    assert!(response.header("etag").is_some());
+}
+
+#[test]
+fn swapping_a_directory_for_a_symlink_mid_request_never_leaks() {
+    use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempdir();
+    let config = static_site(dir.path());
+    std::fs::create_dir_all(dir.path().join("outside")).unwrap();
+    std::fs::write(dir.path().join("outside/x.txt"), SECRET).unwrap();
+    std::fs::create_dir_all(dir.path().join("site/swap")).unwrap();
+    std::fs::write(dir.path().join("site/swap/x.txt"), "inside").unwrap();
+    symlink(dir.path().join("outside"), dir.path().join("site/link")).unwrap();
+    let server = Server::start(&forkserve(), &[&config]);
+    let addr = server.addr();
+
+    // One thread keeps exchanging site/swap (a real directory) and site/link (a symlink that
+    // leads out) while requests for swap/x.txt run, so every check-then-open gap is tried.
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let swapper = {
+        let (stop, site) = (stop.clone(), dir.path().join("site"));
+        std::thread::spawn(move || {
+            let mut swaps = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                renameat2(
+                    AT_FDCWD,
+                    &site.join("swap"),
+                    AT_FDCWD,
+                    &site.join("link"),
+                    RenameFlags::RENAME_EXCHANGE,
+                )
+                .expect("renameat2");
+                swaps += 1;
+            }
+            swaps
+        })
+    };
+    let mut conn = Conn::open(addr).unwrap();
+    let (mut inside, mut requests) = (0, 0);
+    let until = std::time::Instant::now() + std::time::Duration::from_millis(1500);
+    while std::time::Instant::now() < until {
+        let response = conn.get("/static/swap/x.txt").unwrap();
+        assert!(!response.text().contains(SECRET), "served a file from outside the root");
+        inside += usize::from(response.text() == "inside");
+        requests += 1;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let swaps = swapper.join().unwrap();
+    assert!(
+        swaps > 100 && requests > 100,
+        "the race was exercised: {swaps} swaps, {requests} requests"
+    );
+    assert!(inside > 0, "the file inside the root was served at times");
 }
 
 #[test]

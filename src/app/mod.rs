@@ -1,11 +1,18 @@
 //! The app the `forkserve` binary serves: the `[[route]]`s of the config file, matched by the
 //! longest path prefix, each answering with a fixed response or files from a directory.
+//!
+//! Routes are matched on the normalized path ([`normalize`]): percent-decoded, `//` merged, `.`
+//! segments dropped. Matching the raw path instead would let `/static//private/x` or
+//! `/static/%70rivate/x` slip past a `/static/private/` route to the static route beside it,
+//! which serves the decoded path.
 
 mod body;
 mod static_files;
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::{Ready, ready};
+use std::io;
 
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response, StatusCode, header};
@@ -29,39 +36,90 @@ enum Handler {
 }
 
 impl Router {
-    /// Builds the router for these routes.
-    pub fn new(routes: &[Route]) -> Router {
-        let mut routes: Vec<(String, Handler)> = routes
-            .iter()
-            .map(|r| {
-                let handler = match &r.action {
-                    Action::Respond(respond) => Handler::Respond(respond.clone()),
-                    Action::Static(root) => Handler::Static(StaticDir::new(root.clone())),
-                };
-                (r.path.clone(), handler)
-            })
-            .collect();
-        routes.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
-        Router { routes }
+    /// Builds the router for these routes. Each `static` directory is opened here (the file
+    /// handler resolves paths beneath that open directory), so this fails if one has gone.
+    pub fn new(routes: &[Route]) -> io::Result<Router> {
+        let mut built = Vec::with_capacity(routes.len());
+        for r in routes {
+            let handler = match &r.action {
+                Action::Respond(respond) => Handler::Respond(respond.clone()),
+                Action::Static(root) => Handler::Static(StaticDir::open(root.clone())?),
+            };
+            built.push((r.path.clone(), handler));
+        }
+        built.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
+        Ok(Router { routes: built })
     }
 
     /// The app factory the binary runs in each worker: the routes of the worker's config.
-    pub fn factory(worker: &WorkerContext) -> Result<Router, Infallible> {
+    pub fn factory(worker: &WorkerContext) -> io::Result<Router> {
         if worker.config().routes.is_empty() && worker.id() == 1 {
             tracing::warn!("no [[route]] configured: every request is answered 404");
         }
-        Ok(Router::new(&worker.config().routes))
+        Router::new(&worker.config().routes)
     }
 
     /// Answers one request.
     pub fn handle<B>(&self, req: &Request<B>) -> Response<Body> {
-        let path = req.uri().path();
-        match self.routes.iter().find(|(prefix, _)| matches(prefix, path)) {
+        let Some(path) = normalize(req.uri().path()) else {
+            return plain(StatusCode::BAD_REQUEST, "Bad Request\n");
+        };
+        match self.routes.iter().find(|(prefix, _)| matches(prefix.as_bytes(), &path)) {
             Some((_, Handler::Respond(r))) => respond(r),
-            Some((prefix, Handler::Static(dir))) => dir.serve(req, prefix),
+            Some((prefix, Handler::Static(dir))) => dir.serve(req, &path, prefix.len()),
             None => plain(StatusCode::NOT_FOUND, "Not Found\n"),
         }
     }
+}
+
+/// The request path as routes see it: percent-decoded, `//` merged into `/`, `.` segments
+/// dropped, a trailing `/` kept. `None` (answered 400) for bad percent-encoding, a NUL byte, or
+/// a `..` segment: clients resolve dot segments before sending (RFC 3986 §5.2.4), so a `..`
+/// that reaches the server is a probe, not a link. Borrows when nothing needs changing.
+fn normalize(raw: &str) -> Option<Cow<'_, [u8]>> {
+    let clean = !raw.contains('%')
+        && !raw.contains("//")
+        && raw.split('/').all(|segment| segment != "." && segment != "..");
+    if clean {
+        return Some(Cow::Borrowed(raw.as_bytes()));
+    }
+    let decoded = percent_decode(raw.as_bytes())?;
+    if decoded.contains(&0) {
+        return None;
+    }
+    let mut out = Vec::with_capacity(decoded.len() + 1);
+    let mut trailing_slash = false;
+    for segment in decoded.split(|&b| b == b'/') {
+        trailing_slash = matches!(segment, b"" | b".");
+        match segment {
+            b"" | b"." => {}
+            b".." => return None,
+            _ => {
+                out.push(b'/');
+                out.extend_from_slice(segment);
+            }
+        }
+    }
+    if trailing_slash || out.is_empty() {
+        out.push(b'/');
+    }
+    Some(Cow::Owned(out))
+}
+
+fn percent_decode(input: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] == b'%' {
+            let hex = std::str::from_utf8(input.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(input[i]);
+            i += 1;
+        }
+    }
+    Some(out)
 }
 
 impl<B> hyper::service::Service<Request<B>> for Router {
@@ -76,9 +134,9 @@ impl<B> hyper::service::Service<Request<B>> for Router {
 
 /// Whether the route `prefix` covers `path`: a prefix ending in `/` covers every path that
 /// starts with it; any other covers itself and the paths below it.
-fn matches(prefix: &str, path: &str) -> bool {
+fn matches(prefix: &[u8], path: &[u8]) -> bool {
     match path.strip_prefix(prefix) {
-        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        Some(rest) => prefix.ends_with(b"/") || rest.is_empty() || rest.starts_with(b"/"),
         None => false,
     }
 }
@@ -110,12 +168,29 @@ mod tests {
 
     #[test]
     fn prefixes_match_whole_segments() {
-        assert!(matches("/", "/anything"));
-        assert!(matches("/api", "/api"));
-        assert!(matches("/api", "/api/x"));
-        assert!(!matches("/api", "/apix"));
-        assert!(matches("/static/", "/static/a.css"));
-        assert!(!matches("/static/", "/static"));
+        let m = |prefix: &str, path: &str| matches(prefix.as_bytes(), path.as_bytes());
+        assert!(m("/", "/anything"));
+        assert!(m("/api", "/api"));
+        assert!(m("/api", "/api/x"));
+        assert!(!m("/api", "/apix"));
+        assert!(m("/static/", "/static/a.css"));
+        assert!(!m("/static/", "/static"));
+    }
+
+    #[test]
+    fn paths_are_normalized_before_routing() {
+        let n = |raw: &str| normalize(raw).map(|p| String::from_utf8_lossy(&p).into_owned());
+        assert_eq!(n("/a/b").as_deref(), Some("/a/b"));
+        assert!(matches!(normalize("/a/b"), Some(Cow::Borrowed(_))), "clean paths are borrowed");
+        assert_eq!(n("/static//private/p").as_deref(), Some("/static/private/p"));
+        assert_eq!(n("/static/./private/").as_deref(), Some("/static/private/"));
+        assert_eq!(n("/static/%70rivate%2fp").as_deref(), Some("/static/private/p"));
+        assert_eq!(n("/a/.").as_deref(), Some("/a/"));
+        assert_eq!(n("//").as_deref(), Some("/"));
+        assert_eq!(n("//evil.example").as_deref(), Some("/evil.example"));
+        for bad in ["/..", "/a/../b", "/%2e%2e/x", "/a/%2E%2e", "/x%00", "/%zz", "/%2"] {
+            assert_eq!(n(bad), None, "{bad}");
+        }
     }
 
     #[test]
@@ -125,7 +200,7 @@ mod tests {
             std::path::Path::new("/"),
         )
         .unwrap();
-        let router = Router::new(&config.routes);
+        let router = Router::new(&config.routes).unwrap();
         let body = |path: &str| {
             let req = Request::get(path).body(()).unwrap();
             router.handle(&req).into_body().into_bytes().unwrap()

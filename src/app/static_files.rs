@@ -1,38 +1,64 @@
 //! Files served from a directory: `GET` and `HEAD`, `Content-Type` by extension, `index.html`
 //! for directories, conditional requests and single byte ranges, and no way out of the root.
 //!
-//! Containment: the request path is percent-decoded, split into segments, and any `..` segment
-//! refuses the request before the file system is touched; `.` and empty segments are dropped, so
-//! no segment can be absolute. The joined path is then canonicalized (resolving symlinks) and
-//! must still lie inside the canonical root, which stops symlinks that lead out. The file is
-//! opened non-blocking and must be a regular file, so a FIFO cannot hang the worker.
+//! Containment: the router has already refused `..` segments and normalized the path, and
+//! hidden segments (`.git`, `.env`; all but `.well-known`) are refused here. Files are then
+//! opened *beneath an open handle of the root directory* with `openat2(RESOLVE_BENEATH)`, so the
+//! kernel refuses any resolution that leaves the root, symlinks included, however the tree
+//! changes while the request runs. Where `openat2` is missing (Linux before 5.6, or a seccomp
+//! profile that blocks it), or refuses an absolute symlink (which may point back inside the
+//! root), the file is opened and its real location, read back from `/proc/self/fd`, must lie
+//! inside the root: the check is made on the object opened, not on a name that could be swapped
+//! in between. Files are opened non-blocking and must be regular, so a FIFO cannot hang the
+//! worker.
 
 use std::ffi::OsStr;
-use std::fs::{File, Metadata, OpenOptions};
+use std::fs::{File, Metadata};
 use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, open, openat, openat2};
+use nix::sys::stat::Mode;
 
 use super::{Body, plain};
+
+/// Set once `openat2` has been found missing; the fallback is used from then on.
+static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
 
 /// A `static` route's directory.
 #[derive(Debug, Clone)]
 pub(crate) struct StaticDir {
-    /// Canonical (absolute, no symlinks); checked to be a directory when the config was loaded.
+    /// Canonical (absolute, no symlinks), as resolved when the config was loaded.
     root: PathBuf,
+    /// The root, opened once per worker; every file is resolved beneath it.
+    root_fd: Arc<OwnedFd>,
 }
 
 impl StaticDir {
-    pub(crate) fn new(root: PathBuf) -> StaticDir {
-        StaticDir { root }
+    pub(crate) fn open(root: PathBuf) -> io::Result<StaticDir> {
+        let fd = open(&root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+            .map_err(|e| {
+                io::Error::new(io::Error::from(e).kind(), format!("{}: {e}", root.display()))
+            })?;
+        Ok(StaticDir { root, root_fd: Arc::new(fd) })
     }
 
-    /// Answers a request whose path starts with the route's `prefix`.
-    pub(crate) fn serve<B>(&self, req: &Request<B>, prefix: &str) -> Response<Body> {
+    /// Answers a request whose normalized `path` starts with the route's prefix, which is
+    /// `prefix_len` bytes long.
+    pub(crate) fn serve<B>(
+        &self,
+        req: &Request<B>,
+        path: &[u8],
+        prefix_len: usize,
+    ) -> Response<Body> {
         let head = match *req.method() {
             Method::GET => false,
             Method::HEAD => true,
@@ -42,93 +68,93 @@ impl StaticDir {
                 return response;
             }
         };
-        let path = req.uri().path();
-        let Some(relative) = relative_path(&path[prefix.len()..]) else {
+        let rest = path[prefix_len..].strip_prefix(b"/").unwrap_or(&path[prefix_len..]);
+        if rest.split(|&b| b == b'/').any(|s| s.starts_with(b".") && s != b".well-known") {
             return plain(StatusCode::NOT_FOUND, "Not Found\n");
-        };
-        let joined = self.root.join(relative);
-        let mut file_path = match self.resolve(&joined) {
-            Ok(p) => p,
-            Err(e) => return io_error_response(&e, &joined),
-        };
-        if file_path.is_dir() {
-            if !path.ends_with('/') {
-                return redirect_to_directory(req);
-            }
-            let index = file_path.join("index.html");
-            file_path = match self.resolve(&index) {
-                Ok(p) => p,
-                Err(e) => return io_error_response(&e, &index),
-            };
         }
-        let (file, meta) = match open_regular(&file_path) {
-            Ok(opened) => opened,
-            Err(e) => return io_error_response(&e, &file_path),
-        };
-        send_file(req.headers(), head, &file_path, file, &meta)
+        let mut relative =
+            PathBuf::from(if rest.is_empty() { OsStr::new(".") } else { OsStr::from_bytes(rest) });
+        let mut opened = self.open_regular_or_dir(&relative);
+        if let Ok((_, meta)) = &opened {
+            if meta.is_dir() {
+                if !path.ends_with(b"/") {
+                    return redirect_to_directory(req, path);
+                }
+                relative.push("index.html");
+                opened = self.open_regular_or_dir(&relative);
+            }
+        }
+        match opened {
+            Ok((file, meta)) if meta.is_file() => {
+                send_file(req.headers(), head, &relative, file, &meta)
+            }
+            Ok(_) => plain(StatusCode::NOT_FOUND, "Not Found\n"),
+            Err(e) => io_error_response(&e, &relative),
+        }
     }
 
-    /// Canonicalizes `path` and checks that it is inside the root; a path that leads out is
-    /// reported as not found.
-    fn resolve(&self, path: &Path) -> io::Result<PathBuf> {
-        let resolved = path.canonicalize()?;
-        if resolved.starts_with(&self.root) {
-            Ok(resolved)
+    /// Opens `relative` beneath the root; anything but a regular file or a directory is not
+    /// found.
+    fn open_regular_or_dir(&self, relative: &Path) -> io::Result<(File, Metadata)> {
+        let file = File::from(open_beneath(&self.root_fd, &self.root, relative)?);
+        let meta = file.metadata()?;
+        if meta.is_file() || meta.is_dir() {
+            Ok((file, meta))
         } else {
-            tracing::debug!(path = %path.display(), "refused a path that leads out of the static root");
             Err(io::ErrorKind::NotFound.into())
         }
     }
 }
 
-/// The request path below the route's prefix as a relative path, or `None` if it is not
-/// acceptable: bad percent-encoding, a NUL byte, or a `..` segment.
-fn relative_path(raw: &str) -> Option<PathBuf> {
-    let decoded = percent_decode(raw.as_bytes())?;
-    if decoded.contains(&0) {
-        return None;
-    }
-    let mut path = PathBuf::new();
-    for segment in decoded.split(|&b| b == b'/') {
-        match segment {
-            b"" | b"." => continue,
-            b".." => return None,
-            _ => path.push(OsStr::from_bytes(segment)),
+/// Opens `relative` for reading beneath the directory `root_fd` (which is `root`), following
+/// symlinks only as long as they stay inside it. A path that leads out is not found.
+fn open_beneath(root_fd: &OwnedFd, root: &Path, relative: &Path) -> io::Result<OwnedFd> {
+    // O_NONBLOCK: opening a FIFO must not block the worker. O_NOCTTY: a terminal device in the
+    // tree must not become the worker's controlling terminal.
+    let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY;
+    if !NO_OPENAT2.load(Ordering::Relaxed) {
+        let how = OpenHow::new()
+            .flags(flags)
+            .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        match openat2(root_fd, relative, how) {
+            Ok(fd) => return Ok(fd),
+            // The kernel refused a resolution that leaves the root. That includes an absolute
+            // symlink that points back inside it, which the check below accepts.
+            Err(Errno::EXDEV) => {}
+            Err(Errno::ENOSYS | Errno::EPERM) => {
+                tracing::warn!("openat2 is not available; static files are checked via /proc");
+                NO_OPENAT2.store(true, Ordering::Relaxed);
+            }
+            Err(e) => return Err(e.into()),
         }
     }
-    Some(path)
+    open_then_check(root_fd, root, relative, flags)
 }
 
-fn percent_decode(input: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        if input[i] == b'%' {
-            let hex = input.get(i + 1..i + 3)?;
-            let hex = std::str::from_utf8(hex).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(input[i]);
-            i += 1;
-        }
-    }
-    Some(out)
+/// The fallback: open, then check where the opened file really is.
+fn open_then_check(
+    root_fd: &OwnedFd,
+    root: &Path,
+    relative: &Path,
+    flags: OFlag,
+) -> io::Result<OwnedFd> {
+    let fd = openat(root_fd, relative, flags, Mode::empty())?;
+    let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    if real.starts_with(root) { Ok(fd) } else { Err(escaped(relative)) }
 }
 
-fn open_regular(path: &Path) -> io::Result<(File, Metadata)> {
-    // O_NONBLOCK: opening a FIFO that a symlink swap put here must not block the worker.
-    let file = OpenOptions::new().read(true).custom_flags(nix::libc::O_NONBLOCK).open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(io::Error::from(io::ErrorKind::NotFound));
-    }
-    Ok((file, meta))
+fn escaped(relative: &Path) -> io::Error {
+    tracing::debug!(path = %relative.display(), "refused a path that leads out of the static root");
+    io::ErrorKind::NotFound.into()
 }
 
 fn io_error_response(e: &io::Error, path: &Path) -> Response<Body> {
     match e.kind() {
         io::ErrorKind::NotFound | io::ErrorKind::NotADirectory | io::ErrorKind::InvalidFilename => {
+            plain(StatusCode::NOT_FOUND, "Not Found\n")
+        }
+        // A symlink loop is the tree's fault, not the server's: nothing to log for each client.
+        _ if e.raw_os_error() == Some(nix::libc::ELOOP) => {
             plain(StatusCode::NOT_FOUND, "Not Found\n")
         }
         io::ErrorKind::PermissionDenied => plain(StatusCode::FORBIDDEN, "Forbidden\n"),
@@ -140,17 +166,31 @@ fn io_error_response(e: &io::Error, path: &Path) -> Response<Body> {
 }
 
 /// `/dir` names a directory: send the client to `/dir/` so relative links in its index work.
-fn redirect_to_directory<B>(req: &Request<B>) -> Response<Body> {
-    let location = match req.uri().query() {
-        Some(q) => format!("{}/?{q}", req.uri().path()),
-        None => format!("{}/", req.uri().path()),
-    };
+/// The location is the normalized path, percent-encoded again: it has one leading `/`, so it
+/// can never read as `//host`, a redirect to another site.
+fn redirect_to_directory<B>(req: &Request<B>, path: &[u8]) -> Response<Body> {
+    let mut location = String::with_capacity(path.len() + 16);
+    for &b in path {
+        if b.is_ascii_alphanumeric() || b"/-._~!$&'()*+,;=:@".contains(&b) {
+            location.push(b as char);
+        } else {
+            location.push_str(&format!("%{b:02X}"));
+        }
+    }
+    location.push('/');
+    if let Some(q) = req.uri().query() {
+        location.push('?');
+        location.push_str(q);
+    }
     let mut response = plain(StatusCode::MOVED_PERMANENTLY, "Moved Permanently\n");
     if let Ok(location) = HeaderValue::from_str(&location) {
         response.headers_mut().insert(header::LOCATION, location);
     }
     response
 }
+
+/// The latest time an HTTP date can express (9999-12-31T23:59:59Z); `httpdate` panics beyond.
+const LAST_HTTP_DATE: u64 = 253_402_300_799;
 
 fn send_file(
     req: &HeaderMap,
@@ -160,22 +200,32 @@ fn send_file(
     meta: &Metadata,
 ) -> Response<Body> {
     let len = meta.len();
-    let modified = UNIX_EPOCH + Duration::from_secs(meta.mtime().max(0) as u64);
-    let etag = format!("\"{:x}-{:x}\"", meta.mtime(), len);
-    let last_modified = httpdate::fmt_http_date(modified);
+    let mtime = u64::try_from(meta.mtime()).unwrap_or(0);
+    let modified = UNIX_EPOCH + Duration::from_secs(mtime.min(LAST_HTTP_DATE));
+    // Nanoseconds too: a file rewritten within the same second at the same length must not
+    // keep its validator, or a resumed download could splice old and new bytes.
+    let etag = format!("\"{mtime:x}.{:x}-{len:x}\"", meta.mtime_nsec());
+    let last_modified = (mtime <= LAST_HTTP_DATE).then(|| httpdate::fmt_http_date(modified));
 
     let mut response = Response::new(Body::empty());
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(path)));
     headers.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     insert(headers, header::ETAG, &etag);
-    insert(headers, header::LAST_MODIFIED, &last_modified);
+    if let Some(date) = &last_modified {
+        insert(headers, header::LAST_MODIFIED, date);
+    }
 
     if not_modified(req, &etag, modified) {
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         return response;
     }
-    let (offset, count) = match requested_range(req, len, &etag, &last_modified) {
+    // RFC 9110 §13.1.5: a date validates If-Range only if it is strong, i.e. the file had not
+    // changed for a second before the date was sent.
+    let strong_date = last_modified.as_deref().filter(|_| {
+        SystemTime::now().duration_since(modified).is_ok_and(|d| d >= Duration::from_secs(1))
+    });
+    let (offset, count) = match requested_range(req, len, &etag, strong_date) {
         Range::Whole => (0, len),
         Range::Part(start, end) => {
             *response.status_mut() = StatusCode::PARTIAL_CONTENT;
@@ -230,12 +280,12 @@ enum Range {
 /// RFC 9110 §14.2: one `bytes` range is served; several, or a malformed header, are ignored
 /// (the whole file is sent, which the RFC allows), as is a range whose `If-Range` no longer
 /// matches the file.
-fn requested_range(req: &HeaderMap, len: u64, etag: &str, last_modified: &str) -> Range {
+fn requested_range(req: &HeaderMap, len: u64, etag: &str, last_modified: Option<&str>) -> Range {
     let Some(spec) = req.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
         return Range::Whole;
     };
     if let Some(if_range) = req.get(header::IF_RANGE).and_then(|v| v.to_str().ok()) {
-        if if_range != etag && if_range != last_modified {
+        if if_range != etag && Some(if_range) != last_modified {
             return Range::Whole;
         }
     }
@@ -309,22 +359,37 @@ fn content_type(path: &Path) -> &'static str {
 mod tests {
     use super::*;
 
+    /// A symlink that leads out is refused by both ways of opening, and one inside works.
     #[test]
-    fn relative_paths_cannot_climb() {
-        assert_eq!(relative_path("a/b.txt"), Some(PathBuf::from("a/b.txt")));
-        assert_eq!(relative_path("/a//./b"), Some(PathBuf::from("a/b")));
-        assert_eq!(relative_path("%2fetc%2Fpasswd"), Some(PathBuf::from("etc/passwd")));
-        for bad in
-            ["..", "a/../../x", "%2e%2e/x", "%2E%2E%2Fx", "a/..%2f..%2fx", "x%00", "%zz", "%2"]
-        {
-            assert_eq!(relative_path(bad), None, "{bad}");
+    fn opening_stays_beneath_the_root() {
+        let dir = std::env::temp_dir().join(format!("forkserve-static-{}", std::process::id()));
+        let root = dir.join("root");
+        std::fs::create_dir_all(root.join("sub")).unwrap();
+        std::fs::write(dir.join("secret"), "s").unwrap();
+        std::fs::write(root.join("sub/ok"), "ok").unwrap();
+        std::os::unix::fs::symlink(dir.join("secret"), root.join("out")).unwrap();
+        std::os::unix::fs::symlink("../secret", root.join("sub/up")).unwrap();
+        std::os::unix::fs::symlink("sub/ok", root.join("in")).unwrap();
+        let root = root.canonicalize().unwrap();
+        let fd = StaticDir::open(root.clone()).unwrap().root_fd;
+        let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC;
+        for escape in ["out", "sub/up", "/etc/passwd"] {
+            let err = open_beneath(&fd, &root, Path::new(escape)).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::NotFound, "openat2: {escape}");
+            if escape != "/etc/passwd" {
+                let err = open_then_check(&fd, &root, Path::new(escape), flags).unwrap_err();
+                assert_eq!(err.kind(), io::ErrorKind::NotFound, "fallback: {escape}");
+            }
         }
+        assert!(open_beneath(&fd, &root, Path::new("in")).is_ok());
+        assert!(open_then_check(&fd, &root, Path::new("in"), flags).is_ok());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
     fn ranges() {
         let mut h = HeaderMap::new();
-        let part = |h: &HeaderMap| match requested_range(h, 100, "\"e\"", "d") {
+        let part = |h: &HeaderMap| match requested_range(h, 100, "\"e\"", Some("d")) {
             Range::Whole => "whole".to_string(),
             Range::Part(a, b) => format!("{a}-{b}"),
             Range::Unsatisfiable => "416".to_string(),
