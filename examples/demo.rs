@@ -11,7 +11,8 @@
 //! | `/count` | how many requests this worker has served (state that is not `Send`) |
 //!
 //! With `DEMO_FAIL_BOOT=1` in its environment, the app factory fails, as an app that cannot
-//! reach its database would.
+//! reach its database would; with `DEMO_FAIL_BOOT_FILE=PATH`, it fails while that file exists
+//! (to make only the workers of a reload fail).
 //!
 //! ```text
 //! cargo run --example demo -- --workers 2 --bind 127.0.0.1:8000
@@ -77,6 +78,11 @@ fn main() -> std::process::ExitCode {
     forkserve::run(|worker: &forkserve::WorkerContext| {
         if std::env::var_os("DEMO_FAIL_BOOT").is_some_and(|v| v == "1") {
             return Err("DEMO_FAIL_BOOT=1: refusing to start".into());
+        }
+        if let Some(path) = std::env::var_os("DEMO_FAIL_BOOT_FILE") {
+            if std::path::Path::new(&path).exists() {
+                return Err(format!("{} exists: refusing to start", path.to_string_lossy()).into());
+            }
         }
         let id = (worker.id(), worker.generation());
         // Per-worker state needs no locks: each worker serves on a single thread.

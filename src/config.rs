@@ -214,13 +214,18 @@ impl FromStr for Seconds {
 }
 
 impl Seconds {
+    /// A year: any timeout longer than that is a mistake, and deadlines computed from it must
+    /// not overflow.
+    const MAX: u64 = 365 * 86_400;
+
     fn from_f64(secs: f64) -> Result<Self, String> {
         if !secs.is_finite() || secs < 0.0 {
             return Err(format!("seconds must be a non-negative number, not {secs}"));
         }
-        Duration::try_from_secs_f64(secs)
-            .map(Seconds)
-            .map_err(|_| format!("{secs} seconds is too long"))
+        if secs > Self::MAX as f64 {
+            return Err(format!("{secs} seconds is more than a year"));
+        }
+        Ok(Seconds(Duration::from_secs_f64(secs)))
     }
 }
 
@@ -239,9 +244,10 @@ impl<'de> Deserialize<'de> for Seconds {
                 f.write_str("a number of seconds")
             }
             fn visit_i64<E: de::Error>(self, n: i64) -> Result<Seconds, E> {
-                u64::try_from(n)
-                    .map(|n| Seconds(Duration::from_secs(n)))
-                    .map_err(|_| E::custom("seconds must not be negative"))
+                if n < 0 {
+                    return Err(E::custom("seconds must not be negative"));
+                }
+                Seconds::from_f64(n as f64).map_err(E::custom)
             }
             fn visit_f64<E: de::Error>(self, n: f64) -> Result<Seconds, E> {
                 Seconds::from_f64(n).map_err(E::custom)

@@ -147,6 +147,8 @@ impl Server {
     {
         process::ensure_single_threaded().map_err(Error::Usage)?;
         let log = logging::init(self.config.log.level);
+        // Handlers first: a signal sent while the server starts is queued, not fatal.
+        let plumbing = master::Plumbing::new()?;
         let server = &self.config.server;
         let mut listeners = Listeners::open(&server.bind, server.backlog)?;
         let pidfile = match server.pidfile.as_deref().map(Pidfile::create).transpose() {
@@ -156,6 +158,7 @@ impl Server {
                 return Err(e);
             }
         };
-        master::Master::new(self.source, self.config, listeners, log, pidfile, &factory)?.run()
+        master::Master::new(plumbing, self.source, self.config, listeners, log, pidfile, &factory)
+            .run()
     }
 }

@@ -63,17 +63,16 @@ impl Listeners {
     /// Binds every address, or none: on error, what was bound is closed again.
     pub fn open(binds: &[Bind], backlog: u32) -> Result<Listeners, Error> {
         let mut listeners = Listeners::default();
-        listeners.reconcile(binds, backlog)?;
+        listeners.open_missing(binds, backlog)?;
         Ok(listeners)
     }
 
-    /// Makes the set match `binds`: sockets for addresses still listed are kept (same fd, with
-    /// the new backlog), new ones are bound, and the ones no longer listed are closed. On error
-    /// nothing changes.
-    pub fn reconcile(&mut self, binds: &[Bind], backlog: u32) -> Result<(), Error> {
-        // Bind what is new first, so that a failure leaves everything as it was.
+    /// Binds the addresses of `binds` that are not open yet, all or none: on error, the ones
+    /// just bound are closed again and nothing changes. Open sockets are kept as they are (same
+    /// fd), so whatever waits in their queues is served by the next generation.
+    pub fn open_missing(&mut self, binds: &[Bind], backlog: u32) -> Result<(), Error> {
         let mut fresh: Vec<(Bind, Vec<Listener>)> = Vec::new();
-        for b in binds.iter().filter(|b| !self.groups.iter().any(|(have, _)| have == *b)) {
+        for b in binds.iter().filter(|b| !self.has(b)) {
             match bind_one(b, backlog) {
                 Ok(sockets) => fresh.push((b.clone(), sockets)),
                 Err(source) => {
@@ -82,30 +81,34 @@ impl Listeners {
                 }
             }
         }
-        // Then rebuild the set in the configured order, and close what is no longer listed.
-        let mut old = std::mem::take(&mut self.groups);
-        for b in binds {
-            if let Some(i) = old.iter().position(|(have, _)| have == b) {
-                let group = old.swap_remove(i);
-                for l in &group.1 {
-                    // listen(2) again updates the queue length of a socket already listening.
-                    let _ = listen(&l.fd(), backlog_of(backlog));
-                }
-                self.groups.push(group);
-            } else if let Some(i) = fresh.iter().position(|(have, _)| have == b) {
-                let group = fresh.swap_remove(i);
-                for l in &group.1 {
-                    tracing::info!(address = %l.local_addr(), "listening");
-                }
-                self.groups.push(group);
+        for (_, sockets) in &fresh {
+            for l in sockets {
+                tracing::info!(address = %l.local_addr(), "listening");
             }
         }
-        for (b, sockets) in old {
+        self.groups.extend(fresh);
+        warn_if_backlog_capped(backlog);
+        Ok(())
+    }
+
+    /// Closes the master's copies of every socket not in `binds` (workers that hold one keep
+    /// serving what they accepted), and applies `backlog` to the others.
+    pub fn retain_only(&mut self, binds: &[Bind], backlog: u32) {
+        let (kept, closed): (Vec<_>, Vec<_>) =
+            std::mem::take(&mut self.groups).into_iter().partition(|(b, _)| binds.contains(b));
+        for (b, sockets) in closed {
             tracing::info!(address = %b, "closing listener no longer configured");
             sockets.into_iter().for_each(Listener::close);
         }
-        warn_if_backlog_capped(backlog);
-        Ok(())
+        for l in kept.iter().flat_map(|(_, s)| s) {
+            // listen(2) again updates the queue length of a socket already listening.
+            let _ = listen(&l.fd(), backlog_of(backlog));
+        }
+        self.groups = kept;
+    }
+
+    fn has(&self, bind: &Bind) -> bool {
+        self.groups.iter().any(|(have, _)| have == bind)
     }
 
     /// Closes every socket (the master's copies), removing unix socket paths.
@@ -115,9 +118,18 @@ impl Listeners {
         }
     }
 
-    /// Hands the sockets over, in a forked worker, without closing anything.
-    pub(crate) fn into_sockets(self) -> Vec<Listener> {
-        self.groups.into_iter().flat_map(|(_, s)| s).collect()
+    /// In a forked worker: takes the sockets of `binds`, in that order, and closes its copies
+    /// of the others (without removing any path: they are the master's).
+    pub(crate) fn into_sockets_for(self, binds: &[Bind]) -> Vec<Listener> {
+        let mut groups = self.groups;
+        let mut out = Vec::new();
+        for b in binds {
+            if let Some(i) = groups.iter().position(|(have, _)| have == b) {
+                out.extend(groups.swap_remove(i).1);
+            }
+        }
+        drop(groups);
+        out
     }
 }
 

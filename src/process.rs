@@ -4,14 +4,14 @@
 use std::fmt;
 use std::io;
 
-use nix::sys::signal::{self, Signal};
+use nix::sys::signal::{self, SigSet, Signal};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
 
 /// Which side of a fork we are on.
 pub(crate) enum Forked {
-    /// The new process.
-    Child,
+    /// The new process, with every signal blocked; the mask to restore once it can handle them.
+    Child(SigSet),
     /// The master, with the new process's pid.
     Parent(Pid),
 }
@@ -33,7 +33,7 @@ pub(crate) fn fork() -> io::Result<Forked> {
         crate::signals::restore(&mask)?;
     }
     match forked.map_err(io::Error::from)? {
-        ForkResult::Child => Ok(Forked::Child),
+        ForkResult::Child => Ok(Forked::Child(mask)),
         ForkResult::Parent { child } => Ok(Forked::Parent(child)),
     }
 }

@@ -4,11 +4,18 @@
 //! self-pipe that wakes the main loop, which then acts ([`SignalQueue::take`]). Counting rather
 //! than flagging keeps two quick `TTIN`s from becoming one.
 //!
+//! `TTIN` and `TTOU` are also the kernel's job-control signals (a background process that reads
+//! or, with `stty tostop`, writes its terminal). Only those *sent* (with kill) count as "one
+//! more/fewer worker"; the kernel's keep their default action, stopping the process, instead of
+//! becoming a command or a busy loop of restarted writes.
+//!
 //! A worker inherits the master's handlers across `fork`. [`SignalQueue::forget_in_worker`]
 //! removes the master's actions (so nothing a worker receives wakes the master) and closes the
-//! self-pipe; the signals the master handled are then ignored in the worker, except the two a
-//! worker obeys: `TERM` (drain, via tokio in [`crate::worker`]) and `INT` (exit at once). The
-//! registry's handler stays installed, so a library app may still register its own handlers.
+//! self-pipe. Then, in a worker: `TERM` drains (via tokio, in [`crate::worker`]); `INT` and
+//! `QUIT` end it at once, even if its thread is busy; `TTIN`/`TTOU` have their default
+//! job-control action; `HUP`, `USR1`, `USR2` are ignored, as in nginx's workers, so that a signal
+//! sent to the whole process group does what it does to the master. The registry's handler
+//! stays installed, so a library app may still register its own handlers for those.
 
 use std::io::{self, Read};
 use std::os::fd::{AsFd, BorrowedFd};
@@ -78,7 +85,12 @@ impl SignalQueue {
             taken[i] = RECEIVED[i].load(Ordering::SeqCst);
             // The count first, then the wake-up: actions run in registration order, so the
             // loop always sees the count of the signal that woke it.
-            ids.push(register_counter(*sig as i32, &RECEIVED[i])?);
+            ids.push(match sig {
+                Signal::SIGTTIN | Signal::SIGTTOU => {
+                    register_sent_counter(*sig as i32, &RECEIVED[i])?
+                }
+                _ => register_counter(*sig as i32, &RECEIVED[i])?,
+            });
             ids.push(signal_hook::low_level::pipe::register(*sig as i32, wake_write.try_clone()?)?);
         }
         Ok(SignalQueue { ids, wake, taken })
@@ -105,18 +117,20 @@ impl SignalQueue {
     }
 
     /// In a freshly forked worker, whose signals are still blocked (see [`block_all`]): drops
-    /// the master's handler actions and self-pipe, and makes `INT` end the worker at once, even
-    /// if its thread is busy.
+    /// the master's handler actions and self-pipe and installs the worker's (see the module
+    /// docs), except `TERM`, which the worker's runtime takes.
     pub(crate) fn forget_in_worker(self) -> io::Result<()> {
         for id in self.ids {
             signal_hook::low_level::unregister(id);
         }
         drop(self.wake);
-        signal_hook::flag::register_conditional_shutdown(
-            Signal::SIGINT as i32,
-            0,
-            Arc::new(AtomicBool::new(true)),
-        )?;
+        let always = Arc::new(AtomicBool::new(true));
+        for sig in [Signal::SIGINT, Signal::SIGQUIT] {
+            signal_hook::flag::register_conditional_shutdown(sig as i32, 0, Arc::clone(&always))?;
+        }
+        for sig in [Signal::SIGTTIN, Signal::SIGTTOU] {
+            signal_hook::flag::register_conditional_default(sig as i32, Arc::clone(&always))?;
+        }
         Ok(())
     }
 }
@@ -124,7 +138,7 @@ impl SignalQueue {
 /// Blocks every signal and returns the mask to restore. The master forks with all signals
 /// blocked: a signal meant for the master is then never handled in a child that has not yet
 /// dropped the master's actions, and a `TERM` sent to a new worker waits until the worker can
-/// act on it ([`unblock_all`]).
+/// act on it (it then restores the master's mask with [`restore`]).
 pub(crate) fn block_all() -> io::Result<SigSet> {
     let mut old = SigSet::empty();
     sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::all()), Some(&mut old))?;
@@ -136,9 +150,22 @@ pub(crate) fn restore(mask: &SigSet) -> io::Result<()> {
     Ok(sigprocmask(SigmaskHow::SIG_SETMASK, Some(mask), None)?)
 }
 
-/// Unblocks every signal: a worker calls this once its own handlers are in place.
-pub(crate) fn unblock_all() -> io::Result<()> {
-    restore(&SigSet::empty())
+/// Registers an action that counts deliveries of `signal` sent by a process (kill, sigqueue);
+/// one the kernel raises (terminal job control) gets the default action, which stops us.
+fn register_sent_counter(signal: i32, counter: &'static AtomicUsize) -> io::Result<SigId> {
+    // SAFETY: the action reads the siginfo it is given, does an atomic increment of a static,
+    // or emulates the default action (raise(SIGSTOP)); all async-signal-safe, no allocation or
+    // lock.
+    unsafe {
+        signal_hook_registry::register_sigaction(signal, move |info| {
+            // SI_USER (0), SI_QUEUE (-1), SI_TKILL (-6): sent by a process. SI_KERNEL (> 0): not.
+            if info.si_code <= 0 {
+                counter.fetch_add(1, Ordering::SeqCst);
+            } else {
+                let _ = signal_hook::low_level::emulate_default_handler(signal);
+            }
+        })
+    }
 }
 
 /// Registers an action that counts deliveries of `signal`.

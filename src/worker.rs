@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use nix::sys::signal::Signal;
+use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
@@ -73,6 +73,8 @@ pub(crate) struct Setup<'f, F> {
     pub(crate) ctx: WorkerContext,
     pub(crate) listeners: Vec<Listener>,
     pub(crate) master: Pid,
+    /// The master's signal mask, restored once the worker's handlers are in place.
+    pub(crate) signal_mask: SigSet,
     pub(crate) outbox: Outbox,
     pub(crate) factory: &'f F,
 }
@@ -99,11 +101,8 @@ where
     S: HttpService,
     E: Into<BoxError>,
 {
-    // If the master dies, drain and exit rather than serve unsupervised.
-    match process::die_with_parent(setup.master, Signal::SIGTERM) {
-        Ok(true) => {}
-        Ok(false) => return 0,
-        Err(e) => tracing::warn!("cannot set the parent-death signal: {e}"),
+    if !watch_parent(setup.master) {
+        return 0;
     }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -121,7 +120,7 @@ where
     S: HttpService,
     E: Into<BoxError>,
 {
-    let Setup { ctx, listeners, outbox, factory, .. } = setup;
+    let Setup { ctx, listeners, outbox, factory, master, signal_mask } = setup;
     // Listen for TERM before unblocking signals, so that a TERM sent while the worker boots is
     // held until now and then drains it, instead of being lost.
     let mut term = match signal(SignalKind::terminate()) {
@@ -131,8 +130,8 @@ where
             return EXIT_BOOT_FAILED;
         }
     };
-    if let Err(e) = crate::signals::unblock_all() {
-        tracing::error!("cannot unblock signals: {e}");
+    if let Err(e) = crate::signals::restore(&signal_mask) {
+        tracing::error!("cannot restore the signal mask: {e}");
         return EXIT_BOOT_FAILED;
     }
 
@@ -147,6 +146,12 @@ where
             return EXIT_BOOT_FAILED;
         }
     };
+
+    // The kernel forgets the parent-death signal when a process changes its user or group, as
+    // an app factory that drops privileges does: ask again.
+    if !watch_parent(master) {
+        return 0;
+    }
 
     let shutdown = Shutdown::default();
     let http = Rc::new(http_builder());
@@ -178,6 +183,18 @@ where
         );
     }
     0
+}
+
+/// Asks for `TERM` when the master dies, so that the worker drains and exits rather than serve
+/// unsupervised. False if the master is already gone.
+fn watch_parent(master: Pid) -> bool {
+    match process::die_with_parent(master, Signal::SIGTERM) {
+        Ok(alive) => alive,
+        Err(e) => {
+            tracing::warn!("cannot set the parent-death signal: {e}");
+            true
+        }
+    }
 }
 
 fn http_builder() -> http1::Builder {

@@ -244,6 +244,69 @@ fn a_request_in_flight_on_an_old_worker_completes_across_a_reload() {
 }
 
 #[test]
+fn a_reload_whose_app_cannot_start_rolls_back_to_the_serving_generation() {
+    let dir = tempdir();
+    let fail = dir.path().join("fail");
+    let fail_env = fail.to_str().unwrap();
+    let server = Server::spawn_with(
+        &example("demo"),
+        &["-w", "2", "-b", LOCAL],
+        &[("DEMO_FAIL_BOOT_FILE", fail_env)],
+    );
+    server.wait_for("all workers ready");
+    let addr = server.addr();
+    let old = server.wait_workers(2);
+
+    std::fs::write(&fail, "").unwrap();
+    server.signal(Signal::SIGHUP);
+    let line = server.wait_for("reload failed, rolled back");
+    assert!(line.contains("could not start its app"), "{line}");
+    assert!(line.contains("generation=2 serving=1"), "{line}");
+    assert_eq!(server.wait_workers(2), old, "the old generation serves on, untouched");
+    let pid: i32 = http::get(addr, "/pid").unwrap().text().trim().parse().unwrap();
+    assert!(old.contains(&pid));
+
+    // The old generation is the current one again: a worker that dies is replaced.
+    std::fs::remove_file(&fail).unwrap();
+    let victim = *old.iter().next().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    let line = server.wait_for("worker died unexpectedly");
+    assert!(line.contains("generation=1") && line.contains("replacing it"), "{line}");
+    wait_until(|| {
+        let now = server.workers();
+        (now.len() == 2 && !now.contains(&victim)).then_some(())
+    })
+    .expect("the dead worker is replaced");
+
+    // Generation numbers are never reused: the next reload starts generation 3.
+    server.signal(Signal::SIGHUP);
+    server.wait_for("reload complete generation=3");
+}
+
+#[test]
+fn old_workers_drain_by_their_own_graceful_timeout_after_a_reload() {
+    let dir = tempdir();
+    let config = |grace: &str| {
+        format!(
+            "[server]\nbind = [\"{LOCAL}\"]\nworkers = 1\ngraceful_timeout = {grace}\n[log]\nlevel = \"debug\"\n"
+        )
+    };
+    let path = write(dir.path(), "app.toml", &config("10"));
+    let server = Server::start(&example("demo"), &[&path]);
+    let mut slow = Conn::open(server.addr()).unwrap();
+    slow.send_get("/sleep/2500").unwrap();
+    server.wait_for("sleeping 2500 ms");
+
+    // The new config allows 0.2 s to drain; the old worker was promised 10 s.
+    write(dir.path(), "app.toml", &config("0.2"));
+    server.signal(Signal::SIGHUP);
+    server.wait_for("reload complete");
+    let response = slow.read_response(false).expect("the in-flight request completes");
+    assert_eq!(response.status, 200);
+    assert_eq!(server.count("did not exit in time"), 0);
+}
+
+#[test]
 fn int_stops_at_once() {
     for sig in [Signal::SIGINT, Signal::SIGQUIT] {
         let mut server =
@@ -324,7 +387,7 @@ fn a_pidfile_naming_a_live_master_is_refused() {
     let mut second = Server::spawn(&example("demo"), &["-w", "1", "-b", LOCAL, "-p", pidfile_arg]);
     let output = second.output();
     assert_eq!(second.wait_exit(WAIT).unwrap().code(), Some(1), "{output}");
-    assert!(output.contains("which is running"), "{output}");
+    assert!(output.contains("is locked by a running forkserve"), "{output}");
     let still = std::fs::read_to_string(&pidfile).unwrap();
     assert_eq!(still.trim(), first.pid().to_string(), "the first master's pidfile is untouched");
 }
