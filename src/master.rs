@@ -221,7 +221,7 @@ where
                 wake = wake.min(deadline);
             }
         }
-        if self.stopping.is_none() {
+        if self.spawns_pending() {
             wake = wake.min(self.next_spawn.max(now));
         }
         let timeout = wake.saturating_duration_since(now);
@@ -615,6 +615,14 @@ where
                 }
             }
         }
+    }
+
+    /// Whether some generation that should be serving is short of workers.
+    fn spawns_pending(&self) -> bool {
+        self.stopping.is_none()
+            && std::iter::once(&self.current)
+                .chain(self.reload.as_ref().map(|r| &r.previous))
+                .any(|g| self.active_workers(g.number) < g.target)
     }
 
     /// The generation with this number, if its workers are to be kept at strength.

@@ -59,6 +59,29 @@ fn master_is_single_threaded_and_never_serves() {
     assert!(server.workers().contains(&pid));
 }
 
+/// CPU time (user + system, in clock ticks) a process has used.
+fn cpu_ticks(pid: i32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+#[test]
+fn an_idle_master_sleeps() {
+    // A master polling in a loop would use about a second of CPU per second; an idle one uses
+    // none. Checked at start and after a reload, whose bookkeeping once made it spin.
+    let server = Server::start(&example("demo"), &["-w", "2", "-b", LOCAL]);
+    let master = server.pid().as_raw();
+    for phase in ["after start", "after a reload"] {
+        let before = cpu_ticks(master);
+        thread::sleep(Duration::from_millis(1000));
+        let used = cpu_ticks(master) - before;
+        assert!(used < 20, "{phase}: the master used {used} ticks of CPU in one idle second");
+        server.signal(Signal::SIGHUP);
+        server.wait_for("reload complete");
+    }
+}
+
 #[test]
 fn a_killed_worker_is_logged_and_replaced() {
     let server = Server::start(&example("demo"), &["-w", "2", "-b", LOCAL]);
