@@ -1,7 +1,7 @@
 //! The app the `forkserve` binary serves: the `[[route]]`s of the config file, matched by the
 //! longest path prefix, each answering with a fixed response or files from a directory.
 //!
-//! Routes are matched on the normalized path ([`normalize`]): percent-decoded, `//` merged, `.`
+//! Routes are matched on the normalized path (see `normalize`): percent-decoded, `//` merged, `.`
 //! segments dropped. Matching the raw path instead would let `/static//private/x` or
 //! `/static/%70rivate/x` slip past a `/static/private/` route to the static route beside it,
 //! which serves the decoded path.

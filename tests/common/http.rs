@@ -68,8 +68,8 @@ impl<S: Read + Write> Conn<S> {
         Ok(n > 0)
     }
 
-    /// Reads one response; `head_only` for the answer to a HEAD request (no body follows).
-    pub fn read_response(&mut self, head_only: bool) -> io::Result<Response> {
+    /// Reads a response's status line and headers.
+    fn read_head(&mut self) -> io::Result<(u16, Vec<(String, String)>)> {
         let head_end = loop {
             if let Some(i) = find(&self.buf, b"\r\n\r\n") {
                 break i;
@@ -89,10 +89,16 @@ impl<S: Read + Write> Conn<S> {
             status_line.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(
                 || io::Error::new(io::ErrorKind::InvalidData, status_line.to_string()),
             )?;
-        let headers: Vec<(String, String)> = lines
+        let headers = lines
             .filter_map(|l| l.split_once(':'))
             .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
             .collect();
+        Ok((status, headers))
+    }
+
+    /// Reads one response; `head_only` for the answer to a HEAD request (no body follows).
+    pub fn read_response(&mut self, head_only: bool) -> io::Result<Response> {
+        let (status, headers) = self.read_head()?;
         let mut response = Response { status, headers, body: Vec::new() };
         if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
             return Ok(response);
@@ -144,25 +150,11 @@ impl<S: Read + Write> Conn<S> {
 
     /// Reads a response whose body is only counted, not kept; returns (status, body length).
     pub fn read_counting(&mut self) -> io::Result<(u16, u64)> {
-        let head_end = loop {
-            if let Some(i) = find(&self.buf, b"\r\n\r\n") {
-                break i;
-            }
-            if !self.fill()? {
-                return Err(io::Error::new(
-                    io::ErrorKind::UnexpectedEof,
-                    "closed before a response",
-                ));
-            }
-        };
-        let head = String::from_utf8_lossy(&self.buf[..head_end]).into_owned();
-        self.buf.drain(..head_end + 4);
-        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        let len: u64 = head
-            .split("\r\n")
-            .filter_map(|l| l.split_once(':'))
+        let (status, headers) = self.read_head()?;
+        let len: u64 = headers
+            .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
-            .and_then(|(_, v)| v.trim().parse().ok())
+            .and_then(|(_, v)| v.parse().ok())
             .unwrap_or(0);
         let mut seen = self.buf.len() as u64;
         self.buf.clear();
