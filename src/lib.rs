@@ -48,7 +48,7 @@
 //! | `worker` | everything after fork: runtime, accept loop, drain, exit code |
 //! | `service` | calling the app's service; panics and errors become `500` |
 //! | `shutdown` | draining a worker's connections |
-//! | `process` | fork, wait, kill: the home of `unsafe` |
+//! | `process` | fork, wait, kill; with two signal registrations in `signals`, the only `unsafe` |
 //! | [`app`] | what the binary serves from the config file |
 
 pub mod app;
