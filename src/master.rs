@@ -200,8 +200,8 @@ where
                 break;
             }
             self.sleep();
-            self.read_messages();
             self.handle_signals();
+            // Reads the workers' messages first, then collects the dead.
             self.reap_workers();
         }
         self.listeners.close_all();
