@@ -28,40 +28,9 @@ pub struct Cli {
     #[arg(value_name = "CONFIG")]
     pub config: Option<PathBuf>,
 
-    /// Number of worker processes, or "auto" for the number of usable CPUs.
-    #[arg(short, long, value_name = "N|auto", value_parser = parse_workers)]
-    pub workers: Option<Workers>,
-
-    /// Addresses to listen on (`--bind`); they replace the file's list.
-    #[arg(
-        short,
-        long,
-        value_name = "ADDR",
-        value_parser = parse_bind,
-        help = "Address to listen on: HOST:PORT, [IPV6]:PORT or unix:/path. Repeat for several; \
-                replaces the file's list"
-    )]
-    pub bind: Vec<Bind>,
-
-    /// Hung-worker timeout in seconds (reserved).
-    #[arg(short, long, value_name = "SECS", value_parser = parse_seconds)]
-    pub timeout: Option<Seconds>,
-
-    /// Seconds a stopping worker may take to finish its requests before it is killed.
-    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
-    pub graceful_timeout: Option<Seconds>,
-
-    /// Length of the listen queue of each socket.
-    #[arg(long, value_name = "N", value_parser = parse_backlog)]
-    pub backlog: Option<u32>,
-
-    /// Write the master's pid to this file.
-    #[arg(short, long = "pid", value_name = "FILE")]
-    pub pidfile: Option<PathBuf>,
-
-    /// Log level: error, warn, info, debug or trace.
-    #[arg(long, value_name = "LEVEL", value_parser = parse_log_level)]
-    pub log_level: Option<LogLevel>,
+    /// Settings that override the config file's.
+    #[command(flatten)]
+    pub overrides: Overrides,
 
     /// Validate the config and exit: prints nothing but errors; exit 0 if valid, 2 if not.
     #[arg(long, conflicts_with = "print_config")]
@@ -88,6 +57,14 @@ fn parse_log_level(s: &str) -> Result<LogLevel, String> {
     s.parse()
 }
 
+fn parse_count(s: &str) -> Result<u64, String> {
+    s.parse().map_err(|_| format!("invalid count {s:?}: expected 0 or a positive integer"))
+}
+
+fn parse_worker_connections(s: &str) -> Result<u32, String> {
+    config::check_worker_connections(parse_count(s)?)
+}
+
 fn parse_backlog(s: &str) -> Result<u32, String> {
     let n: u64 = s.parse().map_err(|_| format!("invalid backlog {s:?}"))?;
     config::check_backlog(n)
@@ -111,18 +88,7 @@ impl Cli {
 
     /// Splits the command line into where the config comes from and what overrides it.
     pub fn source(&self) -> ConfigSource {
-        ConfigSource {
-            path: self.config.clone(),
-            overrides: Overrides {
-                workers: self.workers,
-                bind: self.bind.clone(),
-                timeout: self.timeout,
-                graceful_timeout: self.graceful_timeout,
-                backlog: self.backlog,
-                pidfile: self.pidfile.clone(),
-                log_level: self.log_level,
-            },
-        }
+        ConfigSource { path: self.config.clone(), overrides: self.overrides.clone() }
     }
 }
 
@@ -138,22 +104,73 @@ fn usage_error(e: clap::Error) -> Error {
     Error::Usage(message.to_string())
 }
 
-/// Settings given on the command line, applied over whatever the file says.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Settings given on the command line, applied over whatever the file says. Each flag is the
+/// config key in kebab case (`max_requests` is `--max-requests`).
+#[derive(Debug, Clone, Default, PartialEq, clap::Args)]
 pub struct Overrides {
-    /// `--workers`
+    /// Number of worker processes, or "auto" for the number of usable CPUs.
+    #[arg(short, long, value_name = "N|auto", value_parser = parse_workers)]
     pub workers: Option<Workers>,
-    /// `--bind` (replaces the file's whole list when not empty)
+
+    /// Addresses to listen on; when given, they replace the file's whole list.
+    #[arg(
+        short,
+        long,
+        value_name = "ADDR",
+        value_parser = parse_bind,
+        help = "Address to listen on: HOST:PORT, [IPV6]:PORT or unix:/path. Repeat for several; \
+                replaces the file's list"
+    )]
     pub bind: Vec<Bind>,
-    /// `--timeout`
-    pub timeout: Option<Seconds>,
-    /// `--graceful-timeout`
-    pub graceful_timeout: Option<Seconds>,
-    /// `--backlog`
+
+    /// Length of the listen queue of each socket.
+    #[arg(long, value_name = "N", value_parser = parse_backlog)]
     pub backlog: Option<u32>,
-    /// `--pid`
+
+    /// Seconds without a heartbeat after which a worker is hung: logged, killed and replaced
+    /// (0: never).
+    #[arg(short, long, value_name = "SECS", value_parser = parse_seconds)]
+    pub timeout: Option<Seconds>,
+
+    /// Seconds a new worker may take to become ready before it is killed as a boot failure
+    /// (0: no limit).
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub boot_timeout: Option<Seconds>,
+
+    /// Seconds a stopping worker may take to finish its requests before it is killed.
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub graceful_timeout: Option<Seconds>,
+
+    /// Seconds after which a request is cancelled and answered 504 (0: no limit).
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub request_timeout: Option<Seconds>,
+
+    /// Replace a worker after it has served this many requests (0: never).
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub max_requests: Option<u64>,
+
+    /// Add up to this many, at random, to each worker's max-requests.
+    #[arg(long, value_name = "N", value_parser = parse_count)]
+    pub max_requests_jitter: Option<u64>,
+
+    /// Replace a worker whose resident memory exceeds this many MiB (0: never).
+    #[arg(long, value_name = "MIB", value_parser = parse_count)]
+    pub max_worker_memory: Option<u64>,
+
+    /// Replace a worker after it has run this many seconds (0: never).
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub max_worker_lifetime: Option<Seconds>,
+
+    /// The most connections each worker keeps open at once.
+    #[arg(long, value_name = "N", value_parser = parse_worker_connections)]
+    pub worker_connections: Option<u32>,
+
+    /// Write the master's pid to this file.
+    #[arg(short, long = "pidfile", visible_alias = "pid", value_name = "FILE")]
     pub pidfile: Option<PathBuf>,
-    /// `--log-level`
+
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, value_name = "LEVEL", value_parser = parse_log_level)]
     pub log_level: Option<LogLevel>,
 }
 
@@ -161,29 +178,32 @@ impl Overrides {
     /// Applies the overrides to a config read from a file.
     pub fn apply(&self, config: &mut Config) -> Result<(), Error> {
         let server = &mut config.server;
-        if let Some(w) = self.workers {
-            server.workers = w;
-        }
+        set(&mut server.workers, self.workers);
         if !self.bind.is_empty() {
             config::check_binds(&self.bind).map_err(|e| Error::Usage(format!("--bind: {e}")))?;
             server.bind = self.bind.clone();
         }
-        if let Some(t) = self.timeout {
-            server.timeout = t;
-        }
-        if let Some(t) = self.graceful_timeout {
-            server.graceful_timeout = t;
-        }
-        if let Some(b) = self.backlog {
-            server.backlog = b;
-        }
+        set(&mut server.backlog, self.backlog);
+        set(&mut server.timeout, self.timeout);
+        set(&mut server.boot_timeout, self.boot_timeout);
+        set(&mut server.graceful_timeout, self.graceful_timeout);
+        set(&mut server.request_timeout, self.request_timeout);
+        set(&mut server.max_requests, self.max_requests);
+        set(&mut server.max_requests_jitter, self.max_requests_jitter);
+        set(&mut server.max_worker_memory, self.max_worker_memory);
+        set(&mut server.max_worker_lifetime, self.max_worker_lifetime);
+        set(&mut server.worker_connections, self.worker_connections);
         if let Some(p) = &self.pidfile {
             server.pidfile = Some(p.clone());
         }
-        if let Some(l) = self.log_level {
-            config.log.level = l;
-        }
+        set(&mut config.log.level, self.log_level);
         Ok(())
+    }
+}
+
+fn set<T: Copy>(setting: &mut T, flag: Option<T>) {
+    if let Some(value) = flag {
+        *setting = value;
     }
 }
 

@@ -53,11 +53,45 @@ pub struct ServerConfig {
     pub backlog: u32,
     /// How long a draining worker may take to finish its requests before it is killed.
     pub graceful_timeout: Seconds,
-    /// Reserved for the hung-worker timeout.
+    /// A serving worker whose event loop has not sent a heartbeat for this long is hung: it is
+    /// logged with what it was doing, killed (`SIGABRT`, then `SIGKILL`) and replaced. 0 turns
+    /// the check off.
     pub timeout: Seconds,
+    /// A new worker that has not become ready within this long is killed, as a boot failure.
+    /// 0 turns the check off.
+    pub boot_timeout: Seconds,
+    /// A request whose response is not complete after this long is cancelled: answered `504`,
+    /// or its connection closed if the response had started. 0 (the default) is no limit.
+    pub request_timeout: Seconds,
+    /// A worker that has served this many requests is replaced (its successor first). 0 (the
+    /// default) is no limit.
+    #[serde(deserialize_with = "deserialize_count")]
+    pub max_requests: u64,
+    /// Up to this many more requests, chosen at random for each worker, so that workers started
+    /// together are not all replaced together.
+    #[serde(deserialize_with = "deserialize_count")]
+    pub max_requests_jitter: u64,
+    /// A worker whose resident memory exceeds this many MiB is replaced (its successor first).
+    /// 0 (the default) is no limit.
+    #[serde(deserialize_with = "deserialize_count")]
+    pub max_worker_memory: u64,
+    /// A worker that has run this long is replaced (its successor first). 0 (the default) is no
+    /// limit.
+    pub max_worker_lifetime: Seconds,
+    /// The most connections one worker keeps open; at this many it stops accepting until one
+    /// closes, and the other workers take the new ones.
+    #[serde(deserialize_with = "deserialize_worker_connections")]
+    pub worker_connections: u32,
     /// Where the master writes its pid.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pidfile: Option<PathBuf>,
+}
+
+impl ServerConfig {
+    /// A limit that 0 turns off.
+    pub(crate) fn limit(seconds: Seconds) -> Option<Duration> {
+        (!seconds.0.is_zero()).then_some(seconds.0)
+    }
 }
 
 impl Default for ServerConfig {
@@ -68,6 +102,13 @@ impl Default for ServerConfig {
             backlog: 2048,
             graceful_timeout: Seconds(Duration::from_secs(30)),
             timeout: Seconds(Duration::from_secs(30)),
+            boot_timeout: Seconds(Duration::from_secs(30)),
+            request_timeout: Seconds(Duration::ZERO),
+            max_requests: 0,
+            max_requests_jitter: 0,
+            max_worker_memory: 0,
+            max_worker_lifetime: Seconds(Duration::ZERO),
+            worker_connections: 1000,
             pidfile: None,
         }
     }
@@ -468,6 +509,25 @@ pub(crate) fn check_backlog(n: u64) -> Result<u32, String> {
 fn deserialize_backlog<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     let n = i64::deserialize(d)?;
     check_backlog(u64::try_from(n).unwrap_or(0)).map_err(de::Error::custom)
+}
+
+/// Checks a `worker_connections` value.
+pub(crate) fn check_worker_connections(n: u64) -> Result<u32, String> {
+    match n {
+        1..=1_000_000 => Ok(n as u32),
+        _ => Err(format!("worker_connections must be between 1 and 1000000, not {n}")),
+    }
+}
+
+fn deserialize_worker_connections<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = i64::deserialize(d)?;
+    check_worker_connections(u64::try_from(n).unwrap_or(0)).map_err(de::Error::custom)
+}
+
+/// A count that may be 0: a request or MiB limit.
+fn deserialize_count<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = i64::deserialize(d)?;
+    u64::try_from(n).map_err(|_| de::Error::custom(format!("expected 0 or more, not {n}")))
 }
 
 impl Serialize for Respond {

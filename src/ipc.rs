@@ -3,35 +3,80 @@
 //! message whole even when several workers send at once.
 
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::os::unix::net::UnixDatagram;
 
 /// What a worker tells the master.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Message {
     /// The worker with this id has built its app and is accepting connections.
     Ready {
         /// The worker's id.
         worker: u64,
     },
+    /// The worker could not build its app, and exits with
+    /// [`crate::worker::EXIT_BOOT_FAILED`].
+    BootFailed {
+        /// The worker's id.
+        worker: u64,
+        /// Why, as the app's factory said it.
+        reason: String,
+    },
+    /// The worker has served its `max_requests` and asks to be replaced; it serves on until
+    /// the master tells it to stop.
+    Recycle {
+        /// The worker's id.
+        worker: u64,
+        /// How many requests it had served.
+        requests: u64,
+    },
 }
 
 const READY: u8 = 1;
+const BOOT_FAILED: u8 = 2;
+const RECYCLE: u8 = 3;
+/// The longest reason sent; a datagram this size always fits the socket buffer.
+const MAX_REASON: usize = 2048;
 
 impl Message {
-    fn encode(self) -> [u8; 9] {
-        let Message::Ready { worker } = self;
-        let mut buf = [0u8; 9];
-        buf[0] = READY;
-        buf[1..].copy_from_slice(&worker.to_le_bytes());
+    fn encode(&self) -> Vec<u8> {
+        let (tag, worker, rest): (u8, u64, &[u8]) = match self {
+            Message::Ready { worker } => (READY, *worker, &[]),
+            Message::BootFailed { worker, reason } => {
+                let mut end = reason.len().min(MAX_REASON);
+                while !reason.is_char_boundary(end) {
+                    end -= 1;
+                }
+                (BOOT_FAILED, *worker, &reason.as_bytes()[..end])
+            }
+            Message::Recycle { worker, requests } => {
+                let mut buf = vec![RECYCLE];
+                buf.extend_from_slice(&worker.to_le_bytes());
+                buf.extend_from_slice(&requests.to_le_bytes());
+                return buf;
+            }
+        };
+        let mut buf = Vec::with_capacity(9 + rest.len());
+        buf.push(tag);
+        buf.extend_from_slice(&worker.to_le_bytes());
+        buf.extend_from_slice(rest);
         buf
     }
 
     fn decode(buf: &[u8]) -> Option<Message> {
-        match buf {
-            [READY, id @ ..] => {
-                Some(Message::Ready { worker: u64::from_le_bytes(id.try_into().ok()?) })
-            }
+        let (&tag, rest) = buf.split_first()?;
+        let (worker, rest) = rest.split_first_chunk::<8>()?;
+        let worker = u64::from_le_bytes(*worker);
+        match tag {
+            READY if rest.is_empty() => Some(Message::Ready { worker }),
+            BOOT_FAILED => Some(Message::BootFailed {
+                worker,
+                reason: String::from_utf8_lossy(rest).into_owned(),
+            }),
+            RECYCLE => Some(Message::Recycle {
+                worker,
+                requests: u64::from_le_bytes(rest.try_into().ok()?),
+            }),
             _ => None,
         }
     }
@@ -62,7 +107,7 @@ impl Inbox {
     /// Every message waiting, without blocking.
     pub(crate) fn receive(&self) -> Vec<Message> {
         let mut out = Vec::new();
-        let mut buf = [0u8; 64];
+        let mut buf = [0u8; 16 + MAX_REASON];
         while let Ok(n) = self.socket.recv(&mut buf) {
             match Message::decode(&buf[..n]) {
                 Some(m) => out.push(m),
@@ -79,10 +124,46 @@ impl Inbox {
 }
 
 impl Outbox {
-    /// Sends a message. The master reads promptly; if it is gone, there is no one to tell.
+    /// Sends a message, waiting if the master has not yet read the ones before (the queue of
+    /// a datagram socket is short). For a booting worker, which has nothing else to do. If the
+    /// master is gone, there is no one to tell.
     pub(crate) fn send(&self, message: Message) {
         if let Err(e) = self.0.send(&message.encode()) {
             tracing::warn!("cannot tell the master {message:?}: {e}");
         }
+    }
+
+    /// Sends a message without ever blocking the worker's thread: `WouldBlock` when the
+    /// master's queue is full, for the caller to try again later.
+    pub(crate) fn try_send(&self, message: &Message) -> io::Result<()> {
+        use nix::sys::socket::{MsgFlags, send};
+        send(self.0.as_raw_fd(), &message.encode(), MsgFlags::MSG_DONTWAIT)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_survive_the_socket() {
+        let inbox = Inbox::new().unwrap();
+        let outbox = Outbox(inbox.outbox.try_clone().unwrap());
+        let long = "é".repeat(MAX_REASON);
+        let sent = [
+            Message::Ready { worker: 1 },
+            Message::BootFailed { worker: 2, reason: "no database".into() },
+            Message::Recycle { worker: 3, requests: 1_000_001 },
+            Message::BootFailed { worker: 4, reason: long.clone() },
+        ];
+        for m in &sent {
+            outbox.send(m.clone());
+        }
+        let got = inbox.receive();
+        assert_eq!(got[..3], sent[..3]);
+        let Message::BootFailed { reason, .. } = &got[3] else { panic!("{got:?}") };
+        assert!(reason.len() <= MAX_REASON && long.starts_with(reason.as_str()));
+        assert_eq!(Message::decode(&[READY, 1, 2]), None, "short messages are refused");
     }
 }

@@ -61,6 +61,7 @@ mod logging;
 mod master;
 mod pidfile;
 mod process;
+mod scoreboard;
 mod service;
 mod shutdown;
 mod signals;

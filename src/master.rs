@@ -5,8 +5,16 @@
 //! socket until something happens or the nearest deadline passes, then acts: read what workers
 //! said, act on signals, reap the dead, and bring the workers to what is wanted. Its verbs:
 //! [`Master::spawn_worker`], [`Master::reap_workers`], [`Master::manage_workers`],
-//! [`Master::retire_worker`], [`Master::murder_overdue`], [`Master::reload`],
-//! [`Master::finish_reload`], [`Master::roll_back`], [`Master::stop`].
+//! [`Master::retire_worker`], [`Master::murder_hung`], [`Master::recycle_workers`],
+//! [`Master::murder_overdue`], [`Master::reload`], [`Master::finish_reload`],
+//! [`Master::roll_back`], [`Master::stop`].
+//!
+//! What it knows of each worker beyond its pid comes from the [`Scoreboard`]: heartbeats (a
+//! worker silent for `timeout` is logged with the request it is stuck in, then killed), served
+//! requests and memory (for recycling). A worker due for recycling is replaced successor first:
+//! it serves on until its successor is ready. Workers that die while booting make the master
+//! pause before forking again, doubling the pause up to 30 s until workers stay up; during the
+//! first start, one boot failure stops the server with exit code 3.
 //!
 //! Workers belong to a *generation*: the config they were started with. A reload starts a new
 //! generation beside the serving one; the serving one is stopped only once every new worker is
@@ -21,13 +29,14 @@ use nix::unistd::Pid;
 use tracing::{debug, error, info, warn};
 
 use crate::cli::ConfigSource;
-use crate::config::Config;
+use crate::config::{Config, ServerConfig};
 use crate::error::{BoxError, Error};
 use crate::ipc::{Inbox, Message};
 use crate::listener::Listeners;
 use crate::logging::LogHandle;
 use crate::pidfile::Pidfile;
 use crate::process::{self, Exit, Forked};
+use crate::scoreboard::{SLOTS, Scoreboard};
 use crate::service::HttpService;
 use crate::signals::{MasterSignal, SignalQueue};
 use crate::worker::{self, EXIT_BOOT_FAILED, Setup, WorkerContext};
@@ -58,6 +67,11 @@ const KILL_MARGIN: Duration = Duration::from_secs(1);
 /// The first pause before re-forking after a worker died while booting, and the cap it doubles to.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A worker that has been ready this long has "stayed up": its death is not a crash loop, and
+/// once one has, the pause before forking is reset.
+const STABLE_AFTER: Duration = Duration::from_secs(5);
+/// How long a hung worker has between `SIGABRT` and `SIGKILL`.
+const ABORT_GRACE: Duration = Duration::from_secs(1);
 
 /// The master's record of one worker.
 #[derive(Debug)]
@@ -65,20 +79,101 @@ struct Worker {
     id: u64,
     pid: Pid,
     generation: u64,
+    /// Its slot on the scoreboard.
+    slot: usize,
     spawned: Instant,
     /// The `graceful_timeout` of the config this worker runs: the one it drains by.
     grace: Duration,
-    /// The worker has said it is accepting.
-    ready: bool,
+    /// When the worker said it was accepting.
+    ready_at: Option<Instant>,
+    /// Why the worker is to be replaced; it serves until its successor is ready.
+    due: Option<Recycle>,
+    /// Why its app could not start, as the worker said.
+    boot_error: Option<String>,
     state: WorkerState,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 enum WorkerState {
     /// Serving (or booting to serve).
     Active,
-    /// Told to exit; killed if still alive at `deadline`.
-    Exiting { deadline: Instant, killed: bool },
+    /// Told to exit (or killed) for this reason; killed if still alive at `deadline`.
+    Exiting { deadline: Instant, killed: bool, why: Why },
+}
+
+/// Why a worker is being replaced while it still serves.
+#[derive(Debug, Clone, PartialEq)]
+enum Recycle {
+    Requests { served: u64 },
+    Memory { rss_mib: u64, limit: u64 },
+    Lifetime { age: Duration },
+}
+
+impl std::fmt::Display for Recycle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Recycle::Requests { served } => write!(f, "served {served} requests (max_requests)"),
+            Recycle::Memory { rss_mib, limit } => {
+                write!(f, "{rss_mib} MiB resident, over max_worker_memory ({limit} MiB)")
+            }
+            Recycle::Lifetime { age } => {
+                write!(f, "ran {:.1} s (max_worker_lifetime)", age.as_secs_f64())
+            }
+        }
+    }
+}
+
+/// Why the master ended a worker: the second half of the line that logs its exit.
+#[derive(Debug, Clone, PartialEq)]
+enum Why {
+    Stop(Shutdown),
+    /// A newer generation took over.
+    Replaced {
+        by: u64,
+    },
+    /// A newer reload started before this worker's generation was ready.
+    Superseded,
+    /// Its generation could not boot; the one before serves on.
+    RolledBack,
+    Recycled(Recycle),
+    /// One fewer worker was wanted (`TTOU`).
+    Surplus,
+    /// No heartbeat for this long.
+    Hung {
+        silent: Duration,
+        timeout: Duration,
+    },
+    /// Not ready within `boot_timeout`.
+    BootTimeout(Duration),
+}
+
+impl std::fmt::Display for Why {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Why::Stop(how) => write!(f, "stopped: the server is shutting down ({})", how.as_str()),
+            Why::Replaced { by } => write!(f, "stopped: generation {by} took over"),
+            Why::Superseded => write!(f, "stopped: a newer reload superseded its generation"),
+            Why::RolledBack => write!(f, "stopped: its generation was rolled back"),
+            Why::Recycled(r) => write!(f, "recycled: {r}"),
+            Why::Surplus => write!(f, "stopped: one fewer worker wanted (TTOU)"),
+            Why::Hung { silent, timeout } => write!(
+                f,
+                "hung, no heartbeat for {:.1} s (timeout {} s)",
+                silent.as_secs_f64(),
+                timeout.as_secs_f64()
+            ),
+            Why::BootTimeout(limit) => {
+                write!(f, "not ready within boot_timeout ({} s)", limit.as_secs_f64())
+            }
+        }
+    }
+}
+
+impl Why {
+    /// The master killed the worker itself, for being hung or not booting.
+    fn is_kill(&self) -> bool {
+        matches!(self, Why::Hung { .. } | Why::BootTimeout(_))
+    }
 }
 
 /// A generation's config and size.
@@ -120,9 +215,12 @@ pub(crate) struct Master<'f, F> {
     ever_ready: bool,
     /// The first generation has been reported fully ready.
     announced: bool,
-    /// The pause before the next spawn, grown by workers that die while booting.
+    /// The pause before the next spawn, grown by workers that die while booting or soon after.
     backoff: Duration,
     next_spawn: Instant,
+    /// When a worker last died without staying up.
+    last_failure: Option<Instant>,
+    scoreboard: Scoreboard,
     /// Why the master is stopping on its own, reported as its exit status.
     failure: Option<Error>,
     log: LogHandle,
@@ -136,6 +234,7 @@ pub(crate) struct Master<'f, F> {
 pub(crate) struct Plumbing {
     pub(crate) signals: SignalQueue,
     pub(crate) inbox: Inbox,
+    pub(crate) scoreboard: Scoreboard,
 }
 
 impl Plumbing {
@@ -144,6 +243,7 @@ impl Plumbing {
             signals: SignalQueue::install()
                 .map_err(|e| Error::os("installing signal handlers", e))?,
             inbox: Inbox::new().map_err(|e| Error::os("creating the worker socket", e))?,
+            scoreboard: Scoreboard::new().map_err(|e| Error::os("mapping the scoreboard", e))?,
         })
     }
 }
@@ -182,6 +282,8 @@ where
             announced: false,
             backoff: Duration::ZERO,
             next_spawn: Instant::now(),
+            last_failure: None,
+            scoreboard: plumbing.scoreboard,
             failure: None,
             log,
             pidfile,
@@ -194,7 +296,9 @@ where
     pub(crate) fn run(mut self) -> Result<(), Error> {
         info!(pid = self.pid.as_raw(), workers = self.current.target, "master started");
         loop {
+            self.recycle_workers();
             self.manage_workers();
+            self.murder_hung();
             self.murder_overdue();
             if self.stopping.is_some() && self.workers.is_empty() {
                 break;
@@ -217,8 +321,14 @@ where
         let now = Instant::now();
         let mut wake = now + Duration::from_secs(1);
         for w in &self.workers {
-            if let WorkerState::Exiting { deadline, killed: false } = w.state {
-                wake = wake.min(deadline);
+            match &w.state {
+                WorkerState::Exiting { deadline, killed: false, .. } => wake = wake.min(*deadline),
+                WorkerState::Exiting { .. } => {}
+                WorkerState::Active => {
+                    if let Some(at) = self.next_check(w, now) {
+                        wake = wake.min(at);
+                    }
+                }
             }
         }
         if self.spawns_pending() {
@@ -241,24 +351,36 @@ where
     fn read_messages(&mut self) {
         let Some(inbox) = &self.inbox else { return };
         for message in inbox.receive() {
-            let Message::Ready { worker } = message;
-            let Some(w) = self.workers.iter_mut().find(|w| w.id == worker) else { continue };
-            w.ready = true;
-            info!(
-                pid = w.pid.as_raw(),
-                worker = w.id,
-                generation = w.generation,
-                boot_ms = w.spawned.elapsed().as_millis() as u64,
-                "worker booted"
-            );
-            self.backoff = Duration::ZERO;
-            self.ever_ready = true;
-            if !self.announced && self.ready_workers(self.current.number) >= self.current.target {
-                self.announced = true;
-                info!(workers = self.current.target, "all workers ready");
+            match message {
+                Message::Ready { worker } => self.worker_ready(worker),
+                Message::BootFailed { worker, reason } => {
+                    if let Some(w) = self.workers.iter_mut().find(|w| w.id == worker) {
+                        w.boot_error = Some(reason);
+                    }
+                }
+                Message::Recycle { worker, requests } => {
+                    self.mark_due(worker, Recycle::Requests { served: requests });
+                }
             }
         }
         self.finish_reload();
+    }
+
+    fn worker_ready(&mut self, worker: u64) {
+        let Some(w) = self.workers.iter_mut().find(|w| w.id == worker) else { return };
+        w.ready_at = Some(Instant::now());
+        info!(
+            pid = w.pid.as_raw(),
+            worker = w.id,
+            generation = w.generation,
+            boot_ms = w.spawned.elapsed().as_millis() as u64,
+            "worker booted"
+        );
+        self.ever_ready = true;
+        if !self.announced && self.ready_workers(self.current.number) >= self.current.target {
+            self.announced = true;
+            info!(workers = self.current.target, "all workers ready");
+        }
     }
 
     fn handle_signals(&mut self) {
@@ -297,101 +419,303 @@ where
                 continue;
             };
             let w = self.workers.remove(i);
+            self.scoreboard.release(w.slot);
             let (pid, worker, generation) = (pid.as_raw(), w.id, w.generation);
-            match w.state {
-                WorkerState::Exiting { killed: true, .. } => {
-                    warn!(
+            match &w.state {
+                WorkerState::Exiting { why, .. } if why.is_kill() => {
+                    error!(
                         pid,
-                        worker,
-                        generation,
-                        "worker exited: {exit}, by the master, as it did not stop in time"
+                        worker, generation, "worker exited: {exit}, killed by the master: {why}"
                     );
-                    continue;
                 }
-                WorkerState::Exiting { killed: false, .. } => {
-                    info!(pid, worker, generation, "worker exited: {exit}");
-                    continue;
+                WorkerState::Exiting { killed: true, why, .. } => warn!(
+                    pid,
+                    worker,
+                    generation,
+                    "worker exited: {exit}, by the master, as it did not stop in time ({why})"
+                ),
+                WorkerState::Exiting { why, .. } if exit == Exit::Code(0) => {
+                    info!(pid, worker, generation, "worker exited: {exit}, {why}");
                 }
-                WorkerState::Active => {}
-            }
-            let boot_failed = exit == Exit::Code(EXIT_BOOT_FAILED) && !w.ready;
-            if boot_failed && generation == self.current.number && self.reload.is_some() {
-                error!(pid, worker, generation, "worker exited: {exit}, its app failed to start");
-                self.roll_back(&format!(
-                    "worker {worker} of generation {generation} could not start its app"
-                ));
-                continue;
-            }
-            if boot_failed && !self.ever_ready {
-                error!(pid, worker, generation, "worker exited: {exit}, its app failed to start");
-                self.failure = Some(Error::Boot(format!(
-                    "worker {worker} (pid {pid}) exited with code {EXIT_BOOT_FAILED}: the app \
-                     could not start (the reason is logged above)"
-                )));
-                self.stop(Shutdown::Fast);
-                continue;
-            }
-            let hint = match exit {
-                Exit::Signal(Signal::SIGKILL) => ", possibly by the OOM killer",
-                _ => "",
-            };
-            let replaced = self.wanted(generation).is_some();
-            let next = if replaced { "; replacing it" } else { "" };
-            error!(pid, worker, generation, "worker died unexpectedly: {exit}{hint}{next}");
-            if !w.ready {
-                // It died while booting: pause before trying again, doubling each time.
-                self.backoff = (self.backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
-                self.next_spawn = Instant::now() + self.backoff;
-                warn!(
-                    delay_ms = self.backoff.as_millis() as u64,
-                    "worker died while booting, pausing before the next fork"
-                );
+                WorkerState::Exiting { why, .. } => {
+                    warn!(pid, worker, generation, "worker exited: {exit} while being {why}");
+                }
+                WorkerState::Active if w.ready_at.is_none() => {
+                    let cause = match (&w.boot_error, exit) {
+                        (Some(reason), _) => reason.clone(),
+                        (None, Exit::Code(EXIT_BOOT_FAILED)) => "its app failed to start".into(),
+                        (None, _) => format!("{exit} while booting{}", oom_hint(exit)),
+                    };
+                    error!(pid, worker, generation, "worker exited: {exit}, boot failure: {cause}");
+                    self.boot_failed(pid, worker, generation, &cause);
+                }
+                WorkerState::Active => {
+                    let replaced = self.wanted(generation).is_some();
+                    let next = if replaced { "; replacing it" } else { "" };
+                    let hint = oom_hint(exit);
+                    error!(pid, worker, generation, "worker died unexpectedly: {exit}{hint}{next}");
+                    let up = w.ready_at.map_or(Duration::ZERO, |t| t.elapsed());
+                    if up < STABLE_AFTER {
+                        self.pause_forking(&format!(
+                            "worker died {:.1} s after booting",
+                            up.as_secs_f64()
+                        ));
+                    }
+                }
             }
         }
     }
 
+    /// A worker could not boot: during the first start, that stops the server; during a reload,
+    /// the new generation is given up; otherwise the next fork waits a little longer.
+    fn boot_failed(&mut self, pid: i32, worker: u64, generation: u64, cause: &str) {
+        if self.stopping.is_some() {
+            return;
+        }
+        if generation == self.current.number && self.reload.is_some() {
+            return self.roll_back(&format!(
+                "worker {worker} of generation {generation} could not start its app: {cause}"
+            ));
+        }
+        if !self.announced {
+            self.failure = Some(Error::Boot(format!("worker {worker} (pid {pid}): {cause}")));
+            return self.stop(Shutdown::Fast);
+        }
+        self.pause_forking("worker failed to boot");
+    }
+
+    /// Makes the next fork wait, twice as long as the last time, up to [`BACKOFF_MAX`].
+    fn pause_forking(&mut self, why: &str) {
+        self.backoff = (self.backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
+        self.next_spawn = Instant::now() + self.backoff;
+        self.last_failure = Some(Instant::now());
+        warn!(delay_ms = self.backoff.as_millis() as u64, "{why}: pausing before the next fork");
+    }
+
     /// Brings each generation that should be serving to its size: the current one, and, while
     /// a reload is under way, the previous one, whose dead workers are replaced until the new
-    /// generation takes over.
+    /// generation takes over. A worker due for recycling counts as gone: its successor is
+    /// started, and it is stopped once the successor is ready.
     fn manage_workers(&mut self) {
         if self.stopping.is_some() {
             return;
         }
+        self.forgive_failures();
         let mut generations = vec![self.current.clone()];
         generations.extend(self.reload.as_ref().map(|r| r.previous.clone()));
         for generation in generations {
-            let active = self.active_workers(generation.number);
-            if active < generation.target {
+            let fresh = self.fresh_workers(generation.number);
+            if fresh < generation.target {
                 if Instant::now() < self.next_spawn {
                     continue;
                 }
                 // After failures, one at a time, each after the pause.
-                let wanted = if self.backoff.is_zero() { generation.target - active } else { 1 };
+                let wanted = if self.backoff.is_zero() { generation.target - fresh } else { 1 };
                 for _ in 0..wanted {
                     self.spawn_worker(&generation);
                 }
                 if !self.backoff.is_zero() {
                     self.next_spawn = Instant::now() + self.backoff;
                 }
-            } else if active > generation.target {
+            } else if fresh > generation.target {
                 let oldest: Vec<u64> = self
                     .workers
                     .iter()
-                    .filter(|w| w.generation == generation.number && w.state == WorkerState::Active)
-                    .take(active - generation.target)
+                    .filter(|w| w.generation == generation.number && w.is_fresh())
+                    .take(fresh - generation.target)
                     .map(|w| w.id)
                     .collect();
                 for id in oldest {
-                    self.retire_worker(id);
+                    self.retire_worker(id, Why::Surplus);
+                }
+            }
+            self.retire_replaced(&generation);
+        }
+        self.finish_reload();
+    }
+
+    /// Stops the workers due for recycling whose successors are ready, keeping the ready
+    /// workers of the generation at its size.
+    fn retire_replaced(&mut self, generation: &Generation) {
+        let serving = |w: &&Worker| w.generation == generation.number && w.is_active();
+        let ready = self.workers.iter().filter(serving).filter(|w| w.ready_at.is_some()).count();
+        // Each ready worker beyond the target lets one due worker go; one not ready yet goes
+        // at once, as it serves nothing.
+        let mut spare = ready.saturating_sub(generation.target);
+        let mut going = Vec::new();
+        for w in self.workers.iter().filter(serving) {
+            let Some(reason) = &w.due else { continue };
+            if w.ready_at.is_none() {
+                going.push((w.id, reason.clone()));
+            } else if spare > 0 {
+                spare -= 1;
+                going.push((w.id, reason.clone()));
+            }
+        }
+        for (id, reason) in going {
+            self.retire_worker(id, Why::Recycled(reason));
+        }
+    }
+
+    /// Marks a worker as due for recycling: its successor is started at once.
+    fn mark_due(&mut self, id: u64, reason: Recycle) {
+        let Some(w) = self.workers.iter_mut().find(|w| w.id == id) else { return };
+        if !w.is_fresh() {
+            return;
+        }
+        info!(
+            pid = w.pid.as_raw(),
+            worker = w.id,
+            generation = w.generation,
+            "recycling worker: {reason}; starting its successor first"
+        );
+        w.due = Some(reason);
+    }
+
+    /// Finds the workers over `max_worker_memory` or `max_worker_lifetime` (`max_requests` is
+    /// counted by each worker, which says when it is reached).
+    fn recycle_workers(&mut self) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let mut due = Vec::new();
+        for w in self.workers.iter().filter(|w| w.is_fresh() && w.ready_at.is_some()) {
+            let Some(server) = self.wanted(w.generation).map(|g| &g.config.server) else {
+                continue;
+            };
+            let age = w.spawned.elapsed();
+            if ServerConfig::limit(server.max_worker_lifetime).is_some_and(|max| age >= max) {
+                due.push((w.id, Recycle::Lifetime { age }));
+                continue;
+            }
+            let limit = server.max_worker_memory;
+            let rss_mib = self.scoreboard.rss_kib(w.slot) / 1024;
+            if limit > 0 && rss_mib > limit {
+                due.push((w.id, Recycle::Memory { rss_mib, limit }));
+            }
+        }
+        for (id, reason) in due {
+            self.mark_due(id, reason);
+        }
+    }
+
+    /// Kills the workers whose event loop stopped beating for `timeout` (`SIGABRT`, then
+    /// `SIGKILL` if that is not enough), and the ones not ready within `boot_timeout`. Each is
+    /// logged with what the scoreboard shows it was doing.
+    fn murder_hung(&mut self) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let mut hung = Vec::new();
+        for w in self.workers.iter().filter(|w| w.is_active()) {
+            let Some(server) = self.wanted(w.generation).map(|g| &g.config.server) else {
+                continue;
+            };
+            match w.ready_at {
+                Some(_) => {
+                    let Some(timeout) = ServerConfig::limit(server.timeout) else { continue };
+                    match self.scoreboard.since_heartbeat(w.slot) {
+                        Some(silent) if silent >= timeout => {
+                            let activity = self.scoreboard.read(w.slot).activity();
+                            hung.push((w.id, Why::Hung { silent, timeout }, activity));
+                        }
+                        _ => {}
+                    }
+                }
+                None => {
+                    let Some(limit) = ServerConfig::limit(server.boot_timeout) else { continue };
+                    if w.spawned.elapsed() >= limit {
+                        hung.push((w.id, Why::BootTimeout(limit), String::new()));
+                    }
                 }
             }
         }
-        self.finish_reload();
+        for (id, why, activity) in hung {
+            if self.stopping.is_some() {
+                // A boot failure stopped the server; the stop deals with the rest.
+                break;
+            }
+            let Some(w) = self.workers.iter_mut().find(|w| w.id == id) else { continue };
+            let (pid, worker, generation) = (w.pid.as_raw(), w.id, w.generation);
+            match &why {
+                Why::Hung { silent, .. } => {
+                    error!(
+                        pid,
+                        worker,
+                        generation,
+                        "worker timed out: no heartbeat for {:.1} s; {activity}; killing it with \
+                         SIGABRT",
+                        silent.as_secs_f64()
+                    );
+                    process::send(w.pid, Signal::SIGABRT);
+                    w.state = WorkerState::Exiting {
+                        deadline: deadline(ABORT_GRACE),
+                        killed: false,
+                        why,
+                    };
+                }
+                _ => {
+                    error!(pid, worker, generation, "worker {why}, killing it with SIGKILL");
+                    process::send(w.pid, Signal::SIGKILL);
+                    w.state = WorkerState::Exiting {
+                        deadline: deadline(ABORT_GRACE),
+                        killed: true,
+                        why: why.clone(),
+                    };
+                    self.boot_failed(pid, worker, generation, &why.to_string());
+                }
+            }
+        }
+    }
+
+    /// Clears the pause before forking once a worker started since the last failure has stayed
+    /// up for [`STABLE_AFTER`].
+    fn forgive_failures(&mut self) {
+        let Some(failed) = self.last_failure else { return };
+        let stable = self.workers.iter().any(|w| {
+            w.is_active() && w.ready_at.is_some_and(|t| t > failed && t.elapsed() >= STABLE_AFTER)
+        });
+        if stable {
+            info!("workers stay up again: no more pause before forking");
+            self.backoff = Duration::ZERO;
+            self.last_failure = None;
+        }
+    }
+
+    /// The next time a serving or booting worker needs looking at: its boot deadline, when its
+    /// heartbeat would be overdue, or when it reaches `max_worker_lifetime`.
+    fn next_check(&self, w: &Worker, now: Instant) -> Option<Instant> {
+        let server = &self.wanted(w.generation)?.config.server;
+        let mut at: Option<Instant> = None;
+        let mut consider = |t: Instant| at = Some(at.map_or(t, |a| a.min(t)));
+        match w.ready_at {
+            None => {
+                if let Some(limit) = ServerConfig::limit(server.boot_timeout) {
+                    consider(w.spawned + limit);
+                }
+            }
+            Some(_) => {
+                if let Some(timeout) = ServerConfig::limit(server.timeout) {
+                    let silent = self.scoreboard.since_heartbeat(w.slot).unwrap_or_default();
+                    consider(now + timeout.saturating_sub(silent));
+                }
+                if let Some(max) = ServerConfig::limit(server.max_worker_lifetime) {
+                    if w.due.is_none() {
+                        consider(w.spawned + max);
+                    }
+                }
+            }
+        }
+        at
     }
 
     /// Forks a worker of `generation`.
     fn spawn_worker(&mut self, generation: &Generation) {
         let id = self.next_id;
+        let Some(slot) = self.scoreboard.claim(id, generation.number) else {
+            error!("cannot start a worker: all {SLOTS} scoreboard slots are taken");
+            return self.pause_forking("no scoreboard slot");
+        };
         self.next_id += 1;
         match process::fork() {
             Ok(Forked::Parent(pid)) => {
@@ -401,21 +725,25 @@ where
                     generation = generation.number,
                     "worker spawned"
                 );
+                self.scoreboard.set_pid(slot, pid.as_raw() as u32);
                 self.workers.push(Worker {
                     id,
                     pid,
                     generation: generation.number,
+                    slot,
                     spawned: Instant::now(),
                     grace: generation.config.server.graceful_timeout.0,
-                    ready: false,
+                    ready_at: None,
+                    due: None,
+                    boot_error: None,
                     state: WorkerState::Active,
                 });
             }
-            Ok(Forked::Child(mask)) => self.become_worker(id, generation, mask),
+            Ok(Forked::Child(mask)) => self.become_worker(id, slot, generation, mask),
             Err(e) => {
                 error!("cannot fork a worker: {e}");
-                self.backoff = (self.backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
-                self.next_spawn = Instant::now() + self.backoff;
+                self.scoreboard.release(slot);
+                self.pause_forking("fork failed");
             }
         }
     }
@@ -423,7 +751,7 @@ where
     /// In the child of a fork: hands the worker what it needs (the sockets of its generation's
     /// addresses) and drops what is the master's alone (signal handlers and self-pipe, the
     /// message socket's reading end, the sockets of other addresses).
-    fn become_worker(&mut self, id: u64, generation: &Generation, mask: SigSet) -> ! {
+    fn become_worker(&mut self, id: u64, slot: usize, generation: &Generation, mask: SigSet) -> ! {
         if let Some(signals) = self.signals.take() {
             if let Err(e) = signals.forget_in_worker() {
                 error!("cannot reset signal handlers in a new worker: {e}");
@@ -439,33 +767,36 @@ where
             signal_mask: mask,
             outbox: inbox.into_outbox(),
             factory: self.factory,
+            slot: self.scoreboard.slot(slot),
+            recycle_after: recycle_after(&generation.config.server, id),
         })
     }
 
     /// Tells a worker to finish its requests and exit, within its own `graceful_timeout`.
-    fn retire_worker(&mut self, id: u64) {
+    fn retire_worker(&mut self, id: u64, why: Why) {
         let Some(w) = self.workers.iter_mut().find(|w| w.id == id) else { return };
-        if w.state != WorkerState::Active {
+        if !w.is_active() {
             return;
         }
-        debug!(pid = w.pid.as_raw(), worker = w.id, "stopping worker gracefully");
+        debug!(pid = w.pid.as_raw(), worker = w.id, "stopping worker gracefully: {why}");
         process::send(w.pid, Signal::SIGTERM);
-        w.state = WorkerState::Exiting { deadline: deadline(w.grace + KILL_MARGIN), killed: false };
+        let deadline = deadline(w.grace + KILL_MARGIN);
+        w.state = WorkerState::Exiting { deadline, killed: false, why };
     }
 
     /// Kills workers that were told to exit and have not by their deadline.
     fn murder_overdue(&mut self) {
         let now = Instant::now();
         for w in &mut self.workers {
-            if let WorkerState::Exiting { deadline, killed: false } = w.state {
-                if now >= deadline {
+            if let WorkerState::Exiting { deadline, killed: killed @ false, .. } = &mut w.state {
+                if now >= *deadline {
                     warn!(
                         pid = w.pid.as_raw(),
                         worker = w.id,
                         "worker did not exit in time, killing it with SIGKILL"
                     );
                     process::send(w.pid, Signal::SIGKILL);
-                    w.state = WorkerState::Exiting { deadline, killed: true };
+                    *killed = true;
                 }
             }
         }
@@ -504,7 +835,7 @@ where
             // A reload under way is overtaken: its workers are not needed, and the generation
             // to fall back to is still the one that served before it.
             reload.started = started;
-            self.retire_generation(superseded.number);
+            self.retire_generation(superseded.number, Why::Superseded);
         } else {
             self.reload = Some(Reload { started, previous: superseded });
         }
@@ -531,11 +862,11 @@ where
         let old: Vec<u64> = self
             .workers
             .iter()
-            .filter(|w| w.generation != self.current.number && w.state == WorkerState::Active)
+            .filter(|w| w.generation != self.current.number && w.is_active())
             .map(|w| w.id)
             .collect();
         for &id in &old {
-            self.retire_worker(id);
+            self.retire_worker(id, Why::Replaced { by: self.current.number });
         }
         let server = &self.current.config.server;
         self.listeners.retain_only(&server.bind, server.backlog);
@@ -553,7 +884,7 @@ where
     fn roll_back(&mut self, why: &str) {
         let Some(reload) = self.reload.take() else { return };
         let failed = std::mem::replace(&mut self.current, reload.previous);
-        self.retire_generation(failed.number);
+        self.retire_generation(failed.number, Why::RolledBack);
         let server = &self.current.config.server;
         self.listeners.retain_only(&server.bind, server.backlog);
         self.log.set_level(self.current.config.log.level);
@@ -579,15 +910,15 @@ where
         }
     }
 
-    fn retire_generation(&mut self, number: u64) {
+    fn retire_generation(&mut self, number: u64, why: Why) {
         let ids: Vec<u64> = self
             .workers
             .iter()
-            .filter(|w| w.generation == number && w.state == WorkerState::Active)
+            .filter(|w| w.generation == number && w.is_active())
             .map(|w| w.id)
             .collect();
         for id in ids {
-            self.retire_worker(id);
+            self.retire_worker(id, why.clone());
         }
     }
 
@@ -604,14 +935,22 @@ where
             Shutdown::Graceful => {
                 let ids: Vec<u64> = self.workers.iter().map(|w| w.id).collect();
                 for id in ids {
-                    self.retire_worker(id);
+                    self.retire_worker(id, Why::Stop(how));
                 }
             }
             Shutdown::Fast => {
                 let deadline = deadline(FAST_STOP_GRACE);
                 for w in &mut self.workers {
+                    if let WorkerState::Exiting { killed: true, .. } = w.state {
+                        continue;
+                    }
                     process::send(w.pid, Signal::SIGINT);
-                    w.state = WorkerState::Exiting { deadline, killed: false };
+                    let why = match &w.state {
+                        // A hung worker keeps its reason; it gets the shorter deadline.
+                        WorkerState::Exiting { why, .. } if why.is_kill() => why.clone(),
+                        _ => Why::Stop(how),
+                    };
+                    w.state = WorkerState::Exiting { deadline, killed: false, why };
                 }
             }
         }
@@ -622,7 +961,7 @@ where
         self.stopping.is_none()
             && std::iter::once(&self.current)
                 .chain(self.reload.as_ref().map(|r| &r.previous))
-                .any(|g| self.active_workers(g.number) < g.target)
+                .any(|g| self.fresh_workers(g.number) < g.target)
     }
 
     /// The generation with this number, if its workers are to be kept at strength.
@@ -632,20 +971,51 @@ where
             .find(|g| g.number == number)
     }
 
-    /// Active workers of a generation.
-    fn active_workers(&self, generation: u64) -> usize {
-        self.workers
-            .iter()
-            .filter(|w| w.generation == generation && w.state == WorkerState::Active)
-            .count()
+    /// Active workers of a generation that are not due for recycling: those that count
+    /// toward its size.
+    fn fresh_workers(&self, generation: u64) -> usize {
+        self.workers.iter().filter(|w| w.generation == generation && w.is_fresh()).count()
     }
 
     /// Ready, active workers of a generation.
     fn ready_workers(&self, generation: u64) -> usize {
         self.workers
             .iter()
-            .filter(|w| w.generation == generation && w.state == WorkerState::Active && w.ready)
+            .filter(|w| w.generation == generation && w.is_active() && w.ready_at.is_some())
             .count()
+    }
+}
+
+impl Worker {
+    fn is_active(&self) -> bool {
+        self.state == WorkerState::Active
+    }
+
+    /// Active and not due for recycling.
+    fn is_fresh(&self) -> bool {
+        self.is_active() && self.due.is_none()
+    }
+}
+
+/// The number of requests after which a worker asks to be recycled: `max_requests` plus a
+/// random share of `max_requests_jitter`, so that workers started together do not all go
+/// together.
+fn recycle_after(server: &ServerConfig, worker: u64) -> Option<u64> {
+    use std::hash::{BuildHasher, Hasher};
+    if server.max_requests == 0 {
+        return None;
+    }
+    let mut random = std::hash::RandomState::new().build_hasher();
+    random.write_u64(worker);
+    let jitter = random.finish() % server.max_requests_jitter.saturating_add(1);
+    Some(server.max_requests.saturating_add(jitter))
+}
+
+/// What the log adds to a `SIGKILL` the master did not send.
+fn oom_hint(exit: Exit) -> &'static str {
+    match exit {
+        Exit::Signal(Signal::SIGKILL) => ", not sent by the master: possibly the OOM killer",
+        _ => "",
     }
 }
 

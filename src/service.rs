@@ -1,6 +1,7 @@
 //! How a worker calls the app's service: what a service must be ([`HttpService`]), and the
-//! wrapper that turns a handler's panic or error into a `500` so that one bad request never takes
-//! the worker, or the other requests on it, down.
+//! wrapper around each call that turns a handler's panic or error into a `500` (so that one bad
+//! request never takes the worker, or the other requests on it, down), enforces
+//! `request_timeout`, and keeps the worker's scoreboard slot up to date with its requests.
 
 use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
@@ -10,12 +11,18 @@ use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, Uri, header};
 use http_body_util::{Either, Full};
-use hyper::body::{Body, Incoming};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use tokio::sync::Notify;
+use tokio::time::Sleep;
 
 use crate::error::BoxError;
+use crate::scoreboard::{Board, Line};
+use crate::shutdown::ConnState;
 
 /// A hyper service that a worker can serve: anything implementing
 /// [`hyper::service::Service`] for `Request<Incoming>` whose response body yields [`Bytes`],
@@ -48,15 +55,64 @@ where
     }
 }
 
-/// The body of every response a worker sends: the app's, or one forkserve made (a `500`).
-pub(crate) type ResponseBody<B> = Either<B, Full<Bytes>>;
+/// What every request of a worker shares: its scoreboard slot and the limits on requests.
+pub(crate) struct Requests {
+    pub(crate) board: Board,
+    /// `request_timeout`.
+    timeout: Option<Duration>,
+    /// The number of requests after which the worker asks to be replaced (`max_requests` plus
+    /// its jitter).
+    pub(crate) recycle_after: Option<u64>,
+    /// Wakes the task that asks the master for a successor.
+    pub(crate) recycle: Notify,
+}
 
-/// The app's service as hyper sees it, shared by all connections of a worker.
-pub(crate) struct AppService<S>(pub(crate) Rc<S>);
+impl Requests {
+    pub(crate) fn new(board: Board, timeout: Option<Duration>, recycle_after: Option<u64>) -> Self {
+        Requests { board, timeout, recycle_after, recycle: Notify::new() }
+    }
 
-impl<S> Clone for AppService<S> {
-    fn clone(&self) -> Self {
-        AppService(Rc::clone(&self.0))
+    /// Records a request starting on a connection; the returned guard records its end when
+    /// dropped.
+    fn start(self: &Rc<Self>, conn: &Rc<ConnState>, method: &Method, uri: &Uri) -> InFlight {
+        let id = self.board.request_started(Line::new(method.as_str(), uri.path()));
+        if self.recycle_after == Some(self.board.served()) {
+            self.recycle.notify_one();
+        }
+        conn.request_started();
+        InFlight { requests: Rc::clone(self), conn: Rc::clone(conn), id }
+    }
+}
+
+/// One request in flight, until its response has been sent or abandoned.
+struct InFlight {
+    requests: Rc<Requests>,
+    conn: Rc<ConnState>,
+    id: u64,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.requests.board.request_finished(self.id);
+        self.conn.request_finished();
+    }
+}
+
+/// The app's service as hyper sees it on one connection.
+pub(crate) struct AppService<S> {
+    service: Rc<S>,
+    requests: Rc<Requests>,
+    conn: Rc<ConnState>,
+}
+
+impl<S> AppService<S> {
+    pub(crate) fn new(service: S, requests: Rc<Requests>) -> Self {
+        AppService { service: Rc::new(service), requests, conn: Rc::default() }
+    }
+
+    /// The service for a new connection, which reports its requests to `conn`.
+    pub(crate) fn for_connection(&self, conn: Rc<ConnState>) -> Self {
+        AppService { service: Rc::clone(&self.service), requests: Rc::clone(&self.requests), conn }
     }
 }
 
@@ -66,14 +122,21 @@ impl<S: HttpService> hyper::service::Service<Request<Incoming>> for AppService<S
     type Future = Guarded<S::Future>;
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let in_flight = self.requests.start(&self.conn, req.method(), req.uri());
         let request = RequestLine { method: req.method().clone(), uri: req.uri().clone() };
-        match in_handler(|| catch_unwind(AssertUnwindSafe(|| self.0.call(req)))) {
-            Ok(future) => Guarded { future: Some(future), request },
+        let deadline = self.requests.timeout.map(|t| Box::pin(tokio::time::sleep(t)));
+        let board = &self.requests.board;
+        board.enter_handler(in_flight.id);
+        let future = in_handler(|| catch_unwind(AssertUnwindSafe(|| self.service.call(req))));
+        board.leave_handler();
+        let future = match future {
+            Ok(future) => Some(future),
             Err(_) => {
                 request.log_panic();
-                Guarded { future: None, request }
+                None
             }
-        }
+        };
+        Guarded { future, request, deadline, in_flight: Some(in_flight) }
     }
 }
 
@@ -95,12 +158,17 @@ impl RequestLine {
 }
 
 pin_project_lite::pin_project! {
-    /// A call of the app's service; a panic or an error becomes a `500`.
+    #[project = GuardedProj]
+    /// A call of the app's service; a panic or an error becomes a `500`, running past
+    /// `request_timeout` a `504`.
     pub(crate) struct Guarded<F> {
         // `None` once the call has panicked: a future that panicked must not be polled again.
         #[pin]
         future: Option<F>,
         request: RequestLine,
+        deadline: Option<Pin<Box<Sleep>>>,
+        // Moves into the response body, which ends the request when it is done.
+        in_flight: Option<InFlight>,
     }
 }
 
@@ -109,16 +177,40 @@ where
     F: Future<Output = Result<Response<B>, E>>,
     E: Into<BoxError>,
 {
-    type Output = Result<Response<Either<B, Full<Bytes>>>, Infallible>;
+    type Output = Result<Response<ResponseBody<B>>, Infallible>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let mut this = self.project();
         let Some(future) = this.future.as_mut().as_pin_mut() else {
-            return Poll::Ready(Ok(internal_error()));
+            return Poll::Ready(Ok(this.respond(internal_error())));
         };
-        match in_handler(|| catch_unwind(AssertUnwindSafe(|| future.poll(cx)))) {
-            Ok(Poll::Pending) => Poll::Pending,
-            Ok(Poll::Ready(Ok(response))) => Poll::Ready(Ok(response.map(Either::Left))),
+        let board = this.in_flight.as_ref().map(|f| (&f.requests.board, f.id));
+        if let Some((board, id)) = board {
+            board.enter_handler(id);
+        }
+        let polled = in_handler(|| catch_unwind(AssertUnwindSafe(|| future.poll(cx))));
+        if let Some((board, _)) = board {
+            board.leave_handler();
+        }
+        match polled {
+            Ok(Poll::Pending) => {
+                let Some(deadline) = this.deadline.as_mut() else { return Poll::Pending };
+                if deadline.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                // Dropping the app's future cancels the request.
+                this.future.set(None);
+                *this.deadline = None;
+                tracing::warn!(
+                    method = %this.request.method,
+                    path = %this.request.uri.path(),
+                    "request_timeout reached, answered 504"
+                );
+                Poll::Ready(Ok(this.respond(gateway_timeout())))
+            }
+            Ok(Poll::Ready(Ok(response))) => {
+                Poll::Ready(Ok(this.respond(response.map(Either::Left))))
+            }
             Ok(Poll::Ready(Err(e))) => {
                 let e: BoxError = e.into();
                 tracing::error!(
@@ -126,21 +218,99 @@ where
                     path = %this.request.uri.path(),
                     "handler failed, answered 500: {e}"
                 );
-                Poll::Ready(Ok(internal_error()))
+                Poll::Ready(Ok(this.respond(internal_error())))
             }
             Err(_) => {
                 this.future.set(None);
                 this.request.log_panic();
-                Poll::Ready(Ok(internal_error()))
+                Poll::Ready(Ok(this.respond(internal_error())))
             }
         }
     }
 }
 
+impl<F> GuardedProj<'_, F> {
+    /// Wraps a response's body so that it keeps the request's deadline and ends the request.
+    fn respond<B>(
+        &mut self,
+        response: Response<Either<B, Full<Bytes>>>,
+    ) -> Response<ResponseBody<B>> {
+        let deadline = self.deadline.take();
+        // Only a body with a deadline can log about its request.
+        let request = deadline.as_ref().map(|_| {
+            format!("{} {}", self.request.method, self.request.uri.path()).into_boxed_str()
+        });
+        let in_flight = self.in_flight.take();
+        response.map(|inner| ResponseBody { inner, deadline, request, in_flight })
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The body of every response a worker sends: the app's, or one forkserve made. It ends the
+    /// request's time in flight when done, and closes the connection if `request_timeout`
+    /// passes while it is being sent.
+    pub(crate) struct ResponseBody<B> {
+        #[pin]
+        inner: Either<B, Full<Bytes>>,
+        deadline: Option<Pin<Box<Sleep>>>,
+        request: Option<Box<str>>,
+        in_flight: Option<InFlight>,
+    }
+}
+
+impl<B> Body for ResponseBody<B>
+where
+    B: Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if polled.is_pending() {
+            if let Some(deadline) = this.deadline.as_mut() {
+                if deadline.as_mut().poll(cx).is_ready() {
+                    *this.deadline = None;
+                    tracing::warn!(
+                        request = %this.request.as_deref().unwrap_or_default(),
+                        "request_timeout reached while sending the response, closing the \
+                         connection"
+                    );
+                    return Poll::Ready(Some(Err("request_timeout reached".into())));
+                }
+            }
+        }
+        if let Poll::Ready(None) = polled {
+            this.in_flight.take();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
 fn internal_error<B>() -> Response<Either<B, Full<Bytes>>> {
-    let mut response =
-        Response::new(Either::Right(Full::new(Bytes::from_static(b"Internal Server Error\n"))));
-    *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+    plain(StatusCode::INTERNAL_SERVER_ERROR, b"Internal Server Error\n")
+}
+
+fn gateway_timeout<B>() -> Response<Either<B, Full<Bytes>>> {
+    plain(StatusCode::GATEWAY_TIMEOUT, b"Gateway Timeout\n")
+}
+
+fn plain<B>(status: StatusCode, body: &'static [u8]) -> Response<Either<B, Full<Bytes>>> {
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(body))));
+    *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
@@ -154,6 +324,12 @@ thread_local! {
     static IN_HANDLER: Cell<bool> = const { Cell::new(false) };
     /// The last caught panic's message and location, left by the panic hook.
     static PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Runs `f`, an app's factory, catching a panic; the error is the panic's message.
+pub(crate) fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
+    in_handler(|| catch_unwind(AssertUnwindSafe(f)))
+        .map_err(|_| PANIC.with(|p| p.borrow_mut().take()).unwrap_or_default())
 }
 
 fn in_handler<T>(f: impl FnOnce() -> T) -> T {

@@ -1,4 +1,6 @@
-//! Draining a worker: telling every open connection to finish, and knowing when they have.
+//! A worker's open connections: how many there are (and holding off accepting at
+//! `worker_connections`), and draining them: telling every one to finish, and knowing when they
+//! have.
 //!
 //! Each connection task holds a [`Tracked`] guard and watches [`Shutdown::draining`]. When the
 //! worker drains, a connection with a request in flight finishes that response (sent with
@@ -6,8 +8,15 @@
 //! once the last guard is dropped. Single-threaded: the worker's runtime is `current_thread`.
 
 use std::cell::Cell;
+use std::future::Future;
+use std::io;
+use std::pin::{Pin, pin};
 use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
+use hyper::server::conn::http1;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
 /// Shared by the worker and its connection tasks.
@@ -26,6 +35,8 @@ struct Inner {
     drain: Notify,
     /// Wakes the worker when the last connection closes.
     all_closed: Notify,
+    /// Wakes an accept loop waiting for a connection to close.
+    one_closed: Notify,
 }
 
 /// Counts one open connection for as long as it lives.
@@ -60,6 +71,13 @@ impl Shutdown {
         }
     }
 
+    /// Resolves once fewer than `limit` connections are open (`worker_connections`).
+    pub(crate) async fn below(&self, limit: usize) {
+        while self.inner.open.get() >= limit {
+            self.inner.one_closed.notified().await;
+        }
+    }
+
     /// Resolves once no connection is open.
     pub(crate) async fn closed(&self) {
         while self.inner.open.get() > 0 {
@@ -72,8 +90,186 @@ impl Drop for Tracked {
     fn drop(&mut self) {
         let open = self.inner.open.get() - 1;
         self.inner.open.set(open);
+        self.inner.one_closed.notify_waiters();
         if open == 0 {
             self.inner.all_closed.notify_waiters();
         }
+    }
+}
+
+/// How far one connection is in its requests, so that draining finishes a request that is
+/// arriving instead of cutting it: a connection closed just as a client sends on it loses that
+/// request (the client sees a reset or an early EOF).
+///
+/// Fed by the byte-counting [`CountedIo`] under hyper and by the service when a request starts
+/// and ends; read by [`Shutdown::drain_connection`].
+#[derive(Default)]
+pub(crate) struct ConnState {
+    /// Requests the service has been called for.
+    started: Cell<u64>,
+    /// Requests whose response is not finished.
+    active: Cell<u32>,
+    /// Bytes read from the client.
+    read: Cell<u64>,
+    /// `read` when the last response finished: more than this is a request arriving.
+    read_when_idle: Cell<u64>,
+    /// Set while draining, when someone waits on `changed`.
+    watched: Cell<bool>,
+    changed: Notify,
+}
+
+impl ConnState {
+    /// The service was called for a request.
+    pub(crate) fn request_started(&self) {
+        self.started.set(self.started.get() + 1);
+        self.active.set(self.active.get() + 1);
+        self.wake();
+    }
+
+    /// A request's response is finished (or abandoned).
+    pub(crate) fn request_finished(&self) {
+        self.active.set(self.active.get().saturating_sub(1));
+        self.read_when_idle.set(self.read.get());
+        self.wake();
+    }
+
+    fn bytes_read(&self, n: usize) {
+        self.read.set(self.read.get() + n as u64);
+        self.wake();
+    }
+
+    /// No request in progress and none arriving.
+    fn idle(&self) -> bool {
+        self.active.get() == 0 && self.read.get() == self.read_when_idle.get()
+    }
+
+    fn wake(&self) {
+        if self.watched.get() {
+            self.changed.notify_waiters();
+        }
+    }
+}
+
+/// How long a draining worker keeps an idle connection open for a request that may be on its
+/// way: a new connection's first request, or the next one of a client that sends back to back.
+pub(crate) const DRAIN_LINGER: Duration = Duration::from_secs(1);
+
+impl Shutdown {
+    /// Drives one connection to its end. When the worker drains: a request in progress, or one
+    /// that starts arriving, is finished with `Connection: close`; a connection on which
+    /// nothing arrives for [`DRAIN_LINGER`] is closed.
+    pub(crate) async fn drain_connection<C>(&self, conn: C, state: &ConnState) -> hyper::Result<()>
+    where
+        C: Future<Output = hyper::Result<()>> + GracefulConnection,
+    {
+        let mut conn = pin!(conn);
+        tokio::select! {
+            result = conn.as_mut() => return result,
+            () = self.draining() => {}
+        }
+        let started_before = state.started.get();
+        state.watched.set(true);
+        let mut quiet_since = Instant::now();
+        loop {
+            if state.active.get() > 0 || state.started.get() > started_before {
+                // Hyper answers the request in progress with `Connection: close`, then closes.
+                break;
+            }
+            if !state.idle() {
+                // Part of a request has arrived: wait for the rest (bounded by hyper's header
+                // timeout and the worker's graceful_timeout).
+                quiet_since = Instant::now();
+            } else if quiet_since.elapsed() >= DRAIN_LINGER {
+                // Nothing is coming: hyper closes an idle connection.
+                break;
+            }
+            let changed = state.changed.notified();
+            tokio::select! {
+                result = conn.as_mut() => return result,
+                () = changed => {}
+                () = tokio::time::sleep_until((quiet_since + DRAIN_LINGER).into()) => {}
+            }
+        }
+        conn.as_mut().graceful_shutdown();
+        conn.await
+    }
+}
+
+/// A hyper connection that can be asked to finish gracefully.
+pub(crate) trait GracefulConnection {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S> GracefulConnection for http1::Connection<I, S>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http1::Connection::graceful_shutdown(self);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A client socket that counts the bytes it reads into its connection's [`ConnState`].
+    pub(crate) struct CountedIo<I> {
+        #[pin]
+        io: I,
+        state: Rc<ConnState>,
+    }
+}
+
+impl<I> CountedIo<I> {
+    pub(crate) fn new(io: I, state: Rc<ConnState>) -> Self {
+        CountedIo { io, state }
+    }
+}
+
+impl<I: AsyncRead> AsyncRead for CountedIo<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        let polled = this.io.poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            this.state.bytes_read(n);
+        }
+        polled
+    }
+}
+
+impl<I: AsyncWrite> AsyncWrite for CountedIo<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().io.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().io.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_shutdown(cx)
     }
 }

@@ -5,10 +5,8 @@
 //! Exit codes a worker uses: 0 after a stop, [`EXIT_BOOT_FAILED`] when the app could not be
 //! built, 1 after an unexpected internal failure.
 
-use std::future::Future;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::pin::pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,13 +20,14 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::LocalSet;
 
-use crate::config::Config;
+use crate::config::{Config, ServerConfig};
 use crate::error::BoxError;
 use crate::ipc::{Message, Outbox};
 use crate::listener::Listener;
 use crate::process;
-use crate::service::{AppService, HttpService};
-use crate::shutdown::Shutdown;
+use crate::scoreboard::{Board, Slot};
+use crate::service::{AppService, HttpService, Requests};
+use crate::shutdown::{ConnState, CountedIo, Shutdown};
 
 /// Exit code of a worker whose app factory failed or panicked.
 pub const EXIT_BOOT_FAILED: i32 = 3;
@@ -77,6 +76,10 @@ pub(crate) struct Setup<'f, F> {
     pub(crate) signal_mask: SigSet,
     pub(crate) outbox: Outbox,
     pub(crate) factory: &'f F,
+    /// The worker's slot on the scoreboard.
+    pub(crate) slot: &'static Slot,
+    /// `max_requests` plus this worker's jitter; `None` for no limit.
+    pub(crate) recycle_after: Option<u64>,
 }
 
 /// Runs a worker to its end, in the child of a fork. Signals are still blocked, as the master
@@ -120,31 +123,27 @@ where
     S: HttpService,
     E: Into<BoxError>,
 {
-    let Setup { ctx, listeners, outbox, factory, master, signal_mask } = setup;
+    let Setup { ctx, listeners, outbox, factory, master, signal_mask, slot, recycle_after } = setup;
+    let board = Board::new(slot);
+    let boot_failed = |reason: String| {
+        tracing::error!("{reason}");
+        outbox.send(Message::BootFailed { worker: ctx.id, reason });
+        EXIT_BOOT_FAILED
+    };
     // Listen for TERM before unblocking signals, so that a TERM sent while the worker boots is
     // held until now and then drains it, instead of being lost.
     let mut term = match signal(SignalKind::terminate()) {
         Ok(term) => term,
-        Err(e) => {
-            tracing::error!("cannot listen for SIGTERM: {e}");
-            return EXIT_BOOT_FAILED;
-        }
+        Err(e) => return boot_failed(format!("cannot listen for SIGTERM: {e}")),
     };
     if let Err(e) = crate::signals::restore(&signal_mask) {
-        tracing::error!("cannot restore the signal mask: {e}");
-        return EXIT_BOOT_FAILED;
+        return boot_failed(format!("cannot restore the signal mask: {e}"));
     }
 
-    let service = match catch_unwind(AssertUnwindSafe(|| factory(&ctx))) {
-        Ok(Ok(service)) => AppService(Rc::new(service)),
-        Ok(Err(e)) => {
-            tracing::error!("app failed to start: {}", e.into());
-            return EXIT_BOOT_FAILED;
-        }
-        Err(_) => {
-            tracing::error!("app factory panicked");
-            return EXIT_BOOT_FAILED;
-        }
+    let service = match crate::service::catch_panic(|| factory(&ctx)) {
+        Ok(Ok(service)) => service,
+        Ok(Err(e)) => return boot_failed(format!("app failed to start: {}", e.into())),
+        Err(panic) => return boot_failed(format!("app factory panicked: {panic}")),
     };
 
     // The kernel forgets the parent-death signal when a process changes its user or group, as
@@ -153,27 +152,37 @@ where
         return 0;
     }
 
+    let server = &ctx.config.server;
+    let requests =
+        Rc::new(Requests::new(board, ServerConfig::limit(server.request_timeout), recycle_after));
+    let service = AppService::new(service, Rc::clone(&requests));
     let shutdown = Shutdown::default();
     let http = Rc::new(http_builder());
+    let mut acceptors = Vec::with_capacity(listeners.len());
     for listener in listeners {
-        let acceptor = match Acceptor::new(listener) {
-            Ok(a) => a,
-            Err(e) => {
-                tracing::error!("cannot use an inherited listener: {e}");
-                return EXIT_BOOT_FAILED;
-            }
-        };
-        tokio::task::spawn_local(accept_loop(
-            acceptor,
-            service.clone(),
-            http.clone(),
-            shutdown.clone(),
-        ));
+        match Acceptor::new(listener) {
+            Ok(a) => acceptors.push(a),
+            Err(e) => return boot_failed(format!("cannot use an inherited listener: {e}")),
+        }
     }
+    let limit = server.worker_connections as usize;
+    for acceptor in acceptors {
+        let conns = Connections {
+            service: service.for_connection(Rc::default()),
+            http: Rc::clone(&http),
+            shutdown: shutdown.clone(),
+            requests: Rc::clone(&requests),
+            limit,
+        };
+        tokio::task::spawn_local(accept_loop(acceptor, conns));
+    }
+    requests.board.booted();
+    tokio::task::spawn_local(heartbeat(Rc::clone(&requests), heartbeat_interval(server)));
     outbox.send(Message::Ready { worker: ctx.id });
+    tokio::task::spawn_local(ask_for_successor(Rc::clone(&requests), outbox, ctx.id));
 
     term.recv().await;
-    let grace = ctx.config.server.graceful_timeout.0;
+    let grace = server.graceful_timeout.0;
     tracing::debug!(connections = shutdown.open(), "draining");
     shutdown.start();
     if tokio::time::timeout(grace, shutdown.closed()).await.is_err() {
@@ -183,6 +192,45 @@ where
         );
     }
     0
+}
+
+/// How often a worker beats: often enough that the master sees a hang soon after `timeout`,
+/// and at least every second, for the scoreboard's readers.
+fn heartbeat_interval(server: &ServerConfig) -> Duration {
+    match ServerConfig::limit(server.timeout) {
+        Some(timeout) => (timeout / 4).clamp(Duration::from_millis(10), Duration::from_secs(1)),
+        None => Duration::from_secs(1),
+    }
+}
+
+/// Beats for as long as the worker's event loop runs: a loop blocked by a handler stops it.
+async fn heartbeat(requests: Rc<Requests>, every: Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        requests.board.beat();
+    }
+}
+
+/// Once the worker has served its `max_requests`, asks the master for a successor; the worker
+/// serves on until the master tells it to stop, once the successor is ready.
+async fn ask_for_successor(requests: Rc<Requests>, outbox: Outbox, worker: u64) {
+    requests.recycle.notified().await;
+    // The limit it reached; it may have started a few more since.
+    let served = requests.recycle_after.unwrap_or_else(|| requests.board.served());
+    tracing::debug!(served, "max_requests reached, asking for a successor");
+    let message = Message::Recycle { worker, requests: served };
+    loop {
+        match outbox.try_send(&message) {
+            Ok(()) => return,
+            // The master's queue is full: it is busy, and will read.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => return tracing::warn!("cannot ask the master for a successor: {e}"),
+        }
+    }
 }
 
 /// Asks for `TERM` when the master dies, so that the worker drains and exits rather than serve
@@ -220,16 +268,30 @@ impl Acceptor {
     }
 }
 
-/// Accepts connections until the worker drains; then drops the listener, which closes this
-/// worker's copy of the socket.
-async fn accept_loop<S: HttpService>(
-    acceptor: Acceptor,
+/// What an accept loop needs to serve the connections it accepts.
+struct Connections<S> {
     service: AppService<S>,
     http: Rc<http1::Builder>,
     shutdown: Shutdown,
-) {
+    requests: Rc<Requests>,
+    /// `worker_connections`.
+    limit: usize,
+}
+
+/// Accepts connections until the worker drains; then drops the listener, which closes this
+/// worker's copy of the socket. At `worker_connections`, it waits for one to close, leaving new
+/// connections to the other workers.
+async fn accept_loop<S: HttpService>(acceptor: Acceptor, conns: Connections<S>) {
     loop {
-        let draining = shutdown.draining();
+        let draining = conns.shutdown.draining();
+        if conns.shutdown.open() >= conns.limit {
+            tracing::debug!(limit = conns.limit, "worker_connections reached, not accepting");
+            tokio::select! {
+                biased;
+                () = draining => return,
+                () = conns.shutdown.below(conns.limit) => continue,
+            }
+        }
         match &acceptor {
             Acceptor::Tcp(l) => {
                 let accepted = tokio::select! {
@@ -240,7 +302,7 @@ async fn accept_loop<S: HttpService>(
                 match accepted {
                     Ok((stream, _peer)) => {
                         let _ = stream.set_nodelay(true);
-                        spawn_connection(stream, &service, &http, &shutdown);
+                        conns.spawn(stream);
                     }
                     Err(e) => accept_failed(e).await,
                 }
@@ -252,7 +314,7 @@ async fn accept_loop<S: HttpService>(
                     accepted = l.accept() => accepted,
                 };
                 match accepted {
-                    Ok((stream, _peer)) => spawn_connection(stream, &service, &http, &shutdown),
+                    Ok((stream, _peer)) => conns.spawn(stream),
                     Err(e) => accept_failed(e).await,
                 }
             }
@@ -269,53 +331,25 @@ async fn accept_failed(e: io::Error) {
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
 
-fn spawn_connection<I, S>(
-    io: I,
-    service: &AppService<S>,
-    http: &Rc<http1::Builder>,
-    shutdown: &Shutdown,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + 'static,
-    S: HttpService,
-{
-    let tracked = shutdown.track();
-    let conn = http.serve_connection(TokioIo::new(io), service.clone());
-    let shutdown = shutdown.clone();
-    tokio::task::spawn_local(async move {
-        let _tracked = tracked;
-        if let Err(e) = drive(conn, &shutdown).await {
-            tracing::debug!("connection closed: {e}");
-        }
-    });
-}
-
-/// Drives one connection; when the worker drains, a request in flight is finished (its
-/// response carries `Connection: close`) and an idle keep-alive connection is closed.
-async fn drive<C>(conn: C, shutdown: &Shutdown) -> hyper::Result<()>
-where
-    C: Future<Output = hyper::Result<()>> + GracefulConnection,
-{
-    let mut conn = pin!(conn);
-    tokio::select! {
-        result = conn.as_mut() => result,
-        () = shutdown.draining() => {
-            conn.as_mut().graceful_shutdown();
-            conn.await
-        }
-    }
-}
-
-/// A hyper connection that can be asked to finish gracefully.
-trait GracefulConnection {
-    fn graceful_shutdown(self: std::pin::Pin<&mut Self>);
-}
-
-impl<I, S> GracefulConnection for http1::Connection<I, AppService<S>>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin,
-    S: HttpService,
-{
-    fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
-        http1::Connection::graceful_shutdown(self);
+impl<S: HttpService> Connections<S> {
+    /// Serves one accepted connection in a task of its own.
+    fn spawn<I>(&self, io: I)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + 'static,
+    {
+        let tracked = self.shutdown.track();
+        let state = Rc::new(ConnState::default());
+        let io = TokioIo::new(CountedIo::new(io, Rc::clone(&state)));
+        let conn = self.http.serve_connection(io, self.service.for_connection(Rc::clone(&state)));
+        let shutdown = self.shutdown.clone();
+        let requests = Rc::clone(&self.requests);
+        requests.board.connection_opened();
+        tokio::task::spawn_local(async move {
+            let _tracked = tracked;
+            if let Err(e) = shutdown.drain_connection(conn, &state).await {
+                tracing::debug!("connection closed: {e}");
+            }
+            requests.board.connection_closed();
+        });
     }
 }

@@ -1,0 +1,445 @@
+//! The scoreboard: one slot of shared memory per worker, which the worker writes as it runs and
+//! the master reads to supervise it (and, later, to report metrics and status).
+//!
+//! The master maps it (anonymous, `MAP_SHARED`) before the first fork, so that every worker
+//! inherits the same pages. A slot is made of atomics only: a worker updates its own slot without
+//! locks or system calls, and the master reads any slot at any time, even one whose worker is
+//! stopped or stuck. The variable-length fields (a request's method and path) are published with
+//! a sequence lock, so the master never sees half of one line and half of another.
+//!
+//! What a worker keeps there: its pid, id and generation, when it was spawned and booted, its
+//! last heartbeat (from a timer task on its event loop, so a blocked loop stops beating), its
+//! resident memory, the requests it has served, its open connections and in-flight requests,
+//! the oldest in-flight request, and the request whose handler code is running right now.
+//!
+//! Times are milliseconds of `CLOCK_MONOTONIC`, which is the same clock in every process.
+
+use std::cell::{Cell, RefCell};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io;
+use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
+use std::time::Duration;
+
+use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
+use nix::time::{ClockId, clock_gettime};
+
+/// How many slots the scoreboard has: the most workers that can be alive at once, counting
+/// those of an old generation still draining and successors booting.
+pub(crate) const SLOTS: usize = 2048;
+
+/// How many bytes of a request line (`METHOD /path`) are kept; longer paths are truncated.
+const LINE_WORDS: usize = 15;
+const LINE_BYTES: usize = LINE_WORDS * 8;
+
+/// Milliseconds of the monotonic clock, comparable across processes.
+pub(crate) fn now_ms() -> u64 {
+    let ts = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC is always available");
+    (ts.tv_sec() as u64) * 1000 + (ts.tv_nsec() as u64) / 1_000_000
+}
+
+/// One worker's slot. Zeroed memory is a free slot.
+#[repr(C)]
+pub(crate) struct Slot {
+    /// The worker's id; 0 when the slot is free. Written by the master only.
+    worker: AtomicU64,
+    generation: AtomicU64,
+    pid: AtomicU32,
+    connections: AtomicU32,
+    in_flight: AtomicU32,
+    /// 1 while the worker's thread is inside the app's handler code.
+    in_handler: AtomicU32,
+    spawned_ms: AtomicU64,
+    /// 0 until the worker is ready.
+    booted_ms: AtomicU64,
+    heartbeat_ms: AtomicU64,
+    requests: AtomicU64,
+    rss_kib: AtomicU64,
+    /// The oldest request in flight.
+    oldest: RequestRecord,
+    /// The request whose handler ran last (running now if `in_handler` is 1).
+    running: RequestRecord,
+}
+
+/// A request line published under a sequence lock: odd `seq` while it is being written.
+#[repr(C)]
+struct RequestRecord {
+    seq: AtomicU64,
+    /// The worker-local request number; 0 for none.
+    id: AtomicU64,
+    started_ms: AtomicU64,
+    len: AtomicU64,
+    line: [AtomicU64; LINE_WORDS],
+}
+
+impl RequestRecord {
+    /// Publishes a request (only the slot's worker writes, so there is one writer).
+    fn write(&self, id: u64, started_ms: u64, line: &Line) {
+        let seq = self.seq.load(Ordering::Relaxed);
+        self.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.id.store(id, Ordering::Relaxed);
+        self.started_ms.store(started_ms, Ordering::Relaxed);
+        self.len.store(line.len as u64, Ordering::Relaxed);
+        for (word, chunk) in self.line.iter().zip(line.bytes.chunks(8)) {
+            let mut bytes = [0u8; 8];
+            bytes[..chunk.len()].copy_from_slice(chunk);
+            word.store(u64::from_le_bytes(bytes), Ordering::Relaxed);
+        }
+        self.seq.store(seq.wrapping_add(2), Ordering::Release);
+    }
+
+    fn clear(&self) {
+        let seq = self.seq.load(Ordering::Relaxed);
+        self.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.id.store(0, Ordering::Relaxed);
+        self.seq.store(seq.wrapping_add(2), Ordering::Release);
+    }
+
+    /// Reads a consistent copy, or `None` if there is no request (or the writer kept changing
+    /// it, which a worker worth reporting on does not).
+    fn read(&self, now: u64) -> Option<RequestSeen> {
+        for _ in 0..64 {
+            let before = self.seq.load(Ordering::Acquire);
+            if before % 2 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let id = self.id.load(Ordering::Relaxed);
+            let started = self.started_ms.load(Ordering::Relaxed);
+            let len = (self.len.load(Ordering::Relaxed) as usize).min(LINE_BYTES);
+            let mut bytes = [0u8; LINE_BYTES];
+            for (word, chunk) in self.line.iter().zip(bytes.chunks_mut(8)) {
+                chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_le_bytes());
+            }
+            fence(Ordering::Acquire);
+            if self.seq.load(Ordering::Relaxed) != before {
+                continue;
+            }
+            if id == 0 {
+                return None;
+            }
+            return Some(RequestSeen {
+                id,
+                line: String::from_utf8_lossy(&bytes[..len]).into_owned(),
+                age: Duration::from_millis(now.saturating_sub(started)),
+            });
+        }
+        None
+    }
+}
+
+/// `METHOD /path`, cut to what a slot holds.
+#[derive(Clone, Copy)]
+pub(crate) struct Line {
+    bytes: [u8; LINE_BYTES],
+    len: usize,
+}
+
+impl Line {
+    pub(crate) fn new(method: &str, path: &str) -> Line {
+        let mut line = Line { bytes: [0; LINE_BYTES], len: 0 };
+        for part in [method.as_bytes(), b" ", path.as_bytes()] {
+            let n = part.len().min(LINE_BYTES - line.len);
+            line.bytes[line.len..line.len + n].copy_from_slice(&part[..n]);
+            line.len += n;
+        }
+        line
+    }
+}
+
+/// The shared mapping. It is never unmapped: the master and every worker use it until they
+/// exit.
+pub(crate) struct Scoreboard {
+    slots: &'static [Slot],
+}
+
+impl Scoreboard {
+    /// Maps a zeroed scoreboard, shared with every process forked after this.
+    pub(crate) fn new() -> io::Result<Scoreboard> {
+        let bytes = NonZeroUsize::new(SLOTS * size_of::<Slot>()).expect("slots are not empty");
+        // SAFETY: a fresh anonymous mapping aliases no Rust object, so creating it cannot break
+        // any reference.
+        let ptr = unsafe {
+            mmap_anonymous(
+                None,
+                bytes,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+            )
+        }?;
+        // SAFETY: the mapping is page-aligned, `SLOTS * size_of::<Slot>()` bytes long and
+        // zero-filled by the kernel; a `Slot` is atomics only, for which zero is a valid value,
+        // and atomics may be shared between processes. It is never unmapped, so `'static`
+        // holds; all access goes through the atomics, never through `&mut`.
+        let slots = unsafe { std::slice::from_raw_parts(ptr.as_ptr().cast::<Slot>(), SLOTS) };
+        Ok(Scoreboard { slots })
+    }
+
+    /// Takes a free slot for a worker about to be forked; `None` if all are taken.
+    pub(crate) fn claim(&self, worker: u64, generation: u64) -> Option<usize> {
+        let index = self.slots.iter().position(|s| s.worker.load(Ordering::Relaxed) == 0)?;
+        let slot = &self.slots[index];
+        slot.reset();
+        slot.generation.store(generation, Ordering::Relaxed);
+        slot.spawned_ms.store(now_ms(), Ordering::Relaxed);
+        slot.worker.store(worker, Ordering::Release);
+        Some(index)
+    }
+
+    /// Records the pid of the worker in a slot (the master does, right after the fork).
+    pub(crate) fn set_pid(&self, index: usize, pid: u32) {
+        self.slots[index].pid.store(pid, Ordering::Relaxed);
+    }
+
+    /// Frees the slot of a worker that has been reaped.
+    pub(crate) fn release(&self, index: usize) {
+        let slot = &self.slots[index];
+        slot.reset();
+        slot.worker.store(0, Ordering::Release);
+    }
+
+    /// What the worker in a slot last published.
+    pub(crate) fn read(&self, index: usize) -> Snapshot {
+        let s = &self.slots[index];
+        let now = now_ms();
+        Snapshot {
+            requests: s.requests.load(Ordering::Relaxed),
+            connections: s.connections.load(Ordering::Relaxed),
+            in_flight: s.in_flight.load(Ordering::Relaxed),
+            in_handler: s.in_handler.load(Ordering::Relaxed) == 1,
+            rss_kib: s.rss_kib.load(Ordering::Relaxed),
+            oldest: s.oldest.read(now),
+            running: s.running.read(now),
+        }
+    }
+
+    /// Time since the worker in a slot last beat; `None` before its first beat.
+    pub(crate) fn since_heartbeat(&self, index: usize) -> Option<Duration> {
+        let heartbeat = self.slots[index].heartbeat_ms.load(Ordering::Acquire);
+        (heartbeat != 0).then(|| Duration::from_millis(now_ms().saturating_sub(heartbeat)))
+    }
+
+    /// The resident memory the worker in a slot last reported, in KiB.
+    pub(crate) fn rss_kib(&self, index: usize) -> u64 {
+        self.slots[index].rss_kib.load(Ordering::Relaxed)
+    }
+
+    /// The slot a worker writes to, in the worker.
+    pub(crate) fn slot(&self, index: usize) -> &'static Slot {
+        &self.slots[index]
+    }
+}
+
+impl Slot {
+    fn reset(&self) {
+        for field in [
+            &self.generation,
+            &self.spawned_ms,
+            &self.booted_ms,
+            &self.heartbeat_ms,
+            &self.requests,
+            &self.rss_kib,
+        ] {
+            field.store(0, Ordering::Relaxed);
+        }
+        for field in [&self.pid, &self.connections, &self.in_flight, &self.in_handler] {
+            field.store(0, Ordering::Relaxed);
+        }
+        self.oldest.clear();
+        self.running.clear();
+    }
+}
+
+/// A copy of one slot, as the master sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct Snapshot {
+    pub(crate) requests: u64,
+    pub(crate) connections: u32,
+    pub(crate) in_flight: u32,
+    pub(crate) in_handler: bool,
+    pub(crate) rss_kib: u64,
+    pub(crate) oldest: Option<RequestSeen>,
+    pub(crate) running: Option<RequestSeen>,
+}
+
+/// A request as the scoreboard shows it.
+#[derive(Debug, Clone)]
+pub(crate) struct RequestSeen {
+    id: u64,
+    pub(crate) line: String,
+    pub(crate) age: Duration,
+}
+
+impl fmt::Display for RequestSeen {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (started {:.1} s ago)", self.line, self.age.as_secs_f64())
+    }
+}
+
+impl Snapshot {
+    /// What the worker was doing, for a log line: the request its thread is stuck in, if any,
+    /// and its oldest request in flight.
+    pub(crate) fn activity(&self) -> String {
+        let mut out = format!(
+            "{} request(s) in flight, {} connection(s) open, {} served, {} MiB resident",
+            self.in_flight,
+            self.connections,
+            self.requests,
+            self.rss_kib / 1024
+        );
+        let running = self.running.as_ref().filter(|_| self.in_handler);
+        if let Some(r) = running {
+            out.push_str(&format!("; blocked in the handler of {r}"));
+        }
+        match &self.oldest {
+            Some(o) if running.is_some_and(|r| r.id == o.id) => {}
+            Some(o) => out.push_str(&format!("; oldest in flight: {o}")),
+            None => {}
+        }
+        out
+    }
+}
+
+/// A worker's side of its slot, with the bookkeeping of its requests in flight. One per worker,
+/// used from its single thread.
+pub(crate) struct Board {
+    slot: &'static Slot,
+    next_id: Cell<u64>,
+    /// Requests in flight by number, so the oldest is the first.
+    in_flight: RefCell<BTreeMap<u64, (u64, Line)>>,
+}
+
+impl Board {
+    pub(crate) fn new(slot: &'static Slot) -> Board {
+        slot.pid.store(std::process::id(), Ordering::Relaxed);
+        Board { slot, next_id: Cell::new(1), in_flight: RefCell::new(BTreeMap::new()) }
+    }
+
+    /// The worker is accepting: it has booted.
+    pub(crate) fn booted(&self) {
+        self.beat();
+        self.slot.booted_ms.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// Proves the worker's event loop is running; also records its resident memory.
+    pub(crate) fn beat(&self) {
+        if let Some(rss) = resident_kib() {
+            self.slot.rss_kib.store(rss, Ordering::Relaxed);
+        }
+        self.slot.heartbeat_ms.store(now_ms(), Ordering::Release);
+    }
+
+    /// How many requests this worker has started, including the one starting now.
+    pub(crate) fn served(&self) -> u64 {
+        self.slot.requests.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn connection_opened(&self) {
+        self.slot.connections.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn connection_closed(&self) {
+        self.slot.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Records a request that is starting; returns its number.
+    pub(crate) fn request_started(&self, line: Line) -> u64 {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        let started = now_ms();
+        self.slot.requests.fetch_add(1, Ordering::Relaxed);
+        self.slot.in_flight.fetch_add(1, Ordering::Relaxed);
+        let mut in_flight = self.in_flight.borrow_mut();
+        if in_flight.is_empty() {
+            self.slot.oldest.write(id, started, &line);
+        }
+        in_flight.insert(id, (started, line));
+        id
+    }
+
+    /// Records that a request's handler code is about to run.
+    pub(crate) fn enter_handler(&self, id: u64) {
+        if self.slot.running.id.load(Ordering::Relaxed) != id {
+            if let Some((started, line)) = self.in_flight.borrow().get(&id) {
+                self.slot.running.write(id, *started, line);
+            }
+        }
+        self.slot.in_handler.store(1, Ordering::Relaxed);
+    }
+
+    /// Records that the handler code has returned control to the event loop.
+    pub(crate) fn leave_handler(&self) {
+        self.slot.in_handler.store(0, Ordering::Relaxed);
+    }
+
+    /// Records that a request is over: its response was sent, or it was abandoned.
+    pub(crate) fn request_finished(&self, id: u64) {
+        let mut in_flight = self.in_flight.borrow_mut();
+        let was_oldest = in_flight.first_key_value().is_some_and(|(first, _)| *first == id);
+        if in_flight.remove(&id).is_none() {
+            return;
+        }
+        self.slot.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if was_oldest {
+            match in_flight.first_key_value() {
+                Some((next, (started, line))) => self.slot.oldest.write(*next, *started, line),
+                None => self.slot.oldest.clear(),
+            }
+        }
+    }
+}
+
+/// This process's resident memory in KiB, from `/proc/self/statm`.
+fn resident_kib() -> Option<u64> {
+    thread_local! {
+        static PAGE_KIB: u64 = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+            .ok()
+            .flatten()
+            .map_or(4, |bytes| bytes as u64 / 1024);
+    }
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * PAGE_KIB.with(|k| *k))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_slot_shows_the_oldest_and_the_running_request() {
+        let board = Scoreboard::new().unwrap();
+        let index = board.claim(7, 1).unwrap();
+        let worker = Board::new(board.slot(index));
+        worker.booted();
+        let first = worker.request_started(Line::new("GET", "/slow"));
+        let second = worker.request_started(Line::new("POST", &"/x".repeat(200)));
+        worker.enter_handler(second);
+        assert!(board.since_heartbeat(index).unwrap() < Duration::from_secs(1));
+        assert!(board.rss_kib(index) > 0);
+        let seen = board.read(index);
+        assert_eq!((seen.requests, seen.in_flight), (2, 2));
+        assert_eq!(seen.oldest.as_ref().unwrap().line, "GET /slow");
+        let running = seen.running.as_ref().unwrap();
+        assert_eq!(running.line.len(), LINE_BYTES, "long lines are cut");
+        assert!(running.line.starts_with("POST /x/x"));
+        let activity = seen.activity();
+        assert!(activity.contains("blocked in the handler of POST /x"), "{activity}");
+        assert!(activity.contains("oldest in flight: GET /slow"), "{activity}");
+
+        worker.leave_handler();
+        worker.request_finished(first);
+        let seen = board.read(index);
+        assert!(!seen.activity().contains("blocked"));
+        assert_eq!(seen.oldest.unwrap().line, running.line, "the next oldest takes its place");
+        worker.request_finished(second);
+        assert!(board.read(index).oldest.is_none());
+
+        board.release(index);
+        assert_eq!(board.claim(8, 2), Some(index), "a released slot is reused");
+        assert_eq!(board.read(index).requests, 0, "and starts empty");
+    }
+}
