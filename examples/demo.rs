@@ -9,10 +9,17 @@
 //! | `/spin/MS` | 200 after blocking the worker's thread for MS milliseconds, as a stuck handler does (logged when it starts) |
 //! | `/panic` | the handler panics; the worker survives and answers 500 |
 //! | `/count` | how many requests this worker has served (state that is not `Send`) |
+//! | `/alloc/MB` | allocates MB mebibytes, touches them and keeps them for the worker's life (to try `max_worker_memory`) |
+//! | `/drip/MS` | a 200 whose body comes one line every 100 ms for MS milliseconds (a response that has started and is slow) |
 //!
-//! With `DEMO_FAIL_BOOT=1` in its environment, the app factory fails, as an app that cannot
-//! reach its database would; with `DEMO_FAIL_BOOT_FILE=PATH`, it fails while that file exists
-//! (to make only the workers of a reload fail).
+//! Its environment makes workers misbehave from the start:
+//! - `DEMO_FAIL_BOOT=1`: the app factory fails, as an app that cannot reach its database would
+//!   (`DEMO_FAIL_BOOT=panic`: it panics);
+//! - `DEMO_FAIL_BOOT_FILE=PATH`: it fails while that file exists (to make only the workers of a
+//!   reload, or the replacements of dead workers, fail);
+//! - `DEMO_BOOT_SLEEP_MS=MS`: the factory takes MS milliseconds (to try `boot_timeout`);
+//! - `DEMO_CRASH_AFTER_MS=MS`: each worker aborts MS milliseconds after it has booted (a crash
+//!   loop).
 //!
 //! ```text
 //! cargo run --example demo -- --workers 2 --bind 127.0.0.1:8000
@@ -24,17 +31,57 @@ use std::rc::Rc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming};
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
 
-type Reply = Result<Response<Full<Bytes>>, Infallible>;
+type Reply = Result<Response<UnsyncBoxBody<Bytes, Infallible>>, Infallible>;
 
 fn text(status: StatusCode, body: String) -> Reply {
-    let mut response = Response::new(Full::new(Bytes::from(body)));
+    let mut response = Response::new(Full::new(Bytes::from(body)).boxed_unsync());
     *response.status_mut() = status;
     Ok(response)
+}
+
+/// Memory `/alloc` keeps: it is never freed, as in a leak.
+static KEPT: std::sync::Mutex<Vec<Vec<u8>>> = std::sync::Mutex::new(Vec::new());
+
+/// A body of one line every 100 ms, for `ms` milliseconds.
+struct Drip {
+    left: u64,
+    next: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Drip {
+    fn reply(ms: u64) -> Reply {
+        let next = Box::pin(tokio::time::sleep(Duration::from_millis(100)));
+        Ok(Response::new(Drip { left: ms / 100, next }.boxed_unsync()))
+    }
+}
+
+impl Body for Drip {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        if self.left == 0 {
+            return Poll::Ready(None);
+        }
+        ready!(self.next.as_mut().poll(cx));
+        self.left -= 1;
+        let deadline = self.next.deadline() + Duration::from_millis(100);
+        self.next.as_mut().reset(deadline);
+        Poll::Ready(Some(Ok(Frame::data(Bytes::from(format!("{} left\n", self.left))))))
+    }
 }
 
 /// The number after `prefix` in `path`, if the path is `prefix` followed by digits only.
@@ -65,6 +112,15 @@ async fn handle(req: Request<Incoming>, worker: (u64, u64), served: Rc<Cell<u64>
         tokio::time::sleep(Duration::from_millis(ms)).await;
         return text(StatusCode::OK, format!("slept {ms} ms\n"));
     }
+    if let Some(mb) = millis(path, "/alloc/") {
+        // Written to, so that the pages are resident, not just reserved.
+        let block = vec![1u8; (mb as usize) << 20];
+        KEPT.lock().unwrap().push(block);
+        return text(StatusCode::OK, format!("allocated {mb} MiB\n"));
+    }
+    if let Some(ms) = millis(path, "/drip/") {
+        return Drip::reply(ms);
+    }
     if let Some(ms) = millis(path, "/spin/") {
         // Blocks the worker's only thread: no other request on this worker is served meanwhile.
         tracing::info!("blocking the worker's thread for {ms} ms");
@@ -74,15 +130,32 @@ async fn handle(req: Request<Incoming>, worker: (u64, u64), served: Rc<Cell<u64>
     text(StatusCode::NOT_FOUND, "not found\n".into())
 }
 
+fn env_millis(name: &str) -> Option<u64> {
+    std::env::var(name).ok()?.parse().ok()
+}
+
 fn main() -> std::process::ExitCode {
     forkserve::run(|worker: &forkserve::WorkerContext| {
-        if std::env::var_os("DEMO_FAIL_BOOT").is_some_and(|v| v == "1") {
-            return Err("DEMO_FAIL_BOOT=1: refusing to start".into());
+        match std::env::var("DEMO_FAIL_BOOT").as_deref() {
+            Ok("1") => return Err("DEMO_FAIL_BOOT=1: refusing to start".into()),
+            Ok("panic") => panic!("DEMO_FAIL_BOOT=panic: the app factory panics"),
+            _ => {}
         }
         if let Some(path) = std::env::var_os("DEMO_FAIL_BOOT_FILE") {
             if std::path::Path::new(&path).exists() {
                 return Err(format!("{} exists: refusing to start", path.to_string_lossy()).into());
             }
+        }
+        if let Some(ms) = env_millis("DEMO_BOOT_SLEEP_MS") {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+        if let Some(ms) = env_millis("DEMO_CRASH_AFTER_MS") {
+            // The factory runs in the worker's runtime: a task it spawns runs once it serves.
+            tokio::task::spawn_local(async move {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+                tracing::error!("DEMO_CRASH_AFTER_MS={ms}: aborting");
+                std::process::abort();
+            });
         }
         let id = (worker.id(), worker.generation());
         // Per-worker state needs no locks: each worker serves on a single thread.

@@ -38,6 +38,11 @@ impl Conn<TcpStream> {
         stream.set_nodelay(true)?;
         Ok(Conn { stream, buf: Vec::new() })
     }
+
+    /// How long a read may wait before it fails with `WouldBlock`.
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.stream.set_read_timeout(Some(timeout)).unwrap();
+    }
 }
 
 impl<S: Read + Write> Conn<S> {

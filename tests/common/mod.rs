@@ -134,6 +134,13 @@ impl Server {
         Server { child, log, status: None }
     }
 
+    /// Like [`Server::start`], with extra environment variables.
+    pub fn start_with(bin: &Path, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let server = Server::spawn_with(bin, args, env);
+        server.wait_for("all workers ready");
+        server
+    }
+
     /// Starts `bin` and waits until all its workers are ready.
     pub fn start(bin: &Path, args: &[&str]) -> Server {
         let server = Server::spawn(bin, args);

@@ -1,0 +1,452 @@
+//! Supervision on the real binaries: hung workers, boot failures, crash loops, recycling,
+//! request deadlines and the per-worker connection cap.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::http::{self, Conn};
+use common::{Server, WAIT, alive, example, tempdir, wait_until};
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+const LOCAL: &str = "127.0.0.1:0";
+
+fn only(workers: &BTreeSet<i32>) -> i32 {
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    *workers.iter().next().unwrap()
+}
+
+fn pid_of_answer(addr: SocketAddr) -> i32 {
+    http::get(addr, "/pid").unwrap().text().trim().parse().unwrap()
+}
+
+/// Waits until the one worker is another process than `old`, and returns it.
+fn replacement_of(server: &Server, old: i32) -> i32 {
+    wait_until(|| {
+        let now = server.workers();
+        (now.len() == 1 && !now.contains(&old)).then(|| only(&now))
+    })
+    .unwrap_or_else(|| panic!("worker {old} was not replaced: {:?}", server.workers()))
+}
+
+/// Sends GETs to `path` on fresh connections from `threads` clients until `stop` is set;
+/// returns how many were answered 200, and the failures.
+fn hammer(
+    addr: SocketAddr,
+    path: &'static str,
+    threads: usize,
+    stop: &Arc<AtomicBool>,
+) -> Vec<thread::JoinHandle<(usize, Vec<String>)>> {
+    (0..threads)
+        .map(|_| {
+            let stop = Arc::clone(stop);
+            thread::spawn(move || {
+                let (mut ok, mut failed) = (0, Vec::new());
+                while !stop.load(Ordering::Relaxed) {
+                    match http::get(addr, path) {
+                        Ok(r) if r.status == 200 => ok += 1,
+                        Ok(r) => failed.push(format!("status {}", r.status)),
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect()
+}
+
+fn totals(handles: Vec<thread::JoinHandle<(usize, Vec<String>)>>) -> (usize, Vec<String>) {
+    handles.into_iter().map(|h| h.join().unwrap()).fold((0, Vec::new()), |mut acc, (ok, f)| {
+        acc.0 += ok;
+        acc.1.extend(f);
+        acc
+    })
+}
+
+#[test]
+fn a_stopped_worker_is_killed_and_replaced_after_timeout() {
+    let server = Server::start(&example("demo"), &["-w", "1", "-b", LOCAL, "--timeout", "2"]);
+    let victim = only(&server.wait_workers(1));
+    kill(Pid::from_raw(victim), Signal::SIGSTOP).unwrap();
+    let stopped = Instant::now();
+
+    let replacement = replacement_of(&server, victim);
+    let took = stopped.elapsed();
+    assert!(took < Duration::from_secs(4), "replaced after {took:?}, over timeout + 2 s");
+    assert!(!alive(victim));
+    let line = server.wait_for("worker timed out");
+    assert!(line.contains(&format!("pid={victim}")), "{line}");
+    assert!(line.contains("no heartbeat for 2."), "{line}");
+    let exit = server.wait_for("worker exited: killed by signal 9 (SIGKILL)");
+    assert!(exit.contains("killed by the master: hung"), "{exit}");
+    assert!(!exit.contains("OOM"), "the master's own kill is not blamed on memory: {exit}");
+    assert_eq!(pid_of_answer(server.addr()), replacement);
+}
+
+#[test]
+fn a_handler_blocking_its_worker_is_named_when_the_worker_is_killed() {
+    let server = Server::start(&example("demo"), &["-w", "1", "-b", LOCAL, "--timeout", "1"]);
+    let addr = server.addr();
+    let victim = only(&server.wait_workers(1));
+    let mut stuck = Conn::open(addr).unwrap();
+    stuck.send_get("/spin/60000").unwrap();
+
+    let line = server.wait_for("worker timed out");
+    assert!(line.contains(&format!("pid={victim}")), "{line}");
+    assert!(line.contains("blocked in the handler of GET /spin/60000"), "{line}");
+    assert!(line.contains("1 request(s) in flight"), "{line}");
+    let exit = server.wait_for("worker exited: killed by signal 6 (SIGABRT)");
+    assert!(exit.contains("killed by the master: hung"), "{exit}");
+    assert!(stuck.read_response(false).is_err(), "the stuck request's connection is closed");
+    let replacement = replacement_of(&server, victim);
+    assert_eq!(pid_of_answer(addr), replacement);
+}
+
+#[test]
+fn an_async_wait_is_not_a_hang() {
+    // A handler that awaits does not block the worker's loop: its heartbeat goes on.
+    let server = Server::start(&example("demo"), &["-w", "1", "-b", LOCAL, "--timeout", "1"]);
+    let worker = only(&server.wait_workers(1));
+    let response = http::get(server.addr(), "/sleep/2500").unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(server.count("timed out"), 0, "{:?}", server.logs());
+    assert_eq!(only(&server.workers()), worker);
+}
+
+#[test]
+fn boot_time_does_not_count_against_timeout() {
+    // Gunicorn counts a slow app import against the request timeout; here a worker may take
+    // up to boot_timeout to boot, whatever timeout is.
+    let server = Server::start_with(
+        &example("demo"),
+        &["-w", "1", "-b", LOCAL, "--timeout", "1", "--boot-timeout", "20"],
+        &[("DEMO_BOOT_SLEEP_MS", "2500")],
+    );
+    let line = server.wait_for("worker booted");
+    let boot_ms: u64 = line.split("boot_ms=").nth(1).unwrap().trim().parse().unwrap();
+    assert!(boot_ms >= 2500, "{line}");
+    assert_eq!(http::get(server.addr(), "/").unwrap().status, 200);
+    assert_eq!(server.count("timed out") + server.count("boot_timeout"), 0);
+}
+
+#[test]
+fn a_worker_not_ready_within_boot_timeout_fails_the_first_start_with_exit_3() {
+    let mut server = Server::spawn_with(
+        &example("demo"),
+        &["-w", "2", "-b", LOCAL, "--boot-timeout", "1", "--log-level", "debug"],
+        &[("DEMO_BOOT_SLEEP_MS", "60000")],
+    );
+    let started = Instant::now();
+    let status = server.wait_exit(WAIT).expect("the master exits");
+    let output = server.output();
+    assert_eq!(status.code(), Some(3), "{output}");
+    assert!(started.elapsed() < Duration::from_secs(10), "{output}");
+    assert!(
+        output.contains("forkserve: error: worker failed to boot: worker ")
+            && output.contains("not ready within boot_timeout (1 s)"),
+        "{output}"
+    );
+    assert_eq!(output.matches("worker spawned").count(), 2, "no fork after the failure:\n{output}");
+}
+
+#[test]
+fn a_panicking_app_factory_fails_the_first_start_with_exit_3_and_names_the_panic() {
+    let mut server = Server::spawn_with(
+        &example("demo"),
+        &["-w", "2", "-b", LOCAL, "--log-level", "debug"],
+        &[("DEMO_FAIL_BOOT", "panic")],
+    );
+    let status = server.wait_exit(WAIT).expect("the master exits");
+    let output = server.output();
+    assert_eq!(status.code(), Some(3), "{output}");
+    let error = output.lines().find(|l| l.starts_with("forkserve: error:")).expect(&output);
+    assert!(error.contains("worker failed to boot: worker "), "{error}");
+    assert!(error.contains("app factory panicked: DEMO_FAIL_BOOT=panic"), "{error}");
+    assert!(output.matches("worker spawned").count() <= 2, "{output}");
+}
+
+#[test]
+fn workers_that_fail_to_boot_after_the_start_are_retried_with_a_growing_pause() {
+    let dir = tempdir();
+    let fail = dir.path().join("fail");
+    let server = Server::start_with(
+        &example("demo"),
+        &["-w", "2", "-b", LOCAL, "--log-level", "debug"],
+        &[("DEMO_FAIL_BOOT_FILE", fail.to_str().unwrap())],
+    );
+    let addr = server.addr();
+    let workers = server.wait_workers(2);
+    std::fs::write(&fail, "").unwrap();
+    let victim = *workers.iter().next().unwrap();
+    kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    server.wait_for("worker died unexpectedly");
+
+    // Four seconds of failing boots: with the pause doubling from 0.1 s, that is about five
+    // forks; without it, hundreds.
+    let spawned_before = server.count("worker spawned");
+    let watch = Instant::now();
+    while watch.elapsed() < Duration::from_secs(4) {
+        // The worker that is still up serves throughout.
+        assert_eq!(http::get(addr, "/").unwrap().status, 200);
+        thread::sleep(Duration::from_millis(100));
+    }
+    let forks = server.count("worker spawned") - spawned_before;
+    assert!((2..=7).contains(&forks), "{forks} forks in 4 s:\n{}", server.logs().join("\n"));
+    assert!(server.count("boot failure: app failed to start") >= 2);
+    let pauses: Vec<u64> = server
+        .logs()
+        .iter()
+        .filter(|l| l.contains("pausing before the next fork"))
+        .map(|l| l.split("delay_ms=").nth(1).unwrap().trim().parse().unwrap())
+        .collect();
+    assert!(pauses.windows(2).all(|w| w[1] == (w[0] * 2).min(30_000)), "{pauses:?}");
+    assert_eq!(server.count("failed to boot: worker"), 0, "a failure after the start is not fatal");
+
+    // Fixed: the next try boots, and the server is back at two workers.
+    std::fs::remove_file(&fail).unwrap();
+    wait_until(|| {
+        let now = server.workers();
+        (now.len() == 2 && !now.contains(&victim)).then_some(())
+    })
+    .expect("the worker is replaced once it can boot");
+}
+
+#[test]
+fn a_crash_loop_after_the_start_is_slowed_down() {
+    let mut server = Server::start_with(
+        &example("demo"),
+        &["-w", "2", "-b", LOCAL, "--log-level", "debug"],
+        &[("DEMO_CRASH_AFTER_MS", "200")],
+    );
+    thread::sleep(Duration::from_secs(5));
+    // Without a pause, two workers living 0.2 s each fork about 50 times in 5 s.
+    let forks = server.count("worker spawned");
+    assert!(forks <= 12, "{forks} forks in 5 s:\n{}", server.logs().join("\n"));
+    let crash = server.wait_for("worker died unexpectedly");
+    assert!(crash.contains("killed by signal 6 (SIGABRT)"), "{crash}");
+    assert!(server.count("after booting: pausing before the next fork") >= 3);
+    assert!(
+        server.wait_exit(Duration::ZERO).is_none(),
+        "a crash loop after the start is not fatal"
+    );
+}
+
+#[test]
+fn max_requests_recycles_workers_successor_first_without_failing_a_request() {
+    let server = Server::start(
+        &example("demo"),
+        &[
+            "-w",
+            "2",
+            "-b",
+            LOCAL,
+            "--max-requests",
+            "50",
+            "--max-requests-jitter",
+            "10",
+            "--log-level",
+            "debug",
+        ],
+    );
+    let addr = server.addr();
+    let pids: BTreeSet<String> = {
+        let clients: Vec<_> = (0..4)
+            .map(|_| {
+                thread::spawn(move || {
+                    (0..125)
+                        .map(|_| http::get(addr, "/pid").map(|r| (r.status, r.text())))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let answers: Vec<_> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+        assert_eq!(answers.len(), 500);
+        let failed: Vec<_> = answers.iter().filter(|a| !matches!(a, Ok((200, _)))).collect();
+        assert!(failed.is_empty(), "{} failed: {:?}", failed.len(), &failed[..failed.len().min(5)]);
+        answers.into_iter().map(|a| a.unwrap().1).collect()
+    };
+    assert!(pids.len() >= 5, "500 requests at most 60 per worker: {} workers answered", pids.len());
+    let logs = server.logs();
+    // Capacity never dips: replaying the master's decisions, at least two workers are ready
+    // and not told to stop at every point after the start.
+    let mut serving = 0i32;
+    for (i, line) in logs.iter().enumerate() {
+        if line.contains("worker booted") {
+            serving += 1;
+        } else if line.contains("stopping worker gracefully") {
+            serving -= 1;
+            assert!(serving >= 2, "{serving} workers serving after line {i}: {logs:#?}");
+        }
+    }
+    let due: Vec<&String> =
+        logs.iter().filter(|l| l.contains("recycling worker: served")).collect();
+    assert!(due.len() >= 4, "{logs:#?}");
+    for line in &due {
+        let served: u64 =
+            line.split("served ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+        assert!((50..=60).contains(&served), "{line}");
+    }
+    // The first recycled worker: its successor booted after it was found due, and before it
+    // was told to stop.
+    let id = due[0].split("worker=").nth(1).unwrap().split(' ').next().unwrap();
+    let this = format!("worker={id} generation");
+    let marked = logs.iter().position(|l| l == due[0]).unwrap();
+    let exited = logs
+        .iter()
+        .position(|l| l.contains("worker exited: exit code 0, recycled") && l.contains(&this))
+        .unwrap_or_else(|| panic!("worker {id} did not exit recycled: {logs:#?}"));
+    assert!(
+        logs[marked..exited].iter().any(|l| l.contains("worker booted")),
+        "worker {id}: no successor booted before it stopped:\n{logs:#?}"
+    );
+    assert_eq!(server.wait_workers(2).len(), 2);
+}
+
+#[test]
+fn request_timeout_answers_504_while_other_requests_go_on() {
+    let server =
+        Server::start(&example("demo"), &["-w", "1", "-b", LOCAL, "--request-timeout", "1"]);
+    let addr = server.addr();
+    let worker = only(&server.wait_workers(1));
+    let slow = thread::spawn(move || {
+        let started = Instant::now();
+        let response = http::get(addr, "/sleep/10000").unwrap();
+        (response, started.elapsed())
+    });
+    // On the same worker, meanwhile: a fast request and a quick sleep.
+    thread::sleep(Duration::from_millis(200));
+    assert_eq!(http::get(addr, "/sleep/100").unwrap().status, 200);
+    assert_eq!(http::get(addr, "/").unwrap().status, 200);
+    let (response, took) = slow.join().unwrap();
+    assert_eq!(response.status, 504, "{response:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+    let line = server.wait_for("request_timeout reached, answered 504");
+    assert!(line.contains("path=/sleep/10000"), "{line}");
+
+    // A response that has started and runs past the deadline: its connection is closed
+    // before the body's end.
+    let mut conn = Conn::open(addr).unwrap();
+    conn.send_get("/drip/5000").unwrap();
+    let cut = conn.read_response(false);
+    assert!(cut.is_err(), "the body was completed: {cut:?}");
+    server.wait_for("request_timeout reached while sending the response");
+
+    assert_eq!(only(&server.workers()), worker, "the worker serves on");
+    assert_eq!(http::get(addr, "/sleep/10").unwrap().status, 200);
+}
+
+/// True if no response arrives on `conn` within `wait`.
+fn no_answer(conn: &mut Conn, wait: Duration) -> bool {
+    conn.set_timeout(wait);
+    let result = conn.read_response(false);
+    conn.set_timeout(WAIT);
+    matches!(&result, Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
+}
+
+#[test]
+fn a_worker_at_worker_connections_stops_accepting_until_one_closes() {
+    let server =
+        Server::start(&example("demo"), &["-w", "1", "-b", LOCAL, "--worker-connections", "2"]);
+    let addr = server.addr();
+    let mut a = Conn::open(addr).unwrap();
+    let mut b = Conn::open(addr).unwrap();
+    assert_eq!(a.get("/").unwrap().status, 200);
+    assert_eq!(b.get("/").unwrap().status, 200);
+
+    let mut c = Conn::open(addr).unwrap();
+    c.send_get("/").unwrap();
+    assert!(no_answer(&mut c, Duration::from_millis(700)), "a third connection was served");
+    // Both open ones still work.
+    assert_eq!(b.get("/").unwrap().status, 200);
+    drop(a);
+    let response = c.read_response(false).unwrap();
+    assert_eq!(response.status, 200, "the waiting connection is served once one closed");
+}
+
+#[test]
+fn connections_a_full_worker_leaves_go_to_the_other_workers() {
+    let server =
+        Server::start(&example("demo"), &["-w", "2", "-b", LOCAL, "--worker-connections", "1"]);
+    let addr = server.addr();
+    let workers = server.wait_workers(2);
+    let mut a = Conn::open(addr).unwrap();
+    let first: i32 = a.get("/pid").unwrap().text().trim().parse().unwrap();
+    // Worker `first` is full: the next connection can only be taken by the other.
+    let mut b = Conn::open(addr).unwrap();
+    let second: i32 = b.get("/pid").unwrap().text().trim().parse().unwrap();
+    assert_ne!(first, second);
+    assert_eq!(workers, [first, second].into_iter().collect());
+    let mut c = Conn::open(addr).unwrap();
+    c.send_get("/pid").unwrap();
+    assert!(no_answer(&mut c, Duration::from_millis(700)), "both workers are full");
+    drop(b);
+    let third: i32 = c.read_response(false).unwrap().text().trim().parse().unwrap();
+    assert_eq!(third, second);
+    assert_eq!(a.get("/pid").unwrap().status, 200);
+}
+
+#[test]
+fn a_worker_over_max_worker_memory_is_replaced_successor_first() {
+    let server =
+        Server::start(&example("demo"), &["-w", "1", "-b", LOCAL, "--max-worker-memory", "48"]);
+    let addr = server.addr();
+    let fat = only(&server.wait_workers(1));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = hammer(addr, "/", 2, &stop);
+    assert_eq!(http::get(addr, "/alloc/64").unwrap().status, 200);
+
+    let due = server.wait_for("MiB resident, over max_worker_memory (48 MiB)");
+    assert!(due.contains(&format!("pid={fat}")) && due.contains("starting its successor first"));
+    let exit = server.wait_for("worker exited: exit code 0, recycled:");
+    assert!(exit.contains(&format!("pid={fat}")), "{exit}");
+    let replacement = replacement_of(&server, fat);
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = totals(clients);
+    assert!(failed.is_empty(), "{} of {} requests failed: {:?}", failed.len(), ok, &failed[..1]);
+    assert!(ok > 0);
+    // The successor booted before the fat worker was told to stop.
+    let logs = server.logs();
+    let booted = logs
+        .iter()
+        .position(|l| l.contains("worker booted") && l.contains(&format!("pid={replacement}")))
+        .unwrap();
+    let exited = logs.iter().position(|l| *l == exit).unwrap();
+    assert!(booted < exited, "{logs:#?}");
+}
+
+#[test]
+fn max_worker_lifetime_recycles_a_worker_without_failing_a_request() {
+    let server =
+        Server::start(&example("demo"), &["-w", "1", "-b", LOCAL, "--max-worker-lifetime", "1"]);
+    let addr = server.addr();
+    let first = only(&server.wait_workers(1));
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients = hammer(addr, "/", 2, &stop);
+    let line = server.wait_for_nth("recycled: ran ", 2);
+    assert!(line.contains("(max_worker_lifetime)"), "{line}");
+    stop.store(true, Ordering::Relaxed);
+    let (ok, failed) = totals(clients);
+    assert!(failed.is_empty(), "{} of {} requests failed: {:?}", failed.len(), ok, &failed[..1]);
+    assert!(!alive(first));
+}
+
+#[test]
+fn a_worker_killed_from_outside_is_blamed_on_the_signal_not_on_the_master() {
+    let server = Server::start(&example("demo"), &["-w", "1", "-b", LOCAL]);
+    let victim = only(&server.wait_workers(1));
+    kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    let line = server.wait_for("worker died unexpectedly");
+    assert!(line.contains("killed by signal 9 (SIGKILL), not sent by the master"), "{line}");
+    assert!(line.contains("possibly the OOM killer"), "{line}");
+    replacement_of(&server, victim);
+    kill(Pid::from_raw(only(&server.workers())), Signal::SIGILL).unwrap();
+    let line = server.wait_for_nth("worker died unexpectedly", 2);
+    assert!(line.contains("killed by signal 4 (SIGILL); replacing it"), "{line}");
+}
