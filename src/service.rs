@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Method, Request, Response, StatusCode, Uri, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::Notify;
@@ -22,7 +22,7 @@ use tokio::time::Sleep;
 
 use crate::error::BoxError;
 use crate::scoreboard::{Board, Line};
-use crate::shutdown::ConnState;
+use crate::shutdown::{ConnState, Shutdown};
 
 /// A hyper service that a worker can serve: anything implementing
 /// [`hyper::service::Service`] for `Request<Incoming>` whose response body yields [`Bytes`],
@@ -106,8 +106,8 @@ pub(crate) struct AppService<S> {
 }
 
 impl<S> AppService<S> {
-    pub(crate) fn new(service: S, requests: Rc<Requests>) -> Self {
-        AppService { service: Rc::new(service), requests, conn: Rc::default() }
+    pub(crate) fn new(service: S, requests: Rc<Requests>, shutdown: &Shutdown) -> Self {
+        AppService { service: Rc::new(service), requests, conn: Rc::new(ConnState::new(shutdown)) }
     }
 
     /// The service for a new connection, which reports its requests to `conn`.
@@ -241,6 +241,11 @@ impl<F> GuardedProj<'_, F> {
             format!("{} {}", self.request.method, self.request.uri.path()).into_boxed_str()
         });
         let in_flight = self.in_flight.take();
+        let mut response = response;
+        if in_flight.as_ref().is_some_and(|f| f.conn.closing()) {
+            // Hyper closes the connection after a response that says so.
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         response.map(|inner| ResponseBody { inner, deadline, request, in_flight })
     }
 }

@@ -2,10 +2,12 @@
 //! `worker_connections`), and draining them: telling every one to finish, and knowing when they
 //! have.
 //!
-//! Each connection task holds a [`Tracked`] guard and watches [`Shutdown::draining`]. When the
-//! worker drains, a connection with a request in flight finishes that response (sent with
-//! `Connection: close`) and an idle keep-alive connection closes; [`Shutdown::closed`] resolves
-//! once the last guard is dropped. Single-threaded: the worker's runtime is `current_thread`.
+//! Each connection task holds a [`Tracked`] guard and is driven by
+//! [`Shutdown::drain_connection`]. When the worker drains, every response it starts says
+//! `Connection: close`, so a request in progress or arriving is answered and its connection then
+//! closed; a connection on which nothing happens for [`DRAIN_LINGER`] is closed.
+//! [`Shutdown::closed`] resolves once the last guard is dropped. Single-threaded: the worker's
+//! runtime is `current_thread`.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -103,8 +105,9 @@ impl Drop for Tracked {
 ///
 /// Fed by the byte-counting [`CountedIo`] under hyper and by the service when a request starts
 /// and ends; read by [`Shutdown::drain_connection`].
-#[derive(Default)]
 pub(crate) struct ConnState {
+    /// The worker's draining state.
+    shutdown: Shutdown,
     /// Requests the service has been called for.
     started: Cell<u64>,
     /// Requests whose response is not finished.
@@ -119,6 +122,24 @@ pub(crate) struct ConnState {
 }
 
 impl ConnState {
+    pub(crate) fn new(shutdown: &Shutdown) -> Self {
+        ConnState {
+            shutdown: shutdown.clone(),
+            started: Cell::new(0),
+            active: Cell::new(0),
+            read: Cell::new(0),
+            read_when_idle: Cell::new(0),
+            watched: Cell::new(false),
+            changed: Notify::new(),
+        }
+    }
+
+    /// Whether a response must close its connection: once the worker drains, a response
+    /// carries `Connection: close`, so the client knows not to send on the connection again.
+    pub(crate) fn closing(&self) -> bool {
+        self.shutdown.inner.draining.get()
+    }
+
     /// The service was called for a request.
     pub(crate) fn request_started(&self) {
         self.started.set(self.started.get() + 1);
@@ -155,9 +176,11 @@ impl ConnState {
 pub(crate) const DRAIN_LINGER: Duration = Duration::from_secs(1);
 
 impl Shutdown {
-    /// Drives one connection to its end. When the worker drains: a request in progress, or one
-    /// that starts arriving, is finished with `Connection: close`; a connection on which
-    /// nothing arrives for [`DRAIN_LINGER`] is closed.
+    /// Drives one connection to its end. Once the worker drains, every response it starts says
+    /// `Connection: close` (see [`ConnState::closing`]), so a connection with a request in
+    /// progress, or one that arrives, ends after that response. A response already on its way
+    /// without it is let through, and the client's next request is answered with it. Only a
+    /// connection on which nothing is happening for [`DRAIN_LINGER`] is closed by the worker.
     pub(crate) async fn drain_connection<C>(&self, conn: C, state: &ConnState) -> hyper::Result<()>
     where
         C: Future<Output = hyper::Result<()>> + GracefulConnection,
@@ -167,31 +190,38 @@ impl Shutdown {
             result = conn.as_mut() => return result,
             () = self.draining() => {}
         }
-        let started_before = state.started.get();
         state.watched.set(true);
-        let mut quiet_since = Instant::now();
+        let mut quiet_since = None;
         loop {
-            if state.active.get() > 0 || state.started.get() > started_before {
-                // Hyper answers the request in progress with `Connection: close`, then closes.
-                break;
-            }
             if !state.idle() {
-                // Part of a request has arrived: wait for the rest (bounded by hyper's header
-                // timeout and the worker's graceful_timeout).
-                quiet_since = Instant::now();
-            } else if quiet_since.elapsed() >= DRAIN_LINGER {
-                // Nothing is coming: hyper closes an idle connection.
-                break;
+                // A request is in progress or arriving (bounded by hyper's header timeout and
+                // the worker's graceful_timeout).
+                quiet_since = None;
+            } else {
+                let since = *quiet_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= DRAIN_LINGER {
+                    break;
+                }
             }
             let changed = state.changed.notified();
+            let linger = quiet_since.map(|t: Instant| t + DRAIN_LINGER);
             tokio::select! {
                 result = conn.as_mut() => return result,
                 () = changed => {}
-                () = tokio::time::sleep_until((quiet_since + DRAIN_LINGER).into()) => {}
+                () = sleep_until_some(linger) => {}
             }
         }
+        // Nothing is coming: hyper closes a connection that is idle between requests.
         conn.as_mut().graceful_shutdown();
         conn.await
+    }
+}
+
+/// Sleeps until `deadline`, or forever if there is none.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
     }
 }
 

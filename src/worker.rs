@@ -155,8 +155,8 @@ where
     let server = &ctx.config.server;
     let requests =
         Rc::new(Requests::new(board, ServerConfig::limit(server.request_timeout), recycle_after));
-    let service = AppService::new(service, Rc::clone(&requests));
     let shutdown = Shutdown::default();
+    let service = AppService::new(service, Rc::clone(&requests), &shutdown);
     let http = Rc::new(http_builder());
     let mut acceptors = Vec::with_capacity(listeners.len());
     for listener in listeners {
@@ -168,7 +168,7 @@ where
     let limit = server.worker_connections as usize;
     for acceptor in acceptors {
         let conns = Connections {
-            service: service.for_connection(Rc::default()),
+            service: service.for_connection(Rc::new(ConnState::new(&shutdown))),
             http: Rc::clone(&http),
             shutdown: shutdown.clone(),
             requests: Rc::clone(&requests),
@@ -338,7 +338,7 @@ impl<S: HttpService> Connections<S> {
         I: AsyncRead + AsyncWrite + Unpin + 'static,
     {
         let tracked = self.shutdown.track();
-        let state = Rc::new(ConnState::default());
+        let state = Rc::new(ConnState::new(&self.shutdown));
         let io = TokioIo::new(CountedIo::new(io, Rc::clone(&state)));
         let conn = self.http.serve_connection(io, self.service.for_connection(Rc::clone(&state)));
         let shutdown = self.shutdown.clone();
