@@ -21,7 +21,7 @@ Signals to the master:
   INT, QUIT  fast stop: workers exit at once
   TTIN/TTOU  one more / one fewer worker
 
-Flags override the config file. Exit codes: 0 ok, 1 runtime error, 2 usage or config error,
+Each flag is a config key in kebab case; flags override the config file. Exit codes: 0 ok, 1 runtime error, 2 usage or config error,
 3 workers failed to boot.")]
 pub struct Cli {
     /// The TOML config file. Without one, the defaults apply.
@@ -262,6 +262,46 @@ mod tests {
     }
 
     #[test]
+    fn every_server_setting_has_a_kebab_case_flag() {
+        let cli = Cli::from_args([
+            "forkserve",
+            "--timeout",
+            "5",
+            "--boot-timeout",
+            "7",
+            "--request-timeout",
+            "1.5",
+            "--max-requests",
+            "100",
+            "--max-requests-jitter",
+            "10",
+            "--max-worker-memory",
+            "256",
+            "--max-worker-lifetime",
+            "600",
+            "--worker-connections",
+            "50",
+            "--backlog",
+            "99",
+            "--pidfile",
+            "/tmp/x.pid",
+        ])
+        .unwrap();
+        let config = cli.source().load().unwrap();
+        let s = &config.server;
+        assert_eq!(s.timeout.0.as_secs(), 5);
+        assert_eq!(s.boot_timeout.0.as_secs(), 7);
+        assert_eq!(s.request_timeout.0.as_millis(), 1500);
+        assert_eq!((s.max_requests, s.max_requests_jitter, s.max_worker_memory), (100, 10, 256));
+        assert_eq!(s.max_worker_lifetime.0.as_secs(), 600);
+        assert_eq!((s.worker_connections, s.backlog), (50, 99));
+        assert_eq!(s.pidfile.as_deref(), Some(Path::new("/tmp/x.pid")));
+        // Gunicorn's spelling of the pidfile flag works too.
+        let cli = Cli::from_args(["forkserve", "--pid", "/tmp/y.pid"]).unwrap();
+        assert_eq!(cli.overrides.pidfile.as_deref(), Some(Path::new("/tmp/y.pid")));
+    }
+
+    #[test]
     fn bad_flags_are_usage_errors() {
         for args in [
             &["forkserve", "-w", "0"][..],
@@ -271,6 +311,9 @@ mod tests {
             &["forkserve", "--log-level", "loud"],
             &["forkserve", "--check-config", "--print-config"],
             &["forkserve", "-b", "127.0.0.1:1", "-b", "127.0.0.1:1"],
+            &["forkserve", "--worker-connections", "0"],
+            &["forkserve", "--max-requests", "-1"],
+            &["forkserve", "--request-timeout", "soon"],
         ] {
             let result = Cli::from_args(args.iter().copied()).and_then(|c| c.source().load());
             match result {

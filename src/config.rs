@@ -772,9 +772,22 @@ mod tests {
         }
     }
 
+    fn secs(n: u64) -> Duration {
+        Duration::from_secs(n)
+    }
+
     #[test]
     fn empty_file_means_defaults() {
-        assert_eq!(parse("").unwrap(), Config::default());
+        let c = parse("").unwrap();
+        assert_eq!(c, Config::default());
+        let s = &c.server;
+        assert_eq!(
+            (s.timeout.0, s.boot_timeout.0, s.graceful_timeout.0),
+            (secs(30), secs(30), secs(30))
+        );
+        assert_eq!(ServerConfig::limit(s.request_timeout), None, "request_timeout is off");
+        assert_eq!((s.max_requests, s.max_worker_memory, s.worker_connections), (0, 0, 1000));
+        assert_eq!(ServerConfig::limit(s.max_worker_lifetime), None);
     }
 
     #[test]
@@ -787,12 +800,24 @@ mod tests {
             backlog = 10
             graceful_timeout = 0.5
             timeout = 12
+            boot_timeout = 60
+            request_timeout = 2.5
+            max_requests = 1000
+            max_requests_jitter = 50
+            max_worker_memory = 512
+            max_worker_lifetime = 3600
+            worker_connections = 64
             pidfile = "/run/fs.pid"
             [log]
             level = "DEBUG"
             "#,
         )
         .unwrap();
+        let s = &c.server;
+        assert_eq!((s.timeout.0, s.boot_timeout.0), (secs(12), secs(60)));
+        assert_eq!(s.request_timeout.0, Duration::from_millis(2500));
+        assert_eq!((s.max_requests, s.max_requests_jitter, s.max_worker_memory), (1000, 50, 512));
+        assert_eq!((s.max_worker_lifetime.0, s.worker_connections), (secs(3600), 64));
         assert_eq!(c.server.bind[1], Bind::Tcp { host: "::1".into(), port: 8080 });
         assert_eq!(c.server.bind[2], Bind::Unix("/run/app.sock".into()));
         assert_eq!(c.server.workers.resolve(), 3);

@@ -34,7 +34,7 @@
 //! | `TERM` | graceful stop: close the listeners, let in-flight requests finish (up to `graceful_timeout`), exit 0 |
 //! | `INT`, `QUIT` | fast stop: workers exit at once, the master exits 0 |
 //! | `TTIN`, `TTOU` | one more, one fewer worker (never below one) |
-//! | `CHLD` | reap; a worker that died unexpectedly is logged and replaced |
+//! | `CHLD` | reap; every exit is logged with its cause; a worker that died unexpectedly is replaced |
 //!
 //! # Layout
 //!
@@ -45,10 +45,12 @@
 //! | `listener` | binding TCP and unix sockets before any fork |
 //! | `master` | the supervising loop and its verbs |
 //! | `signals` | which signal means what, for the master and for a worker |
-//! | `worker` | everything after fork: runtime, accept loop, drain, exit code |
-//! | `service` | calling the app's service; panics and errors become `500` |
-//! | `shutdown` | draining a worker's connections |
-//! | `process` | fork, wait, kill; with two signal registrations in `signals`, the only `unsafe` |
+//! | `worker` | everything after fork: runtime, accept loop, heartbeat, drain, exit code |
+//! | `service` | calling the app's service; panics and errors become `500`, `request_timeout` a `504` |
+//! | `scoreboard` | the shared memory where workers publish heartbeats and requests for the master |
+//! | `ipc` | messages from workers to the master: ready, boot failure, due for recycling |
+//! | `shutdown` | a worker's open connections: the `worker_connections` cap, and draining |
+//! | `process` | fork, wait, kill; with two signal registrations in `signals` and the scoreboard's mapping, the only `unsafe` |
 //! | [`app`] | what the binary serves from the config file |
 
 pub mod app;

@@ -32,6 +32,15 @@ fn each_error_class_names_file_line_and_column_and_binds_nothing() {
         ("zero workers", "workers = 0\n", (3, 11), "workers must be at least 1"),
         ("bad bind", "", (2, 9), "expected HOST:PORT"),
         ("negative timeout", "graceful_timeout = -1\n", (3, 20), "must not be negative"),
+        (
+            "zero worker_connections",
+            "worker_connections = 0\n",
+            (3, 22),
+            "worker_connections must be between 1 and 1000000",
+        ),
+        ("negative max_requests", "max_requests = -5\n", (3, 16), "expected 0 or more, not -5"),
+        ("bad max_worker_memory", "max_worker_memory = \"1G\"\n", (3, 21), "invalid type"),
+        ("bad request_timeout", "request_timeout = \"1s\"\n", (3, 19), "a number of seconds"),
         ("bad log level", "[log]\nlevel = \"loud\"\n", (4, 9), "unknown log level"),
         ("syntax", "workers = \n", (3, 11), "string values must be quoted"),
         (
