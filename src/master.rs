@@ -72,6 +72,9 @@ const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const STABLE_AFTER: Duration = Duration::from_secs(5);
 /// How long a hung worker has between `SIGABRT` and `SIGKILL`.
 const ABORT_GRACE: Duration = Duration::from_secs(1);
+/// A wake-up this much later than asked for means the master itself was stopped or starved of
+/// CPU.
+const LATE_WAKE: Duration = Duration::from_millis(500);
 
 /// The master's record of one worker.
 #[derive(Debug)]
@@ -90,6 +93,8 @@ struct Worker {
     due: Option<Recycle>,
     /// Why its app could not start, as the worker said.
     boot_error: Option<String>,
+    /// Its resident memory when it became ready, in MiB.
+    boot_mib: u64,
     state: WorkerState,
 }
 
@@ -220,6 +225,11 @@ pub(crate) struct Master<'f, F> {
     next_spawn: Instant,
     /// When a worker last died without staying up.
     last_failure: Option<Instant>,
+    /// When the loop asked to be woken at the latest, and when it last resumed after being
+    /// stopped (SIGSTOP, a paused container): workers are given `timeout` from then to beat
+    /// again, as their silence was the master's own.
+    wake_by: Instant,
+    resumed: Instant,
     scoreboard: Scoreboard,
     /// Why the master is stopping on its own, reported as its exit status.
     failure: Option<Error>,
@@ -283,6 +293,8 @@ where
             backoff: Duration::ZERO,
             next_spawn: Instant::now(),
             last_failure: None,
+            wake_by: Instant::now(),
+            resumed: Instant::now(),
             scoreboard: plumbing.scoreboard,
             failure: None,
             log,
@@ -304,6 +316,7 @@ where
                 break;
             }
             self.sleep();
+            self.notice_pause();
             self.handle_signals();
             // Reads the workers' messages first, then collects the dead.
             self.reap_workers();
@@ -317,7 +330,7 @@ where
     }
 
     /// Waits for a signal, a worker's message, or the nearest deadline.
-    fn sleep(&self) {
+    fn sleep(&mut self) {
         let now = Instant::now();
         let mut wake = now + Duration::from_secs(1);
         for w in &self.workers {
@@ -334,6 +347,7 @@ where
         if self.spawns_pending() {
             wake = wake.min(self.next_spawn.max(now));
         }
+        self.wake_by = wake;
         let timeout = wake.saturating_duration_since(now);
         // Round up, so that the loop does not wake just before a deadline and spin.
         let millis = timeout.as_micros().div_ceil(1000);
@@ -345,6 +359,21 @@ where
         ];
         // EINTR is the usual way a signal ends the wait; the loop looks at the signals anyway.
         let _ = poll(&mut fds, timeout);
+    }
+
+    /// Notices that the master was not running (stopped with its process group, a paused
+    /// container, a starved machine): the workers did not beat meanwhile either, most likely.
+    fn notice_pause(&mut self) {
+        let now = Instant::now();
+        let late = now.saturating_duration_since(self.wake_by);
+        if late >= LATE_WAKE {
+            warn!(
+                "the master did not run for {:.1} s more than it slept (stopped or starved): \
+                 workers get a full timeout to send a heartbeat again",
+                late.as_secs_f64()
+            );
+            self.resumed = now;
+        }
     }
 
     /// Acts on what workers said.
@@ -369,6 +398,7 @@ where
     fn worker_ready(&mut self, worker: u64) {
         let Some(w) = self.workers.iter_mut().find(|w| w.id == worker) else { return };
         w.ready_at = Some(Instant::now());
+        w.boot_mib = self.scoreboard.rss_kib(w.slot) / 1024;
         info!(
             pid = w.pid.as_raw(),
             worker = w.id,
@@ -410,10 +440,12 @@ where
 
     /// Collects exited workers and explains each exit in one line.
     fn reap_workers(&mut self) {
-        // A worker that said it was ready and then died has its message waiting: read it
-        // first, so that it is not taken for one that died while booting.
+        // Collect the dead first, then read what workers said: every message a dead worker
+        // sent is waiting by now, so one that said it was ready and then died is not taken
+        // for one that died while booting.
+        let dead: Vec<_> = std::iter::from_fn(process::reap_one).collect();
         self.read_messages();
-        while let Some((pid, exit)) = process::reap_one() {
+        for (pid, exit) in dead {
             let Some(i) = self.workers.iter().position(|w| w.pid == pid) else {
                 debug!(pid = pid.as_raw(), "reaped a process that was not a worker: {exit}");
                 continue;
@@ -484,11 +516,15 @@ where
         self.pause_forking("worker failed to boot");
     }
 
-    /// Makes the next fork wait, twice as long as the last time, up to [`BACKOFF_MAX`].
+    /// Makes the next fork wait, twice as long as the last time, up to [`BACKOFF_MAX`]. Failures
+    /// within one pause are one incident: workers that die together double it once.
     fn pause_forking(&mut self, why: &str) {
-        self.backoff = (self.backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
-        self.next_spawn = Instant::now() + self.backoff;
-        self.last_failure = Some(Instant::now());
+        let now = Instant::now();
+        if self.last_failure.is_none_or(|t| now.duration_since(t) >= self.backoff) {
+            self.backoff = (self.backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
+            self.last_failure = Some(now);
+        }
+        self.next_spawn = self.next_spawn.max(now + self.backoff);
         warn!(delay_ms = self.backoff.as_millis() as u64, "{why}: pausing before the next fork");
     }
 
@@ -518,14 +554,20 @@ where
                     self.next_spawn = Instant::now() + self.backoff;
                 }
             } else if fresh > generation.target {
-                let oldest: Vec<u64> = self
+                // Workers still booting go first (newest first), then the oldest ready ones:
+                // the ready workers never drop below the target.
+                let mut candidates: Vec<&Worker> = self
                     .workers
                     .iter()
                     .filter(|w| w.generation == generation.number && w.is_fresh())
-                    .take(fresh - generation.target)
-                    .map(|w| w.id)
                     .collect();
-                for id in oldest {
+                candidates.sort_by_key(|w| match w.ready_at {
+                    None => (0, u64::MAX - w.id),
+                    Some(_) => (1, w.id),
+                });
+                let surplus: Vec<u64> =
+                    candidates.iter().take(fresh - generation.target).map(|w| w.id).collect();
+                for id in surplus {
                     self.retire_worker(id, Why::Surplus);
                 }
             }
@@ -595,6 +637,21 @@ where
             }
         }
         for (id, reason) in due {
+            let Some(w) = self.workers.iter().find(|w| w.id == id) else { continue };
+            // Replacing a worker that a successor will match at once is a fork loop.
+            let too_low = match reason {
+                Recycle::Memory { limit, .. } => w.boot_mib > limit,
+                Recycle::Lifetime { .. } => true,
+                Recycle::Requests { .. } => false,
+            } && w.ready_at.is_some_and(|t| t.elapsed() < STABLE_AFTER);
+            if too_low {
+                error!(
+                    worker = id,
+                    boot_mib = w.boot_mib,
+                    "{reason} within seconds of booting: the limit is too low"
+                );
+                self.pause_forking("recycling right after boot");
+            }
             self.mark_due(id, reason);
         }
     }
@@ -614,7 +671,10 @@ where
             match w.ready_at {
                 Some(_) => {
                     let Some(timeout) = ServerConfig::limit(server.timeout) else { continue };
-                    match self.scoreboard.since_heartbeat(w.slot) {
+                    let silent = self.scoreboard.since_heartbeat(w.slot);
+                    // Silence while the master was stopped is not counted.
+                    let silent = silent.map(|s| s.min(self.resumed.elapsed()));
+                    match silent {
                         Some(silent) if silent >= timeout => {
                             let activity = self.scoreboard.read(w.slot).activity();
                             hung.push((w.id, Why::Hung { silent, timeout }, activity));
@@ -635,16 +695,28 @@ where
                 // A boot failure stopped the server; the stop deals with the rest.
                 break;
             }
-            let Some(w) = self.workers.iter_mut().find(|w| w.id == id) else { continue };
+            // An earlier one may have rolled back a reload, retiring this one's generation.
+            let generation = self.workers.iter().find(|w| w.id == id).map(|w| w.generation);
+            if generation.is_none_or(|g| self.wanted(g).is_none()) {
+                continue;
+            }
+            let Some(w) = self.workers.iter_mut().find(|w| w.id == id && w.is_active()) else {
+                continue;
+            };
             let (pid, worker, generation) = (w.pid.as_raw(), w.id, w.generation);
             match &why {
                 Why::Hung { silent, .. } => {
+                    let stopped = if process::is_stopped(w.pid) {
+                        "; the process is stopped (SIGSTOP or job control)"
+                    } else {
+                        ""
+                    };
                     error!(
                         pid,
                         worker,
                         generation,
-                        "worker timed out: no heartbeat for {:.1} s; {activity}; killing it with \
-                         SIGABRT",
+                        "worker timed out: no heartbeat for {:.1} s; {activity}{stopped}; killing \
+                         it with SIGABRT",
                         silent.as_secs_f64()
                     );
                     process::send(w.pid, Signal::SIGABRT);
@@ -679,6 +751,7 @@ where
             info!("workers stay up again: no more pause before forking");
             self.backoff = Duration::ZERO;
             self.last_failure = None;
+            self.next_spawn = Instant::now();
         }
     }
 
@@ -697,7 +770,7 @@ where
             Some(_) => {
                 if let Some(timeout) = ServerConfig::limit(server.timeout) {
                     let silent = self.scoreboard.since_heartbeat(w.slot).unwrap_or_default();
-                    consider(now + timeout.saturating_sub(silent));
+                    consider((now + timeout.saturating_sub(silent)).max(self.resumed + timeout));
                 }
                 if let Some(max) = ServerConfig::limit(server.max_worker_lifetime) {
                     if w.due.is_none() {
@@ -736,6 +809,7 @@ where
                     ready_at: None,
                     due: None,
                     boot_error: None,
+                    boot_mib: 0,
                     state: WorkerState::Active,
                 });
             }

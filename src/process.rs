@@ -100,3 +100,11 @@ pub(crate) fn die_with_parent(parent: Pid, sig: Signal) -> io::Result<bool> {
     nix::sys::prctl::set_pdeathsig(sig)?;
     Ok(nix::unistd::getppid() == parent)
 }
+
+/// Whether a process is stopped (state `T`: `SIGSTOP`, job control) or traced (`t`).
+pub(crate) fn is_stopped(pid: Pid) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // The state follows the command name, which is in parentheses and may contain anything.
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
+    matches!(state, Some("T" | "t"))
+}

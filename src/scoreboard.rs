@@ -194,7 +194,7 @@ impl Scoreboard {
         self.slots[index].pid.store(pid, Ordering::Relaxed);
     }
 
-    /// Frees the slot of a worker that has been reaped.
+    /// Frees the slot of a worker that has been reaped (or was never started).
     pub(crate) fn release(&self, index: usize) {
         let slot = &self.slots[index];
         slot.reset();
@@ -248,8 +248,12 @@ impl Slot {
         for field in [&self.pid, &self.connections, &self.in_flight, &self.in_handler] {
             field.store(0, Ordering::Relaxed);
         }
-        self.oldest.clear();
-        self.running.clear();
+        // The worker is gone or not started: no writer. A worker that died while writing
+        // left its sequence odd; start even again.
+        for record in [&self.oldest, &self.running] {
+            record.id.store(0, Ordering::Relaxed);
+            record.seq.store(0, Ordering::Release);
+        }
     }
 }
 

@@ -276,7 +276,17 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
-        let polled = this.inner.poll_frame(cx);
+        let inner = this.inner;
+        let polled = match in_handler(|| catch_unwind(AssertUnwindSafe(|| inner.poll_frame(cx)))) {
+            Ok(polled) => polled,
+            Err(_) => {
+                // The head is sent: the connection is closed, as for any broken body.
+                let message = PANIC.with(|p| p.borrow_mut().take()).unwrap_or_default();
+                tracing::error!("response body panicked, closing the connection: {message}");
+                this.in_flight.take();
+                return Poll::Ready(Some(Err("the response body panicked".into())));
+            }
+        };
         if polled.is_pending() {
             if let Some(deadline) = this.deadline.as_mut() {
                 if deadline.as_mut().poll(cx).is_ready() {

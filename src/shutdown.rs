@@ -108,14 +108,10 @@ impl Drop for Tracked {
 pub(crate) struct ConnState {
     /// The worker's draining state.
     shutdown: Shutdown,
-    /// Requests the service has been called for.
-    started: Cell<u64>,
     /// Requests whose response is not finished.
     active: Cell<u32>,
     /// Bytes read from the client.
     read: Cell<u64>,
-    /// `read` when the last response finished: more than this is a request arriving.
-    read_when_idle: Cell<u64>,
     /// Set while draining, when someone waits on `changed`.
     watched: Cell<bool>,
     changed: Notify,
@@ -125,10 +121,8 @@ impl ConnState {
     pub(crate) fn new(shutdown: &Shutdown) -> Self {
         ConnState {
             shutdown: shutdown.clone(),
-            started: Cell::new(0),
             active: Cell::new(0),
             read: Cell::new(0),
-            read_when_idle: Cell::new(0),
             watched: Cell::new(false),
             changed: Notify::new(),
         }
@@ -142,7 +136,6 @@ impl ConnState {
 
     /// The service was called for a request.
     pub(crate) fn request_started(&self) {
-        self.started.set(self.started.get() + 1);
         self.active.set(self.active.get() + 1);
         self.wake();
     }
@@ -150,18 +143,12 @@ impl ConnState {
     /// A request's response is finished (or abandoned).
     pub(crate) fn request_finished(&self) {
         self.active.set(self.active.get().saturating_sub(1));
-        self.read_when_idle.set(self.read.get());
         self.wake();
     }
 
     fn bytes_read(&self, n: usize) {
         self.read.set(self.read.get() + n as u64);
         self.wake();
-    }
-
-    /// No request in progress and none arriving.
-    fn idle(&self) -> bool {
-        self.active.get() == 0 && self.read.get() == self.read_when_idle.get()
     }
 
     fn wake(&self) {
@@ -191,37 +178,30 @@ impl Shutdown {
             () = self.draining() => {}
         }
         state.watched.set(true);
-        let mut quiet_since = None;
+        // Nothing in progress and no byte arrived since: the connection is quiet.
+        let mut quiet_since = Instant::now();
+        let mut seen = state.read.get();
+        let mut was_active = false;
         loop {
-            if !state.idle() {
-                // A request is in progress or arriving (bounded by hyper's header timeout and
-                // the worker's graceful_timeout).
-                quiet_since = None;
-            } else {
-                let since = *quiet_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= DRAIN_LINGER {
-                    break;
-                }
+            let active = state.active.get() > 0;
+            if active || was_active || state.read.get() != seen {
+                // A request is in progress or just finished, or bytes are arriving.
+                seen = state.read.get();
+                quiet_since = Instant::now();
+                was_active = active;
+            } else if quiet_since.elapsed() >= DRAIN_LINGER {
+                break;
             }
             let changed = state.changed.notified();
-            let linger = quiet_since.map(|t: Instant| t + DRAIN_LINGER);
             tokio::select! {
                 result = conn.as_mut() => return result,
                 () = changed => {}
-                () = sleep_until_some(linger) => {}
+                () = tokio::time::sleep_until((quiet_since + DRAIN_LINGER).into()) => {}
             }
         }
         // Nothing is coming: hyper closes a connection that is idle between requests.
         conn.as_mut().graceful_shutdown();
         conn.await
-    }
-}
-
-/// Sleeps until `deadline`, or forever if there is none.
-async fn sleep_until_some(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
     }
 }
 

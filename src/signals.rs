@@ -12,8 +12,10 @@
 //! A worker inherits the master's handlers across `fork`. [`SignalQueue::forget_in_worker`]
 //! removes the master's actions (so nothing a worker receives wakes the master) and closes the
 //! self-pipe. Then, in a worker: `TERM` drains (via tokio, in [`crate::worker`]); `INT` and
-//! `QUIT` end it at once, even if its thread is busy; `TTIN`/`TTOU` have their default
-//! job-control action; `HUP`, `USR1`, `USR2` are ignored, as in nginx's workers, so that a signal
+//! `QUIT` end it at once, even if its thread is busy; `TTIN`/`TTOU` sent with kill are ignored
+//! (they mean "one more/fewer worker" to the master; sent to the process group, they must not
+//! stop every worker), the kernel's keep their job-control action; `HUP`, `USR1`, `USR2` are
+//! ignored, as in nginx's workers, so that a signal
 //! sent to the whole process group does what it does to the master. The registry's handler
 //! stays installed, so a library app may still register its own handlers for those.
 
@@ -87,7 +89,7 @@ impl SignalQueue {
             // loop always sees the count of the signal that woke it.
             ids.push(match sig {
                 Signal::SIGTTIN | Signal::SIGTTOU => {
-                    register_sent_counter(*sig as i32, &RECEIVED[i])?
+                    register_sent_counter(*sig as i32, Some(&RECEIVED[i]))?
                 }
                 _ => register_counter(*sig as i32, &RECEIVED[i])?,
             });
@@ -129,7 +131,8 @@ impl SignalQueue {
             signal_hook::flag::register_conditional_shutdown(sig as i32, 0, Arc::clone(&always))?;
         }
         for sig in [Signal::SIGTTIN, Signal::SIGTTOU] {
-            signal_hook::flag::register_conditional_default(sig as i32, Arc::clone(&always))?;
+            // Sent ones are for the master; a `kill -TTIN %1` reaches the whole job.
+            register_sent_counter(sig as i32, None)?;
         }
         Ok(())
     }
@@ -150,9 +153,10 @@ pub(crate) fn restore(mask: &SigSet) -> io::Result<()> {
     Ok(sigprocmask(SigmaskHow::SIG_SETMASK, Some(mask), None)?)
 }
 
-/// Registers an action that counts deliveries of `signal` sent by a process (kill, sigqueue);
-/// one the kernel raises (terminal job control) gets the default action, which stops us.
-fn register_sent_counter(signal: i32, counter: &'static AtomicUsize) -> io::Result<SigId> {
+/// Registers an action that counts deliveries of `signal` sent by a process (kill, sigqueue),
+/// or ignores them without a counter; one the kernel raises (terminal job control) gets the
+/// default action, which stops us.
+fn register_sent_counter(signal: i32, counter: Option<&'static AtomicUsize>) -> io::Result<SigId> {
     // SAFETY: the action reads the siginfo it is given, does an atomic increment of a static,
     // or emulates the default action (raise(SIGSTOP)); all async-signal-safe, no allocation or
     // lock.
@@ -160,7 +164,9 @@ fn register_sent_counter(signal: i32, counter: &'static AtomicUsize) -> io::Resu
         signal_hook_registry::register_sigaction(signal, move |info| {
             // SI_USER (0), SI_QUEUE (-1), SI_TKILL (-6): sent by a process. SI_KERNEL (> 0): not.
             if info.si_code <= 0 {
-                counter.fetch_add(1, Ordering::SeqCst);
+                if let Some(counter) = counter {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                }
             } else {
                 let _ = signal_hook::low_level::emulate_default_handler(signal);
             }

@@ -322,6 +322,22 @@ async fn accept_loop<S: HttpService>(acceptor: Acceptor, conns: Connections<S>) 
     }
 }
 
+/// Counts a connection on the scoreboard for as long as it is open, however its task ends.
+struct OpenConnection(Rc<Requests>);
+
+impl OpenConnection {
+    fn new(requests: &Rc<Requests>) -> Self {
+        requests.board.connection_opened();
+        OpenConnection(Rc::clone(requests))
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.board.connection_closed();
+    }
+}
+
 /// Out of file descriptors or memory, accepting again at once would spin: pause a little.
 async fn accept_failed(e: io::Error) {
     if e.kind() == io::ErrorKind::ConnectionAborted || e.kind() == io::ErrorKind::Interrupted {
@@ -342,14 +358,12 @@ impl<S: HttpService> Connections<S> {
         let io = TokioIo::new(CountedIo::new(io, Rc::clone(&state)));
         let conn = self.http.serve_connection(io, self.service.for_connection(Rc::clone(&state)));
         let shutdown = self.shutdown.clone();
-        let requests = Rc::clone(&self.requests);
-        requests.board.connection_opened();
+        let open = OpenConnection::new(&self.requests);
         tokio::task::spawn_local(async move {
-            let _tracked = tracked;
+            let _counted = (tracked, open);
             if let Err(e) = shutdown.drain_connection(conn, &state).await {
                 tracing::debug!("connection closed: {e}");
             }
-            requests.board.connection_closed();
         });
     }
 }

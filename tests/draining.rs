@@ -111,3 +111,23 @@ fn keep_alive_clients_see_no_failure_across_ten_reloads() {
     assert!(reconnects >= 10, "draining workers told clients to reconnect {reconnects} times");
     assert!(ok > 100, "{ok} requests");
 }
+
+#[test]
+fn a_connection_left_with_an_unread_request_body_does_not_hold_up_a_stop() {
+    let mut server = Server::start(&example("demo"), &["-w", "1", "-b", LOCAL]);
+    let mut conn = Conn::open(server.addr()).unwrap();
+    // The demo's `/` does not read the body: hyper is left with most of it unread.
+    let body = vec![b'x'; 20_000];
+    let mut request =
+        format!("POST / HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n", body.len())
+            .into_bytes();
+    request.extend_from_slice(&body);
+    conn.send(&request).unwrap();
+    assert_eq!(conn.read_response(false).unwrap().status, 200);
+    let stopped = Instant::now();
+    server.signal(Signal::SIGTERM);
+    assert!(conn.is_closed());
+    assert_eq!(server.exit_code(), 0);
+    let took = stopped.elapsed();
+    assert!(took < Duration::from_secs(5), "graceful_timeout is 30 s; took {took:?}");
+}

@@ -450,3 +450,101 @@ fn a_worker_killed_from_outside_is_blamed_on_the_signal_not_on_the_master() {
     let line = server.wait_for_nth("worker died unexpectedly", 2);
     assert!(line.contains("killed by signal 4 (SIGILL); replacing it"), "{line}");
 }
+
+#[test]
+fn stopping_and_continuing_the_whole_process_group_kills_no_worker() {
+    // Ctrl-Z and fg, or a paused container: the master was stopped too, so the workers'
+    // silence is not theirs to answer for.
+    let server = Server::start(&example("demo"), &["-w", "2", "-b", LOCAL, "--timeout", "1"]);
+    let workers = server.wait_workers(2);
+    nix::sys::signal::killpg(server.pid(), Signal::SIGSTOP).unwrap();
+    thread::sleep(Duration::from_millis(2500));
+    nix::sys::signal::killpg(server.pid(), Signal::SIGCONT).unwrap();
+    server.wait_for("the master did not run for ");
+    thread::sleep(Duration::from_secs(2));
+    assert_eq!(server.count("timed out"), 0, "{:#?}", server.logs());
+    assert_eq!(server.workers(), workers);
+    assert_eq!(http::get(server.addr(), "/").unwrap().status, 200);
+}
+
+#[test]
+fn ttin_sent_to_the_process_group_adds_a_worker_and_stops_none() {
+    // `kill -TTIN %1` in a shell signals the whole job.
+    let server = Server::start(&example("demo"), &["-w", "1", "-b", LOCAL, "--timeout", "1"]);
+    let first = only(&server.wait_workers(1));
+    nix::sys::signal::killpg(server.pid(), Signal::SIGTTIN).unwrap();
+    let workers = server.wait_workers(2);
+    assert!(workers.contains(&first));
+    thread::sleep(Duration::from_millis(1500));
+    assert_eq!(server.count("timed out"), 0, "a worker was stopped: {:#?}", server.logs());
+    assert_eq!(server.workers(), workers);
+}
+
+#[test]
+fn workers_killed_together_are_replaced_after_one_short_pause() {
+    let server = Server::start(&example("demo"), &["-w", "4", "-b", LOCAL]);
+    let workers = server.wait_workers(4);
+    let killed = Instant::now();
+    for &pid in &workers {
+        kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+    }
+    wait_until(|| {
+        let now = server.workers();
+        (now.len() == 4 && now.is_disjoint(&workers)).then_some(())
+    })
+    .expect("all four replaced");
+    assert!(killed.elapsed() < Duration::from_secs(3), "took {:?}", killed.elapsed());
+    let pauses: Vec<String> =
+        server.logs().into_iter().filter(|l| l.contains("pausing before the next fork")).collect();
+    assert!(pauses.iter().all(|l| l.ends_with("delay_ms=100")), "one incident: {pauses:#?}");
+}
+
+#[test]
+fn ttou_stops_a_booting_worker_rather_than_a_ready_one() {
+    let server = Server::start_with(
+        &example("demo"),
+        &["-w", "2", "-b", LOCAL, "--log-level", "debug"],
+        &[("DEMO_BOOT_SLEEP_MS", "1500")],
+    );
+    let ready = server.wait_workers(2);
+    server.signal(Signal::SIGTTIN);
+    server.wait_for("worker spawned pid=");
+    server.wait_for_nth("worker spawned", 3);
+    server.signal(Signal::SIGTTOU);
+    let line = server.wait_for("stopped: one fewer worker wanted");
+    assert!(line.contains("worker=3"), "the booting worker goes: {line}");
+    assert!(ready.iter().all(|&pid| alive(pid)), "both ready workers serve on");
+    // The booting one exits once booted.
+    wait_until(|| (server.workers() == ready).then_some(())).expect("back to the two");
+}
+
+#[test]
+fn a_memory_limit_below_a_new_worker_does_not_make_a_fork_loop() {
+    let server =
+        Server::start(&example("demo"), &["-w", "1", "-b", LOCAL, "--max-worker-memory", "1"]);
+    let addr = server.addr();
+    thread::sleep(Duration::from_secs(3));
+    let line = server.wait_for("the limit is too low");
+    assert!(line.contains("over max_worker_memory (1 MiB)"), "{line}");
+    let booted = server.count("worker booted");
+    assert!(booted <= 8, "{booted} workers booted in 3 s:\n{}", server.logs().join("\n"));
+    assert_eq!(http::get(addr, "/").unwrap().status, 200, "it serves meanwhile");
+}
+
+#[test]
+fn a_reload_rolled_back_for_boot_timeout_does_not_slow_the_serving_generation() {
+    let dir = tempdir();
+    let config = |boot_timeout: &str| {
+        format!("[server]\nbind = [\"{LOCAL}\"]\nworkers = 4\nboot_timeout = {boot_timeout}\n")
+    };
+    let path = common::write(dir.path(), "app.toml", &config("30"));
+    let server = Server::start_with(&example("demo"), &[&path], &[("DEMO_BOOT_SLEEP_MS", "1500")]);
+    let serving = server.wait_workers(4);
+    common::write(dir.path(), "app.toml", &config("0.5"));
+    server.signal(Signal::SIGHUP);
+    let line = server.wait_for("reload failed, rolled back");
+    assert!(line.contains("not ready within boot_timeout (0.5 s)"), "{line}");
+    // The new generation's workers exit once they have booted; the serving ones stay.
+    wait_until(|| (server.workers() == serving).then_some(())).expect("the new workers exit");
+    assert_eq!(server.count("pausing before the next fork"), 0, "{:#?}", server.logs());
+}
