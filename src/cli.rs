@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 
-use crate::config::{self, Bind, Config, LogLevel, Seconds, Workers};
+use crate::config::{self, Bind, Config, LogLevel, Seconds, UpgradeMode, Workers};
 use crate::error::Error;
 
 /// forkserve: a pre-fork HTTP server. A single-threaded master binds the sockets and supervises
@@ -20,6 +20,8 @@ Signals to the master:
   TERM       graceful stop: finish in-flight requests (up to graceful_timeout), exit 0
   INT, QUIT  fast stop: workers exit at once
   TTIN/TTOU  one more / one fewer worker
+  USR2       binary upgrade: start a new master from the binary, hand over once it serves
+  WINCH      after a manual upgrade: stop this (old) master's workers
 
 Each flag is a config key in kebab case; flags override the config file. Exit codes: 0 ok, 1 runtime error, 2 usage or config error,
 3 workers failed to boot.")]
@@ -50,6 +52,10 @@ fn parse_bind(s: &str) -> Result<Bind, String> {
 }
 
 fn parse_seconds(s: &str) -> Result<Seconds, String> {
+    s.parse()
+}
+
+fn parse_upgrade(s: &str) -> Result<UpgradeMode, String> {
     s.parse()
 }
 
@@ -165,6 +171,11 @@ pub struct Overrides {
     #[arg(long, value_name = "N", value_parser = parse_worker_connections)]
     pub worker_connections: Option<u32>,
 
+    /// After a binary upgrade (USR2): "auto" stops the old master once the new one serves;
+    /// "manual" leaves both serving until you stop the old one (WINCH, then QUIT).
+    #[arg(long, value_name = "auto|manual", value_parser = parse_upgrade)]
+    pub upgrade: Option<UpgradeMode>,
+
     /// Write the master's pid to this file.
     #[arg(short, long = "pidfile", visible_alias = "pid", value_name = "FILE")]
     pub pidfile: Option<PathBuf>,
@@ -193,6 +204,7 @@ impl Overrides {
         set(&mut server.max_worker_memory, self.max_worker_memory);
         set(&mut server.max_worker_lifetime, self.max_worker_lifetime);
         set(&mut server.worker_connections, self.worker_connections);
+        set(&mut server.upgrade, self.upgrade);
         if let Some(p) = &self.pidfile {
             server.pidfile = Some(p.clone());
         }

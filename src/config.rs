@@ -82,6 +82,9 @@ pub struct ServerConfig {
     /// closes, and the other workers take the new ones.
     #[serde(deserialize_with = "deserialize_worker_connections")]
     pub worker_connections: u32,
+    /// What a binary upgrade (`USR2`) does once the new master serves: stop the old one
+    /// (`auto`), or leave both serving until the operator stops the old one (`manual`).
+    pub upgrade: UpgradeMode,
     /// Where the master writes its pid.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pidfile: Option<PathBuf>,
@@ -109,6 +112,7 @@ impl Default for ServerConfig {
             max_worker_memory: 0,
             max_worker_lifetime: Seconds(Duration::ZERO),
             worker_connections: 1000,
+            upgrade: UpgradeMode::Auto,
             pidfile: None,
         }
     }
@@ -305,6 +309,44 @@ impl Serialize for Seconds {
         } else {
             s.serialize_f64(self.0.as_secs_f64())
         }
+    }
+}
+
+/// The `upgrade` setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpgradeMode {
+    /// The old master stops as soon as the new one serves.
+    #[default]
+    Auto,
+    /// Both serve until the operator stops the old one's workers (`WINCH`) and the old master
+    /// (`QUIT`), or gives up by stopping the new master.
+    Manual,
+}
+
+impl FromStr for UpgradeMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "auto" => Ok(UpgradeMode::Auto),
+            "manual" => Ok(UpgradeMode::Manual),
+            _ => Err(format!("unknown upgrade mode {s:?}: expected \"auto\" or \"manual\"")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for UpgradeMode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str(d, "\"auto\" or \"manual\"")
+    }
+}
+
+impl Serialize for UpgradeMode {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(match self {
+            UpgradeMode::Auto => "auto",
+            UpgradeMode::Manual => "manual",
+        })
     }
 }
 

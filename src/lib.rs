@@ -35,6 +35,8 @@
 //! | `INT`, `QUIT` | fast stop: workers exit at once, the master exits 0 |
 //! | `TTIN`, `TTOU` | one more, one fewer worker (never below one) |
 //! | `CHLD` | reap; every exit is logged with its cause; a worker that died unexpectedly is replaced |
+//! | `USR2` | binary upgrade: start a new master from the binary with the listening sockets; hand over once it serves |
+//! | `WINCH` | after a manual upgrade: stop this master's workers |
 //!
 //! # Layout
 //!
@@ -50,6 +52,8 @@
 //! | `scoreboard` | the shared memory where workers publish heartbeats and requests for the master |
 //! | `ipc` | messages from workers to the master: ready, boot failure, due for recycling |
 //! | `shutdown` | a worker's open connections: the `worker_connections` cap, and draining |
+//! | `upgrade` | binary upgrade: starting a new master with the sockets, and handing over |
+//! | `notify` | systemd's readiness protocol (`sd_notify`) |
 //! | `process` | fork, wait, kill; with two signal registrations in `signals` and the scoreboard's mapping, the only `unsafe` |
 //! | [`app`] | what the binary serves from the config file |
 
@@ -61,12 +65,14 @@ mod ipc;
 mod listener;
 mod logging;
 mod master;
+mod notify;
 mod pidfile;
 mod process;
 mod scoreboard;
 mod service;
 mod shutdown;
 mod signals;
+mod upgrade;
 mod worker;
 
 use std::process::ExitCode;
@@ -150,10 +156,12 @@ impl Server {
     {
         process::ensure_single_threaded().map_err(Error::Usage)?;
         let log = logging::init(self.config.log.level);
-        // Handlers first: a signal sent while the server starts is queued, not fatal.
+        // Sockets passed by systemd or an upgrading master: taken before anything opens files.
+        let inherited = listener::Inherited::from_env()?;
+        // Handlers next: a signal sent while the server starts is queued, not fatal.
         let plumbing = master::Plumbing::new()?;
         let server = &self.config.server;
-        let mut listeners = Listeners::open(&server.bind, server.backlog)?;
+        let mut listeners = Listeners::open(&server.bind, server.backlog, inherited)?;
         let pidfile = match server.pidfile.as_deref().map(Pidfile::create).transpose() {
             Ok(pidfile) => pidfile,
             Err(e) => {

@@ -9,8 +9,8 @@ use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 
 use nix::sys::socket::{
-    AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, SockaddrIn6, UnixAddr, bind, listen,
-    setsockopt, socket, sockopt,
+    AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, SockaddrIn6, SockaddrLike,
+    SockaddrStorage, UnixAddr, bind, getsockname, getsockopt, listen, setsockopt, socket, sockopt,
 };
 
 use crate::config::Bind;
@@ -57,14 +57,171 @@ impl Listener {
 #[derive(Debug, Default)]
 pub struct Listeners {
     groups: Vec<(Bind, Vec<Listener>)>,
+    /// Addresses of sockets the service manager handed over that no `bind` names: served for
+    /// the master's life, whatever a reload's config says.
+    pinned: Vec<Bind>,
+    /// Unix socket paths that are not the master's to remove (the service manager's).
+    foreign_paths: Vec<PathBuf>,
+}
+
+/// Sockets this process was handed when it was executed: by systemd socket activation
+/// (`LISTEN_FDS`, for this process by `LISTEN_PID`, named by `LISTEN_FDNAMES`), or by the
+/// master it upgrades (see [`crate::upgrade`]), which names each by its `bind` address.
+#[derive(Debug, Default)]
+pub(crate) struct Inherited {
+    sockets: Vec<(String, Listener)>,
+    /// Handed over by an upgrading master rather than the service manager.
+    upgrade: bool,
+}
+
+impl Inherited {
+    /// Takes the sockets the environment says were passed to this process.
+    pub(crate) fn from_env() -> Result<Inherited, Error> {
+        let upgrade = std::env::var_os(crate::upgrade::FD_VAR).is_some();
+        let err = |message: String| Error::Bind {
+            addr: "LISTEN_FDS".into(),
+            source: io::Error::other(message),
+        };
+        let Some(count) = std::env::var_os("LISTEN_FDS") else { return Ok(Inherited::default()) };
+        let pid = std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<u32>().ok());
+        if pid != Some(std::process::id()) {
+            // Meant for another process (a parent that did not clear them).
+            return Ok(Inherited::default());
+        }
+        let count: i32 = count
+            .to_str()
+            .and_then(|c| c.parse().ok())
+            .ok_or_else(|| err(format!("not a number: {count:?}")))?;
+        // An upgrading master names each socket by its bind address; systemd by the unit's
+        // FileDescriptorName=, which is only informative here: sockets are matched by address.
+        let names = match std::env::var(crate::upgrade::BINDS_VAR) {
+            Ok(binds) if upgrade => binds.split('\n').map(str::to_string).collect::<Vec<_>>(),
+            _ => std::env::var("LISTEN_FDNAMES")
+                .unwrap_or_default()
+                .split(':')
+                .map(str::to_string)
+                .collect(),
+        };
+        let mut names = names.into_iter();
+        let mut sockets = Vec::new();
+        for i in 0..count {
+            let raw = crate::process::FIRST_PASSED_FD + i;
+            let fd = crate::process::take_passed_fd(raw).map_err(|e| err(e.to_string()))?;
+            let listener = Listener::from_passed(fd).map_err(|e| err(format!("fd {raw}: {e}")))?;
+            sockets.push((names.next().unwrap_or_default(), listener));
+        }
+        Ok(Inherited { sockets, upgrade })
+    }
+}
+
+impl Listener {
+    /// A listening socket passed at exec.
+    fn from_passed(fd: OwnedFd) -> io::Result<Listener> {
+        if !getsockopt(&fd, sockopt::AcceptConn)? {
+            return Err(io::Error::other("not a listening socket"));
+        }
+        if getsockopt(&fd, sockopt::SockType)? != SockType::Stream {
+            return Err(io::Error::other("not a stream socket"));
+        }
+        let addr: SockaddrStorage = getsockname(fd.as_raw_fd())?;
+        let listener = match addr.family() {
+            Some(AddressFamily::Unix) => {
+                let path = addr.as_unix_addr().and_then(|u| u.path()).map(Path::to_path_buf);
+                let path = path.ok_or_else(|| io::Error::other("unnamed unix socket"))?;
+                Listener::Unix(UnixListener::from(fd), path)
+            }
+            Some(AddressFamily::Inet | AddressFamily::Inet6) => {
+                Listener::Tcp(TcpListener::from(fd))
+            }
+            other => return Err(io::Error::other(format!("unsupported address family {other:?}"))),
+        };
+        match &listener {
+            Listener::Tcp(l) => l.set_nonblocking(true)?,
+            Listener::Unix(l, _) => l.set_nonblocking(true)?,
+        }
+        Ok(listener)
+    }
+
+    /// Whether this socket is the one `bind` asks for.
+    fn serves(&self, bind: &Bind) -> bool {
+        match (self, bind) {
+            (Listener::Tcp(l), Bind::Tcp { host, port }) if *port != 0 => {
+                let Ok(have) = l.local_addr() else { return false };
+                (host.as_str(), *port).to_socket_addrs().is_ok_and(|mut a| a.any(|a| a == have))
+            }
+            (Listener::Unix(_, have), Bind::Unix(path)) => have == path,
+            _ => false,
+        }
+    }
+
+    /// The `bind` address this socket answers on.
+    fn bind(&self) -> Bind {
+        match self {
+            Listener::Tcp(l) => match l.local_addr() {
+                Ok(a) => Bind::Tcp { host: a.ip().to_string(), port: a.port() },
+                Err(_) => Bind::Tcp { host: "?".into(), port: 0 },
+            },
+            Listener::Unix(_, path) => Bind::Unix(path.clone()),
+        }
+    }
 }
 
 impl Listeners {
-    /// Binds every address, or none: on error, what was bound is closed again.
-    pub fn open(binds: &[Bind], backlog: u32) -> Result<Listeners, Error> {
+    /// Binds every address, or none: on error, what was bound is closed again. Addresses that
+    /// a passed socket serves (socket activation, a binary upgrade) use it instead of binding.
+    /// Passed sockets no address names are served too when the service manager passed them,
+    /// and closed when an upgrading master did (its config no longer has them).
+    pub(crate) fn open(
+        binds: &[Bind],
+        backlog: u32,
+        inherited: Inherited,
+    ) -> Result<Listeners, Error> {
         let mut listeners = Listeners::default();
-        listeners.open_missing(binds, backlog)?;
+        let mut pool = inherited.sockets;
+        for b in binds {
+            let name = b.to_string();
+            let (matching, rest): (Vec<_>, Vec<_>) =
+                pool.into_iter().partition(|(n, l)| *n == name || l.serves(b));
+            pool = rest;
+            if matching.is_empty() {
+                continue;
+            }
+            let sockets: Vec<Listener> = matching.into_iter().map(|(_, l)| l).collect();
+            for l in &sockets {
+                tracing::info!(address = %l.local_addr(), inherited = true, "listening");
+                if !inherited.upgrade {
+                    listeners.keep_path_of(l);
+                }
+            }
+            listeners.groups.push((b.clone(), sockets));
+        }
+        for (_, l) in pool {
+            if inherited.upgrade {
+                tracing::info!(address = %l.local_addr(), "closing a passed socket the config does not bind");
+                continue;
+            }
+            let b = l.bind();
+            tracing::info!(address = %l.local_addr(), inherited = true, "listening (passed by the service manager, not in bind)");
+            listeners.keep_path_of(&l);
+            listeners.pinned.push(b.clone());
+            listeners.groups.push((b, vec![l]));
+        }
+        listeners.open_missing(binds, backlog).inspect_err(|_| listeners.close_all())?;
         Ok(listeners)
+    }
+
+    fn keep_path_of(&mut self, l: &Listener) {
+        if let Listener::Unix(_, path) = l {
+            self.foreign_paths.push(path.clone());
+        }
+    }
+
+    /// Every socket with the name of the address it serves, in order: what an upgrade passes.
+    pub(crate) fn named_fds(&self) -> Vec<(String, std::os::fd::BorrowedFd<'_>)> {
+        self.groups
+            .iter()
+            .flat_map(|(b, sockets)| sockets.iter().map(move |l| (b.to_string(), l.fd())))
+            .collect()
     }
 
     /// Binds the addresses of `binds` that are not open yet, all or none: on error, the ones
@@ -76,7 +233,7 @@ impl Listeners {
             match bind_one(b, backlog) {
                 Ok(sockets) => fresh.push((b.clone(), sockets)),
                 Err(source) => {
-                    fresh.into_iter().flat_map(|(_, s)| s).for_each(Listener::close);
+                    fresh.into_iter().flat_map(|(_, s)| s).for_each(|l| self.close(l));
                     return Err(Error::Bind { addr: b.to_string(), source });
                 }
             }
@@ -94,11 +251,14 @@ impl Listeners {
     /// Closes the master's copies of every socket not in `binds` (workers that hold one keep
     /// serving what they accepted), and applies `backlog` to the others.
     pub fn retain_only(&mut self, binds: &[Bind], backlog: u32) {
-        let (kept, closed): (Vec<_>, Vec<_>) =
-            std::mem::take(&mut self.groups).into_iter().partition(|(b, _)| binds.contains(b));
+        let pinned = std::mem::take(&mut self.pinned);
+        let (kept, closed): (Vec<_>, Vec<_>) = std::mem::take(&mut self.groups)
+            .into_iter()
+            .partition(|(b, _)| binds.contains(b) || pinned.contains(b));
+        self.pinned = pinned;
         for (b, sockets) in closed {
             tracing::info!(address = %b, "closing listener no longer configured");
-            sockets.into_iter().for_each(Listener::close);
+            sockets.into_iter().for_each(|l| self.close(l));
         }
         for l in kept.iter().flat_map(|(_, s)| s) {
             // listen(2) again updates the queue length of a socket already listening.
@@ -111,19 +271,32 @@ impl Listeners {
         self.groups.iter().any(|(have, _)| have == bind)
     }
 
-    /// Closes every socket (the master's copies), removing unix socket paths.
+    /// Closes every socket (the master's copies), removing the unix socket paths it bound.
     pub fn close_all(&mut self) {
-        for (_, sockets) in self.groups.drain(..) {
-            sockets.into_iter().for_each(Listener::close);
+        for (_, sockets) in std::mem::take(&mut self.groups) {
+            sockets.into_iter().for_each(|l| self.close(l));
         }
     }
 
-    /// In a forked worker: takes the sockets of `binds`, in that order, and closes its copies
-    /// of the others (without removing any path: they are the master's).
+    /// Closes the master's copies without removing any path: after a binary upgrade, the new
+    /// master serves them.
+    pub(crate) fn hand_over(&mut self) {
+        self.groups.clear();
+    }
+
+    fn close(&self, l: Listener) {
+        match &l {
+            Listener::Unix(_, path) if self.foreign_paths.contains(path) => {}
+            _ => l.close(),
+        }
+    }
+
+    /// In a forked worker: takes the sockets of `binds` (and the pinned ones), in that order,
+    /// and closes its copies of the others (without removing any path: they are the master's).
     pub(crate) fn into_sockets_for(self, binds: &[Bind]) -> Vec<Listener> {
         let mut groups = self.groups;
         let mut out = Vec::new();
-        for b in binds {
+        for b in binds.iter().chain(&self.pinned) {
             if let Some(i) = groups.iter().position(|(have, _)| have == b) {
                 out.extend(groups.swap_remove(i).1);
             }

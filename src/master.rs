@@ -29,16 +29,18 @@ use nix::unistd::Pid;
 use tracing::{debug, error, info, warn};
 
 use crate::cli::ConfigSource;
-use crate::config::{Config, ServerConfig};
+use crate::config::{Config, ServerConfig, UpgradeMode};
 use crate::error::{BoxError, Error};
 use crate::ipc::{Inbox, Message};
 use crate::listener::Listeners;
 use crate::logging::LogHandle;
+use crate::notify::Notifier;
 use crate::pidfile::Pidfile;
 use crate::process::{self, Exit, Forked};
 use crate::scoreboard::{SLOTS, Scoreboard};
 use crate::service::HttpService;
 use crate::signals::{MasterSignal, SignalQueue};
+use crate::upgrade::{Handover, Heard, Program, Upgrade};
 use crate::worker::{self, EXIT_BOOT_FAILED, Setup, WorkerContext};
 
 /// How the server stops.
@@ -150,6 +152,8 @@ enum Why {
     },
     /// Not ready within `boot_timeout`.
     BootTimeout(Duration),
+    /// `WINCH` after a manual upgrade.
+    Winch,
 }
 
 impl std::fmt::Display for Why {
@@ -161,6 +165,7 @@ impl std::fmt::Display for Why {
             Why::RolledBack => write!(f, "stopped: its generation was rolled back"),
             Why::Recycled(r) => write!(f, "recycled: {r}"),
             Why::Surplus => write!(f, "stopped: one fewer worker wanted (TTOU)"),
+            Why::Winch => write!(f, "stopped: WINCH after a manual upgrade"),
             Why::Hung { silent, timeout } => write!(
                 f,
                 "hung, no heartbeat for {:.1} s (timeout {} s)",
@@ -231,6 +236,16 @@ pub(crate) struct Master<'f, F> {
     wake_by: Instant,
     resumed: Instant,
     scoreboard: Scoreboard,
+    notifier: Option<Notifier>,
+    handover: Option<Handover>,
+    program: Option<Program>,
+    /// A binary upgrade under way: the new master is booting.
+    upgrade: Option<Upgrade>,
+    /// A new master serves: this one stops (or, after a manual upgrade, may be stopped),
+    /// leaving it the sockets.
+    handed_over: bool,
+    /// `WINCH` after a manual upgrade: this master keeps no workers.
+    workers_stopped: bool,
     /// Why the master is stopping on its own, reported as its exit status.
     failure: Option<Error>,
     log: LogHandle,
@@ -245,6 +260,12 @@ pub(crate) struct Plumbing {
     pub(crate) signals: SignalQueue,
     pub(crate) inbox: Inbox,
     pub(crate) scoreboard: Scoreboard,
+    /// The service manager's notification socket, if any.
+    notifier: Option<Notifier>,
+    /// The old master's channel, if this master was started by a binary upgrade.
+    handover: Option<Handover>,
+    /// The program to start on `USR2`.
+    program: Option<Program>,
 }
 
 impl Plumbing {
@@ -254,6 +275,9 @@ impl Plumbing {
                 .map_err(|e| Error::os("installing signal handlers", e))?,
             inbox: Inbox::new().map_err(|e| Error::os("creating the worker socket", e))?,
             scoreboard: Scoreboard::new().map_err(|e| Error::os("mapping the scoreboard", e))?,
+            notifier: Notifier::from_env(),
+            handover: Handover::from_env(),
+            program: Program::current(),
         })
     }
 }
@@ -296,6 +320,12 @@ where
             wake_by: Instant::now(),
             resumed: Instant::now(),
             scoreboard: plumbing.scoreboard,
+            notifier: plumbing.notifier,
+            handover: plumbing.handover,
+            program: plumbing.program,
+            upgrade: None,
+            handed_over: false,
+            workers_stopped: false,
             failure: None,
             log,
             pidfile,
@@ -320,8 +350,9 @@ where
             self.handle_signals();
             // Reads the workers' messages first, then collects the dead.
             self.reap_workers();
+            self.check_upgrade();
         }
-        self.listeners.close_all();
+        self.close_listeners();
         if let Some(pidfile) = self.pidfile.take() {
             pidfile.remove();
         }
@@ -347,16 +378,20 @@ where
         if self.spawns_pending() {
             wake = wake.min(self.next_spawn.max(now));
         }
+        if let Some(upgrade) = self.upgrade.as_ref().filter(|u| !u.ready) {
+            wake = wake.min(upgrade.deadline.max(now));
+        }
         self.wake_by = wake;
         let timeout = wake.saturating_duration_since(now);
         // Round up, so that the loop does not wake just before a deadline and spin.
         let millis = timeout.as_micros().div_ceil(1000);
         let timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
         let (Some(signals), Some(inbox)) = (&self.signals, &self.inbox) else { return };
-        let mut fds = [
+        let mut fds = vec![
             PollFd::new(signals.fd(), PollFlags::POLLIN),
             PollFd::new(inbox.fd(), PollFlags::POLLIN),
         ];
+        fds.extend(self.upgrade.as_ref().map(|u| PollFd::new(u.fd(), PollFlags::POLLIN)));
         // EINTR is the usual way a signal ends the wait; the loop looks at the signals anyway.
         let _ = poll(&mut fds, timeout);
     }
@@ -410,6 +445,14 @@ where
         if !self.announced && self.ready_workers(self.current.number) >= self.current.target {
             self.announced = true;
             info!(workers = self.current.target, "all workers ready");
+            if let Some(handover) = self.handover.take() {
+                info!(
+                    old_master = nix::unistd::getppid().as_raw(),
+                    "upgrade: this master serves; telling the old one to stop"
+                );
+                handover.ready();
+            }
+            self.notify_ready();
         }
     }
 
@@ -433,7 +476,8 @@ where
                 }
                 MasterSignal::Ttou => info!("ttou ignored: one worker is the minimum"),
                 MasterSignal::Usr1 => info!("usr1: logs go to stderr, there is no file to reopen"),
-                MasterSignal::Usr2 => warn!("usr2 ignored: binary upgrade is not supported yet"),
+                MasterSignal::Usr2 => self.upgrade_binary(),
+                MasterSignal::Winch => self.stop_workers(),
             }
         }
     }
@@ -447,7 +491,11 @@ where
         self.read_messages();
         for (pid, exit) in dead {
             let Some(i) = self.workers.iter().position(|w| w.pid == pid) else {
-                debug!(pid = pid.as_raw(), "reaped a process that was not a worker: {exit}");
+                if self.upgrade.as_ref().is_some_and(|u| u.pid == pid) {
+                    self.upgrade_failed(&format!("the new master exited: {exit}"));
+                } else {
+                    debug!(pid = pid.as_raw(), "reaped a process that was not a worker: {exit}");
+                }
                 continue;
             };
             let w = self.workers.remove(i);
@@ -480,6 +528,16 @@ where
                     };
                     error!(pid, worker, generation, "worker exited: {exit}, boot failure: {cause}");
                     self.boot_failed(pid, worker, generation, &cause);
+                }
+                WorkerState::Active
+                    if generation == self.current.number && self.reload.is_some() =>
+                {
+                    // A new generation that crashes before it has taken over is not trusted.
+                    error!(pid, worker, generation, "worker died unexpectedly: {exit}");
+                    self.roll_back(&format!(
+                        "worker {worker} of generation {generation} died before the reload \
+                         completed: {exit}"
+                    ));
                 }
                 WorkerState::Active => {
                     let replaced = self.wanted(generation).is_some();
@@ -533,7 +591,7 @@ where
     /// generation takes over. A worker due for recycling counts as gone: its successor is
     /// started, and it is stopped once the successor is ready.
     fn manage_workers(&mut self) {
-        if self.stopping.is_some() {
+        if self.stopping.is_some() || self.workers_stopped {
             return;
         }
         self.forgive_failures();
@@ -881,6 +939,9 @@ where
     /// ready). If not, logs why and changes nothing.
     fn reload(&mut self) {
         let started = Instant::now();
+        if let Some(n) = &self.notifier {
+            n.reloading();
+        }
         match self.source.as_ref().and_then(ConfigSource::path) {
             Some(path) => info!(config = %path.display(), "reloading"),
             None => info!("reloading"),
@@ -891,12 +952,16 @@ where
         };
         let config = match config {
             Ok(config) => config,
-            Err(e) => return error!("reload rejected: {e}"),
+            Err(e) => {
+                error!("reload rejected: {e}");
+                return self.notify_ready();
+            }
         };
         // New addresses are bound now; the ones dropped stay open until the reload completes,
         // for the old generation's replacements and in case it has to take over again.
         if let Err(e) = self.listeners.open_missing(&config.server.bind, config.server.backlog) {
-            return error!("reload rejected: {e}");
+            error!("reload rejected: {e}");
+            return self.notify_ready();
         }
         let new = Generation {
             number: self.next_generation,
@@ -914,6 +979,8 @@ where
             self.reload = Some(Reload { started, previous: superseded });
         }
         self.log.set_level(self.current.config.log.level);
+        // After WINCH, a reload brings workers back (as in nginx).
+        self.workers_stopped = false;
         // A new config may fix what made workers crash: try it at once.
         self.backoff = Duration::ZERO;
         self.next_spawn = Instant::now();
@@ -951,6 +1018,7 @@ where
             duration_ms = started.elapsed().as_millis() as u64,
             "reload complete"
         );
+        self.notify_ready();
     }
 
     /// The new generation cannot boot: stops it, and the previous generation serves on with
@@ -967,6 +1035,128 @@ where
             serving = self.current.number,
             "reload failed, rolled back: {why}"
         );
+        self.notify_ready();
+    }
+
+    /// `WINCH`: stops this master's workers, once a manual upgrade has a new master serving.
+    /// Otherwise ignored: terminals send it to their foreground job on every resize.
+    fn stop_workers(&mut self) {
+        if !(self.handed_over && self.upgrade.is_some()) {
+            return debug!("winch ignored: it stops the workers only after a manual upgrade");
+        }
+        info!("winch: stopping this master's workers; the new master serves");
+        self.workers_stopped = true;
+        self.reload = None;
+        let ids: Vec<u64> = self.workers.iter().filter(|w| w.is_active()).map(|w| w.id).collect();
+        for id in ids {
+            self.retire_worker(id, Why::Winch);
+        }
+    }
+
+    /// Starts a new master from this program's binary (`USR2`); it takes over once it serves.
+    fn upgrade_binary(&mut self) {
+        if self.upgrade.is_some() {
+            return warn!("usr2 ignored: an upgrade is already under way");
+        }
+        if self.handover.is_some() {
+            return warn!("usr2 ignored: this master is itself still taking over from another");
+        }
+        let Some(program) = self.program.clone() else {
+            return error!("upgrade failed: the path of this program's binary is unknown");
+        };
+        let boot = ServerConfig::limit(self.current.config.server.boot_timeout);
+        // The new master also loads its config and binds what is new before its workers boot.
+        let deadline = deadline(boot.map_or(Duration::from_secs(86_400 * 365), |b| b * 2));
+        self.rename_pidfile(true);
+        match Upgrade::start(&program, &self.listeners, deadline) {
+            Ok(upgrade) => {
+                info!(
+                    pid = upgrade.pid.as_raw(),
+                    binary = %program.exe.display(),
+                    "upgrade: started a new master"
+                );
+                self.upgrade = Some(upgrade);
+            }
+            Err(e) => {
+                error!("upgrade failed: cannot start a new master: {e}");
+                self.rename_pidfile(false);
+            }
+        }
+    }
+
+    /// Acts on what the new master of an upgrade said, or on its not being ready in time.
+    fn check_upgrade(&mut self) {
+        let Some(upgrade) = &mut self.upgrade else { return };
+        match upgrade.hear() {
+            Heard::Ready if self.current.config.server.upgrade == UpgradeMode::Manual => {
+                let (old, new) = (self.pid.as_raw(), upgrade.pid.as_raw());
+                upgrade.ready = true;
+                self.handed_over = true;
+                info!(
+                    new_master = new,
+                    "upgrade: the new master serves beside this one; to commit, kill -WINCH {old} \
+                     (stops this master's workers), then kill -QUIT {old}; to give up, kill \
+                     -QUIT {new}"
+                );
+            }
+            Heard::Ready => {
+                info!(
+                    new_master = upgrade.pid.as_raw(),
+                    "upgrade complete: the new master serves; stopping this one"
+                );
+                self.upgrade = None;
+                self.handed_over = true;
+                self.stop(Shutdown::Graceful);
+            }
+            Heard::Gone if upgrade.ready => {}
+            Heard::Gone => self.upgrade_failed("the new master closed its channel (it exited)"),
+            Heard::Nothing if upgrade.ready => {}
+            Heard::Nothing if Instant::now() >= upgrade.deadline => {
+                self.upgrade_failed("the new master was not ready in time (twice boot_timeout)");
+            }
+            Heard::Nothing => {}
+        }
+    }
+
+    /// Gives up an upgrade: stops the new master if it still runs, and serves on.
+    fn upgrade_failed(&mut self, why: &str) {
+        let Some(upgrade) = self.upgrade.take() else { return };
+        if upgrade.ready && self.stopping.is_some() {
+            // A manual upgrade committed: the new master serves on without this one.
+            return;
+        }
+        // This master serves again, with its workers.
+        self.handed_over = false;
+        self.workers_stopped = false;
+        // Fast stop: it and its workers exit at once; it is reaped as any child.
+        process::send(upgrade.pid, Signal::SIGQUIT);
+        error!(new_master = upgrade.pid.as_raw(), "upgrade failed, this master serves on: {why}");
+        self.rename_pidfile(false);
+    }
+
+    /// Moves the pidfile aside to `PIDFILE.oldbin` for an upgrade, or back.
+    fn rename_pidfile(&mut self, aside: bool) {
+        let Some(pidfile) = &mut self.pidfile else { return };
+        if let Err(e) = pidfile.rename_oldbin(aside) {
+            error!(path = %pidfile.path().display(), "cannot rename the pidfile: {e}");
+        }
+    }
+
+    /// Closes the listening sockets, or, once a new master serves them, only this master's
+    /// copies.
+    fn close_listeners(&mut self) {
+        if self.handed_over {
+            self.listeners.hand_over();
+        } else {
+            self.listeners.close_all();
+        }
+    }
+
+    /// Tells the service manager that every worker is ready.
+    fn notify_ready(&self) {
+        if let Some(n) = &self.notifier {
+            n.ready(self.current.target);
+        }
     }
 
     /// Applies a changed `pidfile` setting: the new file is written before the old one goes.
@@ -1004,7 +1194,13 @@ where
         info!(mode = %how.as_str(), "shutting down");
         self.stopping = Some(how);
         self.reload = None;
-        self.listeners.close_all();
+        self.close_listeners();
+        if let (Some(n), false) = (&self.notifier, self.handed_over) {
+            n.stopping();
+        }
+        if self.upgrade.is_some() {
+            self.upgrade_failed("this master is stopping");
+        }
         match how {
             Shutdown::Graceful => {
                 let ids: Vec<u64> = self.workers.iter().map(|w| w.id).collect();
@@ -1033,6 +1229,7 @@ where
     /// Whether some generation that should be serving is short of workers.
     fn spawns_pending(&self) -> bool {
         self.stopping.is_none()
+            && !self.workers_stopped
             && std::iter::once(&self.current)
                 .chain(self.reload.as_ref().map(|r| &r.previous))
                 .any(|g| self.fresh_workers(g.number) < g.target)

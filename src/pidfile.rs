@@ -56,6 +56,27 @@ impl Pidfile {
         &self.path
     }
 
+    /// Renames the file to `PATH.oldbin` (`aside`), as a binary upgrade starts, or back, if the
+    /// upgrade failed. The lock stays with the file.
+    pub(crate) fn rename_oldbin(&mut self, aside: bool) -> io::Result<()> {
+        let oldbin = |p: &Path| {
+            let mut name = p.as_os_str().to_owned();
+            name.push(".oldbin");
+            PathBuf::from(name)
+        };
+        let to = if aside {
+            oldbin(&self.path)
+        } else {
+            let Some(original) = self.path.to_str().and_then(|p| p.strip_suffix(".oldbin")) else {
+                return Ok(());
+            };
+            PathBuf::from(original)
+        };
+        std::fs::rename(&self.path, &to)?;
+        self.path = to;
+        Ok(())
+    }
+
     /// Removes the file, if the path still names the file this master locked, and unlocks it.
     pub(crate) fn remove(self) {
         let ours = match (std::fs::metadata(&self.path), self.file.metadata()) {

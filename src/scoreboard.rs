@@ -35,8 +35,13 @@ const LINE_BYTES: usize = LINE_WORDS * 8;
 
 /// Milliseconds of the monotonic clock, comparable across processes.
 pub(crate) fn now_ms() -> u64 {
+    now_us() / 1000
+}
+
+/// Microseconds of the monotonic clock.
+pub(crate) fn now_us() -> u64 {
     let ts = clock_gettime(ClockId::CLOCK_MONOTONIC).expect("CLOCK_MONOTONIC is always available");
-    (ts.tv_sec() as u64) * 1000 + (ts.tv_nsec() as u64) / 1_000_000
+    (ts.tv_sec() as u64) * 1_000_000 + (ts.tv_nsec() as u64) / 1000
 }
 
 /// One worker's slot. Zeroed memory is a free slot.

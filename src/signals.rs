@@ -49,9 +49,11 @@ pub(crate) enum MasterSignal {
     Usr1,
     /// Binary upgrade.
     Usr2,
+    /// Stop the workers (after a manual upgrade).
+    Winch,
 }
 
-const HANDLED: [(Signal, MasterSignal); 9] = [
+const HANDLED: [(Signal, MasterSignal); 10] = [
     (Signal::SIGCHLD, MasterSignal::Chld),
     (Signal::SIGINT, MasterSignal::Int),
     (Signal::SIGQUIT, MasterSignal::Quit),
@@ -61,6 +63,7 @@ const HANDLED: [(Signal, MasterSignal); 9] = [
     (Signal::SIGTTOU, MasterSignal::Ttou),
     (Signal::SIGUSR1, MasterSignal::Usr1),
     (Signal::SIGUSR2, MasterSignal::Usr2),
+    (Signal::SIGWINCH, MasterSignal::Winch),
 ];
 
 /// How many of each signal have arrived. Written by signal handlers, read by the loop.
@@ -95,6 +98,11 @@ impl SignalQueue {
             });
             ids.push(signal_hook::low_level::pipe::register(*sig as i32, wake_write.try_clone()?)?);
         }
+        // A parent may have started us with signals blocked (the mask survives exec); the
+        // master and, through it, every worker must receive these.
+        let mut handled = SigSet::empty();
+        HANDLED.iter().for_each(|(sig, _)| handled.add(*sig));
+        sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&handled), None)?;
         Ok(SignalQueue { ids, wake, taken })
     }
 

@@ -10,6 +10,7 @@ pub mod http;
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -93,6 +94,31 @@ impl Server {
                 let mut set = CpuSet::new();
                 set.set(cpu).map_err(std::io::Error::from)?;
                 sched_setaffinity(Pid::from_raw(0), &set).map_err(std::io::Error::from)
+            });
+        }
+        Server::launch(cmd)
+    }
+
+    /// Starts `bin` as systemd socket activation would: `listener` at descriptor 3, with
+    /// `LISTEN_FDS=1` and `LISTEN_PID` set to the server's pid (by `sh`, which execs it).
+    pub fn spawn_activated(bin: &Path, args: &[&str], listener: &impl AsRawFd) -> Server {
+        let mut cmd = Command::new("/bin/sh");
+        cmd.arg("-c").arg("LISTEN_PID=$$ LISTEN_FDS=1 exec \"$0\" \"$@\"").arg(bin).args(args);
+        let fd = listener.as_raw_fd();
+        // SAFETY: dup2 is async-signal-safe; it places the listener at 3, without
+        // close-on-exec, and touches no memory.
+        unsafe {
+            cmd.pre_exec(move || {
+                // dup2 onto itself would keep close-on-exec: clear it instead.
+                let placed = if fd == 3 {
+                    nix::libc::fcntl(3, nix::libc::F_SETFD, 0)
+                } else {
+                    nix::libc::dup2(fd, 3)
+                };
+                if placed == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
             });
         }
         Server::launch(cmd)

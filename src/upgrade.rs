@@ -1,0 +1,149 @@
+//! Binary upgrade (`USR2`): the master starts a new master from its binary's original path,
+//! passing it the listening sockets, and hands over once the new one is serving.
+//!
+//! The old master renames its pidfile to `PIDFILE.oldbin`, forks, and in the child places the
+//! sockets at descriptors 3, 4, … (the systemd convention: `LISTEN_FDS`, `LISTEN_PID`; each
+//! socket's `bind` address in [`BINDS_VAR`]) plus one end of a socket pair, named by
+//! [`FD_VAR`], then execs the binary with the original arguments. The new master binds nothing
+//! it was passed, boots its workers, and once all are ready writes `ready` on the pair: the old
+//! master then stops its workers gracefully and exits, leaving the sockets (and their paths)
+//! to the new one. If the new master exits, or is not ready within `boot_timeout`, the old
+//! master stops it, restores its pidfile and serves on.
+
+use std::ffi::OsString;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Instant;
+
+use nix::unistd::Pid;
+
+use crate::listener::Listeners;
+use crate::process::{self, FIRST_PASSED_FD, Forked};
+
+/// The environment variable naming the descriptor on which a new master says it is ready.
+pub(crate) const FD_VAR: &str = "FORKSERVE_UPGRADE_FD";
+/// The environment variable with the `bind` address of each passed socket, one per line.
+pub(crate) const BINDS_VAR: &str = "FORKSERVE_LISTEN_BINDS";
+
+/// What the master needs to start its successor: the program as it was started.
+#[derive(Debug, Clone)]
+pub(crate) struct Program {
+    /// The binary's path, resolved at start: a new binary installed there is what runs.
+    pub(crate) exe: PathBuf,
+    pub(crate) args: Vec<OsString>,
+}
+
+impl Program {
+    /// This process's program, as it was started.
+    pub(crate) fn current() -> Option<Program> {
+        Some(Program {
+            exe: std::env::current_exe().ok()?,
+            args: std::env::args_os().skip(1).collect(),
+        })
+    }
+}
+
+/// An upgrade under way, in the old master.
+pub(crate) struct Upgrade {
+    /// The new master.
+    pub(crate) pid: Pid,
+    channel: UnixStream,
+    /// When the new master must be ready by.
+    pub(crate) deadline: Instant,
+    /// The new master has said it serves (a manual upgrade keeps both masters serving).
+    pub(crate) ready: bool,
+}
+
+/// What the new master said.
+pub(crate) enum Heard {
+    Nothing,
+    /// Every worker of the new master is ready.
+    Ready,
+    /// The new master closed its end: it has exited (or is about to).
+    Gone,
+}
+
+impl Upgrade {
+    /// Starts the new master. Returns in the old master only; the child execs or exits.
+    pub(crate) fn start(
+        program: &Program,
+        listeners: &Listeners,
+        deadline: Instant,
+    ) -> io::Result<Upgrade> {
+        let (ours, theirs) = UnixStream::pair()?;
+        ours.set_nonblocking(true)?;
+        let named = listeners.named_fds();
+        match process::fork()? {
+            Forked::Parent(pid) => Ok(Upgrade { pid, channel: ours, deadline, ready: false }),
+            Forked::Child(mask) => {
+                let mut fds: Vec<BorrowedFd<'_>> = named.iter().map(|(_, fd)| *fd).collect();
+                fds.push(theirs.as_fd());
+                // exec keeps the signal mask (the fork blocked every signal) and resets the
+                // master's handlers to their defaults.
+                let passed = process::pass_fds(&fds).and_then(|()| crate::signals::restore(&mask));
+                let error = match passed {
+                    Ok(()) => {
+                        let names: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
+                        // systemd's names may not contain ':', which addresses do.
+                        let fd_names = names.join(":").replace(':', "_");
+                        Command::new(&program.exe)
+                            .args(&program.args)
+                            .env("LISTEN_FDS", named.len().to_string())
+                            .env("LISTEN_PID", std::process::id().to_string())
+                            .env("LISTEN_FDNAMES", fd_names)
+                            .env(BINDS_VAR, names.join("\n"))
+                            .env(FD_VAR, (FIRST_PASSED_FD + named.len() as i32).to_string())
+                            .exec()
+                    }
+                    Err(e) => e,
+                };
+                eprintln!("forkserve: error: cannot start {}: {error}", program.exe.display());
+                std::process::exit(127)
+            }
+        }
+    }
+
+    pub(crate) fn fd(&self) -> BorrowedFd<'_> {
+        self.channel.as_fd()
+    }
+
+    /// Reads what the new master said, without blocking.
+    pub(crate) fn hear(&mut self) -> Heard {
+        let mut buf = [0u8; 16];
+        match self.channel.read(&mut buf) {
+            Ok(0) => Heard::Gone,
+            Ok(n) if buf[..n].starts_with(b"ready") => Heard::Ready,
+            Ok(_) => Heard::Nothing,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Heard::Nothing,
+            Err(_) => Heard::Gone,
+        }
+    }
+}
+
+/// In a new master started by an upgrade: the channel to the old master.
+pub(crate) struct Handover(UnixStream);
+
+impl Handover {
+    /// The channel [`FD_VAR`] names, if this process was started by an upgrade.
+    pub(crate) fn from_env() -> Option<Handover> {
+        let raw: i32 = std::env::var(FD_VAR).ok()?.parse().ok()?;
+        match process::take_passed_fd(raw) {
+            Ok(fd) => Some(Handover(UnixStream::from(fd))),
+            Err(e) => {
+                tracing::warn!("{FD_VAR}={raw}: {e}");
+                None
+            }
+        }
+    }
+
+    /// Tells the old master that this one is serving.
+    pub(crate) fn ready(mut self) {
+        if let Err(e) = self.0.write_all(b"ready") {
+            tracing::warn!("cannot tell the old master this one is ready: {e}");
+        }
+    }
+}
