@@ -62,14 +62,54 @@ pub struct Listeners {
     pinned: Vec<Bind>,
     /// Unix socket paths that are not the master's to remove (the service manager's).
     foreign_paths: Vec<PathBuf>,
+    /// Unix socket paths passed by an upgrading master: not removed unless this master has
+    /// taken over (if the upgrade fails, the old master serves on with them).
+    upgrade_paths: Vec<PathBuf>,
+    /// Passed sockets this config dropped, closed on taking over.
+    retiring: Vec<Listener>,
 }
 
+/// Who a passed socket belongs to, which decides whether its unix path may be removed and
+/// whether it is served when no `bind` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// Bound by a forkserve master: the path is removed by the master that stops serving it
+    /// last.
+    Master,
+    /// The service manager's, and named by a `bind`: its path is never removed.
+    Manager,
+    /// The service manager's, and named by no `bind`: served for the master's life.
+    ManagerPinned,
+}
+
+impl Owner {
+    fn as_str(self) -> &'static str {
+        match self {
+            Owner::Master => "own",
+            Owner::Manager => "manager",
+            Owner::ManagerPinned => "pinned",
+        }
+    }
+
+    fn parse(s: &str) -> Owner {
+        match s {
+            "manager" => Owner::Manager,
+            "pinned" => Owner::ManagerPinned,
+            _ => Owner::Master,
+        }
+    }
+}
+
+/// A socket passed at exec: its name (the `bind` address an upgrading master served it for),
+/// who owns it, and the socket.
+type Passed = (String, Owner, Listener);
+
 /// Sockets this process was handed when it was executed: by systemd socket activation
-/// (`LISTEN_FDS`, for this process by `LISTEN_PID`, named by `LISTEN_FDNAMES`), or by the
-/// master it upgrades (see [`crate::upgrade`]), which names each by its `bind` address.
+/// (`LISTEN_FDS`, for this process by `LISTEN_PID`), or by the master it upgrades (see
+/// [`crate::upgrade`]), which says for each its `bind` address and owner.
 #[derive(Debug, Default)]
 pub(crate) struct Inherited {
-    sockets: Vec<(String, Listener)>,
+    sockets: Vec<Passed>,
     /// Handed over by an upgrading master rather than the service manager.
     upgrade: bool,
 }
@@ -92,23 +132,27 @@ impl Inherited {
             .to_str()
             .and_then(|c| c.parse().ok())
             .ok_or_else(|| err(format!("not a number: {count:?}")))?;
-        // An upgrading master names each socket by its bind address; systemd by the unit's
-        // FileDescriptorName=, which is only informative here: sockets are matched by address.
-        let names = match std::env::var(crate::upgrade::BINDS_VAR) {
-            Ok(binds) if upgrade => binds.split('\n').map(str::to_string).collect::<Vec<_>>(),
-            _ => std::env::var("LISTEN_FDNAMES")
-                .unwrap_or_default()
-                .split(':')
-                .map(str::to_string)
+        // An upgrading master describes each socket as `OWNER:BIND`, one per line. Sockets
+        // from the service manager are matched by address (their names, LISTEN_FDNAMES, are
+        // the unit's and only informative).
+        let described: Vec<(String, Owner)> = match std::env::var(crate::upgrade::BINDS_VAR) {
+            Ok(lines) if upgrade => lines
+                .split('\n')
+                .map(|line| {
+                    let (owner, bind) = line.split_once(':').unwrap_or(("own", line));
+                    (bind.to_string(), Owner::parse(owner))
+                })
                 .collect(),
+            _ => Vec::new(),
         };
-        let mut names = names.into_iter();
+        let mut described = described.into_iter();
         let mut sockets = Vec::new();
         for i in 0..count {
             let raw = crate::process::FIRST_PASSED_FD + i;
             let fd = crate::process::take_passed_fd(raw).map_err(|e| err(e.to_string()))?;
             let listener = Listener::from_passed(fd).map_err(|e| err(format!("fd {raw}: {e}")))?;
-            sockets.push((names.next().unwrap_or_default(), listener));
+            let (name, owner) = described.next().unwrap_or((String::new(), Owner::Manager));
+            sockets.push((name, owner, listener));
         }
         Ok(Inherited { sockets, upgrade })
     }
@@ -180,29 +224,32 @@ impl Listeners {
         let mut pool = inherited.sockets;
         for b in binds {
             let name = b.to_string();
-            let (matching, rest): (Vec<_>, Vec<_>) =
-                pool.into_iter().partition(|(n, l)| *n == name || l.serves(b));
+            let (matching, rest): (Vec<_>, Vec<_>) = pool
+                .into_iter()
+                .partition(|(n, o, l)| *o != Owner::ManagerPinned && (*n == name || l.serves(b)));
             pool = rest;
             if matching.is_empty() {
                 continue;
             }
-            let sockets: Vec<Listener> = matching.into_iter().map(|(_, l)| l).collect();
-            for l in &sockets {
+            let mut sockets = Vec::new();
+            for (_, owner, l) in matching {
                 tracing::info!(address = %l.local_addr(), inherited = true, "listening");
-                if !inherited.upgrade {
-                    listeners.keep_path_of(l);
-                }
+                listeners.note_owner(&l, owner, inherited.upgrade);
+                sockets.push(l);
             }
             listeners.groups.push((b.clone(), sockets));
         }
-        for (_, l) in pool {
-            if inherited.upgrade {
-                tracing::info!(address = %l.local_addr(), "closing a passed socket the config does not bind");
+        for (_, owner, l) in pool {
+            if owner == Owner::Master {
+                // The old master's, for an address this config dropped: it serves on with it
+                // until this master takes over, and then it goes (see `take_over`).
+                tracing::info!(address = %l.local_addr(), "a passed socket the config does not bind is closed on taking over");
+                listeners.retiring.push(l);
                 continue;
             }
             let b = l.bind();
             tracing::info!(address = %l.local_addr(), inherited = true, "listening (passed by the service manager, not in bind)");
-            listeners.keep_path_of(&l);
+            listeners.note_owner(&l, Owner::ManagerPinned, inherited.upgrade);
             listeners.pinned.push(b.clone());
             listeners.groups.push((b, vec![l]));
         }
@@ -210,17 +257,44 @@ impl Listeners {
         Ok(listeners)
     }
 
-    fn keep_path_of(&mut self, l: &Listener) {
-        if let Listener::Unix(_, path) = l {
-            self.foreign_paths.push(path.clone());
+    /// Records whose a passed socket's unix path is: the service manager's are never removed;
+    /// an upgrading master's become this master's once it has taken over.
+    fn note_owner(&mut self, l: &Listener, owner: Owner, upgrade: bool) {
+        let Listener::Unix(_, path) = l else { return };
+        match owner {
+            Owner::Manager | Owner::ManagerPinned => self.foreign_paths.push(path.clone()),
+            Owner::Master if upgrade => self.upgrade_paths.push(path.clone()),
+            Owner::Master => {}
         }
     }
 
-    /// Every socket with the name of the address it serves, in order: what an upgrade passes.
-    pub(crate) fn named_fds(&self) -> Vec<(String, std::os::fd::BorrowedFd<'_>)> {
+    /// After a binary upgrade, once the old master has been told to stop: the sockets it bound
+    /// are this master's (their paths removed when it stops serving them), and the ones this
+    /// config dropped are closed.
+    pub(crate) fn take_over(&mut self) {
+        self.upgrade_paths.clear();
+        for l in std::mem::take(&mut self.retiring) {
+            tracing::info!(address = %l.local_addr(), "closing listener no longer configured");
+            self.close(l);
+        }
+    }
+
+    /// Every socket with how an upgrade describes it (`OWNER:BIND`), in order.
+    pub(crate) fn passed_fds(&self) -> Vec<(String, std::os::fd::BorrowedFd<'_>)> {
         self.groups
             .iter()
-            .flat_map(|(b, sockets)| sockets.iter().map(move |l| (b.to_string(), l.fd())))
+            .flat_map(|(b, sockets)| {
+                sockets.iter().map(move |l| {
+                    let owner = match l {
+                        _ if self.pinned.contains(b) => Owner::ManagerPinned,
+                        Listener::Unix(_, path) if self.foreign_paths.contains(path) => {
+                            Owner::Manager
+                        }
+                        _ => Owner::Master,
+                    };
+                    (format!("{}:{b}", owner.as_str()), l.fd())
+                })
+            })
             .collect()
     }
 
@@ -286,7 +360,8 @@ impl Listeners {
 
     fn close(&self, l: Listener) {
         match &l {
-            Listener::Unix(_, path) if self.foreign_paths.contains(path) => {}
+            Listener::Unix(_, path)
+                if self.foreign_paths.contains(path) || self.upgrade_paths.contains(path) => {}
             _ => l.close(),
         }
     }

@@ -246,6 +246,10 @@ pub(crate) struct Master<'f, F> {
     handed_over: bool,
     /// `WINCH` after a manual upgrade: this master keeps no workers.
     workers_stopped: bool,
+    /// The master this one was started by a binary upgrade to replace, while it may still
+    /// serve: until it is gone, this master does not speak for the service (`sd_notify`) and
+    /// removes no unix socket path it was passed.
+    predecessor: Option<Pid>,
     /// Why the master is stopping on its own, reported as its exit status.
     failure: Option<Error>,
     log: LogHandle,
@@ -321,6 +325,7 @@ where
             resumed: Instant::now(),
             scoreboard: plumbing.scoreboard,
             notifier: plumbing.notifier,
+            predecessor: plumbing.handover.as_ref().map(|_| nix::unistd::getppid()),
             handover: plumbing.handover,
             program: plumbing.program,
             upgrade: None,
@@ -351,6 +356,7 @@ where
             // Reads the workers' messages first, then collects the dead.
             self.reap_workers();
             self.check_upgrade();
+            self.check_predecessor();
         }
         self.close_listeners();
         if let Some(pidfile) = self.pidfile.take() {
@@ -391,7 +397,8 @@ where
             PollFd::new(signals.fd(), PollFlags::POLLIN),
             PollFd::new(inbox.fd(), PollFlags::POLLIN),
         ];
-        fds.extend(self.upgrade.as_ref().map(|u| PollFd::new(u.fd(), PollFlags::POLLIN)));
+        let listening = self.upgrade.as_ref().filter(|u| !u.ready);
+        fds.extend(listening.map(|u| PollFd::new(u.fd(), PollFlags::POLLIN)));
         // EINTR is the usual way a signal ends the wait; the loop looks at the signals anyway.
         let _ = poll(&mut fds, timeout);
     }
@@ -446,9 +453,15 @@ where
             self.announced = true;
             info!(workers = self.current.target, "all workers ready");
             if let Some(handover) = self.handover.take() {
+                let manual = self.current.config.server.upgrade == UpgradeMode::Manual;
+                if !manual {
+                    // The service manager must follow the main pid before the old one exits.
+                    self.take_charge();
+                }
                 info!(
                     old_master = nix::unistd::getppid().as_raw(),
-                    "upgrade: this master serves; telling the old one to stop"
+                    "upgrade: this master serves; telling the old one{}",
+                    if manual { " (it stops when told to: manual upgrade)" } else { " to stop" }
                 );
                 handover.ready();
             }
@@ -891,6 +904,8 @@ where
             }
         }
         let Some(inbox) = self.inbox.take() else { std::process::exit(1) };
+        // The old master's channel is this master's to close, not its workers'.
+        drop(self.handover.take());
         let listeners = std::mem::take(&mut self.listeners);
         worker::run(Setup {
             ctx: WorkerContext::new(id, generation.number, Arc::clone(&generation.config)),
@@ -939,7 +954,10 @@ where
     /// ready). If not, logs why and changes nothing.
     fn reload(&mut self) {
         let started = Instant::now();
-        if let Some(n) = &self.notifier {
+        if self.upgrade.as_ref().is_some_and(|u| !u.ready) {
+            return warn!("hup ignored: a binary upgrade is under way");
+        }
+        if let Some(n) = self.notifier() {
             n.reloading();
         }
         match self.source.as_ref().and_then(ConfigSource::path) {
@@ -953,14 +971,15 @@ where
         let config = match config {
             Ok(config) => config,
             Err(e) => {
-                error!("reload rejected: {e}");
+                let duration_ms = started.elapsed().as_millis() as u64;
+                error!(duration_ms, "reload rejected: {e}");
                 return self.notify_ready();
             }
         };
         // New addresses are bound now; the ones dropped stay open until the reload completes,
         // for the old generation's replacements and in case it has to take over again.
         if let Err(e) = self.listeners.open_missing(&config.server.bind, config.server.backlog) {
-            error!("reload rejected: {e}");
+            error!(duration_ms = started.elapsed().as_millis() as u64, "reload rejected: {e}");
             return self.notify_ready();
         }
         let new = Generation {
@@ -976,7 +995,12 @@ where
             reload.started = started;
             self.retire_generation(superseded.number, Why::Superseded);
         } else {
-            self.reload = Some(Reload { started, previous: superseded });
+            let mut previous = superseded;
+            if self.workers_stopped {
+                // After WINCH the previous generation has no workers to keep.
+                previous.target = 0;
+            }
+            self.reload = Some(Reload { started, previous });
         }
         self.log.set_level(self.current.config.log.level);
         // After WINCH, a reload brings workers back (as in nginx).
@@ -1033,6 +1057,7 @@ where
         error!(
             generation = failed.number,
             serving = self.current.number,
+            duration_ms = reload.started.elapsed().as_millis() as u64,
             "reload failed, rolled back: {why}"
         );
         self.notify_ready();
@@ -1108,6 +1133,7 @@ where
                 self.handed_over = true;
                 self.stop(Shutdown::Graceful);
             }
+            // After a manual upgrade, the new master's exit is seen when it is reaped.
             Heard::Gone if upgrade.ready => {}
             Heard::Gone => self.upgrade_failed("the new master closed its channel (it exited)"),
             Heard::Nothing if upgrade.ready => {}
@@ -1125,9 +1151,12 @@ where
             // A manual upgrade committed: the new master serves on without this one.
             return;
         }
-        // This master serves again, with its workers.
+        // This master serves again, with its workers, and speaks for the service.
         self.handed_over = false;
         self.workers_stopped = false;
+        if self.stopping.is_none() {
+            self.notify_ready();
+        }
         // Fast stop: it and its workers exit at once; it is reaped as any child.
         process::send(upgrade.pid, Signal::SIGQUIT);
         error!(new_master = upgrade.pid.as_raw(), "upgrade failed, this master serves on: {why}");
@@ -1152,15 +1181,43 @@ where
         }
     }
 
-    /// Tells the service manager that every worker is ready.
+    /// Tells the service manager that every worker is ready, if this master speaks for the
+    /// service: once its first generation was ready, and no older master may still serve.
     fn notify_ready(&self) {
-        if let Some(n) = &self.notifier {
+        if let Some(n) = self.notifier() {
             n.ready(self.current.target);
+        }
+    }
+
+    /// The notifier, if this master speaks for the service.
+    fn notifier(&self) -> Option<&Notifier> {
+        self.notifier.as_ref().filter(|_| self.announced && self.predecessor.is_none())
+    }
+
+    /// Takes charge after a binary upgrade: the old master is stopping (or gone).
+    fn take_charge(&mut self) {
+        if self.predecessor.take().is_some() {
+            self.listeners.take_over();
+        }
+    }
+
+    /// Notices that the master this one replaces is gone (after a manual upgrade, the operator
+    /// stopped it): this one is in charge.
+    fn check_predecessor(&mut self) {
+        let Some(old) = self.predecessor else { return };
+        if self.handover.is_none() && nix::unistd::getppid() != old {
+            info!(old_master = old.as_raw(), "the old master is gone: this master is in charge");
+            self.take_charge();
+            self.notify_ready();
         }
     }
 
     /// Applies a changed `pidfile` setting: the new file is written before the old one goes.
     fn move_pidfile(&mut self) {
+        if self.upgrade.is_some() {
+            // The pidfile is PIDFILE.oldbin while a new master holds PIDFILE.
+            return;
+        }
         let wanted = self.current.config.server.pidfile.as_deref();
         if wanted == self.pidfile.as_ref().map(Pidfile::path) {
             return;
@@ -1195,8 +1252,11 @@ where
         self.stopping = Some(how);
         self.reload = None;
         self.close_listeners();
-        if let (Some(n), false) = (&self.notifier, self.handed_over) {
-            n.stopping();
+        match (&self.upgrade, self.notifier()) {
+            // A manual upgrade committed: the service is the new master's from now.
+            (Some(u), Some(n)) if u.ready => n.send(&format!("MAINPID={}\nREADY=1", u.pid)),
+            (_, Some(n)) if !self.handed_over => n.stopping(),
+            _ => {}
         }
         if self.upgrade.is_some() {
             self.upgrade_failed("this master is stopping");

@@ -98,11 +98,10 @@ impl SignalQueue {
             });
             ids.push(signal_hook::low_level::pipe::register(*sig as i32, wake_write.try_clone()?)?);
         }
-        // A parent may have started us with signals blocked (the mask survives exec); the
-        // master and, through it, every worker must receive these.
-        let mut handled = SigSet::empty();
-        HANDLED.iter().for_each(|(sig, _)| handled.add(*sig));
-        sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&handled), None)?;
+        // A parent may have started us with signals blocked (the mask survives exec; an
+        // upgrading master execs us with all blocked): the master, and through it every worker,
+        // starts with none blocked, so that ours are handled and SIGABRT and the like work.
+        sigprocmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)?;
         Ok(SignalQueue { ids, wake, taken })
     }
 

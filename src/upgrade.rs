@@ -26,7 +26,9 @@ use crate::process::{self, FIRST_PASSED_FD, Forked};
 
 /// The environment variable naming the descriptor on which a new master says it is ready.
 pub(crate) const FD_VAR: &str = "FORKSERVE_UPGRADE_FD";
-/// The environment variable with the `bind` address of each passed socket, one per line.
+/// The environment variable describing each passed socket, one per line: `OWNER:BIND`, where
+/// the owner (`own`, `manager`, `pinned`) says whose its unix path is and whether it is served
+/// though no `bind` names it.
 pub(crate) const BINDS_VAR: &str = "FORKSERVE_LISTEN_BINDS";
 
 /// What the master needs to start its successor: the program as it was started.
@@ -76,20 +78,22 @@ impl Upgrade {
     ) -> io::Result<Upgrade> {
         let (ours, theirs) = UnixStream::pair()?;
         ours.set_nonblocking(true)?;
-        let named = listeners.named_fds();
+        let named = listeners.passed_fds();
         match process::fork()? {
             Forked::Parent(pid) => Ok(Upgrade { pid, channel: ours, deadline, ready: false }),
-            Forked::Child(mask) => {
+            Forked::Child(_) => {
                 let mut fds: Vec<BorrowedFd<'_>> = named.iter().map(|(_, fd)| *fd).collect();
                 fds.push(theirs.as_fd());
-                // exec keeps the signal mask (the fork blocked every signal) and resets the
-                // master's handlers to their defaults.
-                let passed = process::pass_fds(&fds).and_then(|()| crate::signals::restore(&mask));
-                let error = match passed {
+                // exec resets the master's handlers to their defaults and keeps the signal
+                // mask, which the fork set to block everything: a signal sent to the new master
+                // before it installs its handlers waits for them instead of killing it.
+                let error = match process::pass_fds(&fds) {
                     Ok(()) => {
                         let names: Vec<&str> = named.iter().map(|(n, _)| n.as_str()).collect();
                         // systemd's names may not contain ':', which addresses do.
-                        let fd_names = names.join(":").replace(':', "_");
+                        let fd_names: Vec<String> =
+                            names.iter().map(|n| n.replace(':', "_")).collect();
+                        let fd_names = fd_names.join(":");
                         Command::new(&program.exe)
                             .args(&program.args)
                             .env("LISTEN_FDS", named.len().to_string())

@@ -110,9 +110,11 @@ fn a_failed_upgrade_leaves_the_old_master_serving() {
     let dir = tempdir();
     let pidfile = dir.path().join("fs.pid");
     let fail = dir.path().join("fail");
+    let sock = dir.path().join("fs.sock");
+    let unix = format!("unix:{}", sock.display());
     let server = Server::start_with(
         &example("demo"),
-        &["-w", "2", "-b", LOCAL, "--pidfile", pidfile.to_str().unwrap()],
+        &["-w", "2", "-b", LOCAL, "-b", &unix, "--pidfile", pidfile.to_str().unwrap()],
         &[("DEMO_FAIL_BOOT_FILE", fail.to_str().unwrap())],
     );
     let addr = server.addr();
@@ -128,6 +130,9 @@ fn a_failed_upgrade_leaves_the_old_master_serving() {
     // The old workers serve on; the new master is gone.
     wait_until(|| (server.workers() == workers).then_some(())).expect("only the old workers");
     assert_eq!(http::get(addr, "/").unwrap().status, 200);
+    // The failed new master did not take the unix socket's path with it.
+    let mut over_unix = Conn::over(std::os::unix::net::UnixStream::connect(&sock).unwrap());
+    assert_eq!(over_unix.get("/").unwrap().status, 200);
     // It can still upgrade once the new binary works.
     std::fs::remove_file(&fail).unwrap();
     server.signal(Signal::SIGUSR2);
@@ -166,6 +171,11 @@ fn a_passed_socket_no_bind_names_is_served_too() {
     // A reload keeps it, though the config does not name it.
     server.signal(Signal::SIGHUP);
     server.wait_for("reload complete");
+    assert_eq!(http::get(addr, "/").unwrap().status, 200);
+    // So does a binary upgrade.
+    server.signal(Signal::SIGUSR2);
+    server.wait_for("upgrade complete");
+    wait_until(|| (!alive(server.pid().as_raw())).then_some(())).expect("the old master exits");
     assert_eq!(http::get(addr, "/").unwrap().status, 200);
 }
 
@@ -231,4 +241,78 @@ fn a_manual_upgrade_keeps_both_masters_until_winch_and_quit() {
     wait_until(|| (!alive(old_master)).then_some(())).expect("the old master exits");
     assert!(alive(new_master));
     assert_eq!(http::get(addr, "/").unwrap().status, 200);
+}
+
+#[test]
+fn ready_waits_for_the_workers_even_when_a_reload_comes_first() {
+    let dir = tempdir();
+    let path = dir.path().join("notify.sock");
+    let manager = UnixDatagram::bind(&path).unwrap();
+    manager.set_read_timeout(Some(WAIT)).unwrap();
+    let server = Server::spawn_with(
+        &example("demo"),
+        &["-w", "2", "-b", LOCAL],
+        &[("NOTIFY_SOCKET", path.to_str().unwrap()), ("DEMO_BOOT_SLEEP_MS", "1500")],
+    );
+    server.wait_for("master started");
+    server.signal(Signal::SIGHUP);
+    let mut buf = [0u8; 512];
+    let n = manager.recv(&mut buf).unwrap();
+    let first = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(first.starts_with("READY=1"), "nothing before the first READY=1: {first}");
+    assert!(server.count("worker booted") >= 2, "READY=1 before the workers: {:#?}", server.logs());
+}
+
+#[test]
+fn a_manual_upgrade_does_not_busy_loop_the_old_master_when_the_new_one_reloads() {
+    let server = Server::start(&example("demo"), &["-w", "1", "-b", LOCAL, "--upgrade", "manual"]);
+    let old = server.pid().as_raw();
+    server.signal(Signal::SIGUSR2);
+    let line = server.wait_for("upgrade: the new master serves beside this one");
+    let new: i32 =
+        line.split("new_master=").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(new), Signal::SIGHUP).unwrap();
+    server.wait_for_nth("reload complete", 1);
+    thread::sleep(Duration::from_millis(300));
+    let ticks = || -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{old}/stat")).unwrap();
+        let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+        fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+    };
+    let before = ticks();
+    thread::sleep(Duration::from_secs(1));
+    let used = ticks() - before;
+    assert!(used < 20, "the old master used {used} ticks of CPU in a second");
+}
+
+#[test]
+fn a_failed_upgrade_does_not_tell_the_service_manager_it_is_stopping() {
+    let dir = tempdir();
+    let path = dir.path().join("notify.sock");
+    let fail = dir.path().join("fail");
+    let manager = UnixDatagram::bind(&path).unwrap();
+    manager.set_read_timeout(Some(WAIT)).unwrap();
+    let server = Server::start_with(
+        &example("demo"),
+        &["-w", "1", "-b", LOCAL],
+        &[
+            ("NOTIFY_SOCKET", path.to_str().unwrap()),
+            ("DEMO_FAIL_BOOT_FILE", fail.to_str().unwrap()),
+        ],
+    );
+    let mut buf = [0u8; 512];
+    let n = manager.recv(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("READY=1"));
+    std::fs::write(&fail, "").unwrap();
+    server.signal(Signal::SIGUSR2);
+    server.wait_for("upgrade failed, this master serves on");
+    // The old master speaks for the service again; the failed one said nothing.
+    let n = manager.recv(&mut buf).unwrap();
+    let next = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(next.contains(&format!("MAINPID={}", server.pid())), "{next}");
+    manager.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
+    while let Ok(n) = manager.recv(&mut buf) {
+        let more = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(!more.contains("STOPPING=1"), "{more}");
+    }
 }
