@@ -108,6 +108,8 @@ fn ttin_adds_a_worker_and_ttou_removes_the_oldest() {
     server.wait_for("ttin: one more worker workers=2");
     let two = server.wait_workers(2);
     assert!(two.is_superset(&first));
+    // Once both are ready, TTOU stops the oldest (a worker still booting would go first).
+    server.wait_for_nth("worker booted", 2);
 
     server.signal(Signal::SIGTTOU);
     server.wait_for("ttou: one fewer worker workers=1");
