@@ -10,6 +10,7 @@
 //! | `/panic` | the handler panics; the worker survives and answers 500 |
 //! | `/count` | how many requests this worker has served (state that is not `Send`) |
 //! | `/alloc/MB` | allocates MB mebibytes, touches them and keeps them for the worker's life (to try `max_worker_memory`) |
+//! | `/echo` | the request body, read whole, and its trailers as `name: value` lines after it; a body that cannot be read is answered 200, as a careless app would, and forkserve replaces that with the status the gate gave the body |
 //! | `/drip/MS` | a 200 whose body comes one line every 100 ms for MS milliseconds (a response that has started and is slow) |
 //!
 //! Its environment makes workers misbehave from the start:
@@ -91,6 +92,21 @@ fn millis(path: &str, prefix: &str) -> Option<u64> {
 
 async fn handle(req: Request<Incoming>, worker: (u64, u64), served: Rc<Cell<u64>>) -> Reply {
     served.set(served.get() + 1);
+    if req.uri().path() == "/echo" {
+        return match req.into_body().collect().await {
+            Ok(collected) => {
+                let trailers = collected.trailers().cloned().unwrap_or_default();
+                let mut body = collected.to_bytes().to_vec();
+                for (name, value) in &trailers {
+                    body.extend_from_slice(format!("\n{name}: ").as_bytes());
+                    body.extend_from_slice(value.as_bytes());
+                }
+                Ok(Response::new(Full::new(Bytes::from(body)).boxed_unsync()))
+            }
+            // A careless app would answer 200 here; forkserve turns it into what was wrong.
+            Err(e) => text(StatusCode::OK, format!("body error ignored: {e}\n")),
+        };
+    }
     let path = req.uri().path();
     if path == "/" {
         return text(

@@ -55,6 +55,10 @@ fn parse_seconds(s: &str) -> Result<Seconds, String> {
     s.parse()
 }
 
+fn parse_fields(s: &str) -> Result<u64, String> {
+    config::check_fields(parse_count(s)?)
+}
+
 fn parse_upgrade(s: &str) -> Result<UpgradeMode, String> {
     s.parse()
 }
@@ -176,6 +180,34 @@ pub struct Overrides {
     #[arg(long, value_name = "auto|manual", value_parser = parse_upgrade)]
     pub upgrade: Option<UpgradeMode>,
 
+    /// Longest request line in bytes (414 beyond; 0: no limit).
+    #[arg(long, value_name = "BYTES", value_parser = parse_count)]
+    pub limit_request_line: Option<u64>,
+
+    /// Most header fields in a request (431 beyond).
+    #[arg(long, value_name = "N", value_parser = parse_fields)]
+    pub limit_request_fields: Option<u64>,
+
+    /// Longest header field line in bytes (431 beyond; 0: no limit).
+    #[arg(long, value_name = "BYTES", value_parser = parse_count)]
+    pub limit_request_field_size: Option<u64>,
+
+    /// Largest request body in bytes (413 beyond; 0: no limit).
+    #[arg(long, value_name = "BYTES", value_parser = parse_count)]
+    pub max_body_size: Option<u64>,
+
+    /// Seconds to receive a request head (408 after; 0: no limit).
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub header_timeout: Option<Seconds>,
+
+    /// Seconds without progress reading a body (408 after; 0: no limit).
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub body_timeout: Option<Seconds>,
+
+    /// Seconds an idle keep-alive connection is kept (0: no limit).
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub keepalive: Option<Seconds>,
+
     /// Write the master's pid to this file.
     #[arg(short, long = "pidfile", visible_alias = "pid", value_name = "FILE")]
     pub pidfile: Option<PathBuf>,
@@ -205,6 +237,14 @@ impl Overrides {
         set(&mut server.max_worker_lifetime, self.max_worker_lifetime);
         set(&mut server.worker_connections, self.worker_connections);
         set(&mut server.upgrade, self.upgrade);
+        let http = &mut config.http;
+        set(&mut http.limit_request_line, self.limit_request_line);
+        set(&mut http.limit_request_fields, self.limit_request_fields);
+        set(&mut http.limit_request_field_size, self.limit_request_field_size);
+        set(&mut http.max_body_size, self.max_body_size);
+        set(&mut http.header_timeout, self.header_timeout);
+        set(&mut http.body_timeout, self.body_timeout);
+        set(&mut http.keepalive, self.keepalive);
         if let Some(p) = &self.pidfile {
             server.pidfile = Some(p.clone());
         }

@@ -32,6 +32,8 @@ use crate::error::{ConfigError, Error};
 pub struct Config {
     /// Process model: listening sockets, worker count, timeouts.
     pub server: ServerConfig,
+    /// What a request must be to reach the app: limits and timeouts.
+    pub http: HttpConfig,
     /// Logging.
     pub log: LogConfig,
     /// The routes the `forkserve` binary serves. Library apps may ignore them.
@@ -116,6 +118,61 @@ impl Default for ServerConfig {
             pidfile: None,
         }
     }
+}
+
+/// The `[http]` table: limits and timeouts every request passes before the app sees it (see
+/// the gate in the crate docs). Gunicorn's names where it has them.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Longest request line in bytes (method, target, version); longer is answered 414 and
+    /// closed. 0: no limit.
+    #[serde(deserialize_with = "deserialize_count")]
+    pub limit_request_line: u64,
+    /// Most header fields in a request; more is answered 431 and closed.
+    #[serde(deserialize_with = "deserialize_fields")]
+    pub limit_request_fields: u64,
+    /// Longest header field line in bytes; longer is answered 431 and closed. 0: no limit.
+    #[serde(deserialize_with = "deserialize_count")]
+    pub limit_request_field_size: u64,
+    /// Largest request body in bytes: 413 before the body is read when Content-Length says
+    /// more, else when a chunked body crosses it; then closed. 0: no limit.
+    #[serde(deserialize_with = "deserialize_count")]
+    pub max_body_size: u64,
+    /// Seconds to receive a complete request head: then 408 if anything was received, and
+    /// closed. 0: no limit.
+    pub header_timeout: Seconds,
+    /// Seconds without progress while reading a body: then 408 and closed. 0: no limit.
+    pub body_timeout: Seconds,
+    /// Seconds an idle keep-alive connection is kept between requests. 0: no limit.
+    pub keepalive: Seconds,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            limit_request_line: 4094,
+            limit_request_fields: 100,
+            limit_request_field_size: 8190,
+            max_body_size: 100 * 1024 * 1024,
+            header_timeout: Seconds(Duration::from_secs(10)),
+            body_timeout: Seconds(Duration::from_secs(30)),
+            keepalive: Seconds(Duration::from_secs(5)),
+        }
+    }
+}
+
+/// Checks a `limit_request_fields` value.
+pub(crate) fn check_fields(n: u64) -> Result<u64, String> {
+    match n {
+        1..=32768 => Ok(n),
+        _ => Err(format!("limit_request_fields must be between 1 and 32768, not {n}")),
+    }
+}
+
+fn deserialize_fields<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let n = i64::deserialize(d)?;
+    check_fields(u64::try_from(n).unwrap_or(0)).map_err(de::Error::custom)
 }
 
 /// The `[log]` table.
@@ -675,6 +732,8 @@ struct RawConfig {
     #[serde(default)]
     server: ServerConfig,
     #[serde(default)]
+    http: HttpConfig,
+    #[serde(default)]
     log: LogConfig,
     #[serde(default, rename = "route")]
     routes: Vec<Spanned<RawRoute>>,
@@ -751,7 +810,7 @@ impl Config {
             };
             routes.push(Route { path, action });
         }
-        Ok(Config { server, log: raw.log, routes })
+        Ok(Config { server, http: raw.http, log: raw.log, routes })
     }
 
     /// The config as TOML, for `--print-config`.

@@ -61,6 +61,7 @@ pub mod app;
 pub mod cli;
 pub mod config;
 mod error;
+mod gate;
 mod ipc;
 mod listener;
 mod logging;
@@ -156,6 +157,7 @@ impl Server {
     {
         process::ensure_single_threaded().map_err(Error::Usage)?;
         let log = logging::init(self.config.log.level);
+        process::raise_fd_limit();
         // Sockets passed by systemd or an upgrading master: taken before anything opens files.
         let inherited = listener::Inherited::from_env()?;
         // Handlers next: a signal sent while the server starts is queued, not fatal.

@@ -154,3 +154,18 @@ pub(crate) fn take_passed_fd(raw: RawFd) -> io::Result<OwnedFd> {
     fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
     Ok(fd)
 }
+
+/// Raises this process's soft limit on open files to its hard limit, as nginx's
+/// `worker_rlimit_nofile` and Go's runtime do: every connection is a descriptor, and the
+/// common soft default (1024) is below `worker_connections`. Workers inherit it.
+pub(crate) fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => tracing::debug!(from = soft, to = hard, "raised the open-files limit"),
+            Err(e) => tracing::warn!("cannot raise the open-files limit from {soft}: {e}"),
+        },
+        Ok(_) => {}
+        Err(e) => tracing::warn!("cannot read the open-files limit: {e}"),
+    }
+}

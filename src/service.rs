@@ -242,6 +242,18 @@ impl<F> GuardedProj<'_, F> {
         });
         let in_flight = self.in_flight.take();
         let mut response = response;
+        if let Some(status) = in_flight.as_ref().and_then(|f| f.conn.body_error()) {
+            // The request's body was refused by the gate: whatever the app made of a body
+            // that ended early, the client is told what was wrong, and the connection closes.
+            tracing::warn!(
+                method = %self.request.method,
+                path = %self.request.uri.path(),
+                status = status.as_u16(),
+                "request body refused"
+            );
+            response = plain(status, status.canonical_reason().unwrap_or("Error").as_bytes());
+            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if in_flight.as_ref().is_some_and(|f| f.conn.closing()) {
             // Hyper closes the connection after a response that says so.
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));

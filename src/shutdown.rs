@@ -11,14 +11,11 @@
 
 use std::cell::Cell;
 use std::future::Future;
-use std::io;
 use std::pin::{Pin, pin};
 use std::rc::Rc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use hyper::server::conn::http1;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 
 /// Shared by the worker and its connection tasks.
@@ -103,15 +100,23 @@ impl Drop for Tracked {
 /// arriving instead of cutting it: a connection closed just as a client sends on it loses that
 /// request (the client sees a reset or an early EOF).
 ///
-/// Fed by the byte-counting [`CountedIo`] under hyper and by the service when a request starts
-/// and ends; read by [`Shutdown::drain_connection`].
+/// Fed by the [`crate::gate`] under hyper and by the service when a request starts and ends;
+/// read by [`Shutdown::drain_connection`] and the gate.
 pub(crate) struct ConnState {
     /// The worker's draining state.
     shutdown: Shutdown,
+    /// Requests the service has been called for.
+    started: Cell<u64>,
     /// Requests whose response is not finished.
     active: Cell<u32>,
+    /// The gate, waiting for the last response before it ends the input.
+    gate: std::cell::RefCell<Option<std::task::Waker>>,
     /// Bytes read from the client.
     read: Cell<u64>,
+    /// When the last response finished.
+    finished: Cell<Instant>,
+    /// Why the current request's body could not be read whole (see [`crate::gate`]).
+    body_error: Cell<Option<http::StatusCode>>,
     /// Set while draining, when someone waits on `changed`.
     watched: Cell<bool>,
     changed: Notify,
@@ -121,8 +126,12 @@ impl ConnState {
     pub(crate) fn new(shutdown: &Shutdown) -> Self {
         ConnState {
             shutdown: shutdown.clone(),
+            started: Cell::new(0),
             active: Cell::new(0),
+            gate: std::cell::RefCell::new(None),
             read: Cell::new(0),
+            finished: Cell::new(Instant::now()),
+            body_error: Cell::new(None),
             watched: Cell::new(false),
             changed: Notify::new(),
         }
@@ -136,6 +145,7 @@ impl ConnState {
 
     /// The service was called for a request.
     pub(crate) fn request_started(&self) {
+        self.started.set(self.started.get() + 1);
         self.active.set(self.active.get() + 1);
         self.wake();
     }
@@ -143,10 +153,45 @@ impl ConnState {
     /// A request's response is finished (or abandoned).
     pub(crate) fn request_finished(&self) {
         self.active.set(self.active.get().saturating_sub(1));
+        self.finished.set(Instant::now());
+        self.body_error.set(None);
+        if let Some(gate) = self.gate.borrow_mut().take() {
+            gate.wake();
+        }
         self.wake();
     }
 
-    fn bytes_read(&self, n: usize) {
+    /// Whether every request the gate let through has been answered; if not, the gate is
+    /// woken when one is.
+    pub(crate) fn answered(&self, heads: u64, waker: &std::task::Waker) -> bool {
+        if self.started.get() >= heads && self.active.get() == 0 {
+            return true;
+        }
+        *self.gate.borrow_mut() = Some(waker.clone());
+        false
+    }
+
+    /// A request is being answered.
+    pub(crate) fn busy(&self) -> bool {
+        self.active.get() > 0
+    }
+
+    /// When the connection last finished a response.
+    pub(crate) fn idle_since(&self) -> Instant {
+        self.finished.get()
+    }
+
+    /// Records that the current request's body is broken: its response must say so.
+    pub(crate) fn set_body_error(&self, status: http::StatusCode) {
+        self.body_error.set(Some(status));
+    }
+
+    /// Why the current request's body could not be read whole, if it could not.
+    pub(crate) fn body_error(&self) -> Option<http::StatusCode> {
+        self.body_error.get()
+    }
+
+    pub(crate) fn bytes_read(&self, n: usize) {
         self.read.set(self.read.get() + n as u64);
         self.wake();
     }
@@ -219,67 +264,5 @@ where
 {
     fn graceful_shutdown(self: Pin<&mut Self>) {
         http1::Connection::graceful_shutdown(self);
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A client socket that counts the bytes it reads into its connection's [`ConnState`].
-    pub(crate) struct CountedIo<I> {
-        #[pin]
-        io: I,
-        state: Rc<ConnState>,
-    }
-}
-
-impl<I> CountedIo<I> {
-    pub(crate) fn new(io: I, state: Rc<ConnState>) -> Self {
-        CountedIo { io, state }
-    }
-}
-
-impl<I: AsyncRead> AsyncRead for CountedIo<I> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.project();
-        let before = buf.filled().len();
-        let polled = this.io.poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 {
-            this.state.bytes_read(n);
-        }
-        polled
-    }
-}
-
-impl<I: AsyncWrite> AsyncWrite for CountedIo<I> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        self.project().io.poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        self.project().io.poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().io.poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        self.project().io.poll_shutdown(cx)
     }
 }

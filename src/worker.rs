@@ -22,12 +22,13 @@ use tokio::task::LocalSet;
 
 use crate::config::{Config, ServerConfig};
 use crate::error::BoxError;
+use crate::gate::{Gate, Limits};
 use crate::ipc::{Message, Outbox};
 use crate::listener::Listener;
 use crate::process;
 use crate::scoreboard::{Board, Slot};
 use crate::service::{AppService, HttpService, Requests};
-use crate::shutdown::{ConnState, CountedIo, Shutdown};
+use crate::shutdown::{ConnState, Shutdown};
 
 /// Exit code of a worker whose app factory failed or panicked.
 pub const EXIT_BOOT_FAILED: i32 = 3;
@@ -166,6 +167,7 @@ where
         }
     }
     let limit = server.worker_connections as usize;
+    let limits = Rc::new(Limits::new(&ctx.config.http));
     for acceptor in acceptors {
         let conns = Connections {
             service: service.for_connection(Rc::new(ConnState::new(&shutdown))),
@@ -173,6 +175,7 @@ where
             shutdown: shutdown.clone(),
             requests: Rc::clone(&requests),
             limit,
+            limits: Rc::clone(&limits),
         };
         tokio::task::spawn_local(accept_loop(acceptor, conns));
     }
@@ -247,9 +250,9 @@ fn watch_parent(master: Pid) -> bool {
 
 fn http_builder() -> http1::Builder {
     let mut http = http1::Builder::new();
-    // The timer drives hyper's header read timeout (30 s by default), which keeps a client
-    // that sends its request head byte by byte from holding a connection forever.
-    http.timer(TokioTimer::new()).keep_alive(true);
+    // The gate enforces header_timeout and keepalive, with a 408 where one is due; hyper's own
+    // header timer would close silently.
+    http.timer(TokioTimer::new()).keep_alive(true).header_read_timeout(None);
     http
 }
 
@@ -276,6 +279,8 @@ struct Connections<S> {
     requests: Rc<Requests>,
     /// `worker_connections`.
     limit: usize,
+    /// The `[http]` limits every request passes.
+    limits: Rc<Limits>,
 }
 
 /// Accepts connections until the worker drains; then drops the listener, which closes this
@@ -355,7 +360,7 @@ impl<S: HttpService> Connections<S> {
     {
         let tracked = self.shutdown.track();
         let state = Rc::new(ConnState::new(&self.shutdown));
-        let io = TokioIo::new(CountedIo::new(io, Rc::clone(&state)));
+        let io = TokioIo::new(Gate::new(io, Rc::clone(&state), Rc::clone(&self.limits)));
         let conn = self.http.serve_connection(io, self.service.for_connection(Rc::clone(&state)));
         let shutdown = self.shutdown.clone();
         let open = OpenConnection::new(&self.requests);

@@ -1,0 +1,702 @@
+//! The gate: every byte a client sends passes through it before hyper sees it, and a request
+//! reaches hyper (and the app) only once its head has passed the `[http]` limits and the
+//! strict framing rules of RFC 9112. hyper parses well but leaves policy to the server; the
+//! gate is that policy, in one place.
+//!
+//! The gate holds a request's head back until it is complete, then checks it: the request-line
+//! and field sizes and count (414, 431), the version (505), the target's form, exactly one
+//! `Host` in HTTP/1.1, `Content-Length` that is plain digits and not contradicted, no
+//! `Content-Length` beside `Transfer-Encoding`, `chunked` last and once, and the body size
+//! (413) before the body is read. A head that fails is never seen by hyper: the gate answers it
+//! itself, after any response hyper still owes for earlier pipelined requests, and closes.
+//!
+//! It then follows the body's framing to find where the next request starts, checking every
+//! chunk-size line, extension and terminator as it passes: a malformed body, one over
+//! `max_body_size`, or one that stalls for `body_timeout`, ends the input there and is recorded
+//! on the connection, so that the response becomes a `400`, `413` or `408` (see
+//! [`crate::service`]) or, if it had started, the connection is closed: a handler never gets a
+//! truncated body as if it were whole.
+//!
+//! Timers: `header_timeout` from a head's first byte to its end (408 if anything came, then
+//! close), and for a new connection's first request from the connection's start (closed
+//! quietly if nothing came); `keepalive` between requests (closed quietly).
+
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, ready};
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::Sleep;
+
+use crate::config::HttpConfig;
+use crate::shutdown::ConnState;
+
+/// The `[http]` settings, as the gate uses them.
+#[derive(Debug, Clone)]
+pub(crate) struct Limits {
+    /// Longest request line, in bytes; `usize::MAX` for no limit.
+    line: usize,
+    fields: usize,
+    /// Longest field line, in bytes; `usize::MAX` for no limit.
+    field_size: usize,
+    /// Largest body, in bytes; `u64::MAX` for no limit.
+    max_body: u64,
+    header_timeout: Option<Duration>,
+    body_timeout: Option<Duration>,
+    keepalive: Option<Duration>,
+}
+
+impl Limits {
+    pub(crate) fn new(http: &HttpConfig) -> Limits {
+        let or_max = |n: u64| if n == 0 { usize::MAX } else { n as usize };
+        Limits {
+            line: or_max(http.limit_request_line),
+            fields: http.limit_request_fields as usize,
+            field_size: or_max(http.limit_request_field_size),
+            max_body: if http.max_body_size == 0 { u64::MAX } else { http.max_body_size },
+            header_timeout: crate::config::ServerConfig::limit(http.header_timeout),
+            body_timeout: crate::config::ServerConfig::limit(http.body_timeout),
+            keepalive: crate::config::ServerConfig::limit(http.keepalive),
+        }
+    }
+}
+
+/// Where the gate is in the client's byte stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Between requests: the next byte starts a head.
+    Idle,
+    /// In a head that started at `approved`; `line` is where its current line starts
+    /// (relative to the head), `lines` how many lines it has so far.
+    Head { line: usize, lines: usize },
+    /// In a body of this many more bytes.
+    Length(u64),
+    /// In a chunked body.
+    Chunked(Chunk),
+}
+
+/// Where a chunked body's parser is (RFC 9112 §7.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    /// In a chunk-size: so many hex digits, this value.
+    Size {
+        digits: u8,
+        value: u64,
+    },
+    /// After the size: whitespace, then `;` and extensions, up to CR.
+    Ext {
+        semicolon: bool,
+        value: u64,
+    },
+    /// Expecting the LF that ends a chunk-size line.
+    SizeLf {
+        value: u64,
+    },
+    /// In chunk data.
+    Data(u64),
+    /// Expecting CR, then LF, after chunk data.
+    DataCr,
+    DataLf,
+    /// In a trailer section: this line's length, and how many lines so far.
+    Trailer {
+        len: usize,
+        lines: usize,
+    },
+    /// Expecting the LF that ends a trailer line of this length.
+    TrailerLf {
+        len: usize,
+        lines: usize,
+    },
+}
+
+/// How long the gate may wait for the client.
+enum Wait {
+    Until(Instant),
+    Forever,
+    /// Until the request in progress is answered.
+    Answer,
+}
+
+/// Why the gate stopped the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stop {
+    /// A bad head: answered by the gate with this status, then closed.
+    Head(StatusCode),
+    /// A bad body: recorded on the connection for the response, then closed.
+    Body(StatusCode),
+    /// A quiet close (an idle connection timed out).
+    Quiet,
+}
+
+/// What the gate knows of the client's byte stream.
+struct Scanner {
+    state: Rc<ConnState>,
+    limits: Rc<Limits>,
+    /// Bytes read and not yet given to hyper: the first `approved` are cleared for it, the
+    /// first `scanned` have been looked at.
+    raw: Vec<u8>,
+    approved: usize,
+    scanned: usize,
+    phase: Phase,
+    /// Bytes of the current body so far (for max_body_size on chunked bodies).
+    body: u64,
+    stop: Option<Stop>,
+    /// The gate's own answer to a refused head.
+    reply: Vec<u8>,
+    /// When the current wait (a head, body progress, idleness) began.
+    since: Instant,
+    /// No request has started on this connection yet.
+    first: bool,
+    /// Heads let through to hyper.
+    heads: u64,
+}
+
+pin_project_lite::pin_project! {
+    /// A client connection seen through the gate.
+    pub(crate) struct Gate<I> {
+        #[pin]
+        io: I,
+        s: Scanner,
+        // How much of the gate's own answer is written.
+        replied: usize,
+        timer: Option<Pin<Box<Sleep>>>,
+        eof: bool,
+    }
+}
+
+impl<I> Gate<I> {
+    pub(crate) fn new(io: I, state: Rc<ConnState>, limits: Rc<Limits>) -> Self {
+        let s = Scanner {
+            state,
+            limits,
+            raw: Vec::new(),
+            approved: 0,
+            scanned: 0,
+            phase: Phase::Idle,
+            body: 0,
+            stop: None,
+            reply: Vec::new(),
+            since: Instant::now(),
+            first: true,
+            heads: 0,
+        };
+        Gate { io, s, replied: 0, timer: None, eof: false }
+    }
+}
+
+/// How much the gate reads from the socket at once.
+const READ_CHUNK: usize = 16 * 1024;
+
+impl<I: AsyncRead> AsyncRead for Gate<I> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut this = self.project();
+        let g = &mut *this.s;
+        loop {
+            // Give hyper what is cleared.
+            if g.approved > 0 {
+                let n = g.approved.min(buf.remaining());
+                buf.put_slice(&g.raw[..n]);
+                g.raw.drain(..n);
+                g.approved -= n;
+                g.scanned -= n;
+                return Poll::Ready(Ok(()));
+            }
+            if g.stop.is_some() || *this.eof {
+                // End of input. A body that ends early must end now, for hyper to tell the app;
+                // otherwise only once hyper has answered every request it was given (hyper
+                // gives up a response it owes when input ends between requests).
+                let body = matches!(g.stop, Some(Stop::Body(_)));
+                if body || g.state.answered(g.heads, cx.waker()) {
+                    return Poll::Ready(Ok(()));
+                }
+                return Poll::Pending;
+            }
+            // Read more from the client.
+            let start = g.raw.len();
+            g.raw.resize(start + READ_CHUNK, 0);
+            let mut read = ReadBuf::new(&mut g.raw[start..]);
+            let polled = this.io.as_mut().poll_read(cx, &mut read);
+            let n = read.filled().len();
+            g.raw.truncate(start + n);
+            match polled {
+                Poll::Ready(Ok(())) if n == 0 => {
+                    *this.eof = true;
+                    continue;
+                }
+                Poll::Ready(Ok(())) => {
+                    g.state.bytes_read(n);
+                    g.since = Instant::now();
+                    g.scan();
+                    continue;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {}
+            }
+            // Nothing to read: wait, unless a timer has run out.
+            let deadline = match g.deadline() {
+                Wait::Until(deadline) => deadline,
+                Wait::Forever => return Poll::Pending,
+                // Woken when the response is done, to start the keep-alive timer then.
+                Wait::Answer if !g.state.answered(g.heads, cx.waker()) => return Poll::Pending,
+                Wait::Answer => continue,
+            };
+            let timer = this
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+            if timer.deadline() != deadline.into() {
+                timer.as_mut().reset(deadline.into());
+            }
+            ready!(timer.as_mut().poll(cx));
+            *this.timer = None;
+            g.timed_out();
+        }
+    }
+}
+
+impl Scanner {
+    /// When the current wait times out, if it does.
+    fn deadline(&self) -> Wait {
+        let limits = &self.limits;
+        let wait = match self.phase {
+            Phase::Head { .. } => limits.header_timeout,
+            Phase::Idle if self.first => limits.header_timeout,
+            // A request is being answered: the keep-alive wait starts once it is.
+            Phase::Idle if self.state.busy() => return Wait::Answer,
+            Phase::Idle => limits.keepalive,
+            Phase::Length(_) | Phase::Chunked(_) => limits.body_timeout,
+        };
+        let Some(wait) = wait else { return Wait::Forever };
+        let since = match self.phase {
+            Phase::Idle => self.since.max(self.state.idle_since()),
+            _ => self.since,
+        };
+        Wait::Until(since + wait)
+    }
+
+    fn timed_out(&mut self) {
+        match self.phase {
+            Phase::Head { .. } => self.reject(StatusCode::REQUEST_TIMEOUT),
+            Phase::Idle => self.stop = Some(Stop::Quiet),
+            Phase::Length(_) | Phase::Chunked(_) => self.body_error(StatusCode::REQUEST_TIMEOUT),
+        }
+    }
+
+    /// Looks at the bytes read since the last scan, clearing for hyper what passes.
+    fn scan(&mut self) {
+        while self.scanned < self.raw.len() && self.stop.is_none() {
+            match self.phase {
+                Phase::Idle => {
+                    // Empty lines before a request-line are ignored (RFC 9112 §2.2); hyper does.
+                    let b = self.raw[self.scanned];
+                    self.scanned += 1;
+                    if b == b'\r' || b == b'\n' {
+                        self.approved = self.scanned;
+                    } else {
+                        self.phase = Phase::Head { line: 0, lines: 0 };
+                        self.since = Instant::now();
+                        self.first = false;
+                    }
+                }
+                Phase::Head { line, lines } => self.scan_head(line, lines),
+                Phase::Length(left) => {
+                    let n = left.min((self.raw.len() - self.scanned) as u64);
+                    self.scanned += n as usize;
+                    self.approved = self.scanned;
+                    self.phase = if n == left { Phase::Idle } else { Phase::Length(left - n) };
+                }
+                Phase::Chunked(chunk) => self.scan_chunked(chunk),
+            }
+        }
+    }
+
+    /// Scans head bytes up to the end of the head or of what was read.
+    fn scan_head(&mut self, mut line: usize, mut lines: usize) {
+        let head_start = self.approved;
+        let limits = Rc::clone(&self.limits);
+        while self.scanned < self.raw.len() {
+            let at = self.scanned - head_start;
+            let b = self.raw[self.scanned];
+            self.scanned += 1;
+            if b != b'\n' {
+                // A line that is already too long is refused without waiting for its end.
+                let len = at + 1 - line;
+                if lines == 0 && len > limits.line.saturating_add(1) {
+                    return self.reject(StatusCode::URI_TOO_LONG);
+                }
+                if lines > 0 && len > limits.field_size.saturating_add(1) {
+                    return self.reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+                }
+                continue;
+            }
+            let head = &self.raw[head_start..self.scanned];
+            let mut len = at - line;
+            if len > 0 && head[at - 1] == b'\r' {
+                len -= 1;
+            }
+            if lines == 0 && len > limits.line {
+                return self.reject(StatusCode::URI_TOO_LONG);
+            }
+            if lines > 0 && len == 0 {
+                return self.end_of_head(lines - 1);
+            }
+            if lines > 0 && len > limits.field_size {
+                return self.reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+            }
+            lines += 1;
+            if lines - 1 > limits.fields {
+                return self.reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+            }
+            line = at + 1;
+        }
+        self.phase = Phase::Head { line, lines };
+    }
+
+    /// A complete head: checks it, and either clears it for hyper or refuses it.
+    fn end_of_head(&mut self, fields: usize) {
+        accept_minor_versions(&mut self.raw[self.approved..self.scanned]);
+        let head = &self.raw[self.approved..self.scanned];
+        match check_head(head, fields, &self.limits) {
+            Ok(framing) => {
+                self.approved = self.scanned;
+                self.heads += 1;
+                self.body = 0;
+                self.since = Instant::now();
+                self.phase = match framing {
+                    Framing::None | Framing::Length(0) => Phase::Idle,
+                    Framing::Length(n) => Phase::Length(n),
+                    Framing::Chunked => Phase::Chunked(Chunk::Size { digits: 0, value: 0 }),
+                };
+            }
+            Err(status) => self.reject(status),
+        }
+    }
+
+    /// Refuses a head: hyper never sees it; the gate answers after whatever hyper still writes.
+    fn reject(&mut self, status: StatusCode) {
+        tracing::debug!(status = status.as_u16(), "request refused by the gate");
+        self.stop = Some(Stop::Head(status));
+        self.raw.truncate(self.approved);
+        self.scanned = self.approved;
+        let reason = status.canonical_reason().unwrap_or("Error");
+        self.reply = format!(
+        "HTTP/1.1 {} {reason}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reason}\n",
+        status.as_u16(),
+        reason.len() + 1
+    )
+    .into_bytes();
+    }
+
+    /// A body that cannot be read whole: what was valid goes on, then the input ends, and the
+    /// response says why (if it has not started).
+    fn body_error(&mut self, status: StatusCode) {
+        tracing::debug!(status = status.as_u16(), "request body refused by the gate");
+        self.stop = Some(Stop::Body(status));
+        self.raw.truncate(self.approved);
+        self.scanned = self.approved;
+        self.state.set_body_error(status);
+    }
+
+    /// Scans chunked-body bytes (RFC 9112 §7.1), strictly: CRLF line ends, hex sizes.
+    fn scan_chunked(&mut self, mut chunk: Chunk) {
+        let limits = Rc::clone(&self.limits);
+        while self.scanned < self.raw.len() {
+            if let Chunk::Data(left) = chunk {
+                let n = left.min((self.raw.len() - self.scanned) as u64);
+                self.scanned += n as usize;
+                self.approved = self.scanned;
+                chunk = if n == left { Chunk::DataCr } else { Chunk::Data(left - n) };
+                continue;
+            }
+            let b = self.raw[self.scanned];
+            self.scanned += 1;
+            let next = match chunk {
+                Chunk::Size { digits, value } => match b {
+                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' if digits < 16 => {
+                        let d = (b as char).to_digit(16).expect("a hex digit") as u64;
+                        Some(Chunk::Size { digits: digits + 1, value: value * 16 + d })
+                    }
+                    // The size is complete: it counts against max_body_size.
+                    b';' | b' ' | b'\t' if digits > 0 => {
+                        self.body = self.body.saturating_add(value);
+                        Some(Chunk::Ext { semicolon: b == b';', value })
+                    }
+                    b'\r' if digits > 0 => {
+                        self.body = self.body.saturating_add(value);
+                        Some(Chunk::SizeLf { value })
+                    }
+                    _ => None,
+                },
+                Chunk::Ext { semicolon, value } => match b {
+                    b'\r' if semicolon => Some(Chunk::SizeLf { value }),
+                    b' ' | b'\t' => Some(chunk),
+                    b';' => Some(Chunk::Ext { semicolon: true, value }),
+                    0x21..=0x7e | 0x80..=0xff if semicolon => Some(chunk),
+                    _ => None,
+                },
+                Chunk::SizeLf { value } => match b {
+                    b'\n' if value == 0 => Some(Chunk::Trailer { len: 0, lines: 0 }),
+                    b'\n' => Some(Chunk::Data(value)),
+                    _ => None,
+                },
+                Chunk::DataCr => (b == b'\r').then_some(Chunk::DataLf),
+                Chunk::DataLf => (b == b'\n').then_some(Chunk::Size { digits: 0, value: 0 }),
+                Chunk::Trailer { len, lines } => match b {
+                    b'\r' => Some(Chunk::TrailerLf { len, lines }),
+                    b'\t' | 0x20..=0x7e | 0x80..=0xff if len < limits.field_size => {
+                        Some(Chunk::Trailer { len: len + 1, lines })
+                    }
+                    _ => None,
+                },
+                Chunk::TrailerLf { len: 0, .. } if b == b'\n' => {
+                    // The end of the body.
+                    self.approved = self.scanned;
+                    self.phase = Phase::Idle;
+                    return;
+                }
+                Chunk::TrailerLf { lines, .. } if b == b'\n' && lines < limits.fields => {
+                    Some(Chunk::Trailer { len: 0, lines: lines + 1 })
+                }
+                Chunk::TrailerLf { .. } | Chunk::Data(_) => None,
+            };
+            match next {
+                Some(c) => chunk = c,
+                None => return self.body_error(StatusCode::BAD_REQUEST),
+            }
+            if self.body > limits.max_body {
+                return self.body_error(StatusCode::PAYLOAD_TOO_LARGE);
+            }
+            // Framing bytes go to hyper as they pass: it parses them too.
+            self.approved = self.scanned;
+        }
+        self.phase = Phase::Chunked(chunk);
+    }
+}
+
+/// How a request's body is delimited.
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// Checks a complete head (RFC 9110, RFC 9112): what a request must be for hyper and the app
+/// to see it.
+fn check_head(head: &[u8], fields: usize, limits: &Limits) -> Result<Framing, StatusCode> {
+    let bad = StatusCode::BAD_REQUEST;
+    let mut headers = vec![httparse::EMPTY_HEADER; fields];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(head) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(bad),
+        Err(httparse::Error::Version) => return Err(version_error(head)),
+        Err(_) => return Err(bad),
+    }
+    let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
+        return Err(bad);
+    };
+    // The request-target's form (RFC 9112 §3.2).
+    let origin = target.starts_with('/');
+    let absolute = target.len() > 7
+        && (target[..7].eq_ignore_ascii_case("http://")
+            || target.len() > 8 && target[..8].eq_ignore_ascii_case("https://"));
+    let asterisk = target == "*" && method == "OPTIONS";
+    let authority = method == "CONNECT" && !target.contains('/') && target.contains(':');
+    if !(origin || absolute || asterisk || authority) || target.contains('#') {
+        return Err(bad);
+    }
+    let mut hosts = 0;
+    let mut lengths: Vec<&[u8]> = Vec::new();
+    let mut codings: Vec<String> = Vec::new();
+    let mut te = false;
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+            if !valid_host(h.value) {
+                return Err(bad);
+            }
+        } else if name.eq_ignore_ascii_case("content-length") {
+            // A list ("5, 5") is refused rather than rewritten (RFC 9110 §8.6 allows either).
+            lengths.push(trim(h.value));
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            te = true;
+            let value = std::str::from_utf8(h.value).map_err(|_| bad)?;
+            codings.extend(
+                value.split(',').map(|c| c.trim().to_ascii_lowercase()).filter(|c| !c.is_empty()),
+            );
+        }
+    }
+    // HTTP/1.1 needs exactly one Host; HTTP/1.0 at most one (RFC 9112 §3.2).
+    if hosts > 1 || (version == 1 && hosts == 0) {
+        return Err(bad);
+    }
+    if te {
+        // Both framings at once is how requests are smuggled (RFC 9112 §6.1): refused.
+        if !lengths.is_empty() || version == 0 {
+            return Err(bad);
+        }
+        let chunked = codings.iter().filter(|c| *c == "chunked").count();
+        if codings.last().map(String::as_str) != Some("chunked") || chunked != 1 {
+            return Err(bad);
+        }
+        if codings.iter().any(|c| !c.bytes().all(is_tchar)) {
+            return Err(bad);
+        }
+        if codings.len() > 1 {
+            // gzip, deflate…: framing is fine, but the gate does not decode them.
+            return Err(StatusCode::NOT_IMPLEMENTED);
+        }
+        return Ok(Framing::Chunked);
+    }
+    let Some(first) = lengths.first() else { return Ok(Framing::None) };
+    // Plain digits, and every value the same (RFC 9110 §8.6).
+    if lengths.iter().any(|l| l.is_empty() || !l.iter().all(u8::is_ascii_digit) || l != first) {
+        return Err(bad);
+    }
+    let n: u64 = std::str::from_utf8(first).ok().and_then(|s| s.parse().ok()).ok_or(bad)?;
+    if n > limits.max_body {
+        return Err(StatusCode::PAYLOAD_TOO_LARGE);
+    }
+    Ok(Framing::Length(n))
+}
+
+/// A request of a later HTTP/1 minor version is answered as HTTP/1.1 (RFC 9110 §2.5,
+/// RFC 9112 §2.3): its version is rewritten, in place, before the head is parsed.
+fn accept_minor_versions(head: &mut [u8]) {
+    let end = head.iter().position(|&b| b == b'\n').unwrap_or(head.len());
+    let line = &mut head[..end];
+    let line = match line.last() {
+        Some(b'\r') => {
+            let n = line.len() - 1;
+            &mut line[..n]
+        }
+        _ => line,
+    };
+    if let [.., b' ', b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor] = line {
+        if (b'2'..=b'9').contains(minor) {
+            *minor = b'1';
+        }
+    }
+}
+
+/// 505 for a well-formed version other than 1.x, 400 for anything else.
+fn version_error(head: &[u8]) -> StatusCode {
+    let line = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let version = line.rsplit(|&b| b == b' ').next().map(trim).unwrap_or_default();
+    match version {
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() && *major != b'1' =>
+        {
+            StatusCode::HTTP_VERSION_NOT_SUPPORTED
+        }
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// A Host value: empty, or an authority without userinfo (RFC 9110 §7.2).
+fn valid_host(value: &[u8]) -> bool {
+    value.iter().all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b))
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn trim(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|b| !b.is_ascii_whitespace()).unwrap_or(s.len());
+    let end = s.iter().rposition(|b| !b.is_ascii_whitespace()).map_or(start, |i| i + 1);
+    &s[start..end]
+}
+
+impl<I: AsyncWrite> AsyncWrite for Gate<I> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.project().io.poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.project().io.poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().io.poll_flush(cx)
+    }
+
+    /// Before the connection closes: the gate's own answer to a refused head, after all that
+    /// hyper wrote.
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut this = self.project();
+        while *this.replied < this.s.reply.len() {
+            let n = ready!(this.io.as_mut().poll_write(cx, &this.s.reply[*this.replied..]))?;
+            if n == 0 {
+                break;
+            }
+            *this.replied += n;
+        }
+        this.io.poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits() -> Limits {
+        Limits::new(&HttpConfig::default())
+    }
+
+    fn check(head: &str) -> Result<u64, u16> {
+        let fields = head.lines().count();
+        match check_head(head.as_bytes(), fields, &limits()) {
+            Ok(Framing::None) => Ok(0),
+            Ok(Framing::Length(n)) => Ok(n),
+            Ok(Framing::Chunked) => Ok(u64::MAX),
+            Err(s) => Err(s.as_u16()),
+        }
+    }
+
+    #[test]
+    fn heads() {
+        assert_eq!(check("GET / HTTP/1.1\r\nHost: a\r\n\r\n"), Ok(0));
+        assert_eq!(check("GET / HTTP/1.0\r\n\r\n"), Ok(0));
+        assert_eq!(check("GET / HTTP/1.1\r\n\r\n"), Err(400));
+        assert_eq!(check("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\n"), Ok(5));
+        assert_eq!(
+            check("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n"),
+            Ok(5)
+        );
+        assert_eq!(
+            check("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"),
+            Err(400)
+        );
+        assert_eq!(check("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n"), Err(400));
+        assert_eq!(
+            check("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            Ok(u64::MAX)
+        );
+        assert_eq!(
+            check("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            Err(501)
+        );
+        assert_eq!(check("GET / HTTP/2.0\r\nHost: a\r\n\r\n"), Err(505));
+        assert_eq!(check("GET / http/1.1\r\nHost: a\r\n\r\n"), Err(400));
+    }
+}
