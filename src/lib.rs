@@ -48,6 +48,7 @@
 //! | `master` | the supervising loop and its verbs |
 //! | `signals` | which signal means what, for the master and for a worker |
 //! | `worker` | everything after fork: runtime, accept loop, heartbeat, drain, exit code |
+//! | `gate` | what a request must be to reach hyper and the app: `[http]` limits, strict framing, timeouts |
 //! | `service` | calling the app's service; panics and errors become `500`, `request_timeout` a `504` |
 //! | `scoreboard` | the shared memory where workers publish heartbeats and requests for the master |
 //! | `ipc` | messages from workers to the master: ready, boot failure, due for recycling |
