@@ -11,6 +11,7 @@
 //! | `/count` | how many requests this worker has served (state that is not `Send`) |
 //! | `/alloc/MB` | allocates MB mebibytes, touches them and keeps them for the worker's life (to try `max_worker_memory`) |
 //! | `/echo` | the request body, read whole, and its trailers as `name: value` lines after it; a body that cannot be read is answered 200, as a careless app would, and forkserve replaces that with the status the gate gave the body |
+//! | `/client` | who forkserve says the client is: `ADDR SCHEME HOST`, and `xff=` with the `X-Forwarded-For` the app still sees |
 //! | `/drip/MS` | a 200 whose body comes one line every 100 ms for MS milliseconds (a response that has started and is slow) |
 //!
 //! Its environment makes workers misbehave from the start:
@@ -116,6 +117,20 @@ async fn handle(req: Request<Incoming>, worker: (u64, u64), served: Rc<Cell<u64>
     }
     if path == "/pid" {
         return text(StatusCode::OK, format!("{}\n", std::process::id()));
+    }
+    if path == "/client" {
+        let client = req.extensions().get::<forkserve::Client>().expect("set by forkserve");
+        let addr = client.addr().map_or("-".to_string(), |a| a.to_string());
+        let xff = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
+        return text(
+            StatusCode::OK,
+            format!(
+                "{addr} {} {} xff={}\n",
+                client.scheme(),
+                client.host().unwrap_or("-"),
+                xff.unwrap_or("none")
+            ),
+        );
     }
     if path == "/count" {
         return text(StatusCode::OK, format!("{}\n", served.get()));

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Parser;
 
-use crate::config::{self, Bind, Config, LogLevel, Seconds, UpgradeMode, Workers};
+use crate::config::{self, AllowList, Bind, Config, LogLevel, Seconds, UpgradeMode, Workers};
 use crate::error::Error;
 
 /// forkserve: a pre-fork HTTP server. A single-threaded master binds the sockets and supervises
@@ -52,6 +52,10 @@ fn parse_bind(s: &str) -> Result<Bind, String> {
 }
 
 fn parse_seconds(s: &str) -> Result<Seconds, String> {
+    s.parse()
+}
+
+fn parse_allow(s: &str) -> Result<AllowList, String> {
     s.parse()
 }
 
@@ -208,6 +212,18 @@ pub struct Overrides {
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     pub keepalive: Option<Seconds>,
 
+    /// Peers whose X-Forwarded-* and Forwarded headers are trusted: IPs, networks, "*".
+    #[arg(long, value_name = "IPS", value_parser = parse_allow)]
+    pub forwarded_allow_ips: Option<AllowList>,
+
+    /// Connections start with a PROXY protocol header (v1 or v2) from proxy-allow-ips.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub proxy_protocol: Option<bool>,
+
+    /// Peers allowed to send a PROXY protocol header: IPs, networks, "*".
+    #[arg(long, value_name = "IPS", value_parser = parse_allow)]
+    pub proxy_allow_ips: Option<AllowList>,
+
     /// Write the master's pid to this file.
     #[arg(short, long = "pidfile", visible_alias = "pid", value_name = "FILE")]
     pub pidfile: Option<PathBuf>,
@@ -245,6 +261,13 @@ impl Overrides {
         set(&mut http.header_timeout, self.header_timeout);
         set(&mut http.body_timeout, self.body_timeout);
         set(&mut http.keepalive, self.keepalive);
+        set(&mut http.proxy_protocol, self.proxy_protocol);
+        if let Some(l) = &self.forwarded_allow_ips {
+            http.forwarded_allow_ips = l.clone();
+        }
+        if let Some(l) = &self.proxy_allow_ips {
+            http.proxy_allow_ips = l.clone();
+        }
         if let Some(p) = &self.pidfile {
             server.pidfile = Some(p.clone());
         }

@@ -24,6 +24,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize, Serializer};
 use toml::Spanned;
 
+pub use crate::client::AllowList;
 use crate::error::{ConfigError, Error};
 
 /// The whole effective configuration of a server: what the master needs to bind and supervise,
@@ -146,6 +147,14 @@ pub struct HttpConfig {
     pub body_timeout: Seconds,
     /// Seconds an idle keep-alive connection is kept between requests. 0: no limit.
     pub keepalive: Seconds,
+    /// Peers whose `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host` and `Forwarded`
+    /// are believed (IPs, CIDR networks, or `*`, which trusts anyone: only behind a proxy
+    /// that overwrites them). Connections on a unix socket are trusted.
+    pub forwarded_allow_ips: AllowList,
+    /// Connections start with a PROXY protocol header (v1 or v2) from `proxy_allow_ips`.
+    pub proxy_protocol: bool,
+    /// Peers allowed to send a PROXY protocol header.
+    pub proxy_allow_ips: AllowList,
 }
 
 impl Default for HttpConfig {
@@ -158,7 +167,40 @@ impl Default for HttpConfig {
             header_timeout: Seconds(Duration::from_secs(10)),
             body_timeout: Seconds(Duration::from_secs(30)),
             keepalive: Seconds(Duration::from_secs(5)),
+            forwarded_allow_ips: "127.0.0.1,::1".parse().expect("a valid default"),
+            proxy_protocol: false,
+            proxy_allow_ips: "127.0.0.1,::1".parse().expect("a valid default"),
         }
+    }
+}
+
+impl<'de> Deserialize<'de> for AllowList {
+    /// A list of strings, or one comma-separated string.
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = AllowList;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of IP addresses or networks, or \"*\"")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<AllowList, E> {
+                s.parse().map_err(E::custom)
+            }
+            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<AllowList, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = seq.next_element::<String>()? {
+                    items.push(item);
+                }
+                items.join(",").parse().map_err(de::Error::custom)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+impl Serialize for AllowList {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 

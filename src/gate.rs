@@ -31,6 +31,9 @@ use http::StatusCode;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
+use std::net::{IpAddr, SocketAddr};
+
+use crate::client::AllowList;
 use crate::config::HttpConfig;
 use crate::shutdown::ConnState;
 
@@ -47,6 +50,9 @@ pub(crate) struct Limits {
     header_timeout: Option<Duration>,
     body_timeout: Option<Duration>,
     keepalive: Option<Duration>,
+    /// Peers that must (and the only ones that may) start with a PROXY protocol header;
+    /// `None` when `proxy_protocol` is off.
+    proxy: Option<AllowList>,
 }
 
 impl Limits {
@@ -60,6 +66,7 @@ impl Limits {
             header_timeout: crate::config::ServerConfig::limit(http.header_timeout),
             body_timeout: crate::config::ServerConfig::limit(http.body_timeout),
             keepalive: crate::config::ServerConfig::limit(http.keepalive),
+            proxy: http.proxy_protocol.then(|| http.proxy_allow_ips.clone()),
         }
     }
 }
@@ -67,6 +74,9 @@ impl Limits {
 /// Where the gate is in the client's byte stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
+    /// At the start of a connection with `proxy_protocol` on: a PROXY header is expected
+    /// (`required`, from an allowed peer) or refused.
+    Proxy { required: bool },
     /// Between requests: the next byte starts a head.
     Idle,
     /// In a head that started at `approved`; `line` is where its current line starts
@@ -169,13 +179,19 @@ pin_project_lite::pin_project! {
 
 impl<I> Gate<I> {
     pub(crate) fn new(io: I, state: Rc<ConnState>, limits: Rc<Limits>) -> Self {
+        let phase = match (&limits.proxy, state.peer()) {
+            (Some(allowed), Some(peer)) => Phase::Proxy { required: allowed.allows(peer.ip()) },
+            // A unix socket's peer is a local process: the proxy in front, if any.
+            (Some(_), None) => Phase::Proxy { required: true },
+            (None, _) => Phase::Idle,
+        };
         let s = Scanner {
             state,
             limits,
             raw: Vec::new(),
             approved: 0,
             scanned: 0,
-            phase: Phase::Idle,
+            phase,
             body: 0,
             stop: None,
             reply: Vec::new(),
@@ -265,7 +281,7 @@ impl Scanner {
     fn deadline(&self) -> Wait {
         let limits = &self.limits;
         let wait = match self.phase {
-            Phase::Head { .. } => limits.header_timeout,
+            Phase::Head { .. } | Phase::Proxy { .. } => limits.header_timeout,
             Phase::Idle if self.first => limits.header_timeout,
             // A request is being answered: the keep-alive wait starts once it is.
             Phase::Idle if self.state.busy() => return Wait::Answer,
@@ -282,6 +298,7 @@ impl Scanner {
 
     fn timed_out(&mut self) {
         match self.phase {
+            Phase::Proxy { .. } => self.stop = Some(Stop::Quiet),
             Phase::Head { .. } => self.reject(StatusCode::REQUEST_TIMEOUT),
             Phase::Idle => self.stop = Some(Stop::Quiet),
             Phase::Length(_) | Phase::Chunked(_) => self.body_error(StatusCode::REQUEST_TIMEOUT),
@@ -292,6 +309,11 @@ impl Scanner {
     fn scan(&mut self) {
         while self.scanned < self.raw.len() && self.stop.is_none() {
             match self.phase {
+                Phase::Proxy { required } => {
+                    if !self.scan_proxy(required) {
+                        return;
+                    }
+                }
                 Phase::Idle => {
                     // Empty lines before a request-line are ignored (RFC 9112 §2.2); hyper does.
                     let b = self.raw[self.scanned];
@@ -312,6 +334,55 @@ impl Scanner {
                     self.phase = if n == left { Phase::Idle } else { Phase::Length(left - n) };
                 }
                 Phase::Chunked(chunk) => self.scan_chunked(chunk),
+            }
+        }
+    }
+
+    /// Reads a PROXY protocol header (v1 or v2) at the start of the connection, taking the
+    /// client's address from it; one that is malformed, or from a peer not allowed to send one,
+    /// closes the connection. False while more bytes are needed.
+    fn scan_proxy(&mut self, required: bool) -> bool {
+        let data = &self.raw[self.approved..];
+        let v1 = b"PROXY ".starts_with(&data[..data.len().min(6)]);
+        let v2 = PROXY_V2.starts_with(&data[..data.len().min(12)]);
+        if !required {
+            if (v1 && data.len() < 6) || (v2 && data.len() < 12) {
+                return false;
+            }
+            if (v1 && data.len() >= 6) || (v2 && data.len() >= 12) {
+                tracing::debug!("a PROXY header from a peer not in proxy_allow_ips");
+                self.stop = Some(Stop::Quiet);
+            }
+            self.phase = Phase::Idle;
+            return self.stop.is_none();
+        }
+        let parsed = if data.len() >= 6 && data.starts_with(b"PROXY ") {
+            parse_proxy_v1(data)
+        } else if data.len() >= 12 && data.starts_with(&PROXY_V2) {
+            parse_proxy_v2(data)
+        } else if v1 || v2 {
+            Proxied::Incomplete
+        } else {
+            Proxied::Invalid
+        };
+        match parsed {
+            Proxied::Incomplete => {
+                self.scanned = self.raw.len();
+                false
+            }
+            Proxied::Invalid => {
+                tracing::debug!("a missing or malformed PROXY header");
+                self.stop = Some(Stop::Quiet);
+                false
+            }
+            Proxied::Header { len, source } => {
+                if let Some(source) = source {
+                    self.state.set_peer(source);
+                }
+                self.raw.drain(self.approved..self.approved + len);
+                self.scanned = self.approved;
+                self.phase = Phase::Idle;
+                true
             }
         }
     }
@@ -477,6 +548,76 @@ impl Scanner {
         }
         self.phase = Phase::Chunked(chunk);
     }
+}
+
+/// The signature that starts a PROXY protocol v2 header.
+const PROXY_V2: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
+
+/// A PROXY protocol header, as far as it has been read.
+enum Proxied {
+    Incomplete,
+    Invalid,
+    /// A header of `len` bytes; the client's address, unless it is a health check (`LOCAL`,
+    /// `UNKNOWN`).
+    Header {
+        len: usize,
+        source: Option<SocketAddr>,
+    },
+}
+
+/// `PROXY TCP4 1.2.3.4 5.6.7.8 1111 80\r\n` (at most 107 bytes).
+fn parse_proxy_v1(data: &[u8]) -> Proxied {
+    let Some(end) = data.windows(2).take(107).position(|w| w == b"\r\n") else {
+        return if data.len() >= 107 { Proxied::Invalid } else { Proxied::Incomplete };
+    };
+    let Ok(line) = std::str::from_utf8(&data[..end]) else { return Proxied::Invalid };
+    let parts: Vec<&str> = line.split(' ').collect();
+    let source = match parts.as_slice() {
+        ["PROXY", "UNKNOWN", ..] => None,
+        ["PROXY", family @ ("TCP4" | "TCP6"), src, dst, sport, dport] => {
+            let (Ok(src), Ok(_), Ok(sport), Ok(_)) = (
+                src.parse::<IpAddr>(),
+                dst.parse::<IpAddr>(),
+                sport.parse::<u16>(),
+                dport.parse::<u16>(),
+            ) else {
+                return Proxied::Invalid;
+            };
+            if src.is_ipv4() != (*family == "TCP4") {
+                return Proxied::Invalid;
+            }
+            Some(SocketAddr::new(src, sport))
+        }
+        _ => return Proxied::Invalid,
+    };
+    Proxied::Header { len: end + 2, source }
+}
+
+/// The binary v2 header: signature, version and command, family, length, addresses.
+fn parse_proxy_v2(data: &[u8]) -> Proxied {
+    if data.len() < 16 {
+        return Proxied::Incomplete;
+    }
+    let len = 16 + u16::from_be_bytes([data[14], data[15]]) as usize;
+    if data.len() < len {
+        return Proxied::Incomplete;
+    }
+    let body = &data[16..len];
+    let source = match (data[12], data[13]) {
+        // LOCAL: the proxy's own connection (a health check).
+        (0x20, _) => None,
+        (0x21, 0x11) if body.len() >= 12 => {
+            let ip = IpAddr::from([body[0], body[1], body[2], body[3]]);
+            Some(SocketAddr::new(ip, u16::from_be_bytes([body[8], body[9]])))
+        }
+        (0x21, 0x21) if body.len() >= 36 => {
+            let octets: [u8; 16] = body[..16].try_into().expect("16 bytes");
+            Some(SocketAddr::new(IpAddr::from(octets), u16::from_be_bytes([body[32], body[33]])))
+        }
+        (0x21, 0x00) => None,
+        _ => return Proxied::Invalid,
+    };
+    Proxied::Header { len, source }
 }
 
 /// How a request's body is delimited.

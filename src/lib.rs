@@ -48,6 +48,7 @@
 //! | `master` | the supervising loop and its verbs |
 //! | `signals` | which signal means what, for the master and for a worker |
 //! | `worker` | everything after fork: runtime, accept loop, heartbeat, drain, exit code |
+//! | `client` | who the client is: forwarded headers from trusted proxies, the [`Client`] extension |
 //! | `gate` | what a request must be to reach hyper and the app: `[http]` limits, strict framing, timeouts |
 //! | `service` | calling the app's service; panics and errors become `500`, `request_timeout` a `504` |
 //! | `scoreboard` | the shared memory where workers publish heartbeats and requests for the master |
@@ -60,6 +61,7 @@
 
 pub mod app;
 pub mod cli;
+mod client;
 pub mod config;
 mod error;
 mod gate;
@@ -80,6 +82,7 @@ mod worker;
 use std::process::ExitCode;
 
 pub use crate::cli::Cli;
+pub use crate::client::Client;
 pub use crate::config::Config;
 pub use crate::error::{BoxError, ConfigError, Error};
 pub use crate::service::HttpService;

@@ -20,6 +20,7 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::Notify;
 use tokio::time::Sleep;
 
+use crate::client::AllowList;
 use crate::error::BoxError;
 use crate::scoreboard::{Board, Line};
 use crate::shutdown::{ConnState, Shutdown};
@@ -65,11 +66,18 @@ pub(crate) struct Requests {
     pub(crate) recycle_after: Option<u64>,
     /// Wakes the task that asks the master for a successor.
     pub(crate) recycle: Notify,
+    /// `forwarded_allow_ips`.
+    forwarded: AllowList,
 }
 
 impl Requests {
-    pub(crate) fn new(board: Board, timeout: Option<Duration>, recycle_after: Option<u64>) -> Self {
-        Requests { board, timeout, recycle_after, recycle: Notify::new() }
+    pub(crate) fn new(
+        board: Board,
+        timeout: Option<Duration>,
+        recycle_after: Option<u64>,
+        forwarded: AllowList,
+    ) -> Self {
+        Requests { board, timeout, recycle_after, recycle: Notify::new(), forwarded }
     }
 
     /// Records a request starting on a connection; the returned guard records its end when
@@ -107,7 +115,11 @@ pub(crate) struct AppService<S> {
 
 impl<S> AppService<S> {
     pub(crate) fn new(service: S, requests: Rc<Requests>, shutdown: &Shutdown) -> Self {
-        AppService { service: Rc::new(service), requests, conn: Rc::new(ConnState::new(shutdown)) }
+        AppService {
+            service: Rc::new(service),
+            requests,
+            conn: Rc::new(ConnState::new(shutdown, None)),
+        }
     }
 
     /// The service for a new connection, which reports its requests to `conn`.
@@ -121,7 +133,8 @@ impl<S: HttpService> hyper::service::Service<Request<Incoming>> for AppService<S
     type Error = Infallible;
     type Future = Guarded<S::Future>;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
+    fn call(&self, mut req: Request<Incoming>) -> Self::Future {
+        crate::client::identify(&mut req, self.conn.peer(), &self.requests.forwarded);
         let in_flight = self.requests.start(&self.conn, req.method(), req.uri());
         let request = RequestLine { method: req.method().clone(), uri: req.uri().clone() };
         let deadline = self.requests.timeout.map(|t| Box::pin(tokio::time::sleep(t)));

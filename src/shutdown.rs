@@ -113,6 +113,8 @@ pub(crate) struct ConnState {
     gate: std::cell::RefCell<Option<std::task::Waker>>,
     /// Bytes read from the client.
     read: Cell<u64>,
+    /// The client's address: the socket's peer, or what a trusted PROXY header said.
+    peer: Cell<Option<std::net::SocketAddr>>,
     /// When the last response finished.
     finished: Cell<Instant>,
     /// Why the current request's body could not be read whole (see [`crate::gate`]).
@@ -123,8 +125,9 @@ pub(crate) struct ConnState {
 }
 
 impl ConnState {
-    pub(crate) fn new(shutdown: &Shutdown) -> Self {
+    pub(crate) fn new(shutdown: &Shutdown, peer: Option<std::net::SocketAddr>) -> Self {
         ConnState {
+            peer: Cell::new(peer),
             shutdown: shutdown.clone(),
             started: Cell::new(0),
             active: Cell::new(0),
@@ -169,6 +172,16 @@ impl ConnState {
         }
         *self.gate.borrow_mut() = Some(waker.clone());
         false
+    }
+
+    /// The client's address (`None` on a unix socket).
+    pub(crate) fn peer(&self) -> Option<std::net::SocketAddr> {
+        self.peer.get()
+    }
+
+    /// The client's address, as a trusted PROXY protocol header gave it.
+    pub(crate) fn set_peer(&self, peer: std::net::SocketAddr) {
+        self.peer.set(Some(peer));
     }
 
     /// A request is being answered.

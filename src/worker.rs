@@ -154,8 +154,12 @@ where
     }
 
     let server = &ctx.config.server;
-    let requests =
-        Rc::new(Requests::new(board, ServerConfig::limit(server.request_timeout), recycle_after));
+    let requests = Rc::new(Requests::new(
+        board,
+        ServerConfig::limit(server.request_timeout),
+        recycle_after,
+        ctx.config.http.forwarded_allow_ips.clone(),
+    ));
     let shutdown = Shutdown::default();
     let service = AppService::new(service, Rc::clone(&requests), &shutdown);
     let http = Rc::new(http_builder());
@@ -170,7 +174,7 @@ where
     let limits = Rc::new(Limits::new(&ctx.config.http));
     for acceptor in acceptors {
         let conns = Connections {
-            service: service.for_connection(Rc::new(ConnState::new(&shutdown))),
+            service: service.for_connection(Rc::new(ConnState::new(&shutdown, None))),
             http: Rc::clone(&http),
             shutdown: shutdown.clone(),
             requests: Rc::clone(&requests),
@@ -305,9 +309,9 @@ async fn accept_loop<S: HttpService>(acceptor: Acceptor, conns: Connections<S>) 
                     accepted = l.accept() => accepted,
                 };
                 match accepted {
-                    Ok((stream, _peer)) => {
+                    Ok((stream, peer)) => {
                         let _ = stream.set_nodelay(true);
-                        conns.spawn(stream);
+                        conns.spawn(stream, Some(peer));
                     }
                     Err(e) => accept_failed(e).await,
                 }
@@ -319,7 +323,7 @@ async fn accept_loop<S: HttpService>(acceptor: Acceptor, conns: Connections<S>) 
                     accepted = l.accept() => accepted,
                 };
                 match accepted {
-                    Ok((stream, _peer)) => conns.spawn(stream),
+                    Ok((stream, _peer)) => conns.spawn(stream, None),
                     Err(e) => accept_failed(e).await,
                 }
             }
@@ -354,12 +358,12 @@ async fn accept_failed(e: io::Error) {
 
 impl<S: HttpService> Connections<S> {
     /// Serves one accepted connection in a task of its own.
-    fn spawn<I>(&self, io: I)
+    fn spawn<I>(&self, io: I, peer: Option<std::net::SocketAddr>)
     where
         I: AsyncRead + AsyncWrite + Unpin + 'static,
     {
         let tracked = self.shutdown.track();
-        let state = Rc::new(ConnState::new(&self.shutdown));
+        let state = Rc::new(ConnState::new(&self.shutdown, peer));
         let io = TokioIo::new(Gate::new(io, Rc::clone(&state), Rc::clone(&self.limits)));
         let conn = self.http.serve_connection(io, self.service.for_connection(Rc::clone(&state)));
         let shutdown = self.shutdown.clone();

@@ -1,0 +1,310 @@
+//! Who the client is: the peer's address, or, from trusted proxies only, what they say about
+//! the client. `forwarded_allow_ips` says which peers' `X-Forwarded-For`, `X-Forwarded-Proto`,
+//! `X-Forwarded-Host` and `Forwarded` headers are believed; `proxy_allow_ips` which peers may
+//! open a connection with a PROXY protocol header (v1 or v2, as HAProxy and AWS NLB send).
+//!
+//! The app gets the result as a [`Client`] in each request's extensions. From a peer that is
+//! not trusted, the forwarding headers are removed before the app sees them, so that an app
+//! that reads them anyway cannot be lied to.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::str::FromStr;
+
+use http::{HeaderMap, HeaderName, Request};
+
+/// What forkserve knows about the client of a request, in the request's extensions:
+/// `req.extensions().get::<forkserve::Client>()`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Client {
+    addr: Option<IpAddr>,
+    peer: Option<SocketAddr>,
+    https: bool,
+    host: Option<String>,
+}
+
+impl Client {
+    /// The client's address: the peer's, or the one trusted proxies reported. `None` on a unix
+    /// socket without forwarding headers.
+    pub fn addr(&self) -> Option<IpAddr> {
+        self.addr
+    }
+
+    /// The address of the connection's other end (the proxy's, behind one), or the source a
+    /// trusted PROXY protocol header gave.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    /// `"https"` if a trusted proxy said the client used it, else `"http"`.
+    pub fn scheme(&self) -> &'static str {
+        if self.https { "https" } else { "http" }
+    }
+
+    /// The host a trusted proxy said the client asked for (`X-Forwarded-Host`, `Forwarded:
+    /// host=`), if any.
+    pub fn host(&self) -> Option<&str> {
+        self.host.as_deref()
+    }
+}
+
+/// A list of trusted addresses: IPs, CIDR networks, or `*` for any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowList {
+    entries: Vec<Allowed>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Allowed {
+    Any,
+    Net(IpAddr, u8),
+}
+
+impl AllowList {
+    /// Whether `ip` is trusted.
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.entries.iter().any(|e| match *e {
+            Allowed::Any => true,
+            Allowed::Net(net, bits) => in_net(ip, net, bits),
+        })
+    }
+
+    /// An empty list: nobody is trusted.
+    pub fn none() -> AllowList {
+        AllowList { entries: Vec::new() }
+    }
+}
+
+impl FromStr for AllowList {
+    type Err = String;
+
+    /// A comma-separated list, as on the command line: `127.0.0.1,::1,10.0.0.0/8` or `*`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut entries = Vec::new();
+        for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            entries.push(parse_entry(item)?);
+        }
+        Ok(AllowList { entries })
+    }
+}
+
+fn parse_entry(item: &str) -> Result<Allowed, String> {
+    if item == "*" {
+        return Ok(Allowed::Any);
+    }
+    let (ip, bits) = match item.split_once('/') {
+        Some((ip, bits)) => (ip, Some(bits)),
+        None => (item, None),
+    };
+    let ip: IpAddr = ip.parse().map_err(|_| format!("{item:?} is not an IP address or network"))?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let bits = match bits {
+        Some(b) => b
+            .parse::<u8>()
+            .ok()
+            .filter(|b| *b <= max)
+            .ok_or_else(|| format!("{item:?}: the prefix length must be 0 to {max}"))?,
+        None => max,
+    };
+    Ok(Allowed::Net(canonical(ip), bits))
+}
+
+impl fmt::Display for AllowList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let items: Vec<String> = self
+            .entries
+            .iter()
+            .map(|e| match e {
+                Allowed::Any => "*".to_string(),
+                Allowed::Net(ip, bits) if *bits == if ip.is_ipv4() { 32 } else { 128 } => {
+                    ip.to_string()
+                }
+                Allowed::Net(ip, bits) => format!("{ip}/{bits}"),
+            })
+            .collect();
+        f.write_str(&items.join(","))
+    }
+}
+
+/// IPv4-mapped IPv6 addresses are their IPv4 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+fn in_net(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
+    match (ip, net) {
+        (IpAddr::V4(a), IpAddr::V4(n)) => {
+            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            u32::from(a) & mask == u32::from(n) & mask
+        }
+        (IpAddr::V6(a), IpAddr::V6(n)) => {
+            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            u128::from(a) & mask == u128::from(n) & mask
+        }
+        _ => false,
+    }
+}
+
+const FORWARDED: [&str; 4] =
+    ["forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
+
+/// Works out the client of a request that came from `peer`, and puts it in the request's
+/// extensions; removes the forwarding headers of a peer that is not trusted.
+pub(crate) fn identify<B>(req: &mut Request<B>, peer: Option<SocketAddr>, trusted: &AllowList) {
+    let peer_ip = peer.map(|p| canonical(p.ip()));
+    // A unix socket's peer is a local process, such as the proxy in front.
+    let believed = peer_ip.is_none_or(|ip| trusted.allows(ip));
+    let mut client = Client { addr: peer_ip, peer, https: false, host: None };
+    let headers = req.headers_mut();
+    if !believed {
+        for name in FORWARDED {
+            headers.remove(HeaderName::from_static(name));
+        }
+    } else if headers.contains_key("forwarded") {
+        from_forwarded(headers, trusted, &mut client);
+    } else {
+        from_x_forwarded(headers, trusted, &mut client);
+    }
+    req.extensions_mut().insert(client);
+}
+
+/// The values of every field `name`, as one comma-separated list.
+fn list(headers: &HeaderMap, name: &str) -> Vec<String> {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// The client is the rightmost address that is not a trusted proxy: each trusted hop appended
+/// the address it saw, and the first untrusted one could have written anything to its left.
+fn rightmost_untrusted(hops: &[Option<IpAddr>], trusted: &AllowList) -> Option<IpAddr> {
+    let mut client = None;
+    for hop in hops.iter().rev() {
+        match hop {
+            Some(ip) => {
+                client = Some(*ip);
+                if !trusted.allows(*ip) {
+                    break;
+                }
+            }
+            // An address that cannot be read ends what can be believed.
+            None => break,
+        }
+    }
+    client
+}
+
+fn from_x_forwarded(headers: &HeaderMap, trusted: &AllowList, client: &mut Client) {
+    let hops: Vec<Option<IpAddr>> =
+        list(headers, "x-forwarded-for").iter().map(|h| parse_node(h)).collect();
+    if let Some(ip) = rightmost_untrusted(&hops, trusted) {
+        client.addr = Some(ip);
+    }
+    if let Some(proto) = list(headers, "x-forwarded-proto").last() {
+        client.https = proto.eq_ignore_ascii_case("https");
+    }
+    client.host = list(headers, "x-forwarded-host").pop().filter(|h| valid_host(h));
+}
+
+/// `Forwarded` (RFC 7239): `for=`, `proto=`, `host=` in each element.
+fn from_forwarded(headers: &HeaderMap, trusted: &AllowList, client: &mut Client) {
+    let elements = list(headers, "forwarded");
+    let mut hops = Vec::new();
+    let mut last_proto = None;
+    let mut last_host = None;
+    for element in &elements {
+        let mut hop = None;
+        for pair in element.split(';') {
+            let Some((key, value)) = pair.split_once('=') else { continue };
+            let value = value.trim().trim_matches('"');
+            match key.trim().to_ascii_lowercase().as_str() {
+                "for" => hop = Some(parse_node(value)),
+                "proto" => last_proto = Some(value.eq_ignore_ascii_case("https")),
+                "host" => last_host = Some(value.to_string()),
+                _ => {}
+            }
+        }
+        hops.push(hop.flatten());
+    }
+    if let Some(ip) = rightmost_untrusted(&hops, trusted) {
+        client.addr = Some(ip);
+    }
+    if let Some(https) = last_proto {
+        client.https = https;
+    }
+    client.host = last_host.filter(|h| valid_host(h));
+}
+
+/// An address as forwarding headers write it: `1.2.3.4`, `1.2.3.4:80`, `[::1]`, `[::1]:80`,
+/// `::1`; `unknown` and obfuscated identifiers are not addresses.
+fn parse_node(s: &str) -> Option<IpAddr> {
+    let s = s.trim().trim_matches('"');
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(canonical(ip));
+    }
+    if let Ok(sock) = s.parse::<SocketAddr>() {
+        return Some(canonical(sock.ip()));
+    }
+    let inner = s.strip_prefix('[').and_then(|r| r.split(']').next())?;
+    inner.parse::<IpAddr>().ok().map(canonical)
+}
+
+fn valid_host(h: &str) -> bool {
+    !h.is_empty() && h.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._:[]".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(peer: &str, headers: &[(&'static str, &str)], trusted: &str) -> (Client, HeaderMap) {
+        let mut req = Request::new(());
+        for (k, v) in headers {
+            req.headers_mut().append(*k, v.parse().unwrap());
+        }
+        identify(&mut req, Some(peer.parse().unwrap()), &trusted.parse().unwrap());
+        let c = req.extensions().get::<Client>().unwrap().clone();
+        (c, req.headers().clone())
+    }
+
+    #[test]
+    fn allow_lists() {
+        let l: AllowList = "127.0.0.1, ::1, 10.0.0.0/8".parse().unwrap();
+        assert!(l.allows("10.1.2.3".parse().unwrap()));
+        assert!(l.allows("::ffff:127.0.0.1".parse().unwrap()), "mapped IPv4");
+        assert!(!l.allows("11.0.0.1".parse().unwrap()));
+        assert!("*".parse::<AllowList>().unwrap().allows("8.8.8.8".parse().unwrap()));
+        assert!("10.0.0.0/33".parse::<AllowList>().is_err());
+        assert!("localhost".parse::<AllowList>().is_err());
+        assert_eq!(l.to_string(), "127.0.0.1,::1,10.0.0.0/8");
+    }
+
+    #[test]
+    fn forwarded_headers_from_trusted_peers_only() {
+        let xff = [("x-forwarded-for", "6.6.6.6, 1.2.3.4"), ("x-forwarded-proto", "https")];
+        let (c, _) = client("127.0.0.1:5000", &xff, "127.0.0.1");
+        assert_eq!(c.addr(), Some("1.2.3.4".parse().unwrap()), "the rightmost untrusted hop");
+        assert_eq!(c.scheme(), "https");
+        let (c, _) = client("127.0.0.1:5000", &xff, "127.0.0.1,1.2.3.4");
+        assert_eq!(c.addr(), Some("6.6.6.6".parse().unwrap()), "through two trusted proxies");
+        let (c, headers) = client("9.9.9.9:5000", &xff, "127.0.0.1");
+        assert_eq!(c.addr(), Some("9.9.9.9".parse().unwrap()));
+        assert_eq!(c.scheme(), "http");
+        assert!(headers.get("x-forwarded-for").is_none(), "an untrusted peer's are removed");
+        let fwd = [("forwarded", "for=\"[2001:db8::1]:4711\";proto=https;host=example.com")];
+        let (c, _) = client("[::1]:5000", &fwd, "::1");
+        assert_eq!(c.addr(), Some("2001:db8::1".parse().unwrap()));
+        assert_eq!((c.scheme(), c.host()), ("https", Some("example.com")));
+        let (c, _) = client("127.0.0.1:1", &[("x-forwarded-for", "garbage")], "127.0.0.1");
+        assert_eq!(c.addr(), Some("127.0.0.1".parse().unwrap()), "an unreadable hop is ignored");
+    }
+}
