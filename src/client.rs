@@ -107,7 +107,16 @@ fn parse_entry(item: &str) -> Result<Allowed, String> {
             .ok_or_else(|| format!("{item:?}: the prefix length must be 0 to {max}"))?,
         None => max,
     };
-    Ok(Allowed::Net(canonical(ip), bits))
+    // An IPv4-mapped network (::ffff:10.0.0.0/104) is the IPv4 network (10.0.0.0/8).
+    match canonical(ip) {
+        v4 @ IpAddr::V4(_) if ip.is_ipv6() => {
+            let bits = bits.checked_sub(96).ok_or_else(|| {
+                format!("{item:?}: an IPv4-mapped network needs a prefix of at least 96")
+            })?;
+            Ok(Allowed::Net(v4, bits))
+        }
+        ip => Ok(Allowed::Net(ip, bits)),
+    }
 }
 
 impl fmt::Display for AllowList {
@@ -138,11 +147,11 @@ fn canonical(ip: IpAddr) -> IpAddr {
 fn in_net(ip: IpAddr, net: IpAddr, bits: u8) -> bool {
     match (ip, net) {
         (IpAddr::V4(a), IpAddr::V4(n)) => {
-            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits) };
+            let mask = if bits == 0 { 0 } else { u32::MAX << (32 - bits.min(32)) };
             u32::from(a) & mask == u32::from(n) & mask
         }
         (IpAddr::V6(a), IpAddr::V6(n)) => {
-            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits) };
+            let mask = if bits == 0 { 0 } else { u128::MAX << (128 - bits.min(128)) };
             u128::from(a) & mask == u128::from(n) & mask
         }
         _ => false,
@@ -164,10 +173,12 @@ pub(crate) fn identify<B>(req: &mut Request<B>, peer: Option<SocketAddr>, truste
         for name in FORWARDED {
             headers.remove(HeaderName::from_static(name));
         }
-    } else if headers.contains_key("forwarded") {
-        from_forwarded(headers, trusted, &mut client);
-    } else {
+    } else if headers.contains_key("x-forwarded-for") || !headers.contains_key("forwarded") {
+        // The X-Forwarded-* family first: it is what most proxies set (nginx, HAProxy, AWS),
+        // and a client's own `Forwarded` must not outrank what the proxy appended.
         from_x_forwarded(headers, trusted, &mut client);
+    } else {
+        from_forwarded(headers, trusted, &mut client);
     }
     req.extensions_mut().insert(client);
 }
@@ -215,33 +226,37 @@ fn from_x_forwarded(headers: &HeaderMap, trusted: &AllowList, client: &mut Clien
     client.host = list(headers, "x-forwarded-host").pop().filter(|h| valid_host(h));
 }
 
-/// `Forwarded` (RFC 7239): `for=`, `proto=`, `host=` in each element.
+/// `Forwarded` (RFC 7239): `for=`, `proto=`, `host=` in each element. The client is the
+/// rightmost untrusted `for`; its element's `proto` and `host` are the ones believed.
 fn from_forwarded(headers: &HeaderMap, trusted: &AllowList, client: &mut Client) {
-    let elements = list(headers, "forwarded");
-    let mut hops = Vec::new();
-    let mut last_proto = None;
-    let mut last_host = None;
-    for element in &elements {
-        let mut hop = None;
-        for pair in element.split(';') {
-            let Some((key, value)) = pair.split_once('=') else { continue };
-            let value = value.trim().trim_matches('"');
-            match key.trim().to_ascii_lowercase().as_str() {
-                "for" => hop = Some(parse_node(value)),
-                "proto" => last_proto = Some(value.eq_ignore_ascii_case("https")),
-                "host" => last_host = Some(value.to_string()),
-                _ => {}
+    struct Element {
+        hop: Option<IpAddr>,
+        https: Option<bool>,
+        host: Option<String>,
+    }
+    let elements: Vec<Element> = list(headers, "forwarded")
+        .iter()
+        .map(|element| {
+            let mut e = Element { hop: None, https: None, host: None };
+            for pair in element.split(';') {
+                let Some((key, value)) = pair.split_once('=') else { continue };
+                let value = value.trim().trim_matches('"');
+                match key.trim().to_ascii_lowercase().as_str() {
+                    "for" => e.hop = parse_node(value),
+                    "proto" => e.https = Some(value.eq_ignore_ascii_case("https")),
+                    "host" => e.host = Some(value.to_string()),
+                    _ => {}
+                }
             }
-        }
-        hops.push(hop.flatten());
-    }
-    if let Some(ip) = rightmost_untrusted(&hops, trusted) {
-        client.addr = Some(ip);
-    }
-    if let Some(https) = last_proto {
-        client.https = https;
-    }
-    client.host = last_host.filter(|h| valid_host(h));
+            e
+        })
+        .collect();
+    let hops: Vec<Option<IpAddr>> = elements.iter().map(|e| e.hop).collect();
+    let Some(ip) = rightmost_untrusted(&hops, trusted) else { return };
+    let Some(chosen) = elements.iter().rev().find(|e| e.hop == Some(ip)) else { return };
+    client.addr = Some(ip);
+    client.https = chosen.https.unwrap_or(false);
+    client.host = chosen.host.clone().filter(|h| valid_host(h));
 }
 
 /// An address as forwarding headers write it: `1.2.3.4`, `1.2.3.4:80`, `[::1]`, `[::1]:80`,
@@ -285,6 +300,10 @@ mod tests {
         assert!("*".parse::<AllowList>().unwrap().allows("8.8.8.8".parse().unwrap()));
         assert!("10.0.0.0/33".parse::<AllowList>().is_err());
         assert!("localhost".parse::<AllowList>().is_err());
+        let mapped: AllowList = "::ffff:127.0.0.0/104".parse().unwrap();
+        assert!(mapped.allows("127.9.9.9".parse().unwrap()));
+        assert!(!mapped.allows("128.0.0.1".parse().unwrap()));
+        assert!("::ffff:127.0.0.0/64".parse::<AllowList>().is_err());
         assert_eq!(l.to_string(), "127.0.0.1,::1,10.0.0.0/8");
     }
 
@@ -304,6 +323,14 @@ mod tests {
         let (c, _) = client("[::1]:5000", &fwd, "::1");
         assert_eq!(c.addr(), Some("2001:db8::1".parse().unwrap()));
         assert_eq!((c.scheme(), c.host()), ("https", Some("example.com")));
+        // A client's own Forwarded does not outrank the proxy's X-Forwarded-For.
+        let both = [("forwarded", "for=1.2.3.4;proto=https"), ("x-forwarded-for", "203.0.113.9")];
+        let (c, _) = client("127.0.0.1:5000", &both, "127.0.0.1");
+        assert_eq!((c.addr(), c.scheme()), (Some("203.0.113.9".parse().unwrap()), "http"));
+        // proto comes from the element of the client chosen, not from any element.
+        let fwd = [("forwarded", "for=1.2.3.4;proto=https, for=203.0.113.9")];
+        let (c, _) = client("127.0.0.1:5000", &fwd, "127.0.0.1");
+        assert_eq!((c.addr(), c.scheme()), (Some("203.0.113.9".parse().unwrap()), "http"));
         let (c, _) = client("127.0.0.1:1", &[("x-forwarded-for", "garbage")], "127.0.0.1");
         assert_eq!(c.addr(), Some("127.0.0.1".parse().unwrap()), "an unreadable hop is ignored");
     }

@@ -110,10 +110,12 @@ enum Chunk {
     /// Expecting CR, then LF, after chunk data.
     DataCr,
     DataLf,
-    /// In a trailer section: this line's length, and how many lines so far.
+    /// In a trailer section: this line's length, how many lines so far, and whether this
+    /// line's colon has been seen.
     Trailer {
         len: usize,
         lines: usize,
+        colon: bool,
     },
     /// Expecting the LF that ends a trailer line of this length.
     TrailerLf {
@@ -128,6 +130,8 @@ enum Wait {
     Forever,
     /// Until the request in progress is answered.
     Answer,
+    /// Until hyper hands the request with this number (whose body is arriving) to the app.
+    Dispatch(u64),
 }
 
 /// Why the gate stopped the input.
@@ -162,6 +166,13 @@ struct Scanner {
     first: bool,
     /// Heads let through to hyper.
     heads: u64,
+    /// Bytes of chunk extensions and of trailers in the current body (hyper allows 16 KiB of
+    /// each; the gate less, so that it refuses first).
+    extensions: usize,
+    trailers: usize,
+    /// The current request closes the connection after its response (HTTP/1.0 without
+    /// keep-alive, `Connection: close`): nothing after it is read.
+    closing: bool,
 }
 
 pin_project_lite::pin_project! {
@@ -174,6 +185,10 @@ pin_project_lite::pin_project! {
         replied: usize,
         timer: Option<Pin<Box<Sleep>>>,
         eof: bool,
+        // When hyper last wrote to the client, and whether the client is not reading (the
+        // socket is full): a connection still sending a response is not idle.
+        last_write: Instant,
+        write_blocked: bool,
     }
 }
 
@@ -198,10 +213,27 @@ impl<I> Gate<I> {
             since: Instant::now(),
             first: true,
             heads: 0,
+            extensions: 0,
+            trailers: 0,
+            closing: false,
         };
-        Gate { io, s, replied: 0, timer: None, eof: false }
+        Gate {
+            io,
+            s,
+            replied: 0,
+            timer: None,
+            eof: false,
+            last_write: Instant::now(),
+            write_blocked: false,
+        }
     }
 }
+
+/// The most bytes of chunk extensions, and of trailers, in one body.
+const EXTENSIONS_LIMIT: usize = 8 * 1024;
+const TRAILERS_LIMIT: usize = 8 * 1024;
+/// The largest head, whatever the limits say (0 means no limit per line, not no limit at all).
+const HEAD_LIMIT: usize = 1024 * 1024;
 
 /// How much the gate reads from the socket at once.
 const READ_CHUNK: usize = 16 * 1024;
@@ -228,11 +260,12 @@ impl<I: AsyncRead> AsyncRead for Gate<I> {
                 // End of input. A body that ends early must end now, for hyper to tell the app;
                 // otherwise only once hyper has answered every request it was given (hyper
                 // gives up a response it owes when input ends between requests).
-                let body = matches!(g.stop, Some(Stop::Body(_)));
-                if body || g.state.answered(g.heads, cx.waker()) {
-                    return Poll::Ready(Ok(()));
-                }
-                return Poll::Pending;
+                let ended = match g.stop {
+                    // The broken body's request must be the one hyper is reading.
+                    Some(Stop::Body(_)) => g.state.dispatched(g.heads, cx.waker()),
+                    _ => g.state.answered(g.heads, cx.waker()),
+                };
+                return if ended { Poll::Ready(Ok(())) } else { Poll::Pending };
             }
             // Read more from the client.
             let start = g.raw.len();
@@ -248,7 +281,10 @@ impl<I: AsyncRead> AsyncRead for Gate<I> {
                 }
                 Poll::Ready(Ok(())) => {
                     g.state.bytes_read(n);
-                    g.since = Instant::now();
+                    if matches!(g.phase, Phase::Length(_) | Phase::Chunked(_)) {
+                        // Body bytes are progress; a head is timed from its first byte.
+                        g.since = Instant::now();
+                    }
                     g.scan();
                     continue;
                 }
@@ -256,12 +292,15 @@ impl<I: AsyncRead> AsyncRead for Gate<I> {
                 Poll::Pending => {}
             }
             // Nothing to read: wait, unless a timer has run out.
-            let deadline = match g.deadline() {
+            let deadline = match g.deadline(*this.last_write, *this.write_blocked) {
                 Wait::Until(deadline) => deadline,
                 Wait::Forever => return Poll::Pending,
                 // Woken when the response is done, to start the keep-alive timer then.
                 Wait::Answer if !g.state.answered(g.heads, cx.waker()) => return Poll::Pending,
                 Wait::Answer => continue,
+                // Woken when the request is handed to the app, to start the body timer then.
+                Wait::Dispatch(n) if !g.state.dispatched(n, cx.waker()) => return Poll::Pending,
+                Wait::Dispatch(_) => continue,
             };
             let timer = this
                 .timer
@@ -277,20 +316,32 @@ impl<I: AsyncRead> AsyncRead for Gate<I> {
 }
 
 impl Scanner {
-    /// When the current wait times out, if it does.
-    fn deadline(&self) -> Wait {
+    /// When the current wait times out, if it does. `last_write` and `write_blocked` say
+    /// whether a response is still being sent.
+    fn deadline(&self, last_write: Instant, write_blocked: bool) -> Wait {
         let limits = &self.limits;
+        let body = matches!(self.phase, Phase::Length(_) | Phase::Chunked(_));
         let wait = match self.phase {
             Phase::Head { .. } | Phase::Proxy { .. } => limits.header_timeout,
             Phase::Idle if self.first => limits.header_timeout,
-            // A request is being answered: the keep-alive wait starts once it is.
+            // A request is being answered: the keep-alive wait starts once it is, and its
+            // response has reached the client.
             Phase::Idle if self.state.busy() => return Wait::Answer,
+            Phase::Idle if write_blocked => return Wait::Forever,
             Phase::Idle => limits.keepalive,
-            Phase::Length(_) | Phase::Chunked(_) => limits.body_timeout,
+            // A body is only late once the app wants it (hyper answers 100-continue then).
+            _ if body
+                && limits.body_timeout.is_some()
+                && !self.state.dispatched_now(self.heads) =>
+            {
+                return Wait::Dispatch(self.heads);
+            }
+            _ => limits.body_timeout,
         };
         let Some(wait) = wait else { return Wait::Forever };
         let since = match self.phase {
-            Phase::Idle => self.since.max(self.state.idle_since()),
+            Phase::Idle => self.since.max(self.state.idle_since()).max(last_write),
+            _ if body => self.since.max(self.state.started_at()).max(last_write),
             _ => self.since,
         };
         Wait::Until(since + wait)
@@ -332,6 +383,9 @@ impl Scanner {
                     self.scanned += n as usize;
                     self.approved = self.scanned;
                     self.phase = if n == left { Phase::Idle } else { Phase::Length(left - n) };
+                    if n == left {
+                        self.end_of_request();
+                    }
                 }
                 Phase::Chunked(chunk) => self.scan_chunked(chunk),
             }
@@ -393,6 +447,9 @@ impl Scanner {
         let limits = Rc::clone(&self.limits);
         while self.scanned < self.raw.len() {
             let at = self.scanned - head_start;
+            if at >= HEAD_LIMIT {
+                return self.reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+            }
             let b = self.raw[self.scanned];
             self.scanned += 1;
             if b != b'\n' {
@@ -434,18 +491,35 @@ impl Scanner {
         accept_minor_versions(&mut self.raw[self.approved..self.scanned]);
         let head = &self.raw[self.approved..self.scanned];
         match check_head(head, fields, &self.limits) {
-            Ok(framing) => {
+            Ok((framing, closing)) => {
                 self.approved = self.scanned;
                 self.heads += 1;
                 self.body = 0;
+                self.extensions = 0;
+                self.trailers = 0;
+                self.closing = closing;
                 self.since = Instant::now();
                 self.phase = match framing {
                     Framing::None | Framing::Length(0) => Phase::Idle,
                     Framing::Length(n) => Phase::Length(n),
                     Framing::Chunked => Phase::Chunked(Chunk::Size { digits: 0, value: 0 }),
                 };
+                if self.phase == Phase::Idle {
+                    self.end_of_request();
+                }
             }
             Err(status) => self.reject(status),
+        }
+    }
+
+    /// A request's last byte has been read. After one that closes the connection, nothing more
+    /// is read: a request after it would be answered inside or after a response that ends
+    /// with the connection.
+    fn end_of_request(&mut self) {
+        if self.closing {
+            self.stop = Some(Stop::Quiet);
+            self.raw.truncate(self.approved);
+            self.scanned = self.approved;
         }
     }
 
@@ -471,7 +545,7 @@ impl Scanner {
         self.stop = Some(Stop::Body(status));
         self.raw.truncate(self.approved);
         self.scanned = self.approved;
-        self.state.set_body_error(status);
+        self.state.set_body_error(self.heads, status);
     }
 
     /// Scans chunked-body bytes (RFC 9112 §7.1), strictly: CRLF line ends, hex sizes.
@@ -504,35 +578,51 @@ impl Scanner {
                     }
                     _ => None,
                 },
-                Chunk::Ext { semicolon, value } => match b {
-                    b'\r' if semicolon => Some(Chunk::SizeLf { value }),
-                    b' ' | b'\t' => Some(chunk),
-                    b';' => Some(Chunk::Ext { semicolon: true, value }),
-                    0x21..=0x7e | 0x80..=0xff if semicolon => Some(chunk),
-                    _ => None,
-                },
+                Chunk::Ext { semicolon, value } => {
+                    self.extensions += 1;
+                    match b {
+                        _ if self.extensions > EXTENSIONS_LIMIT => None,
+                        b'\r' if semicolon => Some(Chunk::SizeLf { value }),
+                        b' ' | b'\t' => Some(chunk),
+                        b';' => Some(Chunk::Ext { semicolon: true, value }),
+                        0x21..=0x7e | 0x80..=0xff if semicolon => Some(chunk),
+                        _ => None,
+                    }
+                }
                 Chunk::SizeLf { value } => match b {
-                    b'\n' if value == 0 => Some(Chunk::Trailer { len: 0, lines: 0 }),
+                    b'\n' if value == 0 => Some(Chunk::Trailer { len: 0, lines: 0, colon: false }),
                     b'\n' => Some(Chunk::Data(value)),
                     _ => None,
                 },
                 Chunk::DataCr => (b == b'\r').then_some(Chunk::DataLf),
                 Chunk::DataLf => (b == b'\n').then_some(Chunk::Size { digits: 0, value: 0 }),
-                Chunk::Trailer { len, lines } => match b {
-                    b'\r' => Some(Chunk::TrailerLf { len, lines }),
-                    b'\t' | 0x20..=0x7e | 0x80..=0xff if len < limits.field_size => {
-                        Some(Chunk::Trailer { len: len + 1, lines })
+                Chunk::Trailer { len, lines, colon } => {
+                    self.trailers += 1;
+                    match b {
+                        _ if self.trailers > TRAILERS_LIMIT || len >= limits.field_size => None,
+                        // A field line: a token, a colon, a value (RFC 9112 §7.1.2, §5).
+                        b'\r' if len == 0 || colon => Some(Chunk::TrailerLf { len, lines }),
+                        b':' if !colon && len > 0 => {
+                            Some(Chunk::Trailer { len: len + 1, lines, colon: true })
+                        }
+                        _ if !colon && is_tchar(b) => {
+                            Some(Chunk::Trailer { len: len + 1, lines, colon })
+                        }
+                        b'\t' | 0x20..=0x7e | 0x80..=0xff if colon => {
+                            Some(Chunk::Trailer { len: len + 1, lines, colon })
+                        }
+                        _ => None,
                     }
-                    _ => None,
-                },
+                }
                 Chunk::TrailerLf { len: 0, .. } if b == b'\n' => {
                     // The end of the body.
                     self.approved = self.scanned;
                     self.phase = Phase::Idle;
+                    self.end_of_request();
                     return;
                 }
-                Chunk::TrailerLf { lines, .. } if b == b'\n' && lines < limits.fields => {
-                    Some(Chunk::Trailer { len: 0, lines: lines + 1 })
+                Chunk::TrailerLf { lines, .. } if b == b'\n' && lines < limits.fields.min(100) => {
+                    Some(Chunk::Trailer { len: 0, lines: lines + 1, colon: false })
                 }
                 Chunk::TrailerLf { .. } | Chunk::Data(_) => None,
             };
@@ -575,12 +665,12 @@ fn parse_proxy_v1(data: &[u8]) -> Proxied {
     let source = match parts.as_slice() {
         ["PROXY", "UNKNOWN", ..] => None,
         ["PROXY", family @ ("TCP4" | "TCP6"), src, dst, sport, dport] => {
-            let (Ok(src), Ok(_), Ok(sport), Ok(_)) = (
-                src.parse::<IpAddr>(),
-                dst.parse::<IpAddr>(),
-                sport.parse::<u16>(),
-                dport.parse::<u16>(),
-            ) else {
+            let port = |p: &str| {
+                p.bytes().all(|b| b.is_ascii_digit()).then(|| p.parse::<u16>().ok()).flatten()
+            };
+            let (Ok(src), Ok(_), Some(sport), Some(_)) =
+                (src.parse::<IpAddr>(), dst.parse::<IpAddr>(), port(sport), port(dport))
+            else {
                 return Proxied::Invalid;
             };
             if src.is_ipv4() != (*family == "TCP4") {
@@ -614,7 +704,8 @@ fn parse_proxy_v2(data: &[u8]) -> Proxied {
             let octets: [u8; 16] = body[..16].try_into().expect("16 bytes");
             Some(SocketAddr::new(IpAddr::from(octets), u16::from_be_bytes([body[32], body[33]])))
         }
-        (0x21, 0x00) => None,
+        // UNSPEC, or a unix socket on the proxy's side: no address to report.
+        (0x21, 0x00 | 0x31 | 0x32) => None,
         _ => return Proxied::Invalid,
     };
     Proxied::Header { len, source }
@@ -629,7 +720,7 @@ enum Framing {
 
 /// Checks a complete head (RFC 9110, RFC 9112): what a request must be for hyper and the app
 /// to see it.
-fn check_head(head: &[u8], fields: usize, limits: &Limits) -> Result<Framing, StatusCode> {
+fn check_head(head: &[u8], fields: usize, limits: &Limits) -> Result<(Framing, bool), StatusCode> {
     let bad = StatusCode::BAD_REQUEST;
     let mut headers = vec![httparse::EMPTY_HEADER; fields];
     let mut req = httparse::Request::new(&mut headers);
@@ -653,6 +744,7 @@ fn check_head(head: &[u8], fields: usize, limits: &Limits) -> Result<Framing, St
         return Err(bad);
     }
     let mut hosts = 0;
+    let mut keep_alive = version == 1;
     let mut lengths: Vec<&[u8]> = Vec::new();
     let mut codings: Vec<String> = Vec::new();
     let mut te = false;
@@ -670,8 +762,19 @@ fn check_head(head: &[u8], fields: usize, limits: &Limits) -> Result<Framing, St
             te = true;
             let value = std::str::from_utf8(h.value).map_err(|_| bad)?;
             codings.extend(
-                value.split(',').map(|c| c.trim().to_ascii_lowercase()).filter(|c| !c.is_empty()),
+                value
+                    .split(',')
+                    .map(|c| c.trim_matches([' ', '\t']).to_ascii_lowercase())
+                    .filter(|c| !c.is_empty()),
             );
+        } else if name.eq_ignore_ascii_case("connection") {
+            for option in h.value.split(|&b| b == b',').map(trim) {
+                if option.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if option.eq_ignore_ascii_case(b"keep-alive") && version == 0 {
+                    keep_alive = true;
+                }
+            }
         }
     }
     // HTTP/1.1 needs exactly one Host; HTTP/1.0 at most one (RFC 9112 §3.2).
@@ -694,9 +797,9 @@ fn check_head(head: &[u8], fields: usize, limits: &Limits) -> Result<Framing, St
             // gzip, deflate…: framing is fine, but the gate does not decode them.
             return Err(StatusCode::NOT_IMPLEMENTED);
         }
-        return Ok(Framing::Chunked);
+        return Ok((Framing::Chunked, !keep_alive));
     }
-    let Some(first) = lengths.first() else { return Ok(Framing::None) };
+    let Some(first) = lengths.first() else { return Ok((Framing::None, !keep_alive)) };
     // Plain digits, and every value the same (RFC 9110 §8.6).
     if lengths.iter().any(|l| l.is_empty() || !l.iter().all(u8::is_ascii_digit) || l != first) {
         return Err(bad);
@@ -705,7 +808,7 @@ fn check_head(head: &[u8], fields: usize, limits: &Limits) -> Result<Framing, St
     if n > limits.max_body {
         return Err(StatusCode::PAYLOAD_TOO_LARGE);
     }
-    Ok(Framing::Length(n))
+    Ok((Framing::Length(n), !keep_alive))
 }
 
 /// A request of a later HTTP/1 minor version is answered as HTTP/1.1 (RFC 9110 §2.5,
@@ -762,7 +865,10 @@ impl<I: AsyncWrite> AsyncWrite for Gate<I> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        self.project().io.poll_write(cx, buf)
+        let this = self.project();
+        let polled = this.io.poll_write(cx, buf);
+        wrote(&polled, this.last_write, this.write_blocked);
+        polled
     }
 
     fn poll_write_vectored(
@@ -770,7 +876,10 @@ impl<I: AsyncWrite> AsyncWrite for Gate<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        self.project().io.poll_write_vectored(cx, bufs)
+        let this = self.project();
+        let polled = this.io.poll_write_vectored(cx, bufs);
+        wrote(&polled, this.last_write, this.write_blocked);
+        polled
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -796,6 +905,18 @@ impl<I: AsyncWrite> AsyncWrite for Gate<I> {
     }
 }
 
+/// Notes a write: progress, or a client that is not reading.
+fn wrote(polled: &Poll<io::Result<usize>>, last_write: &mut Instant, blocked: &mut bool) {
+    match polled {
+        Poll::Ready(Ok(_)) => {
+            *last_write = Instant::now();
+            *blocked = false;
+        }
+        Poll::Pending => *blocked = true,
+        Poll::Ready(Err(_)) => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -807,9 +928,9 @@ mod tests {
     fn check(head: &str) -> Result<u64, u16> {
         let fields = head.lines().count();
         match check_head(head.as_bytes(), fields, &limits()) {
-            Ok(Framing::None) => Ok(0),
-            Ok(Framing::Length(n)) => Ok(n),
-            Ok(Framing::Chunked) => Ok(u64::MAX),
+            Ok((Framing::None, _)) => Ok(0),
+            Ok((Framing::Length(n), _)) => Ok(n),
+            Ok((Framing::Chunked, _)) => Ok(u64::MAX),
             Err(s) => Err(s.as_u16()),
         }
     }

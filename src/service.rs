@@ -87,8 +87,8 @@ impl Requests {
         if self.recycle_after == Some(self.board.served()) {
             self.recycle.notify_one();
         }
-        conn.request_started();
-        InFlight { requests: Rc::clone(self), conn: Rc::clone(conn), id }
+        let number = conn.request_started();
+        InFlight { requests: Rc::clone(self), conn: Rc::clone(conn), id, number }
     }
 }
 
@@ -97,6 +97,8 @@ struct InFlight {
     requests: Rc<Requests>,
     conn: Rc<ConnState>,
     id: u64,
+    /// The request's number on its connection.
+    number: u64,
 }
 
 impl Drop for InFlight {
@@ -255,7 +257,7 @@ impl<F> GuardedProj<'_, F> {
         });
         let in_flight = self.in_flight.take();
         let mut response = response;
-        if let Some(status) = in_flight.as_ref().and_then(|f| f.conn.body_error()) {
+        if let Some(status) = in_flight.as_ref().and_then(|f| f.conn.body_error(f.number)) {
             // The request's body was refused by the gate: whatever the app made of a body
             // that ended early, the client is told what was wrong, and the connection closes.
             tracing::warn!(
@@ -264,7 +266,8 @@ impl<F> GuardedProj<'_, F> {
                 status = status.as_u16(),
                 "request body refused"
             );
-            response = plain(status, status.canonical_reason().unwrap_or("Error").as_bytes());
+            let reason = status.canonical_reason().unwrap_or("Error");
+            response = plain(status, format!("{reason}\n"));
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         if in_flight.as_ref().is_some_and(|f| f.conn.closing()) {
@@ -341,15 +344,15 @@ where
 }
 
 fn internal_error<B>() -> Response<Either<B, Full<Bytes>>> {
-    plain(StatusCode::INTERNAL_SERVER_ERROR, b"Internal Server Error\n")
+    plain(StatusCode::INTERNAL_SERVER_ERROR, &b"Internal Server Error\n"[..])
 }
 
 fn gateway_timeout<B>() -> Response<Either<B, Full<Bytes>>> {
-    plain(StatusCode::GATEWAY_TIMEOUT, b"Gateway Timeout\n")
+    plain(StatusCode::GATEWAY_TIMEOUT, &b"Gateway Timeout\n"[..])
 }
 
-fn plain<B>(status: StatusCode, body: &'static [u8]) -> Response<Either<B, Full<Bytes>>> {
-    let mut response = Response::new(Either::Right(Full::new(Bytes::from_static(body))));
+fn plain<B>(status: StatusCode, body: impl Into<Bytes>) -> Response<Either<B, Full<Bytes>>> {
+    let mut response = Response::new(Either::Right(Full::new(body.into())));
     *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,

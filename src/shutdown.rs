@@ -117,8 +117,11 @@ pub(crate) struct ConnState {
     peer: Cell<Option<std::net::SocketAddr>>,
     /// When the last response finished.
     finished: Cell<Instant>,
-    /// Why the current request's body could not be read whole (see [`crate::gate`]).
-    body_error: Cell<Option<http::StatusCode>>,
+    /// Why a request's body could not be read whole (see [`crate::gate`]): the request's
+    /// number on the connection (1 for the first), and the status to answer.
+    body_error: Cell<Option<(u64, http::StatusCode)>>,
+    /// When the service was last called for a request.
+    started_at: Cell<Instant>,
     /// Set while draining, when someone waits on `changed`.
     watched: Cell<bool>,
     changed: Notify,
@@ -135,6 +138,7 @@ impl ConnState {
             read: Cell::new(0),
             finished: Cell::new(Instant::now()),
             body_error: Cell::new(None),
+            started_at: Cell::new(Instant::now()),
             watched: Cell::new(false),
             changed: Notify::new(),
         }
@@ -147,17 +151,23 @@ impl ConnState {
     }
 
     /// The service was called for a request.
-    pub(crate) fn request_started(&self) {
-        self.started.set(self.started.get() + 1);
+    /// The service was called for a request; returns its number on the connection.
+    pub(crate) fn request_started(&self) -> u64 {
+        let number = self.started.get() + 1;
+        self.started.set(number);
+        self.started_at.set(Instant::now());
         self.active.set(self.active.get() + 1);
+        if let Some(gate) = self.gate.borrow_mut().take() {
+            gate.wake();
+        }
         self.wake();
+        number
     }
 
     /// A request's response is finished (or abandoned).
     pub(crate) fn request_finished(&self) {
         self.active.set(self.active.get().saturating_sub(1));
         self.finished.set(Instant::now());
-        self.body_error.set(None);
         if let Some(gate) = self.gate.borrow_mut().take() {
             gate.wake();
         }
@@ -165,13 +175,33 @@ impl ConnState {
     }
 
     /// Whether every request the gate let through has been answered; if not, the gate is
-    /// woken when one is.
+    /// woken when one starts or ends.
     pub(crate) fn answered(&self, heads: u64, waker: &std::task::Waker) -> bool {
         if self.started.get() >= heads && self.active.get() == 0 {
             return true;
         }
         *self.gate.borrow_mut() = Some(waker.clone());
         false
+    }
+
+    /// Whether the request with this number has been handed to the service; if not, the gate
+    /// is woken when a request starts or ends.
+    pub(crate) fn dispatched(&self, number: u64, waker: &std::task::Waker) -> bool {
+        if self.started.get() >= number {
+            return true;
+        }
+        *self.gate.borrow_mut() = Some(waker.clone());
+        false
+    }
+
+    /// Whether the request with this number has been handed to the service.
+    pub(crate) fn dispatched_now(&self, number: u64) -> bool {
+        self.started.get() >= number
+    }
+
+    /// When the service was last called for a request.
+    pub(crate) fn started_at(&self) -> Instant {
+        self.started_at.get()
     }
 
     /// The client's address (`None` on a unix socket).
@@ -194,14 +224,14 @@ impl ConnState {
         self.finished.get()
     }
 
-    /// Records that the current request's body is broken: its response must say so.
-    pub(crate) fn set_body_error(&self, status: http::StatusCode) {
-        self.body_error.set(Some(status));
+    /// Records that request `number`'s body is broken: its response must say so.
+    pub(crate) fn set_body_error(&self, number: u64, status: http::StatusCode) {
+        self.body_error.set(Some((number, status)));
     }
 
-    /// Why the current request's body could not be read whole, if it could not.
-    pub(crate) fn body_error(&self) -> Option<http::StatusCode> {
-        self.body_error.get()
+    /// Why request `number`'s body could not be read whole, if it could not.
+    pub(crate) fn body_error(&self, number: u64) -> Option<http::StatusCode> {
+        self.body_error.get().filter(|(n, _)| *n == number).map(|(_, s)| s)
     }
 
     pub(crate) fn bytes_read(&self, n: usize) {

@@ -529,6 +529,24 @@ fn cases() -> Vec<Case> {
             chunked("200000\r\n"),
             Close(413),
         ),
+        case(
+            "9112 §7.1.2",
+            "a trailer line that is not a field",
+            chunked("5\r\nhello\r\n0\r\nno colon here\r\n\r\n"),
+            Close(400),
+        ),
+        case(
+            "9112 §7.1.2",
+            "a trailer section over 8 KiB",
+            chunked(&format!("5\r\nhello\r\n0\r\nX-T: {}\r\n\r\n", "v".repeat(8200))),
+            Close(400),
+        ),
+        case(
+            "9112 §7.1.1",
+            "chunk extensions over 8 KiB",
+            chunked(&format!("5;e={}\r\nhello\r\n0\r\n\r\n", "x".repeat(8200))),
+            Close(400),
+        ),
         // Messages on one connection (RFC 9112 §9).
         case(
             "9112 §9.3.2",
@@ -740,4 +758,92 @@ fn a_thousand_slow_header_connections_do_not_keep_a_normal_client_waiting() {
     first.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
     let mut buf = [0u8; 16];
     assert!(first.read(&mut buf).is_err(), "a slow connection was answered early");
+}
+
+/// Reads everything until the server closes the connection.
+fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    out
+}
+
+#[test]
+fn review_regressions_timers_and_pipelines() {
+    let server = Server::start(
+        &example("demo"),
+        &[
+            "-w",
+            "1",
+            "-b",
+            "127.0.0.1:0",
+            "--header-timeout",
+            "2",
+            "--body-timeout",
+            "1",
+            "--keepalive",
+            "1",
+        ],
+    );
+    let addr = server.addr();
+
+    // header_timeout counts from a head's first byte, not from its last: a head trickled one
+    // byte at a time is refused in time.
+    let mut slow = TcpStream::connect(addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+    let started = Instant::now();
+    for b in b"GET / HTTP/1.1\r\nHost: t\r\nX-A: b".iter() {
+        if slow.write_all(&[*b]).is_err() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(150));
+        if started.elapsed() > Duration::from_secs(4) {
+            break;
+        }
+    }
+    let answer = String::from_utf8_lossy(&read_to_close(&mut slow)).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+
+    // A client that reads its response slowly gets all of it: the keep-alive wait starts
+    // once the response has been sent.
+    let mut reader = TcpStream::connect(addr).unwrap();
+    reader.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let body = vec![b'x'; 4 << 20];
+    let head = format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", body.len());
+    reader.write_all(head.as_bytes()).unwrap();
+    reader.write_all(&body).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let mut conn = Conn::over(reader);
+    let response = conn.read_response(false).unwrap();
+    assert_eq!((response.status, response.body.len()), (200, body.len()));
+
+    // A broken body is charged to its own request, not to the one before it.
+    let pipelined =
+        [post("Content-Length: 5\r\n", "hello"), chunked("ZZ\r\nhello\r\n0\r\n\r\n")].concat();
+    let (got, _) = exchange(addr, &pipelined, 2);
+    let got: Vec<(u16, String)> = got.iter().map(|r| (r.status, r.text())).collect();
+    assert_eq!(got, [(200, "hello".to_string()), (400, "Bad Request\n".to_string())]);
+
+    // body_timeout waits until the app wants the body: a 100-continue request queued behind
+    // a slow one is not timed out before it is asked for its body.
+    let mut queued = TcpStream::connect(addr).unwrap();
+    queued.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    queued
+        .write_all(b"GET /sleep/1500 HTTP/1.1\r\nHost: t\r\n\r\nPOST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .unwrap();
+    let mut conn = Conn::over(queued.try_clone().unwrap());
+    assert_eq!(conn.read_response(false).unwrap().status, 200);
+    assert_eq!(conn.read_response(true).unwrap().status, 100);
+    queued.write_all(b"hello").unwrap();
+    let response = conn.read_response(false).unwrap();
+    assert_eq!((response.status, response.text().as_str()), (200, "hello"));
+
+    // After a request that closes the connection, nothing more is read or answered: no
+    // refusal lands inside a response that ends with the connection.
+    let mut old = TcpStream::connect(addr).unwrap();
+    old.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    old.write_all(b"GET /drip/300 HTTP/1.0\r\n\r\nGET / HTTP/1.1\r\n\r\n").unwrap();
+    let all = String::from_utf8_lossy(&read_to_close(&mut old)).into_owned();
+    assert!(all.starts_with("HTTP/1.0 200"), "{all:?}");
+    assert_eq!(all.matches("HTTP/1.").count(), 1, "one response only: {all:?}");
 }
