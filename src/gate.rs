@@ -53,6 +53,9 @@ pub(crate) struct Limits {
     /// Peers that must (and the only ones that may) start with a PROXY protocol header;
     /// `None` when `proxy_protocol` is off.
     proxy: Option<AllowList>,
+    /// The worker's read buffer, shared by its connections (one thread reads at a time), so
+    /// that an idle connection holds no buffer and a read zeroes nothing.
+    scratch: std::cell::RefCell<Box<[u8]>>,
 }
 
 impl Limits {
@@ -67,6 +70,7 @@ impl Limits {
             body_timeout: crate::config::ServerConfig::limit(http.body_timeout),
             keepalive: crate::config::ServerConfig::limit(http.keepalive),
             proxy: http.proxy_protocol.then(|| http.proxy_allow_ips.clone()),
+            scratch: std::cell::RefCell::new(vec![0; READ_CHUNK].into_boxed_slice()),
         }
     }
 }
@@ -267,13 +271,14 @@ impl<I: AsyncRead> AsyncRead for Gate<I> {
                 };
                 return if ended { Poll::Ready(Ok(())) } else { Poll::Pending };
             }
-            // Read more from the client.
-            let start = g.raw.len();
-            g.raw.resize(start + READ_CHUNK, 0);
-            let mut read = ReadBuf::new(&mut g.raw[start..]);
+            // Read more from the client, through the worker's buffer.
+            let limits = Rc::clone(&g.limits);
+            let mut scratch = limits.scratch.borrow_mut();
+            let mut read = ReadBuf::new(&mut scratch[..]);
             let polled = this.io.as_mut().poll_read(cx, &mut read);
             let n = read.filled().len();
-            g.raw.truncate(start + n);
+            g.raw.extend_from_slice(read.filled());
+            drop(scratch);
             match polled {
                 Poll::Ready(Ok(())) if n == 0 => {
                     *this.eof = true;
@@ -295,9 +300,13 @@ impl<I: AsyncRead> AsyncRead for Gate<I> {
             let deadline = match g.deadline(*this.last_write, *this.write_blocked) {
                 Wait::Until(deadline) => deadline,
                 Wait::Forever => return Poll::Pending,
-                // Woken when the response is done, to start the keep-alive timer then.
-                Wait::Answer if !g.state.answered(g.heads, cx.waker()) => return Poll::Pending,
-                Wait::Answer => continue,
+                // A request is being answered. hyper may be waiting here already when it ends;
+                // rather than be woken at the end of every request (which costs throughput), the
+                // gate looks again a keep-alive period from now.
+                Wait::Answer => match g.limits.keepalive {
+                    Some(keepalive) => Instant::now() + keepalive,
+                    None => return Poll::Pending,
+                },
                 // Woken when the request is handed to the app, to start the body timer then.
                 Wait::Dispatch(n) if !g.state.dispatched(n, cx.waker()) => return Poll::Pending,
                 Wait::Dispatch(_) => continue,
@@ -305,10 +314,16 @@ impl<I: AsyncRead> AsyncRead for Gate<I> {
             let timer = this
                 .timer
                 .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
-            if timer.deadline() != deadline.into() {
+            // A later deadline does not move the timer (that would cost a timer-wheel update
+            // per request on a busy keep-alive connection): it fires early and is moved then.
+            if timer.deadline() > deadline.into() {
                 timer.as_mut().reset(deadline.into());
             }
             ready!(timer.as_mut().poll(cx));
+            if Instant::now() < deadline {
+                timer.as_mut().reset(deadline.into());
+                continue;
+            }
             *this.timer = None;
             g.timed_out();
         }
