@@ -22,13 +22,8 @@ FS_PORT=${FS_PORT:-18490}
 NGINX_PORT=${NGINX_PORT:-18491}
 BODY='Hello, World!'
 
-need() {
-  command -v "$1" >/dev/null && return 0
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get install -y -qq "$2" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$2"; }
-  fi
-  command -v "$1" >/dev/null
-}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 need wrk wrk || { echo "wrk is required (apt-get install wrk)" >&2; exit 1; }
 need taskset util-linux || { echo "taskset is required" >&2; exit 1; }
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)

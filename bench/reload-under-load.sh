@@ -17,13 +17,8 @@ UPGRADES=3
 PORT=${PORT:-18480}
 NGINX_PORT=${NGINX_PORT:-18481}
 
-need() {
-  command -v "$1" >/dev/null && return 0
-  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-    apt-get install -y -qq "$2" >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq "$2"; }
-  fi
-  command -v "$1" >/dev/null
-}
+# shellcheck source=bench/lib.sh
+. bench/lib.sh
 need wrk wrk || { echo "wrk is required (apt-get install wrk)" >&2; exit 1; }
 
 cargo build --release --quiet

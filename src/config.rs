@@ -206,15 +206,30 @@ impl Serialize for AllowList {
 
 /// Checks a `limit_request_fields` value.
 pub(crate) fn check_fields(n: u64) -> Result<u64, String> {
-    match n {
-        1..=32768 => Ok(n),
-        _ => Err(format!("limit_request_fields must be between 1 and 32768, not {n}")),
-    }
+    in_range("limit_request_fields", n, 1, 32768)
 }
 
 fn deserialize_fields<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    deserialize_checked(d, check_fields)
+}
+
+/// `n` if it is within `min..=max`, else an error naming the setting.
+fn in_range(setting: &str, n: u64, min: u64, max: u64) -> Result<u64, String> {
+    if (min..=max).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("{setting} must be between {min} and {max}, not {n}"))
+    }
+}
+
+/// Deserializes an integer and checks it (a negative one is out of every range). The check
+/// runs inside the deserializer, so the `toml` crate attaches the value's span to its error.
+fn deserialize_checked<'de, D, T>(d: D, check: fn(u64) -> Result<T, String>) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+{
     let n = i64::deserialize(d)?;
-    check_fields(u64::try_from(n).unwrap_or(0)).map_err(de::Error::custom)
+    check(u64::try_from(n).unwrap_or(0)).map_err(de::Error::custom)
 }
 
 /// The `[log]` table.
@@ -641,28 +656,20 @@ fn deserialize_binds<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Bind>, D::Er
 
 /// Checks a backlog value: the kernel takes 1 to 65535 (and caps it at `net.core.somaxconn`).
 pub(crate) fn check_backlog(n: u64) -> Result<u32, String> {
-    match n {
-        1..=65535 => Ok(n as u32),
-        _ => Err(format!("backlog must be between 1 and 65535, not {n}")),
-    }
+    in_range("backlog", n, 1, 65535).map(|n| n as u32)
 }
 
 fn deserialize_backlog<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    let n = i64::deserialize(d)?;
-    check_backlog(u64::try_from(n).unwrap_or(0)).map_err(de::Error::custom)
+    deserialize_checked(d, check_backlog)
 }
 
 /// Checks a `worker_connections` value.
 pub(crate) fn check_worker_connections(n: u64) -> Result<u32, String> {
-    match n {
-        1..=1_000_000 => Ok(n as u32),
-        _ => Err(format!("worker_connections must be between 1 and 1000000, not {n}")),
-    }
+    in_range("worker_connections", n, 1, 1_000_000).map(|n| n as u32)
 }
 
 fn deserialize_worker_connections<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
-    let n = i64::deserialize(d)?;
-    check_worker_connections(u64::try_from(n).unwrap_or(0)).map_err(de::Error::custom)
+    deserialize_checked(d, check_worker_connections)
 }
 
 /// A count that may be 0: a request or MiB limit.

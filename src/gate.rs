@@ -272,8 +272,7 @@ impl<I: AsyncRead> AsyncRead for Gate<I> {
                 return if ended { Poll::Ready(Ok(())) } else { Poll::Pending };
             }
             // Read more from the client, through the worker's buffer.
-            let limits = Rc::clone(&g.limits);
-            let mut scratch = limits.scratch.borrow_mut();
+            let mut scratch = g.limits.scratch.borrow_mut();
             let mut read = ReadBuf::new(&mut scratch[..]);
             let polled = this.io.as_mut().poll_read(cx, &mut read);
             let n = read.filled().len();

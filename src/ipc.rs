@@ -40,6 +40,7 @@ const MAX_REASON: usize = 2048;
 
 impl Message {
     fn encode(&self) -> Vec<u8> {
+        let requests;
         let (tag, worker, rest): (u8, u64, &[u8]) = match self {
             Message::Ready { worker } => (READY, *worker, &[]),
             Message::BootFailed { worker, reason } => {
@@ -49,11 +50,9 @@ impl Message {
                 }
                 (BOOT_FAILED, *worker, &reason.as_bytes()[..end])
             }
-            Message::Recycle { worker, requests } => {
-                let mut buf = vec![RECYCLE];
-                buf.extend_from_slice(&worker.to_le_bytes());
-                buf.extend_from_slice(&requests.to_le_bytes());
-                return buf;
+            Message::Recycle { worker, requests: n } => {
+                requests = n.to_le_bytes();
+                (RECYCLE, *worker, &requests)
             }
         };
         let mut buf = Vec::with_capacity(9 + rest.len());
