@@ -169,7 +169,11 @@ pub(crate) fn identify<B>(req: &mut Request<B>, peer: Option<SocketAddr>, truste
     let believed = peer_ip.is_none_or(|ip| trusted.allows(ip));
     let mut client = Client { addr: peer_ip, peer, https: false, host: None };
     let headers = req.headers_mut();
-    if !believed {
+    // Most requests carry none of these: one pass over the few fields they have tells.
+    let forwarded = headers.keys().any(|k| FORWARDED.iter().any(|name| k == name));
+    if !forwarded {
+        // Nothing to believe or remove.
+    } else if !believed {
         for name in FORWARDED {
             headers.remove(HeaderName::from_static(name));
         }

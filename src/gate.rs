@@ -166,6 +166,8 @@ struct Scanner {
     reply: Vec<u8>,
     /// When the current wait (a head, body progress, idleness) began.
     since: Instant,
+    /// When the bytes being scanned were read.
+    read_at: Instant,
     /// No request has started on this connection yet.
     first: bool,
     /// Heads let through to hyper.
@@ -193,6 +195,10 @@ pin_project_lite::pin_project! {
         // socket is full): a connection still sending a response is not idle.
         last_write: Instant,
         write_blocked: bool,
+        // Responses held back while hyper answers more pipelined requests (see `hold_back`),
+        // and how much of them is written.
+        out: Vec<u8>,
+        out_written: usize,
     }
 }
 
@@ -204,6 +210,7 @@ impl<I> Gate<I> {
             (Some(_), None) => Phase::Proxy { required: true },
             (None, _) => Phase::Idle,
         };
+        let now = Instant::now();
         let s = Scanner {
             state,
             limits,
@@ -214,7 +221,8 @@ impl<I> Gate<I> {
             body: 0,
             stop: None,
             reply: Vec::new(),
-            since: Instant::now(),
+            since: now,
+            read_at: now,
             first: true,
             heads: 0,
             extensions: 0,
@@ -227,8 +235,10 @@ impl<I> Gate<I> {
             replied: 0,
             timer: None,
             eof: false,
-            last_write: Instant::now(),
+            last_write: now,
             write_blocked: false,
+            out: Vec::new(),
+            out_written: 0,
         }
     }
 }
@@ -285,9 +295,11 @@ impl<I: AsyncRead> AsyncRead for Gate<I> {
                 }
                 Poll::Ready(Ok(())) => {
                     g.state.bytes_read(n);
+                    // One clock reading for all that this read brought.
+                    g.read_at = Instant::now();
                     if matches!(g.phase, Phase::Length(_) | Phase::Chunked(_)) {
                         // Body bytes are progress; a head is timed from its first byte.
-                        g.since = Instant::now();
+                        g.since = g.read_at;
                     }
                     g.scan();
                     continue;
@@ -387,7 +399,7 @@ impl Scanner {
                         self.approved = self.scanned;
                     } else {
                         self.phase = Phase::Head { line: 0, lines: 0 };
-                        self.since = Instant::now();
+                        self.since = self.read_at;
                         self.first = false;
                     }
                 }
@@ -455,49 +467,63 @@ impl Scanner {
         }
     }
 
-    /// Scans head bytes up to the end of the head or of what was read.
+    /// Scans head bytes up to the end of the head or of what was read, a line at a time.
     fn scan_head(&mut self, mut line: usize, mut lines: usize) {
         let head_start = self.approved;
-        let limits = Rc::clone(&self.limits);
-        while self.scanned < self.raw.len() {
-            let at = self.scanned - head_start;
+        let (line_limit, field_limit, fields_limit) =
+            (self.limits.line, self.limits.field_size, self.limits.fields);
+        // The longest a line may be, with its CR, so far as `lines` says which line it is.
+        let too_long = |lines: usize, len: usize| {
+            if lines == 0 {
+                (len > line_limit.saturating_add(1)).then_some(StatusCode::URI_TOO_LONG)
+            } else {
+                (len > field_limit.saturating_add(1))
+                    .then_some(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE)
+            }
+        };
+        loop {
+            let Some(i) = memchr::memchr(b'\n', &self.raw[self.scanned..]) else {
+                // The line goes on: one that is already too long is refused without waiting
+                // for its end.
+                self.scanned = self.raw.len();
+                let at = self.scanned - head_start;
+                if let Some(status) = too_long(lines, at - line) {
+                    return self.reject(status);
+                }
+                if at > HEAD_LIMIT {
+                    return self.reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+                }
+                self.phase = Phase::Head { line, lines };
+                return;
+            };
+            // `at` is the newline's place in the head.
+            let at = self.scanned + i - head_start;
+            self.scanned += i + 1;
+            if let Some(status) = too_long(lines, at - line) {
+                return self.reject(status);
+            }
             if at >= HEAD_LIMIT {
                 return self.reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
             }
-            let b = self.raw[self.scanned];
-            self.scanned += 1;
-            if b != b'\n' {
-                // A line that is already too long is refused without waiting for its end.
-                let len = at + 1 - line;
-                if lines == 0 && len > limits.line.saturating_add(1) {
-                    return self.reject(StatusCode::URI_TOO_LONG);
-                }
-                if lines > 0 && len > limits.field_size.saturating_add(1) {
-                    return self.reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
-                }
-                continue;
-            }
-            let head = &self.raw[head_start..self.scanned];
             let mut len = at - line;
-            if len > 0 && head[at - 1] == b'\r' {
+            if len > 0 && self.raw[head_start + at - 1] == b'\r' {
                 len -= 1;
             }
-            if lines == 0 && len > limits.line {
+            if lines == 0 && len > line_limit {
                 return self.reject(StatusCode::URI_TOO_LONG);
             }
             if lines > 0 && len == 0 {
                 return self.end_of_head(lines - 1);
             }
-            if lines > 0 && len > limits.field_size {
+            if lines > 0 && len > field_limit {
                 return self.reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
             }
             lines += 1;
-            if lines - 1 > limits.fields {
+            if lines - 1 > fields_limit {
                 return self.reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
             }
             line = at + 1;
         }
-        self.phase = Phase::Head { line, lines };
     }
 
     /// A complete head: checks it, and either clears it for hyper or refuses it.
@@ -512,7 +538,7 @@ impl Scanner {
                 self.extensions = 0;
                 self.trailers = 0;
                 self.closing = closing;
-                self.since = Instant::now();
+                self.since = self.read_at;
                 self.phase = match framing {
                     Framing::None | Framing::Length(0) => Phase::Idle,
                     Framing::Length(n) => Phase::Length(n),
@@ -736,8 +762,16 @@ enum Framing {
 /// to see it.
 fn check_head(head: &[u8], fields: usize, limits: &Limits) -> Result<(Framing, bool), StatusCode> {
     let bad = StatusCode::BAD_REQUEST;
-    let mut headers = vec![httparse::EMPTY_HEADER; fields];
-    let mut req = httparse::Request::new(&mut headers);
+    // Most heads have a few fields: those are parsed without an allocation.
+    let mut few = [httparse::EMPTY_HEADER; 32];
+    let mut many = Vec::new();
+    let headers = if fields <= few.len() {
+        &mut few[..fields]
+    } else {
+        many.resize(fields, httparse::EMPTY_HEADER);
+        &mut many[..]
+    };
+    let mut req = httparse::Request::new(headers);
     match req.parse(head) {
         Ok(httparse::Status::Complete(_)) => {}
         Ok(httparse::Status::Partial) => return Err(bad),
@@ -860,11 +894,32 @@ fn version_error(head: &[u8]) -> StatusCode {
 
 /// A Host value: empty, or an authority without userinfo (RFC 9110 §7.2).
 fn valid_host(value: &[u8]) -> bool {
-    value.iter().all(|&b| b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:[]%".contains(&b))
+    value.iter().all(|&b| {
+        b.is_ascii_alphanumeric()
+            || matches!(b, b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')')
+            || matches!(b, b'*' | b'+' | b',' | b';' | b'=' | b':' | b'[' | b']' | b'%')
+    })
 }
 
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
 }
 
 fn trim(s: &[u8]) -> &[u8] {
@@ -873,12 +928,55 @@ fn trim(s: &[u8]) -> &[u8] {
     &s[start..end]
 }
 
+/// The most response bytes held back for pipelined requests before they are written anyway.
+const HOLD_LIMIT: usize = 64 * 1024;
+
+impl<I: AsyncWrite> Gate<I> {
+    /// Whether a write may be held back: the response hyper wrote is complete, and hyper holds
+    /// the next pipelined request already, which it answers without waiting for the client.
+    /// Writing the responses of a pipelined batch together saves a send (and the client a
+    /// wake-up) per request: hyper flushes after every response. Its own `pipeline_flush`
+    /// setting does the same but buffers a large body whole.
+    fn hold_back(&self, more: usize) -> bool {
+        self.s.state.started() < self.s.heads
+            && !self.s.state.busy()
+            && self.out.len() + more <= HOLD_LIMIT
+    }
+
+    /// Whether a write joins what was held back, to be sent with it in one write.
+    fn joins(&self, more: usize) -> bool {
+        !self.out.is_empty() && self.out.len() + more <= HOLD_LIMIT
+    }
+
+    /// Writes what was held back.
+    fn poll_write_out(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut this = self.project();
+        while *this.out_written < this.out.len() {
+            let polled = this.io.as_mut().poll_write(cx, &this.out[*this.out_written..]);
+            wrote(&polled, this.last_write, this.write_blocked);
+            match ready!(polled)? {
+                0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                n => *this.out_written += n,
+            }
+        }
+        *this.out = Vec::new();
+        *this.out_written = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
 impl<I: AsyncWrite> AsyncWrite for Gate<I> {
     fn poll_write(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        if self.hold_back(buf.len()) || self.joins(buf.len()) {
+            // Held back, or joined to what was, to be written at the flush.
+            self.as_mut().project().out.extend_from_slice(buf);
+            return Poll::Ready(Ok(buf.len()));
+        }
+        ready!(self.as_mut().poll_write_out(cx))?;
         let this = self.project();
         let polled = this.io.poll_write(cx, buf);
         wrote(&polled, this.last_write, this.write_blocked);
@@ -886,10 +984,19 @@ impl<I: AsyncWrite> AsyncWrite for Gate<I> {
     }
 
     fn poll_write_vectored(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        let len = bufs.iter().map(|b| b.len()).sum::<usize>();
+        if self.hold_back(len) || self.joins(len) {
+            let out = self.as_mut().project().out;
+            for buf in bufs {
+                out.extend_from_slice(buf);
+            }
+            return Poll::Ready(Ok(len));
+        }
+        ready!(self.as_mut().poll_write_out(cx))?;
         let this = self.project();
         let polled = this.io.poll_write_vectored(cx, bufs);
         wrote(&polled, this.last_write, this.write_blocked);
@@ -900,13 +1007,18 @@ impl<I: AsyncWrite> AsyncWrite for Gate<I> {
         self.io.is_write_vectored()
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.hold_back(0) {
+            return Poll::Ready(Ok(()));
+        }
+        ready!(self.as_mut().poll_write_out(cx))?;
         self.project().io.poll_flush(cx)
     }
 
-    /// Before the connection closes: the gate's own answer to a refused head, after all that
-    /// hyper wrote.
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    /// Before the connection closes: what was held back, then the gate's own answer to a
+    /// refused head, after all that hyper wrote.
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        ready!(self.as_mut().poll_write_out(cx))?;
         let mut this = self.project();
         while *this.replied < this.s.reply.len() {
             let n = ready!(this.io.as_mut().poll_write(cx, &this.s.reply[*this.replied..]))?;

@@ -87,7 +87,8 @@ impl RequestRecord {
         self.id.store(id, Ordering::Relaxed);
         self.started_ms.store(started_ms, Ordering::Relaxed);
         self.len.store(line.len as u64, Ordering::Relaxed);
-        for (word, chunk) in self.line.iter().zip(line.bytes.chunks(8)) {
+        // Only the words that hold the line: the reader reads `len` bytes.
+        for (word, chunk) in self.line.iter().zip(line.bytes[..line.len].chunks(8)) {
             let mut bytes = [0u8; 8];
             bytes[..chunk.len()].copy_from_slice(chunk);
             word.store(u64::from_le_bytes(bytes), Ordering::Relaxed);

@@ -199,6 +199,11 @@ impl ConnState {
         self.started.get() >= number
     }
 
+    /// How many requests the service was called for.
+    pub(crate) fn started(&self) -> u64 {
+        self.started.get()
+    }
+
     /// When the service was last called for a request.
     pub(crate) fn started_at(&self) -> Instant {
         self.started_at.get()

@@ -359,6 +359,45 @@ fn keep_alive_and_pipelining() {
     assert_eq!(conn.read_response(false).unwrap().text(), "root\n");
 }
 
+/// Responses to a pipelined batch are written together, but one is never held back behind a
+/// slow request, nor a streaming response behind the request after it.
+#[test]
+fn pipelined_responses_are_not_held_back_by_a_slow_request() {
+    let server = Server::start(&example("demo"), &["-w", "1", "-b", "127.0.0.1:0"]);
+    let mut conn = Conn::open(server.addr()).unwrap();
+    conn.set_timeout(std::time::Duration::from_secs(10));
+    let mut batch = Vec::new();
+    for _ in 0..16 {
+        batch.extend_from_slice(b"GET /pid HTTP/1.1\r\nHost: t\r\n\r\n");
+    }
+    conn.send(&batch).unwrap();
+    let pid = conn.read_response(false).unwrap().text();
+    for _ in 1..16 {
+        assert_eq!(conn.read_response(false).unwrap().text(), pid);
+    }
+
+    // A fast request, then a slow one: the first answer comes at once.
+    let started = std::time::Instant::now();
+    conn.send(b"GET /pid HTTP/1.1\r\nHost: t\r\n\r\nGET /sleep/3000 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(conn.read_response(false).unwrap().status, 200);
+    let first = started.elapsed();
+    assert!(first < std::time::Duration::from_millis(1500), "first answer after {first:?}");
+    assert_eq!(conn.read_response(false).unwrap().status, 200);
+    assert!(started.elapsed() >= std::time::Duration::from_millis(3000));
+
+    // A streaming response with a request behind it: its first chunk comes before its end.
+    let mut conn = Conn::open(server.addr()).unwrap();
+    conn.set_timeout(std::time::Duration::from_secs(10));
+    let started = std::time::Instant::now();
+    conn.send(b"GET /drip/600 HTTP/1.1\r\nHost: t\r\n\r\nGET /pid HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let head = conn.read_response(true).unwrap();
+    assert_eq!(head.status, 200);
+    let first = started.elapsed();
+    assert!(first < std::time::Duration::from_millis(300), "the head after {first:?}");
+}
+
 #[test]
 fn a_panicking_handler_gets_500_and_the_worker_survives() {
     let server = Server::start(&example("demo"), &["-w", "1", "-b", "127.0.0.1:0"]);

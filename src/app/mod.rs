@@ -77,9 +77,7 @@ impl Router {
 /// a `..` segment: clients resolve dot segments before sending (RFC 3986 §5.2.4), so a `..`
 /// that reaches the server is a probe, not a link. Borrows when nothing needs changing.
 fn normalize(raw: &str) -> Option<Cow<'_, [u8]>> {
-    let clean = !raw.contains('%')
-        && !raw.contains("//")
-        && raw.split('/').all(|segment| segment != "." && segment != "..");
+    let clean = is_clean(raw.as_bytes());
     if clean {
         return Some(Cow::Borrowed(raw.as_bytes()));
     }
@@ -104,6 +102,25 @@ fn normalize(raw: &str) -> Option<Cow<'_, [u8]>> {
         out.push(b'/');
     }
     Some(Cow::Owned(out))
+}
+
+/// Whether a path needs no normalizing: no `%`, no `//`, no `.` or `..` segment. One pass
+/// over the bytes, as every request's path goes through it.
+fn is_clean(path: &[u8]) -> bool {
+    let mut segment_start = 0;
+    for (i, &b) in path.iter().enumerate() {
+        match b {
+            b'%' => return false,
+            b'/' => {
+                if matches!(&path[segment_start..i], b"" | b"." | b"..") && i > 0 {
+                    return false;
+                }
+                segment_start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    !matches!(&path[segment_start.min(path.len())..], b"." | b"..")
 }
 
 fn percent_decode(input: &[u8]) -> Option<Vec<u8>> {
