@@ -1,19 +1,41 @@
 #!/usr/bin/env bash
-# forkserve against nginx on the same machine, in the same run: keep-alive hello world at 64
-# and 256 connections, pipelined (depth 16), and static files of 4 KiB and 1 MiB (keep-alive, 64
-# connections; nginx with sendfile on), each scenario run ROUNDS times interleaved (forkserve,
-# nginx, forkserve, nginx, ...), medians reported. One worker pinned to CPU 0 with wrk pinned
-# to CPU 1, then an unpinned round with 2 workers.
+# forkserve against nginx on the same machine, in the same run, each scenario run ROUNDS times
+# interleaved (forkserve, nginx, forkserve, nginx, ...), medians reported. Unless a row says
+# otherwise, the server has one worker pinned to CPU 0 and the client (wrk -t1, or the Python
+# probe) is pinned to CPU 1.
 #
-#   bench/compare.sh                 # ROUNDS=3 DURATION=5 by default
+# Throughput (first table): keep-alive hello world at 64 and 256 connections, pipelined (depth
+# 16), static files of 4 KiB and 1 MiB (keep-alive, 64 connections; nginx with sendfile on), then
+# keep-alive hello world with 2 workers, unpinned. Per run: requests/s, p50 and p99 latency,
+# errors, and requests per server CPU-second (utime+stime of every process of the server, from
+# /proc), the figure wrk's own CPU use does not bound here.
 #
-# Per run: requests/s, p50 and p99 latency, and requests per server CPU-second (utime+stime of
-# every process of the server, from /proc), the figure wrk's own CPU use does not bound here.
-# Installs wrk and nginx (Debian packages) when missing and run as root. Servers listen on
-# 127.0.0.1 and are stopped by process group on every exit path.
+# Memory and time (second table; targets are forkserve's):
+#   - worker PSS (the Pss line of /proc/PID/smaps_rollup, summed over the workers, not the
+#     master): idle after one request, and sampled near the end of a 256-connection wrk run;
+#   - memory per idle keep-alive connection: bench/probe.py opens IDLE_CONNS (10 000)
+#     connections to the worker, has one request answered on each and holds them; (worker PSS
+#     holding them - PSS before) / IDLE_CONNS. Both servers keep idle connections for 120 s and
+#     allow 20 000. The probe checks that every one got a 200 and is still open. Target 4 KiB;
+#   - exec to first 200: bench/probe.py spawns the server and polls it (connect + GET every
+#     0.2 ms); milliseconds from just before the spawn to the first 200. Target 10 ms;
+#   - HUP reload with 2 workers (unpinned): from kill -HUP to every worker of the new generation
+#     serving. forkserve: until its "reload complete" line is logged (its duration_ms is shown
+#     too), then a request must get a 200; nginx: until all the master's children are new
+#     processes and a request got a 200 (this includes the 100 ms nginx's master sleeps before
+#     it tells the old workers to quit). Target 100 ms.
 #
-# Not yet measured (issue 6): memory (PSS idle, under load, 10 000 idle
-# connections), time to first response, HUP-to-serving, the access log, and the SVG chart.
+#   bench/compare.sh                          # ROUNDS=3 DURATION=5: about 5 minutes
+#   ROUNDS=1 DURATION=1 bench/compare.sh      # a quick check that every part runs
+#
+# Prints both tables (markdown) and writes them to bench/results/latest.md, and the
+# forkserve/nginx ratios as a chart to bench/results/latest.svg. Builds the release binary;
+# installs wrk, nginx-light and util-linux (taskset) with apt-get when missing and run as root;
+# needs python3 (standard library only). IDLE_CONNS needs an open-files hard limit above it
+# (ulimit -Hn; raised when run as root). Servers listen on 127.0.0.1 only and are stopped by
+# process group on every exit path.
+#
+# Not yet measured (issue 6): the access log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +44,7 @@ DURATION=${DURATION:-5}
 FS_PORT=${FS_PORT:-18490}
 NGINX_PORT=${NGINX_PORT:-18491}
 BODY='Hello, World!'
+IDLE_CONNS=${IDLE_CONNS:-10000}
 
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
@@ -30,16 +53,35 @@ need taskset util-linux || { echo "taskset is required" >&2; exit 1; }
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 [ -x "$NGINX" ] || need nginx nginx-light || { echo "nginx is required (apt-get install nginx-light)" >&2; exit 1; }
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 1; }
+need pgrep procps || { echo "pgrep is required (apt-get install procps)" >&2; exit 1; }
+
+# Each idle connection is a file descriptor in the client and in the server.
+NOFILE=$(ulimit -Hn)
+[ "$NOFILE" = unlimited ] && NOFILE=1048576
+if [ "$NOFILE" -lt $((IDLE_CONNS + 1000)) ]; then
+  if ulimit -n $((IDLE_CONNS + 1000)) 2>/dev/null; then NOFILE=$((IDLE_CONNS + 1000)); else
+    echo "warning: the open-files hard limit ($NOFILE) is too low for $IDLE_CONNS idle connections" >&2
+  fi
+fi
 
 cargo build --release --quiet
 BIN=$PWD/target/release/forkserve
 WORK=$(mktemp -d)
-GROUP=""
+GROUP=""  # the running server's process group
+CLIENT="" # a load generator or probe running in the background
 stop_server() {
   if [ -n "$GROUP" ]; then kill -TERM -- "-$GROUP" 2>/dev/null || true; sleep 0.3; kill -KILL -- "-$GROUP" 2>/dev/null || true; fi
   GROUP=""
+  # A server bench/probe.py spawned (it stops it itself; this is for when the probe is killed).
+  if [ -s "$WORK/spawned.pgid" ]; then kill -KILL -- "-$(cat "$WORK/spawned.pgid")" 2>/dev/null || true; rm -f "$WORK/spawned.pgid"; fi
 }
-trap 'stop_server; rm -rf "$WORK"' EXIT
+cleanup() {
+  if [ -n "$CLIENT" ]; then kill -TERM "$CLIENT" 2>/dev/null || true; fi
+  stop_server
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
 
 # nginx's workers run as nobody when it is started as root: they must be able to read the files.
 chmod 755 "$WORK"
@@ -75,25 +117,27 @@ wait_serving() {
   echo "the server on port $1 does not answer 200" >&2; exit 1
 }
 
-start_forkserve() { # workers cpus
-  setsid taskset -c "$2" "$BIN" --workers "$1" "$WORK/app.toml" >"$WORK/fs.log" 2>&1 &
+start_forkserve() { # workers cpus [flags...]
+  setsid taskset -c "$2" "$BIN" --workers "$1" "${@:3}" "$WORK/app.toml" >"$WORK/fs.log" 2>&1 &
   GROUP=$!
   PORT=$FS_PORT
   for _ in $(seq 50); do grep -q "all workers ready" "$WORK/fs.log" 2>/dev/null && { wait_serving "$PORT"; return; }; sleep 0.1; done
   echo "forkserve did not start" >&2; cat "$WORK/fs.log" >&2; exit 1
 }
 
-write_nginx_conf() { # workers
+write_nginx_conf() { # workers [worker_connections [keepalive_timeout]]
   mkdir -p "$WORK/nginx/logs"
   rm -f "$WORK/nginx/nginx.pid"
   cat >"$WORK/nginx/nginx.conf" <<CONF
 worker_processes $1;
+worker_rlimit_nofile $NOFILE;
 pid $WORK/nginx/nginx.pid;
 error_log $WORK/nginx/logs/error.log warn;
-events { worker_connections 4096; }
+events { worker_connections ${2:-4096}; }
 http {
   access_log off;
   keepalive_requests 1000000;
+  keepalive_timeout ${3:-75s};
   sendfile on;
   server {
     listen 127.0.0.1:$NGINX_PORT;
@@ -104,8 +148,8 @@ http {
 CONF
 }
 
-start_nginx() { # workers cpus
-  write_nginx_conf "$1"
+start_nginx() { # workers cpus [worker_connections [keepalive_timeout]]
+  write_nginx_conf "$1" "${3:-}" "${4:-}"
   setsid taskset -c "$2" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g "daemon off;" &
   GROUP=$!
   PORT=$NGINX_PORT
@@ -151,6 +195,14 @@ median() { awk '/^[0-9.]+$/' | sort -g | awk '{a[NR] = $1} END { if (NR == 0) pr
 # a / b with two decimals, or "n/a".
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a ~ /^[0-9.]+$/ && b ~ /^[0-9.]+$/ && b > 0) printf "%.2f", a / b; else print "n/a" }'; }
 
+# Every round, forkserve then nginx: FUNCTION forkserve|nginx ROUND.
+each_round() { # function
+  local i server
+  for i in $(seq "$ROUNDS"); do
+    for server in forkserve nginx; do "$1" "$server" "$i"; done
+  done
+}
+
 declare -A RESULTS
 run_scenario() { # name workers server_cpus wrk_cpus connections [lua] [path]
   local name=$1 i server
@@ -163,7 +215,115 @@ run_scenario() { # name workers server_cpus wrk_cpus connections [lua] [path]
   done
 }
 
-report() { # name: one row of the throughput table
+# Worker processes: the master's children (forkserve's workers; nginx's, as it has no cache
+# processes here).
+worker_pids() { pgrep -P "$GROUP" | tr '\n' ' '; }
+
+pss_kib() { # pid...: their summed Pss, in KiB
+  local pid total=0
+  for pid in "$@"; do total=$((total + $(awk '/^Pss:/ {print $2}' "/proc/$pid/smaps_rollup" 2>/dev/null || echo 0))); done
+  echo "$total"
+}
+
+declare -A RES # "row|server|round" -> one figure of the memory and time table
+NOTES=()       # what went wrong, printed under the tables
+
+# Worker PSS idle (after one request), then near the end of a 256-connection keep-alive run.
+memory_round() { # server round
+  local pids
+  start_server "$1" 1 "$PIN_SERVER"
+  pids=$(worker_pids)
+  sleep 0.2
+  RES["pss idle|$1|$2"]=$(pss_kib $pids)
+  taskset -c "$PIN_WRK" wrk -t1 -c256 -d"${DURATION}s" "http://127.0.0.1:$PORT/" >"$WORK/wrk-memory.txt" &
+  CLIENT=$!
+  sleep "$(awk -v d="$DURATION" 'BEGIN { print (d > 2 ? d - 1 : d * 0.7) }')"
+  RES["pss load|$1|$2"]=$(pss_kib $pids)
+  wait "$CLIENT" || true
+  CLIENT=""
+  stop_server
+}
+
+# IDLE_CONNS idle keep-alive connections held by one worker: PSS before and while held.
+idle_round() { # server round
+  local pids before after held open
+  if [ "$1" = forkserve ]; then
+    start_forkserve 1 "$PIN_SERVER" --keepalive 120 --worker-connections 20000
+  else
+    start_nginx 1 "$PIN_SERVER" 20000 120s
+  fi
+  pids=$(worker_pids)
+  sleep 0.2
+  before=$(pss_kib $pids)
+  rm -f "$WORK/idle.in" "$WORK/idle.out"
+  mkfifo "$WORK/idle.in"
+  # The probe holds the connections until its stdin (fd 7 here) is closed.
+  taskset -c "$PIN_WRK" python3 bench/probe.py idle --port "$PORT" --count "$IDLE_CONNS" <"$WORK/idle.in" >"$WORK/idle.out" 2>&1 &
+  CLIENT=$!
+  exec 7>"$WORK/idle.in"
+  for _ in $(seq 1200); do
+    grep -q '^held' "$WORK/idle.out" && break
+    kill -0 "$CLIENT" 2>/dev/null || break
+    sleep 0.1
+  done
+  sleep 0.5 # the worker is done with the last responses
+  after=$(pss_kib $pids)
+  exec 7>&-
+  wait "$CLIENT" || true
+  CLIENT=""
+  stop_server
+  held=$(awk '/^held/ {sub("ok=", "", $3); print $3}' "$WORK/idle.out")
+  open=$(awk '/^open/ {print $2}' "$WORK/idle.out")
+  RES["pss idle conns|$1|$2"]=$after
+  if [ "${held:-0}" = "$IDLE_CONNS" ] && [ "${open:-0}" = "$IDLE_CONNS" ]; then
+    RES["per conn|$1|$2"]=$(awk -v a="$after" -v b="$before" -v n="$IDLE_CONNS" 'BEGIN { printf "%.0f", (a - b) * 1024 / n }')
+  else
+    NOTES+=("$1, round $2: of $IDLE_CONNS idle connections, ${held:-0} got a 200 and ${open:-0} were still open after the measurement ($(tr '\n' ' ' <"$WORK/idle.out"))")
+  fi
+}
+
+# Milliseconds from exec to the first 200, one worker; bench/probe.py spawns and stops it.
+startup_round() { # server round
+  local cmd out
+  if [ "$1" = forkserve ]; then
+    cmd=("$BIN" --workers 1 "$WORK/app.toml")
+    PORT=$FS_PORT
+  else
+    write_nginx_conf 1
+    cmd=("$NGINX" -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g "daemon off;")
+    PORT=$NGINX_PORT
+  fi
+  if out=$(python3 bench/probe.py first-response --port "$PORT" --cpus "$PIN_SERVER" --prober-cpus "$PIN_WRK" \
+    --pgid-file "$WORK/spawned.pgid" --log "$WORK/first.log" -- "${cmd[@]}" 2>&1); then
+    RES["first 200|$1|$2"]=$out
+  else
+    NOTES+=("$1, round $2: no first 200: $out")
+  fi
+}
+
+# HUP with 2 workers, until every worker of the new generation serves.
+reload_round() { # server round
+  local out
+  start_server "$1" 2 "$ALL_CPUS"
+  if [ "$1" = forkserve ]; then
+    out=$(python3 bench/probe.py reload --pid "$GROUP" --port "$PORT" --workers 2 --log "$WORK/fs.log" 2>&1) || true
+  else
+    out=$(python3 bench/probe.py reload --pid "$GROUP" --port "$PORT" --workers 2 --nginx 2>&1) || true
+  fi
+  stop_server
+  if [[ $out =~ ^([0-9.]+)\ ([0-9]+|-)\ 200$ ]]; then
+    RES["reload|$1|$2"]=${BASH_REMATCH[1]}
+    RES["reload logged|$1|$2"]=${BASH_REMATCH[2]}
+  else
+    NOTES+=("$1, round $2: HUP reload: $out")
+  fi
+}
+
+declare -A RATIO_TARGET=(["pipelined x16, 64 conns, 1 worker pinned"]=4.0)
+THROUGHPUT="Throughput: forkserve ÷ nginx, higher is better"
+RESOURCES="Memory and time: forkserve ÷ nginx, lower is better"
+
+report() { # name: one row of the throughput table (and its bars in the chart)
   local name=$1 col server
   local -A med
   for server in forkserve nginx; do
@@ -175,6 +335,20 @@ report() { # name: one row of the throughput table
     "${med[forkserve|1]}" "${med[nginx|1]}" "$(ratio "${med[forkserve|1]}" "${med[nginx|1]}")" \
     "${med[forkserve|4]}" "${med[nginx|4]}" "$(ratio "${med[forkserve|4]}" "${med[nginx|4]}")" \
     "${med[forkserve|3]} / ${med[nginx|3]}" "${med[forkserve|5]}" "${med[nginx|5]}"
+  printf '%s\t%s\treq/s\t%s\t%s\n' "$THROUGHPUT" "$name" "$(ratio "${med[forkserve|1]}" "${med[nginx|1]}")" "${RATIO_TARGET[$name]:--}" >>"$WORK/chart.tsv"
+  printf '%s\t%s\treq/CPU-s\t%s\t-\n' "$THROUGHPUT" "$name" "$(ratio "${med[forkserve|4]}" "${med[nginx|4]}")" >>"$WORK/chart.tsv"
+}
+
+resource_row() { # row label chart_label [target unit]: one row of the memory and time table
+  local fs ng r met="" i
+  fs=$(for i in $(seq "$ROUNDS"); do echo "${RES["$1|forkserve|$i"]:-}"; done | median)
+  ng=$(for i in $(seq "$ROUNDS"); do echo "${RES["$1|nginx|$i"]:-}"; done | median)
+  r=$(ratio "$fs" "$ng")
+  if [ -n "${4:-}" ]; then
+    met=$(awk -v v="$fs" -v t="$4" 'BEGIN { print (v ~ /^[0-9.]+$/ ? (v <= t ? "yes" : "**no**") : "n/a") }')
+  fi
+  printf '| %s | %s | %s | %s | %s | %s |\n' "$2" "$fs" "$ng" "$r" "${4:+≤ $4 $5}" "$met"
+  printf '%s\t%s\tforkserve ÷ nginx\t%s\t%s\n' "$RESOURCES" "$3" "$r" "$([ -n "${4:-}" ] && ratio "$4" "$ng" || echo -)" >>"$WORK/chart.tsv"
 }
 
 CPUS=$(nproc)
@@ -192,9 +366,46 @@ for s in "${SCENARIOS[@]}"; do
   IFS='|' read -r name workers server_cpus wrk_cpus conns lua path <<<"$s"
   run_scenario "$name" "$workers" "$server_cpus" "$wrk_cpus" "$conns" "$lua" "$path"
 done
+each_round memory_round
+each_round idle_round
+each_round startup_round
+each_round reload_round
+
+CPU_MODEL=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
+NGINX_VERSION=$("$NGINX" -v 2>&1 | sed 's/.*nginx\///')
+REV=$(git rev-parse --short HEAD 2>/dev/null || echo "?")
+DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
+{
+  echo "forkserve $REV against nginx $NGINX_VERSION on $CPU_MODEL, $CPUS CPUs, $DATE; medians of $ROUNDS interleaved runs (wrk runs of ${DURATION}s); 1 worker pinned to CPU $PIN_SERVER and the client to CPU $PIN_WRK unless the row says otherwise"
+  echo
+  echo "| scenario | forkserve req/s | nginx req/s | ratio | forkserve req/CPU-s | nginx req/CPU-s | ratio | p99 ms (fs / nginx) | fs errors | nginx errors |"
+  echo "|---|---|---|---|---|---|---|---|---|---|"
+  for s in "${SCENARIOS[@]}"; do report "${s%%|*}"; done
+  echo
+  echo "| memory and time | forkserve | nginx | ratio | target | met? |"
+  echo "|---|---|---|---|---|---|"
+  resource_row "pss idle" "worker PSS idle, after one request (KiB)" "worker PSS, idle"
+  resource_row "pss load" "worker PSS under load, keep-alive 256 conns (KiB)" "worker PSS, 256 busy conns"
+  resource_row "pss idle conns" "worker PSS holding $IDLE_CONNS idle keep-alive conns (KiB)" "worker PSS, $IDLE_CONNS idle conns"
+  resource_row "per conn" "memory per idle keep-alive connection (bytes)" "memory per idle connection" 4096 B
+  resource_row "first 200" "exec to first 200, 1 worker (ms)" "exec to first 200" 10 ms
+  resource_row "reload" "HUP to all new workers serving, 2 workers (ms)" "HUP reload, 2 workers" 100 ms
+  printf '| %s | %s | %s | %s | %s | %s |\n' "reload duration_ms logged by forkserve" \
+    "$(for i in $(seq "$ROUNDS"); do echo "${RES["reload logged|forkserve|$i"]:-}"; done | median)" "–" "–" "" ""
+  echo
+  echo "nginx's reload figure includes the 100 ms its master sleeps after starting the new workers, before it tells the old ones to quit; forkserve's counts until its new workers are all ready (the old ones then drain)."
+  if [ "${#NOTES[@]}" -gt 0 ]; then
+    echo
+    for n in "${NOTES[@]}"; do echo "- $n"; done
+  fi
+} >"$WORK/report.md"
+
 echo
-echo "forkserve against nginx $("$NGINX" -v 2>&1 | sed 's/.*nginx\///'), $(date -u +%Y-%m-%d), $CPUS CPUs ($(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)); medians of $ROUNDS interleaved ${DURATION}s runs"
+cat "$WORK/report.md"
+mkdir -p bench/results
+cp "$WORK/report.md" bench/results/latest.md
+python3 bench/chart.py --title "forkserve ÷ nginx: $CPU_MODEL, $CPUS CPUs, $DATE" \
+  --subtitle "forkserve $REV, nginx $NGINX_VERSION; medians of $ROUNDS interleaved runs; log scale; memory and time targets drawn relative to nginx" \
+  <"$WORK/chart.tsv" >bench/results/latest.svg
 echo
-echo "| scenario | forkserve req/s | nginx req/s | ratio | forkserve req/CPU-s | nginx req/CPU-s | ratio | p99 ms (fs / nginx) | fs errors | nginx errors |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
-for s in "${SCENARIOS[@]}"; do report "${s%%|*}"; done
+echo "wrote bench/results/latest.md and bench/results/latest.svg"
