@@ -328,7 +328,7 @@ report() { # name: one row of the throughput table (and its bars in the chart)
   local -A med
   for server in forkserve nginx; do
     for col in 1 2 3 4 5; do
-      med["$server|$col"]=$(for i in $(seq "$ROUNDS"); do awk -v c="$col" '{print $c}' <<<"${RESULTS["$name|$server|$i"]}"; done | median)
+      med["$server|$col"]=$(for i in $(seq "$ROUNDS"); do awk -v c="$col" '{print $c}' <<<"${RESULTS["$name|$server|$i"]:-}"; done | median)
     done
   done
   printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" \

@@ -86,19 +86,21 @@ def cpus(spec):
     return out
 
 
-def stop_group(pid):
-    for sig, wait in ((signal.SIGTERM, 2.0), (signal.SIGKILL, 2.0)):
+def stop_group(proc):
+    """TERM the process group of proc (its leader), then KILL what is left after 2 s."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            os.killpg(pid, sig)
+            os.killpg(proc.pid, sig)
         except ProcessLookupError:
             return
-        deadline = time.monotonic() + wait
+        deadline = time.monotonic() + 2.0
         while time.monotonic() < deadline:
+            proc.poll()  # reap the leader: a zombie still counts as a member of its group
             try:
-                os.killpg(pid, 0)
+                os.killpg(proc.pid, 0)
             except ProcessLookupError:
                 return
-            time.sleep(0.01)
+            time.sleep(0.005)
 
 
 def cmd_get(a):
@@ -145,7 +147,7 @@ def cmd_first_response(a):
         print(f"{(t1 - t0) * 1000:.3f}")
         return 0
     finally:
-        stop_group(proc.pid)
+        stop_group(proc)
         proc.wait()
         if a.pgid_file:
             try:
@@ -164,6 +166,12 @@ def children(pid):
 
 def cmd_reload(a):
     deadline = time.perf_counter() + a.timeout
+
+    def gone():
+        if os.path.exists(f"/proc/{a.pid}"):
+            return False
+        print(f"error: the master {a.pid} is gone", file=sys.stderr)
+        return True
     if a.log:
         f = open(a.log, "rb")
         f.seek(0, os.SEEK_END)
@@ -183,6 +191,8 @@ def cmd_reload(a):
                 return 1
             if time.perf_counter() > deadline:
                 print("error: no 'reload complete' line within the timeout", file=sys.stderr)
+                return 1
+            if gone():
                 return 1
             time.sleep(0.0002)
         m = re.search(rb"duration_ms=(\d+)", done[0])
@@ -208,6 +218,8 @@ def cmd_reload(a):
                 pass
         if time.perf_counter() > deadline:
             print(f"error: old workers {sorted(now & old)} still there", file=sys.stderr)
+            return 1
+        if gone():
             return 1
         time.sleep(0.0002)
     print(f"{(t1 - t0) * 1000:.3f} - 200")
