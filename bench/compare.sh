@@ -27,6 +27,8 @@
 #
 #   bench/compare.sh                          # ROUNDS=3 DURATION=5: about 5 minutes
 #   ROUNDS=1 DURATION=1 bench/compare.sh      # a quick check that every part runs
+#   WITH_GUNICORN=1 bench/compare.sh          # plus gunicorn (pip, sync workers) in the
+#                                             # keep-alive hello-world rows, for reference
 #
 # Prints both tables (markdown) and writes them to bench/results/latest.md, and the
 # forkserve/nginx ratios as a chart to bench/results/latest.svg. Builds the release binary;
@@ -45,6 +47,8 @@ FS_PORT=${FS_PORT:-18490}
 NGINX_PORT=${NGINX_PORT:-18491}
 BODY='Hello, World!'
 IDLE_CONNS=${IDLE_CONNS:-10000}
+WITH_GUNICORN=${WITH_GUNICORN:-0}
+GUNICORN_PORT=${GUNICORN_PORT:-18492}
 
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
@@ -157,8 +161,41 @@ start_nginx() { # workers cpus [worker_connections [keepalive_timeout]]
   echo "nginx did not start" >&2; cat "$WORK/nginx/logs/error.log" >&2; exit 1
 }
 
-start_server() { # forkserve|nginx workers cpus: sets GROUP and PORT
-  if [ "$1" = forkserve ]; then start_forkserve "$2" "$3"; else start_nginx "$2" "$3"; fi
+# WITH_GUNICORN=1: gunicorn (from pip, into the work directory) with its default sync workers,
+# serving the same hello world from a WSGI function, as a reference in the hello-world rows.
+GUNICORN=()
+if [ "$WITH_GUNICORN" = 1 ]; then
+  if python3 -m pip install --quiet --disable-pip-version-check --target "$WORK/pylib" gunicorn >"$WORK/pip.log" 2>&1; then
+    GUNICORN=(env PYTHONPATH="$WORK/pylib" python3 -m gunicorn)
+  elif python3 -m venv "$WORK/venv" >>"$WORK/pip.log" 2>&1 && "$WORK/venv/bin/pip" install --quiet gunicorn >>"$WORK/pip.log" 2>&1; then
+    GUNICORN=("$WORK/venv/bin/gunicorn")
+  else
+    echo "WITH_GUNICORN=1: could not install gunicorn with pip:" >&2; cat "$WORK/pip.log" >&2; exit 1
+  fi
+  cat >"$WORK/hello.py" <<PY
+BODY = b"$BODY"
+
+
+def app(environ, start_response):
+    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(BODY)))])
+    return [BODY]
+PY
+fi
+
+start_gunicorn() { # workers cpus
+  setsid taskset -c "$2" "${GUNICORN[@]}" --workers "$1" --bind "127.0.0.1:$GUNICORN_PORT" \
+    --chdir "$WORK" --log-level warning hello:app >"$WORK/gunicorn.log" 2>&1 &
+  GROUP=$!
+  PORT=$GUNICORN_PORT
+  wait_serving "$PORT"
+}
+
+start_server() { # forkserve|nginx|gunicorn workers cpus: sets GROUP and PORT
+  case $1 in
+    forkserve) start_forkserve "$2" "$3" ;;
+    nginx) start_nginx "$2" "$3" ;;
+    gunicorn) start_gunicorn "$2" "$3" ;;
+  esac
 }
 
 # CPU ticks (utime + stime) of every process in the server's group.
@@ -204,10 +241,11 @@ each_round() { # function
 }
 
 declare -A RESULTS
-run_scenario() { # name workers server_cpus wrk_cpus connections [lua] [path]
-  local name=$1 i server
+run_scenario() { # name workers server_cpus wrk_cpus connections [lua] [path] [gunicorn]
+  local name=$1 i server servers=(forkserve nginx)
+  if [ "$WITH_GUNICORN" = 1 ] && [ "${8:-}" = gunicorn ]; then servers+=(gunicorn); fi
   for i in $(seq "$ROUNDS"); do
-    for server in forkserve nginx; do
+    for server in "${servers[@]}"; do
       start_server "$server" "$2" "$3"
       RESULTS["$name|$server|$i"]=$(measure "$PORT" "$5" "$4" "${6:-}" "${7:-/}")
       stop_server
@@ -324,9 +362,9 @@ THROUGHPUT="Throughput: forkserve ÷ nginx, higher is better"
 RESOURCES="Memory and time: forkserve ÷ nginx, lower is better"
 
 report() { # name: one row of the throughput table (and its bars in the chart)
-  local name=$1 col server
+  local name=$1 col server gunicorn=""
   local -A med
-  for server in forkserve nginx; do
+  for server in forkserve nginx gunicorn; do
     for col in 1 2 3 4 5; do
       med["$server|$col"]=$(for i in $(seq "$ROUNDS"); do awk -v c="$col" '{print $c}' <<<"${RESULTS["$name|$server|$i"]:-}"; done | median)
     done
@@ -334,7 +372,13 @@ report() { # name: one row of the throughput table (and its bars in the chart)
   printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "$name" \
     "${med[forkserve|1]}" "${med[nginx|1]}" "$(ratio "${med[forkserve|1]}" "${med[nginx|1]}")" \
     "${med[forkserve|4]}" "${med[nginx|4]}" "$(ratio "${med[forkserve|4]}" "${med[nginx|4]}")" \
-    "${med[forkserve|3]} / ${med[nginx|3]}" "${med[forkserve|5]}" "${med[nginx|5]}"
+    "${med[forkserve|3]} / ${med[nginx|3]}" "${med[forkserve|5]}" "${med[nginx|5]}" | tr -d '\n'
+  if [ "$WITH_GUNICORN" = 1 ]; then
+    if [ "${med[gunicorn|1]}" = n/a ]; then gunicorn=" – | – | – |"; else
+      gunicorn=" ${med[gunicorn|1]} | ${med[gunicorn|4]} | ${med[gunicorn|5]} |"
+    fi
+  fi
+  echo "$gunicorn"
   printf '%s\t%s\treq/s\t%s\t%s\n' "$THROUGHPUT" "$name" "$(ratio "${med[forkserve|1]}" "${med[nginx|1]}")" "${RATIO_TARGET[$name]:--}" >>"$WORK/chart.tsv"
   printf '%s\t%s\treq/CPU-s\t%s\t-\n' "$THROUGHPUT" "$name" "$(ratio "${med[forkserve|4]}" "${med[nginx|4]}")" >>"$WORK/chart.tsv"
 }
@@ -354,17 +398,18 @@ resource_row() { # row label chart_label [target unit]: one row of the memory an
 CPUS=$(nproc)
 ALL_CPUS="0-$((CPUS - 1))"
 if [ "$CPUS" -ge 2 ]; then PIN_SERVER=0; PIN_WRK=1; else PIN_SERVER=0; PIN_WRK=0; fi
+# name|workers|server CPUs|wrk CPUs|connections|wrk script|path|gunicorn (WITH_GUNICORN=1)
 SCENARIOS=(
-  "keep-alive, 64 conns, 1 worker pinned|1|$PIN_SERVER|$PIN_WRK|64||/"
-  "keep-alive, 256 conns, 1 worker pinned|1|$PIN_SERVER|$PIN_WRK|256||/"
-  "pipelined x16, 64 conns, 1 worker pinned|1|$PIN_SERVER|$PIN_WRK|64|$WORK/pipeline.lua|/"
-  "static 4 KiB, 64 conns, 1 worker pinned|1|$PIN_SERVER|$PIN_WRK|64||/static/4k.bin"
-  "static 1 MiB, 64 conns, 1 worker pinned|1|$PIN_SERVER|$PIN_WRK|64||/static/1m.bin"
-  "keep-alive, 64 conns, 2 workers unpinned|2|$ALL_CPUS|$ALL_CPUS|64||/"
+  "keep-alive, 64 conns, 1 worker pinned|1|$PIN_SERVER|$PIN_WRK|64||/|gunicorn"
+  "keep-alive, 256 conns, 1 worker pinned|1|$PIN_SERVER|$PIN_WRK|256||/|gunicorn"
+  "pipelined x16, 64 conns, 1 worker pinned|1|$PIN_SERVER|$PIN_WRK|64|$WORK/pipeline.lua|/|"
+  "static 4 KiB, 64 conns, 1 worker pinned|1|$PIN_SERVER|$PIN_WRK|64||/static/4k.bin|"
+  "static 1 MiB, 64 conns, 1 worker pinned|1|$PIN_SERVER|$PIN_WRK|64||/static/1m.bin|"
+  "keep-alive, 64 conns, 2 workers unpinned|2|$ALL_CPUS|$ALL_CPUS|64||/|gunicorn"
 )
 for s in "${SCENARIOS[@]}"; do
-  IFS='|' read -r name workers server_cpus wrk_cpus conns lua path <<<"$s"
-  run_scenario "$name" "$workers" "$server_cpus" "$wrk_cpus" "$conns" "$lua" "$path"
+  IFS='|' read -r name workers server_cpus wrk_cpus conns lua path gunicorn <<<"$s"
+  run_scenario "$name" "$workers" "$server_cpus" "$wrk_cpus" "$conns" "$lua" "$path" "$gunicorn"
 done
 each_round memory_round
 each_round idle_round
@@ -378,8 +423,13 @@ DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
 {
   echo "forkserve $REV against nginx $NGINX_VERSION on $CPU_MODEL, $CPUS CPUs, $DATE; medians of $ROUNDS interleaved runs (wrk runs of ${DURATION}s); 1 worker pinned to CPU $PIN_SERVER and the client to CPU $PIN_WRK unless the row says otherwise"
   echo
-  echo "| scenario | forkserve req/s | nginx req/s | ratio | forkserve req/CPU-s | nginx req/CPU-s | ratio | p99 ms (fs / nginx) | fs errors | nginx errors |"
-  echo "|---|---|---|---|---|---|---|---|---|---|"
+  if [ "$WITH_GUNICORN" = 1 ]; then
+    echo "| scenario | forkserve req/s | nginx req/s | ratio | forkserve req/CPU-s | nginx req/CPU-s | ratio | p99 ms (fs / nginx) | fs errors | nginx errors | gunicorn req/s | gunicorn req/CPU-s | gunicorn errors |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+  else
+    echo "| scenario | forkserve req/s | nginx req/s | ratio | forkserve req/CPU-s | nginx req/CPU-s | ratio | p99 ms (fs / nginx) | fs errors | nginx errors |"
+    echo "|---|---|---|---|---|---|---|---|---|---|"
+  fi
   for s in "${SCENARIOS[@]}"; do report "${s%%|*}"; done
   echo
   echo "| memory and time | forkserve | nginx | ratio | target | met? |"
@@ -392,6 +442,10 @@ DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
   resource_row "reload" "HUP to all new workers serving, 2 workers (ms)" "HUP reload, 2 workers" 100 ms
   printf '| %s | %s | %s | %s | %s | %s |\n' "reload duration_ms logged by forkserve" \
     "$(for i in $(seq "$ROUNDS"); do echo "${RES["reload logged|forkserve|$i"]:-}"; done | median)" "–" "–" "" ""
+  if [ "$WITH_GUNICORN" = 1 ]; then
+    echo
+    echo "gunicorn $("${GUNICORN[@]}" --version 2>&1 | sed 's/.*version //; s/)//'), default sync workers (no keep-alive: one connection per request), hello world from a WSGI function."
+  fi
   echo
   echo "nginx's reload figure includes the 100 ms its master sleeps after starting the new workers, before it tells the old ones to quit; forkserve's counts until its new workers are all ready (the old ones then drain)."
   if [ "${#NOTES[@]}" -gt 0 ]; then
