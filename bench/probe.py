@@ -1,0 +1,345 @@
+#!/usr/bin/env python3
+"""Small HTTP/1.1 probes for bench/compare.sh (Python 3 standard library only).
+
+  probe.py get --port P [--path /]
+      One GET on a new connection; prints the status; exit 0 on a 200.
+
+  probe.py first-response --port P [--cpus 0] [--prober-cpus 1] [--pgid-file F] [--log F] -- CMD...
+      Spawns CMD in a new session (its own process group) and polls it with connect + GET every
+      0.2 ms until a 200 arrives; prints the milliseconds from just before the spawn to the 200.
+      The server's process group is stopped (TERM, then KILL) before exiting, on every path;
+      its pid is written to the pgid file meanwhile, for the caller's trap.
+
+  probe.py reload --pid MASTER --port P --workers N (--log FILE | --nginx)
+      Sends HUP to MASTER and prints "WALL_MS LOGGED_MS STATUS":
+      forkserve (--log): WALL_MS until the master's "reload complete" line appears in FILE,
+      LOGGED_MS its duration_ms, STATUS that of a GET made right after;
+      nginx (--nginx): WALL_MS until every child of the master is a new process (N of them) and
+      a GET has been answered 200; LOGGED_MS is "-".
+
+  probe.py idle --port P --count N [--window W]
+      Opens N connections, sends one complete GET on each and reads its response, keeping the
+      connection open (idle keep-alive); prints "held N ok=K" and waits for a line on stdin;
+      then checks which connections the server still holds open, prints "open M", closes
+      them all (RST, no TIME_WAIT) and exits 0 only if K == M == N.
+"""
+import argparse
+import errno
+import os
+import re
+import resource
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+REQUEST = b"GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nUser-Agent: forkserve-bench\r\n\r\n"
+
+
+class Response:
+    """Incremental parser of one response with a Content-Length (or none: empty body)."""
+
+    def __init__(self):
+        self.buf = b""
+        self.status = None
+        self.need = None  # total bytes of head + body once the head is parsed
+
+    def feed(self, data):
+        self.buf += data
+        if self.need is None:
+            end = self.buf.find(b"\r\n\r\n")
+            if end < 0:
+                return False
+            head = self.buf[:end].decode("latin-1").split("\r\n")
+            self.status = int(head[0].split()[1])
+            length = 0
+            for line in head[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value.strip())
+            self.need = end + 4 + length
+        return len(self.buf) >= self.need
+
+
+def get(port, path="/", timeout=5.0):
+    """One GET on a new connection; the status, or raises OSError."""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        s.sendall(REQUEST % path.encode())
+        r = Response()
+        while True:
+            data = s.recv(65536)
+            if not data:
+                raise ConnectionError("closed before a complete response")
+            if r.feed(data):
+                return r.status
+
+
+def cpus(spec):
+    out = set()
+    for part in spec.split(","):
+        a, _, b = part.partition("-")
+        out.update(range(int(a), int(b or a) + 1))
+    return out
+
+
+def stop_group(proc):
+    """TERM the process group of proc (its leader), then KILL what is left after 2 s."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            proc.poll()  # reap the leader: a zombie still counts as a member of its group
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                return
+            time.sleep(0.005)
+
+
+def cmd_get(a):
+    try:
+        status = get(a.port, a.path)
+    except OSError as e:
+        print(f"error {e}")
+        return 1
+    print(status)
+    return 0 if status == 200 else 1
+
+
+def cmd_first_response(a):
+    if not a.cmd:
+        sys.exit("first-response: no command")
+    if a.cpus:  # the child inherits this affinity; the prober moves on to its own CPUs
+        os.sched_setaffinity(0, cpus(a.cpus))
+    log = open(a.log, "wb") if a.log else subprocess.DEVNULL
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(a.cmd, start_new_session=True, stdin=subprocess.DEVNULL,
+                            stdout=log, stderr=log)
+    try:
+        if a.pgid_file:
+            with open(a.pgid_file, "w") as f:
+                f.write(f"{proc.pid}\n")
+        if a.prober_cpus:
+            os.sched_setaffinity(0, cpus(a.prober_cpus))
+        deadline = t0 + a.timeout
+        while True:
+            try:
+                status = get(a.port, timeout=a.timeout)
+                if status == 200:
+                    t1 = time.perf_counter()
+                    break
+            except OSError:
+                pass
+            if proc.poll() is not None:
+                print(f"error: the server exited with {proc.returncode}", file=sys.stderr)
+                return 1
+            if time.perf_counter() > deadline:
+                print("error: no 200 within the timeout", file=sys.stderr)
+                return 1
+            time.sleep(0.0002)
+        print(f"{(t1 - t0) * 1000:.3f}")
+        return 0
+    finally:
+        stop_group(proc)
+        proc.wait()
+        if a.pgid_file:
+            try:
+                os.unlink(a.pgid_file)
+            except FileNotFoundError:
+                pass
+
+
+def children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return set(map(int, f.read().split()))
+    except FileNotFoundError:
+        return set()
+
+
+def cmd_reload(a):
+    deadline = time.perf_counter() + a.timeout
+
+    def gone():
+        if os.path.exists(f"/proc/{a.pid}"):
+            return False
+        print(f"error: the master {a.pid} is gone", file=sys.stderr)
+        return True
+    if a.log:
+        f = open(a.log, "rb")
+        f.seek(0, os.SEEK_END)
+        buf = b""
+        t0 = time.perf_counter()
+        os.kill(a.pid, signal.SIGHUP)
+        while True:
+            buf += f.read()
+            lines = buf.split(b"\n")
+            done = [ln for ln in lines[:-1] if b"reload complete" in ln]
+            if done:
+                t1 = time.perf_counter()
+                break
+            bad = [ln for ln in lines[:-1] if re.search(rb"reload (failed|rejected)", ln)]
+            if bad:
+                print(f"error: {bad[0].decode(errors='replace')}", file=sys.stderr)
+                return 1
+            if time.perf_counter() > deadline:
+                print("error: no 'reload complete' line within the timeout", file=sys.stderr)
+                return 1
+            if gone():
+                return 1
+            time.sleep(0.0002)
+        m = re.search(rb"duration_ms=(\d+)", done[0])
+        logged = m.group(1).decode() if m else "-"
+        try:
+            status = get(a.port)
+        except OSError as e:
+            print(f"error: request after the reload: {e}", file=sys.stderr)
+            status = 0
+        print(f"{(t1 - t0) * 1000:.3f} {logged} {status}")
+        return 0 if status == 200 else 1
+    old = children(a.pid)
+    t0 = time.perf_counter()
+    os.kill(a.pid, signal.SIGHUP)
+    while True:
+        now = children(a.pid)
+        if len(now) >= a.workers and not (now & old):
+            try:
+                if get(a.port) == 200:
+                    t1 = time.perf_counter()
+                    break
+            except OSError:
+                pass
+        if time.perf_counter() > deadline:
+            print(f"error: old workers {sorted(now & old)} still there", file=sys.stderr)
+            return 1
+        if gone():
+            return 1
+        time.sleep(0.0002)
+    print(f"{(t1 - t0) * 1000:.3f} - 200")
+    return 0
+
+
+def cmd_idle(a):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = a.count + 64
+    if soft < want:
+        if hard != resource.RLIM_INFINITY and hard < want:
+            print(f"error: open-files hard limit {hard} < {want}", file=sys.stderr)
+            return 1
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    ep = select.epoll()
+    req = REQUEST % b"/"
+    conns = {}  # fd -> [socket, Response or None (still connecting)]
+    held = []
+    ok = failed = started = 0
+    deadline = time.monotonic() + a.timeout
+
+    def start():
+        nonlocal started
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setblocking(False)
+        err = s.connect_ex(("127.0.0.1", a.port))
+        if err not in (0, errno.EINPROGRESS):
+            raise OSError(err, os.strerror(err))
+        conns[s.fileno()] = [s, None]
+        ep.register(s.fileno(), select.EPOLLOUT)
+        started += 1
+
+    while ok + failed < a.count:
+        while started < a.count and len(conns) < a.window:
+            start()
+        if time.monotonic() > deadline:
+            print(f"error: timed out with {len(conns)} connections pending", file=sys.stderr)
+            break
+        for fd, ev in ep.poll(1.0):
+            s, r = conns[fd]
+            try:
+                if r is None:
+                    err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    if err:
+                        raise OSError(err, os.strerror(err))
+                    s.send(req)  # small: fits in an empty send buffer
+                    conns[fd][1] = Response()
+                    ep.modify(fd, select.EPOLLIN)
+                    continue
+                data = s.recv(65536)
+                if not data:
+                    raise ConnectionError("closed")
+                if r.feed(data):
+                    ep.unregister(fd)
+                    del conns[fd]
+                    if r.status == 200:
+                        ok += 1
+                        held.append(s)
+                    else:
+                        failed += 1
+                        s.close()
+            except OSError:
+                ep.unregister(fd)
+                del conns[fd]
+                failed += 1
+                s.close()
+    print(f"held {len(held)} ok={ok}", flush=True)
+    sys.stdin.readline()
+    still = 0
+    for s in held:
+        try:
+            if s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b"":
+                continue  # the server closed it
+        except BlockingIOError:
+            still += 1  # nothing to read, not closed: open and idle
+        except OSError:
+            pass
+    print(f"open {still}", flush=True)
+    linger = struct.pack("ii", 1, 0)
+    for s in held:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+        s.close()
+    return 0 if ok == still == a.count else 1
+
+
+def main():
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="cmd_name", required=True)
+    g = sub.add_parser("get")
+    g.add_argument("--port", type=int, required=True)
+    g.add_argument("--path", default="/")
+    f = sub.add_parser("first-response")
+    f.add_argument("--port", type=int, required=True)
+    f.add_argument("--cpus")
+    f.add_argument("--prober-cpus")
+    f.add_argument("--pgid-file")
+    f.add_argument("--log")
+    f.add_argument("--timeout", type=float, default=10.0)
+    f.add_argument("cmd", nargs=argparse.REMAINDER)
+    r = sub.add_parser("reload")
+    r.add_argument("--pid", type=int, required=True)
+    r.add_argument("--port", type=int, required=True)
+    r.add_argument("--workers", type=int, required=True)
+    r.add_argument("--log")
+    r.add_argument("--nginx", action="store_true")
+    r.add_argument("--timeout", type=float, default=10.0)
+    i = sub.add_parser("idle")
+    i.add_argument("--port", type=int, required=True)
+    i.add_argument("--count", type=int, default=10000)
+    i.add_argument("--window", type=int, default=256)
+    i.add_argument("--timeout", type=float, default=60.0)
+    a = p.parse_args()
+    if a.cmd_name == "first-response" and a.cmd and a.cmd[0] == "--":
+        a.cmd = a.cmd[1:]
+    if a.cmd_name == "reload" and not (a.log or a.nginx):
+        p.error("reload: --log FILE (forkserve) or --nginx")
+    return {"get": cmd_get, "first-response": cmd_first_response, "reload": cmd_reload,
+            "idle": cmd_idle}[a.cmd_name](a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
