@@ -35,7 +35,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::client::AllowList;
 use crate::config::HttpConfig;
-use crate::shutdown::ConnState;
+use crate::shutdown::{ConnState, PARK_AFTER};
 
 /// The `[http]` settings, as the gate uses them.
 #[derive(Debug, Clone)]
@@ -199,6 +199,8 @@ pin_project_lite::pin_project! {
         // and how much of them is written.
         out: Vec<u8>,
         out_written: usize,
+        // Handed hyper an end of input to park the connection (see `Gate::parked`).
+        parked: bool,
     }
 }
 
@@ -239,6 +241,7 @@ impl<I> Gate<I> {
             write_blocked: false,
             out: Vec::new(),
             out_written: 0,
+            parked: false,
         }
     }
 }
@@ -307,7 +310,19 @@ impl<I: AsyncRead> AsyncRead for Gate<I> {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {}
             }
-            // Nothing to read: wait, unless a timer has run out.
+            // Nothing to read. A connection idle for PARK_AFTER is parked: hyper is told the
+            // input ended, and lets go of its buffers. The worker's sweep wakes it for that.
+            if !*this.parked
+                && this.out.is_empty()
+                && g.parkable(*this.write_blocked)
+                && g.state.idle_since().max(*this.last_write) + PARK_AFTER <= Instant::now()
+            {
+                *this.parked = true;
+                g.raw = Vec::new();
+                return Poll::Ready(Ok(()));
+            }
+            g.state.remember_task(cx.waker());
+            // Wait, unless a timer has run out.
             let deadline = match g.deadline(*this.last_write, *this.write_blocked) {
                 Wait::Until(deadline) => deadline,
                 Wait::Forever => return Poll::Pending,
@@ -342,6 +357,18 @@ impl<I: AsyncRead> AsyncRead for Gate<I> {
 }
 
 impl Scanner {
+    /// Whether hyper may be let go: between requests, every one answered, nothing read that
+    /// hyper has not had, and the last response written out.
+    fn parkable(&self, write_blocked: bool) -> bool {
+        self.phase == Phase::Idle
+            && !self.first
+            && self.stop.is_none()
+            && self.approved == 0
+            && self.raw.is_empty()
+            && !write_blocked
+            && self.state.answered_now(self.heads)
+    }
+
     /// When the current wait times out, if it does. `last_write` and `write_blocked` say
     /// whether a response is still being sent.
     fn deadline(&self, last_write: Instant, write_blocked: bool) -> Wait {
@@ -928,6 +955,35 @@ fn trim(s: &[u8]) -> &[u8] {
     &s[start..end]
 }
 
+impl<I> Gate<I> {
+    /// Whether the gate parked the connection: idle between requests, it told hyper the input
+    /// had ended, so that hyper's connection (with its read and write buffers, 16 KiB) could
+    /// be dropped while the client thinks about its next request. The worker then waits on the
+    /// gate alone, with no buffer at all, and serves the next request with a new hyper
+    /// connection. That is what keeps an idle keep-alive connection to a few hundred bytes.
+    pub(crate) fn parked(&self) -> bool {
+        self.parked
+    }
+
+    /// Ends the parking: a new hyper connection reads from here, or the connection is closed.
+    pub(crate) fn unpark(&mut self) {
+        self.parked = false;
+    }
+
+    /// Whether a request (or the empty lines before one) is ready for hyper.
+    pub(crate) fn has_request(&self) -> bool {
+        self.s.approved > 0
+    }
+
+    /// Gives back bytes that a parked hyper connection had read but not used: hyper's next
+    /// connection reads them first.
+    pub(crate) fn unread(&mut self, bytes: &[u8]) {
+        self.s.raw.splice(0..0, bytes.iter().copied());
+        self.s.approved += bytes.len();
+        self.s.scanned += bytes.len();
+    }
+}
+
 /// The most response bytes held back for pipelined requests before they are written anyway.
 const HOLD_LIMIT: usize = 64 * 1024;
 
@@ -1018,6 +1074,10 @@ impl<I: AsyncWrite> AsyncWrite for Gate<I> {
     /// Before the connection closes: what was held back, then the gate's own answer to a
     /// refused head, after all that hyper wrote.
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.parked {
+            // hyper ends its part; the connection stays open.
+            return Poll::Ready(Ok(()));
+        }
         ready!(self.as_mut().poll_write_out(cx))?;
         let mut this = self.project();
         while *this.replied < this.s.reply.len() {

@@ -1,5 +1,5 @@
-//! Processes: fork, wait, kill, parent-death signal, thread counting, and the descriptors
-//! passed across exec (binary upgrade, socket activation). Together with the signal
+//! Processes: fork, wait, kill, parent-death signal, thread counting, giving freed memory back,
+//! and the descriptors passed across exec (binary upgrade, socket activation). Together with the signal
 //! registrations in [`crate::signals`] and the scoreboard's mapping, this is where forkserve
 //! uses `unsafe`.
 
@@ -167,5 +167,17 @@ pub(crate) fn raise_fd_limit() {
         },
         Ok(_) => {}
         Err(e) => tracing::warn!("cannot read the open-files limit: {e}"),
+    }
+}
+
+/// Gives the memory that the allocator holds free back to the system, where the C library
+/// can: a burst of connections leaves their buffers freed but still resident when they go
+/// idle, and glibc returns only the top of its heap by itself.
+pub(crate) fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks and trims the allocator's own free lists; it takes the
+    // allocator's locks like any allocation and touches no memory that Rust code owns.
+    unsafe {
+        nix::libc::malloc_trim(0);
     }
 }

@@ -105,6 +105,7 @@ impl Drop for InFlight {
     fn drop(&mut self) {
         self.requests.board.request_finished(self.id);
         self.conn.request_finished();
+        self.conn.shutdown().queue_for_parking(&self.conn);
     }
 }
 

@@ -11,7 +11,7 @@
 
 use std::cell::Cell;
 use std::future::Future;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -36,6 +36,10 @@ struct Inner {
     all_closed: Notify,
     /// Wakes an accept loop waiting for a connection to close.
     one_closed: Notify,
+    /// Connections that finished a request since the last sweep (see [`Shutdown::park_idle`]).
+    finished: std::cell::RefCell<Vec<Rc<ConnState>>>,
+    /// Wakes the sweep when the first one is queued.
+    queued: Notify,
 }
 
 /// Counts one open connection for as long as it lives.
@@ -48,6 +52,57 @@ impl Shutdown {
     pub(crate) fn track(&self) -> Tracked {
         self.inner.open.set(self.inner.open.get() + 1);
         Tracked { inner: Rc::clone(&self.inner) }
+    }
+
+    /// Has the connection looked at by the next sweep of [`Shutdown::park_idle`]: it finished a
+    /// request, and may stay idle. Cheap enough for every request: a connection is queued
+    /// once, however many requests it finishes before the sweep.
+    pub(crate) fn queue_for_parking(&self, conn: &Rc<ConnState>) {
+        if conn.queued.replace(true) {
+            return;
+        }
+        let mut finished = self.inner.finished.borrow_mut();
+        if finished.is_empty() {
+            self.inner.queued.notify_one();
+        }
+        finished.push(Rc::clone(conn));
+    }
+
+    /// Runs for the worker's life: every [`PARK_AFTER`], wakes the connections that have been
+    /// idle that long since their last request, for the gate to park them (see
+    /// [`crate::gate::Gate::parked`]). One timer for the worker, rather than one per request:
+    /// a connection kept busy by its client is looked at once per sweep and left alone.
+    pub(crate) async fn park_idle(&self) {
+        loop {
+            if self.inner.finished.borrow().is_empty() {
+                self.inner.queued.notified().await;
+            }
+            tokio::time::sleep(PARK_AFTER).await;
+            let now = Instant::now();
+            let mut woken = 0;
+            self.inner.finished.borrow_mut().retain(|conn| {
+                if Rc::strong_count(conn) == 1 {
+                    // Closed.
+                    conn.queued.set(false);
+                    return false;
+                }
+                if conn.active.get() > 0 || conn.finished.get() + PARK_AFTER > now {
+                    return true;
+                }
+                conn.queued.set(false);
+                if let Some(task) = conn.task.borrow_mut().take() {
+                    task.wake();
+                    woken += 1;
+                }
+                false
+            });
+            if woken >= RELEASE_AFTER_PARKING {
+                // Once the woken connections have parked (they run before this task runs
+                // again), what their buffers took is given back.
+                tokio::task::yield_now().await;
+                crate::process::release_free_memory();
+            }
+        }
     }
 
     /// How many connections are open.
@@ -124,6 +179,10 @@ pub(crate) struct ConnState {
     started_at: Cell<Instant>,
     /// Set while draining, when someone waits on `changed`.
     watched: Cell<bool>,
+    /// In the queue of [`Shutdown::park_idle`].
+    queued: Cell<bool>,
+    /// Wakes the connection's task, for the gate to park it once idle.
+    task: std::cell::RefCell<Option<std::task::Waker>>,
     changed: Notify,
 }
 
@@ -140,6 +199,8 @@ impl ConnState {
             body_error: Cell::new(None),
             started_at: Cell::new(Instant::now()),
             watched: Cell::new(false),
+            queued: Cell::new(false),
+            task: std::cell::RefCell::new(None),
             changed: Notify::new(),
         }
     }
@@ -199,6 +260,24 @@ impl ConnState {
         self.started.get() >= number
     }
 
+    /// The worker's connections.
+    pub(crate) fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
+    /// Keeps the waker of the connection's task, for [`Shutdown::park_idle`].
+    pub(crate) fn remember_task(&self, waker: &std::task::Waker) {
+        let mut task = self.task.borrow_mut();
+        if !task.as_ref().is_some_and(|t| t.will_wake(waker)) {
+            *task = Some(waker.clone());
+        }
+    }
+
+    /// Whether every request the gate let through has been answered.
+    pub(crate) fn answered_now(&self, heads: u64) -> bool {
+        self.started.get() >= heads && self.active.get() == 0
+    }
+
     /// How many requests the service was called for.
     pub(crate) fn started(&self) -> u64 {
         self.started.get()
@@ -255,17 +334,28 @@ impl ConnState {
 /// way: a new connection's first request, or the next one of a client that sends back to back.
 pub(crate) const DRAIN_LINGER: Duration = Duration::from_secs(1);
 
+/// How long a connection is idle between requests before it is parked: long enough that a
+/// client sending back to back never is, short enough that a burst of new connections, each
+/// idle after a request, never holds many hyper buffers at once.
+pub(crate) const PARK_AFTER: Duration = Duration::from_millis(50);
+
+/// How many connections parked at once make it worth giving memory back to the system.
+const RELEASE_AFTER_PARKING: usize = 256;
+
 impl Shutdown {
     /// Drives one connection to its end. Once the worker drains, every response it starts says
     /// `Connection: close` (see [`ConnState::closing`]), so a connection with a request in
     /// progress, or one that arrives, ends after that response. A response already on its way
     /// without it is let through, and the client's next request is answered with it. Only a
     /// connection on which nothing is happening for [`DRAIN_LINGER`] is closed by the worker.
-    pub(crate) async fn drain_connection<C>(&self, conn: C, state: &ConnState) -> hyper::Result<()>
+    pub(crate) async fn drain_connection<C>(
+        &self,
+        mut conn: Pin<&mut C>,
+        state: &ConnState,
+    ) -> hyper::Result<()>
     where
         C: Future<Output = hyper::Result<()>> + GracefulConnection,
     {
-        let mut conn = pin!(conn);
         tokio::select! {
             result = conn.as_mut() => return result,
             () = self.draining() => {}

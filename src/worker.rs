@@ -7,6 +7,7 @@
 
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +16,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::Pid;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::LocalSet;
@@ -28,7 +29,7 @@ use crate::listener::Listener;
 use crate::process;
 use crate::scoreboard::{Board, Slot};
 use crate::service::{AppService, HttpService, Requests};
-use crate::shutdown::{ConnState, Shutdown};
+use crate::shutdown::{ConnState, DRAIN_LINGER, Shutdown};
 
 /// Exit code of a worker whose app factory failed or panicked.
 pub const EXIT_BOOT_FAILED: i32 = 3;
@@ -185,6 +186,8 @@ where
     }
     requests.board.booted();
     tokio::task::spawn_local(heartbeat(Rc::clone(&requests), heartbeat_interval(server)));
+    let sweeper = shutdown.clone();
+    tokio::task::spawn_local(async move { sweeper.park_idle().await });
     outbox.send(Message::Ready { worker: ctx.id });
     tokio::task::spawn_local(ask_for_successor(Rc::clone(&requests), outbox, ctx.id));
 
@@ -364,15 +367,79 @@ impl<S: HttpService> Connections<S> {
     {
         let tracked = self.shutdown.track();
         let state = Rc::new(ConnState::new(&self.shutdown, peer));
-        let io = TokioIo::new(Gate::new(io, Rc::clone(&state), Rc::clone(&self.limits)));
-        let conn = self.http.serve_connection(io, self.service.for_connection(Rc::clone(&state)));
-        let shutdown = self.shutdown.clone();
+        let gate = Gate::new(io, Rc::clone(&state), Rc::clone(&self.limits));
         let open = OpenConnection::new(&self.requests);
+        let (http, service, shutdown) = (
+            Rc::clone(&self.http),
+            self.service.for_connection(Rc::clone(&state)),
+            self.shutdown.clone(),
+        );
         tokio::task::spawn_local(async move {
             let _counted = (tracked, open);
-            if let Err(e) = shutdown.drain_connection(conn, &state).await {
-                tracing::debug!("connection closed: {e}");
-            }
+            serve_connection(gate, &http, &service, &shutdown, &state).await;
         });
+    }
+}
+
+/// Serves a connection's requests. hyper's connection (and its buffers) exists only while
+/// there is something to do: it is made when the gate has a request for it, and dropped when
+/// the gate parks the connection after it has been idle for a while (see [`Gate::parked`]).
+async fn serve_connection<I, S>(
+    mut gate: Gate<I>,
+    http: &http1::Builder,
+    service: &AppService<S>,
+    shutdown: &Shutdown,
+    state: &Rc<ConnState>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + 'static,
+    S: HttpService,
+{
+    loop {
+        if !wait_for_request(&mut gate, shutdown).await {
+            // Closed, timed out, refused (the gate's answer is written now) or drained.
+            gate.unpark();
+            let close = std::future::poll_fn(|cx| Pin::new(&mut gate).poll_shutdown(cx));
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
+            return;
+        }
+        gate.unpark();
+        let mut conn = Box::pin(
+            http.serve_connection(TokioIo::new(gate), service.for_connection(Rc::clone(state))),
+        );
+        let result = shutdown.drain_connection(conn.as_mut(), state).await;
+        let parts = Pin::into_inner(conn).into_parts();
+        gate = parts.io.into_inner();
+        if let Err(e) = result {
+            return tracing::debug!("connection closed: {e}");
+        }
+        if !gate.parked() {
+            // hyper ended the connection, and shut it down.
+            return;
+        }
+        if !parts.read_buf.is_empty() {
+            gate.unread(&parts.read_buf);
+        }
+    }
+}
+
+/// How long closing a connection may take to write the gate's last answer.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Waits, with no hyper connection, until the gate has a request: false if the connection
+/// ended instead. A draining worker waits [`DRAIN_LINGER`] at most.
+async fn wait_for_request<I>(gate: &mut Gate<I>, shutdown: &Shutdown) -> bool
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let ready =
+        std::future::poll_fn(|cx| Pin::new(&mut *gate).poll_read(cx, &mut ReadBuf::new(&mut [])));
+    let drained = async {
+        shutdown.draining().await;
+        tokio::time::sleep(DRAIN_LINGER).await;
+    };
+    tokio::select! {
+        biased;
+        read = ready => read.is_ok() && gate.has_request(),
+        () = drained => false,
     }
 }

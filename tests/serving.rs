@@ -398,6 +398,42 @@ fn pipelined_responses_are_not_held_back_by_a_slow_request() {
     assert!(first < std::time::Duration::from_millis(300), "the head after {first:?}");
 }
 
+/// An idle keep-alive connection is parked (hyper's connection and buffers dropped) and served
+/// again by a new one: nothing the client sends around the pause is lost or reordered.
+#[test]
+fn a_connection_idle_between_requests_is_served_again() {
+    let pause = || std::thread::sleep(std::time::Duration::from_millis(250));
+    let server = Server::start(&example("demo"), &["-w", "1", "-b", "127.0.0.1:0"]);
+    let mut conn = Conn::open(server.addr()).unwrap();
+    conn.set_timeout(std::time::Duration::from_secs(5));
+    let pid = conn.get("/pid").unwrap().text();
+    for _ in 0..3 {
+        pause();
+        assert_eq!(conn.get("/pid").unwrap().text(), pid);
+    }
+    // A head split by a pause, then a pipelined pair, then a body split by a pause.
+    pause();
+    conn.send(b"GET /pid HTTP/1.1\r\nHo").unwrap();
+    pause();
+    conn.send(b"st: t\r\n\r\n").unwrap();
+    assert_eq!(conn.read_response(false).unwrap().text(), pid);
+    pause();
+    conn.send(b"GET /pid HTTP/1.1\r\nHost: t\r\n\r\nGET /count HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(conn.read_response(false).unwrap().text(), pid);
+    assert_eq!(conn.read_response(false).unwrap().status, 200);
+    pause();
+    conn.send(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 10\r\n\r\nhello").unwrap();
+    pause();
+    conn.send(b"world").unwrap();
+    assert_eq!(conn.read_response(false).unwrap().text(), "helloworld");
+    // A new connection that waits before its first request.
+    let mut late = Conn::open(server.addr()).unwrap();
+    pause();
+    assert_eq!(late.get("/pid").unwrap().text(), pid);
+    assert_eq!(server.count("worker died"), 0);
+}
+
 #[test]
 fn a_panicking_handler_gets_500_and_the_worker_survives() {
     let server = Server::start(&example("demo"), &["-w", "1", "-b", "127.0.0.1:0"]);
