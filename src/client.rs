@@ -163,28 +163,40 @@ const FORWARDED: [&str; 4] =
 
 /// Works out the client of a request that came from `peer`, and puts it in the request's
 /// extensions; removes the forwarding headers of a peer that is not trusted.
-pub(crate) fn identify<B>(req: &mut Request<B>, peer: Option<SocketAddr>, trusted: &AllowList) {
+///
+/// With `extension` false (an app that never reads it), only the untrusted headers are removed.
+pub(crate) fn identify<B>(
+    req: &mut Request<B>,
+    peer: Option<SocketAddr>,
+    trusted: &AllowList,
+    extension: bool,
+) {
+    // Most requests carry none of the forwarding headers: one pass over their few fields tells.
+    let forwarded = req.headers().keys().any(|k| FORWARDED.iter().any(|name| k == name));
+    if !forwarded && !extension {
+        return;
+    }
     let peer_ip = peer.map(|p| canonical(p.ip()));
     // A unix socket's peer is a local process, such as the proxy in front.
     let believed = peer_ip.is_none_or(|ip| trusted.allows(ip));
     let mut client = Client { addr: peer_ip, peer, https: false, host: None };
     let headers = req.headers_mut();
-    // Most requests carry none of these: one pass over the few fields they have tells.
-    let forwarded = headers.keys().any(|k| FORWARDED.iter().any(|name| k == name));
-    if !forwarded {
-        // Nothing to believe or remove.
-    } else if !believed {
+    if forwarded && !believed {
         for name in FORWARDED {
             headers.remove(HeaderName::from_static(name));
         }
-    } else if headers.contains_key("x-forwarded-for") || !headers.contains_key("forwarded") {
-        // The X-Forwarded-* family first: it is what most proxies set (nginx, HAProxy, AWS),
-        // and a client's own `Forwarded` must not outrank what the proxy appended.
-        from_x_forwarded(headers, trusted, &mut client);
-    } else {
-        from_forwarded(headers, trusted, &mut client);
+    } else if forwarded && extension {
+        if headers.contains_key("x-forwarded-for") || !headers.contains_key("forwarded") {
+            // The X-Forwarded-* family first: it is what most proxies set (nginx, HAProxy,
+            // AWS), and a client's own `Forwarded` must not outrank what the proxy appended.
+            from_x_forwarded(headers, trusted, &mut client);
+        } else {
+            from_forwarded(headers, trusted, &mut client);
+        }
     }
-    req.extensions_mut().insert(client);
+    if extension {
+        req.extensions_mut().insert(client);
+    }
 }
 
 /// The values of every field `name`, as one comma-separated list.
@@ -290,7 +302,7 @@ mod tests {
         for (k, v) in headers {
             req.headers_mut().append(*k, v.parse().unwrap());
         }
-        identify(&mut req, Some(peer.parse().unwrap()), &trusted.parse().unwrap());
+        identify(&mut req, Some(peer.parse().unwrap()), &trusted.parse().unwrap(), true);
         let c = req.extensions().get::<Client>().unwrap().clone();
         (c, req.headers().clone())
     }
@@ -337,5 +349,28 @@ mod tests {
         assert_eq!((c.addr(), c.scheme()), (Some("203.0.113.9".parse().unwrap()), "http"));
         let (c, _) = client("127.0.0.1:1", &[("x-forwarded-for", "garbage")], "127.0.0.1");
         assert_eq!(c.addr(), Some("127.0.0.1".parse().unwrap()), "an unreadable hop is ignored");
+    }
+
+    #[test]
+    fn without_the_extension_untrusted_headers_still_go() {
+        let mut req = Request::new(());
+        req.headers_mut().append("x-forwarded-for", "203.0.113.9".parse().unwrap());
+        let mut trusted_req = req.clone();
+        identify(
+            &mut req,
+            Some("198.51.100.1:9".parse().unwrap()),
+            &"127.0.0.1".parse().unwrap(),
+            false,
+        );
+        assert!(req.headers().get("x-forwarded-for").is_none(), "removed from an untrusted peer");
+        assert!(req.extensions().get::<Client>().is_none());
+        identify(
+            &mut trusted_req,
+            Some("127.0.0.1:9".parse().unwrap()),
+            &"127.0.0.1".parse().unwrap(),
+            false,
+        );
+        assert!(trusted_req.headers().get("x-forwarded-for").is_some(), "kept from a trusted one");
+        assert!(trusted_req.extensions().get::<Client>().is_none());
     }
 }

@@ -68,6 +68,8 @@ pub(crate) struct Requests {
     pub(crate) recycle: Notify,
     /// `forwarded_allow_ips`.
     forwarded: AllowList,
+    /// Whether requests carry the `Client` extension (see `WorkerContext::without_client`).
+    client: bool,
 }
 
 impl Requests {
@@ -76,8 +78,9 @@ impl Requests {
         timeout: Option<Duration>,
         recycle_after: Option<u64>,
         forwarded: AllowList,
+        client: bool,
     ) -> Self {
-        Requests { board, timeout, recycle_after, recycle: Notify::new(), forwarded }
+        Requests { board, timeout, recycle_after, recycle: Notify::new(), forwarded, client }
     }
 
     /// Records a request starting on a connection; the returned guard records its end when
@@ -137,7 +140,12 @@ impl<S: HttpService> hyper::service::Service<Request<Incoming>> for AppService<S
     type Future = Guarded<S::Future>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
-        crate::client::identify(&mut req, self.conn.peer(), &self.requests.forwarded);
+        crate::client::identify(
+            &mut req,
+            self.conn.peer(),
+            &self.requests.forwarded,
+            self.requests.client,
+        );
         let in_flight = self.requests.start(&self.conn, req.method(), req.uri());
         let request = RequestLine { method: req.method().clone(), uri: req.uri().clone() };
         let deadline = self.requests.timeout.map(|t| Box::pin(tokio::time::sleep(t)));

