@@ -296,6 +296,67 @@ fn static_files_answer_conditional_and_range_requests() {
     assert_eq!(req("Range: bytes=0-0\r\nIf-Range: \"stale\"\r\n").status, 200);
 }
 
+/// Small files are cached in memory once their ctime is 2 s old: whatever changes the file
+/// afterwards is served at once, even a same-length rewrite that puts the mtime back.
+#[test]
+fn a_cached_file_is_never_served_stale() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempdir();
+    let config = static_site(dir.path());
+    let site = dir.path().join("site");
+    let path = site.join("page.txt");
+    std::fs::write(&path, "version 1").unwrap();
+    let big: Vec<u8> = (0..1 << 20).map(|i: u32| (i % 251) as u8).collect();
+    std::fs::write(site.join("big.bin"), &big).unwrap();
+    let server = Server::start(&forkserve(), &[&config]);
+    let addr = server.addr();
+    std::thread::sleep(std::time::Duration::from_millis(2200));
+
+    let mut conn = Conn::open(addr).unwrap();
+    let first = conn.get("/static/page.txt").unwrap();
+    let etag = first.header("etag").unwrap().to_string();
+    assert_eq!(first.text(), "version 1");
+    assert_eq!(conn.get("/static/page.txt").unwrap().text(), "version 1", "from the cache");
+    assert_eq!(conn.get("/static/big.bin").unwrap().body, big);
+    assert_eq!(conn.get("/static/big.bin").unwrap().body, big, "1 MiB, from the cache");
+    let range = http::raw(
+        addr,
+        format!("GET /static/page.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=8-\r\nIf-Range: {etag}\r\n\r\n")
+            .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!((range.status, range.text().as_str()), (206, "1"));
+    let head = http::raw(addr, b"HEAD /static/page.txt HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+    assert_eq!((head.status, head.header("content-length")), (200, Some("9")));
+    assert!(head.body.is_empty());
+
+    // Rewritten in place, same length, the mtime put back: only the ctime tells.
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.write_all_at(b"2", 8).unwrap();
+    file.set_modified(mtime).unwrap();
+    drop(file);
+    assert_eq!(conn.get("/static/page.txt").unwrap().text(), "version 2");
+    let file = std::fs::OpenOptions::new().write(true).open(site.join("big.bin")).unwrap();
+    file.write_all_at(b"changed", 1000).unwrap();
+    drop(file);
+    let body = conn.get("/static/big.bin").unwrap().body;
+    assert_eq!(&body[1000..1007], b"changed");
+    // Replaced by another file (another inode), and grown.
+    std::fs::write(site.join("next.txt"), "version 3").unwrap();
+    std::fs::rename(site.join("next.txt"), &path).unwrap();
+    assert_eq!(conn.get("/static/page.txt").unwrap().text(), "version 3");
+    std::fs::write(&path, "version 4, longer").unwrap();
+    assert_eq!(conn.get("/static/page.txt").unwrap().text(), "version 4, longer");
+    // Settled again, cached again: still the latest.
+    std::thread::sleep(std::time::Duration::from_millis(2200));
+    assert_eq!(conn.get("/static/page.txt").unwrap().text(), "version 4, longer");
+    assert_eq!(conn.get("/static/page.txt").unwrap().text(), "version 4, longer");
+    std::fs::write(&path, "version 5").unwrap();
+    assert_eq!(conn.get("/static/page.txt").unwrap().text(), "version 5");
+    assert_eq!(server.count("ERROR"), 0);
+}
+
 #[test]
 fn a_large_file_is_streamed_not_read_into_memory() {
     let dir = tempdir();

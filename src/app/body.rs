@@ -1,17 +1,66 @@
 //! The response body of the TOML app: bytes in memory, or a file streamed in chunks so that a
 //! large file is never read whole into memory.
+//!
+//! File chunks are read into buffers kept in a small per-thread pool and handed to hyper as
+//! `Bytes` that give their buffer back to the pool when hyper drops them (after writing them).
+//! A fresh buffer per chunk cost more than the read itself: zero-filling it, and the page faults
+//! of memory the allocator had just returned to the kernel (a 1 MiB file: 16 chunks of 64 KiB,
+//! about 1 M instructions and 250 page faults per request, 40% of the worker's CPU time).
 
+use std::cell::RefCell;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use hyper::body::{Frame, SizeHint};
 
-/// How much of a file is read per chunk.
-const CHUNK: u64 = 64 * 1024;
+/// How much of a file is read per chunk: the size of a pooled buffer.
+const CHUNK: usize = 64 * 1024;
+
+/// The most free buffers a thread keeps (2 MiB). hyper holds up to about 400 KiB of a body
+/// per connection before it writes, so many more are in flight under load; the pool only has
+/// to absorb the difference between buffers freed and buffers wanted at a time.
+const POOLED: usize = 32;
+
+thread_local! {
+    /// Free buffers, each `CHUNK` bytes long and initialized (zeroed once, when first made).
+    static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A buffer from the pool with the first `len` bytes filled; back to the pool when dropped.
+struct Chunk {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl Chunk {
+    fn new() -> Chunk {
+        let buf = POOL.try_with(|p| p.borrow_mut().pop()).ok().flatten();
+        Chunk { buf: buf.unwrap_or_else(|| vec![0; CHUNK]), len: 0 }
+    }
+}
+
+impl AsRef<[u8]> for Chunk {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        let buf = std::mem::take(&mut self.buf);
+        // At thread exit the pool may be gone: the buffer is then simply freed.
+        let _ = POOL.try_with(|p| {
+            let mut pool = p.borrow_mut();
+            if pool.len() < POOLED {
+                pool.push(buf);
+            }
+        });
+    }
+}
 
 /// A response body of the TOML app.
 #[derive(Debug)]
@@ -68,18 +117,18 @@ impl hyper::body::Body for Body {
             Kind::File { file, offset, remaining } => {
                 // A read from the page cache, as nginx does without aio: blocking the worker's
                 // thread for a disk read is the accepted cost of not copying through a thread pool.
-                let want = (*remaining).min(CHUNK) as usize;
-                let mut buf = BytesMut::zeroed(want);
-                let result = match file.read_at(&mut buf, *offset) {
+                let want = usize::try_from(*remaining).unwrap_or(CHUNK).min(CHUNK);
+                let mut chunk = Chunk::new();
+                let result = match file.read_at(&mut chunk.buf[..want], *offset) {
                     Ok(0) => Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "file shrank while being sent",
                     )),
                     Ok(n) => {
-                        buf.truncate(n);
+                        chunk.len = n;
                         *offset += n as u64;
                         *remaining -= n as u64;
-                        Ok(Frame::data(buf.freeze()))
+                        Ok(Frame::data(Bytes::from_owner(chunk)))
                     }
                     Err(e) => Err(e),
                 };
