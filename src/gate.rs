@@ -20,6 +20,11 @@
 //! Timers: `header_timeout` from a head's first byte to its end (408 if anything came, then
 //! close), and for a new connection's first request from the connection's start (closed
 //! quietly if nothing came); `keepalive` between requests (closed quietly).
+//!
+//! On the way out, the gate writes the responses to a pipelined batch together (hyper flushes
+//! after each; see `Gate::hold_back`), and it parks a connection idle between requests: hyper
+//! is told the input ended, so that its connection and buffers can go until the next request
+//! (see [`Gate::parked`]).
 
 use std::io;
 use std::pin::Pin;

@@ -53,7 +53,7 @@
 //! | `service` | calling the app's service; panics and errors become `500`, `request_timeout` a `504` |
 //! | `scoreboard` | the shared memory where workers publish heartbeats and requests for the master |
 //! | `ipc` | messages from workers to the master: ready, boot failure, due for recycling |
-//! | `shutdown` | a worker's open connections: the `worker_connections` cap, and draining |
+//! | `shutdown` | a worker's open connections: the `worker_connections` cap, parking idle ones, and draining |
 //! | `upgrade` | binary upgrade: starting a new master with the sockets, and handing over |
 //! | `notify` | systemd's readiness protocol (`sd_notify`) |
 //! | `process` | fork, wait, kill; with two signal registrations in `signals` and the scoreboard's mapping, the only `unsafe` |

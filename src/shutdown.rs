@@ -6,8 +6,12 @@
 //! [`Shutdown::drain_connection`]. When the worker drains, every response it starts says
 //! `Connection: close`, so a request in progress or arriving is answered and its connection then
 //! closed; a connection on which nothing happens for [`DRAIN_LINGER`] is closed.
-//! [`Shutdown::closed`] resolves once the last guard is dropped. Single-threaded: the worker's
-//! runtime is `current_thread`.
+//! [`Shutdown::closed`] resolves once the last guard is dropped.
+//!
+//! Parking: [`Shutdown::park_idle`], one sweep per worker, wakes the connections that have been
+//! idle [`PARK_AFTER`] since their last request, for the gate to park them (hyper's connection
+//! and its buffers dropped until the next request; see `Gate::parked`). Single-threaded: the
+//! worker's runtime is `current_thread`.
 
 use std::cell::Cell;
 use std::future::Future;
