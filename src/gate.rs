@@ -40,7 +40,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use crate::client::AllowList;
 use crate::config::HttpConfig;
-use crate::shutdown::{ConnState, PARK_AFTER};
+use crate::shutdown::ConnState;
 
 /// The `[http]` settings, as the gate uses them.
 #[derive(Debug, Clone)]
@@ -199,6 +199,8 @@ pin_project_lite::pin_project! {
         // When hyper last wrote to the client, and whether the client is not reading (the
         // socket is full): a connection still sending a response is not idle.
         last_write: Instant,
+        // A write happened since `last_write` was read.
+        wrote: bool,
         write_blocked: bool,
         // Responses held back while hyper answers more pipelined requests (see `hold_back`),
         // and how much of them is written.
@@ -243,6 +245,7 @@ impl<I> Gate<I> {
             timer: None,
             eof: false,
             last_write: now,
+            wrote: false,
             write_blocked: false,
             out: Vec::new(),
             out_written: 0,
@@ -315,27 +318,36 @@ impl<I: AsyncRead> AsyncRead for Gate<I> {
                 Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                 Poll::Pending => {}
             }
-            // Nothing to read. A connection idle for PARK_AFTER is parked: hyper is told the
-            // input ended, and lets go of its buffers. The worker's sweep wakes it for that.
+            // Nothing to read. A connection the worker's sweep found idle is parked: hyper is
+            // told the input ended, and lets go of its buffers.
             if !*this.parked
                 && this.out.is_empty()
                 && g.parkable(*this.write_blocked)
-                && g.state.idle_since().max(*this.last_write) + PARK_AFTER <= Instant::now()
+                && g.state.park_due()
             {
                 *this.parked = true;
                 g.raw = Vec::new();
                 return Poll::Ready(Ok(()));
             }
             g.state.remember_task(cx.waker());
+            if std::mem::take(this.wrote) {
+                // The clock is read for a write only when the gate comes to wait: a busy
+                // connection writes once per request, and waits far less often.
+                *this.last_write = Instant::now();
+            }
             // Wait, unless a timer has run out.
+            let mut answering = None;
             let deadline = match g.deadline(*this.last_write, *this.write_blocked) {
                 Wait::Until(deadline) => deadline,
                 Wait::Forever => return Poll::Pending,
                 // A request is being answered. hyper may be waiting here already when it ends;
                 // rather than be woken at the end of every request (which costs throughput), the
-                // gate looks again a keep-alive period from now.
+                // gate looks again a keep-alive period after the last read.
                 Wait::Answer => match g.limits.keepalive {
-                    Some(keepalive) => Instant::now() + keepalive,
+                    Some(keepalive) => {
+                        answering = Some(keepalive);
+                        g.read_at + keepalive
+                    }
                     None => return Poll::Pending,
                 },
                 // Woken when the request is handed to the app, to start the body timer then.
@@ -347,10 +359,17 @@ impl<I: AsyncRead> AsyncRead for Gate<I> {
                 .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
             // A later deadline does not move the timer (that would cost a timer-wheel update
             // per request on a busy keep-alive connection): it fires early and is moved then.
-            if timer.deadline() > deadline.into() {
+            // While answering, any timer will do: when it fires, the next look is set from the
+            // clock (the last read may be long past).
+            if answering.is_none() && timer.deadline() > deadline.into() {
                 timer.as_mut().reset(deadline.into());
             }
             ready!(timer.as_mut().poll(cx));
+            if let Some(keepalive) = answering {
+                // Still answering: look again later.
+                timer.as_mut().reset((Instant::now() + keepalive).into());
+                continue;
+            }
             if Instant::now() < deadline {
                 timer.as_mut().reset(deadline.into());
                 continue;
@@ -398,7 +417,8 @@ impl Scanner {
         };
         let Some(wait) = wait else { return Wait::Forever };
         let since = match self.phase {
-            Phase::Idle => self.since.max(self.state.idle_since()).max(last_write),
+            // The last response ended with its last write.
+            Phase::Idle => self.since.max(last_write),
             _ if body => self.since.max(self.state.started_at()).max(last_write),
             _ => self.since,
         };
@@ -571,6 +591,9 @@ impl Scanner {
                 self.trailers = 0;
                 self.closing = closing;
                 self.since = self.read_at;
+                if !matches!(framing, Framing::None | Framing::Length(0)) {
+                    self.state.expect_body(self.heads);
+                }
                 self.phase = match framing {
                     Framing::None | Framing::Length(0) => Phase::Idle,
                     Framing::Length(n) => Phase::Length(n),
@@ -1014,7 +1037,7 @@ impl<I: AsyncWrite> Gate<I> {
         let mut this = self.project();
         while *this.out_written < this.out.len() {
             let polled = this.io.as_mut().poll_write(cx, &this.out[*this.out_written..]);
-            wrote(&polled, this.last_write, this.write_blocked);
+            wrote(&polled, this.wrote, this.write_blocked);
             match ready!(polled)? {
                 0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 n => *this.out_written += n,
@@ -1040,7 +1063,7 @@ impl<I: AsyncWrite> AsyncWrite for Gate<I> {
         ready!(self.as_mut().poll_write_out(cx))?;
         let this = self.project();
         let polled = this.io.poll_write(cx, buf);
-        wrote(&polled, this.last_write, this.write_blocked);
+        wrote(&polled, this.wrote, this.write_blocked);
         polled
     }
 
@@ -1060,7 +1083,7 @@ impl<I: AsyncWrite> AsyncWrite for Gate<I> {
         ready!(self.as_mut().poll_write_out(cx))?;
         let this = self.project();
         let polled = this.io.poll_write_vectored(cx, bufs);
-        wrote(&polled, this.last_write, this.write_blocked);
+        wrote(&polled, this.wrote, this.write_blocked);
         polled
     }
 
@@ -1097,10 +1120,10 @@ impl<I: AsyncWrite> AsyncWrite for Gate<I> {
 }
 
 /// Notes a write: progress, or a client that is not reading.
-fn wrote(polled: &Poll<io::Result<usize>>, last_write: &mut Instant, blocked: &mut bool) {
+fn wrote(polled: &Poll<io::Result<usize>>, wrote: &mut bool, blocked: &mut bool) {
     match polled {
         Poll::Ready(Ok(_)) => {
-            *last_write = Instant::now();
+            *wrote = true;
             *blocked = false;
         }
         Poll::Pending => *blocked = true,

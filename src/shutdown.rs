@@ -40,8 +40,9 @@ struct Inner {
     all_closed: Notify,
     /// Wakes an accept loop waiting for a connection to close.
     one_closed: Notify,
-    /// Connections that finished a request since the last sweep (see [`Shutdown::park_idle`]).
-    finished: std::cell::RefCell<Vec<Rc<ConnState>>>,
+    /// Connections that finished a request, with how many requests they had started at the
+    /// last sweep (see [`Shutdown::park_idle`]).
+    finished: std::cell::RefCell<Vec<(Rc<ConnState>, Option<u64>)>>,
     /// Wakes the sweep when the first one is queued.
     queued: Notify,
 }
@@ -69,31 +70,34 @@ impl Shutdown {
         if finished.is_empty() {
             self.inner.queued.notify_one();
         }
-        finished.push(Rc::clone(conn));
+        finished.push((Rc::clone(conn), None));
     }
 
     /// Runs for the worker's life: every [`PARK_AFTER`], wakes the connections that have been
-    /// idle that long since their last request, for the gate to park them (see
-    /// [`crate::gate::Gate::parked`]). One timer for the worker, rather than one per request:
-    /// a connection kept busy by its client is looked at once per sweep and left alone.
+    /// idle for a whole sweep period (no request started since the last sweep, none in
+    /// progress), for the gate to park them (see [`crate::gate::Gate::parked`]). One timer for
+    /// the worker, and no clock reading per request: a connection kept busy by its client is
+    /// looked at once per sweep and left alone.
     pub(crate) async fn park_idle(&self) {
         loop {
             if self.inner.finished.borrow().is_empty() {
                 self.inner.queued.notified().await;
             }
             tokio::time::sleep(PARK_AFTER).await;
-            let now = Instant::now();
             let mut woken = 0;
-            self.inner.finished.borrow_mut().retain(|conn| {
+            self.inner.finished.borrow_mut().retain_mut(|(conn, seen)| {
                 if Rc::strong_count(conn) == 1 {
                     // Closed.
                     conn.queued.set(false);
                     return false;
                 }
-                if conn.active.get() > 0 || conn.finished.get() + PARK_AFTER > now {
+                let started = conn.started.get();
+                if conn.active.get() > 0 || *seen != Some(started) {
+                    *seen = Some(started);
                     return true;
                 }
                 conn.queued.set(false);
+                conn.park.set(true);
                 if let Some(task) = conn.task.borrow_mut().take() {
                     task.wake();
                     woken += 1;
@@ -174,8 +178,11 @@ pub(crate) struct ConnState {
     read: Cell<u64>,
     /// The client's address: the socket's peer, or what a trusted PROXY header said.
     peer: Cell<Option<std::net::SocketAddr>>,
-    /// When the last response finished.
-    finished: Cell<Instant>,
+    /// Set by [`Shutdown::park_idle`] for a connection idle long enough to be parked.
+    park: Cell<bool>,
+    /// The request (by number) whose body the gate let through: the body timer starts when
+    /// the service is called for it.
+    body_pending: Cell<u64>,
     /// Why a request's body could not be read whole (see [`crate::gate`]): the request's
     /// number on the connection (1 for the first), and the status to answer.
     body_error: Cell<Option<(u64, http::StatusCode)>>,
@@ -199,7 +206,8 @@ impl ConnState {
             active: Cell::new(0),
             gate: std::cell::RefCell::new(None),
             read: Cell::new(0),
-            finished: Cell::new(Instant::now()),
+            park: Cell::new(false),
+            body_pending: Cell::new(0),
             body_error: Cell::new(None),
             started_at: Cell::new(Instant::now()),
             watched: Cell::new(false),
@@ -220,7 +228,10 @@ impl ConnState {
     pub(crate) fn request_started(&self) -> u64 {
         let number = self.started.get() + 1;
         self.started.set(number);
-        self.started_at.set(Instant::now());
+        if self.body_pending.get() == number {
+            self.started_at.set(Instant::now());
+        }
+        self.park.set(false);
         self.active.set(self.active.get() + 1);
         if let Some(gate) = self.gate.borrow_mut().take() {
             gate.wake();
@@ -232,7 +243,6 @@ impl ConnState {
     /// A request's response is finished (or abandoned).
     pub(crate) fn request_finished(&self) {
         self.active.set(self.active.get().saturating_sub(1));
-        self.finished.set(Instant::now());
         if let Some(gate) = self.gate.borrow_mut().take() {
             gate.wake();
         }
@@ -307,9 +317,14 @@ impl ConnState {
         self.active.get() > 0
     }
 
-    /// When the connection last finished a response.
-    pub(crate) fn idle_since(&self) -> Instant {
-        self.finished.get()
+    /// Whether the sweep found the connection idle long enough to be parked.
+    pub(crate) fn park_due(&self) -> bool {
+        self.park.get()
+    }
+
+    /// The gate let through a request with a body: its number.
+    pub(crate) fn expect_body(&self, number: u64) {
+        self.body_pending.set(number);
     }
 
     /// Records that request `number`'s body is broken: its response must say so.

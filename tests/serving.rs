@@ -495,6 +495,20 @@ fn a_connection_idle_between_requests_is_served_again() {
     assert_eq!(server.count("worker died"), 0);
 }
 
+/// `keepalive` counts from the end of a response: a request that takes longer leaves its
+/// connection open for the next one, which is then closed when idle for `keepalive`.
+#[test]
+fn a_request_longer_than_keepalive_keeps_its_connection() {
+    let server =
+        Server::start(&example("demo"), &["-w", "1", "-b", "127.0.0.1:0", "--keepalive", "1"]);
+    let mut conn = Conn::open(server.addr()).unwrap();
+    conn.set_timeout(std::time::Duration::from_secs(10));
+    assert_eq!(conn.get("/sleep/2500").unwrap().status, 200);
+    assert_eq!(conn.get("/pid").unwrap().status, 200);
+    std::thread::sleep(std::time::Duration::from_millis(2500));
+    assert!(conn.is_closed(), "idle for longer than keepalive");
+}
+
 #[test]
 fn a_panicking_handler_gets_500_and_the_worker_survives() {
     let server = Server::start(&example("demo"), &["-w", "1", "-b", "127.0.0.1:0"]);
