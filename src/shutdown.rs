@@ -376,6 +376,7 @@ impl Shutdown {
         C: Future<Output = hyper::Result<()>> + GracefulConnection,
     {
         tokio::select! {
+            biased;
             result = conn.as_mut() => return result,
             () = self.draining() => {}
         }

@@ -270,6 +270,11 @@ fn http_builder() -> http1::Builder {
     // The gate enforces header_timeout and keepalive, with a 408 where one is due; hyper's own
     // header timer would close silently.
     http.timer(TokioTimer::new()).keep_alive(true).header_read_timeout(None);
+    // Responses are copied into one buffer and written with write(2), rather than queued as
+    // slices for writev(2): for the small responses that make most of the traffic, hyper's
+    // queue costs more than the copy (about 6% of a request's instructions). A large body is
+    // copied too, in chunks bounded by hyper's buffer size.
+    http.writev(false);
     http
 }
 
