@@ -25,7 +25,7 @@
 #     processes and a request got a 200 (this includes the 100 ms nginx's master sleeps before
 #     it tells the old workers to quit). Target 100 ms.
 #
-#   bench/compare.sh                          # ROUNDS=3 DURATION=5: about 5 minutes
+#   bench/compare.sh                          # ROUNDS=3 DURATION=5: about 6 minutes
 #   ROUNDS=1 DURATION=1 bench/compare.sh      # a quick check that every part runs
 #   WITH_GUNICORN=1 bench/compare.sh          # plus gunicorn (pip, sync workers) in the
 #                                             # keep-alive hello-world rows, for reference
