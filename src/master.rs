@@ -914,7 +914,8 @@ where
             signal_mask: mask,
             outbox: inbox.into_outbox(),
             factory: self.factory,
-            slot: self.scoreboard.slot(slot),
+            slots: self.scoreboard.all(),
+            slot,
             recycle_after: recycle_after(&generation.config.server, id),
         })
     }

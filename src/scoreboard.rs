@@ -243,8 +243,9 @@ impl Scoreboard {
     }
 
     /// The slot a worker writes to, in the worker.
-    pub(crate) fn slot(&self, index: usize) -> &'static Slot {
-        &self.slots[index]
+    /// Every slot.
+    pub(crate) fn all(&self) -> &'static [Slot] {
+        self.slots
     }
 }
 
@@ -326,15 +327,51 @@ impl Snapshot {
 /// used from its single thread.
 pub(crate) struct Board {
     slot: &'static Slot,
+    /// Every slot, for the worker's peers (see [`Board::busier_than_peers`]).
+    all: &'static [Slot],
+    /// The slots of the other ready workers of this generation, as last looked up, and when.
+    peers: RefCell<Vec<&'static Slot>>,
+    peers_ms: Cell<u64>,
     next_id: Cell<u64>,
     /// Requests in flight by number, so the oldest is the first.
     in_flight: RefCell<BTreeMap<u64, (u64, Line)>>,
 }
 
 impl Board {
-    pub(crate) fn new(slot: &'static Slot) -> Board {
+    pub(crate) fn new(all: &'static [Slot], index: usize) -> Board {
+        let slot = &all[index];
         slot.pid.store(std::process::id(), Ordering::Relaxed);
-        Board { slot, next_id: Cell::new(1), in_flight: RefCell::new(BTreeMap::new()) }
+        Board {
+            slot,
+            all,
+            peers: RefCell::new(Vec::new()),
+            peers_ms: Cell::new(0),
+            next_id: Cell::new(1),
+            in_flight: RefCell::new(BTreeMap::new()),
+        }
+    }
+
+    /// Whether this worker holds more than one connection more than the least busy of the
+    /// other ready workers of its generation: it then leaves new connections to them for a
+    /// moment. The workers share one listening socket, and without this the first one woken
+    /// for a burst of connections takes them all. The peers are looked up at most every
+    /// 100 ms (a scan of the scoreboard); their counts are read each time.
+    pub(crate) fn busier_than_peers(&self) -> bool {
+        let now = now_ms_coarse();
+        if now.saturating_sub(self.peers_ms.get()) >= 100 {
+            self.peers_ms.set(now);
+            let generation = self.slot.generation.load(Ordering::Relaxed);
+            let mut peers = self.peers.borrow_mut();
+            peers.clear();
+            peers.extend(self.all.iter().filter(|s| {
+                !std::ptr::eq(*s, self.slot)
+                    && s.worker.load(Ordering::Acquire) != 0
+                    && s.generation.load(Ordering::Relaxed) == generation
+                    && s.booted_ms.load(Ordering::Relaxed) != 0
+            }));
+        }
+        let least = self.peers.borrow().iter().map(|s| s.connections.load(Ordering::Relaxed)).min();
+        least.is_some_and(|least| self.slot.connections.load(Ordering::Relaxed) > least + 1)
     }
 
     /// The worker is accepting: it has booted.
@@ -432,7 +469,7 @@ mod tests {
     fn a_slot_shows_the_oldest_and_the_running_request() {
         let board = Scoreboard::new().unwrap();
         let index = board.claim(7, 1).unwrap();
-        let worker = Board::new(board.slot(index));
+        let worker = Board::new(board.all(), index);
         worker.booted();
         let first = worker.request_started(Line::new("GET", "/slow"));
         let second = worker.request_started(Line::new("POST", &"/x".repeat(200)));

@@ -87,8 +87,9 @@ pub(crate) struct Setup<'f, F> {
     pub(crate) signal_mask: SigSet,
     pub(crate) outbox: Outbox,
     pub(crate) factory: &'f F,
-    /// The worker's slot on the scoreboard.
-    pub(crate) slot: &'static Slot,
+    /// The scoreboard, and the worker's slot on it.
+    pub(crate) slots: &'static [Slot],
+    pub(crate) slot: usize,
     /// `max_requests` plus this worker's jitter; `None` for no limit.
     pub(crate) recycle_after: Option<u64>,
 }
@@ -134,8 +135,9 @@ where
     S: HttpService,
     E: Into<BoxError>,
 {
-    let Setup { ctx, listeners, outbox, factory, master, signal_mask, slot, recycle_after } = setup;
-    let board = Board::new(slot);
+    let Setup { ctx, listeners, outbox, factory, master, signal_mask, slots, slot, recycle_after } =
+        setup;
+    let board = Board::new(slots, slot);
     let boot_failed = |reason: String| {
         tracing::error!("{reason}");
         outbox.send(Message::BootFailed { worker: ctx.id, reason });
@@ -309,8 +311,20 @@ struct Connections<S> {
 /// worker's copy of the socket. At `worker_connections`, it waits for one to close, leaving new
 /// connections to the other workers.
 async fn accept_loop<S: HttpService>(acceptor: Acceptor, conns: Connections<S>) {
+    let mut deferred = 0;
     loop {
         let draining = conns.shutdown.draining();
+        if deferred < ACCEPT_DEFERRALS && conns.requests.board.busier_than_peers() {
+            // Leave the next connections to a less busy worker, a moment at most: a peer that
+            // does not take them (busy, or hung) does not keep them waiting long.
+            deferred += 1;
+            tokio::select! {
+                biased;
+                () = draining => return,
+                () = tokio::time::sleep(ACCEPT_DEFERRAL) => continue,
+            }
+        }
+        deferred = 0;
         if conns.shutdown.open() >= conns.limit {
             tracing::debug!(limit = conns.limit, "worker_connections reached, not accepting");
             tokio::select! {
@@ -348,6 +362,10 @@ async fn accept_loop<S: HttpService>(acceptor: Acceptor, conns: Connections<S>) 
         }
     }
 }
+
+/// How long, and how many times in a row, a worker busier than its peers lets them accept first.
+const ACCEPT_DEFERRAL: Duration = Duration::from_millis(1);
+const ACCEPT_DEFERRALS: u32 = 3;
 
 /// Counts a connection on the scoreboard for as long as it is open, however its task ends.
 struct OpenConnection(Rc<Requests>);

@@ -509,6 +509,23 @@ fn a_request_longer_than_keepalive_keeps_its_connection() {
     assert!(conn.is_closed(), "idle for longer than keepalive");
 }
 
+/// Workers share one listening socket; new connections are shared between them, rather than
+/// taken by whichever worker wakes first.
+#[test]
+fn connections_are_shared_between_workers() {
+    let server = Server::start(&example("demo"), &["-w", "2", "-b", "127.0.0.1:0"]);
+    server.wait_workers(2);
+    let mut per_worker = std::collections::HashMap::new();
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        let mut conn = Conn::open(server.addr()).unwrap();
+        *per_worker.entry(conn.get("/pid").unwrap().text()).or_insert(0) += 1;
+        held.push(conn);
+    }
+    assert_eq!(per_worker.len(), 2, "{per_worker:?}");
+    assert!(per_worker.values().all(|&n| n >= 10), "40 connections split {per_worker:?}");
+}
+
 #[test]
 fn a_panicking_handler_gets_500_and_the_worker_survives() {
     let server = Server::start(&example("demo"), &["-w", "1", "-b", "127.0.0.1:0"]);
