@@ -11,6 +11,8 @@
 //! last heartbeat (from a timer task on its event loop, so a blocked loop stops beating), its
 //! resident memory, the requests it has served, its open connections and in-flight requests,
 //! the oldest in-flight request, and the request whose handler code is running right now.
+//! Workers also read their peers' open connections, to share new connections between them
+//! ([`Board::busier_than_peers`]).
 //!
 //! Times are milliseconds of `CLOCK_MONOTONIC`, which is the same clock in every process.
 
@@ -338,8 +340,12 @@ pub(crate) struct Board {
 }
 
 impl Board {
-    pub(crate) fn new(all: &'static [Slot], index: usize) -> Board {
+    /// A worker's board. Peers are looked for among the first `peer_slots` slots (the master
+    /// fills the lowest free slot first): scanning all of them would bring every page of the
+    /// mapping into the worker's memory.
+    pub(crate) fn new(all: &'static [Slot], index: usize, peer_slots: usize) -> Board {
         let slot = &all[index];
+        let all = &all[..peer_slots.clamp(index + 1, all.len())];
         slot.pid.store(std::process::id(), Ordering::Relaxed);
         Board {
             slot,
@@ -469,7 +475,7 @@ mod tests {
     fn a_slot_shows_the_oldest_and_the_running_request() {
         let board = Scoreboard::new().unwrap();
         let index = board.claim(7, 1).unwrap();
-        let worker = Board::new(board.all(), index);
+        let worker = Board::new(board.all(), index, 64);
         worker.booted();
         let first = worker.request_started(Line::new("GET", "/slow"));
         let second = worker.request_started(Line::new("POST", &"/x".repeat(200)));

@@ -137,7 +137,9 @@ where
 {
     let Setup { ctx, listeners, outbox, factory, master, signal_mask, slots, slot, recycle_after } =
         setup;
-    let board = Board::new(slots, slot);
+    // Peers are looked for among four times as many slots as workers: room for a reload's two
+    // generations and successors; workers added with TTIN beyond that are not balanced against.
+    let board = Board::new(slots, slot, (ctx.config.server.workers.resolve() * 4).max(64));
     let boot_failed = |reason: String| {
         tracing::error!("{reason}");
         outbox.send(Message::BootFailed { worker: ctx.id, reason });
