@@ -29,7 +29,7 @@ use nix::unistd::Pid;
 use tracing::{debug, error, info, warn};
 
 use crate::cli::ConfigSource;
-use crate::config::{Config, ServerConfig, UpgradeMode};
+use crate::config::{Action, Config, ServerConfig, UpgradeMode};
 use crate::error::{BoxError, Error};
 use crate::ipc::{Inbox, Message};
 use crate::listener::Listeners;
@@ -342,6 +342,7 @@ where
     /// Runs until the server has stopped.
     pub(crate) fn run(mut self) -> Result<(), Error> {
         info!(pid = self.pid.as_raw(), workers = self.current.target, "master started");
+        warn_fd_headroom(&self.current.config);
         loop {
             self.recycle_workers();
             self.manage_workers();
@@ -431,6 +432,12 @@ where
                 }
                 Message::Recycle { worker, requests } => {
                     self.mark_due(worker, Recycle::Requests { served: requests });
+                }
+                Message::OverMemory { worker, rss_kib } => {
+                    let generation = self.workers.iter().find(|w| w.id == worker);
+                    let config = generation.and_then(|w| self.wanted(w.generation));
+                    let limit = config.map_or(0, |g| g.config.server.max_worker_memory);
+                    self.mark_due(worker, Recycle::Memory { rss_mib: rss_kib / 1024, limit });
                 }
             }
         }
@@ -685,8 +692,9 @@ where
         w.due = Some(reason);
     }
 
-    /// Finds the workers over `max_worker_memory` or `max_worker_lifetime` (`max_requests` is
-    /// counted by each worker, which says when it is reached).
+    /// Finds the workers over `max_worker_memory` or `max_worker_lifetime`. Each worker also
+    /// says itself when it reaches `max_requests`, and when it finds itself over
+    /// `max_worker_memory` as a request starts, which is sooner than its heartbeat shows it.
     fn recycle_workers(&mut self) {
         if self.stopping.is_some() {
             return;
@@ -983,6 +991,7 @@ where
             error!(duration_ms = started.elapsed().as_millis() as u64, "reload rejected: {e}");
             return self.notify_ready();
         }
+        warn_fd_headroom(&config);
         let new = Generation {
             number: self.next_generation,
             target: config.server.workers.resolve(),
@@ -1341,6 +1350,27 @@ fn recycle_after(server: &ServerConfig, worker: u64) -> Option<u64> {
     random.write_u64(worker);
     let jitter = random.finish() % server.max_requests_jitter.saturating_add(1);
     Some(server.max_requests.saturating_add(jitter))
+}
+
+/// Warns when `worker_connections` is more than the open-files limit (already raised to its
+/// hard limit, see [`process::raise_fd_limit`]) lets a worker hold: past that, accepts fail
+/// with "Too many open files" however few requests are in progress.
+fn warn_fd_headroom(config: &Config) {
+    let Some(limit) = process::open_files_limit() else { return };
+    let statics = config.routes.iter().filter(|r| matches!(r.action, Action::Static(_))).count();
+    let allowed = process::connections_allowed(limit, config.server.bind.len(), statics);
+    let wanted = u64::from(config.server.worker_connections);
+    if wanted > allowed {
+        warn!(
+            worker_connections = wanted,
+            open_files_limit = limit,
+            "worker_connections is more than the open-files limit allows: about {allowed} \
+             connections per worker (each is a descriptor, and a worker keeps {} for itself); \
+             beyond that, accepts fail with \"Too many open files\". Raise the hard limit \
+             (ulimit -Hn, LimitNOFILE=) or lower worker_connections",
+            limit - allowed.min(limit)
+        );
+    }
 }
 
 /// What the log adds to a `SIGKILL` the master did not send.

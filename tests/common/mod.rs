@@ -99,6 +99,20 @@ impl Server {
         Server::launch(cmd)
     }
 
+    /// Like [`Server::spawn`], with the open-files limit (soft and hard) set to `nofile`.
+    pub fn spawn_with_nofile(bin: &Path, args: &[&str], nofile: u64) -> Server {
+        use nix::sys::resource::{Resource, setrlimit};
+        let mut cmd = Command::new(bin);
+        cmd.args(args);
+        // SAFETY: setrlimit is a plain system call, async-signal-safe, and touches no memory.
+        unsafe {
+            cmd.pre_exec(move || {
+                setrlimit(Resource::RLIMIT_NOFILE, nofile, nofile).map_err(std::io::Error::from)
+            });
+        }
+        Server::launch(cmd)
+    }
+
     /// Starts `bin` as systemd socket activation would: `listener` at descriptor 3, with
     /// `LISTEN_FDS=1` and `LISTEN_PID` set to the server's pid (by `sh`, which execs it).
     pub fn spawn_activated(bin: &Path, args: &[&str], listener: &impl AsRawFd) -> Server {
