@@ -142,10 +142,14 @@ impl Inbox {
 impl Outbox {
     /// Sends a message, waiting if the master has not yet read the ones before (the queue of
     /// a datagram socket is short). For a booting worker, which has nothing else to do. If the
-    /// master is gone, there is no one to tell.
-    pub(crate) fn send(&self, message: Message) {
-        if let Err(e) = self.0.send(&message.encode()) {
-            tracing::warn!("cannot tell the master {message:?}: {e}");
+    /// master is gone, there is no one to tell. Returns whether the message was sent.
+    pub(crate) fn send(&self, message: Message) -> bool {
+        match self.0.send(&message.encode()) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!("cannot tell the master {message:?}: {e}");
+                false
+            }
         }
     }
 

@@ -186,6 +186,21 @@ impl Why {
     }
 }
 
+/// How often a streak of identical boot failures is summed up in the log.
+const STILL_FAILING_EVERY: Duration = Duration::from_secs(60);
+
+/// Boot failures in a row with the same cause: a static root deleted while the server runs, a
+/// database down. Every new worker fails the same way, once per pause; the log says it once,
+/// then once every [`STILL_FAILING_EVERY`] with the count, then when workers boot again.
+#[derive(Debug)]
+struct BootFailures {
+    cause: String,
+    count: u64,
+    since: Instant,
+    /// When the streak was last logged.
+    logged: Instant,
+}
+
 /// A generation's config and size.
 #[derive(Debug, Clone)]
 struct Generation {
@@ -230,6 +245,9 @@ pub(crate) struct Master<'f, F> {
     next_spawn: Instant,
     /// When a worker last died without staying up.
     last_failure: Option<Instant>,
+    /// Workers failing to boot one after another for the same cause, outside a first start
+    /// or a reload: logged in full once, then summed up (see [`Master::boot_failed`]).
+    boot_failures: Option<BootFailures>,
     /// When the loop asked to be woken at the latest, and when it last resumed after being
     /// stopped (SIGSTOP, a paused container): workers are given `timeout` from then to beat
     /// again, as their silence was the master's own.
@@ -321,6 +339,7 @@ where
             backoff: Duration::ZERO,
             next_spawn: Instant::now(),
             last_failure: None,
+            boot_failures: None,
             wake_by: Instant::now(),
             resumed: Instant::now(),
             scoreboard: plumbing.scoreboard,
@@ -456,6 +475,15 @@ where
             "worker booted"
         );
         self.ever_ready = true;
+        if let Some(streak) = self.boot_failures.take() {
+            info!(
+                failures = streak.count,
+                "workers boot again, after {} failed boot(s) in {:.1} s: {}",
+                streak.count,
+                streak.since.elapsed().as_secs_f64(),
+                streak.cause
+            );
+        }
         if !self.announced && self.ready_workers(self.current.number) >= self.current.target {
             self.announced = true;
             info!(workers = self.current.target, "all workers ready");
@@ -546,7 +574,17 @@ where
                         (None, Exit::Code(EXIT_BOOT_FAILED)) => "its app failed to start".into(),
                         (None, _) => format!("{exit} while booting{}", oom_hint(exit)),
                     };
-                    error!(pid, worker, generation, "worker exited: {exit}, boot failure: {cause}");
+                    if self.repeats_boot_failure(generation, &cause) {
+                        debug!(
+                            pid,
+                            worker, generation, "worker exited: {exit}, boot failure: {cause}"
+                        );
+                    } else {
+                        error!(
+                            pid,
+                            worker, generation, "worker exited: {exit}, boot failure: {cause}"
+                        );
+                    }
                     self.boot_failed(pid, worker, generation, &cause);
                 }
                 WorkerState::Active
@@ -591,19 +629,59 @@ where
             self.failure = Some(Error::Boot(format!("worker {worker} (pid {pid}): {cause}")));
             return self.stop(Shutdown::Fast);
         }
-        self.pause_forking("worker failed to boot");
+        let now = Instant::now();
+        let Some(streak) = self.boot_failures.as_mut().filter(|s| s.cause == cause) else {
+            self.boot_failures =
+                Some(BootFailures { cause: cause.into(), count: 1, since: now, logged: now });
+            return self.pause_forking("worker failed to boot");
+        };
+        streak.count += 1;
+        let summary = now.duration_since(streak.logged) >= STILL_FAILING_EVERY;
+        if summary {
+            streak.logged = now;
+        }
+        let (count, since) = (streak.count, streak.since);
+        let delay_ms = self.delay_next_fork().as_millis() as u64;
+        if summary {
+            error!(
+                failures = count,
+                delay_ms,
+                "workers still fail to boot: {count} times in {:.0} s, each time: {cause}",
+                now.duration_since(since).as_secs_f64()
+            );
+        } else {
+            debug!(
+                failures = count,
+                delay_ms, "worker failed to boot again: pausing before the next fork"
+            );
+        }
+    }
+
+    /// Whether a boot failure of a worker of `generation` is one more of a streak already
+    /// logged (see [`BootFailures`]), to be logged at debug level only.
+    fn repeats_boot_failure(&self, generation: u64, cause: &str) -> bool {
+        let reloading = generation == self.current.number && self.reload.is_some();
+        self.announced
+            && !reloading
+            && self.boot_failures.as_ref().is_some_and(|s| s.cause == cause)
     }
 
     /// Makes the next fork wait, twice as long as the last time, up to [`BACKOFF_MAX`]. Failures
     /// within one pause are one incident: workers that die together double it once.
     fn pause_forking(&mut self, why: &str) {
+        let delay = self.delay_next_fork();
+        warn!(delay_ms = delay.as_millis() as u64, "{why}: pausing before the next fork");
+    }
+
+    /// [`Master::pause_forking`] without its log line; returns the pause.
+    fn delay_next_fork(&mut self) -> Duration {
         let now = Instant::now();
         if self.last_failure.is_none_or(|t| now.duration_since(t) >= self.backoff) {
             self.backoff = (self.backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
             self.last_failure = Some(now);
         }
         self.next_spawn = self.next_spawn.max(now + self.backoff);
-        warn!(delay_ms = self.backoff.as_millis() as u64, "{why}: pausing before the next fork");
+        self.backoff
     }
 
     /// Brings each generation that should be serving to its size: the current one, and, while

@@ -142,8 +142,13 @@ where
     // generations and successors; workers added with TTIN beyond that are not balanced against.
     let board = Board::new(slots, slot, (ctx.config.server.workers.resolve() * 4).max(64));
     let boot_failed = |reason: String| {
-        tracing::error!("{reason}");
-        outbox.send(Message::BootFailed { worker: ctx.id, reason });
+        // The master logs it with the worker's exit (once, for a streak of identical ones);
+        // the worker says it itself when the master cannot be told.
+        if outbox.send(Message::BootFailed { worker: ctx.id, reason: reason.clone() }) {
+            tracing::debug!("{reason}");
+        } else {
+            tracing::error!("{reason}");
+        }
         EXIT_BOOT_FAILED
     };
     // Listen for TERM before unblocking signals, so that a TERM sent while the worker boots is

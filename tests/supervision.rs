@@ -219,6 +219,46 @@ fn workers_that_fail_to_boot_after_the_start_are_retried_with_a_growing_pause() 
 }
 
 #[test]
+fn a_static_root_deleted_at_runtime_is_reported_once_not_at_every_failed_boot() {
+    let dir = tempdir();
+    let public = dir.path().join("public");
+    std::fs::create_dir(&public).unwrap();
+    let config = common::write(
+        dir.path(),
+        "app.toml",
+        &format!(
+            "[server]\nbind = [\"{LOCAL}\"]\nworkers = 2\n[[route]]\npath = \"/\"\nstatic = \"public\"\n"
+        ),
+    );
+    let server = Server::start(&forkserve(), &[&config]);
+    let workers = server.wait_workers(2);
+    std::fs::remove_dir(&public).unwrap();
+    let victim = *workers.iter().next().unwrap();
+    kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    let first = server.wait_for("boot failure: app failed to start");
+    assert!(first.contains("ERROR"), "{first}");
+    assert!(first.contains(&format!("route \"/\": static directory {}", public.display())));
+
+    // 2.5 s of failing boots: five of them, with the pause doubling from 0.1 s; each was an
+    // error line from the worker and one from the master.
+    thread::sleep(Duration::from_millis(2500));
+    let errors: Vec<String> = server
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("ERROR") && l.contains("app failed to start"))
+        .collect();
+    assert_eq!(errors, [first], "one error line for the same failure");
+    assert_eq!(server.count("worker failed to boot: pausing"), 1, "{:#?}", server.logs());
+
+    // Back: the next try boots, and the log says how many failed meanwhile.
+    std::fs::create_dir(&public).unwrap();
+    let again = server.wait_for("workers boot again, after ");
+    let failures: u64 = again.split("failures=").nth(1).unwrap().trim().parse().unwrap();
+    assert!(failures >= 3, "{again}");
+    server.wait_workers(2);
+}
+
+#[test]
 fn a_crash_loop_after_the_start_is_slowed_down() {
     let mut server = Server::start_with(
         &example("demo"),
