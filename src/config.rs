@@ -75,14 +75,17 @@ pub struct ServerConfig {
     #[serde(deserialize_with = "deserialize_count")]
     pub max_requests_jitter: u64,
     /// A worker whose resident memory exceeds this many MiB is replaced (its successor first).
-    /// 0 (the default) is no limit.
+    /// Each worker reads its own as requests start, at most every 4 ms, and once over stops
+    /// accepting and finishes what it has, so the overshoot is what the app allocates in a
+    /// few milliseconds and in the requests already in flight. 0 (the default) is no limit.
     #[serde(deserialize_with = "deserialize_count")]
     pub max_worker_memory: u64,
     /// A worker that has run this long is replaced (its successor first). 0 (the default) is no
     /// limit.
     pub max_worker_lifetime: Seconds,
     /// The most connections one worker keeps open; at this many it stops accepting until one
-    /// closes, and the other workers take the new ones.
+    /// closes, and the other workers take the new ones. Each is a file descriptor: the master
+    /// warns when the open-files limit leaves less room than this.
     #[serde(deserialize_with = "deserialize_worker_connections")]
     pub worker_connections: u32,
     /// What a binary upgrade (`USR2`) does once the new master serves: stop the old one
