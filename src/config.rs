@@ -75,14 +75,17 @@ pub struct ServerConfig {
     #[serde(deserialize_with = "deserialize_count")]
     pub max_requests_jitter: u64,
     /// A worker whose resident memory exceeds this many MiB is replaced (its successor first).
-    /// 0 (the default) is no limit.
+    /// Each worker reads its own as requests start, at most every 4 ms, and once over stops
+    /// accepting and finishes what it has, so the overshoot is what the app allocates in a
+    /// few milliseconds and in the requests already in flight. 0 (the default) is no limit.
     #[serde(deserialize_with = "deserialize_count")]
     pub max_worker_memory: u64,
     /// A worker that has run this long is replaced (its successor first). 0 (the default) is no
     /// limit.
     pub max_worker_lifetime: Seconds,
     /// The most connections one worker keeps open; at this many it stops accepting until one
-    /// closes, and the other workers take the new ones.
+    /// closes, and the other workers take the new ones. Each is a file descriptor: the master
+    /// warns when the open-files limit leaves less room than this.
     #[serde(deserialize_with = "deserialize_worker_connections")]
     pub worker_connections: u32,
     /// What a binary upgrade (`USR2`) does once the new master serves: stop the old one
@@ -868,17 +871,35 @@ impl Config {
     }
 }
 
-/// Resolves a route's `static` directory: it must exist and be a directory.
+/// Resolves a route's `static` directory: it must exist, be a directory, and be searchable by
+/// this process (workers open files beneath it; without search permission every file would be
+/// answered 403). Checked wherever a config is loaded, so `--check-config`, the first start and
+/// a reload (`HUP`, refused, the serving workers kept) all catch a root that is missing or
+/// cannot be used, rather than every new worker failing to boot.
 fn static_root(base: &Path, dir: Spanned<PathBuf>) -> Result<PathBuf, SpannedError> {
+    use nix::unistd::{AccessFlags, eaccess};
     let span = dir.span();
     let dir = base.join(dir.into_inner());
-    match dir.canonicalize() {
-        Ok(root) if root.is_dir() => Ok(root),
+    let root = match dir.canonicalize() {
+        Ok(root) if root.is_dir() => root,
         Ok(_) => {
-            Err(SpannedError::at(span, format!("static path {} is not a directory", dir.display())))
+            let message = format!("static path {} is not a directory", dir.display());
+            return Err(SpannedError::at(span, message));
         }
-        Err(e) => Err(SpannedError::at(span, format!("static directory {}: {e}", dir.display()))),
+        Err(e) => {
+            return Err(SpannedError::at(span, format!("static directory {}: {e}", dir.display())));
+        }
+    };
+    // Search permission, with the effective ids and capabilities workers will have.
+    if let Err(e) = eaccess(&root, AccessFlags::X_OK) {
+        let message = format!(
+            "static directory {}: cannot be searched ({}): no file beneath it could be served",
+            dir.display(),
+            std::io::Error::from(e)
+        );
+        return Err(SpannedError::at(span, message));
     }
+    Ok(root)
 }
 
 /// An error at a byte range of the config text.

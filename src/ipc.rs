@@ -30,17 +30,26 @@ pub(crate) enum Message {
         /// How many requests it had served.
         requests: u64,
     },
+    /// The worker's resident memory went over `max_worker_memory`: it has stopped accepting,
+    /// finishes what it has, and asks to be replaced (see `scoreboard::MemoryWatch`).
+    OverMemory {
+        /// The worker's id.
+        worker: u64,
+        /// Its resident memory when it found itself over, in KiB.
+        rss_kib: u64,
+    },
 }
 
 const READY: u8 = 1;
 const BOOT_FAILED: u8 = 2;
 const RECYCLE: u8 = 3;
+const OVER_MEMORY: u8 = 4;
 /// The longest reason sent; a datagram this size always fits the socket buffer.
 const MAX_REASON: usize = 2048;
 
 impl Message {
     fn encode(&self) -> Vec<u8> {
-        let requests;
+        let number;
         let (tag, worker, rest): (u8, u64, &[u8]) = match self {
             Message::Ready { worker } => (READY, *worker, &[]),
             Message::BootFailed { worker, reason } => {
@@ -51,8 +60,12 @@ impl Message {
                 (BOOT_FAILED, *worker, &reason.as_bytes()[..end])
             }
             Message::Recycle { worker, requests: n } => {
-                requests = n.to_le_bytes();
-                (RECYCLE, *worker, &requests)
+                number = n.to_le_bytes();
+                (RECYCLE, *worker, &number)
+            }
+            Message::OverMemory { worker, rss_kib } => {
+                number = rss_kib.to_le_bytes();
+                (OVER_MEMORY, *worker, &number)
             }
         };
         let mut buf = Vec::with_capacity(9 + rest.len());
@@ -75,6 +88,10 @@ impl Message {
             RECYCLE => Some(Message::Recycle {
                 worker,
                 requests: u64::from_le_bytes(rest.try_into().ok()?),
+            }),
+            OVER_MEMORY => Some(Message::OverMemory {
+                worker,
+                rss_kib: u64::from_le_bytes(rest.try_into().ok()?),
             }),
             _ => None,
         }
@@ -125,10 +142,14 @@ impl Inbox {
 impl Outbox {
     /// Sends a message, waiting if the master has not yet read the ones before (the queue of
     /// a datagram socket is short). For a booting worker, which has nothing else to do. If the
-    /// master is gone, there is no one to tell.
-    pub(crate) fn send(&self, message: Message) {
-        if let Err(e) = self.0.send(&message.encode()) {
-            tracing::warn!("cannot tell the master {message:?}: {e}");
+    /// master is gone, there is no one to tell. Returns whether the message was sent.
+    pub(crate) fn send(&self, message: Message) -> bool {
+        match self.0.send(&message.encode()) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::warn!("cannot tell the master {message:?}: {e}");
+                false
+            }
         }
     }
 
@@ -154,14 +175,15 @@ mod tests {
             Message::Ready { worker: 1 },
             Message::BootFailed { worker: 2, reason: "no database".into() },
             Message::Recycle { worker: 3, requests: 1_000_001 },
+            Message::OverMemory { worker: 5, rss_kib: 70_000 },
             Message::BootFailed { worker: 4, reason: long.clone() },
         ];
         for m in &sent {
             outbox.send(m.clone());
         }
         let got = inbox.receive();
-        assert_eq!(got[..3], sent[..3]);
-        let Message::BootFailed { reason, .. } = &got[3] else { panic!("{got:?}") };
+        assert_eq!(got[..4], sent[..4]);
+        let Message::BootFailed { reason, .. } = &got[4] else { panic!("{got:?}") };
         assert!(reason.len() <= MAX_REASON && long.starts_with(reason.as_str()));
         assert_eq!(Message::decode(&[READY, 1, 2]), None, "short messages are refused");
     }

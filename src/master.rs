@@ -29,7 +29,7 @@ use nix::unistd::Pid;
 use tracing::{debug, error, info, warn};
 
 use crate::cli::ConfigSource;
-use crate::config::{Config, ServerConfig, UpgradeMode};
+use crate::config::{Action, Config, ServerConfig, UpgradeMode};
 use crate::error::{BoxError, Error};
 use crate::ipc::{Inbox, Message};
 use crate::listener::Listeners;
@@ -186,6 +186,21 @@ impl Why {
     }
 }
 
+/// How often a streak of identical boot failures is summed up in the log.
+const STILL_FAILING_EVERY: Duration = Duration::from_secs(60);
+
+/// Boot failures in a row with the same cause: a static root deleted while the server runs, a
+/// database down. Every new worker fails the same way, once per pause; the log says it once,
+/// then once every [`STILL_FAILING_EVERY`] with the count, then when workers boot again.
+#[derive(Debug)]
+struct BootFailures {
+    cause: String,
+    count: u64,
+    since: Instant,
+    /// When the streak was last logged.
+    logged: Instant,
+}
+
 /// A generation's config and size.
 #[derive(Debug, Clone)]
 struct Generation {
@@ -230,6 +245,9 @@ pub(crate) struct Master<'f, F> {
     next_spawn: Instant,
     /// When a worker last died without staying up.
     last_failure: Option<Instant>,
+    /// Workers failing to boot one after another for the same cause, outside a first start
+    /// or a reload: logged in full once, then summed up (see [`Master::boot_failed`]).
+    boot_failures: Option<BootFailures>,
     /// When the loop asked to be woken at the latest, and when it last resumed after being
     /// stopped (SIGSTOP, a paused container): workers are given `timeout` from then to beat
     /// again, as their silence was the master's own.
@@ -321,6 +339,7 @@ where
             backoff: Duration::ZERO,
             next_spawn: Instant::now(),
             last_failure: None,
+            boot_failures: None,
             wake_by: Instant::now(),
             resumed: Instant::now(),
             scoreboard: plumbing.scoreboard,
@@ -342,6 +361,7 @@ where
     /// Runs until the server has stopped.
     pub(crate) fn run(mut self) -> Result<(), Error> {
         info!(pid = self.pid.as_raw(), workers = self.current.target, "master started");
+        warn_fd_headroom(&self.current.config);
         loop {
             self.recycle_workers();
             self.manage_workers();
@@ -432,6 +452,12 @@ where
                 Message::Recycle { worker, requests } => {
                     self.mark_due(worker, Recycle::Requests { served: requests });
                 }
+                Message::OverMemory { worker, rss_kib } => {
+                    let generation = self.workers.iter().find(|w| w.id == worker);
+                    let config = generation.and_then(|w| self.wanted(w.generation));
+                    let limit = config.map_or(0, |g| g.config.server.max_worker_memory);
+                    self.mark_due(worker, Recycle::Memory { rss_mib: rss_kib / 1024, limit });
+                }
             }
         }
         self.finish_reload();
@@ -449,6 +475,15 @@ where
             "worker booted"
         );
         self.ever_ready = true;
+        if let Some(streak) = self.boot_failures.take() {
+            info!(
+                failures = streak.count,
+                "workers boot again, after {} failed boot(s) in {:.1} s: {}",
+                streak.count,
+                streak.since.elapsed().as_secs_f64(),
+                streak.cause
+            );
+        }
         if !self.announced && self.ready_workers(self.current.number) >= self.current.target {
             self.announced = true;
             info!(workers = self.current.target, "all workers ready");
@@ -539,7 +574,17 @@ where
                         (None, Exit::Code(EXIT_BOOT_FAILED)) => "its app failed to start".into(),
                         (None, _) => format!("{exit} while booting{}", oom_hint(exit)),
                     };
-                    error!(pid, worker, generation, "worker exited: {exit}, boot failure: {cause}");
+                    if self.repeats_boot_failure(generation, &cause) {
+                        debug!(
+                            pid,
+                            worker, generation, "worker exited: {exit}, boot failure: {cause}"
+                        );
+                    } else {
+                        error!(
+                            pid,
+                            worker, generation, "worker exited: {exit}, boot failure: {cause}"
+                        );
+                    }
                     self.boot_failed(pid, worker, generation, &cause);
                 }
                 WorkerState::Active
@@ -584,19 +629,59 @@ where
             self.failure = Some(Error::Boot(format!("worker {worker} (pid {pid}): {cause}")));
             return self.stop(Shutdown::Fast);
         }
-        self.pause_forking("worker failed to boot");
+        let now = Instant::now();
+        let Some(streak) = self.boot_failures.as_mut().filter(|s| s.cause == cause) else {
+            self.boot_failures =
+                Some(BootFailures { cause: cause.into(), count: 1, since: now, logged: now });
+            return self.pause_forking("worker failed to boot");
+        };
+        streak.count += 1;
+        let summary = now.duration_since(streak.logged) >= STILL_FAILING_EVERY;
+        if summary {
+            streak.logged = now;
+        }
+        let (count, since) = (streak.count, streak.since);
+        let delay_ms = self.delay_next_fork().as_millis() as u64;
+        if summary {
+            error!(
+                failures = count,
+                delay_ms,
+                "workers still fail to boot: {count} times in {:.0} s, each time: {cause}",
+                now.duration_since(since).as_secs_f64()
+            );
+        } else {
+            debug!(
+                failures = count,
+                delay_ms, "worker failed to boot again: pausing before the next fork"
+            );
+        }
+    }
+
+    /// Whether a boot failure of a worker of `generation` is one more of a streak already
+    /// logged (see [`BootFailures`]), to be logged at debug level only.
+    fn repeats_boot_failure(&self, generation: u64, cause: &str) -> bool {
+        let reloading = generation == self.current.number && self.reload.is_some();
+        self.announced
+            && !reloading
+            && self.boot_failures.as_ref().is_some_and(|s| s.cause == cause)
     }
 
     /// Makes the next fork wait, twice as long as the last time, up to [`BACKOFF_MAX`]. Failures
     /// within one pause are one incident: workers that die together double it once.
     fn pause_forking(&mut self, why: &str) {
+        let delay = self.delay_next_fork();
+        warn!(delay_ms = delay.as_millis() as u64, "{why}: pausing before the next fork");
+    }
+
+    /// [`Master::pause_forking`] without its log line; returns the pause.
+    fn delay_next_fork(&mut self) -> Duration {
         let now = Instant::now();
         if self.last_failure.is_none_or(|t| now.duration_since(t) >= self.backoff) {
             self.backoff = (self.backoff * 2).clamp(BACKOFF_MIN, BACKOFF_MAX);
             self.last_failure = Some(now);
         }
         self.next_spawn = self.next_spawn.max(now + self.backoff);
-        warn!(delay_ms = self.backoff.as_millis() as u64, "{why}: pausing before the next fork");
+        self.backoff
     }
 
     /// Brings each generation that should be serving to its size: the current one, and, while
@@ -685,8 +770,9 @@ where
         w.due = Some(reason);
     }
 
-    /// Finds the workers over `max_worker_memory` or `max_worker_lifetime` (`max_requests` is
-    /// counted by each worker, which says when it is reached).
+    /// Finds the workers over `max_worker_memory` or `max_worker_lifetime`. Each worker also
+    /// says itself when it reaches `max_requests`, and when it finds itself over
+    /// `max_worker_memory` as a request starts, which is sooner than its heartbeat shows it.
     fn recycle_workers(&mut self) {
         if self.stopping.is_some() {
             return;
@@ -983,6 +1069,7 @@ where
             error!(duration_ms = started.elapsed().as_millis() as u64, "reload rejected: {e}");
             return self.notify_ready();
         }
+        warn_fd_headroom(&config);
         let new = Generation {
             number: self.next_generation,
             target: config.server.workers.resolve(),
@@ -1341,6 +1428,27 @@ fn recycle_after(server: &ServerConfig, worker: u64) -> Option<u64> {
     random.write_u64(worker);
     let jitter = random.finish() % server.max_requests_jitter.saturating_add(1);
     Some(server.max_requests.saturating_add(jitter))
+}
+
+/// Warns when `worker_connections` is more than the open-files limit (already raised to its
+/// hard limit, see [`process::raise_fd_limit`]) lets a worker hold: past that, accepts fail
+/// with "Too many open files" however few requests are in progress.
+fn warn_fd_headroom(config: &Config) {
+    let Some(limit) = process::open_files_limit() else { return };
+    let statics = config.routes.iter().filter(|r| matches!(r.action, Action::Static(_))).count();
+    let allowed = process::connections_allowed(limit, config.server.bind.len(), statics);
+    let wanted = u64::from(config.server.worker_connections);
+    if wanted > allowed {
+        warn!(
+            worker_connections = wanted,
+            open_files_limit = limit,
+            "worker_connections is more than the open-files limit allows: about {allowed} \
+             connections per worker (each is a descriptor, and a worker keeps {} for itself); \
+             beyond that, accepts fail with \"Too many open files\". Raise the hard limit \
+             (ulimit -Hn, LimitNOFILE=) or lower worker_connections",
+            limit - allowed.min(limit)
+        );
+    }
 }
 
 /// What the log adds to a `SIGKILL` the master did not send.

@@ -170,6 +170,25 @@ pub(crate) fn raise_fd_limit() {
     }
 }
 
+/// This process's soft limit on open files (which workers inherit); `None` if unlimited or
+/// unknown.
+pub(crate) fn open_files_limit() -> Option<u64> {
+    use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit};
+    getrlimit(Resource::RLIMIT_NOFILE).ok().map(|(soft, _)| soft).filter(|&s| s != RLIM_INFINITY)
+}
+
+/// Descriptors a worker holds besides its connections and listeners: stdio, the runtime's
+/// epoll and wakers, its signal pipe, the master's message socket, `/proc/self/statm`, and a
+/// margin for files being served and what an app opens.
+pub(crate) const WORKER_OWN_FDS: u64 = 32;
+
+/// How many connections a worker can hold open under an open-files limit of `limit`, given the
+/// descriptors it keeps for `listeners` listening sockets and `static_roots` static
+/// directories (see [`WORKER_OWN_FDS`]).
+pub(crate) fn connections_allowed(limit: u64, listeners: usize, static_roots: usize) -> u64 {
+    limit.saturating_sub(WORKER_OWN_FDS + listeners as u64 + static_roots as u64)
+}
+
 /// Gives the memory that the allocator holds free back to the system, where the C library
 /// can: a burst of connections leaves their buffers freed but still resident when they go
 /// idle, and glibc returns only the top of its heap by itself.
@@ -179,5 +198,17 @@ pub(crate) fn release_free_memory() {
     // allocator's locks like any allocation and touches no memory that Rust code owns.
     unsafe {
         nix::libc::malloc_trim(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connections_allowed_leaves_room_for_the_workers_own_descriptors() {
+        assert_eq!(connections_allowed(256, 1, 0), 256 - WORKER_OWN_FDS - 1);
+        assert_eq!(connections_allowed(1_048_576, 2, 3), 1_048_576 - WORKER_OWN_FDS - 5);
+        assert_eq!(connections_allowed(16, 1, 0), 0, "never below zero");
     }
 }

@@ -12,24 +12,34 @@
 //! resident memory, the requests it has served, its open connections and in-flight requests,
 //! the oldest in-flight request, and the request whose handler code is running right now.
 //! Workers also read their peers' open connections, to share new connections between them
-//! ([`Board::busier_than_peers`]).
+//! ([`Board::busier_than_peers`]), and watch their own memory against `max_worker_memory` as
+//! requests start ([`Board::watch_memory`]).
 //!
 //! Times are milliseconds of `CLOCK_MONOTONIC`, which is the same clock in every process.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::BTreeMap;
 use std::fmt;
+use std::fs::File;
 use std::io;
 use std::num::NonZeroUsize;
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 use std::time::Duration;
 
 use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
 use nix::time::{ClockId, clock_gettime};
+use tokio::sync::Notify;
 
 /// How many slots the scoreboard has: the most workers that can be alive at once, counting
 /// those of an old generation still draining and successors booting.
 pub(crate) const SLOTS: usize = 2048;
+
+/// How often at most a worker with a `max_worker_memory` reads its resident memory, in
+/// milliseconds of the coarse clock (which moves a tick at a time, 1 to 10 ms). Reading it
+/// costs one `pread` of `/proc/self/statm` (about 1 µs), so at most 0.03% of a busy worker's
+/// time; between readings a starting request pays one comparison.
+pub(crate) const MEMORY_CHECK_MS: u64 = 4;
 
 /// How many bytes of a request line (`METHOD /path`) are kept; longer paths are truncated.
 const LINE_WORDS: usize = 15;
@@ -337,6 +347,48 @@ pub(crate) struct Board {
     next_id: Cell<u64>,
     /// Requests in flight by number, so the oldest is the first.
     in_flight: RefCell<BTreeMap<u64, (u64, Line)>>,
+    /// The watch on `max_worker_memory` (see [`Board::watch_memory`]).
+    pub(crate) memory: MemoryWatch,
+}
+
+/// A worker's own watch on its resident memory, so that a fast-growing app is caught within
+/// milliseconds rather than at the next heartbeat (up to a second, in which an app allocating
+/// as fast as it can grows by hundreds of MiB).
+pub(crate) struct MemoryWatch {
+    /// `max_worker_memory`, in KiB.
+    limit_kib: Cell<u64>,
+    /// The coarse-clock time from which the next request that starts reads the resident
+    /// memory; `u64::MAX` while nothing is watched, so that the test on every request is one
+    /// comparison.
+    next_ms: Cell<u64>,
+    /// `/proc/self/statm`, kept open: each reading is one `pread`.
+    statm: OnceCell<File>,
+    /// The resident memory (KiB) that crossed the limit; 0 until it has.
+    over_kib: Cell<u64>,
+    /// Wakes the worker's task that stops accepting and asks for a successor.
+    pub(crate) crossed: Notify,
+}
+
+impl MemoryWatch {
+    fn new() -> Self {
+        MemoryWatch {
+            limit_kib: Cell::new(0),
+            next_ms: Cell::new(u64::MAX),
+            statm: OnceCell::new(),
+            over_kib: Cell::new(0),
+            crossed: Notify::new(),
+        }
+    }
+
+    /// The resident memory that crossed the limit, in KiB, once it has.
+    pub(crate) fn over_kib(&self) -> Option<u64> {
+        Some(self.over_kib.get()).filter(|&kib| kib > 0)
+    }
+
+    /// The limit, in MiB.
+    pub(crate) fn limit_mib(&self) -> u64 {
+        self.limit_kib.get() / 1024
+    }
 }
 
 impl Board {
@@ -354,6 +406,55 @@ impl Board {
             peers_ms: Cell::new(0),
             next_id: Cell::new(1),
             in_flight: RefCell::new(BTreeMap::new()),
+            memory: MemoryWatch::new(),
+        }
+    }
+
+    /// Starts watching `max_worker_memory` (`limit_mib`; 0 for none), once the worker has
+    /// booted: each request that starts [`MEMORY_CHECK_MS`] or more after the last reading
+    /// reads the resident memory, and the first reading over the limit wakes
+    /// [`MemoryWatch::crossed`] and ends the watch. A worker that is over the limit already
+    /// is not watched: its successor would be too, and the master deals with a limit that low.
+    pub(crate) fn watch_memory(&self, limit_mib: u64) -> Result<(), String> {
+        if limit_mib == 0 {
+            return Ok(());
+        }
+        let statm = File::open("/proc/self/statm").map_err(|e| format!("/proc/self/statm: {e}"))?;
+        let _ = self.memory.statm.set(statm);
+        let rss = self.resident_kib().unwrap_or(0);
+        let limit_kib = limit_mib.saturating_mul(1024);
+        if rss > limit_kib {
+            return Err(format!("{} MiB resident after booting", rss / 1024));
+        }
+        self.memory.limit_kib.set(limit_kib);
+        self.memory.next_ms.set(now_ms_coarse());
+        Ok(())
+    }
+
+    /// Reads the resident memory, publishes it, and, when it is over the limit, ends the watch
+    /// and wakes [`MemoryWatch::crossed`].
+    #[cold]
+    fn check_memory(&self, now: u64) {
+        let watch = &self.memory;
+        watch.next_ms.set(now + MEMORY_CHECK_MS);
+        let Some(rss) = self.resident_kib() else { return };
+        self.slot.rss_kib.store(rss, Ordering::Relaxed);
+        if rss > watch.limit_kib.get() {
+            watch.next_ms.set(u64::MAX);
+            watch.over_kib.set(rss);
+            watch.crossed.notify_one();
+        }
+    }
+
+    /// This process's resident memory in KiB, from the kept `/proc/self/statm` if open.
+    fn resident_kib(&self) -> Option<u64> {
+        match self.memory.statm.get() {
+            Some(statm) => {
+                let mut buf = [0u8; 128];
+                let n = statm.read_at(&mut buf, 0).ok()?;
+                parse_statm(std::str::from_utf8(&buf[..n]).ok()?)
+            }
+            None => resident_kib(),
         }
     }
 
@@ -388,7 +489,7 @@ impl Board {
 
     /// Proves the worker's event loop is running; also records its resident memory.
     pub(crate) fn beat(&self) {
-        if let Some(rss) = resident_kib() {
+        if let Some(rss) = self.resident_kib() {
             self.slot.rss_kib.store(rss, Ordering::Relaxed);
         }
         self.slot.heartbeat_ms.store(now_ms(), Ordering::Release);
@@ -412,6 +513,9 @@ impl Board {
         let id = self.next_id.get();
         self.next_id.set(id + 1);
         let started = now_ms_coarse();
+        if started >= self.memory.next_ms.get() {
+            self.check_memory(started);
+        }
         self.slot.requests.fetch_add(1, Ordering::Relaxed);
         self.slot.in_flight.fetch_add(1, Ordering::Relaxed);
         let mut in_flight = self.in_flight.borrow_mut();
@@ -456,13 +560,17 @@ impl Board {
 
 /// This process's resident memory in KiB, from `/proc/self/statm`.
 fn resident_kib() -> Option<u64> {
+    parse_statm(&std::fs::read_to_string("/proc/self/statm").ok()?)
+}
+
+/// The resident memory in KiB that a `/proc/PID/statm` line gives.
+fn parse_statm(statm: &str) -> Option<u64> {
     thread_local! {
         static PAGE_KIB: u64 = nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
             .ok()
             .flatten()
             .map_or(4, |bytes| bytes as u64 / 1024);
     }
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * PAGE_KIB.with(|k| *k))
 }
@@ -503,5 +611,28 @@ mod tests {
         board.release(index);
         assert_eq!(board.claim(8, 2), Some(index), "a released slot is reused");
         assert_eq!(board.read(index).requests, 0, "and starts empty");
+    }
+
+    #[test]
+    fn the_memory_watch_fires_once_a_starting_request_finds_the_worker_over_the_limit() {
+        let board = Scoreboard::new().unwrap();
+        let index = board.claim(9, 1).unwrap();
+        let worker = Board::new(board.all(), index, 64);
+        worker.booted();
+        assert!(worker.watch_memory(1).is_err(), "over the limit already: not watched");
+        let rss_mib = board.rss_kib(index) / 1024;
+        // Room for what the other tests of this process allocate meanwhile.
+        worker.watch_memory(rss_mib + 64).unwrap();
+        worker.request_started(Line::new("GET", "/"));
+        assert_eq!(worker.memory.over_kib(), None);
+        let block = std::hint::black_box(vec![1u8; 128 << 20]);
+        // The next reading is due MEMORY_CHECK_MS after the last, on the coarse clock.
+        std::thread::sleep(Duration::from_millis(MEMORY_CHECK_MS + 10));
+        worker.request_started(Line::new("GET", "/"));
+        let over = worker.memory.over_kib().expect("over the limit");
+        assert!(over / 1024 > rss_mib + 64, "{over} KiB");
+        assert_eq!(board.rss_kib(index), over, "and the master sees it at once");
+        assert_eq!(worker.memory.next_ms.get(), u64::MAX, "the watch has ended");
+        drop(block);
     }
 }

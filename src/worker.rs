@@ -5,6 +5,7 @@
 //! Exit codes a worker uses: 0 after a stop, [`EXIT_BOOT_FAILED`] when the app could not be
 //! built, 1 after an unexpected internal failure.
 
+use std::cell::Cell;
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
@@ -141,8 +142,13 @@ where
     // generations and successors; workers added with TTIN beyond that are not balanced against.
     let board = Board::new(slots, slot, (ctx.config.server.workers.resolve() * 4).max(64));
     let boot_failed = |reason: String| {
-        tracing::error!("{reason}");
-        outbox.send(Message::BootFailed { worker: ctx.id, reason });
+        // The master logs it with the worker's exit (once, for a streak of identical ones);
+        // the worker says it itself when the master cannot be told.
+        if outbox.send(Message::BootFailed { worker: ctx.id, reason: reason.clone() }) {
+            tracing::debug!("{reason}");
+        } else {
+            tracing::error!("{reason}");
+        }
         EXIT_BOOT_FAILED
     };
     // Listen for TERM before unblocking signals, so that a TERM sent while the worker boots is
@@ -199,11 +205,22 @@ where
         tokio::task::spawn_local(accept_loop(acceptor, conns));
     }
     requests.board.booted();
+    if let Err(e) = requests.board.watch_memory(server.max_worker_memory) {
+        // The master sees it too, and logs the limit as too low.
+        tracing::warn!(limit_mib = server.max_worker_memory, "max_worker_memory not watched: {e}");
+    }
     tokio::task::spawn_local(heartbeat(Rc::clone(&requests), heartbeat_interval(server)));
     let sweeper = shutdown.clone();
     tokio::task::spawn_local(async move { sweeper.park_idle().await });
     outbox.send(Message::Ready { worker: ctx.id });
-    tokio::task::spawn_local(ask_for_successor(Rc::clone(&requests), outbox, ctx.id));
+    let outbox = Rc::new(outbox);
+    tokio::task::spawn_local(ask_for_successor(Rc::clone(&requests), Rc::clone(&outbox), ctx.id));
+    tokio::task::spawn_local(stop_over_memory(
+        Rc::clone(&requests),
+        shutdown.clone(),
+        outbox,
+        ctx.id,
+    ));
 
     term.recv().await;
     let grace = server.graceful_timeout.0;
@@ -239,12 +256,43 @@ async fn heartbeat(requests: Rc<Requests>, every: Duration) {
 
 /// Once the worker has served its `max_requests`, asks the master for a successor; the worker
 /// serves on until the master tells it to stop, once the successor is ready.
-async fn ask_for_successor(requests: Rc<Requests>, outbox: Outbox, worker: u64) {
+async fn ask_for_successor(requests: Rc<Requests>, outbox: Rc<Outbox>, worker: u64) {
     requests.recycle.notified().await;
     // The limit it reached; it may have started a few more since.
     let served = requests.recycle_after.unwrap_or_else(|| requests.board.served());
     tracing::debug!(served, "max_requests reached, asking for a successor");
-    let message = Message::Recycle { worker, requests: served };
+    tell_master(&outbox, Message::Recycle { worker, requests: served }).await;
+}
+
+/// Once the worker's resident memory is over `max_worker_memory` (as found when a request
+/// starts, see [`crate::scoreboard::Board::watch_memory`]), stops taking new work at once: it
+/// stops accepting and, as when draining, every response it starts from then says
+/// `Connection: close`. The requests it has are finished; the master is told at once, starts a
+/// successor, and stops this worker once that is ready. Serving on until then, as for
+/// `max_requests`, would let an app that allocates as it serves grow without bound.
+async fn stop_over_memory(
+    requests: Rc<Requests>,
+    shutdown: Shutdown,
+    outbox: Rc<Outbox>,
+    worker: u64,
+) {
+    let memory = &requests.board.memory;
+    memory.crossed.notified().await;
+    let rss_kib = memory.over_kib().unwrap_or_default();
+    tracing::warn!(
+        rss_mib = rss_kib / 1024,
+        limit_mib = memory.limit_mib(),
+        connections = shutdown.open(),
+        "over max_worker_memory: no longer accepting, finishing what it has; asking for a \
+         successor"
+    );
+    shutdown.start();
+    tell_master(&outbox, Message::OverMemory { worker, rss_kib }).await;
+}
+
+/// Sends a message to the master without blocking the worker's thread: while the master's
+/// queue is full (it is busy, and will read), tries again a little later.
+async fn tell_master(outbox: &Outbox, message: Message) {
     loop {
         match outbox.try_send(&message) {
             Ok(()) => return,
@@ -252,7 +300,7 @@ async fn ask_for_successor(requests: Rc<Requests>, outbox: Outbox, worker: u64) 
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            Err(e) => return tracing::warn!("cannot ask the master for a successor: {e}"),
+            Err(e) => return tracing::warn!("cannot tell the master {message:?}: {e}"),
         }
     }
 }
@@ -344,6 +392,7 @@ async fn accept_loop<S: HttpService>(acceptor: Acceptor, conns: Connections<S>) 
                 };
                 match accepted {
                     Ok((stream, peer)) => {
+                        ACCEPT_FAILURES.with(AcceptFailures::accepted);
                         let _ = stream.set_nodelay(true);
                         conns.spawn(stream, Some(peer));
                     }
@@ -357,7 +406,10 @@ async fn accept_loop<S: HttpService>(acceptor: Acceptor, conns: Connections<S>) 
                     accepted = l.accept() => accepted,
                 };
                 match accepted {
-                    Ok((stream, _peer)) => conns.spawn(stream, None),
+                    Ok((stream, _peer)) => {
+                        ACCEPT_FAILURES.with(AcceptFailures::accepted);
+                        conns.spawn(stream, None);
+                    }
                     Err(e) => accept_failed(e).await,
                 }
             }
@@ -386,12 +438,72 @@ impl Drop for OpenConnection {
 }
 
 /// Out of file descriptors or memory, accepting again at once would spin: pause a little.
+/// The failure is logged at most once every [`ACCEPT_ERROR_LOG_EVERY`], with the number of
+/// failures not logged since: a worker out of descriptors under load fails every pause, and a
+/// line each time would flood the log (ten lines a second per worker) without saying more.
 async fn accept_failed(e: io::Error) {
     if e.kind() == io::ErrorKind::ConnectionAborted || e.kind() == io::ErrorKind::Interrupted {
         return;
     }
-    tracing::warn!("accept failed: {e}");
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    ACCEPT_FAILURES.with(|f| f.failed(&e));
+    tokio::time::sleep(ACCEPT_PAUSE).await;
+}
+
+/// How long an accept loop pauses after a failed accept.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// How often at most a worker logs that accepting fails.
+const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
+
+thread_local! {
+    /// The worker's accept failures, for all its listeners: the worker is single-threaded.
+    static ACCEPT_FAILURES: AcceptFailures = const { AcceptFailures::new() };
+}
+
+/// Accept failures since the last one logged.
+struct AcceptFailures {
+    /// When one was last logged.
+    logged: Cell<Option<std::time::Instant>>,
+    /// Failures since the last success, and how many of them were not logged.
+    failures: Cell<u64>,
+    suppressed: Cell<u64>,
+}
+
+impl AcceptFailures {
+    const fn new() -> Self {
+        AcceptFailures { logged: Cell::new(None), failures: Cell::new(0), suppressed: Cell::new(0) }
+    }
+
+    fn failed(&self, e: &io::Error) {
+        self.failures.set(self.failures.get() + 1);
+        let now = std::time::Instant::now();
+        if self.logged.get().is_some_and(|t| now.duration_since(t) < ACCEPT_ERROR_LOG_EVERY) {
+            self.suppressed.set(self.suppressed.get() + 1);
+            return;
+        }
+        self.logged.set(Some(now));
+        let hint = match e.raw_os_error() {
+            Some(nix::libc::EMFILE | nix::libc::ENFILE) => {
+                "; out of file descriptors: raise the open-files limit or lower worker_connections"
+            }
+            _ => "",
+        };
+        let suppressed = self.suppressed.replace(0);
+        tracing::warn!(
+            suppressed,
+            "accept failed: {e}{hint}; retrying every {} ms, logged at most every {} s",
+            ACCEPT_PAUSE.as_millis(),
+            ACCEPT_ERROR_LOG_EVERY.as_secs()
+        );
+    }
+
+    /// A connection was accepted: says so if accepting had been failing.
+    fn accepted(&self) {
+        let failures = self.failures.replace(0);
+        if failures > 0 {
+            self.suppressed.set(0);
+            tracing::info!(failures, "accepting again after failed accepts");
+        }
+    }
 }
 
 impl<S: HttpService> Connections<S> {

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{Server, forkserve, tempdir, write};
+use common::{Server, forkserve, open_to_others, tempdir, write};
 
 /// Runs the binary to completion; returns (exit code, everything it printed).
 fn run(args: &[&str]) -> (i32, String) {
@@ -158,4 +158,32 @@ fn help_and_version_exit_0() {
     }
     let (code, version) = run(&["-V"]);
     assert_eq!((code, version.as_str()), (0, concat!("forkserve ", env!("CARGO_PKG_VERSION"))));
+}
+
+#[test]
+fn a_static_root_that_cannot_be_searched_is_a_config_error_at_check_and_at_start() {
+    // Mode 000: the server (run unprivileged, as root would pass any permission check) could
+    // open the directory but no file beneath it; every file would be answered 403.
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempdir();
+    open_to_others(dir.path());
+    let public = dir.path().join("public");
+    std::fs::create_dir(&public).unwrap();
+    std::fs::set_permissions(&public, std::fs::Permissions::from_mode(0o000)).unwrap();
+    let config = write(
+        dir.path(),
+        "app.toml",
+        "[server]\nbind = [\"127.0.0.1:0\"]\n[[route]]\npath = \"/s/\"\nstatic = \"public\"\n",
+    );
+    for args in [&["--check-config", config.as_str()][..], &[config.as_str()][..]] {
+        let mut server = Server::spawn_unprivileged(&forkserve(), args);
+        let output = server.output();
+        assert_eq!(server.exit_code(), 2, "{args:?}: {output}");
+        assert!(
+            output.contains(&format!("forkserve: error: {config}:5:10: static directory ")),
+            "{output}"
+        );
+        assert!(output.contains("cannot be searched (Permission denied"), "{output}");
+        assert!(!output.contains("listening"), "nothing is bound: {output}");
+    }
 }

@@ -7,7 +7,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::http::{self, Conn};
-use common::{Server, WAIT, alive, example, forkserve, tempdir, wait_until, write};
+use common::{Server, WAIT, alive, example, forkserve, open_to_others, tempdir, wait_until, write};
 use nix::sys::signal::Signal;
 
 const LOCAL: &str = "127.0.0.1:0";
@@ -168,6 +168,42 @@ fn hup_with_a_broken_config_keeps_the_old_workers_and_body() {
     server.wait_for("reload complete");
     wait_until(|| workers.iter().all(|&pid| !alive(pid)).then_some(())).expect("old workers exit");
     assert_eq!(http::get(addr, "/").unwrap().text(), "fixed");
+}
+
+#[test]
+fn hup_with_a_missing_or_unsearchable_static_root_is_refused_and_the_old_workers_serve_on() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempdir();
+    open_to_others(dir.path());
+    let public = dir.path().join("public");
+    std::fs::create_dir(&public).unwrap();
+    write(&public, "a.txt", "file a");
+    let text = format!(
+        "[server]\nbind = [\"{LOCAL}\"]\nworkers = 2\n[[route]]\npath = \"/s/\"\nstatic = \"public\"\n"
+    );
+    let config = write(dir.path(), "app.toml", &text);
+    let server = Server::spawn_unprivileged(&forkserve(), &[&config]);
+    server.wait_for("all workers ready");
+    let addr = server.addr();
+    let workers = server.wait_workers(2);
+
+    // Moved away: the workers serve on from the directory they opened; a reload is refused.
+    let moved = dir.path().join("public.old");
+    std::fs::rename(&public, &moved).unwrap();
+    server.signal(Signal::SIGHUP);
+    let line = server.wait_for("reload rejected");
+    assert!(line.contains(&format!("{config}:6:10: static directory ")), "{line}");
+    assert_eq!(http::get(addr, "/s/a.txt").unwrap().text(), "file a");
+
+    // Back, but not searchable by the server: refused too, where main started a generation
+    // that answered every file 403.
+    std::fs::rename(&moved, &public).unwrap();
+    std::fs::set_permissions(&public, std::fs::Permissions::from_mode(0o000)).unwrap();
+    server.signal(Signal::SIGHUP);
+    let line = server.wait_for_nth("reload rejected", 2);
+    assert!(line.contains("cannot be searched (Permission denied"), "{line}");
+    assert_eq!(server.count("starting new generation"), 0, "{:#?}", server.logs());
+    assert_eq!(server.workers(), workers, "no worker was replaced");
 }
 
 #[test]

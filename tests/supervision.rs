@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::http::{self, Conn};
-use common::{Server, WAIT, alive, example, tempdir, wait_until};
+use common::{Server, WAIT, alive, example, forkserve, tempdir, wait_until};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
@@ -219,6 +219,46 @@ fn workers_that_fail_to_boot_after_the_start_are_retried_with_a_growing_pause() 
 }
 
 #[test]
+fn a_static_root_deleted_at_runtime_is_reported_once_not_at_every_failed_boot() {
+    let dir = tempdir();
+    let public = dir.path().join("public");
+    std::fs::create_dir(&public).unwrap();
+    let config = common::write(
+        dir.path(),
+        "app.toml",
+        &format!(
+            "[server]\nbind = [\"{LOCAL}\"]\nworkers = 2\n[[route]]\npath = \"/\"\nstatic = \"public\"\n"
+        ),
+    );
+    let server = Server::start(&forkserve(), &[&config]);
+    let workers = server.wait_workers(2);
+    std::fs::remove_dir(&public).unwrap();
+    let victim = *workers.iter().next().unwrap();
+    kill(Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    let first = server.wait_for("boot failure: app failed to start");
+    assert!(first.contains("ERROR"), "{first}");
+    assert!(first.contains(&format!("route \"/\": static directory {}", public.display())));
+
+    // 2.5 s of failing boots: five of them, with the pause doubling from 0.1 s; each was an
+    // error line from the worker and one from the master.
+    thread::sleep(Duration::from_millis(2500));
+    let errors: Vec<String> = server
+        .logs()
+        .into_iter()
+        .filter(|l| l.contains("ERROR") && l.contains("app failed to start"))
+        .collect();
+    assert_eq!(errors, [first], "one error line for the same failure");
+    assert_eq!(server.count("worker failed to boot: pausing"), 1, "{:#?}", server.logs());
+
+    // Back: the next try boots, and the log says how many failed meanwhile.
+    std::fs::create_dir(&public).unwrap();
+    let again = server.wait_for("workers boot again, after ");
+    let failures: u64 = again.split("failures=").nth(1).unwrap().trim().parse().unwrap();
+    assert!(failures >= 3, "{again}");
+    server.wait_workers(2);
+}
+
+#[test]
 fn a_crash_loop_after_the_start_is_slowed_down() {
     let mut server = Server::start_with(
         &example("demo"),
@@ -371,6 +411,37 @@ fn a_worker_at_worker_connections_stops_accepting_until_one_closes() {
 }
 
 #[test]
+fn out_of_descriptors_is_logged_once_not_every_retry_and_warned_of_at_start() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    // The clients need more descriptors than the server is given.
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    setrlimit(Resource::RLIMIT_NOFILE, hard, hard).unwrap();
+    let server = Server::spawn_with_nofile(&forkserve(), &["-w", "1", "-b", LOCAL], 256);
+    server.wait_for("all workers ready");
+    let warning = server.wait_for("worker_connections is more than the open-files limit allows");
+    assert!(warning.contains("worker_connections=1000 open_files_limit=256"), "{warning}");
+    let addr = server.addr();
+
+    // 400 idle connections: the worker runs out of descriptors at about 250, and the rest
+    // wait in the backlog while it retries accept every 100 ms.
+    let clients: Vec<_> = (0..400).map(|_| std::net::TcpStream::connect(addr).unwrap()).collect();
+    let first = server.wait_for("accept failed: Too many open files");
+    assert!(first.contains("raise the open-files limit or lower worker_connections"), "{first}");
+    let logged = server.count("accept failed");
+    thread::sleep(Duration::from_secs(2));
+    // Twenty retries in those 2 s: one line a retry logs about twenty.
+    let repeats = server.count("accept failed") - logged;
+    assert_eq!(repeats, 0, "{:#?}", server.logs());
+
+    // Once descriptors are free again, the worker accepts and says how many accepts failed.
+    drop(clients);
+    assert_eq!(http::get(addr, "/").unwrap().status, 404, "answered (no route is configured)");
+    let again = server.wait_for("accepting again after failed accepts");
+    let failures: u64 = again.split("failures=").nth(1).unwrap().trim().parse().unwrap();
+    assert!(failures >= 10, "{again}");
+}
+
+#[test]
 fn connections_a_full_worker_leaves_go_to_the_other_workers() {
     let server =
         Server::start(&example("demo"), &["-w", "2", "-b", LOCAL, "--worker-connections", "1"]);
@@ -419,6 +490,49 @@ fn a_worker_over_max_worker_memory_is_replaced_successor_first() {
         .unwrap();
     let exited = logs.iter().position(|l| *l == exit).unwrap();
     assert!(booted < exited, "{logs:#?}");
+}
+
+/// The peak resident memory of a live process, in MiB (`VmHWM`).
+fn peak_rss_mib(pid: i32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? / 1024)
+}
+
+#[test]
+fn a_worker_allocating_as_fast_as_it_can_overshoots_max_worker_memory_by_little() {
+    let server =
+        Server::start(&example("demo"), &["-w", "1", "-b", LOCAL, "--max-worker-memory", "64"]);
+    let addr = server.addr();
+    let fat = only(&server.wait_workers(1));
+    // One client allocating 8 MiB per request, back to back on one connection, until the
+    // worker says it is done (Connection: close). A worker checked only at its heartbeat grows
+    // by hundreds of MiB first; the loop gives up at 512 MiB, not to strain the machine.
+    let mut conn = Conn::open(addr).unwrap();
+    let mut answered = 0;
+    let (closing, peak) = loop {
+        let response = conn.get("/alloc/8").unwrap();
+        assert_eq!(response.status, 200);
+        answered += 1;
+        let peak = peak_rss_mib(fat).expect("the worker is alive until it is told to stop");
+        if response.header("connection") == Some("close") || peak > 512 {
+            break (response, peak);
+        }
+    };
+    eprintln!("peak {peak} MiB after {answered} allocations of 8 MiB");
+    assert!(
+        peak < 128,
+        "peak RSS {peak} MiB for a 64 MiB limit after {answered} allocations of 8 MiB:\n{}",
+        server.logs().join("\n")
+    );
+    assert_eq!(closing.header("connection"), Some("close"));
+    let stopped = server.wait_for("over max_worker_memory: no longer accepting");
+    assert!(stopped.contains("limit_mib=64"), "{stopped}");
+    let exit = server.wait_for("worker exited: exit code 0, recycled:");
+    assert!(exit.contains(&format!("pid={fat}")) && exit.contains("(64 MiB)"), "{exit}");
+    // Its successor serves.
+    let replacement = replacement_of(&server, fat);
+    assert_eq!(pid_of_answer(addr), replacement);
 }
 
 #[test]

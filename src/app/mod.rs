@@ -43,7 +43,11 @@ impl Router {
         for r in routes {
             let handler = match &r.action {
                 Action::Respond(respond) => Handler::Respond(respond.clone()),
-                Action::Static(root) => Handler::Static(StaticDir::open(root.clone())?),
+                Action::Static(root) => {
+                    Handler::Static(StaticDir::open(root.clone()).map_err(|e| {
+                        io::Error::new(e.kind(), format!("route {:?}: {e}", r.path))
+                    })?)
+                }
             };
             built.push((r.path.clone(), handler));
         }

@@ -67,7 +67,8 @@ impl StaticDir {
     pub(crate) fn open(root: PathBuf) -> io::Result<StaticDir> {
         let fd = open(&root, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
             .map_err(|e| {
-                io::Error::new(io::Error::from(e).kind(), format!("{}: {e}", root.display()))
+                let kind = io::Error::from(e).kind();
+                io::Error::new(kind, format!("static directory {}: {e}", root.display()))
             })?;
         Ok(StaticDir { root, root_fd: Arc::new(fd) })
     }

@@ -99,6 +99,45 @@ impl Server {
         Server::launch(cmd)
     }
 
+    /// Like [`Server::spawn`], with the open-files limit (soft and hard) set to `nofile`.
+    pub fn spawn_with_nofile(bin: &Path, args: &[&str], nofile: u64) -> Server {
+        use nix::sys::resource::{Resource, setrlimit};
+        let mut cmd = Command::new(bin);
+        cmd.args(args);
+        // SAFETY: setrlimit is a plain system call, async-signal-safe, and touches no memory.
+        unsafe {
+            cmd.pre_exec(move || {
+                setrlimit(Resource::RLIMIT_NOFILE, nofile, nofile).map_err(std::io::Error::from)
+            });
+        }
+        Server::launch(cmd)
+    }
+
+    /// Like [`Server::spawn`], as an unprivileged user: when the tests run as root, the server
+    /// runs as `nobody` (uid and gid 65534), for whom permission bits apply. Files it must read
+    /// need to be readable by others (see [`open_to_others`]).
+    pub fn spawn_unprivileged(bin: &Path, args: &[&str]) -> Server {
+        let mut cmd = Command::new(bin);
+        cmd.args(args);
+        if nix::unistd::geteuid().is_root() {
+            // SAFETY: setgroups, setgid and setuid are plain system calls, async-signal-safe,
+            // and touch no memory of the parent.
+            unsafe {
+                cmd.pre_exec(|| {
+                    use nix::libc;
+                    if libc::setgroups(0, std::ptr::null()) != 0
+                        || libc::setgid(65534) != 0
+                        || libc::setuid(65534) != 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        Server::launch(cmd)
+    }
+
     /// Starts `bin` as systemd socket activation would: `listener` at descriptor 3, with
     /// `LISTEN_FDS=1` and `LISTEN_PID` set to the server's pid (by `sh`, which execs it).
     pub fn spawn_activated(bin: &Path, args: &[&str], listener: &impl AsRawFd) -> Server {
@@ -333,6 +372,13 @@ pub fn alive(pid: i32) -> bool {
 /// A scratch directory for config files, removed when dropped.
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::Builder::new().prefix("forkserve-test-").tempdir().expect("tempdir")
+}
+
+/// Makes a directory (a [`tempdir`], made `0700`) searchable and readable by every user, for a
+/// server started with [`Server::spawn_unprivileged`].
+pub fn open_to_others(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).expect("chmod 755");
 }
 
 /// Writes `text` to `dir/name` and returns the path as a string.
