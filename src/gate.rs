@@ -3,17 +3,19 @@
 //! strict framing rules of RFC 9112. hyper parses well but leaves policy to the server; the
 //! gate is that policy, in one place.
 //!
-//! The gate holds a request's head back until it is complete, then checks it: the request-line
-//! and field sizes and count (414, 431), the version (505), the target's form, exactly one
-//! `Host` in HTTP/1.1, `Content-Length` that is plain digits and not contradicted, no
-//! `Content-Length` beside `Transfer-Encoding`, `chunked` last and once, and the body size
-//! (413) before the body is read. A head that fails is never seen by hyper: the gate answers it
-//! itself, after any response hyper still owes for earlier pipelined requests, and closes.
+//! The gate holds a request's head back until it is complete, then checks it: CRLF line ends,
+//! the request-line and field sizes and count (414, 431) and the head's (431, below what hyper
+//! would refuse on its own), the version (505), the target's form and characters (RFC 3986),
+//! no `CONNECT` (501), exactly one `Host` in HTTP/1.1, `Content-Length` that is plain digits
+//! and not contradicted, no `Content-Length` beside `Transfer-Encoding`, `chunked` last and
+//! once, and the body size (413) before the body is read. A head that fails is never seen by
+//! hyper: the gate answers it itself, after any response hyper still owes for earlier
+//! pipelined requests, and closes.
 //!
 //! It then follows the body's framing to find where the next request starts, checking every
-//! chunk-size line, extension and terminator as it passes: a malformed body, one over
-//! `max_body_size`, or one that stalls for `body_timeout`, ends the input there and is recorded
-//! on the connection, so that the response becomes a `400`, `413` or `408` (see
+//! chunk-size line, extension, terminator and trailer field as it passes: a malformed body, one
+//! over `max_body_size`, or one that stalls for `body_timeout`, ends the input there and is
+//! recorded on the connection, so that the response becomes a `400`, `413` or `408` (see
 //! [`crate::service`]) or, if it had started, the connection is closed: a handler never gets a
 //! truncated body as if it were whole.
 //!
@@ -155,9 +157,9 @@ enum Ext {
 }
 
 impl Ext {
-    /// The state after byte `b`: `None` if `b` cannot come here, `Some(None)` at the CR that
-    /// ends the chunk-size line.
-    fn next(self, b: u8) -> Option<Option<Ext>> {
+    /// The state after byte `b`, in the extensions of a chunk of `value` bytes: `None` if `b`
+    /// cannot come here.
+    fn next(self, b: u8, value: u64) -> Option<Chunk> {
         use Ext::*;
         let ws = b == b' ' || b == b'\t';
         let next = match self {
@@ -166,7 +168,7 @@ impl Ext {
             Token | Closed if ws => Gap,
             Gap | Name | NameGap | Token | Closed if b == b';' => NameStart,
             Name | NameGap if b == b'=' => ValueStart,
-            Name | Token | Closed if b == b'\r' => return Some(None),
+            Name | Token | Closed if b == b'\r' => return Some(Chunk::SizeLf { value }),
             NameStart | Name if is_tchar(b) => Name,
             ValueStart | Token if is_tchar(b) => Token,
             ValueStart if b == b'"' => Quoted,
@@ -176,7 +178,7 @@ impl Ext {
             Quoted | Escaped if b == b'\t' || (0x20..=0x7e).contains(&b) || b >= 0x80 => Quoted,
             _ => return None,
         };
-        Some(Some(next))
+        Some(Chunk::Ext { at: next, value })
     }
 }
 
@@ -319,16 +321,18 @@ const EXTENSIONS_LIMIT: usize = 8 * 1024;
 const TRAILERS_LIMIT: usize = 8 * 1024;
 /// The largest head, whatever the limits say (0 means no limit per line, not no limit at all;
 /// and 100 fields of 8190 bytes would be 800 KB): 431 beyond. hyper refuses a head that does
-/// not fit in its read buffer (`max_buf_size`, 8 KiB + 400 KiB by default, which forkserve
-/// keeps) with a bare 431 of its own; the gate's cap, with the empty lines it lets before a
-/// head, stays below that, so that the client always gets the gate's answer.
+/// not fit in its read buffer ([`HYPER_BUFFER`]) with a bare 431 of its own; the gate's cap,
+/// with the empty lines it lets before a head, stays below that, so that the client always
+/// gets the gate's answer.
 const HEAD_LIMIT: usize = 384 * 1024;
 /// The most bytes of empty lines before a request line (RFC 9112 §2.2 asks a server to ignore
 /// at least one CRLF there): 400 beyond. They reach hyper's read buffer with the head.
 const BLANK_LIMIT: usize = 64;
-/// hyper's read buffer limit (`DEFAULT_MAX_BUFFER_SIZE`, not public).
-const HYPER_MAX_BUF: usize = 8192 + 4096 * 100;
-const _: () = assert!(HEAD_LIMIT + BLANK_LIMIT < HYPER_MAX_BUF);
+/// hyper's `max_buf_size`, which the worker sets: its read buffer must hold the largest head
+/// the gate lets through. (It also bounds how much of a response hyper copies into its write
+/// buffer.) hyper's default, 8 KiB + 400 KiB.
+pub(crate) const HYPER_BUFFER: usize = 8192 + 4096 * 100;
+const _: () = assert!(HEAD_LIMIT + BLANK_LIMIT < HYPER_BUFFER);
 /// The longest trailer field name the gate refuses (`transfer-encoding`).
 const FIELD_NAME_MAX: usize = 17;
 /// Fields refused in a trailer section: framing and routing, which a front end that merges
@@ -761,12 +765,7 @@ impl Scanner {
                 },
                 Chunk::Ext { at, value } => {
                     self.extensions += 1;
-                    match at.next(b) {
-                        _ if self.extensions > EXTENSIONS_LIMIT => None,
-                        Some(Some(at)) => Some(Chunk::Ext { at, value }),
-                        Some(None) => Some(Chunk::SizeLf { value }),
-                        None => None,
-                    }
+                    if self.extensions > EXTENSIONS_LIMIT { None } else { at.next(b, value) }
                 }
                 Chunk::SizeLf { value } => match b {
                     b'\n' if value == 0 => Some(Chunk::Trailer { len: 0, lines: 0, colon: false }),

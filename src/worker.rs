@@ -277,6 +277,8 @@ fn http_builder(config: &HttpConfig) -> http1::Builder {
     if fields > 100 {
         http.max_headers(fields);
     }
+    // Likewise a head larger than hyper's buffer: the gate's cap is below it.
+    http.max_buf_size(crate::gate::HYPER_BUFFER);
     // The gate enforces header_timeout and keepalive, with a 408 where one is due; hyper's own
     // header timer would close silently.
     http.timer(TokioTimer::new()).keep_alive(true).header_read_timeout(None);
