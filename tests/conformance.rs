@@ -4,7 +4,8 @@
 //! code, or that the connection is closed.
 //!
 //! The server runs with `max_body_size = 1 MiB`; the timeout cases use a second one with
-//! one-second timeouts.
+//! one-second timeouts, the large heads one that allows 1000 fields, and what the binary's own
+//! router answers (`OPTIONS *`, escapes that are not UTF-8) is asked of the `forkserve` binary.
 
 mod common;
 
