@@ -189,7 +189,8 @@ pub struct Overrides {
     #[arg(long, value_name = "BYTES", value_parser = parse_count)]
     pub limit_request_line: Option<u64>,
 
-    /// Most header fields in a request (431 beyond).
+    /// Most header fields in a request (431 beyond; whatever the limits, a head is at most
+    /// 384 KiB).
     #[arg(long, value_name = "N", value_parser = parse_fields)]
     pub limit_request_fields: Option<u64>,
 

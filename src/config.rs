@@ -133,7 +133,8 @@ pub struct HttpConfig {
     /// closed. 0: no limit.
     #[serde(deserialize_with = "deserialize_count")]
     pub limit_request_line: u64,
-    /// Most header fields in a request; more is answered 431 and closed.
+    /// Most header fields in a request; more is answered 431 and closed. Whatever the limits,
+    /// a head is at most 384 KiB (431 and closed).
     #[serde(deserialize_with = "deserialize_fields")]
     pub limit_request_fields: u64,
     /// Longest header field line in bytes; longer is answered 431 and closed. 0: no limit.

@@ -3,17 +3,19 @@
 //! strict framing rules of RFC 9112. hyper parses well but leaves policy to the server; the
 //! gate is that policy, in one place.
 //!
-//! The gate holds a request's head back until it is complete, then checks it: the request-line
-//! and field sizes and count (414, 431), the version (505), the target's form, exactly one
-//! `Host` in HTTP/1.1, `Content-Length` that is plain digits and not contradicted, no
-//! `Content-Length` beside `Transfer-Encoding`, `chunked` last and once, and the body size
-//! (413) before the body is read. A head that fails is never seen by hyper: the gate answers it
-//! itself, after any response hyper still owes for earlier pipelined requests, and closes.
+//! The gate holds a request's head back until it is complete, then checks it: CRLF line ends,
+//! the request-line and field sizes and count (414, 431) and the head's (431, below what hyper
+//! would refuse on its own), the version (505), the target's form and characters (RFC 3986),
+//! no `CONNECT` (501), exactly one `Host` in HTTP/1.1, `Content-Length` that is plain digits
+//! and not contradicted, no `Content-Length` beside `Transfer-Encoding`, `chunked` last and
+//! once, and the body size (413) before the body is read. A head that fails is never seen by
+//! hyper: the gate answers it itself, after any response hyper still owes for earlier
+//! pipelined requests, and closes.
 //!
 //! It then follows the body's framing to find where the next request starts, checking every
-//! chunk-size line, extension and terminator as it passes: a malformed body, one over
-//! `max_body_size`, or one that stalls for `body_timeout`, ends the input there and is recorded
-//! on the connection, so that the response becomes a `400`, `413` or `408` (see
+//! chunk-size line, extension, terminator and trailer field as it passes: a malformed body, one
+//! over `max_body_size`, or one that stalls for `body_timeout`, ends the input there and is
+//! recorded on the connection, so that the response becomes a `400`, `413` or `408` (see
 //! [`crate::service`]) or, if it had started, the connection is closed: a handler never gets a
 //! truncated body as if it were whole.
 //!
@@ -105,9 +107,9 @@ enum Chunk {
         digits: u8,
         value: u64,
     },
-    /// After the size: whitespace, then `;` and extensions, up to CR.
+    /// After the size: extensions, up to CR.
     Ext {
-        semicolon: bool,
+        at: Ext,
         value: u64,
     },
     /// Expecting the LF that ends a chunk-size line.
@@ -131,6 +133,53 @@ enum Chunk {
         len: usize,
         lines: usize,
     },
+}
+
+/// Where a chunk extension's parser is (RFC 9112 §7.1.1):
+/// `*( BWS ";" BWS name [ BWS "=" BWS ( token / quoted-string ) ] )`, then CR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ext {
+    /// Whitespace after the size or a value: a `;` must follow.
+    Gap,
+    /// After a `;`: whitespace, then a name.
+    NameStart,
+    Name,
+    /// Whitespace after a name: `=` or `;` must follow.
+    NameGap,
+    /// After `=`: whitespace, then a token or a quoted string.
+    ValueStart,
+    Token,
+    Quoted,
+    /// After a backslash in a quoted string.
+    Escaped,
+    /// After a quoted string's closing quote.
+    Closed,
+}
+
+impl Ext {
+    /// The state after byte `b`, in the extensions of a chunk of `value` bytes: `None` if `b`
+    /// cannot come here.
+    fn next(self, b: u8, value: u64) -> Option<Chunk> {
+        use Ext::*;
+        let ws = b == b' ' || b == b'\t';
+        let next = match self {
+            Gap | NameStart | NameGap | ValueStart if ws => self,
+            Name if ws => NameGap,
+            Token | Closed if ws => Gap,
+            Gap | Name | NameGap | Token | Closed if b == b';' => NameStart,
+            Name | NameGap if b == b'=' => ValueStart,
+            Name | Token | Closed if b == b'\r' => return Some(Chunk::SizeLf { value }),
+            NameStart | Name if is_tchar(b) => Name,
+            ValueStart | Token if is_tchar(b) => Token,
+            ValueStart if b == b'"' => Quoted,
+            Quoted if b == b'"' => Closed,
+            Quoted if b == b'\\' => Escaped,
+            // qdtext, and what a backslash may quote.
+            Quoted | Escaped if b == b'\t' || (0x20..=0x7e).contains(&b) || b >= 0x80 => Quoted,
+            _ => return None,
+        };
+        Some(Chunk::Ext { at: next, value })
+    }
 }
 
 /// How long the gate may wait for the client.
@@ -177,10 +226,15 @@ struct Scanner {
     first: bool,
     /// Heads let through to hyper.
     heads: u64,
+    /// Bytes of empty lines since the last head (see [`BLANK_LIMIT`]).
+    blank: usize,
     /// Bytes of chunk extensions and of trailers in the current body (hyper allows 16 KiB of
     /// each; the gate less, so that it refuses first).
     extensions: usize,
     trailers: usize,
+    /// The current trailer field's name, lowercased, as far as [`FIELD_NAME_MAX`] bytes: the
+    /// bytes themselves may have gone to hyper before the name ends.
+    field: [u8; FIELD_NAME_MAX],
     /// The current request closes the connection after its response (HTTP/1.0 without
     /// keep-alive, `Connection: close`): nothing after it is read.
     closing: bool,
@@ -211,8 +265,8 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<I> Gate<I> {
-    pub(crate) fn new(io: I, state: Rc<ConnState>, limits: Rc<Limits>) -> Self {
+impl Scanner {
+    fn new(state: Rc<ConnState>, limits: Rc<Limits>) -> Scanner {
         let phase = match (&limits.proxy, state.peer()) {
             (Some(allowed), Some(peer)) => Phase::Proxy { required: allowed.allows(peer.ip()) },
             // A unix socket's peer is a local process: the proxy in front, if any.
@@ -220,7 +274,7 @@ impl<I> Gate<I> {
             (None, _) => Phase::Idle,
         };
         let now = Instant::now();
-        let s = Scanner {
+        Scanner {
             state,
             limits,
             raw: Vec::new(),
@@ -234,22 +288,30 @@ impl<I> Gate<I> {
             read_at: now,
             first: true,
             heads: 0,
+            blank: 0,
             extensions: 0,
             trailers: 0,
+            field: [0; FIELD_NAME_MAX],
             closing: false,
-        };
+        }
+    }
+}
+
+impl<I> Gate<I> {
+    pub(crate) fn new(io: I, state: Rc<ConnState>, limits: Rc<Limits>) -> Self {
+        let s = Scanner::new(state, limits);
         Gate {
             io,
-            s,
             replied: 0,
             timer: None,
             eof: false,
-            last_write: now,
+            last_write: s.read_at,
             wrote: false,
             write_blocked: false,
             out: Vec::new(),
             out_written: 0,
             parked: false,
+            s,
         }
     }
 }
@@ -257,8 +319,25 @@ impl<I> Gate<I> {
 /// The most bytes of chunk extensions, and of trailers, in one body.
 const EXTENSIONS_LIMIT: usize = 8 * 1024;
 const TRAILERS_LIMIT: usize = 8 * 1024;
-/// The largest head, whatever the limits say (0 means no limit per line, not no limit at all).
-const HEAD_LIMIT: usize = 1024 * 1024;
+/// The largest head, whatever the limits say (0 means no limit per line, not no limit at all;
+/// and 100 fields of 8190 bytes would be 800 KB): 431 beyond. hyper refuses a head that does
+/// not fit in its read buffer ([`HYPER_BUFFER`]) with a bare 431 of its own; the gate's cap,
+/// with the empty lines it lets before a head, stays below that, so that the client always
+/// gets the gate's answer.
+const HEAD_LIMIT: usize = 384 * 1024;
+/// The most bytes of empty lines before a request line (RFC 9112 §2.2 asks a server to ignore
+/// at least one CRLF there): 400 beyond. They reach hyper's read buffer with the head.
+const BLANK_LIMIT: usize = 64;
+/// hyper's `max_buf_size`, which the worker sets: its read buffer must hold the largest head
+/// the gate lets through. (It also bounds how much of a response hyper copies into its write
+/// buffer.) hyper's default, 8 KiB + 400 KiB.
+pub(crate) const HYPER_BUFFER: usize = 8192 + 4096 * 100;
+const _: () = assert!(HEAD_LIMIT + BLANK_LIMIT < HYPER_BUFFER);
+/// The longest trailer field name the gate refuses (`transfer-encoding`).
+const FIELD_NAME_MAX: usize = 17;
+/// Fields refused in a trailer section: framing and routing, which a front end that merges
+/// trailers into the head would act on (RFC 9110 §6.5.1).
+const FORBIDDEN_TRAILERS: [&[u8]; 3] = [b"content-length", b"transfer-encoding", b"host"];
 
 /// How much the gate reads from the socket at once.
 const READ_CHUNK: usize = 16 * 1024;
@@ -448,8 +527,14 @@ impl Scanner {
                     let b = self.raw[self.scanned];
                     self.scanned += 1;
                     if b == b'\r' || b == b'\n' {
+                        self.blank += 1;
+                        if self.blank > BLANK_LIMIT {
+                            self.reject(StatusCode::BAD_REQUEST);
+                            return;
+                        }
                         self.approved = self.scanned;
                     } else {
+                        self.blank = 0;
                         self.phase = Phase::Head { line: 0, lines: 0 };
                         self.since = self.read_at;
                         self.first = false;
@@ -557,10 +642,13 @@ impl Scanner {
             if at >= HEAD_LIMIT {
                 return self.reject(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
             }
-            let mut len = at - line;
-            if len > 0 && self.raw[head_start + at - 1] == b'\r' {
-                len -= 1;
+            // Every line ends with CRLF. RFC 9112 §2.2 lets a recipient take a bare LF for one,
+            // but a front end that does not would read `X: a\nContent-Length: 5` as one field:
+            // the two would disagree on where the request ends.
+            if at == line || self.raw[head_start + at - 1] != b'\r' {
+                return self.reject(StatusCode::BAD_REQUEST);
             }
+            let len = at - line - 1;
             if lines == 0 && len > line_limit {
                 return self.reject(StatusCode::URI_TOO_LONG);
             }
@@ -657,32 +745,27 @@ impl Scanner {
             let b = self.raw[self.scanned];
             self.scanned += 1;
             let next = match chunk {
-                Chunk::Size { digits, value } => match b {
-                    b'0'..=b'9' | b'a'..=b'f' | b'A'..=b'F' if digits < 16 => {
-                        let d = (b as char).to_digit(16).expect("a hex digit") as u64;
-                        Some(Chunk::Size { digits: digits + 1, value: value * 16 + d })
+                Chunk::Size { digits, value } => match (b as char).to_digit(16) {
+                    // 16 digits at most: the value fits in a u64.
+                    Some(d) if digits < 16 => {
+                        Some(Chunk::Size { digits: digits + 1, value: value << 4 | u64::from(d) })
                     }
+                    Some(_) => None,
                     // The size is complete: it counts against max_body_size.
-                    b';' | b' ' | b'\t' if digits > 0 => {
+                    None if digits == 0 => None,
+                    None => {
                         self.body = self.body.saturating_add(value);
-                        Some(Chunk::Ext { semicolon: b == b';', value })
+                        match b {
+                            b'\r' => Some(Chunk::SizeLf { value }),
+                            b';' => Some(Chunk::Ext { at: Ext::NameStart, value }),
+                            b' ' | b'\t' => Some(Chunk::Ext { at: Ext::Gap, value }),
+                            _ => None,
+                        }
                     }
-                    b'\r' if digits > 0 => {
-                        self.body = self.body.saturating_add(value);
-                        Some(Chunk::SizeLf { value })
-                    }
-                    _ => None,
                 },
-                Chunk::Ext { semicolon, value } => {
+                Chunk::Ext { at, value } => {
                     self.extensions += 1;
-                    match b {
-                        _ if self.extensions > EXTENSIONS_LIMIT => None,
-                        b'\r' if semicolon => Some(Chunk::SizeLf { value }),
-                        b' ' | b'\t' => Some(chunk),
-                        b';' => Some(Chunk::Ext { semicolon: true, value }),
-                        0x21..=0x7e | 0x80..=0xff if semicolon => Some(chunk),
-                        _ => None,
-                    }
+                    if self.extensions > EXTENSIONS_LIMIT { None } else { at.next(b, value) }
                 }
                 Chunk::SizeLf { value } => match b {
                     b'\n' if value == 0 => Some(Chunk::Trailer { len: 0, lines: 0, colon: false }),
@@ -698,9 +781,14 @@ impl Scanner {
                         // A field line: a token, a colon, a value (RFC 9112 §7.1.2, §5).
                         b'\r' if len == 0 || colon => Some(Chunk::TrailerLf { len, lines }),
                         b':' if !colon && len > 0 => {
-                            Some(Chunk::Trailer { len: len + 1, lines, colon: true })
+                            let name = &self.field[..len.min(FIELD_NAME_MAX)];
+                            (len > FIELD_NAME_MAX || !FORBIDDEN_TRAILERS.contains(&name))
+                                .then_some(Chunk::Trailer { len: len + 1, lines, colon: true })
                         }
                         _ if !colon && is_tchar(b) => {
+                            if let Some(c) = self.field.get_mut(len) {
+                                *c = b.to_ascii_lowercase();
+                            }
                             Some(Chunk::Trailer { len: len + 1, lines, colon })
                         }
                         b'\t' | 0x20..=0x7e | 0x80..=0xff if colon => {
@@ -836,15 +924,14 @@ fn check_head(head: &[u8], fields: usize, limits: &Limits) -> Result<(Framing, b
     let (Some(method), Some(target), Some(version)) = (req.method, req.path, req.version) else {
         return Err(bad);
     };
-    // The request-target's form (RFC 9112 §3.2).
-    let origin = target.starts_with('/');
-    let absolute = target.len() > 7
-        && (target[..7].eq_ignore_ascii_case("http://")
-            || target.len() > 8 && target[..8].eq_ignore_ascii_case("https://"));
-    let asterisk = target == "*" && method == "OPTIONS";
-    let authority = method == "CONNECT" && !target.contains('/') && target.contains(':');
-    if !(origin || absolute || asterisk || authority) || target.contains('#') {
+    if !valid_target(target.as_bytes(), method) {
         return Err(bad);
+    }
+    if method == "CONNECT" {
+        // A tunnel is not something forkserve serves (RFC 9110 §9.3.6). 501 rather than 405:
+        // no resource here could allow it. Closing after the answer matters: what the client
+        // sends next may be tunnel bytes, which must not be read as a request.
+        return Err(StatusCode::NOT_IMPLEMENTED);
     }
     let mut hosts = 0;
     let mut keep_alive = version == 1;
@@ -945,6 +1032,72 @@ fn version_error(head: &[u8]) -> StatusCode {
         }
         _ => StatusCode::BAD_REQUEST,
     }
+}
+
+/// Whether a request-target is in a form its method allows (RFC 9112 §3.2) and holds only
+/// what RFC 3986 allows there: no byte ≥ 0x80, no control or space, none of
+/// `` " < > \ ^ ` { | } ``, no fragment, `%` only before two hex digits, `[` and `]` only in
+/// an authority. A query may also hold `` [ \ ] ^ ` { | } ``: browsers send those unescaped
+/// there (the WHATWG URL Standard), and the query is the app's to read, never routed. The
+/// path is kept strict: it is what a front end and the app must agree on.
+fn valid_target(target: &[u8], method: &str) -> bool {
+    let scheme = [&b"http://"[..], b"https://"]
+        .into_iter()
+        .find(|s| target.get(..s.len()).is_some_and(|t| t.eq_ignore_ascii_case(s)));
+    match (target, scheme) {
+        ([b'/', ..], _) => valid_path_query(target),
+        // absolute-form: an authority, then a path and a query, either possibly empty.
+        (_, Some(scheme)) => {
+            let rest = &target[scheme.len()..];
+            let end = rest.iter().position(|&b| b == b'/' || b == b'?').unwrap_or(rest.len());
+            end > 0 && valid_authority(&rest[..end]) && valid_path_query(&rest[end..])
+        }
+        (b"*", _) => method == "OPTIONS",
+        _ => method == "CONNECT" && target.contains(&b':') && valid_authority(target),
+    }
+}
+
+/// `host [ ":" port ]`, percent-encoded or an IP literal; no userinfo (RFC 9110 §4.2.4).
+fn valid_authority(authority: &[u8]) -> bool {
+    valid_chars(authority, |b| unreserved_or_sub_delim(b) || matches!(b, b':' | b'[' | b']'))
+}
+
+/// An absolute path (or nothing), then an optional `?` and query.
+fn valid_path_query(target: &[u8]) -> bool {
+    let (path, query) = match target.iter().position(|&b| b == b'?') {
+        Some(i) => (&target[..i], &target[i + 1..]),
+        None => (target, &[][..]),
+    };
+    let pchar = |b: u8| unreserved_or_sub_delim(b) || matches!(b, b':' | b'@' | b'/');
+    valid_chars(path, pchar)
+        && valid_chars(query, |b| {
+            pchar(b) || matches!(b, b'?' | b'[' | b'\\' | b']' | b'^' | b'`' | b'{' | b'|' | b'}')
+        })
+}
+
+/// Whether `bytes` are all `allowed`, or `%` and two hex digits.
+fn valid_chars(bytes: &[u8], allowed: impl Fn(u8) -> bool) -> bool {
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            if !bytes.get(i + 1..i + 3).is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                return false;
+            }
+            i += 3;
+        } else if allowed(bytes[i]) {
+            i += 1;
+        } else {
+            return false;
+        }
+    }
+    true
+}
+
+/// RFC 3986's `unreserved` and `sub-delims`.
+fn unreserved_or_sub_delim(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(b, b'-' | b'.' | b'_' | b'~')
+        || matches!(b, b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+' | b',' | b';' | b'=')
 }
 
 /// A Host value: empty, or an authority without userinfo (RFC 9110 §7.2).
@@ -1147,6 +1300,137 @@ mod tests {
             Ok((Framing::Chunked, _)) => Ok(u64::MAX),
             Err(s) => Err(s.as_u16()),
         }
+    }
+
+    /// xorshift64*: a fixed seed gives the same inputs on every run, without a crate.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        }
+
+        fn below(&mut self, n: usize) -> usize {
+            (self.next() % n.max(1) as u64) as usize
+        }
+
+        /// A byte, mostly one that means something to the scanners.
+        fn byte(&mut self) -> u8 {
+            const TELLING: &[u8] = b"\r\n\r\n:; \t%=\"\\/?#*0aF9zZ\x00\x7f\x80\xce\xb4\xe9\xff";
+            match self.below(3) {
+                0 => self.next() as u8,
+                _ => TELLING[self.below(TELLING.len())],
+            }
+        }
+    }
+
+    /// Valid requests and bodies, the seeds of the mutations.
+    const SEEDS: &[&[u8]] = &[
+        b"GET / HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET /abcde\xce\xb4 HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"GET https:/\xc3\xa9x HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"\r\nGET http://t:80/a?b=%41 HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        b"OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\nCONNECT t:443 HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"POST /e HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.2\r\nHost: t\r\n\r\n",
+        b"POST /e HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b;c=\"d\\\"e\"\r\nhello\r\nA \r\n0123456789\r\n0\r\nX-T: v\r\nHost-Y: w\r\n\r\n",
+        b"PROXY TCP4 1.2.3.4 5.6.7.8 1111 80\r\nGET / HTTP/1.1\r\nHost: t\r\n\r\n",
+        b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c\x01\x02\x03\x04\x05\x06\x07\x08\x04\x57\x00\x50GET / HTTP/1.1\r\nHost: t\r\n\r\n",
+    ];
+
+    fn mutate(rng: &mut Rng, input: &mut Vec<u8>) {
+        for _ in 0..1 + rng.below(8) {
+            let at = rng.below(input.len() + 1);
+            match rng.below(6) {
+                0 if at < input.len() => input[at] = rng.byte(),
+                1 => input.insert(at, rng.byte()),
+                2 if at < input.len() => drop(input.remove(at)),
+                3 => {
+                    let end = (at + rng.below(32)).min(input.len());
+                    let copy = input[at..end].to_vec();
+                    let to = rng.below(input.len() + 1);
+                    input.splice(to..to, copy);
+                }
+                4 => input.truncate(at),
+                // A multi-byte character: only valid UTF-8 gets past httparse into a `&str`.
+                5 if rng.below(2) == 0 => {
+                    let c = ["é", "δ", "€", "😀"][rng.below(4)];
+                    input.splice(at..at, c.bytes());
+                }
+                _ => input.extend_from_slice(SEEDS[rng.below(SEEDS.len())]),
+            }
+        }
+    }
+
+    /// A scanner in its first phase, or in a chunked body's, under default or tiny limits.
+    fn scanner(rng: &mut Rng) -> Scanner {
+        let mut http = HttpConfig::default();
+        if rng.below(3) == 0 {
+            http.limit_request_line = 1 + rng.below(40) as u64;
+            http.limit_request_fields = 1 + rng.below(4) as u64;
+            http.limit_request_field_size = rng.below(30) as u64;
+            http.max_body_size = rng.below(40) as u64;
+        }
+        http.proxy_protocol = rng.below(4) == 0;
+        let peer = rng.below(2) == 0;
+        let peer = peer.then(|| SocketAddr::from(([127, 0, 0, 1], 9)));
+        let state = Rc::new(ConnState::new(&crate::shutdown::Shutdown::default(), peer));
+        let mut s = Scanner::new(state, Rc::new(Limits::new(&http)));
+        if rng.below(3) == 0 {
+            s.heads = 1;
+            s.phase = Phase::Chunked(Chunk::Size { digits: 0, value: 0 });
+        }
+        s
+    }
+
+    /// Feeds `input` in pieces of random size, and takes what is cleared as hyper would.
+    fn feed(rng: &mut Rng, s: &mut Scanner, input: &[u8]) {
+        let mut at = 0;
+        while at < input.len() && s.stop.is_none() {
+            let n = 1 + rng.below((input.len() - at).min(64));
+            s.raw.extend_from_slice(&input[at..at + n]);
+            at += n;
+            s.scan();
+            assert!(s.approved <= s.scanned && s.scanned <= s.raw.len());
+            let taken = s.approved;
+            s.raw.drain(..taken);
+            s.approved = 0;
+            s.scanned -= taken;
+        }
+    }
+
+    /// No input panics the scanners: arbitrary bytes, and mutations of valid requests, fed to
+    /// the head and chunk scanners (and so to `check_head`) in pieces of any size. A fixed seed
+    /// and a bounded count keep it quick and repeatable; a failure prints its input.
+    #[test]
+    fn no_input_panics_the_scanners() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let started = Instant::now();
+        for i in 0..20_000 {
+            let mut input = if i % 4 == 0 {
+                (0..rng.below(300)).map(|_| rng.byte()).collect()
+            } else {
+                SEEDS[rng.below(SEEDS.len())].to_vec()
+            };
+            if i % 4 != 0 && i % 8 != 1 {
+                mutate(&mut rng, &mut input);
+            }
+            let mut s = scanner(&mut rng);
+            let seed = rng.0;
+            let fed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                feed(&mut rng, &mut s, &input);
+                let fields = input.iter().filter(|&&b| b == b'\n').count();
+                let _ = check_head(&input, fields, &limits());
+            }));
+            assert!(
+                fed.is_ok(),
+                "iteration {i} (rng state {seed:#x}) panicked on {:?}",
+                String::from_utf8_lossy(&input)
+            );
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
     }
 
     #[test]

@@ -22,7 +22,7 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::LocalSet;
 
-use crate::config::{Config, ServerConfig};
+use crate::config::{Config, HttpConfig, ServerConfig};
 use crate::error::BoxError;
 use crate::gate::{Gate, Limits};
 use crate::ipc::{Message, Outbox};
@@ -183,7 +183,7 @@ where
     ));
     let shutdown = Shutdown::default();
     let service = AppService::new(service, Rc::clone(&requests), &shutdown);
-    let http = Rc::new(http_builder());
+    let http = Rc::new(http_builder(&ctx.config.http));
     let mut acceptors = Vec::with_capacity(listeners.len());
     for listener in listeners {
         match Acceptor::new(listener) {
@@ -317,8 +317,16 @@ fn watch_parent(master: Pid) -> bool {
     }
 }
 
-fn http_builder() -> http1::Builder {
+fn http_builder(config: &HttpConfig) -> http1::Builder {
     let mut http = http1::Builder::new();
+    // hyper refuses more than 100 fields with a bare 431 of its own: a head the gate let
+    // through must fit. Only when needed: beyond 100, hyper allocates its field table per head.
+    let fields = config.limit_request_fields as usize;
+    if fields > 100 {
+        http.max_headers(fields);
+    }
+    // Likewise a head larger than hyper's buffer: the gate's cap is below it.
+    http.max_buf_size(crate::gate::HYPER_BUFFER);
     // The gate enforces header_timeout and keepalive, with a 408 where one is due; hyper's own
     // header timer would close silently.
     http.timer(TokioTimer::new()).keep_alive(true).header_read_timeout(None);

@@ -4,7 +4,8 @@
 //! code, or that the connection is closed.
 //!
 //! The server runs with `max_body_size = 1 MiB`; the timeout cases use a second one with
-//! one-second timeouts.
+//! one-second timeouts, the large heads one that allows 1000 fields, and what the binary's own
+//! router answers (`OPTIONS *`, escapes that are not UTF-8) is asked of the `forkserve` binary.
 
 mod common;
 
@@ -119,6 +120,12 @@ fn cases() -> Vec<Case> {
         ),
         case("9112 §3.2", "a relative target", "GET a/b HTTP/1.1\r\nHost: t\r\n\r\n", Close(400)),
         case(
+            "9110 §9.3.6",
+            "CONNECT: no tunnels here (501, and closed: tunnel bytes may follow)",
+            "CONNECT t:443 HTTP/1.1\r\nHost: t:443\r\n\r\n",
+            Close(501),
+        ),
+        case(
             "9112 §3.2.3",
             "authority-form outside CONNECT",
             "GET t:80 HTTP/1.1\r\nHost: t\r\n\r\n",
@@ -129,6 +136,80 @@ fn cases() -> Vec<Case> {
             "asterisk-form outside OPTIONS",
             "GET * HTTP/1.1\r\nHost: t\r\n\r\n",
             Close(400),
+        ),
+        case(
+            "9112 §3.2, 3986 §2",
+            "a multi-byte UTF-8 character in the target (once a panic)",
+            "GET /abcdeδ HTTP/1.1\r\nHost: t\r\n\r\n",
+            Close(400),
+        ),
+        case(
+            "9112 §3.2, 3986 §2",
+            "a UTF-8 character across byte 8 of the target (once a panic)",
+            "GET https:/éx HTTP/1.1\r\nHost: t\r\n\r\n",
+            Close(400),
+        ),
+        case(
+            "9112 §3.2, 3986 §2",
+            "a Latin-1 byte in the target",
+            b"GET /caf\xe9 HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(),
+            Close(400),
+        ),
+        case(
+            "3986 §3.3",
+            "a brace in the path",
+            "GET /a{b} HTTP/1.1\r\nHost: t\r\n\r\n",
+            Close(400),
+        ),
+        case("3986 §3.3", "a pipe in the path", "GET /a|b HTTP/1.1\r\nHost: t\r\n\r\n", Close(400)),
+        case(
+            "3986 §3.3",
+            "a backslash in the path",
+            "GET /a\\b HTTP/1.1\r\nHost: t\r\n\r\n",
+            Close(400),
+        ),
+        case(
+            "3986 §3.3",
+            "a quote in the path",
+            "GET /a\"b HTTP/1.1\r\nHost: t\r\n\r\n",
+            Close(400),
+        ),
+        case(
+            "3986 §3.3",
+            "a '<' in the query",
+            "GET /?a<b HTTP/1.1\r\nHost: t\r\n\r\n",
+            Close(400),
+        ),
+        case(
+            "3986 §2.1",
+            "a '%' not followed by two hex digits",
+            "GET /a%zzb HTTP/1.1\r\nHost: t\r\n\r\n",
+            Close(400),
+        ),
+        case("3986 §2.1", "a '%' at the end", "GET /a% HTTP/1.1\r\nHost: t\r\n\r\n", Close(400)),
+        case(
+            "3986 §3.4, WHATWG URL",
+            "what browsers leave unescaped in a query",
+            "GET /?q={\"a\":[1|2]}^`\\ HTTP/1.1\r\nHost: t\r\n\r\n".replace('"', "%22"),
+            Passes,
+        ),
+        case(
+            "3986 §3",
+            "every character RFC 3986 allows in a path and query",
+            "GET /azAZ09-._~!$&'()*+,;=:@%2F/?/?x=%41 HTTP/1.1\r\nHost: t\r\n\r\n",
+            Passes,
+        ),
+        case(
+            "9110 §4.2.4",
+            "userinfo in an absolute-form target",
+            "GET http://u@t/ HTTP/1.1\r\nHost: t\r\n\r\n",
+            Close(400),
+        ),
+        case(
+            "9112 §3.2.2",
+            "an absolute-form target with an IPv6 authority",
+            "GET http://[::1]:80/x?y HTTP/1.1\r\nHost: [::1]:80\r\n\r\n",
+            Passes,
         ),
         case(
             "9112 §3.2",
@@ -187,9 +268,33 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "9112 §2.2",
-            "bare LF line endings are recognized",
+            "bare LF line endings (a recipient MAY accept them: refused, a smuggling shape)",
             "GET / HTTP/1.1\nHost: t\n\n",
-            Passes,
+            Close(400),
+        ),
+        case(
+            "9112 §2.2",
+            "a field line ended by a bare LF hides a Content-Length from a CRLF-only parser",
+            post("Dummy: x\nContent-Length: 23\r\n", "GET /404 HTTP/1.1\r\nX: Y\r\n\r\n"),
+            Close(400),
+        ),
+        case(
+            "9112 §2.2",
+            "a head ended by a bare LF",
+            "GET / HTTP/1.1\r\nHost: t\r\n\n",
+            Close(400),
+        ),
+        case(
+            "9112 §2.2",
+            "a request line ended by a bare LF",
+            "GET / HTTP/1.1\nHost: t\r\n\r\n",
+            Close(400),
+        ),
+        case(
+            "9112 §2.2",
+            "more than 64 bytes of empty lines before a request",
+            format!("{}GET / HTTP/1.1\r\nHost: t\r\n\r\n", "\r\n".repeat(33)),
+            Close(400),
         ),
         case(
             "9112 §2.2",
@@ -524,6 +629,66 @@ fn cases() -> Vec<Case> {
             Close(400),
         ),
         case(
+            "9112 §7.1.1",
+            "a chunk extension with an empty name",
+            chunked("5;\r\nhello\r\n0\r\n\r\n"),
+            Close(400),
+        ),
+        case(
+            "9112 §7.1.1",
+            "a chunk extension with an empty name before another",
+            chunked("5;;a=b\r\nhello\r\n0\r\n\r\n"),
+            Close(400),
+        ),
+        case(
+            "9112 §7.1.1",
+            "a chunk extension with an empty value",
+            chunked("5;a=\r\nhello\r\n0\r\n\r\n"),
+            Close(400),
+        ),
+        case(
+            "9112 §7.1.1",
+            "a chunk extension name that is not a token",
+            chunked("5;a/b\r\nhello\r\n0\r\n\r\n"),
+            Close(400),
+        ),
+        case(
+            "9112 §7.1.1",
+            "an unterminated quoted chunk extension",
+            chunked("5;a=\"b\r\nhello\r\n0\r\n\r\n"),
+            Close(400),
+        ),
+        case(
+            "9112 §7.1.1",
+            "chunk extensions with whitespace, a bare name and an escaped quote",
+            chunked("5 ; a ; b = \"c\\\"d\";e=f\r\nhello\r\n0\r\n\r\n"),
+            Echo("hello"),
+        ),
+        case(
+            "9110 §6.5.1",
+            "Content-Length in a trailer section",
+            chunked("5\r\nhello\r\n0\r\nContent-Length: 5\r\n\r\n"),
+            Close(400),
+        ),
+        case(
+            "9110 §6.5.1",
+            "Transfer-Encoding in a trailer section",
+            chunked("5\r\nhello\r\n0\r\nX-A: b\r\ntransfer-ENCODING: chunked\r\n\r\n"),
+            Close(400),
+        ),
+        case(
+            "9110 §6.5.1",
+            "Host in a trailer section",
+            chunked("5\r\nhello\r\n0\r\nHost: u\r\n\r\n"),
+            Close(400),
+        ),
+        case(
+            "9110 §6.5.1",
+            "trailer fields whose names only start like a refused one",
+            chunked("5\r\nhello\r\n0\r\nHost-X: u\r\nContent-Length-Y: 1\r\n\r\n"),
+            Echo("hello\nhost-x: u\ncontent-length-y: 1"),
+        ),
+        case(
             "9110 §15.5.14 (max_body_size)",
             "a chunked body over max_body_size",
             chunked("200000\r\n"),
@@ -846,4 +1011,82 @@ fn review_regressions_timers_and_pipelines() {
     let all = String::from_utf8_lossy(&read_to_close(&mut old)).into_owned();
     assert!(all.starts_with("HTTP/1.0 200"), "{all:?}");
     assert_eq!(all.matches("HTTP/1.").count(), 1, "one response only: {all:?}");
+}
+
+#[test]
+fn the_binary_answers_options_asterisk_and_refuses_escapes_that_are_not_utf8() {
+    let dir = common::tempdir();
+    std::fs::create_dir(dir.path().join("site")).unwrap();
+    std::fs::write(dir.path().join("site/caf\u{e9}.txt"), "utf-8 name").unwrap();
+    let config = common::write(
+        dir.path(),
+        "app.toml",
+        "[server]\nbind = [\"127.0.0.1:0\"]\nworkers = 1\n\
+         [[route]]\npath = \"/\"\nrespond = \"fallback\"\n\
+         [[route]]\npath = \"/static/\"\nstatic = \"site\"\n",
+    );
+    let server = Server::start(&common::forkserve(), &[&config]);
+    let addr = server.addr();
+
+    // RFC 9110 §9.3.7: OPTIONS * is about the server, not a resource: no route is asked.
+    let (got, closed) = exchange(addr, b"OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n", 1);
+    let r = got.first().expect("an answer to OPTIONS *");
+    assert_eq!(r.status, 200, "{:?}", r);
+    assert_eq!(r.header("content-length"), Some("0"));
+    assert_eq!(r.header("allow"), Some("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
+    assert!(!closed);
+    // RFC 9110 §9.3.6: no tunnels: 501, and the connection closed.
+    assert_eq!(closes(addr, b"CONNECT t:443 HTTP/1.1\r\nHost: t:443\r\n\r\n"), (Some(501), true));
+
+    // A routed path's escapes must decode to UTF-8 (RFC 3986 §2.5): `%E9` is Latin-1 `é`, and
+    // must not fall through to the `/` route nor reach the file system as a raw byte.
+    let status = |path: &str| {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        common::http::raw(addr, request.as_bytes()).unwrap().status
+    };
+    assert_eq!(status("/caf%E9"), 400);
+    assert_eq!(status("/static/caf%E9.txt"), 400);
+    assert_eq!(status("/static/%C3%28"), 400);
+    assert_eq!(status("/static/caf%C3%A9.txt"), 200);
+    assert_eq!(status("/caf%C3%A9"), 200);
+}
+
+/// Sends `request` and reads the answer; the server may refuse and close before it has read
+/// all of a large request, so a failed write is not an error.
+fn answer(addr: SocketAddr, request: &[u8]) -> Response {
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut conn = Conn::over(stream);
+    let _ = conn.send(request);
+    conn.read_response(false).unwrap()
+}
+
+#[test]
+fn heads_too_large_for_hyper_get_the_gates_answer() {
+    let server = Server::start(
+        &example("demo"),
+        &["-w", "1", "-b", "127.0.0.1:0", "--limit-request-fields", "1000"],
+    );
+    let addr = server.addr();
+    let head = |fields: usize, size: usize| {
+        let fields: String =
+            (0..fields).map(|i| format!("X-{i:03}: {}\r\n", "v".repeat(size))).collect();
+        format!("GET / HTTP/1.1\r\nHost: t\r\n{fields}\r\n").into_bytes()
+    };
+    // Within the field limits (1000 fields of 8190 bytes), and over the gate's cap of 384 KiB:
+    // the gate's 431, with its body, not hyper's bare one.
+    let big = head(80, 8000);
+    assert!(big.len() > 600_000);
+    let r = answer(addr, &big);
+    assert_eq!((r.status, r.text().as_str()), (431, "Request Header Fields Too Large\n"));
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(r.header("connection"), Some("close"));
+    // Just under the cap: served.
+    let under = head(47, 8000);
+    assert!(under.len() < 384 * 1024 && under.len() > 370_000, "{}", under.len());
+    assert_eq!(answer(addr, &under).status, 200);
+    // More than hyper's default of 100 fields, as limit_request_fields allows: served.
+    assert_eq!(answer(addr, &head(150, 4)).status, 200);
+    let r = answer(addr, &head(1001, 1));
+    assert_eq!((r.status, r.text().as_str()), (431, "Request Header Fields Too Large\n"));
 }

@@ -15,7 +15,7 @@ use std::future::{Ready, ready};
 use std::io;
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 
 pub use self::body::Body;
 use self::static_files::StaticDir;
@@ -27,6 +27,8 @@ use crate::worker::WorkerContext;
 pub struct Router {
     /// Longest prefix first, so that the first match is the longest.
     routes: Vec<(String, Handler)>,
+    /// The methods the routes answer, for `OPTIONS *`.
+    allow: HeaderValue,
 }
 
 #[derive(Debug, Clone)]
@@ -52,7 +54,16 @@ impl Router {
             built.push((r.path.clone(), handler));
         }
         built.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
-        Ok(Router { routes: built })
+        // A fixed response answers any method; Allow names the standard ones it would. Files
+        // are GET and HEAD. Not CONNECT, which the gate refuses, nor TRACE.
+        let allow = if built.iter().any(|(_, h)| matches!(h, Handler::Respond(_))) {
+            "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+        } else if built.is_empty() {
+            "OPTIONS"
+        } else {
+            "GET, HEAD, OPTIONS"
+        };
+        Ok(Router { routes: built, allow: HeaderValue::from_static(allow) })
     }
 
     /// The app factory the binary runs in each worker: the routes of the worker's config.
@@ -67,6 +78,12 @@ impl Router {
 
     /// Answers one request.
     pub fn handle<B>(&self, req: &Request<B>) -> Response<Body> {
+        if req.method() == Method::OPTIONS && req.uri() == "*" {
+            // About the server as a whole, not a resource: no route is asked (RFC 9110 §9.3.7).
+            let mut response = Response::new(Body::from(Bytes::new()));
+            response.headers_mut().insert(header::ALLOW, self.allow.clone());
+            return response;
+        }
         let Some(path) = normalize(req.uri().path()) else {
             return plain(StatusCode::BAD_REQUEST, "Bad Request\n");
         };
@@ -79,16 +96,19 @@ impl Router {
 }
 
 /// The request path as routes see it: percent-decoded, `//` merged into `/`, `.` segments
-/// dropped, a trailing `/` kept. `None` (answered 400) for bad percent-encoding, a NUL byte, or
-/// a `..` segment: clients resolve dot segments before sending (RFC 3986 §5.2.4), so a `..`
-/// that reaches the server is a probe, not a link. Borrows when nothing needs changing.
+/// dropped, a trailing `/` kept. `None` (answered 400) for bad percent-encoding, escapes that
+/// do not decode to UTF-8, a NUL byte, or a `..` segment: clients resolve dot segments before
+/// sending (RFC 3986 §5.2.4), so a `..` that reaches the server is a probe, not a link; and
+/// `%E9` (Latin-1 `é`) means one thing to a front end that decodes as Latin-1 and another to
+/// one that does not, and names no file a UTF-8 config could route to. Borrows when nothing
+/// needs changing (the gate lets only ASCII through, so an unescaped path is UTF-8).
 fn normalize(raw: &str) -> Option<Cow<'_, [u8]>> {
     let clean = is_clean(raw.as_bytes());
     if clean {
         return Some(Cow::Borrowed(raw.as_bytes()));
     }
     let decoded = percent_decode(raw.as_bytes())?;
-    if decoded.contains(&0) {
+    if decoded.contains(&0) || std::str::from_utf8(&decoded).is_err() {
         return None;
     }
     let mut out = Vec::with_capacity(decoded.len() + 1);
@@ -211,7 +231,8 @@ mod tests {
         assert_eq!(n("/a/.").as_deref(), Some("/a/"));
         assert_eq!(n("//").as_deref(), Some("/"));
         assert_eq!(n("//evil.example").as_deref(), Some("/evil.example"));
-        for bad in ["/..", "/a/../b", "/%2e%2e/x", "/a/%2E%2e", "/x%00", "/%zz", "/%2"] {
+        assert_eq!(n("/caf%C3%A9").as_deref(), Some("/café"));
+        for bad in ["/..", "/a/../b", "/%2e%2e/x", "/a/%2E%2e", "/x%00", "/%zz", "/%2", "/caf%E9"] {
             assert_eq!(n(bad), None, "{bad}");
         }
     }
