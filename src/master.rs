@@ -65,7 +65,7 @@ impl Shutdown {
 const FAST_STOP_GRACE: Duration = Duration::from_secs(1);
 /// How long after its own `graceful_timeout` a draining worker is killed: the worker closes
 /// what remains itself at `graceful_timeout`; this kill is for a worker whose thread is stuck.
-const KILL_MARGIN: Duration = Duration::from_secs(1);
+pub(crate) const KILL_MARGIN: Duration = Duration::from_secs(1);
 /// The first pause before re-forking after a worker died while booting, and the cap it doubles to.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -906,6 +906,10 @@ where
         let Some(inbox) = self.inbox.take() else { std::process::exit(1) };
         // The old master's channel is this master's to close, not its workers'.
         drop(self.handover.take());
+        // The pidfile's lock must not outlive the master in a worker (see `pidfile`).
+        if let Some(pidfile) = self.pidfile.take() {
+            pidfile.close_in_worker();
+        }
         let listeners = std::mem::take(&mut self.listeners);
         worker::run(Setup {
             ctx: WorkerContext::new(id, generation.number, Arc::clone(&generation.config)),

@@ -424,3 +424,29 @@ fn the_hello_example_serves() {
     assert_eq!(response.status, 200);
     assert_eq!(response.text(), "Hello from a forkserve worker!\n");
 }
+
+#[test]
+fn a_killed_master_leaves_no_lock_and_its_orphan_stops_within_graceful_timeout() {
+    let dir = tempdir();
+    let pidfile = dir.path().join("fs.pid");
+    let pidfile_arg = pidfile.to_str().unwrap();
+    let args = ["-w", "1", "-b", LOCAL, "-p", pidfile_arg, "--graceful-timeout", "1"];
+    let first = Server::start(&example("demo"), &args);
+    let orphan = *first.wait_workers(1).iter().next().unwrap();
+    // The worker's thread is blocked for 20 s: it cannot drain on its own meanwhile.
+    let mut stuck = Conn::open(first.addr()).unwrap();
+    stuck.send_get("/spin/20000").unwrap();
+    first.wait_for("blocking the worker's thread");
+    nix::sys::signal::kill(first.pid(), Signal::SIGKILL).unwrap();
+    let killed = Instant::now();
+
+    // A new server with the same pidfile starts while the orphan still spins.
+    let second = Server::start(&example("demo"), &args);
+    let pid_text = std::fs::read_to_string(&pidfile).unwrap();
+    assert_eq!(pid_text.trim(), second.pid().to_string());
+    // graceful_timeout (1 s) + 1 s, rounded up to whole seconds: the bound is 2 s.
+    wait_until(|| (!alive(orphan)).then_some(())).expect("the orphaned worker exits");
+    let lived = killed.elapsed();
+    assert!(lived < Duration::from_secs(8), "the orphan lived {lived:?} after its master");
+    assert_eq!(http::get(second.addr(), "/").unwrap().status, 200);
+}
