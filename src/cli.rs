@@ -55,6 +55,10 @@ fn parse_seconds(s: &str) -> Result<Seconds, String> {
     s.parse()
 }
 
+fn parse_timeout(s: &str) -> Result<Seconds, String> {
+    config::check_timeout(s.parse()?)
+}
+
 fn parse_allow(s: &str) -> Result<AllowList, String> {
     s.parse()
 }
@@ -142,8 +146,8 @@ pub struct Overrides {
     pub backlog: Option<u32>,
 
     /// Seconds without a heartbeat after which a worker is hung: logged, killed and replaced
-    /// (0: never).
-    #[arg(short, long, value_name = "SECS", value_parser = parse_seconds)]
+    /// (0: never; else at least 1).
+    #[arg(short, long, value_name = "SECS", value_parser = parse_timeout)]
     pub timeout: Option<Seconds>,
 
     /// Seconds a new worker may take to become ready before it is killed as a boot failure

@@ -58,7 +58,8 @@ pub struct ServerConfig {
     pub graceful_timeout: Seconds,
     /// A serving worker whose event loop has not sent a heartbeat for this long is hung: it is
     /// logged with what it was doing, killed (`SIGABRT`, then `SIGKILL`) and replaced. 0 turns
-    /// the check off.
+    /// the check off; otherwise at least [`MIN_TIMEOUT`].
+    #[serde(deserialize_with = "deserialize_timeout")]
     pub timeout: Seconds,
     /// A new worker that has not become ready within this long is killed, as a boot failure.
     /// 0 turns the check off.
@@ -91,6 +92,29 @@ pub struct ServerConfig {
     /// Where the master writes its pid.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pidfile: Option<PathBuf>,
+}
+
+/// The shortest `timeout` other than 0 (off). Workers beat every `timeout`/4; below a second, an
+/// ordinary stall of a worker's loop (a page-fault burst, a loaded machine not scheduling it
+/// for a few hundred milliseconds) reads as a hang, and the kills outpace the master's own
+/// `SIGABRT`-to-`SIGKILL` second: `-t 0.001` killed thousands of healthy workers in seconds.
+pub const MIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Checks a `timeout` value: 0 (off) or at least [`MIN_TIMEOUT`].
+pub(crate) fn check_timeout(timeout: Seconds) -> Result<Seconds, String> {
+    if !timeout.0.is_zero() && timeout.0 < MIN_TIMEOUT {
+        return Err(format!(
+            "timeout must be 0 (off) or at least {} s, not {}: workers beat every timeout/4, and \
+             a shorter one kills workers for ordinary pauses",
+            MIN_TIMEOUT.as_secs(),
+            timeout.0.as_secs_f64()
+        ));
+    }
+    Ok(timeout)
+}
+
+fn deserialize_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Seconds, D::Error> {
+    check_timeout(Seconds::deserialize(d)?).map_err(de::Error::custom)
 }
 
 impl ServerConfig {

@@ -775,6 +775,7 @@ where
                 continue;
             };
             let (pid, worker, generation) = (w.pid.as_raw(), w.id, w.generation);
+            let up = w.ready_at.map_or(Duration::ZERO, |t| t.elapsed());
             match &why {
                 Why::Hung { silent, .. } => {
                     let stopped = if process::is_stopped(w.pid) {
@@ -796,6 +797,14 @@ where
                         killed: false,
                         why,
                     };
+                    // Workers that hang soon after booting are a crash loop as much as workers
+                    // that die: their replacements wait, as theirs do (see reap_workers).
+                    if up < STABLE_AFTER {
+                        self.pause_forking(&format!(
+                            "worker killed as hung {:.1} s after booting",
+                            up.as_secs_f64()
+                        ));
+                    }
                 }
                 _ => {
                     error!(pid, worker, generation, "worker {why}, killing it with SIGKILL");

@@ -159,3 +159,35 @@ fn help_and_version_exit_0() {
     let (code, version) = run(&["-V"]);
     assert_eq!((code, version.as_str()), (0, concat!("forkserve ", env!("CARGO_PKG_VERSION"))));
 }
+
+/// Asserts that `rest` (lines of the `[server]` table, after `bind`) is refused at
+/// `line:col` with `message`, before anything is bound.
+fn assert_refused(rest: &str, (line, col): (usize, usize), message: &str) {
+    let dir = tempdir();
+    let config = write(dir.path(), "app.toml", &config_binding_in(dir.path(), rest));
+    let (code, output) = run(&[&config]);
+    assert_eq!(code, 2, "{rest}: {output}");
+    let expected = format!("forkserve: error: {config}:{line}:{col}: ");
+    assert!(output.starts_with(&expected), "{rest}: expected {expected:?}…, got:\n{output}");
+    assert!(output.contains(message), "{rest}: expected {message:?} in:\n{output}");
+    assert!(!dir.path().join("sock").exists(), "{rest}: nothing was bound");
+}
+
+/// Asserts that the flags `args` are a usage error mentioning `message`.
+fn assert_flag_refused(args: &[&str], message: &str) {
+    let (code, output) = run(args);
+    assert_eq!(code, 2, "{args:?}: {output}");
+    assert!(output.starts_with("forkserve: error: "), "{args:?}: {output}");
+    assert!(output.contains(message), "{args:?}: expected {message:?} in:\n{output}");
+}
+
+#[test]
+fn a_timeout_below_one_second_is_refused() {
+    let floor = "timeout must be 0 (off) or at least 1 s";
+    assert_refused("timeout = 0.001\n", (3, 11), floor);
+    assert_refused("timeout = 0.5\n", (3, 11), floor);
+    assert_flag_refused(&["-t", "0.001", "--check-config"], floor);
+    // 0 is off, and the floor itself is allowed.
+    assert_eq!(run(&["-t", "0", "--check-config"]), (0, String::new()));
+    assert_eq!(run(&["-t", "1", "--check-config"]), (0, String::new()));
+}
