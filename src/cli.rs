@@ -126,7 +126,7 @@ fn usage_error(e: clap::Error) -> Error {
 /// config key in kebab case (`max_requests` is `--max-requests`).
 #[derive(Debug, Clone, Default, PartialEq, clap::Args)]
 pub struct Overrides {
-    /// Number of worker processes, or "auto" for the number of usable CPUs.
+    /// Number of worker processes (1 to 1024), or "auto" for the number of usable CPUs.
     #[arg(short, long, value_name = "N|auto", value_parser = parse_workers)]
     pub workers: Option<Workers>,
 

@@ -49,7 +49,7 @@ pub struct ServerConfig {
     /// Addresses to listen on, bound by the master before any worker is forked.
     #[serde(deserialize_with = "deserialize_binds")]
     pub bind: Vec<Bind>,
-    /// How many workers to run.
+    /// How many workers to run: 1 to [`MAX_WORKERS`].
     pub workers: Workers,
     /// The listen(2) queue length of every listening socket.
     #[serde(deserialize_with = "deserialize_backlog")]
@@ -311,11 +311,33 @@ pub enum Workers {
     Count(NonZeroUsize),
 }
 
+/// The most workers a generation may have. A reload starts a whole new generation beside the
+/// serving one and stops the old one only once the new one is ready, so two generations must
+/// fit in the scoreboard's slots at once: it has room for twice this many. Beyond it, a reload
+/// waited forever for a slot, and a first start never became ready.
+pub const MAX_WORKERS: usize = 1024;
+
+/// Checks a worker count: 1 to [`MAX_WORKERS`].
+pub(crate) fn check_workers(n: usize) -> Result<NonZeroUsize, String> {
+    match NonZeroUsize::new(n) {
+        None => Err("workers must be at least 1".into()),
+        Some(n) if n.get() > MAX_WORKERS => Err(format!(
+            "workers must be at most {MAX_WORKERS}, not {n}: a reload runs the new generation \
+             beside the old one, and there is room for {} workers at once",
+            2 * MAX_WORKERS
+        )),
+        Some(n) => Ok(n),
+    }
+}
+
 impl Workers {
-    /// The number of workers this setting means on this machine now.
+    /// The number of workers this setting means on this machine now; `auto` is at most
+    /// [`MAX_WORKERS`].
     pub fn resolve(self) -> usize {
         match self {
-            Workers::Auto => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+            Workers::Auto => std::thread::available_parallelism()
+                .map_or(1, NonZeroUsize::get)
+                .min(MAX_WORKERS),
             Workers::Count(n) => n.get(),
         }
     }
@@ -329,8 +351,7 @@ impl FromStr for Workers {
             return Ok(Workers::Auto);
         }
         match s.parse::<usize>() {
-            Ok(0) => Err("workers must be at least 1".into()),
-            Ok(n) => Ok(Workers::Count(NonZeroUsize::new(n).expect("n > 0"))),
+            Ok(n) => check_workers(n).map(Workers::Count),
             Err(_) => {
                 Err(format!("invalid worker count {s:?}: expected \"auto\" or a positive integer"))
             }
@@ -363,11 +384,8 @@ impl<'de> Deserialize<'de> for Workers {
                 }
             }
             fn visit_i64<E: de::Error>(self, n: i64) -> Result<Workers, E> {
-                usize::try_from(n)
-                    .ok()
-                    .and_then(NonZeroUsize::new)
-                    .map(Workers::Count)
-                    .ok_or_else(|| E::custom("workers must be at least 1"))
+                let n = usize::try_from(n).unwrap_or(0);
+                check_workers(n).map(Workers::Count).map_err(E::custom)
             }
         }
         d.deserialize_any(V)

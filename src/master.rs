@@ -29,7 +29,7 @@ use nix::unistd::Pid;
 use tracing::{debug, error, info, warn};
 
 use crate::cli::ConfigSource;
-use crate::config::{Config, ServerConfig, UpgradeMode};
+use crate::config::{Config, MAX_WORKERS, ServerConfig, UpgradeMode};
 use crate::error::{BoxError, Error};
 use crate::ipc::{Inbox, Message};
 use crate::listener::Listeners;
@@ -479,10 +479,16 @@ where
                 MasterSignal::Term => self.stop(Shutdown::Graceful),
                 _ if self.stopping.is_some() => info!(?signal, "ignoring signal: shutting down"),
                 MasterSignal::Hup => self.reload(),
-                MasterSignal::Ttin => {
-                    self.current.target += 1;
-                    info!(workers = self.current.target, "ttin: one more worker");
-                }
+                MasterSignal::Ttin => match one_more(self.current.target) {
+                    Some(target) => {
+                        self.current.target = target;
+                        info!(workers = target, "ttin: one more worker");
+                    }
+                    None => warn!(
+                        workers = self.current.target,
+                        "ttin ignored: {MAX_WORKERS} workers is the most a reload has room for"
+                    ),
+                },
                 MasterSignal::Ttou if self.current.target > 1 => {
                     self.current.target -= 1;
                     info!(workers = self.current.target, "ttou: one fewer worker");
@@ -1356,6 +1362,12 @@ fn recycle_after(server: &ServerConfig, worker: u64) -> Option<u64> {
     Some(server.max_requests.saturating_add(jitter))
 }
 
+/// The worker count after a `TTIN`: one more, unless that would be more than
+/// [`MAX_WORKERS`], for which a reload has no room.
+fn one_more(target: usize) -> Option<usize> {
+    (target < MAX_WORKERS).then_some(target + 1)
+}
+
 /// What the log adds to a `SIGKILL` the master did not send.
 fn oom_hint(exit: Exit) -> &'static str {
     match exit {
@@ -1368,4 +1380,16 @@ fn oom_hint(exit: Exit) -> &'static str {
 fn deadline(after: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(after).unwrap_or(now + Duration::from_secs(86_400 * 365))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttin_adds_a_worker_up_to_max_workers_only() {
+        assert_eq!(one_more(1), Some(2));
+        assert_eq!(one_more(MAX_WORKERS - 1), Some(MAX_WORKERS));
+        assert_eq!(one_more(MAX_WORKERS), None, "a reload would not fit");
+    }
 }

@@ -28,8 +28,9 @@ use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
 use nix::time::{ClockId, clock_gettime};
 
 /// How many slots the scoreboard has: the most workers that can be alive at once, counting
-/// those of an old generation still draining and successors booting.
-pub(crate) const SLOTS: usize = 2048;
+/// those of an old generation still draining and successors booting. Two full generations (a
+/// reload) always fit: `workers` is at most half of it.
+pub(crate) const SLOTS: usize = 2 * crate::config::MAX_WORKERS;
 
 /// How many bytes of a request line (`METHOD /path`) are kept; longer paths are truncated.
 const LINE_WORDS: usize = 15;

@@ -165,8 +165,12 @@ fn help_and_version_exit_0() {
 fn assert_refused(rest: &str, (line, col): (usize, usize), message: &str) {
     let dir = tempdir();
     let config = write(dir.path(), "app.toml", &config_binding_in(dir.path(), rest));
+    // --check-config first: if the value were accepted, it would start nothing.
+    let (code, checked) = run(&["--check-config", &config]);
+    assert_eq!(code, 2, "{rest}: --check-config: {checked}");
     let (code, output) = run(&[&config]);
     assert_eq!(code, 2, "{rest}: {output}");
+    assert_eq!(checked, output, "{rest}: --check-config reports the same");
     let expected = format!("forkserve: error: {config}:{line}:{col}: ");
     assert!(output.starts_with(&expected), "{rest}: expected {expected:?}…, got:\n{output}");
     assert!(output.contains(message), "{rest}: expected {message:?} in:\n{output}");
@@ -190,4 +194,14 @@ fn a_timeout_below_one_second_is_refused() {
     // 0 is off, and the floor itself is allowed.
     assert_eq!(run(&["-t", "0", "--check-config"]), (0, String::new()));
     assert_eq!(run(&["-t", "1", "--check-config"]), (0, String::new()));
+}
+
+#[test]
+fn workers_beyond_what_a_reload_can_fit_are_refused() {
+    // A reload runs two generations at once in the scoreboard's 2048 slots.
+    let most = "workers must be at most 1024";
+    assert_refused("workers = 1100\n", (3, 11), most);
+    assert_refused("workers = 2100\n", (3, 11), most);
+    assert_flag_refused(&["-w", "1025", "--check-config"], most);
+    assert_eq!(run(&["-w", "1024", "--check-config"]), (0, String::new()));
 }
