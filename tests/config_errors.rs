@@ -205,3 +205,31 @@ fn workers_beyond_what_a_reload_can_fit_are_refused() {
     assert_flag_refused(&["-w", "1025", "--check-config"], most);
     assert_eq!(run(&["-w", "1024", "--check-config"]), (0, String::new()));
 }
+
+#[test]
+fn a_config_that_is_not_a_regular_file_or_too_large_is_refused() {
+    let dir = tempdir();
+    let fifo = dir.path().join("fifo.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let fifo = fifo.to_str().unwrap();
+    let (code, output) = run(&[fifo]);
+    assert_eq!(code, 2, "{output}");
+    assert_eq!(
+        output,
+        format!(
+            "forkserve: error: {fifo}: is not a regular file but a FIFO: a config is read from \
+             a regular file only"
+        )
+    );
+    let (code, output) = run(&["--check-config", "/dev/zero"]);
+    assert_eq!(code, 2, "{output}");
+    assert!(output.contains("/dev/zero: is not a regular file but a character device"), "{output}");
+
+    let big = write(dir.path(), "big.toml", &"#".repeat((1 << 20) + 1));
+    let (code, output) = run(&["--check-config", &big]);
+    assert_eq!(code, 2, "{output}");
+    assert!(
+        output.contains(&format!("{big}: is 1048577 bytes: a config may be 1 MiB")),
+        "{output}"
+    );
+}

@@ -450,3 +450,25 @@ fn a_killed_master_leaves_no_lock_and_its_orphan_stops_within_graceful_timeout()
     assert!(lived < Duration::from_secs(8), "the orphan lived {lived:?} after its master");
     assert_eq!(http::get(second.addr(), "/").unwrap().status, 200);
 }
+
+#[test]
+fn a_fifo_in_place_of_the_config_does_not_freeze_the_master() {
+    let dir = tempdir();
+    let path =
+        write(dir.path(), "app.toml", &format!("[server]\nbind = [\"{LOCAL}\"]\nworkers = 1\n"));
+    let mut server = Server::start(&example("demo"), &[&path]);
+    let victim = *server.wait_workers(1).iter().next().unwrap();
+
+    // A FIFO that nothing writes: reading it would block the master for ever.
+    std::fs::remove_file(&path).unwrap();
+    nix::unistd::mkfifo(path.as_str(), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    server.signal(Signal::SIGHUP);
+    let line = server.wait_for("reload rejected");
+    assert!(line.contains(&format!("{path}: is not a regular file but a FIFO")), "{line}");
+
+    // The master still supervises: a killed worker is replaced, TERM stops it.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    server.wait_for_nth("worker booted", 2);
+    server.signal(Signal::SIGTERM);
+    assert_eq!(server.exit_code(), 0);
+}
