@@ -59,6 +59,10 @@ fn parse_timeout(s: &str) -> Result<Seconds, String> {
     config::check_timeout(s.parse()?)
 }
 
+fn parse_graceful_timeout(s: &str) -> Result<Seconds, String> {
+    config::check_graceful_timeout(s.parse()?)
+}
+
 fn parse_allow(s: &str) -> Result<AllowList, String> {
     s.parse()
 }
@@ -155,8 +159,9 @@ pub struct Overrides {
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     pub boot_timeout: Option<Seconds>,
 
-    /// Seconds a stopping worker may take to finish its requests before it is killed.
-    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    /// Seconds a stopping worker may take to finish its requests before it is killed (more
+    /// than 0; for a stop that does not wait, send INT or QUIT).
+    #[arg(long, value_name = "SECS", value_parser = parse_graceful_timeout)]
     pub graceful_timeout: Option<Seconds>,
 
     /// Seconds after which a request is cancelled and answered 504 (0: no limit).

@@ -54,7 +54,10 @@ pub struct ServerConfig {
     /// The listen(2) queue length of every listening socket.
     #[serde(deserialize_with = "deserialize_backlog")]
     pub backlog: u32,
-    /// How long a draining worker may take to finish its requests before it is killed.
+    /// How long a draining worker may take to finish its requests before it is killed. More
+    /// than 0: unlike the other timeouts, 0 cannot mean "no limit" (a stuck worker would
+    /// never stop), and "cut at once" is what `INT` and `QUIT` are for.
+    #[serde(deserialize_with = "deserialize_graceful_timeout")]
     pub graceful_timeout: Seconds,
     /// A serving worker whose event loop has not sent a heartbeat for this long is hung: it is
     /// logged with what it was doing, killed (`SIGABRT`, then `SIGKILL`) and replaced. 0 turns
@@ -117,7 +120,32 @@ fn deserialize_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Seconds, D::Er
     check_timeout(Seconds::deserialize(d)?).map_err(de::Error::custom)
 }
 
+/// Checks a `graceful_timeout` value: more than 0.
+pub(crate) fn check_graceful_timeout(grace: Seconds) -> Result<Seconds, String> {
+    if grace.0.is_zero() {
+        return Err("graceful_timeout must be more than 0: it is how long a stopping worker may \
+                    take to finish its requests (for a stop that does not wait, send INT or QUIT)"
+            .into());
+    }
+    Ok(grace)
+}
+
+fn deserialize_graceful_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Seconds, D::Error> {
+    check_graceful_timeout(Seconds::deserialize(d)?).map_err(de::Error::custom)
+}
+
 impl ServerConfig {
+    /// Checks what the file's and the flags' parsers check value by value, for a config built
+    /// in code, which has been through neither.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if let Workers::Count(n) = self.workers {
+            check_workers(n.get())?;
+        }
+        check_timeout(self.timeout)?;
+        check_graceful_timeout(self.graceful_timeout)?;
+        Ok(())
+    }
+
     /// A limit that 0 turns off.
     pub(crate) fn limit(seconds: Seconds) -> Option<Duration> {
         (!seconds.0.is_zero()).then_some(seconds.0)
@@ -1130,6 +1158,21 @@ mod tests {
         let text = "[server]\nworkers = 2\ngraceful_timeout = 1.5\n[[route]]\npath = \"/\"\nrespond = { status = 202, body = \"hi\" }\n";
         let c = parse(text).unwrap();
         assert_eq!(parse(&c.to_toml()).unwrap(), c);
+    }
+
+    #[test]
+    fn a_config_built_in_code_is_checked_as_a_file_is() {
+        assert_eq!(ServerConfig::default().check(), Ok(()));
+        let mut server =
+            ServerConfig { graceful_timeout: Seconds(Duration::ZERO), ..Default::default() };
+        assert!(server.check().unwrap_err().contains("graceful_timeout"));
+        server.graceful_timeout = Seconds(secs(1));
+        server.timeout = Seconds(Duration::from_millis(1));
+        assert!(server.check().unwrap_err().contains("timeout must be 0 (off) or at least 1 s"));
+        server.timeout = Seconds(secs(1));
+        server.workers = Workers::Count(NonZeroUsize::new(MAX_WORKERS + 1).unwrap());
+        assert!(server.check().unwrap_err().contains("at most 1024"));
+        assert!(Workers::Auto.resolve() <= MAX_WORKERS);
     }
 
     #[test]

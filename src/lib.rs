@@ -161,9 +161,7 @@ impl Server {
     {
         process::ensure_single_threaded().map_err(Error::Usage)?;
         // A config built in code has not been through the file's or the flags' checks.
-        if let config::Workers::Count(n) = self.config.server.workers {
-            config::check_workers(n.get()).map_err(Error::Usage)?;
-        }
+        self.config.server.check().map_err(Error::Usage)?;
         let log = logging::init(self.config.log.level);
         process::raise_fd_limit();
         // Sockets passed by systemd or an upgrading master: taken before anything opens files.

@@ -233,3 +233,13 @@ fn a_config_that_is_not_a_regular_file_or_too_large_is_refused() {
         "{output}"
     );
 }
+
+#[test]
+fn a_zero_graceful_timeout_is_refused() {
+    // Every other timeout's 0 means "off"; a stop must end, and INT or QUIT is the fast one.
+    let zero = "graceful_timeout must be more than 0";
+    assert_refused("graceful_timeout = 0\n", (3, 20), zero);
+    assert_refused("graceful_timeout = 0.0\n", (3, 20), "send INT or QUIT");
+    assert_flag_refused(&["--graceful-timeout", "0", "--check-config"], zero);
+    assert_eq!(run(&["--graceful-timeout", "0.1", "--check-config"]), (0, String::new()));
+}
