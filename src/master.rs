@@ -250,6 +250,9 @@ pub(crate) struct Master<'f, F> {
     /// serve: until it is gone, this master does not speak for the service (`sd_notify`) and
     /// removes no unix socket path it was passed.
     predecessor: Option<Pid>,
+    /// The same master, for as long as it lives (it may drain after this one took charge):
+    /// once it is gone, its `PIDFILE.oldbin` is removed if it left it behind (killed).
+    old_master: Option<Pid>,
     /// Why the master is stopping on its own, reported as its exit status.
     failure: Option<Error>,
     log: LogHandle,
@@ -325,7 +328,8 @@ where
             resumed: Instant::now(),
             scoreboard: plumbing.scoreboard,
             notifier: plumbing.notifier,
-            predecessor: plumbing.handover.as_ref().map(|_| nix::unistd::getppid()),
+            predecessor: plumbing.handover.as_ref().map(|h| h.old_master),
+            old_master: plumbing.handover.as_ref().map(|h| h.old_master),
             handover: plumbing.handover,
             program: plumbing.program,
             upgrade: None,
@@ -454,16 +458,31 @@ where
             info!(workers = self.current.target, "all workers ready");
             if let Some(handover) = self.handover.take() {
                 let manual = self.current.config.server.upgrade == UpgradeMode::Manual;
-                if !manual {
-                    // The service manager must follow the main pid before the old one exits.
+                let old = self.predecessor.map_or(0, Pid::as_raw);
+                if self.predecessor.is_some_and(|p| nix::unistd::getppid() != p) {
+                    // Killed, or crashed: there is no one to hand over from, in either mode.
+                    warn!(
+                        old_master = old,
+                        "upgrade: this master serves; the old master is gone (it exited before \
+                         the hand-over): this master is in charge"
+                    );
                     self.take_charge();
+                } else {
+                    if !manual {
+                        // The service manager must follow the main pid before the old one exits.
+                        self.take_charge();
+                    }
+                    info!(
+                        old_master = old,
+                        "upgrade: this master serves; telling the old one{}",
+                        if manual {
+                            " (it stops when told to: manual upgrade)"
+                        } else {
+                            " to stop"
+                        }
+                    );
+                    handover.ready();
                 }
-                info!(
-                    old_master = nix::unistd::getppid().as_raw(),
-                    "upgrade: this master serves; telling the old one{}",
-                    if manual { " (it stops when told to: manual upgrade)" } else { " to stop" }
-                );
-                handover.ready();
             }
             self.notify_ready();
         }
@@ -1222,13 +1241,36 @@ where
     }
 
     /// Notices that the master this one replaces is gone (after a manual upgrade, the operator
-    /// stopped it): this one is in charge.
+    /// stopped it): this one is in charge. Whenever it goes, removes the `PIDFILE.oldbin` it
+    /// left if it was killed.
     fn check_predecessor(&mut self) {
+        if let Some(old) = self.old_master.filter(|&old| nix::unistd::getppid() != old) {
+            self.old_master = None;
+            self.remove_stale_oldbin(old);
+        }
         let Some(old) = self.predecessor else { return };
         if self.handover.is_none() && nix::unistd::getppid() != old {
             info!(old_master = old.as_raw(), "the old master is gone: this master is in charge");
             self.take_charge();
             self.notify_ready();
+        }
+    }
+
+    /// Removes `PIDFILE.oldbin` once the old master is gone, if no master holds it: one that
+    /// exits removes its own; one that was killed leaves it, naming a dead process.
+    fn remove_stale_oldbin(&self, old: Pid) {
+        let Some(pidfile) = &self.pidfile else { return };
+        let oldbin = crate::pidfile::oldbin(pidfile.path());
+        match crate::pidfile::remove_stale(&oldbin) {
+            Ok(true) => info!(
+                old_master = old.as_raw(),
+                path = %oldbin.display(),
+                "removed the pidfile the old master left behind"
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                warn!(path = %oldbin.display(), "cannot remove the old master's pidfile: {e}")
+            }
         }
     }
 
