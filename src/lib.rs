@@ -38,6 +38,12 @@
 //! | `USR2` | binary upgrade: start a new master from the binary with the listening sockets; hand over once it serves |
 //! | `WINCH` | after a manual upgrade: stop this master's workers |
 //!
+//! Signals are not queued: the kernel merges a standard signal sent while the same one is
+//! still pending, so a quick burst of `TTIN`s counts as fewer (50 sent in a loop made 2), and
+//! the master acts on at most 16 of one kind per wake-up. To add N workers, send one `TTIN` at
+//! a time and wait for its `ttin: one more worker workers=…` log line, or set `workers` and
+//! send `HUP`.
+//!
 //! # Layout
 //!
 //! | module | owns |

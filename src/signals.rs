@@ -2,7 +2,9 @@
 //!
 //! The master's handlers only record: each signal bumps a counter and writes a byte to a
 //! self-pipe that wakes the main loop, which then acts ([`SignalQueue::take`]). Counting rather
-//! than flagging keeps two quick `TTIN`s from becoming one.
+//! than flagging keeps two `TTIN`s that each reached the handler from becoming one; but the
+//! kernel does not queue standard signals, and merges one sent while the same one is pending,
+//! so a quick burst still counts as fewer (documented in the crate docs and the README).
 //!
 //! `TTIN` and `TTOU` are also the kernel's job-control signals (a background process that reads
 //! or, with `stty tostop`, writes its terminal). Only those *sent* (with kill) count as "one
