@@ -62,7 +62,7 @@
 //! | `shutdown` | a worker's open connections: the `worker_connections` cap, parking idle ones, and draining |
 //! | `upgrade` | binary upgrade: starting a new master with the sockets, and handing over |
 //! | `notify` | systemd's readiness protocol (`sd_notify`) |
-//! | `process` | fork, wait, kill; with two signal registrations in `signals` and the scoreboard's mapping, the only `unsafe` |
+//! | `process` | fork, wait, kill; with the signal registrations in `signals` and the scoreboard's mapping, the only `unsafe` |
 //! | [`app`] | what the binary serves from the config file |
 
 pub mod app;
