@@ -19,7 +19,8 @@ Signals to the master:
   HUP        reload: re-read the config, start new workers, gracefully stop the old ones
   TERM       graceful stop: finish in-flight requests (up to graceful_timeout), exit 0
   INT, QUIT  fast stop: workers exit at once
-  TTIN/TTOU  one more / one fewer worker
+  TTIN/TTOU  one more (up to 1024) / one fewer worker; signals are not queued, so a quick burst
+             counts as fewer: send one, wait for its log line, then the next
   USR2       binary upgrade: start a new master from the binary, hand over once it serves
   WINCH      after a manual upgrade: stop this (old) master's workers
 
