@@ -19,7 +19,8 @@ Signals to the master:
   HUP        reload: re-read the config, start new workers, gracefully stop the old ones
   TERM       graceful stop: finish in-flight requests (up to graceful_timeout), exit 0
   INT, QUIT  fast stop: workers exit at once
-  TTIN/TTOU  one more / one fewer worker
+  TTIN/TTOU  one more (up to 1024) / one fewer worker; signals are not queued, so a quick burst
+             counts as fewer: send one, wait for its log line, then the next
   USR2       binary upgrade: start a new master from the binary, hand over once it serves
   WINCH      after a manual upgrade: stop this (old) master's workers
 
@@ -53,6 +54,14 @@ fn parse_bind(s: &str) -> Result<Bind, String> {
 
 fn parse_seconds(s: &str) -> Result<Seconds, String> {
     s.parse()
+}
+
+fn parse_timeout(s: &str) -> Result<Seconds, String> {
+    config::check_timeout(s.parse()?)
+}
+
+fn parse_graceful_timeout(s: &str) -> Result<Seconds, String> {
+    config::check_graceful_timeout(s.parse()?)
 }
 
 fn parse_allow(s: &str) -> Result<AllowList, String> {
@@ -122,7 +131,7 @@ fn usage_error(e: clap::Error) -> Error {
 /// config key in kebab case (`max_requests` is `--max-requests`).
 #[derive(Debug, Clone, Default, PartialEq, clap::Args)]
 pub struct Overrides {
-    /// Number of worker processes, or "auto" for the number of usable CPUs.
+    /// Number of worker processes (1 to 1024), or "auto" for the number of usable CPUs.
     #[arg(short, long, value_name = "N|auto", value_parser = parse_workers)]
     pub workers: Option<Workers>,
 
@@ -142,8 +151,8 @@ pub struct Overrides {
     pub backlog: Option<u32>,
 
     /// Seconds without a heartbeat after which a worker is hung: logged, killed and replaced
-    /// (0: never).
-    #[arg(short, long, value_name = "SECS", value_parser = parse_seconds)]
+    /// (0: never; else at least 1).
+    #[arg(short, long, value_name = "SECS", value_parser = parse_timeout)]
     pub timeout: Option<Seconds>,
 
     /// Seconds a new worker may take to become ready before it is killed as a boot failure
@@ -151,8 +160,9 @@ pub struct Overrides {
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     pub boot_timeout: Option<Seconds>,
 
-    /// Seconds a stopping worker may take to finish its requests before it is killed.
-    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    /// Seconds a stopping worker may take to finish its requests before it is killed (more
+    /// than 0; for a stop that does not wait, send INT or QUIT).
+    #[arg(long, value_name = "SECS", value_parser = parse_graceful_timeout)]
     pub graceful_timeout: Option<Seconds>,
 
     /// Seconds after which a request is cancelled and answered 504 (0: no limit).

@@ -49,16 +49,20 @@ pub struct ServerConfig {
     /// Addresses to listen on, bound by the master before any worker is forked.
     #[serde(deserialize_with = "deserialize_binds")]
     pub bind: Vec<Bind>,
-    /// How many workers to run.
+    /// How many workers to run: 1 to [`MAX_WORKERS`].
     pub workers: Workers,
     /// The listen(2) queue length of every listening socket.
     #[serde(deserialize_with = "deserialize_backlog")]
     pub backlog: u32,
-    /// How long a draining worker may take to finish its requests before it is killed.
+    /// How long a draining worker may take to finish its requests before it is killed. More
+    /// than 0: unlike the other timeouts, 0 cannot mean "no limit" (a stuck worker would
+    /// never stop), and "cut at once" is what `INT` and `QUIT` are for.
+    #[serde(deserialize_with = "deserialize_graceful_timeout")]
     pub graceful_timeout: Seconds,
     /// A serving worker whose event loop has not sent a heartbeat for this long is hung: it is
     /// logged with what it was doing, killed (`SIGABRT`, then `SIGKILL`) and replaced. 0 turns
-    /// the check off.
+    /// the check off; otherwise at least [`MIN_TIMEOUT`].
+    #[serde(deserialize_with = "deserialize_timeout")]
     pub timeout: Seconds,
     /// A new worker that has not become ready within this long is killed, as a boot failure.
     /// 0 turns the check off.
@@ -96,7 +100,55 @@ pub struct ServerConfig {
     pub pidfile: Option<PathBuf>,
 }
 
+/// The shortest `timeout` other than 0 (off). Workers beat every `timeout`/4; below a second, an
+/// ordinary stall of a worker's loop (a page-fault burst, a loaded machine not scheduling it
+/// for a few hundred milliseconds) reads as a hang, and the kills outpace the master's own
+/// `SIGABRT`-to-`SIGKILL` second: `-t 0.001` killed thousands of healthy workers in seconds.
+pub const MIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Checks a `timeout` value: 0 (off) or at least [`MIN_TIMEOUT`].
+pub(crate) fn check_timeout(timeout: Seconds) -> Result<Seconds, String> {
+    if !timeout.0.is_zero() && timeout.0 < MIN_TIMEOUT {
+        return Err(format!(
+            "timeout must be 0 (off) or at least {} s, not {}: workers beat every timeout/4, and \
+             a shorter one kills workers for ordinary pauses",
+            MIN_TIMEOUT.as_secs(),
+            timeout.0.as_secs_f64()
+        ));
+    }
+    Ok(timeout)
+}
+
+fn deserialize_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Seconds, D::Error> {
+    check_timeout(Seconds::deserialize(d)?).map_err(de::Error::custom)
+}
+
+/// Checks a `graceful_timeout` value: more than 0.
+pub(crate) fn check_graceful_timeout(grace: Seconds) -> Result<Seconds, String> {
+    if grace.0.is_zero() {
+        return Err("graceful_timeout must be more than 0: it is how long a stopping worker may \
+                    take to finish its requests (for a stop that does not wait, send INT or QUIT)"
+            .into());
+    }
+    Ok(grace)
+}
+
+fn deserialize_graceful_timeout<'de, D: Deserializer<'de>>(d: D) -> Result<Seconds, D::Error> {
+    check_graceful_timeout(Seconds::deserialize(d)?).map_err(de::Error::custom)
+}
+
 impl ServerConfig {
+    /// Checks what the file's and the flags' parsers check value by value, for a config built
+    /// in code, which has been through neither.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if let Workers::Count(n) = self.workers {
+            check_workers(n.get())?;
+        }
+        check_timeout(self.timeout)?;
+        check_graceful_timeout(self.graceful_timeout)?;
+        Ok(())
+    }
+
     /// A limit that 0 turns off.
     pub(crate) fn limit(seconds: Seconds) -> Option<Duration> {
         (!seconds.0.is_zero()).then_some(seconds.0)
@@ -291,11 +343,33 @@ pub enum Workers {
     Count(NonZeroUsize),
 }
 
+/// The most workers a generation may have. A reload starts a whole new generation beside the
+/// serving one and stops the old one only once the new one is ready, so two generations must
+/// fit in the scoreboard's slots at once: it has room for twice this many. Beyond it, a reload
+/// waited forever for a slot, and a first start never became ready.
+pub const MAX_WORKERS: usize = 1024;
+
+/// Checks a worker count: 1 to [`MAX_WORKERS`].
+pub(crate) fn check_workers(n: usize) -> Result<NonZeroUsize, String> {
+    match NonZeroUsize::new(n) {
+        None => Err("workers must be at least 1".into()),
+        Some(n) if n.get() > MAX_WORKERS => Err(format!(
+            "workers must be at most {MAX_WORKERS}, not {n}: a reload runs the new generation \
+             beside the old one, and there is room for {} workers at once",
+            2 * MAX_WORKERS
+        )),
+        Some(n) => Ok(n),
+    }
+}
+
 impl Workers {
-    /// The number of workers this setting means on this machine now.
+    /// The number of workers this setting means on this machine now; `auto` is at most
+    /// [`MAX_WORKERS`].
     pub fn resolve(self) -> usize {
         match self {
-            Workers::Auto => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
+            Workers::Auto => {
+                std::thread::available_parallelism().map_or(1, NonZeroUsize::get).min(MAX_WORKERS)
+            }
             Workers::Count(n) => n.get(),
         }
     }
@@ -309,8 +383,7 @@ impl FromStr for Workers {
             return Ok(Workers::Auto);
         }
         match s.parse::<usize>() {
-            Ok(0) => Err("workers must be at least 1".into()),
-            Ok(n) => Ok(Workers::Count(NonZeroUsize::new(n).expect("n > 0"))),
+            Ok(n) => check_workers(n).map(Workers::Count),
             Err(_) => {
                 Err(format!("invalid worker count {s:?}: expected \"auto\" or a positive integer"))
             }
@@ -343,11 +416,8 @@ impl<'de> Deserialize<'de> for Workers {
                 }
             }
             fn visit_i64<E: de::Error>(self, n: i64) -> Result<Workers, E> {
-                usize::try_from(n)
-                    .ok()
-                    .and_then(NonZeroUsize::new)
-                    .map(Workers::Count)
-                    .ok_or_else(|| E::custom("workers must be at least 1"))
+                let n = usize::try_from(n).unwrap_or(0);
+                check_workers(n).map(Workers::Count).map_err(E::custom)
             }
         }
         d.deserialize_any(V)
@@ -801,10 +871,63 @@ struct RawRoute {
     static_dir: Option<Spanned<PathBuf>>,
 }
 
+/// The largest config file forkserve reads, in bytes (1 MiB): a config is a few KiB, and the
+/// master, which reads it again on every `HUP`, must not spend its time or memory on more.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Reads a config file, which must be a regular file of at most [`MAX_CONFIG_BYTES`]. The
+/// single-threaded master reads it on `HUP`: a FIFO in its place would block it in `open` or
+/// `read` (no worker replaced, `TERM` ignored), and `/dev/zero` would never end. So the file
+/// is opened without blocking, and anything but a regular file is refused before any read.
+fn read_config(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error as IoError, ErrorKind, Read};
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file =
+        std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NONBLOCK).open(path)?;
+    let meta = file.metadata()?;
+    let kind = meta.file_type();
+    let not_regular = if kind.is_fifo() {
+        Some("a FIFO")
+    } else if kind.is_char_device() {
+        Some("a character device")
+    } else if kind.is_block_device() {
+        Some("a block device")
+    } else if kind.is_socket() {
+        Some("a socket")
+    } else if kind.is_dir() {
+        Some("a directory")
+    } else {
+        None
+    };
+    if let Some(what) = not_regular {
+        return Err(IoError::new(
+            ErrorKind::InvalidInput,
+            format!("is not a regular file but {what}: a config is read from a regular file only"),
+        ));
+    }
+    let too_large = |len: u64| {
+        IoError::new(
+            ErrorKind::InvalidInput,
+            format!("is {len} bytes: a config may be 1 MiB ({MAX_CONFIG_BYTES} bytes) at most"),
+        )
+    };
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(too_large(meta.len()));
+    }
+    let mut text = String::new();
+    // A file that grows while it is read stops at the cap all the same.
+    file.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_large(text.len() as u64));
+    }
+    Ok(text)
+}
+
 impl Config {
-    /// Reads and validates the config file at `path`.
+    /// Reads and validates the config file at `path`: a regular file of at most
+    /// [`MAX_CONFIG_BYTES`].
     pub fn load(path: &Path) -> Result<Config, Error> {
-        let text = std::fs::read_to_string(path)
+        let text = read_config(path)
             .map_err(|source| Error::ConfigRead { path: path.to_path_buf(), source })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         Config::parse(&text, &base).map_err(|e| Error::Config(e.in_file(path, &text)))
@@ -1057,6 +1180,21 @@ mod tests {
         let text = "[server]\nworkers = 2\ngraceful_timeout = 1.5\n[[route]]\npath = \"/\"\nrespond = { status = 202, body = \"hi\" }\n";
         let c = parse(text).unwrap();
         assert_eq!(parse(&c.to_toml()).unwrap(), c);
+    }
+
+    #[test]
+    fn a_config_built_in_code_is_checked_as_a_file_is() {
+        assert_eq!(ServerConfig::default().check(), Ok(()));
+        let mut server =
+            ServerConfig { graceful_timeout: Seconds(Duration::ZERO), ..Default::default() };
+        assert!(server.check().unwrap_err().contains("graceful_timeout"));
+        server.graceful_timeout = Seconds(secs(1));
+        server.timeout = Seconds(Duration::from_millis(1));
+        assert!(server.check().unwrap_err().contains("timeout must be 0 (off) or at least 1 s"));
+        server.timeout = Seconds(secs(1));
+        server.workers = Workers::Count(NonZeroUsize::new(MAX_WORKERS + 1).unwrap());
+        assert!(server.check().unwrap_err().contains("at most 1024"));
+        assert!(Workers::Auto.resolve() <= MAX_WORKERS);
     }
 
     #[test]

@@ -38,6 +38,12 @@
 //! | `USR2` | binary upgrade: start a new master from the binary with the listening sockets; hand over once it serves |
 //! | `WINCH` | after a manual upgrade: stop this master's workers |
 //!
+//! Signals are not queued: the kernel merges a standard signal sent while the same one is
+//! still pending, so a quick burst of `TTIN`s counts as fewer (50 sent in a loop made 2), and
+//! the master acts on at most 16 of one kind per wake-up. To add N workers, send one `TTIN` at
+//! a time and wait for its `ttin: one more worker workers=…` log line, or set `workers` and
+//! send `HUP`.
+//!
 //! # Layout
 //!
 //! | module | owns |
@@ -56,7 +62,7 @@
 //! | `shutdown` | a worker's open connections: the `worker_connections` cap, parking idle ones, and draining |
 //! | `upgrade` | binary upgrade: starting a new master with the sockets, and handing over |
 //! | `notify` | systemd's readiness protocol (`sd_notify`) |
-//! | `process` | fork, wait, kill; with two signal registrations in `signals` and the scoreboard's mapping, the only `unsafe` |
+//! | `process` | fork, wait, kill; with the signal registrations in `signals` and the scoreboard's mapping, the only `unsafe` |
 //! | [`app`] | what the binary serves from the config file |
 
 pub mod app;
@@ -160,6 +166,8 @@ impl Server {
         E: Into<BoxError>,
     {
         process::ensure_single_threaded().map_err(Error::Usage)?;
+        // A config built in code has not been through the file's or the flags' checks.
+        self.config.server.check().map_err(Error::Usage)?;
         let log = logging::init(self.config.log.level);
         process::raise_fd_limit();
         // Sockets passed by systemd or an upgrading master: taken before anything opens files.

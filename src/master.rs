@@ -29,7 +29,7 @@ use nix::unistd::Pid;
 use tracing::{debug, error, info, warn};
 
 use crate::cli::ConfigSource;
-use crate::config::{Action, Config, ServerConfig, UpgradeMode};
+use crate::config::{Action, Config, MAX_WORKERS, ServerConfig, UpgradeMode};
 use crate::error::{BoxError, Error};
 use crate::ipc::{Inbox, Message};
 use crate::listener::Listeners;
@@ -65,7 +65,7 @@ impl Shutdown {
 const FAST_STOP_GRACE: Duration = Duration::from_secs(1);
 /// How long after its own `graceful_timeout` a draining worker is killed: the worker closes
 /// what remains itself at `graceful_timeout`; this kill is for a worker whose thread is stuck.
-const KILL_MARGIN: Duration = Duration::from_secs(1);
+pub(crate) const KILL_MARGIN: Duration = Duration::from_secs(1);
 /// The first pause before re-forking after a worker died while booting, and the cap it doubles to.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
@@ -268,6 +268,9 @@ pub(crate) struct Master<'f, F> {
     /// serve: until it is gone, this master does not speak for the service (`sd_notify`) and
     /// removes no unix socket path it was passed.
     predecessor: Option<Pid>,
+    /// The same master, for as long as it lives (it may drain after this one took charge):
+    /// once it is gone, its `PIDFILE.oldbin` is removed if it left it behind (killed).
+    old_master: Option<Pid>,
     /// Why the master is stopping on its own, reported as its exit status.
     failure: Option<Error>,
     log: LogHandle,
@@ -344,7 +347,8 @@ where
             resumed: Instant::now(),
             scoreboard: plumbing.scoreboard,
             notifier: plumbing.notifier,
-            predecessor: plumbing.handover.as_ref().map(|_| nix::unistd::getppid()),
+            predecessor: plumbing.handover.as_ref().map(|h| h.old_master),
+            old_master: plumbing.handover.as_ref().map(|h| h.old_master),
             handover: plumbing.handover,
             program: plumbing.program,
             upgrade: None,
@@ -489,16 +493,31 @@ where
             info!(workers = self.current.target, "all workers ready");
             if let Some(handover) = self.handover.take() {
                 let manual = self.current.config.server.upgrade == UpgradeMode::Manual;
-                if !manual {
-                    // The service manager must follow the main pid before the old one exits.
+                let old = self.predecessor.map_or(0, Pid::as_raw);
+                if self.predecessor.is_some_and(|p| nix::unistd::getppid() != p) {
+                    // Killed, or crashed: there is no one to hand over from, in either mode.
+                    warn!(
+                        old_master = old,
+                        "upgrade: this master serves; the old master is gone (it exited before \
+                         the hand-over): this master is in charge"
+                    );
                     self.take_charge();
+                } else {
+                    if !manual {
+                        // The service manager must follow the main pid before the old one exits.
+                        self.take_charge();
+                    }
+                    info!(
+                        old_master = old,
+                        "upgrade: this master serves; telling the old one{}",
+                        if manual {
+                            " (it stops when told to: manual upgrade)"
+                        } else {
+                            " to stop"
+                        }
+                    );
+                    handover.ready();
                 }
-                info!(
-                    old_master = nix::unistd::getppid().as_raw(),
-                    "upgrade: this master serves; telling the old one{}",
-                    if manual { " (it stops when told to: manual upgrade)" } else { " to stop" }
-                );
-                handover.ready();
             }
             self.notify_ready();
         }
@@ -514,10 +533,16 @@ where
                 MasterSignal::Term => self.stop(Shutdown::Graceful),
                 _ if self.stopping.is_some() => info!(?signal, "ignoring signal: shutting down"),
                 MasterSignal::Hup => self.reload(),
-                MasterSignal::Ttin => {
-                    self.current.target += 1;
-                    info!(workers = self.current.target, "ttin: one more worker");
-                }
+                MasterSignal::Ttin => match one_more(self.current.target) {
+                    Some(target) => {
+                        self.current.target = target;
+                        info!(workers = target, "ttin: one more worker");
+                    }
+                    None => warn!(
+                        workers = self.current.target,
+                        "ttin ignored: {MAX_WORKERS} workers is the most a reload has room for"
+                    ),
+                },
                 MasterSignal::Ttou if self.current.target > 1 => {
                     self.current.target -= 1;
                     info!(workers = self.current.target, "ttou: one fewer worker");
@@ -861,6 +886,7 @@ where
                 continue;
             };
             let (pid, worker, generation) = (w.pid.as_raw(), w.id, w.generation);
+            let up = w.ready_at.map_or(Duration::ZERO, |t| t.elapsed());
             match &why {
                 Why::Hung { silent, .. } => {
                     let stopped = if process::is_stopped(w.pid) {
@@ -882,6 +908,14 @@ where
                         killed: false,
                         why,
                     };
+                    // Workers that hang soon after booting are a crash loop as much as workers
+                    // that die: their replacements wait, as theirs do (see reap_workers).
+                    if up < STABLE_AFTER {
+                        self.pause_forking(&format!(
+                            "worker killed as hung {:.1} s after booting",
+                            up.as_secs_f64()
+                        ));
+                    }
                 }
                 _ => {
                     error!(pid, worker, generation, "worker {why}, killing it with SIGKILL");
@@ -992,6 +1026,10 @@ where
         let Some(inbox) = self.inbox.take() else { std::process::exit(1) };
         // The old master's channel is this master's to close, not its workers'.
         drop(self.handover.take());
+        // The pidfile's lock must not outlive the master in a worker (see `pidfile`).
+        if let Some(pidfile) = self.pidfile.take() {
+            pidfile.close_in_worker();
+        }
         let listeners = std::mem::take(&mut self.listeners);
         worker::run(Setup {
             ctx: WorkerContext::new(id, generation.number, Arc::clone(&generation.config)),
@@ -1290,13 +1328,36 @@ where
     }
 
     /// Notices that the master this one replaces is gone (after a manual upgrade, the operator
-    /// stopped it): this one is in charge.
+    /// stopped it): this one is in charge. Whenever it goes, removes the `PIDFILE.oldbin` it
+    /// left if it was killed.
     fn check_predecessor(&mut self) {
+        if let Some(old) = self.old_master.filter(|&old| nix::unistd::getppid() != old) {
+            self.old_master = None;
+            self.remove_stale_oldbin(old);
+        }
         let Some(old) = self.predecessor else { return };
         if self.handover.is_none() && nix::unistd::getppid() != old {
             info!(old_master = old.as_raw(), "the old master is gone: this master is in charge");
             self.take_charge();
             self.notify_ready();
+        }
+    }
+
+    /// Removes `PIDFILE.oldbin` once the old master is gone, if no master holds it: one that
+    /// exits removes its own; one that was killed leaves it, naming a dead process.
+    fn remove_stale_oldbin(&self, old: Pid) {
+        let Some(pidfile) = &self.pidfile else { return };
+        let oldbin = crate::pidfile::oldbin(pidfile.path());
+        match crate::pidfile::remove_stale(&oldbin) {
+            Ok(true) => info!(
+                old_master = old.as_raw(),
+                path = %oldbin.display(),
+                "removed the pidfile the old master left behind"
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                warn!(path = %oldbin.display(), "cannot remove the old master's pidfile: {e}")
+            }
         }
     }
 
@@ -1451,6 +1512,12 @@ fn warn_fd_headroom(config: &Config) {
     }
 }
 
+/// The worker count after a `TTIN`: one more, unless that would be more than
+/// [`MAX_WORKERS`], for which a reload has no room.
+fn one_more(target: usize) -> Option<usize> {
+    (target < MAX_WORKERS).then_some(target + 1)
+}
+
 /// What the log adds to a `SIGKILL` the master did not send.
 fn oom_hint(exit: Exit) -> &'static str {
     match exit {
@@ -1463,4 +1530,16 @@ fn oom_hint(exit: Exit) -> &'static str {
 fn deadline(after: Duration) -> Instant {
     let now = Instant::now();
     now.checked_add(after).unwrap_or(now + Duration::from_secs(86_400 * 365))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ttin_adds_a_worker_up_to_max_workers_only() {
+        assert_eq!(one_more(1), Some(2));
+        assert_eq!(one_more(MAX_WORKERS - 1), Some(MAX_WORKERS));
+        assert_eq!(one_more(MAX_WORKERS), None, "a reload would not fit");
+    }
 }

@@ -2,11 +2,19 @@
 //!
 //! An exclusive `flock` on the file, held for the master's life, is what says "a forkserve is
 //! running": it cannot be mistaken the way a pid can (a stale pid reused by another process, or
-//! one this user may not signal), and two masters starting at once cannot both win. Workers
-//! inherit the locked descriptor, so the lock lasts until the last process of the server exits.
+//! one this user may not signal), and two masters starting at once cannot both win.
+//!
+//! The lock is the master's alone. A `flock` belongs to the open file description, which a fork
+//! shares: a worker that kept its copy of the descriptor would hold the lock after the master
+//! died, and refuse a restart for as long as it ran. So each worker closes its copy at once
+//! ([`Pidfile::close_in_worker`]). Closing is what releases nothing: a `flock` goes only when
+//! every descriptor of the description is closed, or with an explicit `LOCK_UN`, which would
+//! release it for the master too. (An `fcntl` lock would be the other way round: owned by the
+//! process, not inherited, and released by closing *any* of the owner's descriptors of the file.)
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -56,14 +64,19 @@ impl Pidfile {
         &self.path
     }
 
+    /// In a freshly forked worker: closes the worker's copy of the locked descriptor, so that
+    /// only the master holds the lock, without unlocking it (see the module docs).
+    pub(crate) fn close_in_worker(self) {
+        let raw = self.file.as_raw_fd();
+        // `Flock`'s destructor unlocks, which would unlock the master's file: forget it, and
+        // close the number alone. Nothing else in this process uses the descriptor.
+        std::mem::forget(self);
+        let _ = nix::unistd::close(raw);
+    }
+
     /// Renames the file to `PATH.oldbin` (`aside`), as a binary upgrade starts, or back, if the
     /// upgrade failed. The lock stays with the file.
     pub(crate) fn rename_oldbin(&mut self, aside: bool) -> io::Result<()> {
-        let oldbin = |p: &Path| {
-            let mut name = p.as_os_str().to_owned();
-            name.push(".oldbin");
-            PathBuf::from(name)
-        };
         let to = if aside {
             oldbin(&self.path)
         } else {
@@ -90,5 +103,28 @@ impl Pidfile {
                 }
             }
         }
+    }
+}
+
+/// `PATH.oldbin`: where an old master's pidfile is during a binary upgrade.
+pub(crate) fn oldbin(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".oldbin");
+    PathBuf::from(name)
+}
+
+/// Removes the pidfile at `path` if no master holds it locked: one left by a master that was
+/// killed. Returns whether it removed one. A file that is locked, or gone, is left as it is.
+pub(crate) fn remove_stale(path: &Path) -> io::Result<bool> {
+    let file = match OpenOptions::new().read(true).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        // Removed while locked, so that no master can take it in between; unlocked on drop.
+        Ok(_locked) => std::fs::remove_file(path).map(|()| true),
+        Err((_, Errno::EWOULDBLOCK)) => Ok(false),
+        Err((_, e)) => Err(e.into()),
     }
 }

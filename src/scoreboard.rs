@@ -32,8 +32,9 @@ use nix::time::{ClockId, clock_gettime};
 use tokio::sync::Notify;
 
 /// How many slots the scoreboard has: the most workers that can be alive at once, counting
-/// those of an old generation still draining and successors booting.
-pub(crate) const SLOTS: usize = 2048;
+/// those of an old generation still draining and successors booting. Two full generations (a
+/// reload) always fit: `workers` is at most half of it.
+pub(crate) const SLOTS: usize = 2 * crate::config::MAX_WORKERS;
 
 /// How often at most a worker with a `max_worker_memory` reads its resident memory, in
 /// milliseconds of the coarse clock (which moves a tick at a time, 1 to 10 ms). Reading it

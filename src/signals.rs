@@ -2,7 +2,9 @@
 //!
 //! The master's handlers only record: each signal bumps a counter and writes a byte to a
 //! self-pipe that wakes the main loop, which then acts ([`SignalQueue::take`]). Counting rather
-//! than flagging keeps two quick `TTIN`s from becoming one.
+//! than flagging keeps two `TTIN`s that each reached the handler from becoming one; but the
+//! kernel does not queue standard signals, and merges one sent while the same one is pending,
+//! so a quick burst still counts as fewer (documented in the crate docs and the README).
 //!
 //! `TTIN` and `TTOU` are also the kernel's job-control signals (a background process that reads
 //! or, with `stty tostop`, writes its terminal). Only those *sent* (with kill) count as "one
@@ -24,6 +26,7 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
 use signal_hook::SigId;
@@ -143,6 +146,31 @@ impl SignalQueue {
         }
         Ok(())
     }
+}
+
+/// Set once a worker has armed its alarm for outliving its master ([`bound_orphan_life`]).
+static ORPHAN_ALARM: AtomicBool = AtomicBool::new(false);
+
+/// In a worker: bounds how long it may outlive its master. The master's death reaches the
+/// worker as `TERM` (its parent-death signal), which drains it on its event loop; but a loop
+/// blocked in a handler never gets to drain, and no master is left to kill it. So the first
+/// `TERM` that finds the worker's parent is no longer `master` also arms `alarm(limit)`, whose
+/// default action ends the process whatever its thread is doing. A worker that drains in time
+/// exits before it rings. (An app that handles `SIGALRM` itself gives up this bound.)
+pub(crate) fn bound_orphan_life(master: nix::unistd::Pid, limit: Duration) -> io::Result<()> {
+    let secs = limit.as_secs_f64().ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
+    let master = master.as_raw();
+    // SAFETY: the action calls getppid and alarm, both async-signal-safe system calls, and swaps
+    // an atomic in a static: it neither allocates nor takes a lock. The kernel reparents the
+    // worker before it sends the parent-death signal, so getppid already tells.
+    unsafe {
+        signal_hook::low_level::register(Signal::SIGTERM as i32, move || {
+            if nix::libc::getppid() != master && !ORPHAN_ALARM.swap(true, Ordering::SeqCst) {
+                nix::libc::alarm(secs);
+            }
+        })?;
+    }
+    Ok(())
 }
 
 /// Blocks every signal and returns the mask to restore. The master forks with all signals

@@ -8,7 +8,9 @@
 //! it was passed, boots its workers, and once all are ready writes `ready` on the pair: the old
 //! master then stops its workers gracefully and exits, leaving the sockets (and their paths)
 //! to the new one. If the new master exits, or is not ready within `boot_timeout`, the old
-//! master stops it, restores its pidfile and serves on.
+//! master stops it, restores its pidfile and serves on. The old master's pid is passed too
+//! ([`OLD_MASTER_VAR`]): if it is killed before the new one has started, the new one's parent
+//! is already another process, and the new one must still know whom it replaces.
 
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
@@ -26,6 +28,9 @@ use crate::process::{self, FIRST_PASSED_FD, Forked};
 
 /// The environment variable naming the descriptor on which a new master says it is ready.
 pub(crate) const FD_VAR: &str = "FORKSERVE_UPGRADE_FD";
+/// The environment variable holding the old master's pid: the new master's parent, until the
+/// old master dies, which may be before the new one has looked (killed right after `USR2`).
+pub(crate) const OLD_MASTER_VAR: &str = "FORKSERVE_OLD_MASTER";
 /// The environment variable describing each passed socket, one per line: `OWNER:BIND`, where
 /// the owner (`own`, `manager`, `pinned`) says whose its unix path is and whether it is served
 /// though no `bind` names it.
@@ -79,6 +84,7 @@ impl Upgrade {
         let (ours, theirs) = UnixStream::pair()?;
         ours.set_nonblocking(true)?;
         let named = listeners.passed_fds();
+        let old_master = std::process::id();
         match process::fork()? {
             Forked::Parent(pid) => Ok(Upgrade { pid, channel: ours, deadline, ready: false }),
             Forked::Child(_) => {
@@ -101,6 +107,7 @@ impl Upgrade {
                             .env("LISTEN_FDNAMES", fd_names)
                             .env(BINDS_VAR, names.join("\n"))
                             .env(FD_VAR, (FIRST_PASSED_FD + named.len() as i32).to_string())
+                            .env(OLD_MASTER_VAR, old_master.to_string())
                             .exec()
                     }
                     Err(e) => e,
@@ -128,15 +135,22 @@ impl Upgrade {
     }
 }
 
-/// In a new master started by an upgrade: the channel to the old master.
-pub(crate) struct Handover(UnixStream);
+/// In a new master started by an upgrade: the channel to the old master, and who it is.
+pub(crate) struct Handover {
+    channel: UnixStream,
+    /// The old master's pid ([`OLD_MASTER_VAR`], or the parent's for an old master that does
+    /// not set it).
+    pub(crate) old_master: Pid,
+}
 
 impl Handover {
     /// The channel [`FD_VAR`] names, if this process was started by an upgrade.
     pub(crate) fn from_env() -> Option<Handover> {
         let raw: i32 = std::env::var(FD_VAR).ok()?.parse().ok()?;
+        let old_master = std::env::var(OLD_MASTER_VAR).ok().and_then(|p| p.parse().ok());
+        let old_master = old_master.map_or_else(nix::unistd::getppid, Pid::from_raw);
         match process::take_passed_fd(raw) {
-            Ok(fd) => Some(Handover(UnixStream::from(fd))),
+            Ok(fd) => Some(Handover { channel: UnixStream::from(fd), old_master }),
             Err(e) => {
                 tracing::warn!("{FD_VAR}={raw}: {e}");
                 None
@@ -146,7 +160,7 @@ impl Handover {
 
     /// Tells the old master that this one is serving.
     pub(crate) fn ready(mut self) {
-        if let Err(e) = self.0.write_all(b"ready") {
+        if let Err(e) = self.channel.write_all(b"ready") {
             tracing::warn!("cannot tell the old master this one is ready: {e}");
         }
     }

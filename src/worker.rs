@@ -120,6 +120,11 @@ where
     if !watch_parent(setup.master) {
         return 0;
     }
+    // The master would kill it this long after telling it to stop; an orphan kills itself.
+    let orphan_limit = setup.ctx.config.server.graceful_timeout.0 + crate::master::KILL_MARGIN;
+    if let Err(e) = crate::signals::bound_orphan_life(setup.master, orphan_limit) {
+        tracing::warn!("cannot bound how long this worker may outlive its master: {e}");
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -224,6 +229,13 @@ where
 
     term.recv().await;
     let grace = server.graceful_timeout.0;
+    if nix::unistd::getppid() != master {
+        tracing::warn!(
+            master = master.as_raw(),
+            "the master is gone: draining, and exiting within graceful_timeout ({} s) + 1 s",
+            grace.as_secs_f64()
+        );
+    }
     tracing::debug!(connections = shutdown.open(), "draining");
     shutdown.start();
     if tokio::time::timeout(grace, shutdown.closed()).await.is_err() {

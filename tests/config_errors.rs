@@ -187,3 +187,87 @@ fn a_static_root_that_cannot_be_searched_is_a_config_error_at_check_and_at_start
         assert!(!output.contains("listening"), "nothing is bound: {output}");
     }
 }
+
+/// Asserts that `rest` (lines of the `[server]` table, after `bind`) is refused at
+/// `line:col` with `message`, before anything is bound.
+fn assert_refused(rest: &str, (line, col): (usize, usize), message: &str) {
+    let dir = tempdir();
+    let config = write(dir.path(), "app.toml", &config_binding_in(dir.path(), rest));
+    // --check-config first: if the value were accepted, it would start nothing.
+    let (code, checked) = run(&["--check-config", &config]);
+    assert_eq!(code, 2, "{rest}: --check-config: {checked}");
+    let (code, output) = run(&[&config]);
+    assert_eq!(code, 2, "{rest}: {output}");
+    assert_eq!(checked, output, "{rest}: --check-config reports the same");
+    let expected = format!("forkserve: error: {config}:{line}:{col}: ");
+    assert!(output.starts_with(&expected), "{rest}: expected {expected:?}…, got:\n{output}");
+    assert!(output.contains(message), "{rest}: expected {message:?} in:\n{output}");
+    assert!(!dir.path().join("sock").exists(), "{rest}: nothing was bound");
+}
+
+/// Asserts that the flags `args` are a usage error mentioning `message`.
+fn assert_flag_refused(args: &[&str], message: &str) {
+    let (code, output) = run(args);
+    assert_eq!(code, 2, "{args:?}: {output}");
+    assert!(output.starts_with("forkserve: error: "), "{args:?}: {output}");
+    assert!(output.contains(message), "{args:?}: expected {message:?} in:\n{output}");
+}
+
+#[test]
+fn a_timeout_below_one_second_is_refused() {
+    let floor = "timeout must be 0 (off) or at least 1 s";
+    assert_refused("timeout = 0.001\n", (3, 11), floor);
+    assert_refused("timeout = 0.5\n", (3, 11), floor);
+    assert_flag_refused(&["-t", "0.001", "--check-config"], floor);
+    // 0 is off, and the floor itself is allowed.
+    assert_eq!(run(&["-t", "0", "--check-config"]), (0, String::new()));
+    assert_eq!(run(&["-t", "1", "--check-config"]), (0, String::new()));
+}
+
+#[test]
+fn workers_beyond_what_a_reload_can_fit_are_refused() {
+    // A reload runs two generations at once in the scoreboard's 2048 slots.
+    let most = "workers must be at most 1024";
+    assert_refused("workers = 1100\n", (3, 11), most);
+    assert_refused("workers = 2100\n", (3, 11), most);
+    assert_flag_refused(&["-w", "1025", "--check-config"], most);
+    assert_eq!(run(&["-w", "1024", "--check-config"]), (0, String::new()));
+}
+
+#[test]
+fn a_config_that_is_not_a_regular_file_or_too_large_is_refused() {
+    let dir = tempdir();
+    let fifo = dir.path().join("fifo.toml");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    let fifo = fifo.to_str().unwrap();
+    let (code, output) = run(&[fifo]);
+    assert_eq!(code, 2, "{output}");
+    assert_eq!(
+        output,
+        format!(
+            "forkserve: error: {fifo}: is not a regular file but a FIFO: a config is read from \
+             a regular file only"
+        )
+    );
+    let (code, output) = run(&["--check-config", "/dev/zero"]);
+    assert_eq!(code, 2, "{output}");
+    assert!(output.contains("/dev/zero: is not a regular file but a character device"), "{output}");
+
+    let big = write(dir.path(), "big.toml", &"#".repeat((1 << 20) + 1));
+    let (code, output) = run(&["--check-config", &big]);
+    assert_eq!(code, 2, "{output}");
+    assert!(
+        output.contains(&format!("{big}: is 1048577 bytes: a config may be 1 MiB")),
+        "{output}"
+    );
+}
+
+#[test]
+fn a_zero_graceful_timeout_is_refused() {
+    // Every other timeout's 0 means "off"; a stop must end, and INT or QUIT is the fast one.
+    let zero = "graceful_timeout must be more than 0";
+    assert_refused("graceful_timeout = 0\n", (3, 20), zero);
+    assert_refused("graceful_timeout = 0.0\n", (3, 20), "send INT or QUIT");
+    assert_flag_refused(&["--graceful-timeout", "0", "--check-config"], zero);
+    assert_eq!(run(&["--graceful-timeout", "0.1", "--check-config"]), (0, String::new()));
+}

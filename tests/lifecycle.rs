@@ -460,3 +460,51 @@ fn the_hello_example_serves() {
     assert_eq!(response.status, 200);
     assert_eq!(response.text(), "Hello from a forkserve worker!\n");
 }
+
+#[test]
+fn a_killed_master_leaves_no_lock_and_its_orphan_stops_within_graceful_timeout() {
+    let dir = tempdir();
+    let pidfile = dir.path().join("fs.pid");
+    let pidfile_arg = pidfile.to_str().unwrap();
+    let args = ["-w", "1", "-b", LOCAL, "-p", pidfile_arg, "--graceful-timeout", "1"];
+    let first = Server::start(&example("demo"), &args);
+    let orphan = *first.wait_workers(1).iter().next().unwrap();
+    // The worker's thread is blocked for 20 s: it cannot drain on its own meanwhile.
+    let mut stuck = Conn::open(first.addr()).unwrap();
+    stuck.send_get("/spin/20000").unwrap();
+    first.wait_for("blocking the worker's thread");
+    nix::sys::signal::kill(first.pid(), Signal::SIGKILL).unwrap();
+    let killed = Instant::now();
+
+    // A new server with the same pidfile starts while the orphan still spins.
+    let second = Server::start(&example("demo"), &args);
+    let pid_text = std::fs::read_to_string(&pidfile).unwrap();
+    assert_eq!(pid_text.trim(), second.pid().to_string());
+    // graceful_timeout (1 s) + 1 s, rounded up to whole seconds: the bound is 2 s.
+    wait_until(|| (!alive(orphan)).then_some(())).expect("the orphaned worker exits");
+    let lived = killed.elapsed();
+    assert!(lived < Duration::from_secs(8), "the orphan lived {lived:?} after its master");
+    assert_eq!(http::get(second.addr(), "/").unwrap().status, 200);
+}
+
+#[test]
+fn a_fifo_in_place_of_the_config_does_not_freeze_the_master() {
+    let dir = tempdir();
+    let path =
+        write(dir.path(), "app.toml", &format!("[server]\nbind = [\"{LOCAL}\"]\nworkers = 1\n"));
+    let mut server = Server::start(&example("demo"), &[&path]);
+    let victim = *server.wait_workers(1).iter().next().unwrap();
+
+    // A FIFO that nothing writes: reading it would block the master for ever.
+    std::fs::remove_file(&path).unwrap();
+    nix::unistd::mkfifo(path.as_str(), nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+    server.signal(Signal::SIGHUP);
+    let line = server.wait_for("reload rejected");
+    assert!(line.contains(&format!("{path}: is not a regular file but a FIFO")), "{line}");
+
+    // The master still supervises: a killed worker is replaced, TERM stops it.
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(victim), Signal::SIGKILL).unwrap();
+    server.wait_for_nth("worker booted", 2);
+    server.signal(Signal::SIGTERM);
+    assert_eq!(server.exit_code(), 0);
+}

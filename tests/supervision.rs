@@ -662,3 +662,28 @@ fn a_reload_rolled_back_for_boot_timeout_does_not_slow_the_serving_generation() 
     wait_until(|| (server.workers() == serving).then_some(())).expect("the new workers exit");
     assert_eq!(server.count("pausing before the next fork"), 0, "{:#?}", server.logs());
 }
+
+#[test]
+fn workers_killed_as_hung_soon_after_booting_pause_forking_more_each_time() {
+    // Every request blocks its worker for longer than timeout: each new worker is killed as
+    // hung about a second after it booted, as in a kill storm.
+    let server = Server::start(&example("demo"), &["-w", "1", "-b", LOCAL, "--timeout", "1"]);
+    let addr = server.addr();
+    let mut stuck = Conn::open(addr).unwrap();
+    stuck.send_get("/spin/30000").unwrap();
+    server.wait_for("worker timed out");
+    let first = server.wait_for("pausing before the next fork");
+    assert!(first.contains("worker killed as hung"), "{first}");
+    assert!(first.contains("delay_ms=100"), "{first}");
+
+    // Its replacement hangs too: the pause doubles.
+    server.wait_for_nth("worker booted", 2);
+    let mut stuck = Conn::open(addr).unwrap();
+    stuck.send_get("/spin/30000").unwrap();
+    server.wait_for_nth("worker timed out", 2);
+    let second = server.wait_for_nth("pausing before the next fork", 2);
+    assert!(second.contains("worker killed as hung"), "{second}");
+    assert!(second.contains("delay_ms=200"), "{second}");
+    server.wait_for_nth("worker booted", 3);
+    assert_eq!(http::get(addr, "/").unwrap().status, 200, "the next worker serves");
+}

@@ -316,3 +316,31 @@ fn a_failed_upgrade_does_not_tell_the_service_manager_it_is_stopping() {
         assert!(!more.contains("STOPPING=1"), "{more}");
     }
 }
+
+#[test]
+fn an_old_master_killed_during_an_upgrade_leaves_no_oldbin_and_is_logged_as_gone() {
+    let dir = tempdir();
+    let pidfile = dir.path().join("fs.pid");
+    let oldbin = dir.path().join("fs.pid.oldbin");
+    // Workers take a second to boot: the old master is killed before the new one is ready.
+    let server = Server::start_with(
+        &example("demo"),
+        &["-w", "1", "-b", LOCAL, "--pidfile", pidfile.to_str().unwrap()],
+        &[("DEMO_BOOT_SLEEP_MS", "1000")],
+    );
+    let addr = server.addr();
+    let old_master = server.pid().as_raw();
+    server.signal(Signal::SIGUSR2);
+    let started = server.wait_for("upgrade: started a new master");
+    let new_master: i32 =
+        started.split("pid=").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    server.signal(Signal::SIGKILL);
+
+    let line = server.wait_for("upgrade: this master serves");
+    assert!(line.contains("the old master is gone"), "{line}");
+    assert!(line.contains(&format!("old_master={old_master}")), "{line}");
+    wait_until(|| (!oldbin.exists()).then_some(())).expect("the stale PIDFILE.oldbin is removed");
+    assert_eq!(read_pid(&pidfile), Some(new_master), "the new master holds the pidfile");
+    let pid: i32 = http::get(addr, "/pid").unwrap().text().trim().parse().unwrap();
+    assert!(common::children(new_master).contains(&pid), "the new master's worker serves");
+}
