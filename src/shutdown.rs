@@ -51,7 +51,7 @@ struct Inner {
     /// Wakes the sweep when the first one is queued, or the first connection closes since
     /// memory was last given back.
     queued: Notify,
-    /// Connections closed since memory was last given back.
+    /// Connections closed since memory was last given back (see [`Shutdown::park_idle`]).
     closed: Cell<usize>,
 }
 
@@ -85,10 +85,12 @@ impl Shutdown {
     /// idle for a whole sweep period (no request started since the last sweep, none in
     /// progress), for the gate to park them (see [`crate::gate::Gate::parked`]). One timer for
     /// the worker, and no clock reading per request: a connection kept busy by its client is
-    /// looked at once per sweep and left alone.
+    /// looked at once per sweep and left alone. It also gives memory back to the system once
+    /// a wave of closing connections is over.
     pub(crate) async fn park_idle(&self) {
-        // Connections closed as of the last sweep.
+        // Connections closed as of the last sweep, and when memory was last given back.
         let mut closed_then = 0;
+        let mut released: Option<Instant> = None;
         loop {
             if self.inner.finished.borrow().is_empty() && self.inner.closed.get() == 0 {
                 self.inner.queued.notified().await;
@@ -114,21 +116,23 @@ impl Shutdown {
                 }
                 false
             });
-            // A wave of closing connections (clients that stopped reading, timed out
-            // together) that has ended leaves their buffers free in the allocator: give them
-            // back once, rather than once per batch while connections keep closing.
+            // Connections that closed (clients that stopped reading, timed out together)
+            // leave their buffers free in the allocator: given back once none closed for a
+            // sweep period, at most once per RELEASE_INTERVAL; never while connections keep
+            // closing, since new ones would take that memory again.
             let closed = self.inner.closed.get();
-            let wave_over = closed == closed_then;
+            let wave_over = closed > 0
+                && closed == closed_then
+                && released.is_none_or(|at| at.elapsed() >= RELEASE_INTERVAL);
             closed_then = closed;
-            if wave_over {
-                self.inner.closed.set(0);
-                closed_then = 0;
-            }
-            if woken >= RELEASE_AFTER_PARKING || (wave_over && closed >= RELEASE_AFTER_PARKING) {
+            if woken >= RELEASE_AFTER_PARKING || wave_over {
                 // Once the woken connections have parked (they run before this task runs
                 // again), what their buffers took is given back.
                 tokio::task::yield_now().await;
                 crate::process::release_free_memory();
+                released = Some(Instant::now());
+                self.inner.closed.set(0);
+                closed_then = 0;
             }
         }
     }
@@ -425,9 +429,12 @@ pub(crate) const DRAIN_LINGER: Duration = Duration::from_secs(1);
 /// idle after a request, never holds many hyper buffers at once.
 pub(crate) const PARK_AFTER: Duration = Duration::from_millis(50);
 
-/// How many connections parked at once, or closed in one wave, make it worth giving memory
-/// back to the system.
+/// How many connections parked at once make it worth giving memory back to the system.
 const RELEASE_AFTER_PARKING: usize = 256;
+
+/// How often, at most, memory is given back after connections closed: `malloc_trim` walks the
+/// allocator's free lists, and the pages it returns are faulted in again by new connections.
+const RELEASE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How far a response body may run ahead of the client: hyper is given more of a body only
 /// while less than this is unwritten, so a client that stops reading holds at most this plus
