@@ -208,7 +208,8 @@ pub struct Overrides {
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     pub body_timeout: Option<Seconds>,
 
-    /// Bytes per second a body must average once body-timeout has passed (408 below; 0: off).
+    /// Bytes per second a body must average: waiting for its bytes may total body-timeout
+    /// plus a second per this many bytes received (408 after; 0: off).
     #[arg(long, value_name = "BYTES", value_parser = parse_count)]
     pub body_min_rate: Option<u64>,
 
