@@ -99,6 +99,64 @@ fn clients_that_never_read_are_closed_at_send_timeout_and_their_slots_freed() {
     }
 }
 
+/// A process's resident memory, in KiB.
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// `pid`'s RSS once it has not moved by more than 256 KiB for half a second (5 s at most).
+fn settled_rss(pid: i32) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (mut last, mut since) = (rss_kib(pid), Instant::now());
+    while Instant::now() < deadline && since.elapsed() < Duration::from_millis(500) {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = rss_kib(pid);
+        if now.abs_diff(last) > 256 {
+            (last, since) = (now, Instant::now());
+        }
+    }
+    rss_kib(pid)
+}
+
+#[test]
+fn a_client_that_never_reads_costs_little_memory_and_gives_it_back() {
+    let dir = tempdir();
+    std::fs::create_dir(dir.path().join("public")).unwrap();
+    std::fs::write(dir.path().join("public/big.bin"), vec![b'x'; 4 << 20]).unwrap();
+    let config = write(dir.path(), "app.toml", "[[route]]\npath = \"/\"\nstatic = \"public\"\n");
+    let server = Server::start(&forkserve(), &["-w", "1", "-b", "127.0.0.1:0", &config]);
+    let addr = server.addr();
+    let worker = *server.wait_workers(1).first().unwrap();
+    let mut warm = Conn::open(addr).unwrap();
+    warm.send_get("/big.bin").unwrap();
+    assert_eq!(warm.read_counting().unwrap(), (200, 4 << 20));
+    drop(warm);
+    let idle = settled_rss(worker);
+    let slow: Vec<TcpStream> = (0..100)
+        .map(|_| {
+            let mut s = tiny_window(addr);
+            s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+            s
+        })
+        .collect();
+    let held = settled_rss(worker);
+    // hyper alone would copy ~480 KiB of the file for each (48 MiB); bounded, ~75 KiB.
+    assert!(held < idle + 24 * 1024, "{} KiB for 100 clients that do not read", held - idle);
+    // They go with a reset: what they held goes back to the system.
+    for s in slow {
+        nix::sys::socket::setsockopt(
+            &s,
+            nix::sys::socket::sockopt::Linger,
+            &nix::libc::linger { l_onoff: 1, l_linger: 0 },
+        )
+        .unwrap();
+    }
+    let after = settled_rss(worker);
+    assert!(after < idle + 6 * 1024, "idle {idle} KiB, held {held} KiB, after {after} KiB");
+}
+
 #[test]
 fn a_body_trickled_below_body_min_rate_is_cut_with_408() {
     let server = Server::start(
