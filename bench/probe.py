@@ -22,6 +22,15 @@
       connection open (idle keep-alive); prints "held N ok=K" and waits for a line on stdin;
       then checks which connections the server still holds open, prints "open M", closes
       them all (RST, no TIME_WAIT) and exits 0 only if K == M == N.
+
+  probe.py slow-readers --bin FORKSERVE [--count 1000] [--size-mb 5] [--send-timeout SECS]
+                        [--closed-by client|server]
+      Starts FORKSERVE (one worker, a static route to a SIZE-MB file, worker_connections above
+      COUNT) in its own process group, then opens COUNT connections with a tiny receive buffer
+      that each send a GET of the file and never read. Prints the worker's RSS idle, while they
+      are held, and after they are gone (closed by the clients with a reset, or by the server
+      at send_timeout), and the latency of normal requests made meanwhile. Exit 0 if every
+      normal request got a 200.
 """
 import argparse
 import errno
@@ -305,6 +314,156 @@ def cmd_idle(a):
     return 0 if ok == still == a.count else 1
 
 
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def sockets(pid):
+    """How many sockets pid has open (its listeners and connections)."""
+    n = 0
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            n += os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:")
+        except FileNotFoundError:
+            pass
+    return n
+
+
+def settle(pid, at_most, quiet=1.0):
+    """Waits until pid's RSS has not moved by 1% for `quiet` seconds (or `at_most`); the RSS."""
+    end = time.monotonic() + at_most
+    last, since = rss_kib(pid), time.monotonic()
+    while time.monotonic() < end:
+        time.sleep(0.1)
+        now = rss_kib(pid)
+        if abs(now - last) > last / 100:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
+    return rss_kib(pid)
+
+
+def normal_latencies(port, n=20):
+    """n GETs of / on new connections: their latencies in ms (None for a failure)."""
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        try:
+            ok = get(port, "/", timeout=5.0) == 200
+        except OSError:
+            ok = False
+        out.append((time.perf_counter() - t0) * 1000 if ok else None)
+        time.sleep(0.02)
+    return out
+
+
+def cmd_slow_readers(a):
+    import tempfile
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = a.count + 256
+    if soft < want:
+        if hard != resource.RLIM_INFINITY and hard < want:
+            print(f"error: open-files hard limit {hard} < {want}", file=sys.stderr)
+            return 1
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    tmp = tempfile.TemporaryDirectory(prefix="forkserve-slow-")
+    os.mkdir(f"{tmp.name}/public")
+    with open(f"{tmp.name}/public/big.bin", "wb") as f:
+        f.write(os.urandom(a.size_mb << 20))
+    with open(f"{tmp.name}/app.toml", "w") as f:
+        f.write('[[route]]\npath = "/"\nrespond = "hello\\n"\n'
+                '[[route]]\npath = "/static/"\nstatic = "./public"\n')
+    log_path = f"{tmp.name}/log"
+    log = open(log_path, "wb")
+    cmd = [a.bin, "-w", "1", "-b", "127.0.0.1:0", "--worker-connections", str(a.count + 100)]
+    if a.send_timeout is not None:  # else the server's default (an older one has no such flag)
+        cmd += ["--send-timeout", str(a.send_timeout)]
+    cmd.append(f"{tmp.name}/app.toml")
+    proc = subprocess.Popen(cmd, start_new_session=True, stdin=subprocess.DEVNULL,
+                            stdout=log, stderr=log)
+    slow = []
+    try:
+        deadline = time.monotonic() + 10
+        port = None
+        while time.monotonic() < deadline:
+            text = open(log_path, "rb").read().decode(errors="replace")
+            m = re.search(r"listening address=127\.0\.0\.1:(\d+)", text)
+            if m and "all workers ready" in text:
+                port = int(m.group(1))
+                break
+            if proc.poll() is not None:
+                break
+            time.sleep(0.01)
+        if port is None:
+            print(f"error: the server did not start:\n{open(log_path).read()}", file=sys.stderr)
+            return 1
+        (worker,) = children(proc.pid)
+        # Warm up: a normal request and one whole download.
+        get(port, "/")
+        with socket.create_connection(("127.0.0.1", port)) as s:
+            s.sendall(REQUEST % b"/static/big.bin")
+            r = Response()
+            while not r.feed(s.recv(1 << 20)):
+                pass
+        idle = settle(worker, 3)
+        base = sockets(worker)
+        print(f"worker rss idle: {idle} KiB", flush=True)
+        req = REQUEST % b"/static/big.bin"
+        t0 = time.monotonic()
+        for _ in range(a.count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            # A tiny window, set before connecting: the client never reads, and its receive
+            # buffer takes almost nothing of the response.
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+            s.connect(("127.0.0.1", port))
+            s.sendall(req)
+            slow.append(s)
+        print(f"{a.count} never-reading clients connected in {time.monotonic() - t0:.1f} s",
+              flush=True)
+        during = settle(worker, 20)
+        print(f"worker rss while they are held: {during} KiB "
+              f"({(during - idle) * 1024 // a.count} bytes per client)", flush=True)
+        lat = normal_latencies(port)
+        ok = [x for x in lat if x is not None]
+        failed = len(lat) - len(ok)
+        if ok:
+            ok.sort()
+            print(f"normal requests meanwhile: {len(ok)} ok, {failed} failed; ms median "
+                  f"{ok[len(ok) // 2]:.2f} max {ok[-1]:.2f}", flush=True)
+        else:
+            print(f"normal requests meanwhile: all {failed} failed", flush=True)
+        t1 = time.monotonic()
+        if a.closed_by == "client":
+            linger = struct.pack("ii", 1, 0)
+            for s in slow:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, linger)
+                s.close()
+            slow = []
+        else:
+            # Wait for the server to close them: its worker's sockets are counted (the
+            # clients' ends would show the close only after reading all that the kernel
+            # still holds for them, through a 1 KiB window).
+            end = t1 + (a.send_timeout or 60) + 30
+            while sockets(worker) > base and time.monotonic() < end:
+                time.sleep(0.1)
+            left = max(sockets(worker) - base, 0)
+            print(f"closed by the server: {a.count - left} of {a.count} within "
+                  f"{time.monotonic() - t1:.1f} s (send_timeout {a.send_timeout or 'default'})",
+                  flush=True)
+        after = settle(worker, 10, quiet=2.0)
+        print(f"worker rss after they are gone: {after} KiB", flush=True)
+        return 0 if failed == 0 else 1
+    finally:
+        for s in slow:
+            s.close()
+        stop_group(proc)
+        proc.wait()
+
+
 def main():
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -332,13 +491,19 @@ def main():
     i.add_argument("--count", type=int, default=10000)
     i.add_argument("--window", type=int, default=256)
     i.add_argument("--timeout", type=float, default=60.0)
+    w = sub.add_parser("slow-readers")
+    w.add_argument("--bin", required=True)
+    w.add_argument("--count", type=int, default=1000)
+    w.add_argument("--size-mb", type=int, default=5)
+    w.add_argument("--send-timeout", type=int)
+    w.add_argument("--closed-by", choices=["client", "server"], default="client")
     a = p.parse_args()
     if a.cmd_name == "first-response" and a.cmd and a.cmd[0] == "--":
         a.cmd = a.cmd[1:]
     if a.cmd_name == "reload" and not (a.log or a.nginx):
         p.error("reload: --log FILE (forkserve) or --nginx")
     return {"get": cmd_get, "first-response": cmd_first_response, "reload": cmd_reload,
-            "idle": cmd_idle}[a.cmd_name](a)
+            "idle": cmd_idle, "slow-readers": cmd_slow_readers}[a.cmd_name](a)
 
 
 if __name__ == "__main__":

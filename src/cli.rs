@@ -216,9 +216,19 @@ pub struct Overrides {
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     pub header_timeout: Option<Seconds>,
 
-    /// Seconds without progress reading a body (408 after; 0: no limit).
+    /// Seconds without progress reading a body (408 after; 0: no limit, nor body-min-rate).
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     pub body_timeout: Option<Seconds>,
+
+    /// Bytes per second a body must average: waiting for its bytes may total body-timeout
+    /// plus a second per this many bytes received (408 after; 0: off).
+    #[arg(long, value_name = "BYTES", value_parser = parse_count)]
+    pub body_min_rate: Option<u64>,
+
+    /// Seconds a response may make no write progress (a client not reading) before the
+    /// connection is closed (0: no limit).
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
+    pub send_timeout: Option<Seconds>,
 
     /// Seconds an idle keep-alive connection is kept (0: no limit).
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
@@ -272,6 +282,8 @@ impl Overrides {
         set(&mut http.max_body_size, self.max_body_size);
         set(&mut http.header_timeout, self.header_timeout);
         set(&mut http.body_timeout, self.body_timeout);
+        set(&mut http.body_min_rate, self.body_min_rate);
+        set(&mut http.send_timeout, self.send_timeout);
         set(&mut http.keepalive, self.keepalive);
         set(&mut http.proxy_protocol, self.proxy_protocol);
         if let Some(l) = &self.forwarded_allow_ips {

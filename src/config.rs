@@ -199,8 +199,19 @@ pub struct HttpConfig {
     /// Seconds to receive a complete request head: then 408 if anything was received, and
     /// closed. 0: no limit.
     pub header_timeout: Seconds,
-    /// Seconds without progress while reading a body: then 408 and closed. 0: no limit.
+    /// Seconds without progress while reading a body: then 408 and closed. 0: no limit (and
+    /// no `body_min_rate` either).
     pub body_timeout: Seconds,
+    /// Bytes per second a body must arrive at on average, once the app asks for it: the time
+    /// spent waiting for a body's bytes may total `body_timeout` plus one second per
+    /// `body_min_rate` bytes received, then 408 and closed. Without it a client sending a byte
+    /// just within every `body_timeout` holds its connection for ever. Only the time the
+    /// server waits on an empty socket counts, not the time the app takes to read. 0: off.
+    #[serde(deserialize_with = "deserialize_count")]
+    pub body_min_rate: u64,
+    /// Seconds a response may go without any write progress (the client is not reading), then
+    /// the connection is closed. 0: no limit.
+    pub send_timeout: Seconds,
     /// Seconds an idle keep-alive connection is kept between requests. 0: no limit.
     pub keepalive: Seconds,
     /// Peers whose `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host` and `Forwarded`
@@ -222,6 +233,13 @@ impl Default for HttpConfig {
             max_body_size: 100 * 1024 * 1024,
             header_timeout: Seconds(Duration::from_secs(10)),
             body_timeout: Seconds(Duration::from_secs(30)),
+            // Kestrel's MinRequestBodyDataRate: a slow mobile link sends far more.
+            body_min_rate: 240,
+            // nginx's send_timeout: progress on a socket comes in steps of a part of its send
+            // buffer, which a slow link may take many seconds to drain, and a client may pause
+            // (a phone switching networks); a stalled connection costs the worker little now
+            // (see `WRITE_AHEAD`), so a generous wait is affordable.
+            send_timeout: Seconds(Duration::from_secs(60)),
             keepalive: Seconds(Duration::from_secs(5)),
             forwarded_allow_ips: "127.0.0.1,::1".parse().expect("a valid default"),
             proxy_protocol: false,

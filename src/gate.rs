@@ -21,7 +21,11 @@
 //!
 //! Timers: `header_timeout` from a head's first byte to its end (408 if anything came, then
 //! close), and for a new connection's first request from the connection's start (closed
-//! quietly if nothing came); `keepalive` between requests (closed quietly).
+//! quietly if nothing came); `keepalive` between requests (closed quietly); `body_timeout`
+//! between a body's bytes, and `body_min_rate` over all of them (see [`BodyWait`]), both from
+//! when the app asks for the body (408); `send_timeout` while a response cannot be written
+//! because the client is not reading (closed: see `Stall`). A client that ends its side in
+//! the middle of a body has sent a truncated request: 400, as for a malformed one.
 //!
 //! On the way out, the gate writes the responses to a pipelined batch together (hyper flushes
 //! after each; see `Gate::hold_back`), and it parks a connection idle between requests: hyper
@@ -56,7 +60,10 @@ pub(crate) struct Limits {
     max_body: u64,
     header_timeout: Option<Duration>,
     body_timeout: Option<Duration>,
+    /// `body_min_rate`, in bytes per second; `None` when it or `body_timeout` is off.
+    body_min_rate: Option<u64>,
     keepalive: Option<Duration>,
+    send_timeout: Option<Duration>,
     /// Peers that must (and the only ones that may) start with a PROXY protocol header;
     /// `None` when `proxy_protocol` is off.
     proxy: Option<AllowList>,
@@ -75,7 +82,10 @@ impl Limits {
             max_body: if http.max_body_size == 0 { u64::MAX } else { http.max_body_size },
             header_timeout: crate::config::ServerConfig::limit(http.header_timeout),
             body_timeout: crate::config::ServerConfig::limit(http.body_timeout),
+            body_min_rate: (http.body_min_rate > 0 && !http.body_timeout.0.is_zero())
+                .then_some(http.body_min_rate),
             keepalive: crate::config::ServerConfig::limit(http.keepalive),
+            send_timeout: crate::config::ServerConfig::limit(http.send_timeout),
             proxy: http.proxy_protocol.then(|| http.proxy_allow_ips.clone()),
             scratch: std::cell::RefCell::new(vec![0; READ_CHUNK].into_boxed_slice()),
         }
@@ -222,6 +232,8 @@ struct Scanner {
     since: Instant,
     /// When the bytes being scanned were read.
     read_at: Instant,
+    /// The time spent waiting for the current body, for `body_min_rate`.
+    body_wait: BodyWait,
     /// No request has started on this connection yet.
     first: bool,
     /// Heads let through to hyper.
@@ -262,6 +274,47 @@ pin_project_lite::pin_project! {
         out_written: usize,
         // Handed hyper an end of input to park the connection (see `Gate::parked`).
         parked: bool,
+        // A write the client is not reading, for send_timeout.
+        stall: Stall,
+    }
+}
+
+/// How long the gate has waited for the current request's body. `body_timeout` bounds each
+/// wait; `body_min_rate` bounds their total, to `body_timeout` plus a second per
+/// `body_min_rate` bytes received: a client that sends a byte just within every `body_timeout`
+/// is otherwise never late. Only waits on an empty socket while the app wants the body count:
+/// an app that reads slowly holds its client back, and that is not the client's fault.
+#[derive(Debug, Default, Clone, Copy)]
+struct BodyWait {
+    /// `ConnState::read` where the body starts.
+    start: u64,
+    /// The waits that have ended, in total.
+    waited: Duration,
+    /// When the current wait began.
+    since: Option<Instant>,
+}
+
+/// A response that cannot be written because the client is not reading: since when, and the
+/// timer that closes the connection `send_timeout` later, unless a write makes progress first.
+#[derive(Default)]
+struct Stall {
+    since: Option<Instant>,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl Stall {
+    /// After a write that could not proceed: an error once `timeout` has passed since the first
+    /// such write without progress in between.
+    fn poll(&mut self, cx: &mut Context<'_>, timeout: Option<Duration>) -> Poll<io::Error> {
+        let Some(timeout) = timeout else { return Poll::Pending };
+        let deadline = (*self.since.get_or_insert_with(Instant::now) + timeout).into();
+        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        ready!(timer.as_mut().poll(cx));
+        tracing::debug!("send_timeout reached: the client is not reading, closing");
+        Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, "send_timeout reached"))
     }
 }
 
@@ -286,6 +339,7 @@ impl Scanner {
             reply: Vec::new(),
             since: now,
             read_at: now,
+            body_wait: BodyWait::default(),
             first: true,
             heads: 0,
             blank: 0,
@@ -311,6 +365,7 @@ impl<I> Gate<I> {
             out: Vec::new(),
             out_written: 0,
             parked: false,
+            stall: Stall::default(),
             s,
         }
     }
@@ -381,12 +436,20 @@ impl<I: AsyncRead> AsyncRead for Gate<I> {
             match polled {
                 Poll::Ready(Ok(())) if n == 0 => {
                     *this.eof = true;
+                    if matches!(g.phase, Phase::Length(_) | Phase::Chunked(_)) && g.stop.is_none() {
+                        // The client ended its side with the body unfinished: no more can come,
+                        // and the app must not wait for it (nor hold the connection open).
+                        g.body_error(StatusCode::BAD_REQUEST);
+                    }
                     continue;
                 }
                 Poll::Ready(Ok(())) => {
                     g.state.bytes_read(n);
                     // One clock reading for all that this read brought.
                     g.read_at = Instant::now();
+                    if let Some(since) = g.body_wait.since.take() {
+                        g.body_wait.waited += g.read_at.saturating_duration_since(since);
+                    }
                     if matches!(g.phase, Phase::Length(_) | Phase::Chunked(_)) {
                         // Body bytes are progress; a head is timed from its first byte.
                         g.since = g.read_at;
@@ -413,6 +476,14 @@ impl<I: AsyncRead> AsyncRead for Gate<I> {
                 // The clock is read for a write only when the gate comes to wait: a busy
                 // connection writes once per request, and waits far less often.
                 *this.last_write = Instant::now();
+            }
+            if g.limits.body_min_rate.is_some()
+                && g.body_wait.since.is_none()
+                && matches!(g.phase, Phase::Length(_) | Phase::Chunked(_))
+                && g.state.dispatched_now(g.heads)
+            {
+                // The app wants the body, and the socket is empty: a wait begins.
+                g.body_wait.since = Some(Instant::now());
             }
             // Wait, unless a timer has run out.
             let mut answering = None;
@@ -501,7 +572,15 @@ impl Scanner {
             _ if body => self.since.max(self.state.started_at()).max(last_write),
             _ => self.since,
         };
-        Wait::Until(since + wait)
+        let mut deadline = since + wait;
+        if let (true, Some(rate), Some(began)) = (body, limits.body_min_rate, self.body_wait.since)
+        {
+            // What is left of the body's waiting budget (see `BodyWait`).
+            let received = self.state.read().saturating_sub(self.body_wait.start);
+            let budget = wait + Duration::from_secs_f64(received as f64 / rate as f64);
+            deadline = deadline.min(began + budget.saturating_sub(self.body_wait.waited));
+        }
+        Wait::Until(deadline)
     }
 
     fn timed_out(&mut self) {
@@ -679,6 +758,12 @@ impl Scanner {
                 self.trailers = 0;
                 self.closing = closing;
                 self.since = self.read_at;
+                // The body starts after the head, which this read may have brought with it.
+                let beyond = (self.raw.len() - self.scanned) as u64;
+                self.body_wait = BodyWait {
+                    start: self.state.read().saturating_sub(beyond),
+                    ..BodyWait::default()
+                };
                 if !matches!(framing, Framing::None | Framing::Length(0)) {
                     self.state.expect_body(self.heads);
                 }
@@ -1190,7 +1275,7 @@ impl<I: AsyncWrite> Gate<I> {
         let mut this = self.project();
         while *this.out_written < this.out.len() {
             let polled = this.io.as_mut().poll_write(cx, &this.out[*this.out_written..]);
-            wrote(&polled, this.wrote, this.write_blocked);
+            let polled = wrote(polled, cx, this.s, this.wrote, this.write_blocked, this.stall);
             match ready!(polled)? {
                 0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 n => *this.out_written += n,
@@ -1210,14 +1295,15 @@ impl<I: AsyncWrite> AsyncWrite for Gate<I> {
     ) -> Poll<io::Result<usize>> {
         if self.hold_back(buf.len()) || self.joins(buf.len()) {
             // Held back, or joined to what was, to be written at the flush.
-            self.as_mut().project().out.extend_from_slice(buf);
+            let this = self.as_mut().project();
+            this.out.extend_from_slice(buf);
+            this.s.state.sent(buf.len());
             return Poll::Ready(Ok(buf.len()));
         }
         ready!(self.as_mut().poll_write_out(cx))?;
         let this = self.project();
         let polled = this.io.poll_write(cx, buf);
-        wrote(&polled, this.wrote, this.write_blocked);
-        polled
+        wrote(polled, cx, this.s, this.wrote, this.write_blocked, this.stall)
     }
 
     fn poll_write_vectored(
@@ -1227,17 +1313,17 @@ impl<I: AsyncWrite> AsyncWrite for Gate<I> {
     ) -> Poll<io::Result<usize>> {
         let len = bufs.iter().map(|b| b.len()).sum::<usize>();
         if self.hold_back(len) || self.joins(len) {
-            let out = self.as_mut().project().out;
+            let this = self.as_mut().project();
             for buf in bufs {
-                out.extend_from_slice(buf);
+                this.out.extend_from_slice(buf);
             }
+            this.s.state.sent(len);
             return Poll::Ready(Ok(len));
         }
         ready!(self.as_mut().poll_write_out(cx))?;
         let this = self.project();
         let polled = this.io.poll_write_vectored(cx, bufs);
-        wrote(&polled, this.wrote, this.write_blocked);
-        polled
+        wrote(polled, cx, this.s, this.wrote, this.write_blocked, this.stall)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -1262,7 +1348,8 @@ impl<I: AsyncWrite> AsyncWrite for Gate<I> {
         ready!(self.as_mut().poll_write_out(cx))?;
         let mut this = self.project();
         while *this.replied < this.s.reply.len() {
-            let n = ready!(this.io.as_mut().poll_write(cx, &this.s.reply[*this.replied..]))?;
+            let polled = this.io.as_mut().poll_write(cx, &this.s.reply[*this.replied..]);
+            let n = ready!(wrote(polled, cx, this.s, this.wrote, this.write_blocked, this.stall))?;
             if n == 0 {
                 break;
             }
@@ -1272,16 +1359,31 @@ impl<I: AsyncWrite> AsyncWrite for Gate<I> {
     }
 }
 
-/// Notes a write: progress, or a client that is not reading.
-fn wrote(polled: &Poll<io::Result<usize>>, wrote: &mut bool, blocked: &mut bool) {
-    match polled {
-        Poll::Ready(Ok(_)) => {
+/// Notes a write: progress, which also gives a response body held back for a slow reader
+/// room again (see `ConnState::sent`), or a client that is not reading, which fails the write
+/// once it has lasted `send_timeout`.
+fn wrote(
+    polled: Poll<io::Result<usize>>,
+    cx: &mut Context<'_>,
+    s: &Scanner,
+    wrote: &mut bool,
+    blocked: &mut bool,
+    stall: &mut Stall,
+) -> Poll<io::Result<usize>> {
+    match &polled {
+        Poll::Ready(Ok(n)) => {
             *wrote = true;
             *blocked = false;
+            stall.since = None;
+            s.state.sent(*n);
         }
-        Poll::Pending => *blocked = true,
+        Poll::Pending => {
+            *blocked = true;
+            return stall.poll(cx, s.limits.send_timeout).map(Err);
+        }
         Poll::Ready(Err(_)) => {}
     }
+    polled
 }
 
 #[cfg(test)]

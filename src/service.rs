@@ -314,9 +314,14 @@ where
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
         let inner = this.inner;
-        let polled = match in_handler(|| catch_unwind(AssertUnwindSafe(|| inner.poll_frame(cx)))) {
-            Ok(polled) => polled,
-            Err(_) => {
+        // A client that is not reading gets no more than the connection may hold for it.
+        let room = this.in_flight.as_ref().is_none_or(|f| f.conn.poll_send_room(cx).is_ready());
+        let polled = match room
+            .then(|| in_handler(|| catch_unwind(AssertUnwindSafe(|| inner.poll_frame(cx)))))
+        {
+            None => Poll::Pending,
+            Some(Ok(polled)) => polled,
+            Some(Err(_)) => {
                 // The head is sent: the connection is closed, as for any broken body.
                 let message = PANIC.with(|p| p.borrow_mut().take()).unwrap_or_default();
                 tracing::error!("response body panicked, closing the connection: {message}");
@@ -324,6 +329,11 @@ where
                 return Poll::Ready(Some(Err("the response body panicked".into())));
             }
         };
+        if let (Poll::Ready(Some(Ok(frame))), Some(f)) = (&polled, this.in_flight.as_ref()) {
+            if let Some(data) = frame.data_ref() {
+                f.conn.to_send(data.len());
+            }
+        }
         if polled.is_pending() {
             if let Some(deadline) = this.deadline.as_mut() {
                 if deadline.as_mut().poll(cx).is_ready() {

@@ -10,8 +10,13 @@
 //!
 //! Parking: [`Shutdown::park_idle`], one sweep per worker, wakes the connections that have been
 //! idle [`PARK_AFTER`] since their last request, for the gate to park them (hyper's connection
-//! and its buffers dropped until the next request; see `Gate::parked`). Single-threaded: the
+//! and its buffers dropped until the next request; see `Gate::parked`). The same sweep gives
+//! memory back to the system after a wave of connections has closed. Single-threaded: the
 //! worker's runtime is `current_thread`.
+//!
+//! A response is written [`WRITE_AHEAD`] bytes ahead of the client at most (see
+//! [`ConnState::poll_send_room`]): hyper would otherwise copy up to 400 KiB of a body into its
+//! buffer for a client that is not reading, and keep it.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -43,8 +48,11 @@ struct Inner {
     /// Connections that finished a request, with how many requests they had started at the
     /// last sweep (see [`Shutdown::park_idle`]).
     finished: std::cell::RefCell<Vec<(Rc<ConnState>, Option<u64>)>>,
-    /// Wakes the sweep when the first one is queued.
+    /// Wakes the sweep when the first one is queued, or the first connection closes since
+    /// memory was last given back.
     queued: Notify,
+    /// Connections closed since memory was last given back (see [`Shutdown::park_idle`]).
+    closed: Cell<usize>,
 }
 
 /// Counts one open connection for as long as it lives.
@@ -77,10 +85,14 @@ impl Shutdown {
     /// idle for a whole sweep period (no request started since the last sweep, none in
     /// progress), for the gate to park them (see [`crate::gate::Gate::parked`]). One timer for
     /// the worker, and no clock reading per request: a connection kept busy by its client is
-    /// looked at once per sweep and left alone.
+    /// looked at once per sweep and left alone. It also gives memory back to the system once
+    /// a wave of closing connections is over.
     pub(crate) async fn park_idle(&self) {
+        // Connections closed as of the last sweep, and when memory was last given back.
+        let mut closed_then = 0;
+        let mut released: Option<Instant> = None;
         loop {
-            if self.inner.finished.borrow().is_empty() {
+            if self.inner.finished.borrow().is_empty() && self.inner.closed.get() == 0 {
                 self.inner.queued.notified().await;
             }
             tokio::time::sleep(PARK_AFTER).await;
@@ -104,11 +116,23 @@ impl Shutdown {
                 }
                 false
             });
-            if woken >= RELEASE_AFTER_PARKING {
+            // Connections that closed (clients that stopped reading, timed out together)
+            // leave their buffers free in the allocator: given back once none closed for a
+            // sweep period, at most once per RELEASE_INTERVAL; never while connections keep
+            // closing, since new ones would take that memory again.
+            let closed = self.inner.closed.get();
+            let wave_over = closed > 0
+                && closed == closed_then
+                && released.is_none_or(|at| at.elapsed() >= RELEASE_INTERVAL);
+            closed_then = closed;
+            if woken >= RELEASE_AFTER_PARKING || wave_over {
                 // Once the woken connections have parked (they run before this task runs
                 // again), what their buffers took is given back.
                 tokio::task::yield_now().await;
                 crate::process::release_free_memory();
+                released = Some(Instant::now());
+                self.inner.closed.set(0);
+                closed_then = 0;
             }
         }
     }
@@ -152,6 +176,11 @@ impl Drop for Tracked {
     fn drop(&mut self) {
         let open = self.inner.open.get() - 1;
         self.inner.open.set(open);
+        let closed = self.inner.closed.get() + 1;
+        self.inner.closed.set(closed);
+        if closed == 1 {
+            self.inner.queued.notify_one();
+        }
         self.inner.one_closed.notify_waiters();
         if open == 0 {
             self.inner.all_closed.notify_waiters();
@@ -195,6 +224,12 @@ pub(crate) struct ConnState {
     /// Wakes the connection's task, for the gate to park it once idle.
     task: std::cell::RefCell<Option<std::task::Waker>>,
     changed: Notify,
+    /// Response body bytes handed to hyper and not yet written to the client (less the
+    /// heads', which the count does not tell apart: a few hundred bytes per response).
+    unsent: Cell<usize>,
+    /// A response body waiting for the client to read, until `unsent` is below
+    /// [`WRITE_AHEAD`].
+    writable: Cell<Option<std::task::Waker>>,
 }
 
 impl ConnState {
@@ -214,6 +249,37 @@ impl ConnState {
             queued: Cell::new(false),
             task: std::cell::RefCell::new(None),
             changed: Notify::new(),
+            unsent: Cell::new(0),
+            writable: Cell::new(None),
+        }
+    }
+
+    /// Whether a response body may give hyper more: only while less than [`WRITE_AHEAD`] of
+    /// what it gave is unwritten; if not, the body's task is woken once the client has read
+    /// enough. hyper copies body bytes into its own buffer until 400 KiB wait there, and
+    /// writes only then: for a client that does not read, that buffer is what the worker
+    /// spends on it. With this, hyper writes after each chunk that reaches `WRITE_AHEAD`.
+    pub(crate) fn poll_send_room(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.unsent.get() < WRITE_AHEAD {
+            return std::task::Poll::Ready(());
+        }
+        self.writable.set(Some(cx.waker().clone()));
+        std::task::Poll::Pending
+    }
+
+    /// A response body gave hyper `n` bytes to write.
+    pub(crate) fn to_send(&self, n: usize) {
+        self.unsent.set(self.unsent.get() + n);
+    }
+
+    /// `n` bytes were written to the client (or taken by the gate, to be written with others).
+    pub(crate) fn sent(&self, n: usize) {
+        let unsent = self.unsent.get().saturating_sub(n);
+        self.unsent.set(unsent);
+        if unsent < WRITE_AHEAD {
+            if let Some(body) = self.writable.take() {
+                body.wake();
+            }
         }
     }
 
@@ -337,6 +403,11 @@ impl ConnState {
         self.body_error.get().filter(|(n, _)| *n == number).map(|(_, s)| s)
     }
 
+    /// Bytes read from the client so far.
+    pub(crate) fn read(&self) -> u64 {
+        self.read.get()
+    }
+
     pub(crate) fn bytes_read(&self, n: usize) {
         self.read.set(self.read.get() + n as u64);
         self.wake();
@@ -360,6 +431,18 @@ pub(crate) const PARK_AFTER: Duration = Duration::from_millis(50);
 
 /// How many connections parked at once make it worth giving memory back to the system.
 const RELEASE_AFTER_PARKING: usize = 256;
+
+/// How often, at most, memory is given back after connections closed: `malloc_trim` walks the
+/// allocator's free lists, and the pages it returns are faulted in again by new connections.
+const RELEASE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How far a response body may run ahead of the client: hyper is given more of a body only
+/// while less than this is unwritten, so a client that stops reading holds at most this plus
+/// one frame of the body in the worker (about 75 KiB with 64 KiB static-file chunks, where
+/// hyper alone held 480 KiB). The kernel's socket buffer is the real write-ahead: a client that
+/// reads loses nothing but larger writes (one per 64 KiB chunk), and small frames are still
+/// written several at once.
+pub(crate) const WRITE_AHEAD: usize = 16 * 1024;
 
 impl Shutdown {
     /// Drives one connection to its end. Once the worker drains, every response it starts says

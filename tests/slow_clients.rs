@@ -1,0 +1,212 @@
+//! Clients that hold a connection without finishing their part: one that never reads its
+//! response (`send_timeout`), one that trickles a body (`body_min_rate`), one that ends its
+//! side in the middle of a body. Each must lose its connection within a bound, and the
+//! worker's `worker_connections` slot must come free for the next client.
+
+mod common;
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::http::Conn;
+use common::{Server, example, forkserve, tempdir, write};
+
+/// A connection whose receive buffer is as small as the kernel allows, set before connecting
+/// so that the window it advertises stays tiny: a client that will not read.
+fn tiny_window(addr: SocketAddr) -> TcpStream {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrIn, connect, setsockopt, socket, sockopt,
+    };
+    let SocketAddr::V4(v4) = addr else { panic!("an IPv4 address: {addr}") };
+    let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).unwrap();
+    setsockopt(&fd, sockopt::RcvBuf, &1024).unwrap();
+    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(v4)).unwrap();
+    TcpStream::from(fd)
+}
+
+/// Reads until the server closes the connection (EOF or a reset), or `wait` passes.
+fn read_until_closed(stream: &mut TcpStream, wait: Duration) -> (Vec<u8>, bool) {
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return (got, true),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionReset => return (got, true),
+            Err(_) => return (got, false),
+        }
+    }
+}
+
+#[test]
+fn clients_that_never_read_are_closed_at_send_timeout_and_their_slots_freed() {
+    let dir = tempdir();
+    std::fs::create_dir(dir.path().join("public")).unwrap();
+    // Far more than the kernel's socket buffers take: the server's writes must block.
+    std::fs::write(dir.path().join("public/big.bin"), vec![b'x'; 16 << 20]).unwrap();
+    let config = write(
+        dir.path(),
+        "app.toml",
+        "[[route]]\npath = \"/\"\nrespond = \"hello\\n\"\n\n\
+         [[route]]\npath = \"/static/\"\nstatic = \"public\"\n",
+    );
+    let server = Server::start(
+        &forkserve(),
+        &[
+            "-w",
+            "1",
+            "-b",
+            "127.0.0.1:0",
+            "--worker-connections",
+            "4",
+            "--send-timeout",
+            "2",
+            &config,
+        ],
+    );
+    let addr = server.addr();
+    // Every slot taken by a client that asks for the file and never reads it.
+    let started = Instant::now();
+    let slow: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = tiny_window(addr);
+            s.write_all(b"GET /static/big.bin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+            s
+        })
+        .collect();
+    let stream = TcpStream::connect(addr).unwrap();
+    let mut normal = Conn::over(stream.try_clone().unwrap());
+    normal.send_get("/").unwrap();
+    // Held: the worker is full, so this one waits...
+    stream.set_read_timeout(Some(Duration::from_millis(800))).unwrap();
+    let mut buf = [0u8; 1];
+    assert!(
+        matches!(stream.peek(&mut buf), Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+        "answered while every slot was held"
+    );
+    // ...until send_timeout closes the clients that do not read.
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let response = normal.read_response(false).unwrap();
+    let took = started.elapsed();
+    assert_eq!(response.status, 200);
+    assert!(took < Duration::from_secs(7), "answered after {took:?} (send_timeout 2 s)");
+    for mut s in slow {
+        // What the kernel had buffered for it, then the end.
+        let (_, closed) = read_until_closed(&mut s, Duration::from_secs(5));
+        assert!(closed, "a client that never read is still connected");
+    }
+}
+
+/// A process's resident memory, in KiB.
+fn rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// `pid`'s RSS once it has not moved by more than 256 KiB for half a second (5 s at most).
+fn settled_rss(pid: i32) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (mut last, mut since) = (rss_kib(pid), Instant::now());
+    while Instant::now() < deadline && since.elapsed() < Duration::from_millis(500) {
+        std::thread::sleep(Duration::from_millis(50));
+        let now = rss_kib(pid);
+        if now.abs_diff(last) > 256 {
+            (last, since) = (now, Instant::now());
+        }
+    }
+    rss_kib(pid)
+}
+
+#[test]
+fn a_client_that_never_reads_costs_little_memory_and_gives_it_back() {
+    let dir = tempdir();
+    std::fs::create_dir(dir.path().join("public")).unwrap();
+    std::fs::write(dir.path().join("public/big.bin"), vec![b'x'; 4 << 20]).unwrap();
+    let config = write(dir.path(), "app.toml", "[[route]]\npath = \"/\"\nstatic = \"public\"\n");
+    let server = Server::start(&forkserve(), &["-w", "1", "-b", "127.0.0.1:0", &config]);
+    let addr = server.addr();
+    let worker = *server.wait_workers(1).first().unwrap();
+    let mut warm = Conn::open(addr).unwrap();
+    warm.send_get("/big.bin").unwrap();
+    assert_eq!(warm.read_counting().unwrap(), (200, 4 << 20));
+    drop(warm);
+    let idle = settled_rss(worker);
+    let slow: Vec<TcpStream> = (0..100)
+        .map(|_| {
+            let mut s = tiny_window(addr);
+            s.write_all(b"GET /big.bin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+            s
+        })
+        .collect();
+    let held = settled_rss(worker);
+    // hyper alone would copy ~480 KiB of the file for each (48 MiB); bounded, ~75 KiB.
+    assert!(held < idle + 24 * 1024, "{} KiB for 100 clients that do not read", held - idle);
+    // They go with a reset: what they held goes back to the system.
+    for s in slow {
+        nix::sys::socket::setsockopt(
+            &s,
+            nix::sys::socket::sockopt::Linger,
+            &nix::libc::linger { l_onoff: 1, l_linger: 0 },
+        )
+        .unwrap();
+    }
+    let after = settled_rss(worker);
+    assert!(after < idle + 6 * 1024, "idle {idle} KiB, held {held} KiB, after {after} KiB");
+}
+
+#[test]
+fn a_body_trickled_below_body_min_rate_is_cut_with_408() {
+    let server = Server::start(
+        &example("demo"),
+        &["-w", "1", "-b", "127.0.0.1:0", "--body-timeout", "2", "--body-min-rate", "100"],
+    );
+    let mut stream = TcpStream::connect(server.addr()).unwrap();
+    stream.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 1000\r\n\r\n").unwrap();
+    // A byte every 0.4 s: never a pause of body_timeout, but 2.5 B/s.
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let closed = loop {
+        let _ = stream.write_all(b"x");
+        let (more, closed) = read_until_closed(&mut stream, Duration::from_millis(400));
+        got.extend_from_slice(&more);
+        if closed || started.elapsed() > Duration::from_secs(10) {
+            break closed;
+        }
+    };
+    let took = started.elapsed();
+    let answer = String::from_utf8_lossy(&got);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?} after {took:?}");
+    assert!(closed, "not closed after the 408");
+    // Waiting may total body_timeout (2 s) plus a second per 100 bytes received (a few).
+    assert!(took < Duration::from_secs(6), "cut after {took:?}");
+}
+
+#[test]
+fn a_client_that_ends_its_side_mid_body_is_answered_and_its_slot_freed() {
+    let server = Server::start(
+        &example("demo"),
+        &["-w", "1", "-b", "127.0.0.1:0", "--worker-connections", "1"],
+    );
+    let addr = server.addr();
+    for request in [
+        &b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\nonly ten.."[..],
+        &b"POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n64\r\nonly ten.."[..],
+    ] {
+        let mut stream = TcpStream::connect(addr).unwrap();
+        stream.write_all(request).unwrap();
+        stream.shutdown(Shutdown::Write).unwrap();
+        let started = Instant::now();
+        let (got, closed) = read_until_closed(&mut stream, Duration::from_secs(5));
+        let answer = String::from_utf8_lossy(&got);
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer:?} after {:?}", started.elapsed());
+        assert!(closed, "the connection was left open");
+        drop(stream);
+        // worker_connections is 1: only a freed slot lets the next client in.
+        let next = TcpStream::connect(addr).unwrap();
+        next.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(Conn::over(next).get("/").unwrap().status, 200);
+    }
+}
