@@ -283,7 +283,7 @@ impl<F> GuardedProj<'_, F> {
             // Hyper closes the connection after a response that says so.
             response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
-        response.map(|inner| ResponseBody { inner, deadline, request, in_flight })
+        response.map(|inner| ResponseBody { inner, deadline, request, in_flight, rest: None })
     }
 }
 
@@ -297,8 +297,21 @@ pin_project_lite::pin_project! {
         deadline: Option<Pin<Box<Sleep>>>,
         request: Option<Box<str>>,
         in_flight: Option<InFlight>,
+        // What is left of a frame larger than `FRAME_MAX`, handed to hyper in later frames.
+        rest: Option<Bytes>,
     }
 }
+
+/// The largest piece of a response body handed to hyper at once. hyper copies a frame whole
+/// into its write buffer, so a 1 MiB frame (a cached static file, an app's `Full` body) would
+/// hold 1 MiB in the worker for a client that does not read, whatever [`WRITE_AHEAD`] says.
+/// Larger frames are split (without copying: `Bytes` slices share their memory), so that a
+/// stalled client holds at most `WRITE_AHEAD` plus one piece; 64 KiB is also the chunk size
+/// of streamed static files, and the kernel's socket buffer keeps a reading client's writes
+/// large.
+///
+/// [`WRITE_AHEAD`]: crate::shutdown::WRITE_AHEAD
+const FRAME_MAX: usize = 256 * 1024;
 
 impl<B> Body for ResponseBody<B>
 where
@@ -316,9 +329,11 @@ where
         let inner = this.inner;
         // A client that is not reading gets no more than the connection may hold for it.
         let room = this.in_flight.as_ref().is_none_or(|f| f.conn.poll_send_room(cx).is_ready());
-        let polled = match room
-            .then(|| in_handler(|| catch_unwind(AssertUnwindSafe(|| inner.poll_frame(cx)))))
-        {
+        let rest = if room { this.rest.take() } else { None };
+        let mut polled = match room.then(|| match rest {
+            Some(rest) => Ok(Poll::Ready(Some(Ok(Frame::data(rest))))),
+            None => in_handler(|| catch_unwind(AssertUnwindSafe(|| inner.poll_frame(cx)))),
+        }) {
             None => Poll::Pending,
             Some(Ok(polled)) => polled,
             Some(Err(_)) => {
@@ -329,9 +344,14 @@ where
                 return Poll::Ready(Some(Err("the response body panicked".into())));
             }
         };
-        if let (Poll::Ready(Some(Ok(frame))), Some(f)) = (&polled, this.in_flight.as_ref()) {
-            if let Some(data) = frame.data_ref() {
-                f.conn.to_send(data.len());
+        if let Poll::Ready(Some(Ok(frame))) = &mut polled {
+            if let Some(data) = frame.data_mut() {
+                if data.len() > FRAME_MAX {
+                    *this.rest = Some(data.split_off(FRAME_MAX));
+                }
+                if let Some(f) = this.in_flight.as_ref() {
+                    f.conn.to_send(data.len());
+                }
             }
         }
         if polled.is_pending() {
@@ -354,11 +374,18 @@ where
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.rest.is_none() && self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        let rest = self.rest.as_ref().map_or(0, |rest| rest.len() as u64);
+        let inner = self.inner.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower() + rest);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + rest);
+        }
+        hint
     }
 }
 

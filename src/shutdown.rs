@@ -439,7 +439,7 @@ const RELEASE_INTERVAL: Duration = Duration::from_secs(1);
 /// How far a response body may run ahead of the client: hyper is given more of a body only
 /// while less than this is unwritten, so a client that stops reading holds at most this plus
 /// one frame of the body in the worker (about 75 KiB with 64 KiB static-file chunks, where
-/// hyper alone held 480 KiB). The kernel's socket buffer is the real write-ahead: a client that
+/// hyper alone held 480 KiB; larger frames are split, see `service::FRAME_MAX`). The kernel's socket buffer is the real write-ahead: a client that
 /// reads loses nothing but larger writes (one per 64 KiB chunk), and small frames are still
 /// written several at once.
 pub(crate) const WRITE_AHEAD: usize = 16 * 1024;
