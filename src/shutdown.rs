@@ -272,11 +272,25 @@ impl ConnState {
         self.unsent.set(self.unsent.get() + n);
     }
 
-    /// `n` bytes were written to the client (or taken by the gate, to be written with others).
+    /// `n` bytes were written to the client.
     pub(crate) fn sent(&self, n: usize) {
         let unsent = self.unsent.get().saturating_sub(n);
         self.unsent.set(unsent);
         if unsent < WRITE_AHEAD {
+            if let Some(body) = self.writable.take() {
+                body.wake();
+            }
+        }
+    }
+
+    /// Everything hyper was given has been written, or is gone with hyper's connection: no
+    /// byte of a body is waiting for the client. The count is set right here, so that it
+    /// cannot drift: hyper writes no more of a body than its `Content-Length` says and drops
+    /// the rest, which was counted and will never be written (nor counted off); a count left
+    /// that high would hold the connection's next responses back for ever.
+    pub(crate) fn all_sent(&self) {
+        if self.unsent.get() != 0 {
+            self.unsent.set(0);
             if let Some(body) = self.writable.take() {
                 body.wake();
             }

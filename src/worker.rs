@@ -576,6 +576,8 @@ async fn serve_connection<I, S>(
         let result = shutdown.drain_connection(conn.as_mut(), state).await;
         let parts = Pin::into_inner(conn).into_parts();
         gate = parts.io.into_inner();
+        // What hyper held and had not written is gone with it.
+        state.all_sent();
         if let Err(e) = result {
             return tracing::debug!("connection closed: {e}");
         }
