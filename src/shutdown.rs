@@ -88,11 +88,10 @@ impl Shutdown {
     /// looked at once per sweep and left alone. It also gives memory back to the system once
     /// a wave of closing connections is over.
     pub(crate) async fn park_idle(&self) {
-        // Connections closed as of the last sweep, and when memory was last given back.
-        let mut closed_then = 0;
-        let mut released: Option<Instant> = None;
+        let mut release = Release::default();
         loop {
-            if self.inner.finished.borrow().is_empty() && self.inner.closed.get() == 0 {
+            if self.inner.finished.borrow().is_empty() && !release.watching(self.inner.closed.get())
+            {
                 self.inner.queued.notified().await;
             }
             tokio::time::sleep(PARK_AFTER).await;
@@ -116,23 +115,12 @@ impl Shutdown {
                 }
                 false
             });
-            // Connections that closed (clients that stopped reading, timed out together)
-            // leave their buffers free in the allocator: given back once none closed for a
-            // sweep period, at most once per RELEASE_INTERVAL; never while connections keep
-            // closing, since new ones would take that memory again.
-            let closed = self.inner.closed.get();
-            let wave_over = closed > 0
-                && closed == closed_then
-                && released.is_none_or(|at| at.elapsed() >= RELEASE_INTERVAL);
-            closed_then = closed;
-            if woken >= RELEASE_AFTER_PARKING || wave_over {
+            if release.due(woken, self.inner.closed.get(), Instant::now()) {
                 // Once the woken connections have parked (they run before this task runs
                 // again), what their buffers took is given back.
                 tokio::task::yield_now().await;
                 crate::process::release_free_memory();
-                released = Some(Instant::now());
                 self.inner.closed.set(0);
-                closed_then = 0;
             }
         }
     }
@@ -176,11 +164,9 @@ impl Drop for Tracked {
     fn drop(&mut self) {
         let open = self.inner.open.get() - 1;
         self.inner.open.set(open);
-        let closed = self.inner.closed.get() + 1;
-        self.inner.closed.set(closed);
-        if closed == 1 {
-            self.inner.queued.notify_one();
-        }
+        self.inner.closed.set(self.inner.closed.get() + 1);
+        // For the sweep, which watches a wave of closing connections (see `Release`).
+        self.inner.queued.notify_one();
         self.inner.one_closed.notify_waiters();
         if open == 0 {
             self.inner.all_closed.notify_waiters();
@@ -443,11 +429,59 @@ pub(crate) const DRAIN_LINGER: Duration = Duration::from_secs(1);
 /// idle after a request, never holds many hyper buffers at once.
 pub(crate) const PARK_AFTER: Duration = Duration::from_millis(50);
 
-/// How many connections parked at once make it worth giving memory back to the system.
+/// When the sweep of [`Shutdown::park_idle`] gives memory back to the system
+/// (`malloc_trim`): after a wave of connections parked at once, or after a wave of closing
+/// ones (clients that stopped reading, timed out together, leave their buffers free in the
+/// allocator) is over, none having closed for a sweep period; never while connections keep
+/// closing, since new ones would take that memory again. `malloc_trim` walks the allocator's
+/// free lists and returns their pages: on a large, fragmented heap that took 9 to 16 ms, an
+/// event-loop stall, and the pages are faulted in again by new connections. So it is done only
+/// for a wave worth it ([`RELEASE_AFTER_PARKING`] parked, or [`RELEASE_AFTER_CLOSING`] closed
+/// since memory was last given back), and at most once per [`RELEASE_INTERVAL`]: a worker whose
+/// connections close a few at a time trims once per `RELEASE_AFTER_CLOSING` of them, not once
+/// a second. (glibc's `mallinfo2` would say how much is free, but it walks the same lists.)
+#[derive(Debug, Default)]
+struct Release {
+    /// Connections closed (since memory was last given back) as of the last sweep.
+    closed_then: usize,
+    /// When memory was last given back.
+    at: Option<Instant>,
+}
+
+impl Release {
+    /// Whether the sweep must run again without waiting for news: connections closed since the
+    /// last sweep (the wave may go on), or enough did for memory to be given back once it is
+    /// over. False for a few connections closed, with none since the last sweep.
+    fn watching(&self, closed: usize) -> bool {
+        closed != self.closed_then || closed >= RELEASE_AFTER_CLOSING
+    }
+
+    /// After a sweep that woke `woken` connections to park, with `closed` connections closed
+    /// since memory was last given back: whether to give it back now.
+    fn due(&mut self, woken: usize, closed: usize, now: Instant) -> bool {
+        let wave_over = closed >= RELEASE_AFTER_CLOSING && closed == self.closed_then;
+        self.closed_then = closed;
+        let due = (woken >= RELEASE_AFTER_PARKING || wave_over)
+            && self.at.is_none_or(|at| now.saturating_duration_since(at) >= RELEASE_INTERVAL);
+        if due {
+            self.at = Some(now);
+            self.closed_then = 0;
+        }
+        due
+    }
+}
+
+/// How many connections parked at once make it worth giving memory back to the system: each
+/// lets go of hyper's buffers (16 KiB).
 const RELEASE_AFTER_PARKING: usize = 256;
 
-/// How often, at most, memory is given back after connections closed: `malloc_trim` walks the
-/// allocator's free lists, and the pages it returns are faulted in again by new connections.
+/// How many closed connections make it worth giving memory back to the system: a connection
+/// that stopped reading held up to about 75 KiB (see [`WRITE_AHEAD`]), so 64 of them about
+/// 5 MiB; and one `malloc_trim` per 64 connections closed costs each at most a fraction of a
+/// millisecond.
+const RELEASE_AFTER_CLOSING: usize = 64;
+
+/// How often, at most, memory is given back.
 const RELEASE_INTERVAL: Duration = Duration::from_secs(1);
 
 /// How far a response body may run ahead of the client: hyper is given more of a body only
@@ -519,5 +553,58 @@ where
 {
     fn graceful_shutdown(self: Pin<&mut Self>) {
         http1::Connection::graceful_shutdown(self);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sweeps that each see `closed` connections closed so far and `woken` parked; returns the
+    /// sweeps (by index) after which memory was given back.
+    fn releases(sweeps: &[(usize, usize)], every: Duration) -> Vec<usize> {
+        let mut release = Release::default();
+        let start = Instant::now();
+        let mut closed_base = 0;
+        let mut given = Vec::new();
+        for (i, &(woken, closed)) in sweeps.iter().enumerate() {
+            // `closed` counts from the start; the worker's count restarts at each release.
+            if release.due(woken, closed - closed_base, start + every * i as u32) {
+                given.push(i);
+                closed_base = closed;
+            }
+        }
+        given
+    }
+
+    #[test]
+    fn memory_is_given_back_after_a_wave_worth_it_only() {
+        let sweep = PARK_AFTER;
+        // A lightly loaded worker: a connection closes now and then. Never trimmed for one, nor
+        // for a few: once per RELEASE_AFTER_CLOSING of them.
+        let trickle: Vec<(usize, usize)> = (0..400).map(|i| (0, i / 5)).collect();
+        let given = releases(&trickle, sweep);
+        assert_eq!(given.len(), 400 / 5 / RELEASE_AFTER_CLOSING, "{given:?}");
+        // 100 clients that stopped reading, closed together: given back once it is over.
+        let wave = [(0, 0), (0, 60), (0, 100), (0, 100), (0, 100)];
+        assert_eq!(releases(&wave, sweep), [3]);
+        // Two such waves within RELEASE_INTERVAL: the second waits.
+        let waves = [(0, 100), (0, 100), (0, 200), (0, 200), (0, 200)];
+        assert_eq!(releases(&waves, sweep), [1]);
+        assert_eq!(releases(&waves, RELEASE_INTERVAL), [1, 3]);
+        // Many connections parked at once, each letting go of hyper's buffers.
+        let parked = [(RELEASE_AFTER_PARKING, 0), (RELEASE_AFTER_PARKING, 0), (10, 0)];
+        assert_eq!(releases(&parked, sweep), [0]);
+        assert_eq!(releases(&parked, RELEASE_INTERVAL), [0, 1]);
+    }
+
+    #[test]
+    fn the_sweep_sleeps_once_closing_connections_are_not_worth_watching() {
+        let mut release = Release::default();
+        assert!(!release.watching(0));
+        assert!(release.watching(3), "a wave may be starting");
+        release.due(0, 3, Instant::now());
+        assert!(!release.watching(3), "three, and none since the last sweep");
+        assert!(release.watching(RELEASE_AFTER_CLOSING), "worth giving back once over");
     }
 }
