@@ -296,6 +296,8 @@ struct BodyWait {
 
 /// A response that cannot be written because the client is not reading: since when, and the
 /// timer that closes the connection `send_timeout` later, unless a write makes progress first.
+/// A worker at `worker_connections` may close it sooner, for a new connection (see
+/// `Shutdown::reclaim_slot`).
 #[derive(Default)]
 struct Stall {
     since: Option<Instant>,
@@ -304,10 +306,27 @@ struct Stall {
 
 impl Stall {
     /// After a write that could not proceed: an error once `timeout` has passed since the first
-    /// such write without progress in between.
-    fn poll(&mut self, cx: &mut Context<'_>, timeout: Option<Duration>) -> Poll<io::Error> {
+    /// such write without progress in between, or once the worker needs the connection's slot.
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        timeout: Option<Duration>,
+        state: &Rc<ConnState>,
+    ) -> Poll<io::Error> {
+        if state.evicted() {
+            return Poll::Ready(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "closed for a new connection: worker_connections reached, and the client is \
+                 not reading",
+            ));
+        }
+        let since = *self.since.get_or_insert_with(|| {
+            let now = Instant::now();
+            state.write_stalled(now, cx.waker());
+            now
+        });
         let Some(timeout) = timeout else { return Poll::Pending };
-        let deadline = (*self.since.get_or_insert_with(Instant::now) + timeout).into();
+        let deadline = (since + timeout).into();
         let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         if timer.deadline() != deadline {
             timer.as_mut().reset(deadline);
@@ -1379,12 +1398,14 @@ fn wrote(
         Poll::Ready(Ok(n)) => {
             *wrote = true;
             *blocked = false;
-            stall.since = None;
+            if stall.since.take().is_some() {
+                s.state.write_resumed();
+            }
             s.state.sent(*n);
         }
         Poll::Pending => {
             *blocked = true;
-            return stall.poll(cx, s.limits.send_timeout).map(Err);
+            return stall.poll(cx, s.limits.send_timeout, &s.state).map(Err);
         }
         Poll::Ready(Err(_)) => {}
     }

@@ -53,18 +53,56 @@ struct Inner {
     queued: Notify,
     /// Connections closed since memory was last given back (see [`Shutdown::park_idle`]).
     closed: Cell<usize>,
+    /// Connections whose writes have stalled (the client is not reading), with their task's
+    /// waker, for [`Shutdown::reclaim_slot`]. Some may have made progress or closed since.
+    stalled: std::cell::RefCell<Vec<(Rc<ConnState>, std::task::Waker)>>,
+    /// The length of `stalled` at which it is next pruned as a connection is added, so that
+    /// connections that stalled once do not pile up there.
+    prune_at: Cell<usize>,
 }
 
 /// Counts one open connection for as long as it lives.
 pub(crate) struct Tracked {
     inner: Rc<Inner>,
+    conn: Rc<ConnState>,
 }
 
 impl Shutdown {
     /// Counts a new connection.
-    pub(crate) fn track(&self) -> Tracked {
+    pub(crate) fn track(&self, conn: &Rc<ConnState>) -> Tracked {
         self.inner.open.set(self.inner.open.get() + 1);
-        Tracked { inner: Rc::clone(&self.inner) }
+        Tracked { inner: Rc::clone(&self.inner), conn: Rc::clone(conn) }
+    }
+
+    /// At `worker_connections`, with a new connection waiting: closes the connection whose
+    /// writes have stalled longest (its client is not reading), if that is at least
+    /// `stalled_for`. True if one was told to close: its slot comes free once it has (see
+    /// [`Shutdown::below`]). Without this, clients that do not read would keep new ones out
+    /// for as long as `send_timeout`.
+    pub(crate) fn reclaim_slot(&self, stalled_for: Duration) -> bool {
+        let mut stalled = self.inner.stalled.borrow_mut();
+        prune(&mut stalled);
+        // All are stalled now: the earliest start is the longest stall.
+        let longest = stalled
+            .iter()
+            .enumerate()
+            .filter_map(|(at, (conn, _))| Some((at, conn.stalled_since.get()?)))
+            .min_by_key(|&(_, since)| since);
+        let Some((at, since)) = longest else { return false };
+        let stalled_ms = since.elapsed().as_millis() as u64;
+        if since.elapsed() < stalled_for {
+            return false;
+        }
+        let (conn, task) = stalled.swap_remove(at);
+        conn.listed.set(false);
+        conn.evicted.set(true);
+        task.wake();
+        tracing::info!(
+            stalled_ms,
+            "worker_connections reached with a new connection waiting: closed a connection \
+             whose client is not reading"
+        );
+        true
     }
 
     /// Has the connection looked at by the next sweep of [`Shutdown::park_idle`]: it finished a
@@ -160,8 +198,19 @@ impl Shutdown {
     }
 }
 
+/// Keeps of a list of stalled connections those still stalled (and open).
+fn prune(stalled: &mut Vec<(Rc<ConnState>, std::task::Waker)>) {
+    stalled.retain(|(conn, _)| {
+        let keep = conn.stalled_since.get().is_some();
+        conn.listed.set(keep);
+        keep
+    });
+}
+
 impl Drop for Tracked {
     fn drop(&mut self) {
+        // Not stalled any more: closed.
+        self.conn.stalled_since.set(None);
         let open = self.inner.open.get() - 1;
         self.inner.open.set(open);
         self.inner.closed.set(self.inner.closed.get() + 1);
@@ -216,6 +265,12 @@ pub(crate) struct ConnState {
     /// A response body waiting for the client to read, until `unsent` is below
     /// [`WRITE_AHEAD`].
     writable: Cell<Option<std::task::Waker>>,
+    /// Since when the connection's writes make no progress (the client is not reading).
+    stalled_since: Cell<Option<Instant>>,
+    /// In the worker's list of stalled connections (see [`Shutdown::reclaim_slot`]).
+    listed: Cell<bool>,
+    /// Told to close by [`Shutdown::reclaim_slot`], to make room for a new connection.
+    evicted: Cell<bool>,
 }
 
 impl ConnState {
@@ -237,6 +292,9 @@ impl ConnState {
             changed: Notify::new(),
             unsent: Cell::new(0),
             writable: Cell::new(None),
+            stalled_since: Cell::new(None),
+            listed: Cell::new(false),
+            evicted: Cell::new(false),
         }
     }
 
@@ -281,6 +339,31 @@ impl ConnState {
                 body.wake();
             }
         }
+    }
+
+    /// The connection's writes stalled at `since`: the client is not reading. `task` is woken
+    /// if the connection is to close to make room for a new one (see [`ConnState::evicted`]).
+    pub(crate) fn write_stalled(self: &Rc<Self>, since: Instant, task: &std::task::Waker) {
+        self.stalled_since.set(Some(since));
+        if !self.listed.replace(true) {
+            let inner = &self.shutdown.inner;
+            let mut stalled = inner.stalled.borrow_mut();
+            if stalled.len() >= inner.prune_at.get() {
+                prune(&mut stalled);
+                inner.prune_at.set((stalled.len() * 2).max(64));
+            }
+            stalled.push((Rc::clone(self), task.clone()));
+        }
+    }
+
+    /// A write made progress after stalling.
+    pub(crate) fn write_resumed(&self) {
+        self.stalled_since.set(None);
+    }
+
+    /// Whether the connection must close to make room for a new one.
+    pub(crate) fn evicted(&self) -> bool {
+        self.evicted.get()
     }
 
     /// Whether a response must close its connection: once the worker drains, a response

@@ -99,6 +99,62 @@ fn clients_that_never_read_are_closed_at_send_timeout_and_their_slots_freed() {
     }
 }
 
+/// A worker full of clients that do not read takes a new client within seconds, not at
+/// `send_timeout`: it closes the connection that has been stalled longest to make room.
+#[test]
+fn a_worker_full_of_clients_that_never_read_makes_room_for_a_new_one() {
+    let dir = tempdir();
+    std::fs::create_dir(dir.path().join("public")).unwrap();
+    std::fs::write(dir.path().join("public/big.bin"), vec![b'x'; 16 << 20]).unwrap();
+    let config = write(
+        dir.path(),
+        "app.toml",
+        "[[route]]\npath = \"/\"\nrespond = \"hello\\n\"\n\n\
+         [[route]]\npath = \"/static/\"\nstatic = \"public\"\n",
+    );
+    let server = Server::start(
+        &forkserve(),
+        &[
+            "-w",
+            "1",
+            "-b",
+            "127.0.0.1:0",
+            "--worker-connections",
+            "4",
+            "--send-timeout",
+            "60",
+            &config,
+        ],
+    );
+    let addr = server.addr();
+    let mut slow: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = tiny_window(addr);
+            s.write_all(b"GET /static/big.bin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+            s
+        })
+        .collect();
+    // Every slot is taken once each has its response's head: its writes then stall.
+    for s in &mut slow {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+    }
+    let started = Instant::now();
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+    let response = Conn::over(stream).get("/").expect("answered while every slot was held");
+    let took = started.elapsed();
+    assert_eq!(response.status, 200);
+    assert!(took < Duration::from_secs(5), "answered after {took:?} (send_timeout 60 s)");
+    // One client that did not read lost its connection to make room; the others keep theirs.
+    let evicted = "closed a connection whose client is not reading";
+    server.wait_for(evicted);
+    assert_eq!(server.count(evicted), 1);
+    drop(slow);
+}
+
 /// A process's resident memory, in KiB.
 fn rss_kib(pid: i32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
