@@ -11,12 +11,17 @@
 //! Parking: [`Shutdown::park_idle`], one sweep per worker, wakes the connections that have been
 //! idle [`PARK_AFTER`] since their last request, for the gate to park them (hyper's connection
 //! and its buffers dropped until the next request; see `Gate::parked`). The same sweep gives
-//! memory back to the system after a wave of connections has closed. Single-threaded: the
-//! worker's runtime is `current_thread`.
+//! memory back to the system after a wave of connections has closed (see `Release`).
+//! Single-threaded: the worker's runtime is `current_thread`.
 //!
-//! A response is written [`WRITE_AHEAD`] bytes ahead of the client at most (see
-//! [`ConnState::poll_send_room`]): hyper would otherwise copy up to 400 KiB of a body into its
-//! buffer for a client that is not reading, and keep it.
+//! A response body is handed to hyper only while less than [`WRITE_AHEAD`] of what the
+//! connection was given is unwritten (see [`ConnState::poll_send_room`]): hyper would
+//! otherwise copy up to 400 KiB of a body into its buffer for a client that is not reading,
+//! and keep it. What a client that stops reading holds is then that, plus the last piece of
+//! body handed over, plus a head.
+//!
+//! At `worker_connections`, a connection whose client has stopped reading may be closed to
+//! make room for a new one (see [`Shutdown::reclaim_slot`]).
 
 use std::cell::Cell;
 use std::future::Future;
@@ -259,8 +264,10 @@ pub(crate) struct ConnState {
     /// Wakes the connection's task, for the gate to park it once idle.
     task: std::cell::RefCell<Option<std::task::Waker>>,
     changed: Notify,
-    /// Response body bytes handed to hyper and not yet written to the client (less the
-    /// heads', which the count does not tell apart: a few hundred bytes per response).
+    /// Response body bytes handed to hyper and not yet written to the client, in hyper's
+    /// buffer or held back by the gate (less the heads', which the count does not tell apart:
+    /// a few hundred bytes per response). Set to zero when nothing is left (see
+    /// [`ConnState::all_sent`]).
     unsent: Cell<usize>,
     /// A response body waiting for the client to read, until `unsent` is below
     /// [`WRITE_AHEAD`].
@@ -567,10 +574,13 @@ const RELEASE_AFTER_CLOSING: usize = 64;
 /// How often, at most, memory is given back.
 const RELEASE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How far a response body may run ahead of the client: hyper is given more of a body only
-/// while less than this is unwritten, so a client that stops reading holds at most this plus
-/// one frame of the body in the worker (about 75 KiB with 64 KiB static-file chunks, where
-/// hyper alone held 480 KiB; larger frames are split, see `service::FRAME_MAX`). The kernel's socket buffer is the real write-ahead: a client that
+/// How far a response body may run ahead of the client: hyper is given another frame of a
+/// body only while less than this of what the connection was given is unwritten (in hyper's
+/// buffer or held back by the gate), so a client that stops reading holds in the worker less
+/// than this, plus the last frame (at most `service::FRAME_MAX`, 256 KiB; a static file's
+/// chunks are 64 KiB), plus a response head: about 75 KiB for a static file, where hyper alone
+/// held 480 KiB. Responses the gate holds back for a pipelined batch (64 KiB at most) count
+/// until they are written. The kernel's socket buffer is the real write-ahead: a client that
 /// reads loses nothing but larger writes (one per 64 KiB chunk), and small frames are still
 /// written several at once.
 pub(crate) const WRITE_AHEAD: usize = 16 * 1024;
