@@ -13,6 +13,7 @@
 //! | `/echo` | the request body, read whole, and its trailers as `name: value` lines after it; a body that cannot be read is answered 200, as a careless app would, and forkserve replaces that with the status the gate gave the body |
 //! | `/client` | who forkserve says the client is: `ADDR SCHEME HOST`, and `xff=` with the `X-Forwarded-For` the app still sees |
 //! | `/drip/MS` | a 200 whose body comes one line every 100 ms for MS milliseconds (a response that has started and is slow) |
+//! | `/overlong` | a 200 that says `Content-Length: 10` and yields 64 KiB, as a buggy app would (hyper sends the first 10 bytes) |
 //!
 //! Its environment makes workers misbehave from the start:
 //! - `DEMO_FAIL_BOOT=1`: the app factory fails, as an app that cannot reach its database would
@@ -86,6 +87,21 @@ impl Body for Drip {
     }
 }
 
+/// A body of one 64 KiB frame whose size is not told in advance: `/overlong` declares 10 bytes.
+struct Overlong(Option<Bytes>);
+
+impl Body for Overlong {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.take().map(|data| Ok(Frame::data(data))))
+    }
+}
+
 /// The number after `prefix` in `path`, if the path is `prefix` followed by digits only.
 fn millis(path: &str, prefix: &str) -> Option<u64> {
     path.strip_prefix(prefix)?.parse().ok()
@@ -148,6 +164,12 @@ async fn handle(req: Request<Incoming>, worker: (u64, u64), served: Rc<Cell<u64>
         let block = vec![1u8; (mb as usize) << 20];
         KEPT.lock().unwrap().push(block);
         return text(StatusCode::OK, format!("allocated {mb} MiB\n"));
+    }
+    if path == "/overlong" {
+        let mut response =
+            Response::new(Overlong(Some(Bytes::from(vec![b'x'; 64 * 1024]))).boxed_unsync());
+        response.headers_mut().insert(hyper::header::CONTENT_LENGTH, 10.into());
+        return Ok(response);
     }
     if let Some(ms) = millis(path, "/drip/") {
         return Drip::reply(ms);

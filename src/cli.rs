@@ -226,7 +226,8 @@ pub struct Overrides {
     pub body_min_rate: Option<u64>,
 
     /// Seconds a response may make no write progress (a client not reading) before the
-    /// connection is closed (0: no limit).
+    /// connection is closed (0: no limit; a worker at worker-connections with a new client
+    /// waiting closes the longest-stalled one after 1 s).
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     pub send_timeout: Option<Seconds>,
 

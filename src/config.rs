@@ -88,7 +88,8 @@ pub struct ServerConfig {
     /// limit.
     pub max_worker_lifetime: Seconds,
     /// The most connections one worker keeps open; at this many it stops accepting until one
-    /// closes, and the other workers take the new ones. Each is a file descriptor: the master
+    /// closes, and the other workers take the new ones. If a new connection still waits, the
+    /// worker closes the connection whose client has read nothing for longest (1 s at least). Each is a file descriptor: the master
     /// warns when the open-files limit leaves less room than this.
     #[serde(deserialize_with = "deserialize_worker_connections")]
     pub worker_connections: u32,
@@ -210,7 +211,8 @@ pub struct HttpConfig {
     #[serde(deserialize_with = "deserialize_count")]
     pub body_min_rate: u64,
     /// Seconds a response may go without any write progress (the client is not reading), then
-    /// the connection is closed. 0: no limit.
+    /// the connection is closed. 0: no limit. A worker at `worker_connections` with a new
+    /// connection waiting closes the connection stalled longest sooner, after 1 s.
     pub send_timeout: Seconds,
     /// Seconds an idle keep-alive connection is kept between requests. 0: no limit.
     pub keepalive: Seconds,

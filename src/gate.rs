@@ -296,6 +296,8 @@ struct BodyWait {
 
 /// A response that cannot be written because the client is not reading: since when, and the
 /// timer that closes the connection `send_timeout` later, unless a write makes progress first.
+/// A worker at `worker_connections` may close it sooner, for a new connection (see
+/// `Shutdown::reclaim_slot`).
 #[derive(Default)]
 struct Stall {
     since: Option<Instant>,
@@ -304,10 +306,27 @@ struct Stall {
 
 impl Stall {
     /// After a write that could not proceed: an error once `timeout` has passed since the first
-    /// such write without progress in between.
-    fn poll(&mut self, cx: &mut Context<'_>, timeout: Option<Duration>) -> Poll<io::Error> {
+    /// such write without progress in between, or once the worker needs the connection's slot.
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        timeout: Option<Duration>,
+        state: &Rc<ConnState>,
+    ) -> Poll<io::Error> {
+        if state.evicted() {
+            return Poll::Ready(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "closed for a new connection: worker_connections reached, and the client is \
+                 not reading",
+            ));
+        }
+        let since = *self.since.get_or_insert_with(|| {
+            let now = Instant::now();
+            state.write_stalled(now, cx.waker());
+            now
+        });
         let Some(timeout) = timeout else { return Poll::Pending };
-        let deadline = (*self.since.get_or_insert_with(Instant::now) + timeout).into();
+        let deadline = (since + timeout).into();
         let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
         if timer.deadline() != deadline {
             timer.as_mut().reset(deadline);
@@ -1296,8 +1315,9 @@ impl<I: AsyncWrite> AsyncWrite for Gate<I> {
         if self.hold_back(buf.len()) || self.joins(buf.len()) {
             // Held back, or joined to what was, to be written at the flush.
             let this = self.as_mut().project();
+            // Not written yet: still counted as unsent (see `ConnState::sent`), since it is
+            // held in the worker all the same; it is counted off when written.
             this.out.extend_from_slice(buf);
-            this.s.state.sent(buf.len());
             return Poll::Ready(Ok(buf.len()));
         }
         ready!(self.as_mut().poll_write_out(cx))?;
@@ -1317,7 +1337,6 @@ impl<I: AsyncWrite> AsyncWrite for Gate<I> {
             for buf in bufs {
                 this.out.extend_from_slice(buf);
             }
-            this.s.state.sent(len);
             return Poll::Ready(Ok(len));
         }
         ready!(self.as_mut().poll_write_out(cx))?;
@@ -1335,7 +1354,12 @@ impl<I: AsyncWrite> AsyncWrite for Gate<I> {
             return Poll::Ready(Ok(()));
         }
         ready!(self.as_mut().poll_write_out(cx))?;
-        self.project().io.poll_flush(cx)
+        let this = self.project();
+        ready!(this.io.poll_flush(cx))?;
+        // hyper flushes once its own buffer is written, and the gate holds nothing back:
+        // every byte of a body that hyper was given is written, or was dropped by hyper.
+        this.s.state.all_sent();
+        Poll::Ready(Ok(()))
     }
 
     /// Before the connection closes: what was held back, then the gate's own answer to a
@@ -1374,12 +1398,14 @@ fn wrote(
         Poll::Ready(Ok(n)) => {
             *wrote = true;
             *blocked = false;
-            stall.since = None;
+            if stall.since.take().is_some() {
+                s.state.write_resumed();
+            }
             s.state.sent(*n);
         }
         Poll::Pending => {
             *blocked = true;
-            return stall.poll(cx, s.limits.send_timeout).map(Err);
+            return stall.poll(cx, s.limits.send_timeout, &s.state).map(Err);
         }
         Poll::Ready(Err(_)) => {}
     }
@@ -1533,6 +1559,60 @@ mod tests {
             );
         }
         assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+    }
+
+    /// A client that reads whatever it is sent.
+    struct Reader;
+
+    impl AsyncWrite for Reader {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Bytes the gate holds back for a pipelined batch are still unwritten: they count against
+    /// the write-ahead until they are written, and then once only.
+    #[test]
+    fn held_back_bytes_count_against_the_write_ahead_once() {
+        use crate::shutdown::WRITE_AHEAD;
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let state = Rc::new(ConnState::new(&crate::shutdown::Shutdown::default(), None));
+        let mut gate = Gate::new(Reader, Rc::clone(&state), Rc::new(limits()));
+        // The first of two pipelined requests is answered; the second is not started yet.
+        gate.s.heads = 2;
+        state.request_started();
+        state.request_finished();
+        // Its body, and its response as hyper writes it: held back, to go with the next one.
+        state.to_send(WRITE_AHEAD);
+        let first = vec![b'a'; WRITE_AHEAD + 100];
+        assert!(matches!(Pin::new(&mut gate).poll_write(&mut cx, &first), Poll::Ready(Ok(_))));
+        assert!(!gate.out.is_empty(), "held back");
+        assert!(state.poll_send_room(&mut cx).is_pending(), "held back, yet not counted");
+        // The second response: its head joins what is held back, its first frame is in hyper.
+        state.request_started();
+        state.to_send(WRITE_AHEAD + 4096);
+        assert!(matches!(Pin::new(&mut gate).poll_write(&mut cx, &[b'h'; 100]), Poll::Ready(_)));
+        assert!(matches!(Pin::new(&mut gate).poll_write_out(&mut cx), Poll::Ready(Ok(()))));
+        assert!(gate.out.is_empty());
+        // Only the first response and the head were written: the frame still waits in hyper.
+        assert!(state.poll_send_room(&mut cx).is_pending(), "written bytes counted twice");
+        // hyper writes it and flushes: nothing is left.
+        let frame = vec![b'b'; WRITE_AHEAD + 4096];
+        assert!(matches!(Pin::new(&mut gate).poll_write(&mut cx, &frame), Poll::Ready(Ok(_))));
+        assert!(matches!(Pin::new(&mut gate).poll_flush(&mut cx), Poll::Ready(Ok(()))));
+        assert!(state.poll_send_room(&mut cx).is_ready());
     }
 
     #[test]

@@ -306,9 +306,9 @@ pin_project_lite::pin_project! {
 /// into its write buffer, so a 1 MiB frame (a cached static file, an app's `Full` body) would
 /// hold 1 MiB in the worker for a client that does not read, whatever [`WRITE_AHEAD`] says.
 /// Larger frames are split (without copying: `Bytes` slices share their memory), so that a
-/// stalled client holds at most `WRITE_AHEAD` plus one piece; 64 KiB is also the chunk size
-/// of streamed static files, and the kernel's socket buffer keeps a reading client's writes
-/// large.
+/// stalled client holds less than `WRITE_AHEAD` plus one piece (and a head); static files are
+/// streamed in 64 KiB chunks, below this, and the kernel's socket buffer keeps a reading
+/// client's writes large.
 ///
 /// [`WRITE_AHEAD`]: crate::shutdown::WRITE_AHEAD
 const FRAME_MAX: usize = 256 * 1024;

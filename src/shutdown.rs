@@ -11,12 +11,17 @@
 //! Parking: [`Shutdown::park_idle`], one sweep per worker, wakes the connections that have been
 //! idle [`PARK_AFTER`] since their last request, for the gate to park them (hyper's connection
 //! and its buffers dropped until the next request; see `Gate::parked`). The same sweep gives
-//! memory back to the system after a wave of connections has closed. Single-threaded: the
-//! worker's runtime is `current_thread`.
+//! memory back to the system after a wave of connections has closed (see `Release`).
+//! Single-threaded: the worker's runtime is `current_thread`.
 //!
-//! A response is written [`WRITE_AHEAD`] bytes ahead of the client at most (see
-//! [`ConnState::poll_send_room`]): hyper would otherwise copy up to 400 KiB of a body into its
-//! buffer for a client that is not reading, and keep it.
+//! A response body is handed to hyper only while less than [`WRITE_AHEAD`] of what the
+//! connection was given is unwritten (see [`ConnState::poll_send_room`]): hyper would
+//! otherwise copy up to 400 KiB of a body into its buffer for a client that is not reading,
+//! and keep it. What a client that stops reading holds is then that, plus the last piece of
+//! body handed over, plus a head.
+//!
+//! At `worker_connections`, a connection whose client has stopped reading may be closed to
+//! make room for a new one (see [`Shutdown::reclaim_slot`]).
 
 use std::cell::Cell;
 use std::future::Future;
@@ -53,18 +58,56 @@ struct Inner {
     queued: Notify,
     /// Connections closed since memory was last given back (see [`Shutdown::park_idle`]).
     closed: Cell<usize>,
+    /// Connections whose writes have stalled (the client is not reading), with their task's
+    /// waker, for [`Shutdown::reclaim_slot`]. Some may have made progress or closed since.
+    stalled: std::cell::RefCell<Vec<(Rc<ConnState>, std::task::Waker)>>,
+    /// The length of `stalled` at which it is next pruned as a connection is added, so that
+    /// connections that stalled once do not pile up there.
+    prune_at: Cell<usize>,
 }
 
 /// Counts one open connection for as long as it lives.
 pub(crate) struct Tracked {
     inner: Rc<Inner>,
+    conn: Rc<ConnState>,
 }
 
 impl Shutdown {
     /// Counts a new connection.
-    pub(crate) fn track(&self) -> Tracked {
+    pub(crate) fn track(&self, conn: &Rc<ConnState>) -> Tracked {
         self.inner.open.set(self.inner.open.get() + 1);
-        Tracked { inner: Rc::clone(&self.inner) }
+        Tracked { inner: Rc::clone(&self.inner), conn: Rc::clone(conn) }
+    }
+
+    /// At `worker_connections`, with a new connection waiting: closes the connection whose
+    /// writes have stalled longest (its client is not reading), if that is at least
+    /// `stalled_for`. True if one was told to close: its slot comes free once it has (see
+    /// [`Shutdown::below`]). Without this, clients that do not read would keep new ones out
+    /// for as long as `send_timeout`.
+    pub(crate) fn reclaim_slot(&self, stalled_for: Duration) -> bool {
+        let mut stalled = self.inner.stalled.borrow_mut();
+        prune(&mut stalled);
+        // All are stalled now: the earliest start is the longest stall.
+        let longest = stalled
+            .iter()
+            .enumerate()
+            .filter_map(|(at, (conn, _))| Some((at, conn.stalled_since.get()?)))
+            .min_by_key(|&(_, since)| since);
+        let Some((at, since)) = longest else { return false };
+        let stalled_ms = since.elapsed().as_millis() as u64;
+        if since.elapsed() < stalled_for {
+            return false;
+        }
+        let (conn, task) = stalled.swap_remove(at);
+        conn.listed.set(false);
+        conn.evicted.set(true);
+        task.wake();
+        tracing::info!(
+            stalled_ms,
+            "worker_connections reached with a new connection waiting: closed a connection \
+             whose client is not reading"
+        );
+        true
     }
 
     /// Has the connection looked at by the next sweep of [`Shutdown::park_idle`]: it finished a
@@ -88,11 +131,10 @@ impl Shutdown {
     /// looked at once per sweep and left alone. It also gives memory back to the system once
     /// a wave of closing connections is over.
     pub(crate) async fn park_idle(&self) {
-        // Connections closed as of the last sweep, and when memory was last given back.
-        let mut closed_then = 0;
-        let mut released: Option<Instant> = None;
+        let mut release = Release::default();
         loop {
-            if self.inner.finished.borrow().is_empty() && self.inner.closed.get() == 0 {
+            if self.inner.finished.borrow().is_empty() && !release.watching(self.inner.closed.get())
+            {
                 self.inner.queued.notified().await;
             }
             tokio::time::sleep(PARK_AFTER).await;
@@ -116,23 +158,12 @@ impl Shutdown {
                 }
                 false
             });
-            // Connections that closed (clients that stopped reading, timed out together)
-            // leave their buffers free in the allocator: given back once none closed for a
-            // sweep period, at most once per RELEASE_INTERVAL; never while connections keep
-            // closing, since new ones would take that memory again.
-            let closed = self.inner.closed.get();
-            let wave_over = closed > 0
-                && closed == closed_then
-                && released.is_none_or(|at| at.elapsed() >= RELEASE_INTERVAL);
-            closed_then = closed;
-            if woken >= RELEASE_AFTER_PARKING || wave_over {
+            if release.due(woken, self.inner.closed.get(), Instant::now()) {
                 // Once the woken connections have parked (they run before this task runs
                 // again), what their buffers took is given back.
                 tokio::task::yield_now().await;
                 crate::process::release_free_memory();
-                released = Some(Instant::now());
                 self.inner.closed.set(0);
-                closed_then = 0;
             }
         }
     }
@@ -172,15 +203,24 @@ impl Shutdown {
     }
 }
 
+/// Keeps of a list of stalled connections those still stalled (and open).
+fn prune(stalled: &mut Vec<(Rc<ConnState>, std::task::Waker)>) {
+    stalled.retain(|(conn, _)| {
+        let keep = conn.stalled_since.get().is_some();
+        conn.listed.set(keep);
+        keep
+    });
+}
+
 impl Drop for Tracked {
     fn drop(&mut self) {
+        // Not stalled any more: closed.
+        self.conn.stalled_since.set(None);
         let open = self.inner.open.get() - 1;
         self.inner.open.set(open);
-        let closed = self.inner.closed.get() + 1;
-        self.inner.closed.set(closed);
-        if closed == 1 {
-            self.inner.queued.notify_one();
-        }
+        self.inner.closed.set(self.inner.closed.get() + 1);
+        // For the sweep, which watches a wave of closing connections (see `Release`).
+        self.inner.queued.notify_one();
         self.inner.one_closed.notify_waiters();
         if open == 0 {
             self.inner.all_closed.notify_waiters();
@@ -224,12 +264,20 @@ pub(crate) struct ConnState {
     /// Wakes the connection's task, for the gate to park it once idle.
     task: std::cell::RefCell<Option<std::task::Waker>>,
     changed: Notify,
-    /// Response body bytes handed to hyper and not yet written to the client (less the
-    /// heads', which the count does not tell apart: a few hundred bytes per response).
+    /// Response body bytes handed to hyper and not yet written to the client, in hyper's
+    /// buffer or held back by the gate (less the heads', which the count does not tell apart:
+    /// a few hundred bytes per response). Set to zero when nothing is left (see
+    /// [`ConnState::all_sent`]).
     unsent: Cell<usize>,
     /// A response body waiting for the client to read, until `unsent` is below
     /// [`WRITE_AHEAD`].
     writable: Cell<Option<std::task::Waker>>,
+    /// Since when the connection's writes make no progress (the client is not reading).
+    stalled_since: Cell<Option<Instant>>,
+    /// In the worker's list of stalled connections (see [`Shutdown::reclaim_slot`]).
+    listed: Cell<bool>,
+    /// Told to close by [`Shutdown::reclaim_slot`], to make room for a new connection.
+    evicted: Cell<bool>,
 }
 
 impl ConnState {
@@ -251,6 +299,9 @@ impl ConnState {
             changed: Notify::new(),
             unsent: Cell::new(0),
             writable: Cell::new(None),
+            stalled_since: Cell::new(None),
+            listed: Cell::new(false),
+            evicted: Cell::new(false),
         }
     }
 
@@ -272,7 +323,7 @@ impl ConnState {
         self.unsent.set(self.unsent.get() + n);
     }
 
-    /// `n` bytes were written to the client (or taken by the gate, to be written with others).
+    /// `n` bytes were written to the client.
     pub(crate) fn sent(&self, n: usize) {
         let unsent = self.unsent.get().saturating_sub(n);
         self.unsent.set(unsent);
@@ -281,6 +332,45 @@ impl ConnState {
                 body.wake();
             }
         }
+    }
+
+    /// Everything hyper was given has been written, or is gone with hyper's connection: no
+    /// byte of a body is waiting for the client. The count is set right here, so that it
+    /// cannot drift: hyper writes no more of a body than its `Content-Length` says and drops
+    /// the rest, which was counted and will never be written (nor counted off); a count left
+    /// that high would hold the connection's next responses back for ever.
+    pub(crate) fn all_sent(&self) {
+        if self.unsent.get() != 0 {
+            self.unsent.set(0);
+            if let Some(body) = self.writable.take() {
+                body.wake();
+            }
+        }
+    }
+
+    /// The connection's writes stalled at `since`: the client is not reading. `task` is woken
+    /// if the connection is to close to make room for a new one (see [`ConnState::evicted`]).
+    pub(crate) fn write_stalled(self: &Rc<Self>, since: Instant, task: &std::task::Waker) {
+        self.stalled_since.set(Some(since));
+        if !self.listed.replace(true) {
+            let inner = &self.shutdown.inner;
+            let mut stalled = inner.stalled.borrow_mut();
+            if stalled.len() >= inner.prune_at.get() {
+                prune(&mut stalled);
+                inner.prune_at.set((stalled.len() * 2).max(64));
+            }
+            stalled.push((Rc::clone(self), task.clone()));
+        }
+    }
+
+    /// A write made progress after stalling.
+    pub(crate) fn write_resumed(&self) {
+        self.stalled_since.set(None);
+    }
+
+    /// Whether the connection must close to make room for a new one.
+    pub(crate) fn evicted(&self) -> bool {
+        self.evicted.get()
     }
 
     /// Whether a response must close its connection: once the worker drains, a response
@@ -429,17 +519,68 @@ pub(crate) const DRAIN_LINGER: Duration = Duration::from_secs(1);
 /// idle after a request, never holds many hyper buffers at once.
 pub(crate) const PARK_AFTER: Duration = Duration::from_millis(50);
 
-/// How many connections parked at once make it worth giving memory back to the system.
+/// When the sweep of [`Shutdown::park_idle`] gives memory back to the system
+/// (`malloc_trim`): after a wave of connections parked at once, or after a wave of closing
+/// ones (clients that stopped reading, timed out together, leave their buffers free in the
+/// allocator) is over, none having closed for a sweep period; never while connections keep
+/// closing, since new ones would take that memory again. `malloc_trim` walks the allocator's
+/// free lists and returns their pages: on a large, fragmented heap that took 9 to 16 ms, an
+/// event-loop stall, and the pages are faulted in again by new connections. So it is done only
+/// for a wave worth it ([`RELEASE_AFTER_PARKING`] parked, or [`RELEASE_AFTER_CLOSING`] closed
+/// since memory was last given back), and at most once per [`RELEASE_INTERVAL`]: a worker whose
+/// connections close a few at a time trims once per `RELEASE_AFTER_CLOSING` of them, not once
+/// a second. (glibc's `mallinfo2` would say how much is free, but it walks the same lists.)
+#[derive(Debug, Default)]
+struct Release {
+    /// Connections closed (since memory was last given back) as of the last sweep.
+    closed_then: usize,
+    /// When memory was last given back.
+    at: Option<Instant>,
+}
+
+impl Release {
+    /// Whether the sweep must run again without waiting for news: connections closed since the
+    /// last sweep (the wave may go on), or enough did for memory to be given back once it is
+    /// over. False for a few connections closed, with none since the last sweep.
+    fn watching(&self, closed: usize) -> bool {
+        closed != self.closed_then || closed >= RELEASE_AFTER_CLOSING
+    }
+
+    /// After a sweep that woke `woken` connections to park, with `closed` connections closed
+    /// since memory was last given back: whether to give it back now.
+    fn due(&mut self, woken: usize, closed: usize, now: Instant) -> bool {
+        let wave_over = closed >= RELEASE_AFTER_CLOSING && closed == self.closed_then;
+        self.closed_then = closed;
+        let due = (woken >= RELEASE_AFTER_PARKING || wave_over)
+            && self.at.is_none_or(|at| now.saturating_duration_since(at) >= RELEASE_INTERVAL);
+        if due {
+            self.at = Some(now);
+            self.closed_then = 0;
+        }
+        due
+    }
+}
+
+/// How many connections parked at once make it worth giving memory back to the system: each
+/// lets go of hyper's buffers (16 KiB).
 const RELEASE_AFTER_PARKING: usize = 256;
 
-/// How often, at most, memory is given back after connections closed: `malloc_trim` walks the
-/// allocator's free lists, and the pages it returns are faulted in again by new connections.
+/// How many closed connections make it worth giving memory back to the system: a connection
+/// that stopped reading held up to about 75 KiB (see [`WRITE_AHEAD`]), so 64 of them about
+/// 5 MiB; and one `malloc_trim` per 64 connections closed costs each at most a fraction of a
+/// millisecond.
+const RELEASE_AFTER_CLOSING: usize = 64;
+
+/// How often, at most, memory is given back.
 const RELEASE_INTERVAL: Duration = Duration::from_secs(1);
 
-/// How far a response body may run ahead of the client: hyper is given more of a body only
-/// while less than this is unwritten, so a client that stops reading holds at most this plus
-/// one frame of the body in the worker (about 75 KiB with 64 KiB static-file chunks, where
-/// hyper alone held 480 KiB; larger frames are split, see `service::FRAME_MAX`). The kernel's socket buffer is the real write-ahead: a client that
+/// How far a response body may run ahead of the client: hyper is given another frame of a
+/// body only while less than this of what the connection was given is unwritten (in hyper's
+/// buffer or held back by the gate), so a client that stops reading holds in the worker less
+/// than this, plus the last frame (at most `service::FRAME_MAX`, 256 KiB; a static file's
+/// chunks are 64 KiB), plus a response head: about 75 KiB for a static file, where hyper alone
+/// held 480 KiB. Responses the gate holds back for a pipelined batch (64 KiB at most) count
+/// until they are written. The kernel's socket buffer is the real write-ahead: a client that
 /// reads loses nothing but larger writes (one per 64 KiB chunk), and small frames are still
 /// written several at once.
 pub(crate) const WRITE_AHEAD: usize = 16 * 1024;
@@ -505,5 +646,58 @@ where
 {
     fn graceful_shutdown(self: Pin<&mut Self>) {
         http1::Connection::graceful_shutdown(self);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sweeps that each see `closed` connections closed so far and `woken` parked; returns the
+    /// sweeps (by index) after which memory was given back.
+    fn releases(sweeps: &[(usize, usize)], every: Duration) -> Vec<usize> {
+        let mut release = Release::default();
+        let start = Instant::now();
+        let mut closed_base = 0;
+        let mut given = Vec::new();
+        for (i, &(woken, closed)) in sweeps.iter().enumerate() {
+            // `closed` counts from the start; the worker's count restarts at each release.
+            if release.due(woken, closed - closed_base, start + every * i as u32) {
+                given.push(i);
+                closed_base = closed;
+            }
+        }
+        given
+    }
+
+    #[test]
+    fn memory_is_given_back_after_a_wave_worth_it_only() {
+        let sweep = PARK_AFTER;
+        // A lightly loaded worker: a connection closes now and then. Never trimmed for one, nor
+        // for a few: once per RELEASE_AFTER_CLOSING of them.
+        let trickle: Vec<(usize, usize)> = (0..400).map(|i| (0, i / 5)).collect();
+        let given = releases(&trickle, sweep);
+        assert_eq!(given.len(), 400 / 5 / RELEASE_AFTER_CLOSING, "{given:?}");
+        // 100 clients that stopped reading, closed together: given back once it is over.
+        let wave = [(0, 0), (0, 60), (0, 100), (0, 100), (0, 100)];
+        assert_eq!(releases(&wave, sweep), [3]);
+        // Two such waves within RELEASE_INTERVAL: the second waits.
+        let waves = [(0, 100), (0, 100), (0, 200), (0, 200), (0, 200)];
+        assert_eq!(releases(&waves, sweep), [1]);
+        assert_eq!(releases(&waves, RELEASE_INTERVAL), [1, 3]);
+        // Many connections parked at once, each letting go of hyper's buffers.
+        let parked = [(RELEASE_AFTER_PARKING, 0), (RELEASE_AFTER_PARKING, 0), (10, 0)];
+        assert_eq!(releases(&parked, sweep), [0]);
+        assert_eq!(releases(&parked, RELEASE_INTERVAL), [0, 1]);
+    }
+
+    #[test]
+    fn the_sweep_sleeps_once_closing_connections_are_not_worth_watching() {
+        let mut release = Release::default();
+        assert!(!release.watching(0));
+        assert!(release.watching(3), "a wave may be starting");
+        release.due(0, 3, Instant::now());
+        assert!(!release.watching(3), "three, and none since the last sweep");
+        assert!(release.watching(RELEASE_AFTER_CLOSING), "worth giving back once over");
     }
 }

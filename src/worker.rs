@@ -357,6 +357,18 @@ enum Acceptor {
 }
 
 impl Acceptor {
+    /// Whether a connection is waiting to be accepted: the socket is readable now. One
+    /// `poll(2)`, which accepts nothing: the connection stays for whichever worker accepts.
+    fn has_waiting(&self) -> bool {
+        use std::os::fd::AsFd;
+        let fd = match self {
+            Acceptor::Tcp(l) => l.as_fd(),
+            Acceptor::Unix(l) => l.as_fd(),
+        };
+        let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+        matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO), Ok(n) if n > 0)
+    }
+
     fn new(listener: Listener) -> io::Result<Acceptor> {
         Ok(match listener {
             Listener::Tcp(l) => Acceptor::Tcp(TcpListener::from_std(l)?),
@@ -400,8 +412,10 @@ async fn accept_loop<S: HttpService>(acceptor: Acceptor, conns: Connections<S>) 
             tokio::select! {
                 biased;
                 () = draining => return,
-                () = conns.shutdown.below(conns.limit) => continue,
+                () = conns.shutdown.below(conns.limit) => {}
+                () = reclaim_slot(&acceptor, &conns.shutdown) => {}
             }
+            continue;
         }
         match &acceptor {
             Acceptor::Tcp(l) => {
@@ -436,6 +450,27 @@ async fn accept_loop<S: HttpService>(acceptor: Acceptor, conns: Connections<S>) 
         }
     }
 }
+
+/// At `worker_connections`: every [`RECLAIM_CHECK`], if a new connection is waiting (and no
+/// other worker took it), closes a connection whose client has not read for
+/// [`RECLAIM_STALLED_AFTER`], if there is one (see [`Shutdown::reclaim_slot`]); resolves once
+/// one was told to close. Never resolves if none ever qualifies: a slot freed otherwise ends
+/// the wait (see [`Shutdown::below`]).
+async fn reclaim_slot(acceptor: &Acceptor, shutdown: &Shutdown) {
+    loop {
+        tokio::time::sleep(RECLAIM_CHECK).await;
+        if acceptor.has_waiting() && shutdown.reclaim_slot(RECLAIM_STALLED_AFTER) {
+            return;
+        }
+    }
+}
+
+/// How often a worker at `worker_connections` looks for a new connection waiting.
+const RECLAIM_CHECK: Duration = Duration::from_millis(250);
+/// How long a client must have read nothing of its response before its connection may be
+/// closed for a new one, at `worker_connections`: far longer than a reading client ever
+/// leaves a write blocked, far shorter than `send_timeout`.
+const RECLAIM_STALLED_AFTER: Duration = Duration::from_secs(1);
 
 /// How long, and how many times in a row, a worker busier than its peers lets them accept first.
 const ACCEPT_DEFERRAL: Duration = Duration::from_millis(1);
@@ -532,8 +567,8 @@ impl<S: HttpService> Connections<S> {
     where
         I: AsyncRead + AsyncWrite + Unpin + 'static,
     {
-        let tracked = self.shutdown.track();
         let state = Rc::new(ConnState::new(&self.shutdown, peer));
+        let tracked = self.shutdown.track(&state);
         let gate = Gate::new(io, Rc::clone(&state), Rc::clone(&self.limits));
         let open = OpenConnection::new(&self.requests);
         let (http, service, shutdown) = (
@@ -576,6 +611,8 @@ async fn serve_connection<I, S>(
         let result = shutdown.drain_connection(conn.as_mut(), state).await;
         let parts = Pin::into_inner(conn).into_parts();
         gate = parts.io.into_inner();
+        // What hyper held and had not written is gone with it.
+        state.all_sent();
         if let Err(e) = result {
             return tracing::debug!("connection closed: {e}");
         }

@@ -420,6 +420,27 @@ fn keep_alive_and_pipelining() {
     assert_eq!(conn.read_response(false).unwrap().text(), "root\n");
 }
 
+/// An app whose body is longer than the Content-Length it declares (hyper sends only what was
+/// declared) does not leave its connection unable to answer: the body bytes hyper dropped must
+/// not count as waiting for the client, which would hold every later response back for ever.
+#[test]
+fn a_body_longer_than_its_content_length_does_not_stall_the_connection() {
+    let server = Server::start(&example("demo"), &["-w", "1", "-b", "127.0.0.1:0"]);
+    let mut conn = Conn::open(server.addr()).unwrap();
+    conn.set_timeout(std::time::Duration::from_secs(5));
+    let overlong = conn.get("/overlong").unwrap();
+    assert_eq!((overlong.status, overlong.body.len()), (200, 10));
+    let next = conn.get("/pid").expect("the next request on the connection is answered");
+    assert_eq!(next.status, 200);
+    assert!(next.text().trim().parse::<u32>().is_ok(), "{:?}", next.text());
+    // Pipelined: the short response is held back to be written with the next one.
+    conn.send(b"GET /overlong HTTP/1.1\r\nHost: t\r\n\r\nGET /pid HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    assert_eq!(conn.read_response(false).unwrap().body.len(), 10);
+    let next = conn.read_response(false).expect("the pipelined request is answered");
+    assert!(next.text().trim().parse::<u32>().is_ok(), "{:?}", next.text());
+}
+
 /// Responses to a pipelined batch are written together, but one is never held back behind a
 /// slow request, nor a streaming response behind the request after it.
 #[test]

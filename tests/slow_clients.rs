@@ -67,6 +67,8 @@ fn clients_that_never_read_are_closed_at_send_timeout_and_their_slots_freed() {
         ],
     );
     let addr = server.addr();
+    let worker = *server.wait_workers(1).first().unwrap();
+    let idle = sockets(worker);
     // Every slot taken by a client that asks for the file and never reads it.
     let started = Instant::now();
     let slow: Vec<TcpStream> = (0..4)
@@ -76,27 +78,91 @@ fn clients_that_never_read_are_closed_at_send_timeout_and_their_slots_freed() {
             s
         })
         .collect();
-    let stream = TcpStream::connect(addr).unwrap();
-    let mut normal = Conn::over(stream.try_clone().unwrap());
-    normal.send_get("/").unwrap();
-    // Held: the worker is full, so this one waits...
-    stream.set_read_timeout(Some(Duration::from_millis(800))).unwrap();
-    let mut buf = [0u8; 1];
-    assert!(
-        matches!(stream.peek(&mut buf), Err(e) if e.kind() == io::ErrorKind::WouldBlock),
-        "answered while every slot was held"
-    );
-    // ...until send_timeout closes the clients that do not read.
-    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let response = normal.read_response(false).unwrap();
+    // No client waits for a slot (one would have the worker close a connection sooner, see
+    // below), and these do not read (reading makes progress): send_timeout closes them all,
+    // as the worker's sockets show.
+    common::wait_until(|| (sockets(worker) == idle + 4).then_some(()))
+        .expect("the worker never had the four connections");
+    common::wait_until(|| (sockets(worker) == idle).then_some(()))
+        .expect("the clients that never read are still connected");
     let took = started.elapsed();
-    assert_eq!(response.status, 200);
-    assert!(took < Duration::from_secs(7), "answered after {took:?} (send_timeout 2 s)");
+    assert!(took > Duration::from_millis(1900), "closed after {took:?} (send_timeout 2 s)");
+    assert!(took < Duration::from_secs(7), "closed after {took:?} (send_timeout 2 s)");
     for mut s in slow {
         // What the kernel had buffered for it, then the end.
         let (_, closed) = read_until_closed(&mut s, Duration::from_secs(5));
         assert!(closed, "a client that never read is still connected");
     }
+    // Their slots are free.
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(Conn::over(stream).get("/").unwrap().status, 200);
+}
+
+/// How many sockets a process has open.
+fn sockets(pid: i32) -> usize {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return 0 };
+    fds.flatten()
+        .filter(|fd| {
+            std::fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+        })
+        .count()
+}
+
+/// A worker full of clients that do not read takes a new client within seconds, not at
+/// `send_timeout`: it closes the connection that has been stalled longest to make room.
+#[test]
+fn a_worker_full_of_clients_that_never_read_makes_room_for_a_new_one() {
+    let dir = tempdir();
+    std::fs::create_dir(dir.path().join("public")).unwrap();
+    std::fs::write(dir.path().join("public/big.bin"), vec![b'x'; 16 << 20]).unwrap();
+    let config = write(
+        dir.path(),
+        "app.toml",
+        "[[route]]\npath = \"/\"\nrespond = \"hello\\n\"\n\n\
+         [[route]]\npath = \"/static/\"\nstatic = \"public\"\n",
+    );
+    let server = Server::start(
+        &forkserve(),
+        &[
+            "-w",
+            "1",
+            "-b",
+            "127.0.0.1:0",
+            "--worker-connections",
+            "4",
+            "--send-timeout",
+            "60",
+            &config,
+        ],
+    );
+    let addr = server.addr();
+    let mut slow: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = tiny_window(addr);
+            s.write_all(b"GET /static/big.bin HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
+            s
+        })
+        .collect();
+    // Every slot is taken once each has its response's head: its writes then stall.
+    for s in &mut slow {
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut head = [0u8; 12];
+        s.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+    }
+    let started = Instant::now();
+    let stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+    let response = Conn::over(stream).get("/").expect("answered while every slot was held");
+    let took = started.elapsed();
+    assert_eq!(response.status, 200);
+    assert!(took < Duration::from_secs(5), "answered after {took:?} (send_timeout 60 s)");
+    // One client that did not read lost its connection to make room; the others keep theirs.
+    let evicted = "closed a connection whose client is not reading";
+    server.wait_for(evicted);
+    assert_eq!(server.count(evicted), 1);
+    drop(slow);
 }
 
 /// A process's resident memory, in KiB.
