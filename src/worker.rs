@@ -28,7 +28,7 @@ use crate::gate::{Gate, Limits};
 use crate::ipc::{Message, Outbox};
 use crate::listener::Listener;
 use crate::process;
-use crate::scoreboard::{Board, Slot};
+use crate::scoreboard::{Board, MemoryLevel, Slot};
 use crate::service::{AppService, HttpService, Requests};
 use crate::shutdown::{ConnState, DRAIN_LINGER, Shutdown};
 
@@ -220,12 +220,7 @@ where
     outbox.send(Message::Ready { worker: ctx.id });
     let outbox = Rc::new(outbox);
     tokio::task::spawn_local(ask_for_successor(Rc::clone(&requests), Rc::clone(&outbox), ctx.id));
-    tokio::task::spawn_local(stop_over_memory(
-        Rc::clone(&requests),
-        shutdown.clone(),
-        outbox,
-        ctx.id,
-    ));
+    tokio::task::spawn_local(watch_memory(Rc::clone(&requests), shutdown.clone(), outbox, ctx.id));
 
     term.recv().await;
     let grace = server.graceful_timeout.0;
@@ -276,30 +271,45 @@ async fn ask_for_successor(requests: Rc<Requests>, outbox: Rc<Outbox>, worker: u
     tell_master(&outbox, Message::Recycle { worker, requests: served }).await;
 }
 
-/// Once the worker's resident memory is over `max_worker_memory` (as found when a request
-/// starts, see [`crate::scoreboard::Board::watch_memory`]), stops taking new work at once: it
-/// stops accepting and, as when draining, every response it starts from then says
-/// `Connection: close`. The requests it has are finished; the master is told at once, starts a
-/// successor, and stops this worker once that is ready. Serving on until then, as for
-/// `max_requests`, would let an app that allocates as it serves grow without bound.
-async fn stop_over_memory(
-    requests: Rc<Requests>,
-    shutdown: Shutdown,
-    outbox: Rc<Outbox>,
-    worker: u64,
-) {
+/// Acts on the worker's resident memory against `max_worker_memory` (as found when a request
+/// starts or the worker beats, see [`crate::scoreboard::Board::watch_memory`]). Over the limit,
+/// the master is told at once, and the worker is recycled like any other: it serves on until
+/// its successor is ready, so that capacity does not drop while the successor boots (or cannot
+/// boot). Over the ceiling (twice the limit), it stops taking new work at once, to bound its
+/// memory however long that takes: it stops accepting and, as when draining, every response it
+/// starts from then says `Connection: close`; it finishes what it has and waits for the
+/// master's `TERM`. That is the only case where the worker leaves before its successor is
+/// ready; the alternative is the kernel's OOM killer.
+async fn watch_memory(requests: Rc<Requests>, shutdown: Shutdown, outbox: Rc<Outbox>, worker: u64) {
     let memory = &requests.board.memory;
-    memory.crossed.notified().await;
-    let rss_kib = memory.over_kib().unwrap_or_default();
-    tracing::warn!(
-        rss_mib = rss_kib / 1024,
-        limit_mib = memory.limit_mib(),
-        connections = shutdown.open(),
-        "over max_worker_memory: no longer accepting, finishing what it has; asking for a \
-         successor"
-    );
-    shutdown.start();
-    tell_master(&outbox, Message::OverMemory { worker, rss_kib }).await;
+    let mut told = false;
+    loop {
+        memory.changed.notified().await;
+        let (level, rss_kib) = (memory.level(), memory.rss_kib());
+        let over_ceiling = level == MemoryLevel::OverCeiling;
+        if over_ceiling {
+            tracing::warn!(
+                rss_mib = rss_kib / 1024,
+                limit_mib = memory.limit_mib(),
+                connections = shutdown.open(),
+                "over twice max_worker_memory: no longer accepting, finishing what it has until \
+                 its successor is ready"
+            );
+            shutdown.start();
+        }
+        if !told && level >= MemoryLevel::OverLimit {
+            told = true;
+            tracing::debug!(
+                rss_mib = rss_kib / 1024,
+                limit_mib = memory.limit_mib(),
+                "over max_worker_memory: asking for a successor, serving on until it is ready"
+            );
+            tell_master(&outbox, Message::OverMemory { worker, rss_kib }).await;
+        }
+        if over_ceiling {
+            return;
+        }
+    }
 }
 
 /// Sends a message to the master without blocking the worker's thread: while the master's
