@@ -795,7 +795,10 @@ where
         let (pid, generation, boot_mib) = (w.pid.as_raw(), w.generation, w.boot_mib);
         match too_soon(&reason, up, boot_mib) {
             Some(TooSoon::LimitTooLow) => {
-                error!(worker = id, boot_mib, "{reason} within seconds of booting: the limit is too low");
+                error!(
+                    worker = id,
+                    boot_mib, "{reason} within seconds of booting: the limit is too low"
+                );
                 self.pause_forking("recycling right after boot");
             }
             Some(TooSoon::SoonAfterBoot) => self.pause_forking(&format!(

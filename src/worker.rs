@@ -11,7 +11,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -422,7 +422,7 @@ async fn accept_loop<S: HttpService>(acceptor: Acceptor, conns: Connections<S>) 
                 };
                 match accepted {
                     Ok((stream, peer)) => {
-                        ACCEPT_FAILURES.with(AcceptFailures::accepted);
+                        note_accepted();
                         let _ = stream.set_nodelay(true);
                         conns.spawn(stream, Some(peer));
                     }
@@ -437,7 +437,7 @@ async fn accept_loop<S: HttpService>(acceptor: Acceptor, conns: Connections<S>) 
                 };
                 match accepted {
                     Ok((stream, _peer)) => {
-                        ACCEPT_FAILURES.with(AcceptFailures::accepted);
+                        note_accepted();
                         conns.spawn(stream, None);
                     }
                     Err(e) => accept_failed(e).await,
@@ -468,72 +468,103 @@ impl Drop for OpenConnection {
 }
 
 /// Out of file descriptors or memory, accepting again at once would spin: pause a little.
-/// The failure is logged at most once every [`ACCEPT_ERROR_LOG_EVERY`], with the number of
-/// failures not logged since: a worker out of descriptors under load fails every pause, and a
-/// line each time would flood the log (ten lines a second per worker) without saying more.
+/// Failures are logged at most once every [`ACCEPT_LOG_EVERY`], and so is the recovery: a
+/// worker out of descriptors under load fails every pause, and accepts again each time a
+/// connection closes, and a line each time would flood the log without saying more.
 async fn accept_failed(e: io::Error) {
     if e.kind() == io::ErrorKind::ConnectionAborted || e.kind() == io::ErrorKind::Interrupted {
         return;
     }
-    ACCEPT_FAILURES.with(|f| f.failed(&e));
-    tokio::time::sleep(ACCEPT_PAUSE).await;
-}
-
-/// How long an accept loop pauses after a failed accept.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// How often at most a worker logs that accepting fails.
-const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
-
-thread_local! {
-    /// The worker's accept failures, for all its listeners: the worker is single-threaded.
-    static ACCEPT_FAILURES: AcceptFailures = const { AcceptFailures::new() };
-}
-
-/// Accept failures since the last one logged.
-struct AcceptFailures {
-    /// When one was last logged.
-    logged: Cell<Option<std::time::Instant>>,
-    /// Failures since the last success, and how many of them were not logged.
-    failures: Cell<u64>,
-    suppressed: Cell<u64>,
-}
-
-impl AcceptFailures {
-    const fn new() -> Self {
-        AcceptFailures { logged: Cell::new(None), failures: Cell::new(0), suppressed: Cell::new(0) }
-    }
-
-    fn failed(&self, e: &io::Error) {
-        self.failures.set(self.failures.get() + 1);
-        let now = std::time::Instant::now();
-        if self.logged.get().is_some_and(|t| now.duration_since(t) < ACCEPT_ERROR_LOG_EVERY) {
-            self.suppressed.set(self.suppressed.get() + 1);
-            return;
-        }
-        self.logged.set(Some(now));
+    if let Some(suppressed) = ACCEPT_FAILURES.with(|f| f.failed(Instant::now())) {
         let hint = match e.raw_os_error() {
             Some(nix::libc::EMFILE | nix::libc::ENFILE) => {
                 "; out of file descriptors: raise the open-files limit or lower worker_connections"
             }
             _ => "",
         };
-        let suppressed = self.suppressed.replace(0);
         tracing::warn!(
             suppressed,
             "accept failed: {e}{hint}; retrying every {} ms, logged at most every {} s",
             ACCEPT_PAUSE.as_millis(),
-            ACCEPT_ERROR_LOG_EVERY.as_secs()
+            ACCEPT_LOG_EVERY.as_secs()
         );
     }
+    tokio::time::sleep(ACCEPT_PAUSE).await;
+}
 
-    /// A connection was accepted: says so if accepting had been failing.
-    fn accepted(&self) {
-        let failures = self.failures.replace(0);
-        if failures > 0 {
-            self.suppressed.set(0);
-            tracing::info!(failures, "accepting again after failed accepts");
+/// A connection was accepted: says so, with how many accepts failed, if accepting had been
+/// failing (at most once every [`ACCEPT_LOG_EVERY`]).
+fn note_accepted() {
+    if let Some(failures) = ACCEPT_FAILURES.with(AcceptFailures::accepted) {
+        tracing::info!(failures, "accepting again after failed accepts");
+    }
+}
+
+/// How long an accept loop pauses after a failed accept.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// How often at most a worker logs that accepting fails, and that it accepts again.
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+thread_local! {
+    /// The worker's accept failures, for all its listeners: the worker is single-threaded.
+    static ACCEPT_FAILURES: AcceptFailures = const { AcceptFailures::new() };
+}
+
+/// Accept failures, and what the log has said of them: a pure record, told the time, which
+/// decides what to log; the callers log it.
+struct AcceptFailures {
+    /// When a failure was last logged, and the failures since that were not.
+    failure_logged: Cell<Option<Instant>>,
+    suppressed: Cell<u64>,
+    /// When a recovery was last logged, and the failures since that (some may have been
+    /// followed by successes already: the count is kept until a recovery line reports it).
+    recovery_logged: Cell<Option<Instant>>,
+    unreported: Cell<u64>,
+}
+
+impl AcceptFailures {
+    const fn new() -> Self {
+        AcceptFailures {
+            failure_logged: Cell::new(None),
+            suppressed: Cell::new(0),
+            recovery_logged: Cell::new(None),
+            unreported: Cell::new(0),
         }
     }
+
+    /// An accept failed at `now`: `Some(suppressed)` if it is to be logged, with the number of
+    /// failures not logged since the last failure line.
+    fn failed(&self, now: Instant) -> Option<u64> {
+        self.unreported.set(self.unreported.get() + 1);
+        if within(self.failure_logged.get(), now) {
+            self.suppressed.set(self.suppressed.get() + 1);
+            return None;
+        }
+        self.failure_logged.set(Some(now));
+        Some(self.suppressed.replace(0))
+    }
+
+    /// An accept succeeded: `Some(failures)` if that is to be logged, with the number of
+    /// failures since the last recovery line. One comparison when nothing failed.
+    fn accepted(&self) -> Option<u64> {
+        if self.unreported.get() == 0 {
+            return None;
+        }
+        self.accepted_at(Instant::now())
+    }
+
+    fn accepted_at(&self, now: Instant) -> Option<u64> {
+        if self.unreported.get() == 0 || within(self.recovery_logged.get(), now) {
+            return None;
+        }
+        self.recovery_logged.set(Some(now));
+        Some(self.unreported.replace(0))
+    }
+}
+
+/// Whether a line logged at `logged` is less than [`ACCEPT_LOG_EVERY`] before `now`.
+fn within(logged: Option<Instant>, now: Instant) -> bool {
+    logged.is_some_and(|t| now.saturating_duration_since(t) < ACCEPT_LOG_EVERY)
 }
 
 impl<S: HttpService> Connections<S> {
@@ -618,5 +649,36 @@ where
         biased;
         read = ready => read.is_ok() && gate.has_request(),
         () = drained => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_failures_and_recoveries_are_each_logged_once_a_window_with_true_counts() {
+        let f = AcceptFailures::new();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(f.accepted_at(at(0)), None, "nothing failed");
+        assert_eq!(f.failed(at(0)), Some(0), "the first failure is logged");
+        for ms in 1..20 {
+            assert_eq!(f.failed(at(ms * 100)), None);
+        }
+        // Churn: a connection closes, one accept succeeds, the next fails, every 100 ms.
+        assert_eq!(f.accepted_at(at(2_000)), Some(20), "the first recovery is logged");
+        for ms in 21..100 {
+            assert_eq!(f.failed(at(ms * 100)), None);
+            assert_eq!(f.accepted_at(at(ms * 100 + 50)), None, "once a window");
+        }
+        // The next window: one failure line, counting every failure not logged (the 19 of the
+        // first streak and the 79 of the churn), and one recovery line, counting every failure
+        // since the last recovery line.
+        assert_eq!(f.failed(at(10_000)), Some(19 + 79));
+        assert_eq!(f.accepted_at(at(12_000)), Some(80));
+        assert_eq!(f.accepted_at(at(12_100)), None, "nothing failed since");
+        assert_eq!(f.failed(at(20_000)), Some(0));
+        assert_eq!(f.accepted_at(at(22_000)), Some(1));
     }
 }
