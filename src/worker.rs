@@ -7,6 +7,7 @@
 
 use std::cell::Cell;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -120,10 +121,12 @@ where
     if !watch_parent(setup.master) {
         return 0;
     }
-    // The master would kill it this long after telling it to stop; an orphan kills itself.
+    // The master would kill it this long after telling it to stop; an orphan kills itself,
+    // and lets go of the listening sockets at once.
     let orphan_limit = setup.ctx.config.server.graceful_timeout.0 + crate::master::KILL_MARGIN;
-    if let Err(e) = crate::signals::bound_orphan_life(setup.master, orphan_limit) {
-        tracing::warn!("cannot bound how long this worker may outlive its master: {e}");
+    let listening: Vec<_> = setup.listeners.iter().map(Listener::raw_fd).collect();
+    if let Err(e) = crate::signals::bound_orphan_life(setup.master, orphan_limit, &listening) {
+        tracing::warn!("cannot bound what this worker does once its master is gone: {e}");
     }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -193,6 +196,8 @@ where
     for listener in listeners {
         match Acceptor::new(listener) {
             Ok(a) => acceptors.push(a),
+            // Orphaned while booting: the sockets are gone, and so is the master.
+            Err(_) if crate::signals::listeners_released() => return 0,
             Err(e) => return boot_failed(format!("cannot use an inherited listener: {e}")),
         }
     }
@@ -375,6 +380,18 @@ impl Acceptor {
     }
 }
 
+impl Drop for Acceptor {
+    /// The socket is about to be closed (its number freed): an orphaned worker must no longer
+    /// release it (see [`crate::signals::bound_orphan_life`]).
+    fn drop(&mut self) {
+        let fd = match self {
+            Acceptor::Tcp(l) => l.as_raw_fd(),
+            Acceptor::Unix(l) => l.as_raw_fd(),
+        };
+        crate::signals::listener_closing(fd);
+    }
+}
+
 /// What an accept loop needs to serve the connections it accepts.
 struct Connections<S> {
     service: AppService<S>,
@@ -426,6 +443,8 @@ async fn accept_loop<S: HttpService>(acceptor: Acceptor, conns: Connections<S>) 
                         let _ = stream.set_nodelay(true);
                         conns.spawn(stream, Some(peer));
                     }
+                    // An orphan that has let go of its sockets: it is draining.
+                    Err(_) if crate::signals::listeners_released() => return,
                     Err(e) => accept_failed(e).await,
                 }
             }
@@ -440,6 +459,7 @@ async fn accept_loop<S: HttpService>(acceptor: Acceptor, conns: Connections<S>) 
                         note_accepted();
                         conns.spawn(stream, None);
                     }
+                    Err(_) if crate::signals::listeners_released() => return,
                     Err(e) => accept_failed(e).await,
                 }
             }
