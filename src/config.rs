@@ -1032,7 +1032,10 @@ fn static_root(base: &Path, dir: Spanned<PathBuf>) -> Result<PathBuf, SpannedErr
             return Err(SpannedError::at(span, format!("static directory {}: {e}", dir.display())));
         }
     };
-    // Search permission, with the effective ids and capabilities workers will have.
+    // Search permission, with this process's effective ids and capabilities (eaccess): the
+    // config is loaded by the master (or `--check-config`, run as the same user), and workers
+    // run as the master's user, so these are the ids they serve with. An app factory that
+    // changes its user afterwards is not foreseen here.
     if let Err(e) = eaccess(&root, AccessFlags::X_OK) {
         let message = format!(
             "static directory {}: cannot be searched ({}): no file beneath it could be served",
