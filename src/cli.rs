@@ -177,8 +177,8 @@ pub struct Overrides {
     #[arg(long, value_name = "N", value_parser = parse_count)]
     pub max_requests_jitter: Option<u64>,
 
-    /// Replace a worker whose resident memory exceeds this many MiB (0: never); checked by the
-    /// worker as requests start, which then stops accepting.
+    /// Replace a worker whose resident memory exceeds this many MiB, successor first (0: never);
+    /// at twice this, it stops accepting while its successor boots.
     #[arg(long, value_name = "MIB", value_parser = parse_count)]
     pub max_worker_memory: Option<u64>,
 

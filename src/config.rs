@@ -78,10 +78,13 @@ pub struct ServerConfig {
     /// together are not all replaced together.
     #[serde(deserialize_with = "deserialize_count")]
     pub max_requests_jitter: u64,
-    /// A worker whose resident memory exceeds this many MiB is replaced (its successor first).
-    /// Each worker reads its own as requests start, at most every 4 ms, and once over stops
-    /// accepting and finishes what it has, so the overshoot is what the app allocates in a
-    /// few milliseconds and in the requests already in flight. 0 (the default) is no limit.
+    /// A worker whose resident memory exceeds this many MiB is replaced, successor first like
+    /// every recycling: it serves on until its successor is ready. Each worker reads its own as
+    /// requests start (at most every 4 ms) and at each heartbeat, and tells the master at once.
+    /// Twice this is a hard ceiling: a worker over it stops accepting at once, answers with
+    /// `Connection: close` and finishes what it has while its successor boots, so that its
+    /// memory stays bounded even if the successor is slow or cannot boot. 0 (the default) is
+    /// no limit.
     #[serde(deserialize_with = "deserialize_count")]
     pub max_worker_memory: u64,
     /// A worker that has run this long is replaced (its successor first). 0 (the default) is no
@@ -1034,7 +1037,10 @@ fn static_root(base: &Path, dir: Spanned<PathBuf>) -> Result<PathBuf, SpannedErr
             return Err(SpannedError::at(span, format!("static directory {}: {e}", dir.display())));
         }
     };
-    // Search permission, with the effective ids and capabilities workers will have.
+    // Search permission, with this process's effective ids and capabilities (eaccess): the
+    // config is loaded by the master (or `--check-config`, run as the same user), and workers
+    // run as the master's user, so these are the ids they serve with. An app factory that
+    // changes its user afterwards is not foreseen here.
     if let Err(e) = eaccess(&root, AccessFlags::X_OK) {
         let message = format!(
             "static directory {}: cannot be searched ({}): no file beneath it could be served",

@@ -30,8 +30,9 @@ pub(crate) enum Message {
         /// How many requests it had served.
         requests: u64,
     },
-    /// The worker's resident memory went over `max_worker_memory`: it has stopped accepting,
-    /// finishes what it has, and asks to be replaced (see `scoreboard::MemoryWatch`).
+    /// The worker's resident memory went over `max_worker_memory`: it asks to be replaced, and
+    /// serves on until it is told to stop, unless it goes over twice the limit meanwhile (see
+    /// `scoreboard::MemoryWatch`).
     OverMemory {
         /// The worker's id.
         worker: u64,

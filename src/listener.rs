@@ -43,6 +43,11 @@ impl Listener {
         }
     }
 
+    /// The descriptor's number.
+    pub(crate) fn raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd().as_raw_fd()
+    }
+
     /// Closes the master's copy; for a unix socket, also removes its path so that new clients
     /// are refused at once. Workers that still hold a copy keep serving what they accepted.
     fn close(self) {

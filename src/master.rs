@@ -454,13 +454,13 @@ where
                     }
                 }
                 Message::Recycle { worker, requests } => {
-                    self.mark_due(worker, Recycle::Requests { served: requests });
+                    self.recycle(worker, Recycle::Requests { served: requests });
                 }
                 Message::OverMemory { worker, rss_kib } => {
                     let generation = self.workers.iter().find(|w| w.id == worker);
                     let config = generation.and_then(|w| self.wanted(w.generation));
                     let limit = config.map_or(0, |g| g.config.server.max_worker_memory);
-                    self.mark_due(worker, Recycle::Memory { rss_mib: rss_kib / 1024, limit });
+                    self.recycle(worker, Recycle::Memory { rss_mib: rss_kib / 1024, limit });
                 }
             }
         }
@@ -780,24 +780,48 @@ where
         }
     }
 
-    /// Marks a worker as due for recycling: its successor is started at once.
-    fn mark_due(&mut self, id: u64, reason: Recycle) {
-        let Some(w) = self.workers.iter_mut().find(|w| w.id == id) else { return };
+    /// Marks a worker as due for recycling: its successor is started, at once unless
+    /// recycling it this soon after it booted looks like a fork loop (see [`too_soon`]): then
+    /// the successor waits the crash pause, while the worker serves on. Every recycling goes
+    /// through here, whoever found it due: the worker itself (`max_requests`, and
+    /// `max_worker_memory` within milliseconds) or the master (memory at a heartbeat,
+    /// `max_worker_lifetime`).
+    fn recycle(&mut self, id: u64, reason: Recycle) {
+        let Some(w) = self.workers.iter().find(|w| w.id == id) else { return };
         if !w.is_fresh() {
             return;
         }
+        let up = w.ready_at.map_or(Duration::ZERO, |t| t.elapsed());
+        let (pid, generation, boot_mib) = (w.pid.as_raw(), w.generation, w.boot_mib);
+        match too_soon(&reason, up, boot_mib) {
+            Some(TooSoon::LimitTooLow) => {
+                error!(
+                    worker = id,
+                    boot_mib, "{reason} within seconds of booting: the limit is too low"
+                );
+                self.pause_forking("recycling right after boot");
+            }
+            Some(TooSoon::SoonAfterBoot) => self.pause_forking(&format!(
+                "recycling worker {id} {:.1} s after it booted ({reason})",
+                up.as_secs_f64()
+            )),
+            None => {}
+        }
         info!(
-            pid = w.pid.as_raw(),
-            worker = w.id,
-            generation = w.generation,
+            pid,
+            worker = id,
+            generation,
             "recycling worker: {reason}; starting its successor first"
         );
-        w.due = Some(reason);
+        if let Some(w) = self.workers.iter_mut().find(|w| w.id == id) {
+            w.due = Some(reason);
+        }
     }
 
     /// Finds the workers over `max_worker_memory` or `max_worker_lifetime`. Each worker also
     /// says itself when it reaches `max_requests`, and when it finds itself over
-    /// `max_worker_memory` as a request starts, which is sooner than its heartbeat shows it.
+    /// `max_worker_memory` as a request starts or at its heartbeat, which is sooner than the
+    /// master reads it.
     fn recycle_workers(&mut self) {
         if self.stopping.is_some() {
             return;
@@ -819,22 +843,7 @@ where
             }
         }
         for (id, reason) in due {
-            let Some(w) = self.workers.iter().find(|w| w.id == id) else { continue };
-            // Replacing a worker that a successor will match at once is a fork loop.
-            let too_low = match reason {
-                Recycle::Memory { limit, .. } => w.boot_mib > limit,
-                Recycle::Lifetime { .. } => true,
-                Recycle::Requests { .. } => false,
-            } && w.ready_at.is_some_and(|t| t.elapsed() < STABLE_AFTER);
-            if too_low {
-                error!(
-                    worker = id,
-                    boot_mib = w.boot_mib,
-                    "{reason} within seconds of booting: the limit is too low"
-                );
-                self.pause_forking("recycling right after boot");
-            }
-            self.mark_due(id, reason);
+            self.recycle(id, reason);
         }
     }
 
@@ -1477,6 +1486,33 @@ impl Worker {
     }
 }
 
+/// Why recycling a worker this soon after it became ready would make a fork loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TooSoon {
+    /// Its successor will be due at once too: a `max_worker_memory` below what a new worker
+    /// uses once booted, or a `max_worker_lifetime` of seconds.
+    LimitTooLow,
+    /// Over `max_worker_memory` within seconds of booting: its successor may well be too (a
+    /// client whose every request takes a worker over the limit).
+    SoonAfterBoot,
+}
+
+/// Whether recycling a worker `up` after it became ready, for `reason`, is a sign of a fork
+/// loop, and which; `boot_mib` is what it used once booted. A pure decision, so that the
+/// worker's own report and the master's check apply one rule. `max_requests` is not: each
+/// recycling takes that many requests, whose pace is the clients'.
+fn too_soon(reason: &Recycle, up: Duration, boot_mib: u64) -> Option<TooSoon> {
+    if up >= STABLE_AFTER {
+        return None;
+    }
+    match reason {
+        Recycle::Requests { .. } => None,
+        Recycle::Memory { limit, .. } if boot_mib > *limit => Some(TooSoon::LimitTooLow),
+        Recycle::Memory { .. } => Some(TooSoon::SoonAfterBoot),
+        Recycle::Lifetime { .. } => Some(TooSoon::LimitTooLow),
+    }
+}
+
 /// The number of requests after which a worker asks to be recycled: `max_requests` plus a
 /// random share of `max_requests_jitter`, so that workers started together do not all go
 /// together.
@@ -1535,6 +1571,18 @@ fn deadline(after: Duration) -> Instant {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recycling_soon_after_boot_is_paused_whoever_found_it() {
+        let memory = Recycle::Memory { rss_mib: 20, limit: 16 };
+        let soon = Duration::from_millis(300);
+        assert_eq!(too_soon(&memory, soon, 3), Some(TooSoon::SoonAfterBoot));
+        assert_eq!(too_soon(&memory, soon, 17), Some(TooSoon::LimitTooLow));
+        assert_eq!(too_soon(&memory, STABLE_AFTER, 17), None, "it stayed up");
+        let lifetime = Recycle::Lifetime { age: soon };
+        assert_eq!(too_soon(&lifetime, soon, 0), Some(TooSoon::LimitTooLow));
+        assert_eq!(too_soon(&Recycle::Requests { served: 1 }, soon, 0), None);
+    }
 
     #[test]
     fn ttin_adds_a_worker_up_to_max_workers_only() {

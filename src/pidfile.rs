@@ -116,15 +116,64 @@ pub(crate) fn oldbin(path: &Path) -> PathBuf {
 /// Removes the pidfile at `path` if no master holds it locked: one left by a master that was
 /// killed. Returns whether it removed one. A file that is locked, or gone, is left as it is.
 pub(crate) fn remove_stale(path: &Path) -> io::Result<bool> {
-    let file = match OpenOptions::new().read(true).open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
-        Err(e) => return Err(e),
+    match OpenOptions::new().read(true).open(path) {
+        Ok(file) => remove_if_stale(path, file),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// The second half of [`remove_stale`], given the file opened from `path`: locks it, and
+/// removes the path only if it still names that file. Between the open and the lock, the path
+/// may have been replaced by another master's pidfile (renamed there, locked): that one is
+/// not to be removed.
+fn remove_if_stale(path: &Path, file: File) -> io::Result<bool> {
+    let locked = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(locked) => locked,
+        Err((_, Errno::EWOULDBLOCK)) => return Ok(false),
+        Err((_, e)) => return Err(e.into()),
     };
-    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+    let held = locked.metadata()?;
+    match std::fs::metadata(path) {
         // Removed while locked, so that no master can take it in between; unlocked on drop.
-        Ok(_locked) => std::fs::remove_file(path).map(|()| true),
-        Err((_, Errno::EWOULDBLOCK)) => Ok(false),
-        Err((_, e)) => Err(e.into()),
+        Ok(at_path) if at_path.dev() == held.dev() && at_path.ino() == held.ino() => {
+            std::fs::remove_file(path).map(|()| true)
+        }
+        Ok(_) => Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stale_pidfile_is_removed_but_not_one_that_replaced_it_meanwhile() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fs.pid.oldbin");
+        std::fs::write(&path, "1\n").unwrap();
+        assert!(remove_stale(&path).unwrap(), "stale: removed");
+        assert!(!path.exists());
+        assert!(!remove_stale(&path).unwrap(), "gone: nothing to do");
+
+        // Locked by a running master: kept.
+        let live = Pidfile::create(&path).unwrap();
+        assert!(!remove_stale(&path).unwrap());
+        assert!(path.exists());
+        drop(live);
+
+        // The stale file is opened; then, before it is locked, another master's pidfile is
+        // renamed over the path (as an upgrade does). That one stays.
+        std::fs::write(&path, "1\n").unwrap();
+        let opened = OpenOptions::new().read(true).open(&path).unwrap();
+        let other = dir.path().join("fs.pid");
+        let mut newer = Pidfile::create(&other).unwrap();
+        newer.rename_oldbin(true).unwrap();
+        assert_eq!(newer.path(), path);
+        // The stale file is unlocked (its master is gone), so the lock succeeds.
+        assert!(!remove_if_stale(&path, opened).unwrap());
+        assert_eq!(std::fs::read_to_string(&path).unwrap().trim(), std::process::id().to_string());
     }
 }

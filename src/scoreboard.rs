@@ -13,7 +13,7 @@
 //! the oldest in-flight request, and the request whose handler code is running right now.
 //! Workers also read their peers' open connections, to share new connections between them
 //! ([`Board::busier_than_peers`]), and watch their own memory against `max_worker_memory` as
-//! requests start ([`Board::watch_memory`]).
+//! requests start and at each heartbeat ([`Board::watch_memory`]).
 //!
 //! Times are milliseconds of `CLOCK_MONOTONIC`, which is the same clock in every process.
 
@@ -356,7 +356,7 @@ pub(crate) struct Board {
 /// milliseconds rather than at the next heartbeat (up to a second, in which an app allocating
 /// as fast as it can grows by hundreds of MiB).
 pub(crate) struct MemoryWatch {
-    /// `max_worker_memory`, in KiB.
+    /// `max_worker_memory`, in KiB; 0 while nothing is watched.
     limit_kib: Cell<u64>,
     /// The coarse-clock time from which the next request that starts reads the resident
     /// memory; `u64::MAX` while nothing is watched, so that the test on every request is one
@@ -364,10 +364,43 @@ pub(crate) struct MemoryWatch {
     next_ms: Cell<u64>,
     /// `/proc/self/statm`, kept open: each reading is one `pread`.
     statm: OnceCell<File>,
-    /// The resident memory (KiB) that crossed the limit; 0 until it has.
-    over_kib: Cell<u64>,
-    /// Wakes the worker's task that stops accepting and asks for a successor.
-    pub(crate) crossed: Notify,
+    /// The highest level reached, and the resident memory (KiB) that reached it.
+    level: Cell<MemoryLevel>,
+    rss_kib: Cell<u64>,
+    /// Wakes the worker's task that acts on a new level (see `worker::watch_memory`).
+    pub(crate) changed: Notify,
+}
+
+/// Where a worker's resident memory stands against `max_worker_memory`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum MemoryLevel {
+    /// At or below the limit.
+    Within,
+    /// Over the limit: the worker is replaced, successor first, and serves on until then.
+    OverLimit,
+    /// Over [`CEILING_FACTOR`] times the limit: the worker stops taking new work while its
+    /// successor boots, so that its memory is bounded even if the successor is slow to boot
+    /// or cannot boot at all.
+    OverCeiling,
+}
+
+/// The hard ceiling, as a multiple of `max_worker_memory`. Twice the limit: a worker that took
+/// its whole life so far to grow to the limit would need as long again to reach it, far longer
+/// than a successor's boot, so only a worker growing much faster than it ever did (a runaway
+/// request) loses its capacity; and the worst case stays easy to plan for, two limits per
+/// worker. (Limit + 50% would be the tighter bound, but would stop more workers that merely
+/// grow during a slow boot.)
+pub(crate) const CEILING_FACTOR: u64 = 2;
+
+/// The level of `rss_kib` against a limit of `limit_kib` (a pure decision, unit-tested).
+pub(crate) fn memory_level(rss_kib: u64, limit_kib: u64) -> MemoryLevel {
+    if rss_kib > limit_kib.saturating_mul(CEILING_FACTOR) {
+        MemoryLevel::OverCeiling
+    } else if rss_kib > limit_kib {
+        MemoryLevel::OverLimit
+    } else {
+        MemoryLevel::Within
+    }
 }
 
 impl MemoryWatch {
@@ -376,19 +409,44 @@ impl MemoryWatch {
             limit_kib: Cell::new(0),
             next_ms: Cell::new(u64::MAX),
             statm: OnceCell::new(),
-            over_kib: Cell::new(0),
-            crossed: Notify::new(),
+            level: Cell::new(MemoryLevel::Within),
+            rss_kib: Cell::new(0),
+            changed: Notify::new(),
         }
     }
 
-    /// The resident memory that crossed the limit, in KiB, once it has.
-    pub(crate) fn over_kib(&self) -> Option<u64> {
-        Some(self.over_kib.get()).filter(|&kib| kib > 0)
+    /// The highest level reached so far.
+    pub(crate) fn level(&self) -> MemoryLevel {
+        self.level.get()
+    }
+
+    /// The resident memory that reached [`MemoryWatch::level`], in KiB.
+    pub(crate) fn rss_kib(&self) -> u64 {
+        self.rss_kib.get()
     }
 
     /// The limit, in MiB.
     pub(crate) fn limit_mib(&self) -> u64 {
         self.limit_kib.get() / 1024
+    }
+
+    /// Compares a reading with the limit; wakes [`MemoryWatch::changed`] when it reaches a
+    /// higher level, and ends the watch once over the ceiling, as nothing more is to be done.
+    fn record(&self, rss_kib: u64) {
+        let limit = self.limit_kib.get();
+        if limit == 0 {
+            return;
+        }
+        let level = memory_level(rss_kib, limit);
+        if level <= self.level.get() {
+            return;
+        }
+        self.level.set(level);
+        self.rss_kib.set(rss_kib);
+        if level == MemoryLevel::OverCeiling {
+            self.next_ms.set(u64::MAX);
+        }
+        self.changed.notify_one();
     }
 }
 
@@ -413,9 +471,10 @@ impl Board {
 
     /// Starts watching `max_worker_memory` (`limit_mib`; 0 for none), once the worker has
     /// booted: each request that starts [`MEMORY_CHECK_MS`] or more after the last reading
-    /// reads the resident memory, and the first reading over the limit wakes
-    /// [`MemoryWatch::crossed`] and ends the watch. A worker that is over the limit already
-    /// is not watched: its successor would be too, and the master deals with a limit that low.
+    /// reads the resident memory, and so does every heartbeat (for memory that grows inside a
+    /// long request or a background task); a reading at a higher [`MemoryLevel`] than before
+    /// wakes [`MemoryWatch::changed`]. A worker that is over the limit already is not watched:
+    /// its successor would be too, and the master deals with a limit that low.
     pub(crate) fn watch_memory(&self, limit_mib: u64) -> Result<(), String> {
         if limit_mib == 0 {
             return Ok(());
@@ -432,18 +491,13 @@ impl Board {
         Ok(())
     }
 
-    /// Reads the resident memory, publishes it, and, when it is over the limit, ends the watch
-    /// and wakes [`MemoryWatch::crossed`].
+    /// Reads the resident memory, publishes it, and compares it with the limit.
     #[cold]
     fn check_memory(&self, now: u64) {
-        let watch = &self.memory;
-        watch.next_ms.set(now + MEMORY_CHECK_MS);
-        let Some(rss) = self.resident_kib() else { return };
-        self.slot.rss_kib.store(rss, Ordering::Relaxed);
-        if rss > watch.limit_kib.get() {
-            watch.next_ms.set(u64::MAX);
-            watch.over_kib.set(rss);
-            watch.crossed.notify_one();
+        self.memory.next_ms.set(now + MEMORY_CHECK_MS);
+        if let Some(rss) = self.resident_kib() {
+            self.slot.rss_kib.store(rss, Ordering::Relaxed);
+            self.memory.record(rss);
         }
     }
 
@@ -488,10 +542,12 @@ impl Board {
         self.slot.booted_ms.store(now_ms(), Ordering::Relaxed);
     }
 
-    /// Proves the worker's event loop is running; also records its resident memory.
+    /// Proves the worker's event loop is running; also records its resident memory, and
+    /// compares it with `max_worker_memory` if that is watched.
     pub(crate) fn beat(&self) {
         if let Some(rss) = self.resident_kib() {
             self.slot.rss_kib.store(rss, Ordering::Relaxed);
+            self.memory.record(rss);
         }
         self.slot.heartbeat_ms.store(now_ms(), Ordering::Release);
     }
@@ -615,7 +671,16 @@ mod tests {
     }
 
     #[test]
-    fn the_memory_watch_fires_once_a_starting_request_finds_the_worker_over_the_limit() {
+    fn memory_is_within_over_the_limit_or_over_twice_the_limit() {
+        assert_eq!(memory_level(100, 100), MemoryLevel::Within);
+        assert_eq!(memory_level(101, 100), MemoryLevel::OverLimit);
+        assert_eq!(memory_level(200, 100), MemoryLevel::OverLimit);
+        assert_eq!(memory_level(201, 100), MemoryLevel::OverCeiling);
+        assert_eq!(memory_level(u64::MAX, u64::MAX), MemoryLevel::Within, "no overflow");
+    }
+
+    #[test]
+    fn the_memory_watch_reports_the_limit_then_the_ceiling_from_requests_and_heartbeats() {
         let board = Scoreboard::new().unwrap();
         let index = board.claim(9, 1).unwrap();
         let worker = Board::new(board.all(), index, 64);
@@ -623,17 +688,27 @@ mod tests {
         assert!(worker.watch_memory(1).is_err(), "over the limit already: not watched");
         let rss_mib = board.rss_kib(index) / 1024;
         // Room for what the other tests of this process allocate meanwhile.
-        worker.watch_memory(rss_mib + 64).unwrap();
+        let limit = rss_mib + 32;
+        worker.watch_memory(limit).unwrap();
         worker.request_started(Line::new("GET", "/"));
-        assert_eq!(worker.memory.over_kib(), None);
-        let block = std::hint::black_box(vec![1u8; 128 << 20]);
+        assert_eq!(worker.memory.level(), MemoryLevel::Within);
+        let over = std::hint::black_box(vec![1u8; 48 << 20]);
         // The next reading is due MEMORY_CHECK_MS after the last, on the coarse clock.
         std::thread::sleep(Duration::from_millis(MEMORY_CHECK_MS + 10));
         worker.request_started(Line::new("GET", "/"));
-        let over = worker.memory.over_kib().expect("over the limit");
-        assert!(over / 1024 > rss_mib + 64, "{over} KiB");
-        assert_eq!(board.rss_kib(index), over, "and the master sees it at once");
+        assert_eq!(worker.memory.level(), MemoryLevel::OverLimit);
+        let rss = worker.memory.rss_kib();
+        assert!(rss / 1024 > limit, "{rss} KiB");
+        assert_eq!(board.rss_kib(index), rss, "and the master sees it at once");
+        assert_ne!(worker.memory.next_ms.get(), u64::MAX, "still watched, for the ceiling");
+
+        // Past twice the limit, found by a heartbeat (no request needed).
+        let more = (2 * limit + 16).saturating_sub(rss / 1024) as usize;
+        let ceiling = std::hint::black_box(vec![1u8; more << 20]);
+        worker.beat();
+        assert_eq!(worker.memory.level(), MemoryLevel::OverCeiling);
+        assert!(worker.memory.rss_kib() / 1024 > 2 * limit);
         assert_eq!(worker.memory.next_ms.get(), u64::MAX, "the watch has ended");
-        drop(block);
+        drop((over, ceiling));
     }
 }

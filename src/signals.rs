@@ -19,13 +19,15 @@
 //! stop every worker), the kernel's keep their job-control action; `HUP`, `USR1`, `USR2` are
 //! ignored, as in nginx's workers, so that a signal
 //! sent to the whole process group does what it does to the master. The registry's handler
-//! stays installed, so a library app may still register its own handlers for those.
+//! stays installed, so a library app may still register its own handlers for those. A worker
+//! whose master died lets go of its listening sockets and arms an alarm from its `TERM` handler
+//! itself ([`bound_orphan_life`]), as its event loop may be blocked.
 
 use std::io::{self, Read};
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal, sigprocmask};
@@ -150,27 +152,88 @@ impl SignalQueue {
 
 /// Set once a worker has armed its alarm for outliving its master ([`bound_orphan_life`]).
 static ORPHAN_ALARM: AtomicBool = AtomicBool::new(false);
+/// The listening descriptors a worker serves, each -1 once the worker closes it; and a
+/// descriptor of `/dev/null` to put in their place when the worker is orphaned.
+static LISTENING: OnceLock<Box<[AtomicI32]>> = OnceLock::new();
+static DEV_NULL: AtomicI32 = AtomicI32::new(-1);
+/// Set once an orphaned worker has let go of its listening sockets.
+static RELEASED: AtomicBool = AtomicBool::new(false);
 
-/// In a worker: bounds how long it may outlive its master. The master's death reaches the
-/// worker as `TERM` (its parent-death signal), which drains it on its event loop; but a loop
-/// blocked in a handler never gets to drain, and no master is left to kill it. So the first
-/// `TERM` that finds the worker's parent is no longer `master` also arms `alarm(limit)`, whose
-/// default action ends the process whatever its thread is doing. A worker that drains in time
-/// exits before it rings. (An app that handles `SIGALRM` itself gives up this bound.)
-pub(crate) fn bound_orphan_life(master: nix::unistd::Pid, limit: Duration) -> io::Result<()> {
+/// In a worker: bounds how long it may outlive its master, and what it holds meanwhile. The
+/// master's death reaches the worker as `TERM` (its parent-death signal), which drains it on
+/// its event loop; but a loop blocked in a handler never gets to drain, and no master is left
+/// to kill it. So the first `TERM` that finds the worker's parent is no longer `master`:
+///
+/// - lets go of the worker's references to the listening sockets (`listening`) at once, so
+///   that a new server can bind the same addresses while the orphan finishes its requests. It
+///   puts `/dev/null` in their place rather than closing them, so that the numbers stay taken
+///   (tokio still holds them, and a number freed here could be reused and then closed by
+///   tokio). The sockets are not shut down: other processes may share them (a new master
+///   during an upgrade), and only this process's references go;
+/// - arms `alarm(limit)`, whose default action ends the process whatever its thread is doing.
+///   A worker that drains in time exits before it rings. (An app that handles `SIGALRM`
+///   itself gives up this bound.)
+pub(crate) fn bound_orphan_life(
+    master: nix::unistd::Pid,
+    limit: Duration,
+    listening: &[RawFd],
+) -> io::Result<()> {
     let secs = limit.as_secs_f64().ceil().clamp(1.0, f64::from(u32::MAX)) as u32;
     let master = master.as_raw();
-    // SAFETY: the action calls getppid and alarm, both async-signal-safe system calls, and swaps
-    // an atomic in a static: it neither allocates nor takes a lock. The kernel reparents the
-    // worker before it sends the parent-death signal, so getppid already tells.
+    // Opened before the handler can run: it opens nothing. Kept for the worker's life.
+    let null = std::fs::File::open("/dev/null");
+    if let Ok(null) = &null {
+        DEV_NULL.store(null.as_raw_fd(), Ordering::SeqCst);
+        let _ = LISTENING.set(listening.iter().map(|&fd| AtomicI32::new(fd)).collect());
+    }
+    // SAFETY: the action calls getppid, dup3 and alarm, all async-signal-safe system calls,
+    // and reads and swaps atomics in statics (`LISTENING` is set before the action is
+    // registered, and `OnceLock::get` is then an atomic load): it neither allocates nor takes
+    // a lock. dup3 only replaces descriptor numbers this worker recorded as its listeners and
+    // has not closed (see `listener_closing`), so it cannot clobber a descriptor that reused
+    // one of those numbers. The kernel reparents the worker before it sends the parent-death
+    // signal, so getppid already tells.
     unsafe {
         signal_hook::low_level::register(Signal::SIGTERM as i32, move || {
             if nix::libc::getppid() != master && !ORPHAN_ALARM.swap(true, Ordering::SeqCst) {
+                let null = DEV_NULL.load(Ordering::SeqCst);
+                if let (Some(fds), true) = (LISTENING.get(), null >= 0) {
+                    for fd in fds.iter() {
+                        let fd = fd.swap(-1, Ordering::SeqCst);
+                        if fd >= 0 {
+                            nix::libc::dup3(null, fd, nix::libc::O_CLOEXEC);
+                        }
+                    }
+                    RELEASED.store(true, Ordering::SeqCst);
+                }
                 nix::libc::alarm(secs);
             }
         })?;
     }
-    Ok(())
+    match null {
+        Ok(null) => {
+            std::mem::forget(null);
+            Ok(())
+        }
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("/dev/null: {e}: an orphan keeps the listening sockets until it exits"),
+        )),
+    }
+}
+
+/// In a worker, before it closes a listening socket (its accept loop is over): the orphan's
+/// handler ([`bound_orphan_life`]) must no longer touch that number, which may be reused.
+pub(crate) fn listener_closing(fd: RawFd) {
+    for entry in LISTENING.get().into_iter().flatten() {
+        let _ = entry.compare_exchange(fd, -1, Ordering::SeqCst, Ordering::SeqCst);
+    }
+}
+
+/// Whether this worker, orphaned, has let go of its listening sockets: accepting on them now
+/// fails, and is not an error to report.
+pub(crate) fn listeners_released() -> bool {
+    RELEASED.load(Ordering::SeqCst)
 }
 
 /// Blocks every signal and returns the mask to restore. The master forks with all signals

@@ -7,11 +7,12 @@
 
 use std::cell::Cell;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -28,7 +29,7 @@ use crate::gate::{Gate, Limits};
 use crate::ipc::{Message, Outbox};
 use crate::listener::Listener;
 use crate::process;
-use crate::scoreboard::{Board, Slot};
+use crate::scoreboard::{Board, MemoryLevel, Slot};
 use crate::service::{AppService, HttpService, Requests};
 use crate::shutdown::{ConnState, DRAIN_LINGER, Shutdown};
 
@@ -120,10 +121,12 @@ where
     if !watch_parent(setup.master) {
         return 0;
     }
-    // The master would kill it this long after telling it to stop; an orphan kills itself.
+    // The master would kill it this long after telling it to stop; an orphan kills itself,
+    // and lets go of the listening sockets at once.
     let orphan_limit = setup.ctx.config.server.graceful_timeout.0 + crate::master::KILL_MARGIN;
-    if let Err(e) = crate::signals::bound_orphan_life(setup.master, orphan_limit) {
-        tracing::warn!("cannot bound how long this worker may outlive its master: {e}");
+    let listening: Vec<_> = setup.listeners.iter().map(Listener::raw_fd).collect();
+    if let Err(e) = crate::signals::bound_orphan_life(setup.master, orphan_limit, &listening) {
+        tracing::warn!("cannot bound what this worker does once its master is gone: {e}");
     }
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -193,6 +196,8 @@ where
     for listener in listeners {
         match Acceptor::new(listener) {
             Ok(a) => acceptors.push(a),
+            // Orphaned while booting: the sockets are gone, and so is the master.
+            Err(_) if crate::signals::listeners_released() => return 0,
             Err(e) => return boot_failed(format!("cannot use an inherited listener: {e}")),
         }
     }
@@ -220,12 +225,7 @@ where
     outbox.send(Message::Ready { worker: ctx.id });
     let outbox = Rc::new(outbox);
     tokio::task::spawn_local(ask_for_successor(Rc::clone(&requests), Rc::clone(&outbox), ctx.id));
-    tokio::task::spawn_local(stop_over_memory(
-        Rc::clone(&requests),
-        shutdown.clone(),
-        outbox,
-        ctx.id,
-    ));
+    tokio::task::spawn_local(watch_memory(Rc::clone(&requests), shutdown.clone(), outbox, ctx.id));
 
     term.recv().await;
     let grace = server.graceful_timeout.0;
@@ -276,30 +276,45 @@ async fn ask_for_successor(requests: Rc<Requests>, outbox: Rc<Outbox>, worker: u
     tell_master(&outbox, Message::Recycle { worker, requests: served }).await;
 }
 
-/// Once the worker's resident memory is over `max_worker_memory` (as found when a request
-/// starts, see [`crate::scoreboard::Board::watch_memory`]), stops taking new work at once: it
-/// stops accepting and, as when draining, every response it starts from then says
-/// `Connection: close`. The requests it has are finished; the master is told at once, starts a
-/// successor, and stops this worker once that is ready. Serving on until then, as for
-/// `max_requests`, would let an app that allocates as it serves grow without bound.
-async fn stop_over_memory(
-    requests: Rc<Requests>,
-    shutdown: Shutdown,
-    outbox: Rc<Outbox>,
-    worker: u64,
-) {
+/// Acts on the worker's resident memory against `max_worker_memory` (as found when a request
+/// starts or the worker beats, see [`crate::scoreboard::Board::watch_memory`]). Over the limit,
+/// the master is told at once, and the worker is recycled like any other: it serves on until
+/// its successor is ready, so that capacity does not drop while the successor boots (or cannot
+/// boot). Over the ceiling (twice the limit), it stops taking new work at once, to bound its
+/// memory however long that takes: it stops accepting and, as when draining, every response it
+/// starts from then says `Connection: close`; it finishes what it has and waits for the
+/// master's `TERM`. That is the only case where the worker leaves before its successor is
+/// ready; the alternative is the kernel's OOM killer.
+async fn watch_memory(requests: Rc<Requests>, shutdown: Shutdown, outbox: Rc<Outbox>, worker: u64) {
     let memory = &requests.board.memory;
-    memory.crossed.notified().await;
-    let rss_kib = memory.over_kib().unwrap_or_default();
-    tracing::warn!(
-        rss_mib = rss_kib / 1024,
-        limit_mib = memory.limit_mib(),
-        connections = shutdown.open(),
-        "over max_worker_memory: no longer accepting, finishing what it has; asking for a \
-         successor"
-    );
-    shutdown.start();
-    tell_master(&outbox, Message::OverMemory { worker, rss_kib }).await;
+    let mut told = false;
+    loop {
+        memory.changed.notified().await;
+        let (level, rss_kib) = (memory.level(), memory.rss_kib());
+        let over_ceiling = level == MemoryLevel::OverCeiling;
+        if over_ceiling {
+            tracing::warn!(
+                rss_mib = rss_kib / 1024,
+                limit_mib = memory.limit_mib(),
+                connections = shutdown.open(),
+                "over twice max_worker_memory: no longer accepting, finishing what it has until \
+                 its successor is ready"
+            );
+            shutdown.start();
+        }
+        if !told && level >= MemoryLevel::OverLimit {
+            told = true;
+            tracing::debug!(
+                rss_mib = rss_kib / 1024,
+                limit_mib = memory.limit_mib(),
+                "over max_worker_memory: asking for a successor, serving on until it is ready"
+            );
+            tell_master(&outbox, Message::OverMemory { worker, rss_kib }).await;
+        }
+        if over_ceiling {
+            return;
+        }
+    }
 }
 
 /// Sends a message to the master without blocking the worker's thread: while the master's
@@ -377,6 +392,18 @@ impl Acceptor {
     }
 }
 
+impl Drop for Acceptor {
+    /// The socket is about to be closed (its number freed): an orphaned worker must no longer
+    /// release it (see [`crate::signals::bound_orphan_life`]).
+    fn drop(&mut self) {
+        let fd = match self {
+            Acceptor::Tcp(l) => l.as_raw_fd(),
+            Acceptor::Unix(l) => l.as_raw_fd(),
+        };
+        crate::signals::listener_closing(fd);
+    }
+}
+
 /// What an accept loop needs to serve the connections it accepts.
 struct Connections<S> {
     service: AppService<S>,
@@ -426,10 +453,12 @@ async fn accept_loop<S: HttpService>(acceptor: Acceptor, conns: Connections<S>) 
                 };
                 match accepted {
                     Ok((stream, peer)) => {
-                        ACCEPT_FAILURES.with(AcceptFailures::accepted);
+                        note_accepted();
                         let _ = stream.set_nodelay(true);
                         conns.spawn(stream, Some(peer));
                     }
+                    // An orphan that has let go of its sockets: it is draining.
+                    Err(_) if crate::signals::listeners_released() => return,
                     Err(e) => accept_failed(e).await,
                 }
             }
@@ -441,9 +470,10 @@ async fn accept_loop<S: HttpService>(acceptor: Acceptor, conns: Connections<S>) 
                 };
                 match accepted {
                     Ok((stream, _peer)) => {
-                        ACCEPT_FAILURES.with(AcceptFailures::accepted);
+                        note_accepted();
                         conns.spawn(stream, None);
                     }
+                    Err(_) if crate::signals::listeners_released() => return,
                     Err(e) => accept_failed(e).await,
                 }
             }
@@ -493,72 +523,103 @@ impl Drop for OpenConnection {
 }
 
 /// Out of file descriptors or memory, accepting again at once would spin: pause a little.
-/// The failure is logged at most once every [`ACCEPT_ERROR_LOG_EVERY`], with the number of
-/// failures not logged since: a worker out of descriptors under load fails every pause, and a
-/// line each time would flood the log (ten lines a second per worker) without saying more.
+/// Failures are logged at most once every [`ACCEPT_LOG_EVERY`], and so is the recovery: a
+/// worker out of descriptors under load fails every pause, and accepts again each time a
+/// connection closes, and a line each time would flood the log without saying more.
 async fn accept_failed(e: io::Error) {
     if e.kind() == io::ErrorKind::ConnectionAborted || e.kind() == io::ErrorKind::Interrupted {
         return;
     }
-    ACCEPT_FAILURES.with(|f| f.failed(&e));
-    tokio::time::sleep(ACCEPT_PAUSE).await;
-}
-
-/// How long an accept loop pauses after a failed accept.
-const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
-/// How often at most a worker logs that accepting fails.
-const ACCEPT_ERROR_LOG_EVERY: Duration = Duration::from_secs(10);
-
-thread_local! {
-    /// The worker's accept failures, for all its listeners: the worker is single-threaded.
-    static ACCEPT_FAILURES: AcceptFailures = const { AcceptFailures::new() };
-}
-
-/// Accept failures since the last one logged.
-struct AcceptFailures {
-    /// When one was last logged.
-    logged: Cell<Option<std::time::Instant>>,
-    /// Failures since the last success, and how many of them were not logged.
-    failures: Cell<u64>,
-    suppressed: Cell<u64>,
-}
-
-impl AcceptFailures {
-    const fn new() -> Self {
-        AcceptFailures { logged: Cell::new(None), failures: Cell::new(0), suppressed: Cell::new(0) }
-    }
-
-    fn failed(&self, e: &io::Error) {
-        self.failures.set(self.failures.get() + 1);
-        let now = std::time::Instant::now();
-        if self.logged.get().is_some_and(|t| now.duration_since(t) < ACCEPT_ERROR_LOG_EVERY) {
-            self.suppressed.set(self.suppressed.get() + 1);
-            return;
-        }
-        self.logged.set(Some(now));
+    if let Some(suppressed) = ACCEPT_FAILURES.with(|f| f.failed(Instant::now())) {
         let hint = match e.raw_os_error() {
             Some(nix::libc::EMFILE | nix::libc::ENFILE) => {
                 "; out of file descriptors: raise the open-files limit or lower worker_connections"
             }
             _ => "",
         };
-        let suppressed = self.suppressed.replace(0);
         tracing::warn!(
             suppressed,
             "accept failed: {e}{hint}; retrying every {} ms, logged at most every {} s",
             ACCEPT_PAUSE.as_millis(),
-            ACCEPT_ERROR_LOG_EVERY.as_secs()
+            ACCEPT_LOG_EVERY.as_secs()
         );
     }
+    tokio::time::sleep(ACCEPT_PAUSE).await;
+}
 
-    /// A connection was accepted: says so if accepting had been failing.
-    fn accepted(&self) {
-        let failures = self.failures.replace(0);
-        if failures > 0 {
-            self.suppressed.set(0);
-            tracing::info!(failures, "accepting again after failed accepts");
+/// A connection was accepted: says so, with how many accepts failed, if accepting had been
+/// failing (at most once every [`ACCEPT_LOG_EVERY`]).
+fn note_accepted() {
+    if let Some(failures) = ACCEPT_FAILURES.with(AcceptFailures::accepted) {
+        tracing::info!(failures, "accepting again after failed accepts");
+    }
+}
+
+/// How long an accept loop pauses after a failed accept.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
+/// How often at most a worker logs that accepting fails, and that it accepts again.
+const ACCEPT_LOG_EVERY: Duration = Duration::from_secs(10);
+
+thread_local! {
+    /// The worker's accept failures, for all its listeners: the worker is single-threaded.
+    static ACCEPT_FAILURES: AcceptFailures = const { AcceptFailures::new() };
+}
+
+/// Accept failures, and what the log has said of them: a pure record, told the time, which
+/// decides what to log; the callers log it.
+struct AcceptFailures {
+    /// When a failure was last logged, and the failures since that were not.
+    failure_logged: Cell<Option<Instant>>,
+    suppressed: Cell<u64>,
+    /// When a recovery was last logged, and the failures since that (some may have been
+    /// followed by successes already: the count is kept until a recovery line reports it).
+    recovery_logged: Cell<Option<Instant>>,
+    unreported: Cell<u64>,
+}
+
+impl AcceptFailures {
+    const fn new() -> Self {
+        AcceptFailures {
+            failure_logged: Cell::new(None),
+            suppressed: Cell::new(0),
+            recovery_logged: Cell::new(None),
+            unreported: Cell::new(0),
         }
     }
+
+    /// An accept failed at `now`: `Some(suppressed)` if it is to be logged, with the number of
+    /// failures not logged since the last failure line.
+    fn failed(&self, now: Instant) -> Option<u64> {
+        self.unreported.set(self.unreported.get() + 1);
+        if within(self.failure_logged.get(), now) {
+            self.suppressed.set(self.suppressed.get() + 1);
+            return None;
+        }
+        self.failure_logged.set(Some(now));
+        Some(self.suppressed.replace(0))
+    }
+
+    /// An accept succeeded: `Some(failures)` if that is to be logged, with the number of
+    /// failures since the last recovery line. One comparison when nothing failed.
+    fn accepted(&self) -> Option<u64> {
+        if self.unreported.get() == 0 {
+            return None;
+        }
+        self.accepted_at(Instant::now())
+    }
+
+    fn accepted_at(&self, now: Instant) -> Option<u64> {
+        if self.unreported.get() == 0 || within(self.recovery_logged.get(), now) {
+            return None;
+        }
+        self.recovery_logged.set(Some(now));
+        Some(self.unreported.replace(0))
+    }
+}
+
+/// Whether a line logged at `logged` is less than [`ACCEPT_LOG_EVERY`] before `now`.
+fn within(logged: Option<Instant>, now: Instant) -> bool {
+    logged.is_some_and(|t| now.saturating_duration_since(t) < ACCEPT_LOG_EVERY)
 }
 
 impl<S: HttpService> Connections<S> {
@@ -645,5 +706,36 @@ where
         biased;
         read = ready => read.is_ok() && gate.has_request(),
         () = drained => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_failures_and_recoveries_are_each_logged_once_a_window_with_true_counts() {
+        let f = AcceptFailures::new();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        assert_eq!(f.accepted_at(at(0)), None, "nothing failed");
+        assert_eq!(f.failed(at(0)), Some(0), "the first failure is logged");
+        for ms in 1..20 {
+            assert_eq!(f.failed(at(ms * 100)), None);
+        }
+        // Churn: a connection closes, one accept succeeds, the next fails, every 100 ms.
+        assert_eq!(f.accepted_at(at(2_000)), Some(20), "the first recovery is logged");
+        for ms in 21..100 {
+            assert_eq!(f.failed(at(ms * 100)), None);
+            assert_eq!(f.accepted_at(at(ms * 100 + 50)), None, "once a window");
+        }
+        // The next window: one failure line, counting every failure not logged (the 19 of the
+        // first streak and the 79 of the churn), and one recovery line, counting every failure
+        // since the last recovery line.
+        assert_eq!(f.failed(at(10_000)), Some(19 + 79));
+        assert_eq!(f.accepted_at(at(12_000)), Some(80));
+        assert_eq!(f.accepted_at(at(12_100)), None, "nothing failed since");
+        assert_eq!(f.failed(at(20_000)), Some(0));
+        assert_eq!(f.accepted_at(at(22_000)), Some(1));
     }
 }

@@ -488,6 +488,50 @@ fn a_killed_master_leaves_no_lock_and_its_orphan_stops_within_graceful_timeout()
 }
 
 #[test]
+fn a_killed_master_s_orphan_lets_go_of_a_fixed_port_at_once() {
+    // A fixed port: a free one, found by binding port 0 and closing it.
+    let port = std::net::TcpListener::bind(LOCAL).unwrap().local_addr().unwrap().port();
+    let bind = format!("127.0.0.1:{port}");
+    let dir = tempdir();
+    let pidfile = dir.path().join("fs.pid");
+    let pidfile_arg = pidfile.to_str().unwrap();
+    // The default graceful_timeout (30 s): the orphan outlives this test unless killed.
+    let args = ["-w", "1", "-b", bind.as_str(), "-p", pidfile_arg];
+    let first = Server::start(&example("demo"), &args);
+    let orphan = *first.wait_workers(1).iter().next().unwrap();
+    let mut stuck = Conn::open(first.addr()).unwrap();
+    stuck.send_get("/spin/20000").unwrap();
+    first.wait_for("blocking the worker's thread");
+    nix::sys::signal::kill(first.pid(), Signal::SIGKILL).unwrap();
+    let killed = Instant::now();
+
+    // A new server on the same port and pidfile starts at once, while the orphan still spins.
+    let second = Server::spawn(&example("demo"), &args);
+    let started = wait_until(|| {
+        let logs = second.logs();
+        if logs.iter().any(|l| l.contains("all workers ready")) {
+            Some(Ok(()))
+        } else if logs.iter().any(|l| l.contains("error")) {
+            Some(Err(logs.join("\n")))
+        } else {
+            None
+        }
+    });
+    match started {
+        Some(Ok(())) => {}
+        Some(Err(logs)) => panic!("the new server did not start:\n{logs}"),
+        None => panic!("the new server did not start in time:\n{}", second.logs().join("\n")),
+    }
+    let took = killed.elapsed();
+    assert!(took < Duration::from_secs(5), "the new server started {took:?} after the kill");
+    assert!(alive(orphan), "the orphan still runs its request");
+    let response = http::get(second.addr(), "/pid").unwrap();
+    assert_eq!(response.status, 200);
+    assert_ne!(response.text().trim(), orphan.to_string(), "served by the new server");
+    assert!(second.workers().contains(&response.text().trim().parse().unwrap()));
+}
+
+#[test]
 fn a_fifo_in_place_of_the_config_does_not_freeze_the_master() {
     let dir = tempdir();
     let path =
