@@ -1035,6 +1035,16 @@ fn the_binary_answers_options_asterisk_and_refuses_escapes_that_are_not_utf8() {
     assert_eq!(r.header("content-length"), Some("0"));
     assert_eq!(r.header("allow"), Some("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"));
     assert!(!closed);
+    // A static route answers OPTIONS with what it allows, and its 405 says the same.
+    let ask = |method: &str| {
+        let request =
+            format!("{method} /static/any HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n");
+        common::http::raw(addr, request.as_bytes()).unwrap()
+    };
+    let options = ask("OPTIONS");
+    assert_eq!((options.status, options.header("allow")), (200, Some("GET, HEAD, OPTIONS")));
+    let post = ask("POST");
+    assert_eq!((post.status, post.header("allow")), (405, Some("GET, HEAD, OPTIONS")));
     // RFC 9110 §9.3.6: no tunnels: 501, and the connection closed.
     assert_eq!(closes(addr, b"CONNECT t:443 HTTP/1.1\r\nHost: t:443\r\n\r\n"), (Some(501), true));
 

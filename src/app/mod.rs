@@ -61,7 +61,7 @@ impl Router {
         } else if built.is_empty() {
             "OPTIONS"
         } else {
-            "GET, HEAD, OPTIONS"
+            static_files::ALLOW
         };
         Ok(Router { routes: built, allow: HeaderValue::from_static(allow) })
     }

@@ -84,9 +84,16 @@ impl StaticDir {
         let head = match *req.method() {
             Method::GET => false,
             Method::HEAD => true,
+            // What the route allows, whether or not the file exists: the same methods that
+            // `OPTIONS *` names for a server of files (RFC 9110 §9.3.7).
+            Method::OPTIONS => {
+                let mut response = Response::new(Body::from(Bytes::new()));
+                response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(ALLOW));
+                return response;
+            }
             _ => {
                 let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed\n");
-                response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+                response.headers_mut().insert(header::ALLOW, HeaderValue::from_static(ALLOW));
                 return response;
             }
         };
@@ -210,6 +217,9 @@ fn redirect_to_directory<B>(req: &Request<B>, path: &[u8]) -> Response<Body> {
     }
     response
 }
+
+/// The methods a static route answers.
+pub(crate) const ALLOW: &str = "GET, HEAD, OPTIONS";
 
 /// The latest time an HTTP date can express (9999-12-31T23:59:59Z); `httpdate` panics beyond.
 const LAST_HTTP_DATE: u64 = 253_402_300_799;
