@@ -189,8 +189,8 @@ pub struct HttpConfig {
     /// closed. 0: no limit.
     #[serde(deserialize_with = "deserialize_count")]
     pub limit_request_line: u64,
-    /// Most header fields in a request; more is answered 431 and closed. Whatever the limits,
-    /// a head is at most 384 KiB (431 and closed).
+    /// Most header fields in a request, 1 to [`MAX_REQUEST_FIELDS`]; more is answered 431 and
+    /// closed. Whatever the limits, a head is at most 384 KiB (431 and closed).
     #[serde(deserialize_with = "deserialize_fields")]
     pub limit_request_fields: u64,
     /// Longest header field line in bytes; longer is answered 431 and closed. 0: no limit.
@@ -283,9 +283,14 @@ impl Serialize for AllowList {
     }
 }
 
+/// The most `limit_request_fields` may be. The `http` crate's header map holds at most 24,576
+/// fields and panics beyond, and hyper, told to parse more than 100, allocates a table of that
+/// many entries for every request; 8192 fields is far more than any client sends.
+pub const MAX_REQUEST_FIELDS: u64 = 8192;
+
 /// Checks a `limit_request_fields` value.
 pub(crate) fn check_fields(n: u64) -> Result<u64, String> {
-    in_range("limit_request_fields", n, 1, 32768)
+    in_range("limit_request_fields", n, 1, MAX_REQUEST_FIELDS)
 }
 
 fn deserialize_fields<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {

@@ -235,6 +235,16 @@ fn workers_beyond_what_a_reload_can_fit_are_refused() {
 }
 
 #[test]
+fn more_request_fields_than_the_header_map_can_hold_are_refused() {
+    // The http crate's header map panics beyond 24,576 fields: a limit above that let a request
+    // with more fields panic the worker's connection.
+    let most = "limit_request_fields must be between 1 and 8192";
+    assert_refused("[http]\nlimit_request_fields = 32768\n", (4, 24), most);
+    assert_flag_refused(&["--limit-request-fields", "8193", "--check-config"], most);
+    assert_eq!(run(&["--limit-request-fields", "8192", "--check-config"]), (0, String::new()));
+}
+
+#[test]
 fn a_config_that_is_not_a_regular_file_or_too_large_is_refused() {
     let dir = tempdir();
     let fifo = dir.path().join("fifo.toml");
