@@ -478,6 +478,8 @@ impl Seconds {
     /// A year: any timeout longer than that is a mistake, and deadlines computed from it must
     /// not overflow.
     const MAX: u64 = 365 * 86_400;
+    /// The shortest duration other than 0.
+    const MIN_POSITIVE: f64 = 0.001;
 
     fn from_f64(secs: f64) -> Result<Self, String> {
         if !secs.is_finite() || secs < 0.0 {
@@ -485,6 +487,14 @@ impl Seconds {
         }
         if secs > Self::MAX as f64 {
             return Err(format!("{secs} seconds is more than a year"));
+        }
+        // Less would round to nothing, or next to it, and 0 means "off" for most settings: a
+        // `timeout` of 1e-10 would quietly turn hung-worker detection off.
+        if secs > 0.0 && secs < Self::MIN_POSITIVE {
+            return Err(format!(
+                "{secs} seconds is less than a millisecond: use 0, or at least {}",
+                Self::MIN_POSITIVE
+            ));
         }
         Ok(Seconds(Duration::from_secs_f64(secs)))
     }

@@ -225,6 +225,17 @@ fn a_timeout_below_one_second_is_refused() {
 }
 
 #[test]
+fn a_duration_too_small_to_tell_from_off_is_refused() {
+    // These rounded to 0 ("off"): hung-worker detection, or a keep-alive limit, quietly gone.
+    let tiny = "less than a millisecond: use 0, or at least 0.001";
+    assert_refused("timeout = 1e-10\n", (3, 11), tiny);
+    assert_refused("[http]\nkeepalive = 1e-10\n", (4, 13), tiny);
+    assert_flag_refused(&["-t", "1e-320", "--check-config"], tiny);
+    assert_flag_refused(&["--send-timeout", "0.0001", "--check-config"], tiny);
+    assert_eq!(run(&["--keepalive", "0.001", "--check-config"]), (0, String::new()));
+}
+
+#[test]
 fn workers_beyond_what_a_reload_can_fit_are_refused() {
     // A reload runs two generations at once in the scoreboard's 2048 slots.
     let most = "workers must be at most 1024";
