@@ -23,9 +23,10 @@
 //! close), and for a new connection's first request from the connection's start (closed
 //! quietly if nothing came); `keepalive` between requests (closed quietly); `body_timeout`
 //! between a body's bytes, and `body_min_rate` over any stretch longer than that (see
-//! [`BodyWait`]), both from when the app asks for the body (408); `send_timeout` while a response cannot be written
-//! because the client is not reading (closed: see `Stall`). A client that ends its side in
-//! the middle of a body has sent a truncated request: 400, as for a malformed one.
+//! [`BodyWait`]), both from when the app asks for the body (408); `send_timeout` while a
+//! response cannot be written because the client is not reading (closed: see `Stall`). A
+//! client that ends its side in the middle of a body has sent a truncated request: 400, as for
+//! a malformed one.
 //!
 //! On the way out, the gate writes the responses to a pipelined batch together (hyper flushes
 //! after each; see `Gate::hold_back`), and it parks a connection idle between requests: hyper
@@ -288,8 +289,8 @@ pin_project_lite::pin_project! {
 /// So an early burst banks at most `body_timeout` of waiting, and over any stretch longer than
 /// `body_timeout` the client must average `body_min_rate`. (Averaging over the whole body, as
 /// Kestrel's `MinRequestBodyDataRate` or Apache's `MinRate` without a maximum do, lets a
-/// megabyte sent at once buy over an hour of trickling.) Only waits count: an app that reads
-/// slowly holds its client back, and that is not the client's fault.
+/// megabyte sent at once buy over an hour of trickling at 240 B/s.) Only waits count: an app
+/// that reads slowly holds its client back, and that is not the client's fault.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct BodyWait {
     /// Nanoseconds of waiting left, as of the last read, or of `since` while waiting.
