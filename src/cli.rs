@@ -220,8 +220,9 @@ pub struct Overrides {
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     pub body_timeout: Option<Seconds>,
 
-    /// Bytes per second a body must average: waiting for its bytes may total body-timeout
-    /// plus a second per this many bytes received (408 after; 0: off).
+    /// Bytes per second a body must average over any body-timeout: a waiting credit starts
+    /// at body-timeout, each byte adds 1/this seconds (up to body-timeout), waiting for the
+    /// client takes it off (408 when none is left; 0: off).
     #[arg(long, value_name = "BYTES", value_parser = parse_count)]
     pub body_min_rate: Option<u64>,
 

@@ -206,11 +206,13 @@ pub struct HttpConfig {
     /// Seconds without progress while reading a body: then 408 and closed. 0: no limit (and
     /// no `body_min_rate` either).
     pub body_timeout: Seconds,
-    /// Bytes per second a body must arrive at on average, once the app asks for it: the time
-    /// spent waiting for a body's bytes may total `body_timeout` plus one second per
-    /// `body_min_rate` bytes received, then 408 and closed. Without it a client sending a byte
-    /// just within every `body_timeout` holds its connection for ever. Only the time the
-    /// server waits on an empty socket counts, not the time the app takes to read. 0: off.
+    /// Bytes per second a body must average over any stretch longer than `body_timeout`, once
+    /// the app asks for it. Without it a client sending a byte just within every
+    /// `body_timeout` holds its connection for ever. Each body has a waiting credit: it starts
+    /// at `body_timeout`; each byte received adds `1 / body_min_rate` seconds, but never beyond
+    /// `body_timeout` (an early burst banks no more); the time the server waits on an empty
+    /// socket while the app wants the body is taken off (the time the app takes to read is
+    /// not); when none is left, 408 and closed. 0: off.
     #[serde(deserialize_with = "deserialize_count")]
     pub body_min_rate: u64,
     /// Seconds a response may go without any write progress (the client is not reading), then

@@ -22,10 +22,11 @@
 //! Timers: `header_timeout` from a head's first byte to its end (408 if anything came, then
 //! close), and for a new connection's first request from the connection's start (closed
 //! quietly if nothing came); `keepalive` between requests (closed quietly); `body_timeout`
-//! between a body's bytes, and `body_min_rate` over all of them (see [`BodyWait`]), both from
-//! when the app asks for the body (408); `send_timeout` while a response cannot be written
-//! because the client is not reading (closed: see `Stall`). A client that ends its side in
-//! the middle of a body has sent a truncated request: 400, as for a malformed one.
+//! between a body's bytes, and `body_min_rate` over any stretch longer than that (see
+//! [`BodyWait`]), both from when the app asks for the body (408); `send_timeout` while a
+//! response cannot be written because the client is not reading (closed: see `Stall`). A
+//! client that ends its side in the middle of a body has sent a truncated request: 400, as for
+//! a malformed one.
 //!
 //! On the way out, the gate writes the responses to a pipelined batch together (hyper flushes
 //! after each; see `Gate::hold_back`), and it parks a connection idle between requests: hyper
@@ -60,8 +61,8 @@ pub(crate) struct Limits {
     max_body: u64,
     header_timeout: Option<Duration>,
     body_timeout: Option<Duration>,
-    /// `body_min_rate`, in bytes per second; `None` when it or `body_timeout` is off.
-    body_min_rate: Option<u64>,
+    /// `body_min_rate` with `body_timeout`; `None` when either is off.
+    body_rate: Option<BodyRate>,
     keepalive: Option<Duration>,
     send_timeout: Option<Duration>,
     /// Peers that must (and the only ones that may) start with a PROXY protocol header;
@@ -82,8 +83,9 @@ impl Limits {
             max_body: if http.max_body_size == 0 { u64::MAX } else { http.max_body_size },
             header_timeout: crate::config::ServerConfig::limit(http.header_timeout),
             body_timeout: crate::config::ServerConfig::limit(http.body_timeout),
-            body_min_rate: (http.body_min_rate > 0 && !http.body_timeout.0.is_zero())
-                .then_some(http.body_min_rate),
+            body_rate: (http.body_min_rate > 0 && !http.body_timeout.0.is_zero()).then(|| {
+                BodyRate { per_second: http.body_min_rate, cap: nanos(http.body_timeout.0) }
+            }),
             keepalive: crate::config::ServerConfig::limit(http.keepalive),
             send_timeout: crate::config::ServerConfig::limit(http.send_timeout),
             proxy: http.proxy_protocol.then(|| http.proxy_allow_ips.clone()),
@@ -232,7 +234,7 @@ struct Scanner {
     since: Instant,
     /// When the bytes being scanned were read.
     read_at: Instant,
-    /// The time spent waiting for the current body, for `body_min_rate`.
+    /// The waiting the current body's client may still cause, for `body_min_rate`.
     body_wait: BodyWait,
     /// No request has started on this connection yet.
     first: bool,
@@ -279,19 +281,65 @@ pin_project_lite::pin_project! {
     }
 }
 
-/// How long the gate has waited for the current request's body. `body_timeout` bounds each
-/// wait; `body_min_rate` bounds their total, to `body_timeout` plus a second per
-/// `body_min_rate` bytes received: a client that sends a byte just within every `body_timeout`
-/// is otherwise never late. Only waits on an empty socket while the app wants the body count:
-/// an app that reads slowly holds its client back, and that is not the client's fault.
-#[derive(Debug, Default, Clone, Copy)]
+/// The waiting a body's client may still cause, for `body_min_rate`: a token bucket of
+/// waiting time. `body_timeout` bounds each wait, but a client that sends a byte just within
+/// every `body_timeout` would otherwise never be late. The credit starts at `body_timeout`;
+/// each byte received adds `1 / body_min_rate` s, up to `body_timeout`; the time the gate
+/// waits on an empty socket while the app wants the body is taken off; when it runs out, 408.
+/// So an early burst banks at most `body_timeout` of waiting, and over any stretch longer than
+/// `body_timeout` the client must average `body_min_rate`. (Averaging over the whole body, as
+/// Kestrel's `MinRequestBodyDataRate` or Apache's `MinRate` without a maximum do, lets a
+/// megabyte sent at once buy over an hour of trickling at 240 B/s.) Only waits count: an app
+/// that reads slowly holds its client back, and that is not the client's fault.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 struct BodyWait {
-    /// `ConnState::read` where the body starts.
-    start: u64,
-    /// The waits that have ended, in total.
-    waited: Duration,
+    /// Nanoseconds of waiting left, as of the last read, or of `since` while waiting.
+    credit: u64,
     /// When the current wait began.
     since: Option<Instant>,
+}
+
+/// What [`BodyWait`]'s bucket is made of.
+#[derive(Debug, Clone, Copy)]
+struct BodyRate {
+    /// `body_min_rate`, in bytes per second: never 0.
+    per_second: u64,
+    /// `body_timeout` in nanoseconds: the credit a body starts with, and the most it may hold.
+    /// A year at most (see `Seconds`), so that a deadline from it cannot overflow.
+    cap: u64,
+}
+
+impl BodyWait {
+    /// A new body's: a full bucket.
+    fn full(rate: BodyRate) -> BodyWait {
+        BodyWait { credit: rate.cap, since: None }
+    }
+
+    /// The socket is empty while the app wants the body: a wait begins, unless one has.
+    fn wait(&mut self, now: Instant) {
+        self.since.get_or_insert(now);
+    }
+
+    /// `bytes` of the body were read at `now`: the wait they end is taken off the credit, then
+    /// their worth is added, up to the cap. A division and a few saturating operations: this
+    /// runs on every read of a body.
+    fn read(&mut self, now: Instant, bytes: u64, rate: BodyRate) {
+        if let Some(since) = self.since.take() {
+            self.credit = self.credit.saturating_sub(nanos(now.saturating_duration_since(since)));
+        }
+        let earned = bytes.saturating_mul(1_000_000_000) / rate.per_second;
+        self.credit = self.credit.saturating_add(earned).min(rate.cap);
+    }
+
+    /// When the current wait uses up the credit, if the gate is waiting.
+    fn deadline(&self) -> Option<Instant> {
+        self.since.map(|since| since + Duration::from_nanos(self.credit))
+    }
+}
+
+/// A duration in nanoseconds, saturated (a year is 3.2e16 of them; `u64` holds 584 years).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 
 /// A response that cannot be written because the client is not reading: since when, and the
@@ -466,12 +514,14 @@ impl<I: AsyncRead> AsyncRead for Gate<I> {
                     g.state.bytes_read(n);
                     // One clock reading for all that this read brought.
                     g.read_at = Instant::now();
-                    if let Some(since) = g.body_wait.since.take() {
-                        g.body_wait.waited += g.read_at.saturating_duration_since(since);
-                    }
                     if matches!(g.phase, Phase::Length(_) | Phase::Chunked(_)) {
                         // Body bytes are progress; a head is timed from its first byte.
                         g.since = g.read_at;
+                        if let Some(rate) = g.limits.body_rate {
+                            // (Bytes of a pipelined request after the body count too, until
+                            // its head resets the bucket: harmless.)
+                            g.body_wait.read(g.read_at, n as u64, rate);
+                        }
                     }
                     g.scan();
                     continue;
@@ -496,13 +546,13 @@ impl<I: AsyncRead> AsyncRead for Gate<I> {
                 // connection writes once per request, and waits far less often.
                 *this.last_write = Instant::now();
             }
-            if g.limits.body_min_rate.is_some()
+            if g.limits.body_rate.is_some()
                 && g.body_wait.since.is_none()
                 && matches!(g.phase, Phase::Length(_) | Phase::Chunked(_))
                 && g.state.dispatched_now(g.heads)
             {
                 // The app wants the body, and the socket is empty: a wait begins.
-                g.body_wait.since = Some(Instant::now());
+                g.body_wait.wait(Instant::now());
             }
             // Wait, unless a timer has run out.
             let mut answering = None;
@@ -592,12 +642,9 @@ impl Scanner {
             _ => self.since,
         };
         let mut deadline = since + wait;
-        if let (true, Some(rate), Some(began)) = (body, limits.body_min_rate, self.body_wait.since)
-        {
-            // What is left of the body's waiting budget (see `BodyWait`).
-            let received = self.state.read().saturating_sub(self.body_wait.start);
-            let budget = wait + Duration::from_secs_f64(received as f64 / rate as f64);
-            deadline = deadline.min(began + budget.saturating_sub(self.body_wait.waited));
+        if let (true, Some(out)) = (body, self.body_wait.deadline()) {
+            // The body's waiting credit runs out sooner (see `BodyWait`).
+            deadline = deadline.min(out);
         }
         Wait::Until(deadline)
     }
@@ -777,12 +824,8 @@ impl Scanner {
                 self.trailers = 0;
                 self.closing = closing;
                 self.since = self.read_at;
-                // The body starts after the head, which this read may have brought with it.
-                let beyond = (self.raw.len() - self.scanned) as u64;
-                self.body_wait = BodyWait {
-                    start: self.state.read().saturating_sub(beyond),
-                    ..BodyWait::default()
-                };
+                // Full: whatever of the body this read brought with the head could add none.
+                self.body_wait = self.limits.body_rate.map(BodyWait::full).unwrap_or_default();
                 if !matches!(framing, Framing::None | Framing::Length(0)) {
                     self.state.expect_body(self.heads);
                 }
@@ -1640,5 +1683,79 @@ mod tests {
         );
         assert_eq!(check("GET / HTTP/2.0\r\nHost: a\r\n\r\n"), Err(505));
         assert_eq!(check("GET / http/1.1\r\nHost: a\r\n\r\n"), Err(400));
+    }
+
+    /// `BodyWait` after `reads`: each a wait of so many milliseconds, then so many bytes.
+    fn bucket(rate: u64, timeout_secs: u64, reads: &[(u64, u64)]) -> (BodyWait, BodyRate, Instant) {
+        let rate = BodyRate { per_second: rate, cap: timeout_secs * 1_000_000_000 };
+        let mut now = Instant::now();
+        let mut bucket = BodyWait::full(rate);
+        for &(waited_ms, bytes) in reads {
+            bucket.wait(now);
+            now += Duration::from_millis(waited_ms);
+            bucket.read(now, bytes, rate);
+        }
+        (bucket, rate, now)
+    }
+
+    #[test]
+    fn body_wait_banks_at_most_body_timeout() {
+        // A new body may wait body_timeout; a megabyte at once buys no more.
+        let (full, ..) = bucket(240, 6, &[]);
+        assert_eq!(full.credit, 6_000_000_000);
+        let (burst, ..) = bucket(240, 6, &[(0, 1_000_000)]);
+        assert_eq!(burst.credit, 6_000_000_000);
+        // The trickle: a byte every 5 s after the burst. The first wait leaves 1 s and
+        // a byte's worth (1/240 s, to the nanosecond below); the next wait ends there.
+        let (mut trickle, _, now) = bucket(240, 6, &[(0, 1_000_000), (5_000, 1)]);
+        assert_eq!(trickle.credit, 1_000_000_000 + 4_166_666);
+        assert_eq!(trickle.deadline(), None, "not waiting");
+        trickle.wait(now);
+        assert_eq!(trickle.deadline(), Some(now + Duration::from_nanos(1_004_166_666)));
+    }
+
+    #[test]
+    fn body_wait_keeps_a_client_at_the_rate() {
+        // 100 bytes every 100 ms at 1,000 B/s, after a pause of most of body_timeout: the
+        // credit the pause left neither grows nor shrinks.
+        let mut reads = vec![(1_900, 0)];
+        reads.extend([(100, 100); 50]);
+        let (steady, ..) = bucket(1_000, 2, &reads);
+        assert_eq!(steady.credit, 100_000_000);
+        // A little above the rate, it grows back, up to body_timeout.
+        let (faster, ..) = bucket(1_000, 2, &[(1_900, 0), (100, 110), (100, 110)]);
+        assert_eq!(faster.credit, 120_000_000);
+        let (long, ..) = bucket(1_000, 2, &[(1_900, 0), (100, 110), (100, 100_000)]);
+        assert_eq!(long.credit, 2_000_000_000);
+    }
+
+    #[test]
+    fn body_wait_runs_out_and_only_waits_count() {
+        // A wait beyond the credit leaves none; the bytes that end it add theirs.
+        let (late, ..) = bucket(1_000, 2, &[(3_000, 5)]);
+        assert_eq!(late.credit, 5_000_000);
+        // Reads with no wait before them (the app was slow, not the client) take nothing off.
+        let rate = BodyRate { per_second: 1_000, cap: 2_000_000_000 };
+        let mut bucket = BodyWait::full(rate);
+        bucket.read(Instant::now(), 0, rate);
+        bucket.read(Instant::now() + Duration::from_secs(60), 0, rate);
+        assert_eq!(bucket.credit, 2_000_000_000);
+    }
+
+    #[test]
+    fn body_wait_does_not_overflow() {
+        let year = nanos(Duration::from_secs(365 * 86_400));
+        for per_second in [1, 240, u64::MAX] {
+            let rate = BodyRate { per_second, cap: year };
+            let mut bucket = BodyWait::full(rate);
+            let now = Instant::now();
+            bucket.read(now, u64::MAX, rate);
+            assert!(bucket.credit <= year);
+            bucket.wait(now);
+            assert_eq!(bucket.deadline(), Some(now + Duration::from_nanos(bucket.credit)));
+            bucket.read(now + Duration::from_secs(2 * 365 * 86_400), 1, rate);
+            assert!(bucket.credit <= 1_000_000_000);
+        }
+        assert_eq!(nanos(Duration::MAX), u64::MAX);
     }
 }

@@ -493,11 +493,6 @@ impl ConnState {
         self.body_error.get().filter(|(n, _)| *n == number).map(|(_, s)| s)
     }
 
-    /// Bytes read from the client so far.
-    pub(crate) fn read(&self) -> u64 {
-        self.read.get()
-    }
-
     pub(crate) fn bytes_read(&self, n: usize) {
         self.read.set(self.read.get() + n as u64);
         self.wake();

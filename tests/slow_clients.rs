@@ -246,8 +246,71 @@ fn a_body_trickled_below_body_min_rate_is_cut_with_408() {
     let answer = String::from_utf8_lossy(&got);
     assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?} after {took:?}");
     assert!(closed, "not closed after the 408");
-    // Waiting may total body_timeout (2 s) plus a second per 100 bytes received (a few).
+    // The waiting credit starts at body_timeout (2 s); each 0.4 s wait costs 0.4 s and the
+    // byte after it buys 0.01 s back: it runs out after about 2 s.
     assert!(took < Duration::from_secs(6), "cut after {took:?}");
+}
+
+/// An early burst banks at most `body_timeout` of waiting: a client that sends most of a body
+/// at once and then trickles (here 200 KB, worth 200 s at 1,000 B/s, then a byte every 1.5 s,
+/// never a pause of `body_timeout`) is cut about `body_timeout` after the trickle starts.
+#[test]
+fn a_burst_then_a_trickle_below_body_min_rate_is_cut_with_408() {
+    let server = Server::start(
+        &example("demo"),
+        &["-w", "1", "-b", "127.0.0.1:0", "--body-timeout", "2", "--body-min-rate", "1000"],
+    );
+    let mut stream = TcpStream::connect(server.addr()).unwrap();
+    stream.write_all(b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 300000\r\n\r\n").unwrap();
+    stream.write_all(&vec![b'x'; 200_000]).unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let closed = loop {
+        let (more, closed) = read_until_closed(&mut stream, Duration::from_millis(1500));
+        got.extend_from_slice(&more);
+        if closed || started.elapsed() > Duration::from_secs(7) {
+            break closed;
+        }
+        let _ = stream.write_all(b"x");
+    };
+    let took = started.elapsed();
+    let answer = String::from_utf8_lossy(&got);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?} after {took:?}");
+    assert!(closed, "not closed after the 408");
+    // The burst leaves 2 s of credit; the first 1.5 s wait leaves 0.5 s, which the next wait
+    // uses up: about 2 s after the trickle starts.
+    assert!(took > Duration::from_millis(1400), "cut after {took:?}: before the credit ran out");
+    assert!(took < Duration::from_secs(6), "cut after {took:?}");
+}
+
+/// What `body_min_rate` must not cut: a burst, a pause just under `body_timeout`, then a
+/// steady upload a little above the rate, for longer than `body_timeout`.
+#[test]
+fn a_pause_after_a_burst_then_a_steady_upload_at_body_min_rate_is_not_cut() {
+    let server = Server::start(
+        &example("demo"),
+        &["-w", "1", "-b", "127.0.0.1:0", "--body-timeout", "2", "--body-min-rate", "1000"],
+    );
+    let (burst, steady) = (50_000, 2_750);
+    let mut stream = TcpStream::connect(server.addr()).unwrap();
+    let head =
+        format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n", burst + steady);
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(&vec![b'x'; burst]).unwrap();
+    std::thread::sleep(Duration::from_millis(1600));
+    // 1,100 B/s for 2.5 s, in 100 ms steps, on a schedule: a late step catches up.
+    let started = Instant::now();
+    let mut sent = 0;
+    while sent < steady {
+        std::thread::sleep(Duration::from_millis(100));
+        let due = (started.elapsed().as_millis() as usize * 11 / 10).min(steady);
+        stream.write_all(&vec![b'y'; due - sent]).expect("cut while sending at the rate");
+        sent = due;
+    }
+    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let response = Conn::over(stream).read_response(false).expect("no answer to the whole body");
+    assert_eq!(response.status, 200);
+    assert_eq!(response.body.len(), burst + steady);
 }
 
 #[test]
