@@ -40,11 +40,12 @@ fn read_until_closed(stream: &mut TcpStream, wait: Duration) -> (Vec<u8>, bool) 
     }
 }
 
-#[test]
-fn clients_that_never_read_are_closed_at_send_timeout_and_their_slots_freed() {
+/// One worker with four connection slots and `send_timeout` (seconds), serving `/` and a
+/// 16 MiB `/static/big.bin`: far more than the kernel's socket buffers take, so the server's
+/// writes to a client that does not read must block.
+fn big_file_server(send_timeout: &str) -> (tempfile::TempDir, Server) {
     let dir = tempdir();
     std::fs::create_dir(dir.path().join("public")).unwrap();
-    // Far more than the kernel's socket buffers take: the server's writes must block.
     std::fs::write(dir.path().join("public/big.bin"), vec![b'x'; 16 << 20]).unwrap();
     let config = write(
         dir.path(),
@@ -52,20 +53,17 @@ fn clients_that_never_read_are_closed_at_send_timeout_and_their_slots_freed() {
         "[[route]]\npath = \"/\"\nrespond = \"hello\\n\"\n\n\
          [[route]]\npath = \"/static/\"\nstatic = \"public\"\n",
     );
+    let args = ["-w", "1", "-b", "127.0.0.1:0", "--worker-connections", "4"];
     let server = Server::start(
         &forkserve(),
-        &[
-            "-w",
-            "1",
-            "-b",
-            "127.0.0.1:0",
-            "--worker-connections",
-            "4",
-            "--send-timeout",
-            "2",
-            &config,
-        ],
+        &[&args[..], &["--send-timeout", send_timeout, &config]].concat(),
     );
+    (dir, server)
+}
+
+#[test]
+fn clients_that_never_read_are_closed_at_send_timeout_and_their_slots_freed() {
+    let (_dir, server) = big_file_server("2");
     let addr = server.addr();
     let worker = *server.wait_workers(1).first().unwrap();
     let idle = sockets(worker);
@@ -113,29 +111,7 @@ fn sockets(pid: i32) -> usize {
 /// `send_timeout`: it closes the connection that has been stalled longest to make room.
 #[test]
 fn a_worker_full_of_clients_that_never_read_makes_room_for_a_new_one() {
-    let dir = tempdir();
-    std::fs::create_dir(dir.path().join("public")).unwrap();
-    std::fs::write(dir.path().join("public/big.bin"), vec![b'x'; 16 << 20]).unwrap();
-    let config = write(
-        dir.path(),
-        "app.toml",
-        "[[route]]\npath = \"/\"\nrespond = \"hello\\n\"\n\n\
-         [[route]]\npath = \"/static/\"\nstatic = \"public\"\n",
-    );
-    let server = Server::start(
-        &forkserve(),
-        &[
-            "-w",
-            "1",
-            "-b",
-            "127.0.0.1:0",
-            "--worker-connections",
-            "4",
-            "--send-timeout",
-            "60",
-            &config,
-        ],
-    );
+    let (_dir, server) = big_file_server("60");
     let addr = server.addr();
     let mut slow: Vec<TcpStream> = (0..4)
         .map(|_| {
