@@ -461,20 +461,27 @@ fn the_hello_example_serves() {
     assert_eq!(response.text(), "Hello from a forkserve worker!\n");
 }
 
+/// Starts the demo with `args` (one worker), blocks its worker's thread in a 20 s request, so
+/// that it cannot drain on its own, and SIGKILLs the master. Returns the first server (whose
+/// process group the orphan is still in: dropping it ends the orphan), the stuck connection,
+/// the orphan's pid, and when its master was killed.
+fn orphan_a_blocked_worker(args: &[&str]) -> (Server, Conn, i32, Instant) {
+    let first = Server::start(&example("demo"), args);
+    let orphan = *first.wait_workers(1).iter().next().unwrap();
+    let mut stuck = Conn::open(first.addr()).unwrap();
+    stuck.send_get("/spin/20000").unwrap();
+    first.wait_for("blocking the worker's thread");
+    nix::sys::signal::kill(first.pid(), Signal::SIGKILL).unwrap();
+    (first, stuck, orphan, Instant::now())
+}
+
 #[test]
 fn a_killed_master_leaves_no_lock_and_its_orphan_stops_within_graceful_timeout() {
     let dir = tempdir();
     let pidfile = dir.path().join("fs.pid");
     let pidfile_arg = pidfile.to_str().unwrap();
     let args = ["-w", "1", "-b", LOCAL, "-p", pidfile_arg, "--graceful-timeout", "1"];
-    let first = Server::start(&example("demo"), &args);
-    let orphan = *first.wait_workers(1).iter().next().unwrap();
-    // The worker's thread is blocked for 20 s: it cannot drain on its own meanwhile.
-    let mut stuck = Conn::open(first.addr()).unwrap();
-    stuck.send_get("/spin/20000").unwrap();
-    first.wait_for("blocking the worker's thread");
-    nix::sys::signal::kill(first.pid(), Signal::SIGKILL).unwrap();
-    let killed = Instant::now();
+    let (_first, _stuck, orphan, killed) = orphan_a_blocked_worker(&args);
 
     // A new server with the same pidfile starts while the orphan still spins.
     let second = Server::start(&example("demo"), &args);
@@ -497,13 +504,7 @@ fn a_killed_master_s_orphan_lets_go_of_a_fixed_port_at_once() {
     let pidfile_arg = pidfile.to_str().unwrap();
     // The default graceful_timeout (30 s): the orphan outlives this test unless killed.
     let args = ["-w", "1", "-b", bind.as_str(), "-p", pidfile_arg];
-    let first = Server::start(&example("demo"), &args);
-    let orphan = *first.wait_workers(1).iter().next().unwrap();
-    let mut stuck = Conn::open(first.addr()).unwrap();
-    stuck.send_get("/spin/20000").unwrap();
-    first.wait_for("blocking the worker's thread");
-    nix::sys::signal::kill(first.pid(), Signal::SIGKILL).unwrap();
-    let killed = Instant::now();
+    let (_first, _stuck, orphan, killed) = orphan_a_blocked_worker(&args);
 
     // A new server on the same port and pidfile starts at once, while the orphan still spins.
     let second = Server::spawn(&example("demo"), &args);
