@@ -262,7 +262,7 @@ fn static_files_are_served_with_types_indexes_and_methods() {
         b"POST /static/digits.txt HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
     )
     .unwrap();
-    assert_eq!((post.status, post.header("allow")), (405, Some("GET, HEAD")));
+    assert_eq!((post.status, post.header("allow")), (405, Some("GET, HEAD, OPTIONS")));
 }
 
 #[test]
