@@ -54,6 +54,8 @@ pub fn example(name: &str) -> PathBuf {
 struct Log {
     lines: Mutex<Vec<String>>,
     grew: Condvar,
+    /// Output streams not yet read to their end.
+    open: std::sync::atomic::AtomicUsize,
 }
 
 impl Log {
@@ -188,12 +190,14 @@ impl Server {
         .flatten()
         {
             let log = Arc::clone(&log);
+            log.open.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines() {
                     let Ok(line) = line else { break };
                     log.lines().push(line);
                     log.grew.notify_all();
                 }
+                log.open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             });
         }
         Server { child, log, status: None }
@@ -306,9 +310,10 @@ impl Server {
     pub fn output(&mut self) -> String {
         self.exit_code();
         // The reader threads finish at EOF, which comes once every process holding the pipes
-        // has exited; give them until then.
+        // has exited; wait until they have read everything.
         wait_until(|| (!self.group_alive()).then_some(()));
-        std::thread::sleep(Duration::from_millis(20));
+        let read = || self.log.open.load(std::sync::atomic::Ordering::SeqCst) == 0;
+        wait_until(|| read().then_some(()));
         self.logs().join("\n")
     }
 
