@@ -7,6 +7,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use nix::sys::socket::{
     AddressFamily, Backlog, SockFlag, SockType, SockaddrIn, SockaddrIn6, SockaddrLike,
@@ -258,8 +259,31 @@ impl Listeners {
             listeners.pinned.push(b.clone());
             listeners.groups.push((b, vec![l]));
         }
-        listeners.open_missing(binds, backlog).inspect_err(|_| listeners.close_all())?;
+        listeners.open_at_start(binds, backlog).inspect_err(|_| listeners.close_all())?;
         Ok(listeners)
+    }
+
+    /// [`Listeners::open_missing`] for a master that is starting, retrying an address in use
+    /// for up to [`BIND_RETRY_FOR`]: a server restarted right after its predecessor was killed
+    /// races that predecessor's orphaned workers, which let go of the sockets from a signal
+    /// handler (see `signals::bound_orphan_life`) a moment later. Not for a reload, which must
+    /// not hold up the master's loop: it is refused at once.
+    fn open_at_start(&mut self, binds: &[Bind], backlog: u32) -> Result<(), Error> {
+        let give_up = Instant::now() + BIND_RETRY_FOR;
+        let mut warned = false;
+        loop {
+            match self.open_missing(binds, backlog) {
+                Err(Error::Bind { addr, source })
+                    if source.kind() == io::ErrorKind::AddrInUse && Instant::now() < give_up =>
+                {
+                    if !std::mem::replace(&mut warned, true) {
+                        tracing::warn!(address = %addr, "address in use, retrying for up to 1 s");
+                    }
+                    std::thread::sleep(BIND_RETRY_EVERY);
+                }
+                done => return done,
+            }
+        }
     }
 
     /// Records whose a passed socket's unix path is: the service manager's are never removed;
@@ -400,6 +424,10 @@ fn warn_if_backlog_capped(backlog: u32) {
         tracing::warn!(backlog, somaxconn = max, "backlog is capped by net.core.somaxconn");
     }
 }
+
+/// How long a starting master retries an address in use, and how often.
+const BIND_RETRY_FOR: Duration = Duration::from_secs(1);
+const BIND_RETRY_EVERY: Duration = Duration::from_millis(100);
 
 fn bind_one(b: &Bind, backlog: u32) -> io::Result<Vec<Listener>> {
     match b {

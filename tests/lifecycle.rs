@@ -553,3 +553,28 @@ fn a_fifo_in_place_of_the_config_does_not_freeze_the_master() {
     server.signal(Signal::SIGTERM);
     assert_eq!(server.exit_code(), 0);
 }
+
+#[test]
+fn a_starting_server_waits_a_moment_for_an_address_in_use_then_says_so() {
+    // An address held for a moment, as by a killed predecessor's orphans letting go of it:
+    // the new server binds it once it is free.
+    let held = std::net::TcpListener::bind(LOCAL).unwrap();
+    let bind = held.local_addr().unwrap().to_string();
+    let server = Server::spawn(&example("demo"), &["-w", "1", "-b", &bind]);
+    server.wait_for("address in use, retrying");
+    drop(held);
+    server.wait_for("all workers ready");
+    assert_eq!(http::get(server.addr(), "/").unwrap().status, 200);
+
+    // An address that stays in use is an error after the retries, exit code 1.
+    let held = std::net::TcpListener::bind(LOCAL).unwrap();
+    let bind = held.local_addr().unwrap().to_string();
+    let started = Instant::now();
+    let mut server = Server::spawn(&forkserve(), &["-w", "1", "-b", &bind]);
+    let output = server.output();
+    assert_eq!(server.exit_code(), 1, "{output}");
+    assert!(output.contains(&format!("forkserve: error: cannot listen on {bind}")), "{output}");
+    assert!(output.contains("in use"), "{output}");
+    let took = started.elapsed();
+    assert!(took >= Duration::from_millis(900), "gave up after {took:?}");
+}
