@@ -235,14 +235,21 @@ def cmd_reload(a):
     return 0
 
 
-def cmd_idle(a):
+def raise_nofile(want):
+    """Raises the open-files soft limit to the hard one if it is below `want`; False (with a
+    message) if even the hard limit is."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = a.count + 64
     if soft < want:
         if hard != resource.RLIM_INFINITY and hard < want:
             print(f"error: open-files hard limit {hard} < {want}", file=sys.stderr)
-            return 1
+            return False
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return True
+
+
+def cmd_idle(a):
+    if not raise_nofile(a.count + 64):
+        return 1
     ep = select.epoll()
     req = REQUEST % b"/"
     conns = {}  # fd -> [socket, Response or None (still connecting)]
@@ -363,13 +370,8 @@ def normal_latencies(port, n=20):
 
 def cmd_slow_readers(a):
     import tempfile
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = a.count + 256
-    if soft < want:
-        if hard != resource.RLIM_INFINITY and hard < want:
-            print(f"error: open-files hard limit {hard} < {want}", file=sys.stderr)
-            return 1
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if not raise_nofile(a.count + 256):
+        return 1
     tmp = tempfile.TemporaryDirectory(prefix="forkserve-slow-")
     os.mkdir(f"{tmp.name}/public")
     with open(f"{tmp.name}/public/big.bin", "wb") as f:
