@@ -214,8 +214,16 @@ fn prune(stalled: &mut Vec<(Rc<ConnState>, std::task::Waker)>) {
 
 impl Drop for Tracked {
     fn drop(&mut self) {
-        // Not stalled any more: closed.
+        // Not stalled any more: closed. Off the list of stalled connections at once, with the
+        // waker it holds (which keeps the finished task's memory), rather than at the next
+        // stall: after a wave of clients that did not read, nothing of theirs stays.
         self.conn.stalled_since.set(None);
+        if self.conn.listed.get() {
+            // (Never borrowed while a connection can close; if it were, the next prune does it.)
+            if let Ok(mut stalled) = self.inner.stalled.try_borrow_mut() {
+                prune(&mut stalled);
+            }
+        }
         let open = self.inner.open.get() - 1;
         self.inner.open.set(open);
         self.inner.closed.set(self.inner.closed.get() + 1);
@@ -668,6 +676,24 @@ mod tests {
             }
         }
         given
+    }
+
+    #[test]
+    fn a_stalled_connection_that_closes_leaves_the_stalled_list_at_once() {
+        let shutdown = Shutdown::default();
+        let conns: Vec<Rc<ConnState>> =
+            (0..3).map(|_| Rc::new(ConnState::new(&shutdown, None))).collect();
+        let mut tracked: Vec<Tracked> = conns.iter().map(|c| shutdown.track(c)).collect();
+        for conn in &conns {
+            conn.write_stalled(Instant::now(), std::task::Waker::noop());
+        }
+        assert_eq!(shutdown.inner.stalled.borrow().len(), 3);
+        drop(tracked.remove(0));
+        // Not at the next stall, nor at the next reclaim: now, with the waker it held.
+        assert_eq!(shutdown.inner.stalled.borrow().len(), 2);
+        assert!(!conns[0].listed.get());
+        drop(tracked);
+        assert!(shutdown.inner.stalled.borrow().is_empty());
     }
 
     #[test]
