@@ -1445,6 +1445,11 @@ fn wrote(
                 s.state.write_resumed();
             }
             s.state.sent(*n);
+            if s.state.evicted() {
+                // Chosen to make room while stalled, and its slot is counted on: a write that
+                // then went through does not undo that.
+                return stall.poll(cx, s.limits.send_timeout, &s.state).map(Err);
+            }
         }
         Poll::Pending => {
             *blocked = true;
