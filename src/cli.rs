@@ -220,7 +220,8 @@ pub struct Overrides {
     #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
     pub body_timeout: Option<Seconds>,
 
-    /// Bytes per second a body must average over any body-timeout: a waiting credit starts
+    /// Bytes per second a body must keep to (over L seconds of waiting, this × (L −
+    /// body-timeout) bytes at least): a waiting credit starts
     /// at body-timeout, each byte adds 1/this seconds (up to body-timeout), waiting for the
     /// client takes it off (408 when none is left; 0: off).
     #[arg(long, value_name = "BYTES", value_parser = parse_count)]

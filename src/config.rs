@@ -206,8 +206,9 @@ pub struct HttpConfig {
     /// Seconds without progress while reading a body: then 408 and closed. 0: no limit (and
     /// no `body_min_rate` either).
     pub body_timeout: Seconds,
-    /// Bytes per second a body must average over any stretch longer than `body_timeout`, once
-    /// the app asks for it. Without it a client sending a byte just within every
+    /// Bytes per second a body must keep to once the app asks for it: over any stretch of L
+    /// seconds spent waiting for it, at least `body_min_rate` × (L − `body_timeout`) bytes
+    /// must come. Without it a client sending a byte just within every
     /// `body_timeout` holds its connection for ever. Each body has a waiting credit: it starts
     /// at `body_timeout`; each byte received adds `1 / body_min_rate` seconds, but never beyond
     /// `body_timeout` (an early burst banks no more); the time the server waits on an empty

@@ -22,7 +22,7 @@
 //! Timers: `header_timeout` from a head's first byte to its end (408 if anything came, then
 //! close), and for a new connection's first request from the connection's start (closed
 //! quietly if nothing came); `keepalive` between requests (closed quietly); `body_timeout`
-//! between a body's bytes, and `body_min_rate` over any stretch longer than that (see
+//! between a body's bytes, and `body_min_rate` over stretches longer than that (see
 //! [`BodyWait`]), both from when the app asks for the body (408); `send_timeout` while a
 //! response cannot be written because the client is not reading (closed: see `Stall`). A
 //! client that ends its side in the middle of a body has sent a truncated request: 400, as for
@@ -286,8 +286,8 @@ pin_project_lite::pin_project! {
 /// every `body_timeout` would otherwise never be late. The credit starts at `body_timeout`;
 /// each byte received adds `1 / body_min_rate` s, up to `body_timeout`; the time the gate
 /// waits on an empty socket while the app wants the body is taken off; when it runs out, 408.
-/// So an early burst banks at most `body_timeout` of waiting, and over any stretch longer than
-/// `body_timeout` the client must average `body_min_rate`. (Averaging over the whole body, as
+/// So an early burst banks at most `body_timeout` of waiting, and over any stretch of L seconds
+/// of waiting the client must send at least `body_min_rate` × (L − `body_timeout`) bytes. (Averaging over the whole body, as
 /// Kestrel's `MinRequestBodyDataRate` or Apache's `MinRate` without a maximum do, lets a
 /// megabyte sent at once buy over an hour of trickling at 240 B/s.) Only waits count: an app
 /// that reads slowly holds its client back, and that is not the client's fault.

@@ -497,9 +497,11 @@ async fn reclaim_slot(acceptor: &Acceptor, shutdown: &Shutdown) {
 
 /// How often a worker at `worker_connections` looks for a new connection waiting.
 const RECLAIM_CHECK: Duration = Duration::from_millis(250);
-/// How long a client must have read nothing of its response before its connection may be
-/// closed for a new one, at `worker_connections`: far longer than a reading client ever
-/// leaves a write blocked, far shorter than `send_timeout`.
+/// How long a write must have been blocked before its connection may be closed for a new one,
+/// at `worker_connections`, the longest blocked first: far shorter than `send_timeout`. Write
+/// progress comes in steps of part of the socket's send buffer, so a client that reads slowly
+/// (tens of KB/s with a send buffer of megabytes) can also sit blocked that long: at the cap,
+/// with no client that has stopped reading, such a download may be the one closed.
 const RECLAIM_STALLED_AFTER: Duration = Duration::from_secs(1);
 
 /// How long, and how many times in a row, a worker busier than its peers lets them accept first.
