@@ -76,6 +76,7 @@ mod listener;
 mod logging;
 mod master;
 mod notify;
+mod panics;
 mod pidfile;
 mod process;
 mod scoreboard;
@@ -87,12 +88,12 @@ mod worker;
 
 use std::process::ExitCode;
 
+pub use crate::app::{Factory, HttpService, WorkerContext};
 pub use crate::cli::Cli;
 pub use crate::client::Client;
 pub use crate::config::Config;
 pub use crate::error::{BoxError, ConfigError, Error};
-pub use crate::service::HttpService;
-pub use crate::worker::{EXIT_BOOT_FAILED, WorkerContext};
+pub use crate::worker::EXIT_BOOT_FAILED;
 
 use crate::cli::ConfigSource;
 use crate::listener::Listeners;
@@ -106,12 +107,7 @@ use crate::pidfile::Pidfile;
 ///
 /// Call it from `main` before starting any thread or async runtime: the master forks, and
 /// forking is only safe from a single-threaded process.
-pub fn run<F, S, E>(factory: F) -> ExitCode
-where
-    F: Fn(&WorkerContext) -> Result<S, E>,
-    S: HttpService,
-    E: Into<BoxError>,
-{
+pub fn run<F: Factory>(factory: F) -> ExitCode {
     let result = Cli::from_env().and_then(|cli| {
         let server = Server::from_cli(&cli)?;
         if cli.print_config {
@@ -159,12 +155,7 @@ impl Server {
 
     /// Binds the listeners, writes the pidfile, forks the workers and supervises them until
     /// the server is stopped by a signal.
-    pub fn run<F, S, E>(self, factory: F) -> Result<(), Error>
-    where
-        F: Fn(&WorkerContext) -> Result<S, E>,
-        S: HttpService,
-        E: Into<BoxError>,
-    {
+    pub fn run<F: Factory>(self, factory: F) -> Result<(), Error> {
         process::ensure_single_threaded().map_err(Error::Usage)?;
         // A config built in code has not been through the file's or the flags' checks.
         self.config.server.check().map_err(Error::Usage)?;

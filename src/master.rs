@@ -28,9 +28,10 @@ use nix::sys::signal::{SigSet, Signal};
 use nix::unistd::Pid;
 use tracing::{debug, error, info, warn};
 
+use crate::app::{Factory, WorkerContext};
 use crate::cli::ConfigSource;
 use crate::config::{Action, Config, MAX_WORKERS, ServerConfig, UpgradeMode};
-use crate::error::{BoxError, Error};
+use crate::error::Error;
 use crate::ipc::{Inbox, Message};
 use crate::listener::Listeners;
 use crate::logging::LogHandle;
@@ -38,10 +39,9 @@ use crate::notify::Notifier;
 use crate::pidfile::Pidfile;
 use crate::process::{self, Exit, Forked};
 use crate::scoreboard::{SLOTS, Scoreboard};
-use crate::service::HttpService;
 use crate::signals::{MasterSignal, SignalQueue};
 use crate::upgrade::{Handover, Heard, Program, Upgrade};
-use crate::worker::{self, EXIT_BOOT_FAILED, Setup, WorkerContext};
+use crate::worker::{self, EXIT_BOOT_FAILED, Setup};
 
 /// How the server stops.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -307,12 +307,7 @@ impl Plumbing {
     }
 }
 
-impl<'f, F, S, E> Master<'f, F>
-where
-    F: Fn(&WorkerContext) -> Result<S, E>,
-    S: HttpService,
-    E: Into<BoxError>,
-{
+impl<'f, F: Factory> Master<'f, F> {
     pub(crate) fn new(
         plumbing: Plumbing,
         source: Option<ConfigSource>,

@@ -3,7 +3,6 @@
 //! request never takes the worker, or the other requests on it, down), enforces
 //! `request_timeout`, and keeps the worker's scoreboard slot up to date with its requests.
 
-use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -20,41 +19,11 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::Notify;
 use tokio::time::Sleep;
 
+use crate::app::HttpService;
 use crate::client::AllowList;
 use crate::error::BoxError;
 use crate::scoreboard::{Board, Line};
 use crate::shutdown::{ConnState, Shutdown};
-
-/// A hyper service that a worker can serve: anything implementing
-/// [`hyper::service::Service`] for `Request<Incoming>` whose response body yields [`Bytes`],
-/// such as [`hyper::service::service_fn`]. It need not be `Send`: each worker calls it on its own
-/// single thread. Implemented automatically; you never implement it yourself.
-pub trait HttpService: 'static {
-    /// The response body.
-    type Body: Body<Data = Bytes, Error: Into<BoxError>> + 'static;
-    /// The error a call may end with; it is logged and answered with `500`.
-    type Error: Into<BoxError>;
-    /// The future of one call.
-    type Future: Future<Output = Result<Response<Self::Body>, Self::Error>> + 'static;
-    /// Handles one request.
-    fn call(&self, req: Request<Incoming>) -> Self::Future;
-}
-
-impl<S, B> HttpService for S
-where
-    S: hyper::service::Service<Request<Incoming>, Response = Response<B>> + 'static,
-    S::Error: Into<BoxError>,
-    S::Future: 'static,
-    B: Body<Data = Bytes, Error: Into<BoxError>> + 'static,
-{
-    type Body = B;
-    type Error = S::Error;
-    type Future = S::Future;
-
-    fn call(&self, req: Request<Incoming>) -> S::Future {
-        hyper::service::Service::call(self, req)
-    }
-}
 
 /// What every request of a worker shares: its scoreboard slot and the limits on requests.
 pub(crate) struct Requests {
@@ -151,7 +120,8 @@ impl<S: HttpService> hyper::service::Service<Request<Incoming>> for AppService<S
         let deadline = self.requests.timeout.map(|t| Box::pin(tokio::time::sleep(t)));
         let board = &self.requests.board;
         board.enter_handler(in_flight.id);
-        let future = in_handler(|| catch_unwind(AssertUnwindSafe(|| self.service.call(req))));
+        let future =
+            crate::panics::in_handler(|| catch_unwind(AssertUnwindSafe(|| self.service.call(req))));
         board.leave_handler();
         let future = match future {
             Ok(future) => Some(future),
@@ -172,7 +142,7 @@ struct RequestLine {
 
 impl RequestLine {
     fn log_panic(&self) {
-        let message = PANIC.with(|p| p.borrow_mut().take()).unwrap_or_default();
+        let message = crate::panics::take_message();
         tracing::error!(
             method = %self.method,
             path = %self.uri.path(),
@@ -212,7 +182,8 @@ where
         if let Some((board, id)) = board {
             board.enter_handler(id);
         }
-        let polled = in_handler(|| catch_unwind(AssertUnwindSafe(|| future.poll(cx))));
+        let polled =
+            crate::panics::in_handler(|| catch_unwind(AssertUnwindSafe(|| future.poll(cx))));
         if let Some((board, _)) = board {
             board.leave_handler();
         }
@@ -332,13 +303,15 @@ where
         let rest = if room { this.rest.take() } else { None };
         let mut polled = match room.then(|| match rest {
             Some(rest) => Ok(Poll::Ready(Some(Ok(Frame::data(rest))))),
-            None => in_handler(|| catch_unwind(AssertUnwindSafe(|| inner.poll_frame(cx)))),
+            None => crate::panics::in_handler(|| {
+                catch_unwind(AssertUnwindSafe(|| inner.poll_frame(cx)))
+            }),
         }) {
             None => Poll::Pending,
             Some(Ok(polled)) => polled,
             Some(Err(_)) => {
                 // The head is sent: the connection is closed, as for any broken body.
-                let message = PANIC.with(|p| p.borrow_mut().take()).unwrap_or_default();
+                let message = crate::panics::take_message();
                 tracing::error!("response body panicked, closing the connection: {message}");
                 this.in_flight.take();
                 return Poll::Ready(Some(Err("the response body panicked".into())));
@@ -405,47 +378,4 @@ fn plain<B>(status: StatusCode, body: impl Into<Bytes>) -> Response<Either<B, Fu
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
-}
-
-thread_local! {
-    /// True while the app's code runs under [`in_handler`], where a panic is caught and logged
-    /// with its request.
-    static IN_HANDLER: Cell<bool> = const { Cell::new(false) };
-    /// The last caught panic's message and location, left by the panic hook.
-    static PANIC: RefCell<Option<String>> = const { RefCell::new(None) };
-}
-
-/// Runs `f`, an app's factory, catching a panic; the error is the panic's message.
-pub(crate) fn catch_panic<T>(f: impl FnOnce() -> T) -> Result<T, String> {
-    in_handler(|| catch_unwind(AssertUnwindSafe(f)))
-        .map_err(|_| PANIC.with(|p| p.borrow_mut().take()).unwrap_or_default())
-}
-
-fn in_handler<T>(f: impl FnOnce() -> T) -> T {
-    let outer = IN_HANDLER.replace(true);
-    let result = f();
-    IN_HANDLER.set(outer);
-    result
-}
-
-/// Installs the worker's panic hook: a panic in a handler is kept for the one log line that
-/// names its request; any other panic is logged at once.
-pub(crate) fn install_panic_hook() {
-    std::panic::set_hook(Box::new(|info| {
-        let payload = info.payload();
-        let message = payload
-            .downcast_ref::<&str>()
-            .map(|s| s.to_string())
-            .or_else(|| payload.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "(non-string panic payload)".into());
-        let message = match info.location() {
-            Some(at) => format!("{message} at {}:{}", at.file(), at.line()),
-            None => message,
-        };
-        if IN_HANDLER.get() {
-            PANIC.with(|p| *p.borrow_mut() = Some(message));
-        } else {
-            tracing::error!("panic: {message}");
-        }
-    }));
 }

@@ -11,7 +11,6 @@ use std::os::fd::AsRawFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper::server::conn::http1;
@@ -23,62 +22,18 @@ use tokio::net::{TcpListener, UnixListener};
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::LocalSet;
 
-use crate::config::{Config, HttpConfig, ServerConfig};
-use crate::error::BoxError;
+use crate::app::{Factory, HttpService, WorkerContext};
+use crate::config::{HttpConfig, ServerConfig};
 use crate::gate::{Gate, Limits};
 use crate::ipc::{Message, Outbox};
 use crate::listener::Listener;
 use crate::process;
 use crate::scoreboard::{Board, MemoryLevel, Slot};
-use crate::service::{AppService, HttpService, Requests};
+use crate::service::{AppService, Requests};
 use crate::shutdown::{ConnState, DRAIN_LINGER, Shutdown};
 
 /// Exit code of a worker whose app factory failed or panicked.
 pub const EXIT_BOOT_FAILED: i32 = 3;
-
-/// What an app factory is told about the worker it runs in.
-#[derive(Debug, Clone)]
-pub struct WorkerContext {
-    id: u64,
-    generation: u64,
-    config: Arc<Config>,
-    client: std::cell::Cell<bool>,
-}
-
-impl WorkerContext {
-    pub(crate) fn new(id: u64, generation: u64, config: Arc<Config>) -> Self {
-        WorkerContext { id, generation, config, client: std::cell::Cell::new(true) }
-    }
-
-    /// Says that the app never reads the [`Client`](crate::Client) extension: the worker then
-    /// leaves it out of requests, which saves a map allocated and freed per request (about 7%
-    /// of a hello-world request's instructions). Forwarding headers from peers not in
-    /// `forwarded_allow_ips` are removed all the same. Call it from the app factory.
-    pub fn without_client(&self) {
-        self.client.set(false);
-    }
-
-    /// The worker's id: 1 for the first worker the master started, and counting up, never
-    /// reused.
-    pub fn id(&self) -> u64 {
-        self.id
-    }
-
-    /// The generation: 1 at start, one more at each reload.
-    pub fn generation(&self) -> u64 {
-        self.generation
-    }
-
-    /// The worker's process id.
-    pub fn pid(&self) -> u32 {
-        std::process::id()
-    }
-
-    /// The effective configuration this worker was started with.
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-}
 
 /// What a new worker takes from the master.
 pub(crate) struct Setup<'f, F> {
@@ -98,32 +53,22 @@ pub(crate) struct Setup<'f, F> {
 
 /// Runs a worker to its end, in the child of a fork. Signals are still blocked, as the master
 /// forked with them blocked; they are unblocked once the worker's own handlers are in place.
-pub(crate) fn run<F, S, E>(setup: Setup<'_, F>) -> !
-where
-    F: Fn(&WorkerContext) -> Result<S, E>,
-    S: HttpService,
-    E: Into<BoxError>,
-{
-    let span = tracing::info_span!("worker", id = setup.ctx.id, pid = std::process::id());
+pub(crate) fn run<F: Factory>(setup: Setup<'_, F>) -> ! {
+    let span = tracing::info_span!("worker", id = setup.ctx.id(), pid = std::process::id());
     let _entered = span.enter();
-    crate::service::install_panic_hook();
+    crate::panics::install_panic_hook();
     // A panic has been logged by the hook; it ends the worker with code 1.
     let code = catch_unwind(AssertUnwindSafe(|| boot_and_serve(setup))).unwrap_or(1);
     std::process::exit(code)
 }
 
-fn boot_and_serve<F, S, E>(setup: Setup<'_, F>) -> i32
-where
-    F: Fn(&WorkerContext) -> Result<S, E>,
-    S: HttpService,
-    E: Into<BoxError>,
-{
+fn boot_and_serve<F: Factory>(setup: Setup<'_, F>) -> i32 {
     if !watch_parent(setup.master) {
         return 0;
     }
     // The master would kill it this long after telling it to stop; an orphan kills itself,
     // and lets go of the listening sockets at once.
-    let orphan_limit = setup.ctx.config.server.graceful_timeout.0 + crate::master::KILL_MARGIN;
+    let orphan_limit = setup.ctx.config().server.graceful_timeout.0 + crate::master::KILL_MARGIN;
     let listening: Vec<_> = setup.listeners.iter().map(Listener::raw_fd).collect();
     if let Err(e) = crate::signals::bound_orphan_life(setup.master, orphan_limit, &listening) {
         tracing::warn!("cannot bound what this worker does once its master is gone: {e}");
@@ -138,21 +83,16 @@ where
     LocalSet::new().block_on(&runtime, serve(setup))
 }
 
-async fn serve<F, S, E>(setup: Setup<'_, F>) -> i32
-where
-    F: Fn(&WorkerContext) -> Result<S, E>,
-    S: HttpService,
-    E: Into<BoxError>,
-{
+async fn serve<F: Factory>(setup: Setup<'_, F>) -> i32 {
     let Setup { ctx, listeners, outbox, factory, master, signal_mask, slots, slot, recycle_after } =
         setup;
     // Peers are looked for among four times as many slots as workers: room for a reload's two
     // generations and successors; workers added with TTIN beyond that are not balanced against.
-    let board = Board::new(slots, slot, (ctx.config.server.workers.resolve() * 4).max(64));
+    let board = Board::new(slots, slot, (ctx.config().server.workers.resolve() * 4).max(64));
     let boot_failed = |reason: String| {
         // The master logs it with the worker's exit (once, for a streak of identical ones);
         // the worker says it itself when the master cannot be told.
-        if outbox.send(Message::BootFailed { worker: ctx.id, reason: reason.clone() }) {
+        if outbox.send(Message::BootFailed { worker: ctx.id(), reason: reason.clone() }) {
             tracing::debug!("{reason}");
         } else {
             tracing::error!("{reason}");
@@ -169,10 +109,9 @@ where
         return boot_failed(format!("cannot restore the signal mask: {e}"));
     }
 
-    let service = match crate::service::catch_panic(|| factory(&ctx)) {
-        Ok(Ok(service)) => service,
-        Ok(Err(e)) => return boot_failed(format!("app failed to start: {}", e.into())),
-        Err(panic) => return boot_failed(format!("app factory panicked: {panic}")),
+    let service = match crate::app::build(factory, &ctx).await {
+        Ok(service) => service,
+        Err(reason) => return boot_failed(reason),
     };
 
     // The kernel forgets the parent-death signal when a process changes its user or group, as
@@ -181,17 +120,17 @@ where
         return 0;
     }
 
-    let server = &ctx.config.server;
+    let server = &ctx.config().server;
     let requests = Rc::new(Requests::new(
         board,
         ServerConfig::limit(server.request_timeout),
         recycle_after,
-        ctx.config.http.forwarded_allow_ips.clone(),
-        ctx.client.get(),
+        ctx.config().http.forwarded_allow_ips.clone(),
+        ctx.wants_client(),
     ));
     let shutdown = Shutdown::default();
     let service = AppService::new(service, Rc::clone(&requests), &shutdown);
-    let http = Rc::new(http_builder(&ctx.config.http));
+    let http = Rc::new(http_builder(&ctx.config().http));
     let mut acceptors = Vec::with_capacity(listeners.len());
     for listener in listeners {
         match Acceptor::new(listener) {
@@ -202,7 +141,7 @@ where
         }
     }
     let limit = server.worker_connections as usize;
-    let limits = Rc::new(Limits::new(&ctx.config.http));
+    let limits = Rc::new(Limits::new(&ctx.config().http));
     for acceptor in acceptors {
         let conns = Connections {
             service: service.for_connection(Rc::new(ConnState::new(&shutdown, None))),
@@ -222,10 +161,15 @@ where
     tokio::task::spawn_local(heartbeat(Rc::clone(&requests), heartbeat_interval(server)));
     let sweeper = shutdown.clone();
     tokio::task::spawn_local(async move { sweeper.park_idle().await });
-    outbox.send(Message::Ready { worker: ctx.id });
+    outbox.send(Message::Ready { worker: ctx.id() });
     let outbox = Rc::new(outbox);
-    tokio::task::spawn_local(ask_for_successor(Rc::clone(&requests), Rc::clone(&outbox), ctx.id));
-    tokio::task::spawn_local(watch_memory(Rc::clone(&requests), shutdown.clone(), outbox, ctx.id));
+    tokio::task::spawn_local(ask_for_successor(Rc::clone(&requests), Rc::clone(&outbox), ctx.id()));
+    tokio::task::spawn_local(watch_memory(
+        Rc::clone(&requests),
+        shutdown.clone(),
+        outbox,
+        ctx.id(),
+    ));
 
     term.recv().await;
     let grace = server.graceful_timeout.0;

@@ -7,6 +7,7 @@
 //! which serves the decoded path.
 
 mod body;
+mod seam;
 mod static_files;
 
 use std::borrow::Cow;
@@ -18,9 +19,10 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 
 pub use self::body::Body;
+pub(crate) use self::seam::build;
+pub use self::seam::{Factory, HttpService, WorkerContext};
 use self::static_files::StaticDir;
 use crate::config::{Action, Respond, Route};
-use crate::worker::WorkerContext;
 
 /// The routes of a config file, as a hyper service.
 #[derive(Debug, Clone)]
