@@ -73,6 +73,8 @@ where
 {
     type Service = S;
 
+    // Not an `async fn`: its future would capture `E`, which would then have to outlive `'a`.
+    #[allow(clippy::manual_async_fn)]
     fn call(&'a self, worker: &'a WorkerContext) -> impl Future<Output = Result<S, BoxError>> + 'a {
         async move { self(worker).await.map_err(Into::into) }
     }
@@ -133,5 +135,114 @@ where
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         hyper::service::Service::call(&self.0, req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+
+    use super::*;
+    use crate::app::build;
+    use crate::config::Config;
+
+    async fn hello(_req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+        Ok(Response::new(Full::new(Bytes::from_static(b"hello"))))
+    }
+
+    /// The signature a new user writes first: in edition 2024 its `impl HttpService` captures
+    /// the lifetime of `worker`, which a factory bound on `Fn(&WorkerContext) -> Result<S, E>`
+    /// (one `S` for every lifetime) refused.
+    fn named(_worker: &WorkerContext) -> Result<impl HttpService, Infallible> {
+        Ok(service_fn(hello))
+    }
+
+    async fn named_async(worker: &WorkerContext) -> Result<impl HttpService, BoxError> {
+        tokio::task::yield_now().await;
+        if worker.id() == 13 {
+            return Err("unlucky".into());
+        }
+        Ok(service_fn(hello))
+    }
+
+    fn worker(id: u64) -> WorkerContext {
+        WorkerContext::new(id, 1, Arc::new(Config::default()))
+    }
+
+    /// Builds with `factory` as a worker does: in a current-thread runtime, inside a `LocalSet`.
+    fn built<F: Factory>(factory: F, id: u64) -> Result<(), String> {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        tokio::task::LocalSet::new().block_on(&runtime, async {
+            let ctx = worker(id);
+            build(&factory, &ctx).await.map(drop)
+        })
+    }
+
+    #[test]
+    fn every_shape_of_factory_builds_in_a_worker() {
+        let greeting = String::from("captured");
+        assert_eq!(built(named, 1), Ok(()));
+        assert_eq!(built(|_: &WorkerContext| Ok::<_, Infallible>(service_fn(hello)), 1), Ok(()));
+        assert_eq!(built(factory_async(named_async), 1), Ok(()));
+        assert_eq!(
+            built(
+                factory_async(async move |w: &WorkerContext| {
+                    tokio::task::yield_now().await;
+                    assert_eq!((w.id(), greeting.as_str()), (1, "captured"));
+                    Ok::<_, Infallible>(service_fn(hello))
+                }),
+                1
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            built(
+                factory_async(|w: &WorkerContext| {
+                    // A closure that returns a future borrows nothing of `w`: it takes what it
+                    // needs first.
+                    let id = w.id();
+                    async move {
+                        tokio::task::yield_now().await;
+                        assert_eq!(id, 1);
+                        Ok::<_, Infallible>(service_fn(hello))
+                    }
+                }),
+                1
+            ),
+            Ok(())
+        );
+    }
+
+    #[test]
+    fn a_factory_that_fails_or_panics_says_so_when_called_or_awaited() {
+        assert_eq!(
+            built(factory_async(named_async), 13),
+            Err("app failed to start: unlucky".into())
+        );
+        let failing = |w: &WorkerContext| match w.id() {
+            1 => Err("no database"),
+            _ => Ok(service_fn(hello)),
+        };
+        assert_eq!(built(failing, 1), Err("app failed to start: no database".into()));
+
+        // The worker's panic hook, which keeps the message, is not installed in unit tests.
+        let panics_when_called = |w: &WorkerContext| match w.id() {
+            1 => panic!("now"),
+            _ => Ok::<_, Infallible>(service_fn(hello)),
+        };
+        assert!(built(panics_when_called, 1).unwrap_err().starts_with("app factory panicked"));
+        let panics_when_awaited = factory_async(async |w: &WorkerContext| {
+            tokio::task::yield_now().await;
+            match w.id() {
+                1 => panic!("later"),
+                _ => Ok::<_, Infallible>(service_fn(hello)),
+            }
+        });
+        assert!(built(panics_when_awaited, 1).unwrap_err().starts_with("app factory panicked"));
     }
 }

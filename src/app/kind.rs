@@ -99,7 +99,9 @@ enum Inner {
 
 impl Reply {
     /// A reply made by `future`. An error is logged with its request and answered `500`.
-    pub fn later(future: impl Future<Output = Result<Response<Body>, BoxError>> + 'static) -> Reply {
+    pub fn later(
+        future: impl Future<Output = Result<Response<Body>, BoxError>> + 'static,
+    ) -> Reply {
         Reply(Inner::Later(Box::pin(future)))
     }
 }

@@ -43,9 +43,11 @@ impl Router {
         for r in routes {
             let kind: Box<dyn AppKind> = match &r.action {
                 Action::Respond(respond) => Box::new(respond.clone()),
-                Action::Static(root) => Box::new(StaticDir::open(root.clone()).map_err(|e| {
-                    io::Error::new(e.kind(), format!("route {:?}: {e}", r.path))
-                })?),
+                Action::Static(root) => {
+                    Box::new(StaticDir::open(root.clone()).map_err(|e| {
+                        io::Error::new(e.kind(), format!("route {:?}: {e}", r.path))
+                    })?)
+                }
             };
             built.push(Route { prefix: r.path.clone(), kind });
         }
@@ -195,7 +197,9 @@ mod tests {
         assert_eq!(allow(""), "OPTIONS");
         assert_eq!(allow("[[route]]\npath = \"/\"\nstatic = \"/\"\n"), "GET, HEAD, OPTIONS");
         assert_eq!(
-            allow("[[route]]\npath = \"/\"\nstatic = \"/\"\n[[route]]\npath = \"/a\"\nrespond = \"a\"\n"),
+            allow(
+                "[[route]]\npath = \"/\"\nstatic = \"/\"\n[[route]]\npath = \"/a\"\nrespond = \"a\"\n"
+            ),
             "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
         );
     }

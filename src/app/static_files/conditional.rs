@@ -64,7 +64,12 @@ pub(super) enum Range {
 /// RFC 9110 §14.2: one `bytes` range is served; several, or a malformed header, are ignored
 /// (the whole file is sent, which the RFC allows), as is a range whose `If-Range` no longer
 /// matches the file.
-pub(super) fn requested_range(req: &HeaderMap, len: u64, etag: &str, last_modified: Option<&str>) -> Range {
+pub(super) fn requested_range(
+    req: &HeaderMap,
+    len: u64,
+    etag: &str,
+    last_modified: Option<&str>,
+) -> Range {
     let Some(spec) = req.get(header::RANGE).and_then(|v| v.to_str().ok()) else {
         return Range::Whole;
     };

@@ -78,5 +78,4 @@ mod tests {
             assert_eq!(content_type(Path::new(name)), ty, "{name}");
         }
     }
-
 }

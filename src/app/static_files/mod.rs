@@ -114,7 +114,6 @@ impl StaticDir {
     }
 }
 
-
 impl AppKind for StaticDir {
     fn methods(&self) -> Methods {
         Methods::READ
@@ -168,7 +167,6 @@ fn redirect_to_directory<B>(req: &Request<B>, path: &[u8]) -> Response<Body> {
 
 /// The methods a static route answers: `Methods::READ`.
 const ALLOW: &str = "GET, HEAD, OPTIONS";
-
 
 fn send_file(
     req: &HeaderMap,
