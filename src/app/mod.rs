@@ -1,13 +1,14 @@
 //! What a worker serves.
 //!
-//! - [`seam`](self) — the seam between forkserve and any app: what a service must be
-//!   ([`HttpService`]), what builds one in each worker ([`Factory`], sync or
-//!   [`factory_async`]), what a factory is told ([`WorkerContext`]), and tower services
-//!   ([`from_tower`]). The worker calls apps only through it.
-//! - The binary's own app, built from the config file: the [`Router`] of its `[[route]]`s, and
-//!   the kinds of app a route serves, each in a module of its own (`respond`, `static_files`),
-//!   all behind one handler trait (`kind::AppKind`) that takes a request by value and replies
-//!   with a [`Body`] that may stream.
+//! - The seam between forkserve and any app (`seam`): what a service must be
+//!   ([`HttpService`]), what builds one in each worker ([`Factory`]), and what a factory is told
+//!   ([`WorkerContext`]). The worker calls apps only through it. Beside it (`adapt`), what
+//!   makes other shapes of app fit the seam: an async factory ([`factory_async`]) and a tower
+//!   service ([`from_tower`]).
+//! - The binary's own app, built from the config file: the [`Router`] of its `[[route]]`s
+//!   (`router`), and the kinds of app a route serves, each in a module of its own (`respond`,
+//!   `static_files`), all behind one handler trait (`kind`) that takes a request by value and
+//!   replies ([`Reply`]) with a [`Body`] that may stream.
 
 mod adapt;
 mod body;
