@@ -107,6 +107,7 @@ impl Reply {
 }
 
 impl From<Response<Body>> for Reply {
+    #[inline]
     fn from(response: Response<Body>) -> Reply {
         Reply(Inner::Ready(Some(response)))
     }
@@ -124,6 +125,7 @@ impl fmt::Debug for Reply {
 impl Future for Reply {
     type Output = Result<Response<Body>, BoxError>;
 
+    #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.get_mut().0 {
             Inner::Ready(response) => {

@@ -31,7 +31,10 @@ pub struct Router {
 /// One route: a path prefix, and the app that serves the paths it covers.
 #[derive(Debug)]
 struct Route {
+    /// The path prefix it covers (see `matches`).
     prefix: String,
+    /// A trait object, so that each app kind stays in its own module and a new kind is an
+    /// addition: one indirect call per request, which the router's cost allows.
     kind: Box<dyn AppKind>,
 }
 

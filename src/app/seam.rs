@@ -17,7 +17,8 @@ use crate::error::BoxError;
 /// A hyper service that a worker can serve: anything implementing
 /// [`hyper::service::Service`] for `Request<Incoming>` whose response body yields [`Bytes`],
 /// such as [`hyper::service::service_fn`]. It need not be `Send`: each worker calls it on its own
-/// single thread. Implemented automatically; you never implement it yourself.
+/// single thread. Implemented automatically; you never implement it yourself. A tower service
+/// (an axum `Router`) becomes one through [`from_tower`](crate::from_tower).
 pub trait HttpService: 'static {
     /// The response body.
     type Body: Body<Data = Bytes, Error: Into<BoxError>> + 'static;
