@@ -9,13 +9,16 @@
 //!
 //! [`run`] is the one entry point: it gives your program the forkserve command line and config
 //! file, and calls your factory in every worker, after the fork, to build the service that worker
-//! serves. The service need not be `Send`.
+//! serves. The service need not be `Send`. What a handler needs is re-exported
+//! ([`bytes`], [`http`], [`http_body_util`], [`hyper`], [`tokio`]), so `forkserve` is the one
+//! dependency this takes:
 //!
 //! ```no_run
 //! use std::convert::Infallible;
-//! use bytes::Bytes;
-//! use http_body_util::Full;
-//! use hyper::{Request, Response, body::Incoming, service::service_fn};
+//!
+//! use forkserve::bytes::Bytes;
+//! use forkserve::http_body_util::Full;
+//! use forkserve::hyper::{Request, Response, body::Incoming, service::service_fn};
 //!
 //! fn main() -> std::process::ExitCode {
 //!     forkserve::run(|_worker: &forkserve::WorkerContext| {
@@ -25,6 +28,10 @@
 //!     })
 //! }
 //! ```
+//!
+//! The factory may be a named `fn factory(worker: &WorkerContext) -> Result<impl HttpService,
+//! E>` (see [`Factory`]), an async one that awaits its setup ([`factory_async`]), and it may
+//! build a tower service, such as an axum `Router` ([`from_tower`]).
 //!
 //! # Signals of the master
 //!
@@ -63,7 +70,7 @@
 //! | `upgrade` | binary upgrade: starting a new master with the sockets, and handing over |
 //! | `notify` | systemd's readiness protocol (`sd_notify`) |
 //! | `process` | fork, wait, kill; with the signal registrations in `signals` and the scoreboard's mapping, the only `unsafe` |
-//! | [`app`] | what the binary serves from the config file |
+//! | [`app`] | what a worker serves: the seam (service, factory, async and tower adapters), and the binary's router with its app kinds (`respond`, `static_files`) |
 
 pub mod app;
 pub mod cli;
@@ -88,12 +95,20 @@ mod worker;
 
 use std::process::ExitCode;
 
-pub use crate::app::{Factory, HttpService, WorkerContext};
+pub use crate::app::{Factory, HttpService, WorkerContext, factory_async, from_tower};
 pub use crate::cli::Cli;
 pub use crate::client::Client;
 pub use crate::config::Config;
 pub use crate::error::{BoxError, ConfigError, Error};
 pub use crate::worker::EXIT_BOOT_FAILED;
+
+// What a handler and a factory need, so that a program depends on forkserve alone, at the
+// versions forkserve serves with.
+pub use bytes;
+pub use http;
+pub use http_body_util;
+pub use hyper;
+pub use tokio;
 
 use crate::cli::ConfigSource;
 use crate::listener::Listeners;
@@ -105,8 +120,10 @@ use crate::pidfile::Pidfile;
 /// `forkserve: error: …`; the exit code is 0, 1 (runtime error), 2 (usage or config error) or 3
 /// (workers could not boot).
 ///
-/// Call it from `main` before starting any thread or async runtime: the master forks, and
-/// forking is only safe from a single-threaded process.
+/// Call it from a plain `fn main`, before starting any thread or async runtime: the master
+/// forks, and forking is only safe from a single-threaded process; each worker then builds its
+/// own runtime. Under `#[tokio::main]` it refuses to start (exit code 2): do async setup in an
+/// async factory ([`factory_async`]) instead.
 pub fn run<F: Factory>(factory: F) -> ExitCode {
     let result = Cli::from_env().and_then(|cli| {
         let server = Server::from_cli(&cli)?;
@@ -156,6 +173,7 @@ impl Server {
     /// Binds the listeners, writes the pidfile, forks the workers and supervises them until
     /// the server is stopped by a signal.
     pub fn run<F: Factory>(self, factory: F) -> Result<(), Error> {
+        ensure_outside_a_runtime()?;
         process::ensure_single_threaded().map_err(Error::Usage)?;
         // A config built in code has not been through the file's or the flags' checks.
         self.config.server.check().map_err(Error::Usage)?;
@@ -176,5 +194,21 @@ impl Server {
         };
         master::Master::new(plumbing, self.source, self.config, listeners, log, pidfile, &factory)
             .run()
+    }
+}
+
+/// Fails inside an async runtime (`#[tokio::main]`, even single-threaded, passes the thread
+/// check): a worker forked from it would inherit the runtime's context, and building its own
+/// runtime there fails, so every worker would exit while booting with nothing said of why.
+fn ensure_outside_a_runtime() -> Result<(), Error> {
+    match tokio::runtime::Handle::try_current() {
+        Err(_) => Ok(()),
+        Ok(_) => Err(Error::Usage(
+            "forkserve must be started outside an async runtime, but it was called inside one \
+             (is `main` under #[tokio::main]?); call it from a plain `fn main`: each worker \
+             builds its own runtime, and an async factory (forkserve::factory_async) can await \
+             setup in it"
+                .into(),
+        )),
     }
 }

@@ -1,5 +1,6 @@
-//! The response body of the TOML app: bytes in memory, or a file streamed in chunks so that a
-//! large file is never read whole into memory.
+//! The response body of the binary's apps: bytes in memory, a file streamed in chunks so that a
+//! large file is never read whole into memory, or any other body streamed as it is produced (an
+//! app kind that generates its output, or relays another server's).
 //!
 //! File chunks are read into buffers kept in a small per-thread pool and handed to hyper as
 //! `Bytes` that give their buffer back to the pool when hyper drops them (after writing them).
@@ -15,7 +16,10 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http_body_util::BodyExt;
 use hyper::body::{Frame, SizeHint};
+
+use crate::error::BoxError;
 
 /// How much of a file is read per chunk: the size of a pooled buffer.
 const CHUNK: usize = 64 * 1024;
@@ -62,16 +66,34 @@ impl Drop for Chunk {
     }
 }
 
-/// A response body of the TOML app.
+/// A response body of the binary's apps.
 #[derive(Debug)]
 pub struct Body(Kind);
 
-#[derive(Debug)]
 enum Kind {
     /// In memory; `None` once sent.
     Bytes(Option<Bytes>),
     /// A range of a file, read chunk by chunk as hyper asks for more.
     File { file: File, offset: u64, remaining: u64 },
+    /// Frames as another body yields them. Boxed, so that `Body` stays one type whatever an
+    /// app kind streams; the two kinds above, which every request of the config's routes uses,
+    /// pay no allocation for it. Not `Send`: a worker sends it from its one thread.
+    Stream(Pin<Box<dyn hyper::body::Body<Data = Bytes, Error = BoxError>>>),
+}
+
+impl std::fmt::Debug for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Kind::Bytes(bytes) => f.debug_tuple("Bytes").field(bytes).finish(),
+            Kind::File { file, offset, remaining } => f
+                .debug_struct("File")
+                .field("file", file)
+                .field("offset", offset)
+                .field("remaining", remaining)
+                .finish(),
+            Kind::Stream(_) => f.write_str("Stream(..)"),
+        }
+    }
 }
 
 impl Body {
@@ -86,11 +108,20 @@ impl Body {
         Body(Kind::File { file, offset, remaining: len })
     }
 
+    /// A body streamed from `body`, frame by frame (trailers included), as it yields them.
+    pub fn stream<B>(body: B) -> Body
+    where
+        B: hyper::body::Body<Data = Bytes> + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Body(Kind::Stream(Box::pin(body.map_err(Into::into))))
+    }
+
     /// The whole body, if it is in memory.
     pub fn into_bytes(self) -> Option<Bytes> {
         match self.0 {
             Kind::Bytes(b) => Some(b.unwrap_or_default()),
-            Kind::File { .. } => None,
+            Kind::File { .. } | Kind::Stream(_) => None,
         }
     }
 }
@@ -103,12 +134,12 @@ impl From<Bytes> for Body {
 
 impl hyper::body::Body for Body {
     type Data = Bytes;
-    type Error = io::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-    ) -> Poll<Option<io::Result<Frame<Bytes>>>> {
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.get_mut().0 {
             Kind::Bytes(bytes) => {
                 Poll::Ready(bytes.take().filter(|b| !b.is_empty()).map(|b| Ok(Frame::data(b))))
@@ -132,8 +163,9 @@ impl hyper::body::Body for Body {
                     }
                     Err(e) => Err(e),
                 };
-                Poll::Ready(Some(result))
+                Poll::Ready(Some(result.map_err(Into::into)))
             }
+            Kind::Stream(body) => body.as_mut().poll_frame(cx),
         }
     }
 
@@ -141,6 +173,7 @@ impl hyper::body::Body for Body {
         match &self.0 {
             Kind::Bytes(b) => b.as_ref().is_none_or(Bytes::is_empty),
             Kind::File { remaining, .. } => *remaining == 0,
+            Kind::Stream(body) => body.is_end_stream(),
         }
     }
 
@@ -148,6 +181,7 @@ impl hyper::body::Body for Body {
         match &self.0 {
             Kind::Bytes(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::File { remaining, .. } => SizeHint::with_exact(*remaining),
+            Kind::Stream(body) => body.size_hint(),
         }
     }
 }

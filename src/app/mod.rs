@@ -1,201 +1,32 @@
-//! The app the `forkserve` binary serves: the `[[route]]`s of the config file, matched by the
-//! longest path prefix, each answering with a fixed response or files from a directory.
+//! What a worker serves.
 //!
-//! Routes are matched on the normalized path (see `normalize`): percent-decoded, `//` merged, `.`
-//! segments dropped. Matching the raw path instead would let `/static//private/x` or
-//! `/static/%70rivate/x` slip past a `/static/private/` route to the static route beside it,
-//! which serves the decoded path.
+//! - The seam between forkserve and any app (`seam`): what a service must be
+//!   ([`HttpService`]), what builds one in each worker ([`Factory`]), and what a factory is told
+//!   ([`WorkerContext`]). The worker calls apps only through it. Beside it (`adapt`), what
+//!   makes other shapes of app fit the seam: an async factory ([`factory_async`]) and a tower
+//!   service ([`from_tower`]).
+//! - The binary's own app, built from the config file: the [`Router`] of its `[[route]]`s
+//!   (`router`), and the kinds of app a route serves, each in a module of its own (`respond`,
+//!   `static_files`), all behind one handler trait (`kind`) that takes a request by value and
+//!   replies ([`Reply`]) with a [`Body`] that may stream.
 
+mod adapt;
 mod body;
+mod kind;
+mod respond;
+mod router;
 mod seam;
 mod static_files;
 
-use std::borrow::Cow;
-use std::convert::Infallible;
-use std::future::{Ready, ready};
-use std::io;
-
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http::{HeaderValue, Response, StatusCode, header};
 
+pub use self::adapt::{AsyncFactoryFn, FactoryAsync, FromTower, factory_async, from_tower};
 pub use self::body::Body;
+pub use self::kind::Reply;
+pub use self::router::Router;
 pub(crate) use self::seam::build;
-pub use self::seam::{Factory, HttpService, WorkerContext};
-use self::static_files::StaticDir;
-use crate::config::{Action, Respond, Route};
-
-/// The routes of a config file, as a hyper service.
-#[derive(Debug, Clone)]
-pub struct Router {
-    /// Longest prefix first, so that the first match is the longest.
-    routes: Vec<(String, Handler)>,
-    /// The methods the routes answer, for `OPTIONS *`.
-    allow: HeaderValue,
-}
-
-#[derive(Debug, Clone)]
-enum Handler {
-    Respond(Respond),
-    Static(StaticDir),
-}
-
-impl Router {
-    /// Builds the router for these routes. Each `static` directory is opened here (the file
-    /// handler resolves paths beneath that open directory), so this fails if one has gone.
-    pub fn new(routes: &[Route]) -> io::Result<Router> {
-        let mut built = Vec::with_capacity(routes.len());
-        for r in routes {
-            let handler = match &r.action {
-                Action::Respond(respond) => Handler::Respond(respond.clone()),
-                Action::Static(root) => {
-                    Handler::Static(StaticDir::open(root.clone()).map_err(|e| {
-                        io::Error::new(e.kind(), format!("route {:?}: {e}", r.path))
-                    })?)
-                }
-            };
-            built.push((r.path.clone(), handler));
-        }
-        built.sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
-        // A fixed response answers any method; Allow names the standard ones it would. Files
-        // are GET and HEAD. Not CONNECT, which the gate refuses, nor TRACE.
-        let allow = if built.iter().any(|(_, h)| matches!(h, Handler::Respond(_))) {
-            "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
-        } else if built.is_empty() {
-            "OPTIONS"
-        } else {
-            static_files::ALLOW
-        };
-        Ok(Router { routes: built, allow: HeaderValue::from_static(allow) })
-    }
-
-    /// The app factory the binary runs in each worker: the routes of the worker's config.
-    pub fn factory(worker: &WorkerContext) -> io::Result<Router> {
-        // Routes answer the same whoever asks: no need to work out the client.
-        worker.without_client();
-        if worker.config().routes.is_empty() && worker.id() == 1 {
-            tracing::warn!("no [[route]] configured: every request is answered 404");
-        }
-        Router::new(&worker.config().routes)
-    }
-
-    /// Answers one request.
-    pub fn handle<B>(&self, req: &Request<B>) -> Response<Body> {
-        if req.method() == Method::OPTIONS && req.uri() == "*" {
-            // About the server as a whole, not a resource: no route is asked (RFC 9110 §9.3.7).
-            let mut response = Response::new(Body::from(Bytes::new()));
-            response.headers_mut().insert(header::ALLOW, self.allow.clone());
-            return response;
-        }
-        let Some(path) = normalize(req.uri().path()) else {
-            return plain(StatusCode::BAD_REQUEST, "Bad Request\n");
-        };
-        match self.routes.iter().find(|(prefix, _)| matches(prefix.as_bytes(), &path)) {
-            Some((_, Handler::Respond(r))) => respond(r),
-            Some((prefix, Handler::Static(dir))) => dir.serve(req, &path, prefix.len()),
-            None => plain(StatusCode::NOT_FOUND, "Not Found\n"),
-        }
-    }
-}
-
-/// The request path as routes see it: percent-decoded, `//` merged into `/`, `.` segments
-/// dropped, a trailing `/` kept. `None` (answered 400) for bad percent-encoding, escapes that
-/// do not decode to UTF-8, a NUL byte, or a `..` segment: clients resolve dot segments before
-/// sending (RFC 3986 §5.2.4), so a `..` that reaches the server is a probe, not a link; and
-/// `%E9` (Latin-1 `é`) means one thing to a front end that decodes as Latin-1 and another to
-/// one that does not, and names no file a UTF-8 config could route to. Borrows when nothing
-/// needs changing (the gate lets only ASCII through, so an unescaped path is UTF-8).
-fn normalize(raw: &str) -> Option<Cow<'_, [u8]>> {
-    let clean = is_clean(raw.as_bytes());
-    if clean {
-        return Some(Cow::Borrowed(raw.as_bytes()));
-    }
-    let decoded = percent_decode(raw.as_bytes())?;
-    if decoded.contains(&0) || std::str::from_utf8(&decoded).is_err() {
-        return None;
-    }
-    let mut out = Vec::with_capacity(decoded.len() + 1);
-    let mut trailing_slash = false;
-    for segment in decoded.split(|&b| b == b'/') {
-        trailing_slash = matches!(segment, b"" | b".");
-        match segment {
-            b"" | b"." => {}
-            b".." => return None,
-            _ => {
-                out.push(b'/');
-                out.extend_from_slice(segment);
-            }
-        }
-    }
-    if trailing_slash || out.is_empty() {
-        out.push(b'/');
-    }
-    Some(Cow::Owned(out))
-}
-
-/// Whether a path needs no normalizing: no `%`, no `//`, no `.` or `..` segment. One pass
-/// over the bytes, as every request's path goes through it.
-fn is_clean(path: &[u8]) -> bool {
-    let mut segment_start = 0;
-    for (i, &b) in path.iter().enumerate() {
-        match b {
-            b'%' => return false,
-            b'/' => {
-                if matches!(&path[segment_start..i], b"" | b"." | b"..") && i > 0 {
-                    return false;
-                }
-                segment_start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    !matches!(&path[segment_start.min(path.len())..], b"." | b"..")
-}
-
-fn percent_decode(input: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        if input[i] == b'%' {
-            let hex = std::str::from_utf8(input.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(input[i]);
-            i += 1;
-        }
-    }
-    Some(out)
-}
-
-impl<B> hyper::service::Service<Request<B>> for Router {
-    type Response = Response<Body>;
-    type Error = Infallible;
-    type Future = Ready<Result<Response<Body>, Infallible>>;
-
-    fn call(&self, req: Request<B>) -> Self::Future {
-        ready(Ok(self.handle(&req)))
-    }
-}
-
-/// Whether the route `prefix` covers `path`: a prefix ending in `/` covers every path that
-/// starts with it; any other covers itself and the paths below it.
-fn matches(prefix: &[u8], path: &[u8]) -> bool {
-    match path.strip_prefix(prefix) {
-        Some(rest) => prefix.ends_with(b"/") || rest.is_empty() || rest.starts_with(b"/"),
-        None => false,
-    }
-}
-
-fn respond(r: &Respond) -> Response<Body> {
-    let mut response = Response::new(Body::from(r.body.clone()));
-    *response.status_mut() = r.status;
-    let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, r.content_type.clone());
-    for (name, value) in &r.headers {
-        headers.append(name.clone(), value.clone());
-    }
-    response
-}
+pub use self::seam::{Factory, FactoryFn, HttpService, WorkerContext};
 
 /// A short plain-text response.
 pub(crate) fn plain(status: StatusCode, body: &'static str) -> Response<Body> {
@@ -205,54 +36,4 @@ pub(crate) fn plain(status: StatusCode, body: &'static str) -> Response<Body> {
         .headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prefixes_match_whole_segments() {
-        let m = |prefix: &str, path: &str| matches(prefix.as_bytes(), path.as_bytes());
-        assert!(m("/", "/anything"));
-        assert!(m("/api", "/api"));
-        assert!(m("/api", "/api/x"));
-        assert!(!m("/api", "/apix"));
-        assert!(m("/static/", "/static/a.css"));
-        assert!(!m("/static/", "/static"));
-    }
-
-    #[test]
-    fn paths_are_normalized_before_routing() {
-        let n = |raw: &str| normalize(raw).map(|p| String::from_utf8_lossy(&p).into_owned());
-        assert_eq!(n("/a/b").as_deref(), Some("/a/b"));
-        assert!(matches!(normalize("/a/b"), Some(Cow::Borrowed(_))), "clean paths are borrowed");
-        assert_eq!(n("/static//private/p").as_deref(), Some("/static/private/p"));
-        assert_eq!(n("/static/./private/").as_deref(), Some("/static/private/"));
-        assert_eq!(n("/static/%70rivate%2fp").as_deref(), Some("/static/private/p"));
-        assert_eq!(n("/a/.").as_deref(), Some("/a/"));
-        assert_eq!(n("//").as_deref(), Some("/"));
-        assert_eq!(n("//evil.example").as_deref(), Some("/evil.example"));
-        assert_eq!(n("/caf%C3%A9").as_deref(), Some("/café"));
-        for bad in ["/..", "/a/../b", "/%2e%2e/x", "/a/%2E%2e", "/x%00", "/%zz", "/%2", "/caf%E9"] {
-            assert_eq!(n(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn longest_prefix_wins() {
-        let config = crate::config::Config::from_toml(
-            "[[route]]\npath = \"/\"\nrespond = \"root\"\n[[route]]\npath = \"/a/b\"\nrespond = \"ab\"\n[[route]]\npath = \"/a\"\nrespond = \"a\"\n",
-            std::path::Path::new("/"),
-        )
-        .unwrap();
-        let router = Router::new(&config.routes).unwrap();
-        let body = |path: &str| {
-            let req = Request::get(path).body(()).unwrap();
-            router.handle(&req).into_body().into_bytes().unwrap()
-        };
-        assert_eq!(body("/a/b/c"), "ab");
-        assert_eq!(body("/a/bc"), "a");
-        assert_eq!(body("/x"), "root");
-    }
 }

@@ -2,8 +2,10 @@
 //! what builds one in each worker ([`Factory`]), and what a factory is told about the worker it
 //! runs in ([`WorkerContext`]). The connection side calls services only through this module.
 
-use std::future::Future;
+use std::future::{Future, poll_fn};
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -15,7 +17,8 @@ use crate::error::BoxError;
 /// A hyper service that a worker can serve: anything implementing
 /// [`hyper::service::Service`] for `Request<Incoming>` whose response body yields [`Bytes`],
 /// such as [`hyper::service::service_fn`]. It need not be `Send`: each worker calls it on its own
-/// single thread. Implemented automatically; you never implement it yourself.
+/// single thread. Implemented automatically; you never implement it yourself. A tower service
+/// (an axum `Router`) becomes one through [`from_tower`](crate::from_tower).
 pub trait HttpService: 'static {
     /// The response body.
     type Body: Body<Data = Bytes, Error: Into<BoxError>> + 'static;
@@ -93,38 +96,110 @@ impl WorkerContext {
     }
 }
 
-/// What builds the service each worker serves. Called in every worker, after the fork, so that
-/// the service need not be `Send` and what it opens (files, connections) belongs to the worker.
-/// Implemented for closures `Fn(&WorkerContext) -> Result<S, E>`.
+/// What builds the service each worker serves. Called in every worker, after the fork, inside
+/// the worker's runtime, so that the service need not be `Send`, what it opens (files,
+/// connections) belongs to the worker, and it may spawn tasks with `tokio::task::spawn_local`.
+///
+/// Implemented for functions and closures `Fn(&WorkerContext) -> Result<S, E>` where `S` is an
+/// [`HttpService`] and `E` converts into a [`BoxError`], including a named function that
+/// returns `impl HttpService` (see [`FactoryFn`]); for an async one, see
+/// [`factory_async`](crate::factory_async). A factory that fails or panics is a boot failure:
+/// the master is told why, and stops on a first start (exit code 3).
+///
+/// ```no_run
+/// use std::convert::Infallible;
+///
+/// use forkserve::bytes::Bytes;
+/// use forkserve::http_body_util::Full;
+/// use forkserve::hyper::{Request, Response, body::Incoming, service::service_fn};
+/// use forkserve::{HttpService, WorkerContext};
+///
+/// fn factory(worker: &WorkerContext) -> Result<impl HttpService, Infallible> {
+///     let id = worker.id();
+///     Ok(service_fn(move |_req: Request<Incoming>| async move {
+///         Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(format!("worker {id}\n")))))
+///     }))
+/// }
+///
+/// fn main() -> std::process::ExitCode {
+///     forkserve::run(factory)
+/// }
+/// ```
 pub trait Factory {
-    /// The service the factory builds.
-    type Service: HttpService;
+    /// The service the factory builds. It may name the lifetime of the [`WorkerContext`] it
+    /// was built from, as the `impl HttpService` of a named function does (in edition 2024, a
+    /// return-position `impl Trait` captures the lifetimes of the arguments); it holds no borrow
+    /// of it all the same, as every [`HttpService`] is `'static`.
+    type Service<'a>: HttpService
+    where
+        Self: 'a;
+
     /// Builds the service for the worker described by `worker`.
-    fn build(&self, worker: &WorkerContext) -> Result<Self::Service, BoxError>;
+    fn build<'a>(
+        &'a self,
+        worker: &'a WorkerContext,
+    ) -> impl Future<Output = Result<Self::Service<'a>, BoxError>> + 'a;
 }
 
-impl<F, S, E> Factory for F
+/// A function that builds a service from a [`WorkerContext`] borrowed for `'a`: what makes
+/// `Fn(&WorkerContext) -> Result<S, E>` a [`Factory`] even where `S` names the borrow's
+/// lifetime. Implemented for every such function and closure; you never implement it yourself.
+pub trait FactoryFn<'a> {
+    /// The service it builds.
+    type Service: HttpService;
+    /// Builds the service.
+    fn call(&self, worker: &'a WorkerContext) -> Result<Self::Service, BoxError>;
+}
+
+impl<'a, F, S, E> FactoryFn<'a> for F
 where
-    F: Fn(&WorkerContext) -> Result<S, E>,
+    F: Fn(&'a WorkerContext) -> Result<S, E>,
     S: HttpService,
     E: Into<BoxError>,
 {
     type Service = S;
 
-    fn build(&self, worker: &WorkerContext) -> Result<S, BoxError> {
+    fn call(&self, worker: &'a WorkerContext) -> Result<S, BoxError> {
         self(worker).map_err(Into::into)
     }
 }
 
-/// Builds a worker's service with its factory: `Err` says why it could not be built (the
-/// factory failed or panicked), for the master's log.
-pub(crate) async fn build<F: Factory>(
-    factory: &F,
-    worker: &WorkerContext,
-) -> Result<F::Service, String> {
-    match crate::panics::catch_panic(|| factory.build(worker)) {
+impl<F> Factory for F
+where
+    F: for<'a> FactoryFn<'a>,
+{
+    type Service<'a>
+        = <F as FactoryFn<'a>>::Service
+    where
+        F: 'a;
+
+    fn build<'a>(
+        &'a self,
+        worker: &'a WorkerContext,
+    ) -> impl Future<Output = Result<Self::Service<'a>, BoxError>> + 'a {
+        // Called now, not when first polled, so that a sync factory runs where `build` is called.
+        std::future::ready(self.call(worker))
+    }
+}
+
+/// Builds a worker's service with its factory, in the worker's runtime: `Err` says why it could
+/// not be built (the factory failed, or panicked while called or polled), for the master's log.
+pub(crate) async fn build<'a, F: Factory>(
+    factory: &'a F,
+    worker: &'a WorkerContext,
+) -> Result<F::Service<'a>, String> {
+    let panicked = |panic| format!("app factory panicked: {panic}");
+    let building = crate::panics::catch_panic(|| factory.build(worker)).map_err(panicked)?;
+    let mut building = pin!(building);
+    let built = poll_fn(|cx| match crate::panics::catch_panic(|| building.as_mut().poll(cx)) {
+        Ok(Poll::Pending) => Poll::Pending,
+        Ok(Poll::Ready(built)) => Poll::Ready(Ok(built)),
+        Err(panic) => Poll::Ready(Err(panic)),
+    })
+    .await;
+    match built {
         Ok(Ok(service)) => Ok(service),
         Ok(Err(e)) => Err(format!("app failed to start: {e}")),
-        Err(panic) => Err(format!("app factory panicked: {panic}")),
+        Err(panic) => Err(panicked(panic)),
     }
 }
