@@ -202,7 +202,8 @@ macro_rules! settings {
         $check(<$read as $crate::config::declare::Read>::flag($text)?)
     };
 
-    // How a flag lands on the config.
+    // How a flag lands on the config. A single value was checked by its value parser already;
+    // a list is checked here, once all its flags are known.
     (@apply value $flag:ident, $given:expr => $setting:expr $(, $check:path)?) => {
         if let Some(value) = &$given {
             $setting = value.clone();
