@@ -55,8 +55,8 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`cli`] | the flags, and how they override the config file |
-//! | [`config`] | the TOML schema, defaults, validation, `file:line:col` errors |
+//! | [`cli`] | the command line: the config file, `--check-config`, `--print-config`; the setting flags come from `config` |
+//! | [`config`] | each setting declared once (key, default, flag, help, check); the TOML schema, validation, `file:line:col` errors |
 //! | `listener` | binding TCP and unix sockets before any fork |
 //! | `master` | the supervising loop and its verbs |
 //! | `signals` | which signal means what, for the master and for a worker |

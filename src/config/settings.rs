@@ -1,0 +1,366 @@
+//! Every setting of the `[server]`, `[http]` and `[log]` tables, declared once: its key, type
+//! and default, its docs, how it is read and checked, its flag and its `--help` text. The
+//! `settings!` macro (in `declare`) writes the tables' structs, the [`Overrides`] and
+//! [`Overrides::apply`] from them; the checks the declarations name are here too.
+//!
+//! Two texts per setting, for two readers: the `///` docs are markdown for rustdoc, the `help`
+//! is the plain text `--help` prints. `config/app.toml` and the README document each setting at
+//! length; tests (in `settings/tests.rs`) hold both to these declarations: every setting there,
+//! with its default and its flag, and nothing else.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::declare::{Count, List, Ranged, Read, Typed, settings};
+use super::values::check_workers;
+use super::{AllowList, Bind, Config, LogLevel, Seconds, UpgradeMode, Workers};
+
+settings! {
+    /// The `[server]` table: the process model, the listening sockets, timeouts and recycling.
+    [server] ServerConfig {
+        /// Addresses to listen on, bound by the master before any worker is forked.
+        bind: Vec<Bind> = vec![Bind::Tcp { host: "127.0.0.1".into(), port: 8000 }],
+            read List<Bind>, check check_binds,
+            flag #1 bind: list, short 'b', value "ADDR",
+            help "Address to listen on: HOST:PORT, [IPV6]:PORT or unix:/path. Repeat for several; \
+                  replaces the file's list";
+
+        /// How many workers to run: 1 to [`MAX_WORKERS`](super::MAX_WORKERS).
+        workers: Workers = Workers::Auto,
+            read Typed<Workers>,
+            flag #0 workers: value, short 'w', value "N|auto",
+            help "Number of worker processes (1 to 1024), or \"auto\" for the number of usable \
+                  CPUs";
+
+        /// The listen(2) queue length of every listening socket.
+        backlog: u32 = 2048,
+            read Backlog, check check_backlog,
+            flag #2 backlog: value, value "N",
+            help "Length of the listen queue of each socket";
+
+        /// How long a draining worker may take to finish its requests before it is killed. More
+        /// than 0: unlike the other timeouts, 0 cannot mean "no limit" (a stuck worker would
+        /// never stop), and "cut at once" is what `INT` and `QUIT` are for.
+        graceful_timeout: Seconds = secs(30),
+            read Typed<Seconds>, check check_graceful_timeout,
+            flag #5 graceful_timeout: value, value "SECS",
+            help "Seconds a stopping worker may take to finish its requests before it is killed \
+                  (more than 0; for a stop that does not wait, send INT or QUIT)";
+
+        /// A serving worker whose event loop has not sent a heartbeat for this long is hung: it
+        /// is logged with what it was doing, killed (`SIGABRT`, then `SIGKILL`) and replaced. 0
+        /// turns the check off; otherwise at least [`MIN_TIMEOUT`].
+        timeout: Seconds = secs(30),
+            read Typed<Seconds>, check check_timeout,
+            flag #3 timeout: value, short 't', value "SECS",
+            help "Seconds without a heartbeat after which a worker is hung: logged, killed and \
+                  replaced (0: never; else at least 1)";
+
+        /// A new worker that has not become ready within this long is killed, as a boot
+        /// failure. 0 turns the check off.
+        boot_timeout: Seconds = secs(30),
+            read Typed<Seconds>,
+            flag #4 boot_timeout: value, value "SECS",
+            help "Seconds a new worker may take to become ready before it is killed as a boot \
+                  failure (0: no limit)";
+
+        /// A request whose response is not complete after this long is cancelled: answered
+        /// `504`, or its connection closed if the response had started. 0 (the default) is no
+        /// limit.
+        request_timeout: Seconds = secs(0),
+            read Typed<Seconds>,
+            flag #6 request_timeout: value, value "SECS",
+            help "Seconds after which a request is cancelled and answered 504 (0: no limit)";
+
+        /// A worker that has served this many requests is replaced (its successor first). 0
+        /// (the default) is no limit.
+        max_requests: u64 = 0,
+            read Count,
+            flag #7 max_requests: value, value "N",
+            help "Replace a worker after it has served this many requests (0: never)";
+
+        /// Up to this many more requests, chosen at random for each worker, so that workers
+        /// started together are not all replaced together.
+        max_requests_jitter: u64 = 0,
+            read Count,
+            flag #8 max_requests_jitter: value, value "N",
+            help "Add up to this many, at random, to each worker's max-requests";
+
+        /// A worker whose resident memory exceeds this many MiB is replaced, successor first
+        /// like every recycling: it serves on until its successor is ready. Each worker reads
+        /// its own as requests start (at most every 4 ms) and at each heartbeat, and tells the
+        /// master at once. Twice this is a hard ceiling: a worker over it stops accepting at
+        /// once, answers with `Connection: close` and finishes what it has while its successor
+        /// boots, so that its memory stays bounded even if the successor is slow or cannot
+        /// boot. 0 (the default) is no limit.
+        max_worker_memory: u64 = 0,
+            read Count,
+            flag #9 max_worker_memory: value, value "MIB",
+            help "Replace a worker whose resident memory exceeds this many MiB, successor first \
+                  (0: never); at twice this, it stops accepting while its successor boots";
+
+        /// A worker that has run this long is replaced (its successor first). 0 (the default)
+        /// is no limit.
+        max_worker_lifetime: Seconds = secs(0),
+            read Typed<Seconds>,
+            flag #10 max_worker_lifetime: value, value "SECS",
+            help "Replace a worker after it has run this many seconds (0: never)";
+
+        /// The most connections one worker keeps open; at this many it stops accepting until
+        /// one closes, and the other workers take the new ones. If a new connection still
+        /// waits, the worker closes the connection whose client has read nothing for longest
+        /// (1 s at least). Each is a file descriptor: the master warns when the open-files limit
+        /// leaves less room than this.
+        worker_connections: u32 = 1000,
+            read Ranged, check check_worker_connections,
+            flag #11 worker_connections: value, value "N",
+            help "The most connections each worker keeps open at once";
+
+        /// What a binary upgrade (`USR2`) does once the new master serves: stop the old one
+        /// (`auto`), or leave both serving until the operator stops the old one (`manual`).
+        upgrade: UpgradeMode = UpgradeMode::Auto,
+            read Typed<UpgradeMode>,
+            flag #12 upgrade: value, value "auto|manual",
+            help "After a binary upgrade (USR2): \"auto\" stops the old master once the new one \
+                  serves; \"manual\" leaves both serving until you stop the old one (WINCH, then \
+                  QUIT)";
+
+        /// Where the master writes its pid.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pidfile: Option<PathBuf> = None,
+            read Typed<PathBuf>,
+            flag #25 pidfile: optional, short 'p', alias "pid", value "FILE",
+            help "Write the master's pid to this file";
+    }
+
+    /// The `[http]` table: limits and timeouts every request passes before the app sees it
+    /// (see the gate in the crate docs). Gunicorn's names where it has them.
+    [http] HttpConfig {
+        /// Longest request line in bytes (method, target, version); longer is answered 414 and
+        /// closed. 0: no limit.
+        limit_request_line: u64 = 4094,
+            read Count,
+            flag #13 limit_request_line: value, value "BYTES",
+            help "Longest request line in bytes (414 beyond; 0: no limit)";
+
+        /// Most header fields in a request, 1 to [`MAX_REQUEST_FIELDS`]; more is answered 431
+        /// and closed. Whatever the limits, a head is at most 384 KiB (431 and closed).
+        limit_request_fields: u64 = 100,
+            read Ranged, check check_fields,
+            flag #14 limit_request_fields: value, value "N",
+            help "Most header fields in a request (431 beyond; whatever the limits, a head is at \
+                  most 384 KiB)";
+
+        /// Longest header field line in bytes; longer is answered 431 and closed. 0: no limit.
+        limit_request_field_size: u64 = 8190,
+            read Count,
+            flag #15 limit_request_field_size: value, value "BYTES",
+            help "Longest header field line in bytes (431 beyond; 0: no limit)";
+
+        /// Largest request body in bytes: 413 before the body is read when Content-Length says
+        /// more, else when a chunked body crosses it; then closed. 0: no limit.
+        max_body_size: u64 = 100 * 1024 * 1024,
+            read Count,
+            flag #16 max_body_size: value, value "BYTES",
+            help "Largest request body in bytes (413 beyond; 0: no limit)";
+
+        /// Seconds to receive a complete request head: then 408 if anything was received, and
+        /// closed. 0: no limit.
+        header_timeout: Seconds = secs(10),
+            read Typed<Seconds>,
+            flag #17 header_timeout: value, value "SECS",
+            help "Seconds to receive a request head (408 after; 0: no limit)";
+
+        /// Seconds without progress while reading a body: then 408 and closed. 0: no limit (and
+        /// no `body_min_rate` either).
+        body_timeout: Seconds = secs(30),
+            read Typed<Seconds>,
+            flag #18 body_timeout: value, value "SECS",
+            help "Seconds without progress reading a body (408 after; 0: no limit, nor \
+                  body-min-rate)";
+
+        /// Bytes per second a body must keep to once the app asks for it: over any stretch of L
+        /// seconds spent waiting for it, at least `body_min_rate` × (L − `body_timeout`) bytes
+        /// must come. Without it a client sending a byte just within every `body_timeout` holds
+        /// its connection for ever. Each body has a waiting credit: it starts at
+        /// `body_timeout`; each byte received adds `1 / body_min_rate` seconds, but never beyond
+        /// `body_timeout` (an early burst banks no more); the time the server waits on an empty
+        /// socket while the app wants the body is taken off (the time the app takes to read is
+        /// not); when none is left, 408 and closed. 0: off.
+        // Kestrel's MinRequestBodyDataRate: a slow mobile link sends far more.
+        body_min_rate: u64 = 240,
+            read Count,
+            flag #19 body_min_rate: value, value "BYTES",
+            help "Bytes per second a body must keep to (over L seconds of waiting, this × (L − \
+                  body-timeout) bytes at least): a waiting credit starts at body-timeout, each \
+                  byte adds 1/this seconds (up to body-timeout), waiting for the client takes it \
+                  off (408 when none is left; 0: off)";
+
+        /// Seconds a response may go without any write progress (the client is not reading),
+        /// then the connection is closed. 0: no limit. A worker at `worker_connections` with a
+        /// new connection waiting closes the connection stalled longest sooner, after 1 s.
+        // nginx's send_timeout: progress on a socket comes in steps of a part of its send
+        // buffer, which a slow link may take many seconds to drain, and a client may pause (a
+        // phone switching networks); a stalled connection costs the worker little now (see
+        // `WRITE_AHEAD`), so a generous wait is affordable.
+        send_timeout: Seconds = secs(60),
+            read Typed<Seconds>,
+            flag #20 send_timeout: value, value "SECS",
+            help "Seconds a response may make no write progress (a client not reading) before the \
+                  connection is closed (0: no limit; a worker at worker-connections with a new \
+                  client waiting closes the longest-stalled one after 1 s)";
+
+        /// Seconds an idle keep-alive connection is kept between requests. 0: no limit.
+        keepalive: Seconds = secs(5),
+            read Typed<Seconds>,
+            flag #21 keepalive: value, value "SECS",
+            help "Seconds an idle keep-alive connection is kept (0: no limit)";
+
+        /// Peers whose `X-Forwarded-For`, `X-Forwarded-Proto`, `X-Forwarded-Host` and
+        /// `Forwarded` are believed (IPs, CIDR networks, or `*`, which trusts anyone: only
+        /// behind a proxy that overwrites them). Connections on a unix socket are trusted.
+        forwarded_allow_ips: AllowList = local_hosts(),
+            read Typed<AllowList>,
+            flag #22 forwarded_allow_ips: value, value "IPS",
+            help "Peers whose X-Forwarded-* and Forwarded headers are trusted: IPs, networks, \
+                  \"*\"";
+
+        /// Connections start with a PROXY protocol header (v1 or v2) from `proxy_allow_ips`.
+        proxy_protocol: bool = false,
+            read Typed<bool>,
+            flag #23 proxy_protocol: switch, value "BOOL",
+            help "Connections start with a PROXY protocol header (v1 or v2) from proxy-allow-ips";
+
+        /// Peers allowed to send a PROXY protocol header.
+        proxy_allow_ips: AllowList = local_hosts(),
+            read Typed<AllowList>,
+            flag #24 proxy_allow_ips: value, value "IPS",
+            help "Peers allowed to send a PROXY protocol header: IPs, networks, \"*\"";
+    }
+
+    /// The `[log]` table.
+    [log] LogConfig {
+        /// The most verbose level that is written.
+        level: LogLevel = LogLevel::Info,
+            read Typed<LogLevel>,
+            flag #26 log_level: value, value "LEVEL",
+            help "Log level: error, warn, info, debug or trace";
+    }
+}
+
+const fn secs(n: u64) -> Seconds {
+    Seconds(Duration::from_secs(n))
+}
+
+fn local_hosts() -> AllowList {
+    "127.0.0.1,::1".parse().expect("a valid default")
+}
+
+/// `backlog` reads as [`Ranged`] does, except that a flag that is not a number has always been
+/// refused by the setting's name.
+struct Backlog;
+
+impl Read for Backlog {
+    type Flag = u64;
+    type File = u64;
+
+    fn flag(text: &str) -> Result<u64, String> {
+        text.parse().map_err(|_| format!("invalid backlog {text:?}"))
+    }
+
+    fn file<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        Ranged::file(d)
+    }
+}
+
+/// The shortest `timeout` other than 0 (off). Workers beat every `timeout`/4; below a second, an
+/// ordinary stall of a worker's loop (a page-fault burst, a loaded machine not scheduling it
+/// for a few hundred milliseconds) reads as a hang, and the kills outpace the master's own
+/// `SIGABRT`-to-`SIGKILL` second: `-t 0.001` killed thousands of healthy workers in seconds.
+pub const MIN_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Checks a `timeout` value: 0 (off) or at least [`MIN_TIMEOUT`].
+fn check_timeout(timeout: Seconds) -> Result<Seconds, String> {
+    if !timeout.0.is_zero() && timeout.0 < MIN_TIMEOUT {
+        return Err(format!(
+            "timeout must be 0 (off) or at least {} s, not {}: workers beat every timeout/4, and \
+             a shorter one kills workers for ordinary pauses",
+            MIN_TIMEOUT.as_secs(),
+            timeout.0.as_secs_f64()
+        ));
+    }
+    Ok(timeout)
+}
+
+/// Checks a `graceful_timeout` value: more than 0.
+fn check_graceful_timeout(grace: Seconds) -> Result<Seconds, String> {
+    if grace.0.is_zero() {
+        return Err("graceful_timeout must be more than 0: it is how long a stopping worker may \
+                    take to finish its requests (for a stop that does not wait, send INT or QUIT)"
+            .into());
+    }
+    Ok(grace)
+}
+
+/// Checks a list of bind addresses: at least one, no duplicates.
+fn check_binds(binds: Vec<Bind>) -> Result<Vec<Bind>, String> {
+    if binds.is_empty() {
+        return Err("bind needs at least one address".into());
+    }
+    for (i, b) in binds.iter().enumerate() {
+        if binds[..i].contains(b) {
+            return Err(format!("bind address {b} is listed twice"));
+        }
+    }
+    Ok(binds)
+}
+
+/// Checks a backlog value: the kernel takes 1 to 65535 (and caps it at `net.core.somaxconn`).
+fn check_backlog(n: u64) -> Result<u32, String> {
+    in_range("backlog", n, 1, 65535).map(|n| n as u32)
+}
+
+/// Checks a `worker_connections` value.
+fn check_worker_connections(n: u64) -> Result<u32, String> {
+    in_range("worker_connections", n, 1, 1_000_000).map(|n| n as u32)
+}
+
+/// The most `limit_request_fields` may be. The `http` crate's header map holds at most 24,576
+/// fields and panics beyond, and hyper, told to parse more than 100, allocates a table of that
+/// many entries for every request; 8192 fields is far more than any client sends.
+pub const MAX_REQUEST_FIELDS: u64 = 8192;
+
+/// Checks a `limit_request_fields` value.
+fn check_fields(n: u64) -> Result<u64, String> {
+    in_range("limit_request_fields", n, 1, MAX_REQUEST_FIELDS)
+}
+
+/// `n` if it is within `min..=max`, else an error naming the setting.
+fn in_range(setting: &str, n: u64, min: u64, max: u64) -> Result<u64, String> {
+    if (min..=max).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("{setting} must be between {min} and {max}, not {n}"))
+    }
+}
+
+impl ServerConfig {
+    /// Checks what the file's and the flags' parsers check value by value, for a config built
+    /// in code, which has been through neither.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if let Workers::Count(n) = self.workers {
+            check_workers(n.get())?;
+        }
+        check_timeout(self.timeout)?;
+        check_graceful_timeout(self.graceful_timeout)?;
+        Ok(())
+    }
+
+    /// A limit that 0 turns off.
+    pub(crate) fn limit(seconds: Seconds) -> Option<Duration> {
+        (!seconds.0.is_zero()).then_some(seconds.0)
+    }
+}
+
+#[cfg(test)]
+mod tests;

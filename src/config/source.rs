@@ -1,0 +1,112 @@
+//! Where a config comes from: the file, read safely ([`read_config`]), and the command line's
+//! overrides on top ([`ConfigSource`]), kept by the master to read again the same way on `HUP`.
+
+use std::path::{Path, PathBuf};
+
+use super::{Config, Overrides};
+use crate::error::Error;
+
+/// Where the effective config comes from: a file (or the defaults) plus command-line overrides.
+/// The master keeps it to re-read the same way on HUP; flags keep winning over the file across
+/// reloads, as Gunicorn's do.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigSource {
+    /// The config file, if any.
+    pub path: Option<PathBuf>,
+    /// The command line's settings.
+    pub overrides: Overrides,
+}
+
+impl ConfigSource {
+    /// Reads the file (if any), validates it, and applies the overrides.
+    pub fn load(&self) -> Result<Config, Error> {
+        let mut config = match &self.path {
+            Some(path) => Config::load(path)?,
+            None => Config::default(),
+        };
+        self.overrides.apply(&mut config)?;
+        Ok(config)
+    }
+
+    /// The config file, for log messages.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+}
+
+/// The largest config file forkserve reads, in bytes (1 MiB): a config is a few KiB, and the
+/// master, which reads it again on every `HUP`, must not spend its time or memory on more.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Reads a config file, which must be a regular file of at most [`MAX_CONFIG_BYTES`]. The
+/// single-threaded master reads it on `HUP`: a FIFO in its place would block it in `open` or
+/// `read` (no worker replaced, `TERM` ignored), and `/dev/zero` would never end. So the file
+/// is opened without blocking, and anything but a regular file is refused before any read.
+pub(super) fn read_config(path: &Path) -> std::io::Result<String> {
+    use std::io::{Error as IoError, ErrorKind, Read};
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let file =
+        std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_NONBLOCK).open(path)?;
+    let meta = file.metadata()?;
+    let kind = meta.file_type();
+    let not_regular = if kind.is_fifo() {
+        Some("a FIFO")
+    } else if kind.is_char_device() {
+        Some("a character device")
+    } else if kind.is_block_device() {
+        Some("a block device")
+    } else if kind.is_socket() {
+        Some("a socket")
+    } else if kind.is_dir() {
+        Some("a directory")
+    } else {
+        None
+    };
+    if let Some(what) = not_regular {
+        return Err(IoError::new(
+            ErrorKind::InvalidInput,
+            format!("is not a regular file but {what}: a config is read from a regular file only"),
+        ));
+    }
+    let too_large = |len: u64| {
+        IoError::new(
+            ErrorKind::InvalidInput,
+            format!("is {len} bytes: a config may be 1 MiB ({MAX_CONFIG_BYTES} bytes) at most"),
+        )
+    };
+    if meta.len() > MAX_CONFIG_BYTES {
+        return Err(too_large(meta.len()));
+    }
+    let mut text = String::new();
+    // A file that grows while it is read stops at the cap all the same.
+    file.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(too_large(text.len() as u64));
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::cli::Cli;
+
+    #[test]
+    fn flags_win_over_the_file_each_time_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.toml");
+        let file = path.to_str().unwrap();
+        let source =
+            Cli::from_args(["forkserve", "-w", "2", "--keepalive", "7", file]).unwrap().source();
+        // As a reload reads it: the file changed, the flags did not.
+        for (workers, keepalive, backlog) in [(3, 1, 10), (4, 2, 20)] {
+            let text = format!(
+                "[server]\nworkers = {workers}\nbacklog = {backlog}\n[http]\nkeepalive = {keepalive}\n"
+            );
+            std::fs::write(&path, text).unwrap();
+            let config = source.load().unwrap();
+            assert_eq!(config.server.workers.resolve(), 2, "the flag");
+            assert_eq!(config.http.keepalive.0.as_secs(), 7, "the flag");
+            assert_eq!(config.server.backlog, backlog, "the file, read again");
+        }
+    }
+}
