@@ -71,6 +71,7 @@ mod client;
 pub mod config;
 mod error;
 mod gate;
+mod handoff;
 mod ipc;
 mod listener;
 mod logging;
@@ -83,7 +84,6 @@ mod scoreboard;
 mod service;
 mod shutdown;
 mod signals;
-mod upgrade;
 mod worker;
 
 use std::process::ExitCode;
@@ -162,7 +162,7 @@ impl Server {
         let log = logging::init(self.config.log.level);
         process::raise_fd_limit();
         // Sockets passed by systemd or an upgrading master: taken before anything opens files.
-        let inherited = listener::Inherited::from_env()?;
+        let inherited = handoff::Inherited::from_env()?;
         // Handlers next: a signal sent while the server starts is queued, not fatal.
         let plumbing = master::Plumbing::new()?;
         let server = &self.config.server;
