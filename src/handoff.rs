@@ -128,8 +128,8 @@ impl Inherited {
         let mut described = described.into_iter();
         let mut sockets = Vec::new();
         for i in 0..count {
-            let fd = take_passed_fd(FIRST_PASSED_FD + i)
-                .map_err(|e| passed_fd_error(e.to_string()))?;
+            let fd =
+                take_passed_fd(FIRST_PASSED_FD + i).map_err(|e| passed_fd_error(e.to_string()))?;
             let (name, owner) = described.next().unwrap_or((String::new(), Owner::Manager));
             sockets.push(PassedFd { name, owner, fd });
         }

@@ -5,10 +5,16 @@
 
 use std::fmt;
 use std::io;
+use std::time::Duration;
 
 use nix::sys::signal::{self, SigSet, Signal};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
+
+/// How long after its own `graceful_timeout` a draining worker is killed: the worker closes
+/// what remains itself at `graceful_timeout`; this kill is for a worker whose thread is stuck.
+/// The master kills it then; an orphaned worker ends itself by then too.
+pub(crate) const KILL_MARGIN: Duration = Duration::from_secs(1);
 
 /// Which side of a fork we are on.
 pub(crate) enum Forked {

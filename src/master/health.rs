@@ -61,7 +61,10 @@ impl<F: Factory> Master<'_, F> {
         let (pid, worker, generation) = (w.pid.as_raw(), w.id, w.generation);
         match &w.state {
             WorkerState::Exiting { why, .. } if why.is_kill() => {
-                error!(pid, worker, generation, "worker exited: {exit}, killed by the master: {why}");
+                error!(
+                    pid,
+                    worker, generation, "worker exited: {exit}, killed by the master: {why}"
+                );
             }
             WorkerState::Exiting { killed: true, why, .. } => warn!(
                 pid,

@@ -41,9 +41,8 @@ use nix::unistd::Pid;
 use tracing::{info, warn};
 
 use self::health::BootFailures;
-use self::phase::{Phase, Stop, StopKind};
+use self::phase::{Generation, Phase, Stop, StopKind};
 use self::pool::{Pool, Why, WorkerState, one_fewer, one_more};
-use self::reload::Generation;
 use self::upgrade::{Handover, Program, Succession, Upgrading};
 use crate::app::Factory;
 use crate::cli::ConfigSource;
@@ -59,12 +58,11 @@ use crate::scoreboard::Scoreboard;
 use crate::signals::{MasterSignal, SignalQueue};
 
 pub(crate) use self::phase::Shutdown;
+// Where the worker has always found it; it lives with the processes, below both.
+pub(crate) use crate::process::KILL_MARGIN;
 
 /// How long a worker told to exit at once may take before it is killed.
 const FAST_STOP_GRACE: Duration = Duration::from_secs(1);
-/// How long after its own `graceful_timeout` a draining worker is killed: the worker closes
-/// what remains itself at `graceful_timeout`; this kill is for a worker whose thread is stuck.
-pub(crate) const KILL_MARGIN: Duration = Duration::from_secs(1);
 /// A wake-up this much later than asked for means the master itself was stopped or starved of
 /// CPU.
 const LATE_WAKE: Duration = Duration::from_millis(500);
@@ -325,7 +323,8 @@ impl<'f, F: Factory> Master<'f, F> {
     /// Stops the server: closes the listeners (or leaves them to a new master that serves) and
     /// tells every worker to exit.
     fn stop(&mut self, how: Shutdown) {
-        let handing_over = matches!(self.phase.stopping().map(|s| s.kind), Some(StopKind::HandOver(_)));
+        let handing_over =
+            matches!(self.phase.stopping().map(|s| s.kind), Some(StopKind::HandOver(_)));
         self.stop_as(StopKind::new(how, handing_over || self.upgrading.successor_serves()));
     }
 

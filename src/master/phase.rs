@@ -7,10 +7,22 @@
 //! way. A stop ([`Phase::Stopping`]) is final: the master exits once its workers are gone.
 //! The binary upgrade's progress is a value of its own ([`super::upgrade::Upgrading`]): a
 //! master may reload while a manually upgraded successor serves beside it.
+//!
+//! A [`Generation`] is the config a set of workers was started with, and how many it wants.
 
+use std::sync::Arc;
 use std::time::Instant;
 
-use super::reload::Generation;
+use crate::config::Config;
+
+/// A generation's config and size.
+#[derive(Debug, Clone)]
+pub(super) struct Generation {
+    pub(super) number: u64,
+    pub(super) config: Arc<Config>,
+    /// How many workers are wanted.
+    pub(super) target: usize,
+}
 
 /// Where the master is in its life.
 #[derive(Debug)]
@@ -207,10 +219,7 @@ impl Phase {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
-    use crate::config::Config;
 
     fn reloading(since: Since) -> Phase {
         let previous = Generation { number: 1, config: Arc::new(Config::default()), target: 2 };
@@ -235,6 +244,8 @@ mod tests {
         for (phase, generation, current, verdict) in cases {
             assert_eq!(phase.boot_failure(generation, current), verdict, "{phase:?} {generation}");
         }
+        // What the master then reports as its exit status.
+        assert_eq!(crate::error::Error::Boot("worker 1".into()).exit_code(), 3);
     }
 
     #[test]

@@ -99,7 +99,9 @@ impl std::fmt::Display for Recycle {
 pub(super) enum Why {
     Stop(Shutdown),
     /// A newer generation took over.
-    Replaced { by: u64 },
+    Replaced {
+        by: u64,
+    },
     /// A newer reload started before this worker's generation was ready.
     Superseded,
     /// Its generation could not boot; the one before serves on.
@@ -108,7 +110,10 @@ pub(super) enum Why {
     /// One fewer worker was wanted (`TTOU`).
     Surplus,
     /// No heartbeat for this long.
-    Hung { silent: Duration, timeout: Duration },
+    Hung {
+        silent: Duration,
+        timeout: Duration,
+    },
     /// Not ready within `boot_timeout`.
     BootTimeout(Duration),
     /// `WINCH` after a manual upgrade.

@@ -9,22 +9,12 @@ use std::time::Instant;
 
 use tracing::{error, info, warn};
 
-use super::phase::{Phase, Reload};
+use super::phase::{Generation, Phase, Reload};
 use super::pool::{Decision, Why};
 use super::{Master, warn_fd_headroom};
 use crate::app::Factory;
 use crate::cli::ConfigSource;
-use crate::config::Config;
 use crate::pidfile::Pidfile;
-
-/// A generation's config and size.
-#[derive(Debug, Clone)]
-pub(super) struct Generation {
-    pub(super) number: u64,
-    pub(super) config: Arc<Config>,
-    /// How many workers are wanted.
-    pub(super) target: usize,
-}
 
 impl<F: Factory> Master<'_, F> {
     /// Re-reads the config and, if it is valid and its new addresses can be bound, starts a
@@ -120,11 +110,13 @@ impl<F: Factory> Master<'_, F> {
     /// The new generation cannot boot: stops it, and the previous generation serves on with
     /// its config.
     pub(super) fn roll_back(&mut self, why: &str) {
-        let Phase::Reloading(reload) = std::mem::replace(&mut self.phase, Phase::Starting) else {
+        let since = match &self.phase {
+            Phase::Reloading(reload) => reload.since,
+            _ => return,
+        };
+        let Phase::Reloading(reload) = std::mem::replace(&mut self.phase, since.phase()) else {
             return;
         };
-        // Not a reload: put back what was there.
-        self.phase = reload.since.phase();
         let failed = std::mem::replace(&mut self.current, reload.previous);
         self.execute_all(self.pool.retire_generation(failed.number, &Why::RolledBack));
         let server = &self.current.config.server;

@@ -110,6 +110,13 @@ impl Upgrading {
     }
 }
 
+/// Which way the pidfile moves: aside to `PIDFILE.oldbin` as an upgrade starts, back if it
+/// fails.
+enum Oldbin {
+    Aside,
+    Back,
+}
+
 /// What the new master said.
 enum Heard {
     Nothing,
@@ -208,7 +215,7 @@ impl<F: Factory> Master<'_, F> {
         let boot = ServerConfig::limit(self.current.config.server.boot_timeout);
         // The new master also loads its config and binds what is new before its workers boot.
         let deadline = deadline(boot.map_or(Duration::from_secs(86_400 * 365), |b| b * 2));
-        self.rename_pidfile(true);
+        self.move_pidfile_aside(Oldbin::Aside);
         match Upgrade::start(&program, &self.listeners, deadline) {
             Ok(upgrade) => {
                 info!(
@@ -220,7 +227,7 @@ impl<F: Factory> Master<'_, F> {
             }
             Err(e) => {
                 error!("upgrade failed: cannot start a new master: {e}");
-                self.rename_pidfile(false);
+                self.move_pidfile_aside(Oldbin::Back);
             }
         }
     }
@@ -232,7 +239,8 @@ impl<F: Factory> Master<'_, F> {
         match upgrade.hear() {
             Heard::Ready if self.current.config.server.upgrade == UpgradeMode::Manual => {
                 let (old, new) = (self.pid.as_raw(), upgrade.pid.as_raw());
-                if let Upgrading::Booting(u) = std::mem::replace(&mut self.upgrading, Upgrading::Idle)
+                if let Upgrading::Booting(u) =
+                    std::mem::replace(&mut self.upgrading, Upgrading::Idle)
                 {
                     self.upgrading = Upgrading::BothServe(u);
                 }
@@ -277,13 +285,17 @@ impl<F: Factory> Master<'_, F> {
         // Fast stop: it and its workers exit at once; it is reaped as any child.
         process::send(upgrade.pid, Signal::SIGQUIT);
         error!(new_master = upgrade.pid.as_raw(), "upgrade failed, this master serves on: {why}");
-        self.rename_pidfile(false);
+        self.move_pidfile_aside(Oldbin::Back);
     }
 
     /// Moves the pidfile aside to `PIDFILE.oldbin` for an upgrade, or back.
-    fn rename_pidfile(&mut self, aside: bool) {
+    fn move_pidfile_aside(&mut self, way: Oldbin) {
         let Some(pidfile) = &mut self.pidfile else { return };
-        if let Err(e) = pidfile.rename_oldbin(aside) {
+        let moved = match way {
+            Oldbin::Aside => pidfile.move_aside(),
+            Oldbin::Back => pidfile.move_back(),
+        };
+        if let Err(e) = moved {
             error!(path = %pidfile.path().display(), "cannot rename the pidfile: {e}");
         }
     }

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{SigSet, Signal};
 use tracing::{debug, error, info, warn};
 
+use super::phase::Generation;
 use super::pool::{Decision, Wanted, Why, Worker, WorkerState, recycle_after};
-use super::reload::Generation;
 use super::upgrade::Succession;
 use super::{KILL_MARGIN, Master, deadline};
 use crate::app::{Factory, WorkerContext};

@@ -124,7 +124,7 @@ pub(super) fn parse_statm(statm: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::scoreboard::{Board, Line, Scoreboard};
+    use crate::scoreboard::{Board, Line, MEMORY_CHECK_MS, Scoreboard};
     use std::time::Duration;
 
     #[test]
