@@ -51,7 +51,8 @@
 //! | [`cli`] | the flags, and how they override the config file |
 //! | [`config`] | the TOML schema, defaults, validation, `file:line:col` errors |
 //! | `listener` | binding TCP and unix sockets before any fork |
-//! | `master` | the supervising loop and its verbs |
+//! | `handoff` | descriptors passed across exec: socket activation, and the sockets a binary upgrade hands on |
+//! | `master` | the supervising loop and its verbs; its lifecycle phase, the pool's pure decisions, reload, binary upgrade |
 //! | `signals` | which signal means what, for the master and for a worker |
 //! | `worker` | everything after fork: runtime, accept loop, heartbeat, drain, exit code |
 //! | `client` | who the client is: forwarded headers from trusted proxies, the [`Client`] extension |
@@ -60,9 +61,8 @@
 //! | `scoreboard` | the shared memory where workers publish heartbeats and requests for the master |
 //! | `ipc` | messages from workers to the master: ready, boot failure, due for recycling |
 //! | `shutdown` | a worker's open connections: the `worker_connections` cap, parking idle ones, and draining |
-//! | `upgrade` | binary upgrade: starting a new master with the sockets, and handing over |
 //! | `notify` | systemd's readiness protocol (`sd_notify`) |
-//! | `process` | fork, wait, kill; with the signal registrations in `signals` and the scoreboard's mapping, the only `unsafe` |
+//! | `process` | fork, wait, kill; with the signal registrations in `signals`, the scoreboard's mapping and `handoff`, the only `unsafe` |
 //! | [`app`] | what the binary serves from the config file |
 
 pub mod app;

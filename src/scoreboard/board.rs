@@ -49,7 +49,7 @@ impl Board {
     /// Starts watching `max_worker_memory` (`limit_mib`; 0 for none), once the worker has
     /// booted: each request that starts [`MEMORY_CHECK_MS`] or more after the last reading
     /// reads the resident memory, and so does every heartbeat (for memory that grows inside a
-    /// long request or a background task); a reading at a higher [`MemoryLevel`] than before
+    /// long request or a background task); a reading at a higher [`MemoryLevel`](super::MemoryLevel) than before
     /// wakes [`MemoryWatch::changed`]. A worker that is over the limit already is not watched:
     /// its successor would be too, and the master deals with a limit that low.
     pub(crate) fn watch_memory(&self, limit_mib: u64) -> Result<(), String> {
