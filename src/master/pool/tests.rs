@@ -6,6 +6,12 @@ use super::*;
 const MS: Duration = Duration::from_millis(1);
 const SEC: Duration = Duration::from_secs(1);
 
+/// "Now" for a test: an hour ahead, so that the times a test sets in the past stay valid
+/// instants even on a machine up for less than a minute (the decisions only compare them).
+fn later_now() -> Instant {
+    Instant::now() + 3600 * SEC
+}
+
 /// A worker as the master records it; `ready` is how long before `at` it became ready.
 fn worker(id: u64, generation: u64, ready: Option<Duration>, at: Instant) -> Worker {
     Worker {
@@ -32,7 +38,7 @@ fn booting(id: u64, generation: u64, at: Instant) -> Worker {
 }
 
 fn exiting(mut w: Worker, why: Why) -> Worker {
-    w.state = WorkerState::Exiting { deadline: Instant::now() + SEC, killed: false, why };
+    w.state = WorkerState::Exiting { deadline: later_now() + SEC, killed: false, why };
     w
 }
 
@@ -60,7 +66,7 @@ fn retire(worker: u64, why: Why) -> Decision {
 
 #[test]
 fn a_reload_brings_the_new_generation_up_beside_the_old_and_retires_the_old_only_once_ready() {
-    let now = Instant::now();
+    let now = later_now();
     let reload = [wanted(2, 2), wanted(1, 2)];
     // (workers, what the master is to do)
     let cases: Vec<(Vec<Worker>, Vec<Decision>)> = vec![
@@ -99,7 +105,7 @@ fn a_reload_brings_the_new_generation_up_beside_the_old_and_retires_the_old_only
 
 #[test]
 fn a_rolled_back_generation_is_retired_and_the_previous_one_serves_on() {
-    let now = Instant::now();
+    let now = later_now();
     // Generation 2 could not boot: one of its workers died booting, one still boots.
     let failed = pool(vec![ready(1, 1, now), ready(2, 1, now), booting(4, 2, now)], now);
     assert_eq!(failed.retire_generation(2, &Why::RolledBack), vec![retire(4, Why::RolledBack)]);
@@ -116,7 +122,7 @@ fn a_rolled_back_generation_is_retired_and_the_previous_one_serves_on() {
 
 #[test]
 fn a_worker_due_for_recycling_is_replaced_successor_first() {
-    let now = Instant::now();
+    let now = later_now();
     let recycled = Why::Recycled(Recycle::Requests { served: 1000 });
     let cases: Vec<(Vec<Worker>, Vec<Decision>)> = vec![
         // Due: it no longer counts, so its successor is forked; it serves on.
@@ -152,7 +158,7 @@ fn recycling_soon_after_boot_is_paused_whoever_found_it() {
         assert_eq!(too_soon(&reason, up, boot_mib), verdict, "{reason} after {up:?}");
     }
     // The pause it makes holds the successor back, while the due worker serves on.
-    let now = Instant::now();
+    let now = later_now();
     let mut paused = pool(vec![due(ready(1, 1, now))], now);
     let pause = paused.backoff.failed(now);
     assert_eq!(
@@ -179,7 +185,7 @@ fn ttin_and_ttou_stay_between_one_and_max_workers() {
 
 #[test]
 fn a_surplus_goes_booting_workers_newest_first_then_the_oldest_ready() {
-    let now = Instant::now();
+    let now = later_now();
     let cases: Vec<(Vec<Worker>, usize, Vec<u64>)> = vec![
         (vec![ready(1, 1, now), ready(2, 1, now), ready(3, 1, now)], 2, vec![1]),
         (vec![ready(1, 1, now), booting(2, 1, now), booting(3, 1, now)], 2, vec![3]),
@@ -196,7 +202,7 @@ fn a_surplus_goes_booting_workers_newest_first_then_the_oldest_ready() {
 
 #[test]
 fn the_crash_pause_doubles_from_100_ms_to_30_s() {
-    let start = Instant::now();
+    let start = later_now();
     let mut backoff = Backoff::new(start);
     let mut at = start;
     let mut pauses = Vec::new();
@@ -216,7 +222,7 @@ fn the_crash_pause_doubles_from_100_ms_to_30_s() {
 
 #[test]
 fn failures_within_one_pause_double_it_once() {
-    let now = Instant::now();
+    let now = later_now();
     let mut backoff = Backoff::new(now);
     assert_eq!(backoff.failed(now), BACKOFF_MIN);
     // Two more workers die together with the first: one incident.
@@ -227,7 +233,7 @@ fn failures_within_one_pause_double_it_once() {
 
 #[test]
 fn while_paused_workers_are_forked_one_at_a_time_after_each_pause() {
-    let now = Instant::now();
+    let now = later_now();
     let mut paused = pool(vec![], now);
     let pause = paused.backoff.failed(now);
     let want = [wanted(1, 3)];
@@ -249,7 +255,7 @@ fn while_paused_workers_are_forked_one_at_a_time_after_each_pause() {
 
 #[test]
 fn the_pause_ends_once_a_worker_started_after_the_failure_stays_up() {
-    let failed_at = Instant::now();
+    let failed_at = later_now();
     let mut backoff = Backoff::new(failed_at);
     backoff.failed(failed_at);
     let booted = failed_at + SEC;
@@ -268,7 +274,7 @@ fn the_pause_ends_once_a_worker_started_after_the_failure_stays_up() {
 
 #[test]
 fn a_worker_lost_soon_after_boot_pauses_forking_one_that_stayed_up_does_not() {
-    let now = Instant::now();
+    let now = later_now();
     let hung = Why::Hung { silent: 30 * SEC, timeout: 30 * SEC };
     // (how long it had been ready when killed as hung, whether its replacement waits)
     let cases = [(SEC, true), (STABLE_AFTER - MS, true), (STABLE_AFTER, false), (60 * SEC, false)];
