@@ -11,8 +11,7 @@ use std::path::PathBuf;
 use clap::Parser;
 
 pub use crate::config::Overrides;
-// `ConfigSource` belongs to the config; its old path here is kept while other modules move.
-pub use crate::config::ConfigSource;
+use crate::config::ConfigSource;
 use crate::error::Error;
 
 /// forkserve: a pre-fork HTTP server. A single-threaded master binds the sockets and supervises

@@ -58,7 +58,8 @@
 //! | [`cli`] | the command line: the config file, `--check-config`, `--print-config`; the setting flags come from `config` |
 //! | [`config`] | each setting declared once (key, default, flag, help, check); the TOML schema, validation, `file:line:col` errors |
 //! | `listener` | binding TCP and unix sockets before any fork |
-//! | `master` | the supervising loop and its verbs |
+//! | `handoff` | descriptors passed across exec: socket activation, and the sockets a binary upgrade hands on |
+//! | `master` | the supervising loop and its verbs; its lifecycle phase, the pool's pure decisions, reload, binary upgrade |
 //! | `signals` | which signal means what, for the master and for a worker |
 //! | `worker` | everything after fork: runtime, accept loop, heartbeat, drain, exit code |
 //! | `client` | who the client is: forwarded headers from trusted proxies, the [`Client`] extension |
@@ -67,9 +68,8 @@
 //! | `scoreboard` | the shared memory where workers publish heartbeats and requests for the master |
 //! | `ipc` | messages from workers to the master: ready, boot failure, due for recycling |
 //! | `shutdown` | a worker's open connections: the `worker_connections` cap, parking idle ones, and draining |
-//! | `upgrade` | binary upgrade: starting a new master with the sockets, and handing over |
 //! | `notify` | systemd's readiness protocol (`sd_notify`) |
-//! | `process` | fork, wait, kill; with the signal registrations in `signals` and the scoreboard's mapping, the only `unsafe` |
+//! | `process` | fork, wait, kill; with the signal registrations in `signals`, the scoreboard's mapping and `handoff`, the only `unsafe` |
 //! | [`app`] | what a worker serves: the seam (service, factory, async and tower adapters), and the binary's router with its app kinds (`respond`, `static_files`) |
 
 pub mod app;
@@ -78,6 +78,7 @@ mod client;
 pub mod config;
 mod error;
 mod gate;
+mod handoff;
 mod ipc;
 mod listener;
 mod logging;
@@ -90,7 +91,6 @@ mod scoreboard;
 mod service;
 mod shutdown;
 mod signals;
-mod upgrade;
 mod worker;
 
 use std::process::ExitCode;
@@ -110,7 +110,7 @@ pub use http_body_util;
 pub use hyper;
 pub use tokio;
 
-use crate::cli::ConfigSource;
+use crate::config::ConfigSource;
 use crate::listener::Listeners;
 use crate::pidfile::Pidfile;
 
@@ -180,7 +180,7 @@ impl Server {
         let log = logging::init(self.config.log.level);
         process::raise_fd_limit();
         // Sockets passed by systemd or an upgrading master: taken before anything opens files.
-        let inherited = listener::Inherited::from_env()?;
+        let inherited = handoff::Inherited::from_env()?;
         // Handlers next: a signal sent while the server starts is queued, not fatal.
         let plumbing = master::Plumbing::new()?;
         let server = &self.config.server;

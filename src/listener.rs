@@ -1,5 +1,9 @@
 //! Listening sockets: bound by the master before any fork and shared by every worker, so they
 //! outlive every generation of workers and nothing queued on them is lost across a reload.
+//!
+//! Sockets passed at exec (socket activation, a binary upgrade) come from [`crate::handoff`],
+//! which also hands them on; this module decides which address each serves and whose unix path
+//! it removes when it closes one.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
@@ -16,6 +20,7 @@ use nix::sys::socket::{
 
 use crate::config::Bind;
 use crate::error::Error;
+use crate::handoff::{Inherited, Outgoing, Owner, PassedFd, passed_fd_error};
 
 /// One listening socket.
 #[derive(Debug)]
@@ -73,95 +78,6 @@ pub struct Listeners {
     upgrade_paths: Vec<PathBuf>,
     /// Passed sockets this config dropped, closed on taking over.
     retiring: Vec<Listener>,
-}
-
-/// Who a passed socket belongs to, which decides whether its unix path may be removed and
-/// whether it is served when no `bind` names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Owner {
-    /// Bound by a forkserve master: the path is removed by the master that stops serving it
-    /// last.
-    Master,
-    /// The service manager's, and named by a `bind`: its path is never removed.
-    Manager,
-    /// The service manager's, and named by no `bind`: served for the master's life.
-    ManagerPinned,
-}
-
-impl Owner {
-    fn as_str(self) -> &'static str {
-        match self {
-            Owner::Master => "own",
-            Owner::Manager => "manager",
-            Owner::ManagerPinned => "pinned",
-        }
-    }
-
-    fn parse(s: &str) -> Owner {
-        match s {
-            "manager" => Owner::Manager,
-            "pinned" => Owner::ManagerPinned,
-            _ => Owner::Master,
-        }
-    }
-}
-
-/// A socket passed at exec: its name (the `bind` address an upgrading master served it for),
-/// who owns it, and the socket.
-type Passed = (String, Owner, Listener);
-
-/// Sockets this process was handed when it was executed: by systemd socket activation
-/// (`LISTEN_FDS`, for this process by `LISTEN_PID`), or by the master it upgrades (see
-/// [`crate::upgrade`]), which says for each its `bind` address and owner.
-#[derive(Debug, Default)]
-pub(crate) struct Inherited {
-    sockets: Vec<Passed>,
-    /// Handed over by an upgrading master rather than the service manager.
-    upgrade: bool,
-}
-
-impl Inherited {
-    /// Takes the sockets the environment says were passed to this process.
-    pub(crate) fn from_env() -> Result<Inherited, Error> {
-        let upgrade = std::env::var_os(crate::upgrade::FD_VAR).is_some();
-        let err = |message: String| Error::Bind {
-            addr: "LISTEN_FDS".into(),
-            source: io::Error::other(message),
-        };
-        let Some(count) = std::env::var_os("LISTEN_FDS") else { return Ok(Inherited::default()) };
-        let pid = std::env::var("LISTEN_PID").ok().and_then(|p| p.parse::<u32>().ok());
-        if pid != Some(std::process::id()) {
-            // Meant for another process (a parent that did not clear them).
-            return Ok(Inherited::default());
-        }
-        let count: i32 = count
-            .to_str()
-            .and_then(|c| c.parse().ok())
-            .ok_or_else(|| err(format!("not a number: {count:?}")))?;
-        // An upgrading master describes each socket as `OWNER:BIND`, one per line. Sockets
-        // from the service manager are matched by address (their names, LISTEN_FDNAMES, are
-        // the unit's and only informative).
-        let described: Vec<(String, Owner)> = match std::env::var(crate::upgrade::BINDS_VAR) {
-            Ok(lines) if upgrade => lines
-                .split('\n')
-                .map(|line| {
-                    let (owner, bind) = line.split_once(':').unwrap_or(("own", line));
-                    (bind.to_string(), Owner::parse(owner))
-                })
-                .collect(),
-            _ => Vec::new(),
-        };
-        let mut described = described.into_iter();
-        let mut sockets = Vec::new();
-        for i in 0..count {
-            let raw = crate::process::FIRST_PASSED_FD + i;
-            let fd = crate::process::take_passed_fd(raw).map_err(|e| err(e.to_string()))?;
-            let listener = Listener::from_passed(fd).map_err(|e| err(format!("fd {raw}: {e}")))?;
-            let (name, owner) = described.next().unwrap_or((String::new(), Owner::Manager));
-            sockets.push((name, owner, listener));
-        }
-        Ok(Inherited { sockets, upgrade })
-    }
 }
 
 impl Listener {
@@ -227,7 +143,13 @@ impl Listeners {
         inherited: Inherited,
     ) -> Result<Listeners, Error> {
         let mut listeners = Listeners::default();
-        let mut pool = inherited.sockets;
+        let mut pool = Vec::new();
+        for PassedFd { name, owner, fd } in inherited.sockets {
+            let raw = fd.as_raw_fd();
+            let listener =
+                Listener::from_passed(fd).map_err(|e| passed_fd_error(format!("fd {raw}: {e}")))?;
+            pool.push((name, owner, listener));
+        }
         for b in binds {
             let name = b.to_string();
             let (matching, rest): (Vec<_>, Vec<_>) = pool
@@ -308,8 +230,9 @@ impl Listeners {
         }
     }
 
-    /// Every socket with how an upgrade describes it (`OWNER:BIND`), in order.
-    pub(crate) fn passed_fds(&self) -> Vec<(String, std::os::fd::BorrowedFd<'_>)> {
+    /// Every socket with its `bind` address and owner, in order: what a binary upgrade hands
+    /// the new master (see [`crate::handoff::exec_with_sockets`]).
+    pub(crate) fn passed_fds(&self) -> Vec<Outgoing<'_>> {
         self.groups
             .iter()
             .flat_map(|(b, sockets)| {
@@ -321,7 +244,7 @@ impl Listeners {
                         }
                         _ => Owner::Master,
                     };
-                    (format!("{}:{b}", owner.as_str()), l.fd())
+                    Outgoing { owner, bind: b.to_string(), fd: l.fd() }
                 })
             })
             .collect()

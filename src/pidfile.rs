@@ -74,17 +74,21 @@ impl Pidfile {
         let _ = nix::unistd::close(raw);
     }
 
-    /// Renames the file to `PATH.oldbin` (`aside`), as a binary upgrade starts, or back, if the
-    /// upgrade failed. The lock stays with the file.
-    pub(crate) fn rename_oldbin(&mut self, aside: bool) -> io::Result<()> {
-        let to = if aside {
-            oldbin(&self.path)
-        } else {
-            let Some(original) = self.path.to_str().and_then(|p| p.strip_suffix(".oldbin")) else {
-                return Ok(());
-            };
-            PathBuf::from(original)
+    /// Renames the file to `PATH.oldbin`, as a binary upgrade starts. The lock stays with the
+    /// file.
+    pub(crate) fn move_aside(&mut self) -> io::Result<()> {
+        self.rename_to(oldbin(&self.path))
+    }
+
+    /// Renames `PATH.oldbin` back to `PATH`, as a binary upgrade failed.
+    pub(crate) fn move_back(&mut self) -> io::Result<()> {
+        let Some(original) = self.path.to_str().and_then(|p| p.strip_suffix(".oldbin")) else {
+            return Ok(());
         };
+        self.rename_to(PathBuf::from(original))
+    }
+
+    fn rename_to(&mut self, to: PathBuf) -> io::Result<()> {
         std::fs::rename(&self.path, &to)?;
         self.path = to;
         Ok(())
@@ -170,7 +174,7 @@ mod tests {
         let opened = OpenOptions::new().read(true).open(&path).unwrap();
         let other = dir.path().join("fs.pid");
         let mut newer = Pidfile::create(&other).unwrap();
-        newer.rename_oldbin(true).unwrap();
+        newer.move_aside().unwrap();
         assert_eq!(newer.path(), path);
         // The stale file is unlocked (its master is gone), so the lock succeeds.
         assert!(!remove_if_stale(&path, opened).unwrap());

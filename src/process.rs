@@ -1,16 +1,20 @@
-//! Processes: fork, wait, kill, parent-death signal, thread counting, giving freed memory back,
-//! and the descriptors passed across exec (binary upgrade, socket activation). Together with the signal
-//! registrations in [`crate::signals`] and the scoreboard's mapping, this is where forkserve
-//! uses `unsafe`.
+//! Processes: fork, wait, kill, parent-death signal, thread counting, the open-files limit and
+//! giving freed memory back. Together with the signal registrations in [`crate::signals`], the
+//! scoreboard's mapping and taking descriptors passed at exec ([`crate::handoff`]), this is
+//! where forkserve uses `unsafe`.
 
 use std::fmt;
 use std::io;
-use std::os::fd::{BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
-use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use nix::sys::signal::{self, SigSet, Signal};
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::{ForkResult, Pid};
+
+/// How long after its own `graceful_timeout` a draining worker is killed: the worker closes
+/// what remains itself at `graceful_timeout`; this kill is for a worker whose thread is stuck.
+/// The master kills it then; an orphaned worker ends itself by then too.
+pub(crate) const KILL_MARGIN: Duration = Duration::from_secs(1);
 
 /// Which side of a fork we are on.
 pub(crate) enum Forked {
@@ -111,48 +115,6 @@ pub(crate) fn is_stopped(pid: Pid) -> bool {
     // The state follows the command name, which is in parentheses and may contain anything.
     let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next());
     matches!(state, Some("T" | "t"))
-}
-
-/// The first descriptor of those a process is handed at exec (`SD_LISTEN_FDS_START`).
-pub(crate) const FIRST_PASSED_FD: RawFd = 3;
-
-/// In the child of a fork, before exec: puts `fds` at descriptors 3, 4, … in order, open across
-/// exec; every other descriptor forkserve opens is close-on-exec.
-pub(crate) fn pass_fds(fds: &[BorrowedFd<'_>]) -> io::Result<()> {
-    // Copies above the target range first, so that placing one never overwrites another.
-    let above = FIRST_PASSED_FD + fds.len() as RawFd;
-    let mut copies = Vec::with_capacity(fds.len());
-    for fd in fds {
-        let raw = fcntl(fd, FcntlArg::F_DUPFD_CLOEXEC(above))?;
-        // SAFETY: fcntl just returned this new descriptor, which nothing else owns.
-        copies.push(unsafe { OwnedFd::from_raw_fd(raw) });
-    }
-    for (i, copy) in copies.iter().enumerate() {
-        let target = FIRST_PASSED_FD + i as RawFd;
-        // SAFETY: the target is a plain number: whatever it named (a close-on-exec descriptor
-        // of the master's, about to be replaced by exec anyway) is closed by dup2 and not used
-        // again by this child, which only execs next. The result stays open (into_raw_fd), and
-        // dup2 leaves it without close-on-exec, as passing it requires.
-        let placed = unsafe { nix::unistd::dup2_raw(copy, target) }?;
-        let _ = placed.into_raw_fd();
-    }
-    Ok(())
-}
-
-/// Takes ownership of a descriptor this process was handed at exec (named by `LISTEN_FDS` or
-/// by the master that started it), making it close-on-exec. Fails if it is not open.
-pub(crate) fn take_passed_fd(raw: RawFd) -> io::Result<OwnedFd> {
-    if raw < FIRST_PASSED_FD {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("fd {raw} is stdio")));
-    }
-    if std::fs::symlink_metadata(format!("/proc/self/fd/{raw}")).is_err() {
-        return Err(io::Error::new(io::ErrorKind::NotFound, format!("fd {raw} is not open")));
-    }
-    // SAFETY: the descriptor is open (checked above) and was handed to this process for it to
-    // own; each caller takes each number once, at start, before anything else opens files.
-    let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-    fcntl(&fd, FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC))?;
-    Ok(fd)
 }
 
 /// Raises this process's soft limit on open files to its hard limit, as nginx's

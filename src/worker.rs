@@ -68,7 +68,7 @@ fn boot_and_serve<F: Factory>(setup: Setup<'_, F>) -> i32 {
     }
     // The master would kill it this long after telling it to stop; an orphan kills itself,
     // and lets go of the listening sockets at once.
-    let orphan_limit = setup.ctx.config().server.graceful_timeout.0 + crate::master::KILL_MARGIN;
+    let orphan_limit = setup.ctx.config().server.graceful_timeout.0 + crate::process::KILL_MARGIN;
     let listening: Vec<_> = setup.listeners.iter().map(Listener::raw_fd).collect();
     if let Err(e) = crate::signals::bound_orphan_life(setup.master, orphan_limit, &listening) {
         tracing::warn!("cannot bound what this worker does once its master is gone: {e}");

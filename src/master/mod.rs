@@ -1,0 +1,426 @@
+//! The master: it forks workers, supervises them and acts on signals, and never serves a request.
+//!
+//! It is a plain single-threaded loop, with no async runtime and no threads, so that forking is
+//! always safe. Each turn it sleeps in poll(2) on the signal self-pipe and the workers' message
+//! socket until something happens or the nearest deadline passes, then acts: read what workers
+//! said, act on signals, reap the dead, and bring the workers to what is wanted. Its verbs:
+//! [`Master::spawn_worker`], [`Master::reap_workers`], [`Master::manage_workers`],
+//! [`Master::retire_worker`], [`Master::murder_hung`], [`Master::recycle_workers`],
+//! [`Master::murder_overdue`], [`Master::reload`], [`Master::finish_reload`],
+//! [`Master::roll_back`], [`Master::upgrade_binary`], [`Master::stop`].
+//!
+//! | module | owns |
+//! |---|---|
+//! | this one | the loop, signals, stopping |
+//! | [`phase`] | the lifecycle as values: starting, serving, reloading, stopping and how |
+//! | [`pool`] | the worker records and the pure decision of what to fork and what to retire |
+//! | [`workers`] | carrying the decisions out: fork, become a worker, retire, announce |
+//! | [`health`] | reaping and explaining exits, boot failures, hung workers, recycling |
+//! | [`reload`] | generations: `HUP`, completing a reload, rolling back |
+//! | [`upgrade`] | the binary upgrade (`USR2`), as the old master and as the new one |
+//!
+//! What it knows of each worker beyond its pid comes from the [`Scoreboard`]: heartbeats (a
+//! worker silent for `timeout` is logged with the request it is stuck in, then killed), served
+//! requests and memory (for recycling). A worker due for recycling is replaced successor first:
+//! it serves on until its successor is ready. Workers that die while booting make the master
+//! pause before forking again, doubling the pause up to 30 s until workers stay up; during the
+//! first start, one boot failure stops the server with exit code 3.
+
+mod health;
+mod phase;
+mod pool;
+mod reload;
+mod upgrade;
+mod workers;
+
+use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use tracing::{info, warn};
+
+use self::health::BootFailures;
+use self::phase::{Generation, Phase, Stop, StopKind};
+use self::pool::{Pool, Why, WorkerState, one_fewer, one_more};
+use self::upgrade::{Handover, Program, Succession, Upgrading};
+use crate::app::Factory;
+use crate::config::ConfigSource;
+use crate::config::{Action, Config, MAX_WORKERS};
+use crate::error::Error;
+use crate::ipc::{Inbox, Message};
+use crate::listener::Listeners;
+use crate::logging::LogHandle;
+use crate::notify::Notifier;
+use crate::pidfile::Pidfile;
+use crate::process;
+use crate::scoreboard::Scoreboard;
+use crate::signals::{MasterSignal, SignalQueue};
+
+pub(crate) use self::phase::Shutdown;
+// Where the worker has always found it; it lives with the processes, below both.
+pub(crate) use crate::process::KILL_MARGIN;
+
+/// How long a worker told to exit at once may take before it is killed.
+const FAST_STOP_GRACE: Duration = Duration::from_secs(1);
+/// A wake-up this much later than asked for means the master itself was stopped or starved of
+/// CPU.
+const LATE_WAKE: Duration = Duration::from_millis(500);
+
+/// Everything the master owns.
+pub(crate) struct Master<'f, F> {
+    /// Where a reload re-reads the config from; `None` for a config given in code.
+    source: Option<ConfigSource>,
+    /// The newest generation: the one being started by a reload, or the one serving.
+    current: Generation,
+    /// The number the next generation gets: generations are never renumbered or reused.
+    next_generation: u64,
+    listeners: Listeners,
+    /// `None` only in a forked worker, which has taken it.
+    signals: Option<SignalQueue>,
+    /// `None` only in a forked worker, which has taken it.
+    inbox: Option<Inbox>,
+    /// The workers and the pause before forking.
+    pool: Pool,
+    next_id: u64,
+    phase: Phase,
+    /// Workers failing to boot one after another for the same cause, outside a first start
+    /// or a reload: logged in full once, then summed up (see [`Master::boot_failed`]).
+    boot_failures: Option<BootFailures>,
+    /// When the loop asked to be woken at the latest, and when it last resumed after being
+    /// stopped (SIGSTOP, a paused container): workers are given `timeout` from then to beat
+    /// again, as their silence was the master's own.
+    wake_by: Instant,
+    resumed: Instant,
+    scoreboard: Scoreboard,
+    notifier: Option<Notifier>,
+    /// This master's own binary upgrade (`USR2`), as the old master.
+    upgrading: Upgrading,
+    /// Whether this master is in charge, or replaces one that may still serve.
+    succession: Succession,
+    program: Option<Program>,
+    /// The master this one replaces, for as long as it lives (it may drain after this one took
+    /// charge): once it is gone, its `PIDFILE.oldbin` is removed if it left it behind (killed).
+    old_master: Option<Pid>,
+    /// Why the master is stopping on its own, reported as its exit status.
+    failure: Option<Error>,
+    log: LogHandle,
+    pidfile: Option<Pidfile>,
+    factory: &'f F,
+    pid: Pid,
+}
+
+/// What the master needs from [`crate::Server::run`]: made before anything is bound, so that a
+/// signal arriving while the server starts is queued, not fatal.
+pub(crate) struct Plumbing {
+    pub(crate) signals: SignalQueue,
+    pub(crate) inbox: Inbox,
+    pub(crate) scoreboard: Scoreboard,
+    /// The service manager's notification socket, if any.
+    notifier: Option<Notifier>,
+    /// The old master's channel, if this master was started by a binary upgrade.
+    handover: Option<Handover>,
+    /// The program to start on `USR2`.
+    program: Option<Program>,
+}
+
+impl Plumbing {
+    pub(crate) fn new() -> Result<Plumbing, Error> {
+        Ok(Plumbing {
+            signals: SignalQueue::install()
+                .map_err(|e| Error::os("installing signal handlers", e))?,
+            inbox: Inbox::new().map_err(|e| Error::os("creating the worker socket", e))?,
+            scoreboard: Scoreboard::new().map_err(|e| Error::os("mapping the scoreboard", e))?,
+            notifier: Notifier::from_env(),
+            handover: Handover::from_env(),
+            program: Program::current(),
+        })
+    }
+}
+
+impl<'f, F: Factory> Master<'f, F> {
+    pub(crate) fn new(
+        plumbing: Plumbing,
+        source: Option<ConfigSource>,
+        config: Config,
+        listeners: Listeners,
+        log: LogHandle,
+        pidfile: Option<Pidfile>,
+        factory: &'f F,
+    ) -> Self {
+        let now = Instant::now();
+        Master {
+            source,
+            current: Generation {
+                number: 1,
+                target: config.server.workers.resolve(),
+                config: std::sync::Arc::new(config),
+            },
+            next_generation: 2,
+            listeners,
+            signals: Some(plumbing.signals),
+            inbox: Some(plumbing.inbox),
+            pool: Pool::new(now),
+            next_id: 1,
+            phase: Phase::Starting,
+            boot_failures: None,
+            wake_by: now,
+            resumed: now,
+            scoreboard: plumbing.scoreboard,
+            notifier: plumbing.notifier,
+            old_master: plumbing.handover.as_ref().map(|h| h.old_master),
+            succession: plumbing.handover.map_or(Succession::InCharge, Succession::TakingOver),
+            program: plumbing.program,
+            upgrading: Upgrading::Idle,
+            failure: None,
+            log,
+            pidfile,
+            factory,
+            pid: nix::unistd::getpid(),
+        }
+    }
+
+    /// Runs until the server has stopped.
+    pub(crate) fn run(mut self) -> Result<(), Error> {
+        info!(pid = self.pid.as_raw(), workers = self.current.target, "master started");
+        warn_fd_headroom(&self.current.config);
+        loop {
+            self.recycle_workers();
+            self.manage_workers();
+            self.murder_hung();
+            self.murder_overdue();
+            if self.phase.is_stopping() && self.pool.workers.is_empty() {
+                break;
+            }
+            self.sleep();
+            self.notice_pause();
+            self.handle_signals();
+            // Reads the workers' messages first, then collects the dead.
+            self.reap_workers();
+            self.check_upgrade();
+            self.check_predecessor();
+        }
+        self.close_listeners();
+        if let Some(pidfile) = self.pidfile.take() {
+            pidfile.remove();
+        }
+        info!("master exiting");
+        self.failure.map_or(Ok(()), Err)
+    }
+
+    /// Waits for a signal, a worker's message, or the nearest deadline.
+    fn sleep(&mut self) {
+        let now = Instant::now();
+        let mut wake = now + Duration::from_secs(1);
+        for w in &self.pool.workers {
+            match &w.state {
+                WorkerState::Exiting { deadline, killed: false, .. } => wake = wake.min(*deadline),
+                WorkerState::Exiting { .. } => {}
+                WorkerState::Active => {
+                    if let Some(at) = self.next_check(w, now) {
+                        wake = wake.min(at);
+                    }
+                }
+            }
+        }
+        if self.pool.short(&self.wanted()) {
+            wake = wake.min(self.pool.backoff.next_spawn().max(now));
+        }
+        let booting = self.upgrading.booting();
+        if let Some(upgrade) = booting {
+            wake = wake.min(upgrade.deadline.max(now));
+        }
+        self.wake_by = wake;
+        let timeout = wake.saturating_duration_since(now);
+        // Round up, so that the loop does not wake just before a deadline and spin.
+        let millis = timeout.as_micros().div_ceil(1000);
+        let timeout = PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX);
+        let (Some(signals), Some(inbox)) = (&self.signals, &self.inbox) else { return };
+        let mut fds = vec![
+            PollFd::new(signals.fd(), PollFlags::POLLIN),
+            PollFd::new(inbox.fd(), PollFlags::POLLIN),
+        ];
+        fds.extend(booting.map(|u| PollFd::new(u.fd(), PollFlags::POLLIN)));
+        // EINTR is the usual way a signal ends the wait; the loop looks at the signals anyway.
+        let _ = poll(&mut fds, timeout);
+    }
+
+    /// Notices that the master was not running (stopped with its process group, a paused
+    /// container, a starved machine): the workers did not beat meanwhile either, most likely.
+    fn notice_pause(&mut self) {
+        let now = Instant::now();
+        let late = now.saturating_duration_since(self.wake_by);
+        if late >= LATE_WAKE {
+            warn!(
+                "the master did not run for {:.1} s more than it slept (stopped or starved): \
+                 workers get a full timeout to send a heartbeat again",
+                late.as_secs_f64()
+            );
+            self.resumed = now;
+        }
+    }
+
+    /// Acts on what workers said.
+    fn read_messages(&mut self) {
+        let Some(inbox) = &self.inbox else { return };
+        for message in inbox.receive() {
+            match message {
+                Message::Ready { worker } => self.worker_ready(worker),
+                Message::BootFailed { worker, reason } => {
+                    if let Some(w) = self.pool.get_mut(worker) {
+                        w.boot_error = Some(reason);
+                    }
+                }
+                Message::Recycle { worker, requests } => {
+                    self.recycle(worker, pool::Recycle::Requests { served: requests });
+                }
+                Message::OverMemory { worker, rss_kib } => {
+                    let generation = self.pool.get(worker).map(|w| w.generation);
+                    let config = generation.and_then(|g| self.generation(g));
+                    let limit = config.map_or(0, |g| g.config.server.max_worker_memory);
+                    let reason = pool::Recycle::Memory { rss_mib: rss_kib / 1024, limit };
+                    self.recycle(worker, reason);
+                }
+            }
+        }
+        self.finish_reload();
+    }
+
+    fn handle_signals(&mut self) {
+        let Some(signals) = &mut self.signals else { return };
+        for signal in signals.take() {
+            match signal {
+                // Reaping happens on every turn; the signal only woke the loop.
+                MasterSignal::Chld => {}
+                MasterSignal::Int | MasterSignal::Quit => self.stop(Shutdown::Fast),
+                MasterSignal::Term => self.stop(Shutdown::Graceful),
+                _ if self.phase.is_stopping() => info!(?signal, "ignoring signal: shutting down"),
+                MasterSignal::Hup => self.reload(),
+                MasterSignal::Ttin => match one_more(self.current.target) {
+                    Some(target) => {
+                        self.current.target = target;
+                        info!(workers = target, "ttin: one more worker");
+                    }
+                    None => warn!(
+                        workers = self.current.target,
+                        "ttin ignored: {MAX_WORKERS} workers is the most a reload has room for"
+                    ),
+                },
+                MasterSignal::Ttou => match one_fewer(self.current.target) {
+                    Some(target) => {
+                        self.current.target = target;
+                        info!(workers = target, "ttou: one fewer worker");
+                    }
+                    None => info!("ttou ignored: one worker is the minimum"),
+                },
+                MasterSignal::Usr1 => info!("usr1: logs go to stderr, there is no file to reopen"),
+                MasterSignal::Usr2 => self.upgrade_binary(),
+                MasterSignal::Winch => self.stop_workers(),
+            }
+        }
+    }
+
+    /// Stops the server: closes the listeners (or leaves them to a new master that serves) and
+    /// tells every worker to exit.
+    fn stop(&mut self, how: Shutdown) {
+        let handing_over =
+            matches!(self.phase.stopping().map(|s| s.kind), Some(StopKind::HandOver(_)));
+        self.stop_as(StopKind::new(how, handing_over || self.upgrading.successor_serves()));
+    }
+
+    /// [`Master::stop`], of a kind: a hand-over leaves the sockets to a new master.
+    fn stop_as(&mut self, kind: StopKind) {
+        let how = kind.workers();
+        if !self.phase.stop_changes(how) {
+            return;
+        }
+        info!(mode = %how.as_str(), "shutting down");
+        self.phase = Phase::Stopping(Stop { kind, since: self.phase.since() });
+        self.close_listeners();
+        match (self.upgrading.successor_serves(), self.notifier()) {
+            // A manual upgrade committed: the service is the new master's from now.
+            (true, Some(n)) => {
+                let pid = self.upgrading.pid().map_or(0, Pid::as_raw);
+                n.send(&format!("MAINPID={pid}\nREADY=1"));
+            }
+            (false, Some(n)) if !matches!(kind, StopKind::HandOver(_)) => n.stopping(),
+            _ => {}
+        }
+        self.upgrade_failed("this master is stopping");
+        match how {
+            Shutdown::Graceful => {
+                let ids: Vec<u64> = self.pool.workers.iter().map(|w| w.id).collect();
+                for id in ids {
+                    self.retire_worker(id, Why::Stop(how));
+                }
+            }
+            Shutdown::Fast => {
+                let deadline = deadline(FAST_STOP_GRACE);
+                for w in &mut self.pool.workers {
+                    if let WorkerState::Exiting { killed: true, .. } = w.state {
+                        continue;
+                    }
+                    process::send(w.pid, Signal::SIGINT);
+                    let why = match &w.state {
+                        // A hung worker keeps its reason; it gets the shorter deadline.
+                        WorkerState::Exiting { why, .. } if why.is_kill() => why.clone(),
+                        _ => Why::Stop(how),
+                    };
+                    w.state = WorkerState::Exiting { deadline, killed: false, why };
+                }
+            }
+        }
+    }
+
+    /// Closes the listening sockets, or, once a new master serves them, only this master's
+    /// copies.
+    fn close_listeners(&mut self) {
+        let stopping = self.phase.stopping().map(|s| s.kind);
+        if self.upgrading.successor_serves() || matches!(stopping, Some(StopKind::HandOver(_))) {
+            self.listeners.hand_over();
+        } else {
+            self.listeners.close_all();
+        }
+    }
+
+    /// Tells the service manager that every worker is ready, if this master speaks for the
+    /// service: once its first generation was ready, and no older master may still serve.
+    fn notify_ready(&self) {
+        if let Some(n) = self.notifier() {
+            n.ready(self.current.target);
+        }
+    }
+
+    /// The notifier, if this master speaks for the service.
+    fn notifier(&self) -> Option<&Notifier> {
+        let speaks = self.phase.announced() && matches!(self.succession, Succession::InCharge);
+        self.notifier.as_ref().filter(|_| speaks)
+    }
+}
+
+/// Warns when `worker_connections` is more than the open-files limit (already raised to its
+/// hard limit, see [`process::raise_fd_limit`]) lets a worker hold: past that, accepts fail
+/// with "Too many open files" however few requests are in progress.
+fn warn_fd_headroom(config: &Config) {
+    let Some(limit) = process::open_files_limit() else { return };
+    let statics = config.routes.iter().filter(|r| matches!(r.action, Action::Static(_))).count();
+    let allowed = process::connections_allowed(limit, config.server.bind.len(), statics);
+    let wanted = u64::from(config.server.worker_connections);
+    if wanted > allowed {
+        warn!(
+            worker_connections = wanted,
+            open_files_limit = limit,
+            "worker_connections is more than the open-files limit allows: about {allowed} \
+             connections per worker (each is a descriptor, and a worker keeps {} for itself); \
+             beyond that, accepts fail with \"Too many open files\". Raise the hard limit \
+             (ulimit -Hn, LimitNOFILE=) or lower worker_connections",
+            limit - allowed.min(limit)
+        );
+    }
+}
+
+/// `now + after`, saturating far in the future instead of overflowing.
+fn deadline(after: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(after).unwrap_or(now + Duration::from_secs(86_400 * 365))
+}

@@ -1,0 +1,158 @@
+//! Generations and reloading (`HUP`). Workers belong to a *generation*: the config they were
+//! started with. A reload re-reads the config, tests it (and binds its new addresses) first,
+//! and keeps the old one if it fails, as nginx does; if it is good, it starts a new generation
+//! beside the serving one. The serving one is stopped only once every new worker is ready, is
+//! kept at strength meanwhile, and serves on alone if the new one cannot boot (a rollback).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tracing::{error, info, warn};
+
+use super::phase::{Generation, Phase, Reload};
+use super::pool::{Decision, Why};
+use super::{Master, warn_fd_headroom};
+use crate::app::Factory;
+use crate::config::ConfigSource;
+use crate::pidfile::Pidfile;
+
+impl<F: Factory> Master<'_, F> {
+    /// Re-reads the config and, if it is valid and its new addresses can be bound, starts a
+    /// new generation with it ([`Master::finish_reload`] stops the old one once the new one is
+    /// ready). If not, logs why and changes nothing.
+    pub(super) fn reload(&mut self) {
+        let started = Instant::now();
+        if self.upgrading.booting().is_some() {
+            return warn!("hup ignored: a binary upgrade is under way");
+        }
+        if let Some(n) = self.notifier() {
+            n.reloading();
+        }
+        match self.source.as_ref().and_then(ConfigSource::path) {
+            Some(path) => info!(config = %path.display(), "reloading"),
+            None => info!("reloading"),
+        }
+        let config = match &self.source {
+            Some(source) => source.load(),
+            None => Ok((*self.current.config).clone()),
+        };
+        let config = match config {
+            Ok(config) => config,
+            Err(e) => {
+                let duration_ms = started.elapsed().as_millis() as u64;
+                error!(duration_ms, "reload rejected: {e}");
+                return self.notify_ready();
+            }
+        };
+        // New addresses are bound now; the ones dropped stay open until the reload completes,
+        // for the old generation's replacements and in case it has to take over again.
+        if let Err(e) = self.listeners.open_missing(&config.server.bind, config.server.backlog) {
+            error!(duration_ms = started.elapsed().as_millis() as u64, "reload rejected: {e}");
+            return self.notify_ready();
+        }
+        warn_fd_headroom(&config);
+        let new = Generation {
+            number: self.next_generation,
+            target: config.server.workers.resolve(),
+            config: Arc::new(config),
+        };
+        self.next_generation += 1;
+        let superseded = std::mem::replace(&mut self.current, new);
+        if let Phase::Reloading(reload) = &mut self.phase {
+            // A reload under way is overtaken: its workers are not needed, and the generation
+            // to fall back to is still the one that served before it.
+            reload.started = started;
+            self.execute_all(self.pool.retire_generation(superseded.number, &Why::Superseded));
+        } else {
+            let mut previous = superseded;
+            if self.upgrading.workers_stopped() {
+                // After WINCH the previous generation has no workers to keep.
+                previous.target = 0;
+            }
+            let since = self.phase.since();
+            self.phase = Phase::Reloading(Reload { started, previous, since });
+        }
+        self.log.set_level(self.current.config.log.level);
+        // After WINCH, a reload brings workers back (as in nginx).
+        self.upgrading.workers_return();
+        // A new config may fix what made workers crash: try it at once.
+        self.pool.backoff.reset(Instant::now());
+        info!(
+            generation = self.current.number,
+            workers = self.current.target,
+            "starting new generation"
+        );
+    }
+
+    /// Once every worker of the new generation is ready, stops the older ones, and closes the
+    /// addresses the new config dropped.
+    pub(super) fn finish_reload(&mut self) {
+        let Some(&Reload { started, since, .. }) = self.phase.reload() else { return };
+        if self.pool.ready_workers(self.current.number) < self.current.target {
+            return;
+        }
+        self.phase = since.phase();
+        let old = self.pool.complete_reload(self.current.number);
+        let stopping = old.len();
+        self.execute_all(old);
+        let server = &self.current.config.server;
+        self.listeners.retain_only(&server.bind, server.backlog);
+        self.move_pidfile();
+        info!(
+            generation = self.current.number,
+            stopping,
+            duration_ms = started.elapsed().as_millis() as u64,
+            "reload complete"
+        );
+        self.notify_ready();
+    }
+
+    /// The new generation cannot boot: stops it, and the previous generation serves on with
+    /// its config.
+    pub(super) fn roll_back(&mut self, why: &str) {
+        let since = match &self.phase {
+            Phase::Reloading(reload) => reload.since,
+            _ => return,
+        };
+        let Phase::Reloading(reload) = std::mem::replace(&mut self.phase, since.phase()) else {
+            return;
+        };
+        let failed = std::mem::replace(&mut self.current, reload.previous);
+        self.execute_all(self.pool.retire_generation(failed.number, &Why::RolledBack));
+        let server = &self.current.config.server;
+        self.listeners.retain_only(&server.bind, server.backlog);
+        self.log.set_level(self.current.config.log.level);
+        error!(
+            generation = failed.number,
+            serving = self.current.number,
+            duration_ms = reload.started.elapsed().as_millis() as u64,
+            "reload failed, rolled back: {why}"
+        );
+        self.notify_ready();
+    }
+
+    pub(super) fn execute_all(&mut self, decisions: Vec<Decision>) {
+        for decision in decisions {
+            self.execute(decision);
+        }
+    }
+
+    /// Applies a changed `pidfile` setting: the new file is written before the old one goes.
+    fn move_pidfile(&mut self) {
+        if self.upgrading.pid().is_some() {
+            // The pidfile is PIDFILE.oldbin while a new master holds PIDFILE.
+            return;
+        }
+        let wanted = self.current.config.server.pidfile.as_deref();
+        if wanted == self.pidfile.as_ref().map(Pidfile::path) {
+            return;
+        }
+        let new = match wanted.map(Pidfile::create).transpose() {
+            Ok(new) => new,
+            Err(e) => return error!("keeping the old pidfile: {e}"),
+        };
+        if let Some(old) = std::mem::replace(&mut self.pidfile, new) {
+            old.remove();
+        }
+    }
+}

@@ -1,0 +1,363 @@
+//! Binary upgrade (`USR2`), both sides: the old master starts a new master from its binary's
+//! original path, passing it the listening sockets ([`crate::handoff`]), and hands over once
+//! the new one is serving; the new master boots its workers and then tells the old one.
+//!
+//! The old master renames its pidfile to `PIDFILE.oldbin`, forks, and in the child execs the
+//! binary with the original arguments, the sockets and one end of a socket pair. The new master
+//! binds nothing it was passed, boots its workers, and once all are ready writes `ready` on the
+//! pair: the old master then stops its workers gracefully and exits, leaving the sockets (and
+//! their paths) to the new one ([`StopKind::HandOver`](super::phase::StopKind)). If the new
+//! master exits, or is not ready within twice `boot_timeout`, the old master stops it, restores
+//! its pidfile and serves on. With `upgrade = "manual"` both serve until the operator commits
+//! (`WINCH`, then `QUIT` to the old one) or gives up (`QUIT` to the new one).
+//!
+//! Progress is one value on each side: [`Upgrading`] in the old master, [`Succession`] in the
+//! new one.
+
+use std::ffi::OsString;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+use tracing::{debug, error, info, warn};
+
+use super::phase::{Shutdown, StopKind};
+use super::pool::Why;
+use super::{Master, deadline};
+use crate::app::Factory;
+use crate::config::{ServerConfig, UpgradeMode};
+use crate::handoff;
+use crate::listener::Listeners;
+use crate::process::{self, Forked};
+
+/// What the master needs to start its successor: the program as it was started.
+#[derive(Debug, Clone)]
+pub(super) struct Program {
+    /// The binary's path, resolved at start: a new binary installed there is what runs.
+    pub(super) exe: PathBuf,
+    pub(super) args: Vec<OsString>,
+}
+
+impl Program {
+    /// This process's program, as it was started.
+    pub(super) fn current() -> Option<Program> {
+        Some(Program {
+            exe: std::env::current_exe().ok()?,
+            args: std::env::args_os().skip(1).collect(),
+        })
+    }
+}
+
+/// The new master of an upgrade, as the old master sees it.
+pub(super) struct Upgrade {
+    pub(super) pid: Pid,
+    channel: UnixStream,
+    /// When the new master must be ready by.
+    pub(super) deadline: Instant,
+}
+
+/// The old master's binary upgrade, from `USR2` on.
+pub(super) enum Upgrading {
+    /// None under way.
+    Idle,
+    /// The new master is booting.
+    Booting(Upgrade),
+    /// A manual upgrade: the new master serves beside this one, which keeps its workers.
+    BothServe(Upgrade),
+    /// A manual upgrade after `WINCH`: the new master serves, this one keeps no workers.
+    WorkersStopped(Upgrade),
+}
+
+impl Upgrading {
+    /// The new master, while it boots.
+    pub(super) fn booting(&self) -> Option<&Upgrade> {
+        match self {
+            Upgrading::Booting(u) => Some(u),
+            _ => None,
+        }
+    }
+
+    /// The new master's pid, if there is one.
+    pub(super) fn pid(&self) -> Option<Pid> {
+        match self {
+            Upgrading::Idle => None,
+            Upgrading::Booting(u) | Upgrading::BothServe(u) | Upgrading::WorkersStopped(u) => {
+                Some(u.pid)
+            }
+        }
+    }
+
+    /// Whether a new master serves (a manual upgrade not yet committed): the sockets are
+    /// shared with it, and are left to it when this master stops.
+    pub(super) fn successor_serves(&self) -> bool {
+        matches!(self, Upgrading::BothServe(_) | Upgrading::WorkersStopped(_))
+    }
+
+    pub(super) fn workers_stopped(&self) -> bool {
+        matches!(self, Upgrading::WorkersStopped(_))
+    }
+
+    /// A reload after `WINCH` brings this master's workers back (as in nginx).
+    pub(super) fn workers_return(&mut self) {
+        *self = match std::mem::replace(self, Upgrading::Idle) {
+            Upgrading::WorkersStopped(u) => Upgrading::BothServe(u),
+            other => other,
+        };
+    }
+}
+
+/// Which way the pidfile moves: aside to `PIDFILE.oldbin` as an upgrade starts, back if it
+/// fails.
+enum Oldbin {
+    Aside,
+    Back,
+}
+
+/// What the new master said.
+enum Heard {
+    Nothing,
+    /// Every worker of the new master is ready.
+    Ready,
+    /// The new master closed its end: it has exited (or is about to).
+    Gone,
+}
+
+impl Upgrade {
+    /// Starts the new master. Returns in the old master only; the child execs or exits.
+    fn start(program: &Program, listeners: &Listeners, deadline: Instant) -> io::Result<Upgrade> {
+        let (ours, theirs) = UnixStream::pair()?;
+        ours.set_nonblocking(true)?;
+        let sockets = listeners.passed_fds();
+        let old_master = std::process::id();
+        match process::fork()? {
+            Forked::Parent(pid) => Ok(Upgrade { pid, channel: ours, deadline }),
+            Forked::Child(_) => {
+                let error = handoff::exec_with_sockets(
+                    &program.exe,
+                    &program.args,
+                    &sockets,
+                    theirs.as_fd(),
+                    old_master,
+                );
+                eprintln!("forkserve: error: cannot start {}: {error}", program.exe.display());
+                std::process::exit(127)
+            }
+        }
+    }
+
+    pub(super) fn fd(&self) -> BorrowedFd<'_> {
+        self.channel.as_fd()
+    }
+
+    /// Reads what the new master said, without blocking.
+    fn hear(&mut self) -> Heard {
+        let mut buf = [0u8; 16];
+        match self.channel.read(&mut buf) {
+            Ok(0) => Heard::Gone,
+            Ok(n) if buf[..n].starts_with(b"ready") => Heard::Ready,
+            Ok(_) => Heard::Nothing,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Heard::Nothing,
+            Err(_) => Heard::Gone,
+        }
+    }
+}
+
+/// In a new master started by an upgrade: the channel to the old master, and who it is.
+pub(super) struct Handover {
+    channel: UnixStream,
+    pub(super) old_master: Pid,
+}
+
+impl Handover {
+    /// The channel to the old master, if this process was started by an upgrade.
+    pub(super) fn from_env() -> Option<Handover> {
+        let (channel, old_master) = handoff::upgrade_channel()?;
+        Some(Handover { channel, old_master })
+    }
+
+    /// Tells the old master that this one is serving.
+    pub(super) fn ready(mut self) {
+        if let Err(e) = self.channel.write_all(b"ready") {
+            warn!("cannot tell the old master this one is ready: {e}");
+        }
+    }
+}
+
+/// Whether this master is in charge, or replaces one that may still serve. Until it is in
+/// charge, it does not speak for the service (`sd_notify`) and removes no unix socket path it
+/// was passed.
+pub(super) enum Succession {
+    /// Not started by an upgrade, or in charge since.
+    InCharge,
+    /// Started by a binary upgrade, booting: the old master serves, and is told once this
+    /// one does.
+    TakingOver(Handover),
+    /// Serving beside the old master, which stops when the operator says (manual upgrade).
+    BesideOld(Pid),
+}
+
+impl<F: Factory> Master<'_, F> {
+    /// Starts a new master from this program's binary (`USR2`); it takes over once it serves.
+    pub(super) fn upgrade_binary(&mut self) {
+        if self.upgrading.pid().is_some() {
+            return warn!("usr2 ignored: an upgrade is already under way");
+        }
+        if matches!(self.succession, Succession::TakingOver(_)) {
+            return warn!("usr2 ignored: this master is itself still taking over from another");
+        }
+        let Some(program) = self.program.clone() else {
+            return error!("upgrade failed: the path of this program's binary is unknown");
+        };
+        let boot = ServerConfig::limit(self.current.config.server.boot_timeout);
+        // The new master also loads its config and binds what is new before its workers boot.
+        let deadline = deadline(boot.map_or(Duration::from_secs(86_400 * 365), |b| b * 2));
+        self.move_pidfile_aside(Oldbin::Aside);
+        match Upgrade::start(&program, &self.listeners, deadline) {
+            Ok(upgrade) => {
+                info!(
+                    pid = upgrade.pid.as_raw(),
+                    binary = %program.exe.display(),
+                    "upgrade: started a new master"
+                );
+                self.upgrading = Upgrading::Booting(upgrade);
+            }
+            Err(e) => {
+                error!("upgrade failed: cannot start a new master: {e}");
+                self.move_pidfile_aside(Oldbin::Back);
+            }
+        }
+    }
+
+    /// Acts on what the new master of an upgrade said, or on its not being ready in time.
+    pub(super) fn check_upgrade(&mut self) {
+        // After a manual upgrade, the new master's exit is seen when it is reaped.
+        let Upgrading::Booting(upgrade) = &mut self.upgrading else { return };
+        match upgrade.hear() {
+            Heard::Ready if self.current.config.server.upgrade == UpgradeMode::Manual => {
+                let (old, new) = (self.pid.as_raw(), upgrade.pid.as_raw());
+                if let Upgrading::Booting(u) =
+                    std::mem::replace(&mut self.upgrading, Upgrading::Idle)
+                {
+                    self.upgrading = Upgrading::BothServe(u);
+                }
+                info!(
+                    new_master = new,
+                    "upgrade: the new master serves beside this one; to commit, kill -WINCH {old} \
+                     (stops this master's workers), then kill -QUIT {old}; to give up, kill \
+                     -QUIT {new}"
+                );
+            }
+            Heard::Ready => {
+                info!(
+                    new_master = upgrade.pid.as_raw(),
+                    "upgrade complete: the new master serves; stopping this one"
+                );
+                self.upgrading = Upgrading::Idle;
+                self.stop_as(StopKind::HandOver(Shutdown::Graceful));
+            }
+            Heard::Gone => self.upgrade_failed("the new master closed its channel (it exited)"),
+            Heard::Nothing if Instant::now() >= upgrade.deadline => {
+                self.upgrade_failed("the new master was not ready in time (twice boot_timeout)");
+            }
+            Heard::Nothing => {}
+        }
+    }
+
+    /// Gives up an upgrade: stops the new master if it still runs, and serves on. A manual
+    /// upgrade that a stopping master leaves behind is committed instead: the new master serves
+    /// on without this one.
+    pub(super) fn upgrade_failed(&mut self, why: &str) {
+        let upgrade = match std::mem::replace(&mut self.upgrading, Upgrading::Idle) {
+            Upgrading::Idle => return,
+            Upgrading::BothServe(_) | Upgrading::WorkersStopped(_) if self.phase.is_stopping() => {
+                return;
+            }
+            Upgrading::Booting(u) | Upgrading::BothServe(u) | Upgrading::WorkersStopped(u) => u,
+        };
+        // This master serves again, with its workers, and speaks for the service.
+        if !self.phase.is_stopping() {
+            self.notify_ready();
+        }
+        // Fast stop: it and its workers exit at once; it is reaped as any child.
+        process::send(upgrade.pid, Signal::SIGQUIT);
+        error!(new_master = upgrade.pid.as_raw(), "upgrade failed, this master serves on: {why}");
+        self.move_pidfile_aside(Oldbin::Back);
+    }
+
+    /// Moves the pidfile aside to `PIDFILE.oldbin` for an upgrade, or back.
+    fn move_pidfile_aside(&mut self, way: Oldbin) {
+        let Some(pidfile) = &mut self.pidfile else { return };
+        let moved = match way {
+            Oldbin::Aside => pidfile.move_aside(),
+            Oldbin::Back => pidfile.move_back(),
+        };
+        if let Err(e) = moved {
+            error!(path = %pidfile.path().display(), "cannot rename the pidfile: {e}");
+        }
+    }
+
+    /// `WINCH`: stops this master's workers, once a manual upgrade has a new master serving.
+    /// Otherwise ignored: terminals send it to their foreground job on every resize.
+    pub(super) fn stop_workers(&mut self) {
+        let upgrade = match std::mem::replace(&mut self.upgrading, Upgrading::Idle) {
+            Upgrading::BothServe(u) | Upgrading::WorkersStopped(u) => u,
+            other => {
+                self.upgrading = other;
+                return debug!("winch ignored: it stops the workers only after a manual upgrade");
+            }
+        };
+        info!("winch: stopping this master's workers; the new master serves");
+        self.upgrading = Upgrading::WorkersStopped(upgrade);
+        self.phase.end_reload();
+        let ids: Vec<u64> =
+            self.pool.workers.iter().filter(|w| w.is_active()).map(|w| w.id).collect();
+        for id in ids {
+            self.retire_worker(id, Why::Winch);
+        }
+    }
+
+    /// Takes charge after a binary upgrade: the old master is stopping (or gone), and the
+    /// sockets it bound are this master's.
+    pub(super) fn take_charge(&mut self) {
+        self.succession = Succession::InCharge;
+        self.listeners.take_over();
+    }
+
+    /// Notices that the master this one replaces is gone (after a manual upgrade, the operator
+    /// stopped it): this one is in charge. Whenever it goes, removes the `PIDFILE.oldbin` it
+    /// left if it was killed.
+    pub(super) fn check_predecessor(&mut self) {
+        if let Some(old) = self.old_master.filter(|&old| nix::unistd::getppid() != old) {
+            self.old_master = None;
+            self.remove_stale_oldbin(old);
+        }
+        let Succession::BesideOld(old) = self.succession else { return };
+        if nix::unistd::getppid() != old {
+            info!(old_master = old.as_raw(), "the old master is gone: this master is in charge");
+            self.take_charge();
+            self.notify_ready();
+        }
+    }
+
+    /// Removes `PIDFILE.oldbin` once the old master is gone, if no master holds it: one that
+    /// exits removes its own; one that was killed leaves it, naming a dead process.
+    fn remove_stale_oldbin(&self, old: Pid) {
+        let Some(pidfile) = &self.pidfile else { return };
+        let oldbin = crate::pidfile::oldbin(pidfile.path());
+        match crate::pidfile::remove_stale(&oldbin) {
+            Ok(true) => info!(
+                old_master = old.as_raw(),
+                path = %oldbin.display(),
+                "removed the pidfile the old master left behind"
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                warn!(path = %oldbin.display(), "cannot remove the old master's pidfile: {e}")
+            }
+        }
+    }
+}
