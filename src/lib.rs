@@ -53,13 +53,11 @@
 //! | `listener` | binding TCP and unix sockets before any fork |
 //! | `master` | the supervising loop and its verbs |
 //! | `signals` | which signal means what, for the master and for a worker |
-//! | `worker` | everything after fork: runtime, accept loop, heartbeat, drain, exit code |
+//! | `worker` | everything after fork: runtime, heartbeat, memory watch, drain, exit code |
 //! | `client` | who the client is: forwarded headers from trusted proxies, the [`Client`] extension |
-//! | `gate` | what a request must be to reach hyper and the app: `[http]` limits, strict framing, timeouts |
-//! | `service` | calling the app's service; panics and errors become `500`, `request_timeout` a `504` |
+//! | `conn` | one connection, one way through: accept, preamble (PROXY), transport, HTTP/1 (the gate: `[http]` limits, strict framing, timeouts; hyper; parking), the service stack (client, deadline `504`, panic `500`, accounting), the open connections (cap, drain, reclaim), and the one [`RequestEnd`] event per request |
 //! | `scoreboard` | the shared memory where workers publish heartbeats and requests for the master |
 //! | `ipc` | messages from workers to the master: ready, boot failure, due for recycling |
-//! | `shutdown` | a worker's open connections: the `worker_connections` cap, parking idle ones, and draining |
 //! | `upgrade` | binary upgrade: starting a new master with the sockets, and handing over |
 //! | `notify` | systemd's readiness protocol (`sd_notify`) |
 //! | `process` | fork, wait, kill; with the signal registrations in `signals` and the scoreboard's mapping, the only `unsafe` |
@@ -69,8 +67,8 @@ pub mod app;
 pub mod cli;
 mod client;
 pub mod config;
+mod conn;
 mod error;
-mod gate;
 mod ipc;
 mod listener;
 mod logging;
@@ -80,8 +78,6 @@ mod panics;
 mod pidfile;
 mod process;
 mod scoreboard;
-mod service;
-mod shutdown;
 mod signals;
 mod upgrade;
 mod worker;
@@ -92,6 +88,7 @@ pub use crate::app::{Factory, HttpService, WorkerContext};
 pub use crate::cli::Cli;
 pub use crate::client::Client;
 pub use crate::config::Config;
+pub use crate::conn::{AnsweredBy, Ending, RequestEnd};
 pub use crate::error::{BoxError, ConfigError, Error};
 pub use crate::worker::EXIT_BOOT_FAILED;
 

@@ -1,29 +1,34 @@
-//! How a worker calls the app's service: what a service must be ([`HttpService`]), and the
-//! wrapper around each call that turns a handler's panic or error into a `500` (so that one bad
-//! request never takes the worker, or the other requests on it, down), enforces
-//! `request_timeout`, and keeps the worker's scoreboard slot up to date with its requests.
+//! The service stack every request passes, in order: client identity (trusted forwarding
+//! headers, see [`crate::client`]), request accounting (the scoreboard, `max_requests`, the
+//! connection's slot), the request deadline (`request_timeout`: a `504`), the panic guard (a
+//! handler's panic or error becomes a `500`, so that one bad request never takes the worker,
+//! or the other requests on it, down), then the app. Each request's end is one
+//! [`RequestEnd`] event, handed to the hooks when its response is done or cut (see [`InFlight`]).
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::IpAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
-
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body_util::{Either, Full};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::Notify;
 use tokio::time::Sleep;
 
+use super::drain::Slot;
+use super::http1::Link;
+use super::request_end::{AnsweredBy, Ending, RequestEnd, Sink, Target};
+use super::transport::Facts;
 use crate::app::HttpService;
-use crate::client::AllowList;
+use crate::config::AllowList;
 use crate::error::BoxError;
 use crate::scoreboard::{Board, Line};
-use crate::shutdown::{ConnState, Shutdown};
 
 /// What every request of a worker shares: its scoreboard slot and the limits on requests.
 pub(crate) struct Requests {
@@ -39,6 +44,8 @@ pub(crate) struct Requests {
     forwarded: AllowList,
     /// Whether requests carry the `Client` extension (see `WorkerContext::without_client`).
     client: bool,
+    /// Where requests end, if a hook is registered.
+    sink: Option<Rc<Sink>>,
 }
 
 impl Requests {
@@ -48,58 +55,155 @@ impl Requests {
         recycle_after: Option<u64>,
         forwarded: AllowList,
         client: bool,
+        sink: Option<Rc<Sink>>,
     ) -> Self {
-        Requests { board, timeout, recycle_after, recycle: Notify::new(), forwarded, client }
-    }
-
-    /// Records a request starting on a connection; the returned guard records its end when
-    /// dropped.
-    fn start(self: &Rc<Self>, conn: &Rc<ConnState>, method: &Method, uri: &Uri) -> InFlight {
-        let id = self.board.request_started(Line::new(method.as_str(), uri.path()));
-        if self.recycle_after == Some(self.board.served()) {
-            self.recycle.notify_one();
-        }
-        let number = conn.request_started();
-        InFlight { requests: Rc::clone(self), conn: Rc::clone(conn), id, number }
+        Requests { board, timeout, recycle_after, recycle: Notify::new(), forwarded, client, sink }
     }
 }
 
-/// One request in flight, until its response has been sent or abandoned.
+/// What one request holds for its end event, beyond its line.
+struct Record {
+    /// When the app was called: read only with a hook registered.
+    started: Option<Instant>,
+    /// The client as identified.
+    client: Option<IpAddr>,
+    referer: Option<HeaderValue>,
+    user_agent: Option<HeaderValue>,
+}
+
+/// One request in flight, until its response has been sent or abandoned: dropping it ends the
+/// request, on the scoreboard, on its connection, and in its one [`RequestEnd`] event.
 struct InFlight {
-    requests: Rc<Requests>,
-    conn: Rc<ConnState>,
+    conn: Connection,
     id: u64,
     /// The request's number on its connection.
     number: u64,
+    line: RequestLine,
+    /// The response's status, once there is one.
+    status: Option<StatusCode>,
+    /// Response body bytes handed to hyper.
+    handed: u64,
+    /// The body was handed over whole (set from `is_end_stream`, hence a `Cell`).
+    whole: std::cell::Cell<bool>,
+    /// Only with a hook registered.
+    record: Option<Box<Record>>,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.requests.board.request_finished(self.id);
-        self.conn.request_finished();
-        self.conn.shutdown().queue_for_parking(&self.conn);
+        let conn = &self.conn;
+        conn.requests.board.request_finished(self.id);
+        conn.slot.request_finished();
+        conn.link.request_finished();
+        conn.slot.conns().queue_for_parking(&conn.slot);
+        if let (Some(sink), Some(record)) = (&conn.requests.sink, &self.record) {
+            self.report(sink, record);
+        }
     }
+}
+
+impl InFlight {
+    fn report(&self, sink: &Sink, record: &Record) {
+        // A response without a body to send (to HEAD, or 204, 304) is whole once it started.
+        let bodiless = self.line.method == Method::HEAD
+            || self
+                .status
+                .is_some_and(|s| s == StatusCode::NO_CONTENT || s == StatusCode::NOT_MODIFIED);
+        let whole = self.status.is_some() && (self.whole.get() || bodiless);
+        let (ending, bytes) = if whole {
+            (Ending::Complete, self.handed)
+        } else {
+            // What is still in hyper's buffer or the gate's was not written.
+            (Ending::Cut, self.handed.saturating_sub(self.conn.link.unsent() as u64))
+        };
+        sink.emit(&RequestEnd {
+            method: Some(self.line.method.as_str()),
+            target: Target::Uri(&self.line.uri),
+            version: Some(self.line.version),
+            status: self.status,
+            request_body_bytes: self.conn.link.body_bytes(self.number),
+            response_body_bytes: bytes,
+            duration: record.started.map_or(Duration::ZERO, |at| at.elapsed()),
+            client: record.client,
+            peer: self.conn.facts.client(),
+            referer: record.referer.as_ref(),
+            user_agent: record.user_agent.as_ref(),
+            worker: sink.worker(),
+            answered_by: AnsweredBy::App,
+            ending,
+        });
+    }
+}
+
+/// One connection, as the service stack sees it.
+#[derive(Clone)]
+struct Connection {
+    requests: Rc<Requests>,
+    slot: Rc<Slot>,
+    link: Rc<Link>,
+    facts: Rc<Facts>,
 }
 
 /// The app's service as hyper sees it on one connection.
 pub(crate) struct AppService<S> {
     service: Rc<S>,
-    requests: Rc<Requests>,
-    conn: Rc<ConnState>,
+    conn: Connection,
 }
 
 impl<S> AppService<S> {
-    pub(crate) fn new(service: S, requests: Rc<Requests>, shutdown: &Shutdown) -> Self {
-        AppService {
-            service: Rc::new(service),
-            requests,
-            conn: Rc::new(ConnState::new(shutdown, None)),
-        }
+    /// The stack over `service` for one connection.
+    pub(crate) fn new(
+        service: Rc<S>,
+        requests: Rc<Requests>,
+        slot: Rc<Slot>,
+        link: Rc<Link>,
+        facts: Rc<Facts>,
+    ) -> Self {
+        AppService { service, conn: Connection { requests, slot, link, facts } }
     }
 
-    /// The service for a new connection, which reports its requests to `conn`.
-    pub(crate) fn for_connection(&self, conn: Rc<ConnState>) -> Self {
-        AppService { service: Rc::clone(&self.service), requests: Rc::clone(&self.requests), conn }
+    /// The same, for a new hyper connection on the same client connection.
+    pub(crate) fn for_connection(&self) -> Self {
+        AppService { service: Rc::clone(&self.service), conn: self.conn.clone() }
+    }
+
+    pub(crate) fn slot(&self) -> &Slot {
+        &self.conn.slot
+    }
+
+    pub(crate) fn link(&self) -> &Link {
+        &self.conn.link
+    }
+
+    /// Records a request starting; the returned guard records its end when dropped.
+    fn start(&self, req: &Request<Incoming>, client: Option<IpAddr>) -> InFlight {
+        let conn = &self.conn;
+        let requests = &conn.requests;
+        let (method, uri) = (req.method(), req.uri());
+        let id = requests.board.request_started(Line::new(method.as_str(), uri.path()));
+        if requests.recycle_after == Some(requests.board.served()) {
+            requests.recycle.notify_one();
+        }
+        let number = conn.slot.request_started();
+        conn.link.request_started(number);
+        let record = requests.sink.as_ref().map(|_| {
+            Box::new(Record {
+                started: Some(Instant::now()),
+                client,
+                referer: req.headers().get(header::REFERER).cloned(),
+                user_agent: req.headers().get(header::USER_AGENT).cloned(),
+            })
+        });
+        InFlight {
+            conn: conn.clone(),
+            id,
+            number,
+            line: RequestLine { method: method.clone(), uri: uri.clone(), version: req.version() },
+            status: None,
+            handed: 0,
+            whole: std::cell::Cell::new(false),
+            record,
+        }
     }
 }
 
@@ -109,16 +213,16 @@ impl<S: HttpService> hyper::service::Service<Request<Incoming>> for AppService<S
     type Future = Guarded<S::Future>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
-        crate::client::identify(
+        let requests = &self.conn.requests;
+        let client = crate::client::identify(
             &mut req,
-            self.conn.peer(),
-            &self.requests.forwarded,
-            self.requests.client,
+            self.conn.facts.client(),
+            &requests.forwarded,
+            requests.client,
         );
-        let in_flight = self.requests.start(&self.conn, req.method(), req.uri());
-        let request = RequestLine { method: req.method().clone(), uri: req.uri().clone() };
-        let deadline = self.requests.timeout.map(|t| Box::pin(tokio::time::sleep(t)));
-        let board = &self.requests.board;
+        let in_flight = self.start(&req, client);
+        let deadline = requests.timeout.map(|t| Box::pin(tokio::time::sleep(t)));
+        let board = &requests.board;
         board.enter_handler(in_flight.id);
         let future =
             crate::panics::in_handler(|| catch_unwind(AssertUnwindSafe(|| self.service.call(req))));
@@ -126,18 +230,19 @@ impl<S: HttpService> hyper::service::Service<Request<Incoming>> for AppService<S
         let future = match future {
             Ok(future) => Some(future),
             Err(_) => {
-                request.log_panic();
+                in_flight.line.log_panic();
                 None
             }
         };
-        Guarded { future, request, deadline, in_flight: Some(in_flight) }
+        Guarded { future, deadline, in_flight: Some(in_flight) }
     }
 }
 
-/// What is logged about a request that failed.
+/// What is logged about a request that failed, and what its end event names.
 struct RequestLine {
     method: Method,
     uri: Uri,
+    version: Version,
 }
 
 impl RequestLine {
@@ -159,7 +264,6 @@ pin_project_lite::pin_project! {
         // `None` once the call has panicked: a future that panicked must not be polled again.
         #[pin]
         future: Option<F>,
-        request: RequestLine,
         deadline: Option<Pin<Box<Sleep>>>,
         // Moves into the response body, which ends the request when it is done.
         in_flight: Option<InFlight>,
@@ -178,7 +282,7 @@ where
         let Some(future) = this.future.as_mut().as_pin_mut() else {
             return Poll::Ready(Ok(this.respond(internal_error())));
         };
-        let board = this.in_flight.as_ref().map(|f| (&f.requests.board, f.id));
+        let board = this.in_flight.as_ref().map(|f| (&f.conn.requests.board, f.id));
         if let Some((board, id)) = board {
             board.enter_handler(id);
         }
@@ -196,11 +300,13 @@ where
                 // Dropping the app's future cancels the request.
                 this.future.set(None);
                 *this.deadline = None;
-                tracing::warn!(
-                    method = %this.request.method,
-                    path = %this.request.uri.path(),
-                    "request_timeout reached, answered 504"
-                );
+                if let Some(line) = this.in_flight.as_ref().map(|f| &f.line) {
+                    tracing::warn!(
+                        method = %line.method,
+                        path = %line.uri.path(),
+                        "request_timeout reached, answered 504"
+                    );
+                }
                 Poll::Ready(Ok(this.respond(gateway_timeout())))
             }
             Ok(Poll::Ready(Ok(response))) => {
@@ -208,16 +314,20 @@ where
             }
             Ok(Poll::Ready(Err(e))) => {
                 let e: BoxError = e.into();
-                tracing::error!(
-                    method = %this.request.method,
-                    path = %this.request.uri.path(),
-                    "handler failed, answered 500: {e}"
-                );
+                if let Some(line) = this.in_flight.as_ref().map(|f| &f.line) {
+                    tracing::error!(
+                        method = %line.method,
+                        path = %line.uri.path(),
+                        "handler failed, answered 500: {e}"
+                    );
+                }
                 Poll::Ready(Ok(this.respond(internal_error())))
             }
             Err(_) => {
                 this.future.set(None);
-                this.request.log_panic();
+                if let Some(f) = this.in_flight.as_ref() {
+                    f.line.log_panic();
+                }
                 Poll::Ready(Ok(this.respond(internal_error())))
             }
         }
@@ -231,30 +341,36 @@ impl<F> GuardedProj<'_, F> {
         response: Response<Either<B, Full<Bytes>>>,
     ) -> Response<ResponseBody<B>> {
         let deadline = self.deadline.take();
-        // Only a body with a deadline can log about its request.
-        let request = deadline.as_ref().map(|_| {
-            format!("{} {}", self.request.method, self.request.uri.path()).into_boxed_str()
-        });
-        let in_flight = self.in_flight.take();
+        let mut in_flight = self.in_flight.take();
         let mut response = response;
-        if let Some(status) = in_flight.as_ref().and_then(|f| f.conn.body_error(f.number)) {
-            // The request's body was refused by the gate: whatever the app made of a body
-            // that ended early, the client is told what was wrong, and the connection closes.
-            tracing::warn!(
-                method = %self.request.method,
-                path = %self.request.uri.path(),
-                status = status.as_u16(),
-                "request body refused"
-            );
-            let reason = status.canonical_reason().unwrap_or("Error");
-            response = plain(status, format!("{reason}\n"));
-            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        if let Some(f) = &in_flight {
+            if let Some(status) = f.conn.link.body_error(f.number) {
+                // The request's body was refused by the gate: whatever the app made of a body
+                // that ended early, the client is told what was wrong, and the connection
+                // closes.
+                tracing::warn!(
+                    method = %f.line.method,
+                    path = %f.line.uri.path(),
+                    status = status.as_u16(),
+                    "request body refused"
+                );
+                let reason = status.canonical_reason().unwrap_or("Error");
+                response = plain(status, format!("{reason}\n"));
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            if f.conn.slot.closing() {
+                // Hyper closes the connection after a response that says so.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
         }
-        if in_flight.as_ref().is_some_and(|f| f.conn.closing()) {
-            // Hyper closes the connection after a response that says so.
-            response.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        if let Some(f) = &mut in_flight {
+            f.status = Some(response.status());
         }
-        response.map(|inner| ResponseBody { inner, deadline, request, in_flight, rest: None })
+        response.map(|inner| ResponseBody { inner, deadline, in_flight, rest: None })
     }
 }
 
@@ -266,7 +382,6 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Either<B, Full<Bytes>>,
         deadline: Option<Pin<Box<Sleep>>>,
-        request: Option<Box<str>>,
         in_flight: Option<InFlight>,
         // What is left of a frame larger than `FRAME_MAX`, handed to hyper in later frames.
         rest: Option<Bytes>,
@@ -281,7 +396,7 @@ pin_project_lite::pin_project! {
 /// streamed in 64 KiB chunks, below this, and the kernel's socket buffer keeps a reading
 /// client's writes large.
 ///
-/// [`WRITE_AHEAD`]: crate::shutdown::WRITE_AHEAD
+/// [`WRITE_AHEAD`]: crate::conn::WRITE_AHEAD
 const FRAME_MAX: usize = 256 * 1024;
 
 impl<B> Body for ResponseBody<B>
@@ -299,7 +414,8 @@ where
         let this = self.project();
         let inner = this.inner;
         // A client that is not reading gets no more than the connection may hold for it.
-        let room = this.in_flight.as_ref().is_none_or(|f| f.conn.poll_send_room(cx).is_ready());
+        let room =
+            this.in_flight.as_ref().is_none_or(|f| f.conn.link.poll_send_room(cx).is_ready());
         let rest = if room { this.rest.take() } else { None };
         let mut polled = match room.then(|| match rest {
             Some(rest) => Ok(Poll::Ready(Some(Ok(Frame::data(rest))))),
@@ -322,8 +438,9 @@ where
                 if data.len() > FRAME_MAX {
                     *this.rest = Some(data.split_off(FRAME_MAX));
                 }
-                if let Some(f) = this.in_flight.as_ref() {
-                    f.conn.to_send(data.len());
+                if let Some(f) = this.in_flight.as_mut() {
+                    f.conn.link.to_send(data.len());
+                    f.handed += data.len() as u64;
                 }
             }
         }
@@ -331,23 +448,34 @@ where
             if let Some(deadline) = this.deadline.as_mut() {
                 if deadline.as_mut().poll(cx).is_ready() {
                     *this.deadline = None;
-                    tracing::warn!(
-                        request = %this.request.as_deref().unwrap_or_default(),
-                        "request_timeout reached while sending the response, closing the \
-                         connection"
-                    );
+                    if let Some(line) = this.in_flight.as_ref().map(|f| &f.line) {
+                        tracing::warn!(
+                            request = %format_args!("{} {}", line.method, line.uri.path()),
+                            "request_timeout reached while sending the response, closing the \
+                             connection"
+                        );
+                    }
                     return Poll::Ready(Some(Err("request_timeout reached".into())));
                 }
             }
         }
         if let Poll::Ready(None) = polled {
-            this.in_flight.take();
+            if let Some(f) = this.in_flight.take() {
+                f.whole.set(true);
+            }
         }
         polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.rest.is_none() && self.inner.is_end_stream()
+        let end = self.rest.is_none() && self.inner.is_end_stream();
+        if end {
+            // hyper drops a body that says it has ended without polling it again.
+            if let Some(f) = &self.in_flight {
+                f.whole.set(true);
+            }
+        }
+        end
     }
 
     fn size_hint(&self) -> SizeHint {
