@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use self::drain::{Conns, DRAIN_LINGER, Slot};
+use self::drain::{Conns, DRAIN_LINGER, Open};
 use self::http1::{Gate, Limits, Link, Parts};
 use self::preamble::Expect;
 use self::request_end::Sink;
@@ -99,19 +99,16 @@ impl<S: HttpService> Pipeline<S> {
         I: AsyncRead + AsyncWrite + Unpin + 'static,
     {
         let open = self.conns.open(Some(&self.requests));
-        let since = Instant::now();
-        let pipeline = Rc::clone(self);
-        tokio::task::spawn_local(async move {
-            pipeline.serve(io, facts, since, Rc::clone(open.slot())).await;
-            drop(open);
-        });
+        tokio::task::spawn_local(Rc::clone(self).serve(io, facts, Instant::now(), open));
     }
 
-    /// The steps, in order, for a connection that started at `since`.
-    async fn serve<I>(&self, mut io: I, mut facts: Facts, since: Instant, slot: Rc<Slot>)
+    /// The steps, in order, for a connection that started at `since`; `open` counts it until
+    /// the end.
+    async fn serve<I>(self: Rc<Self>, mut io: I, mut facts: Facts, since: Instant, open: Open)
     where
         I: AsyncRead + AsyncWrite + Unpin + 'static,
     {
+        let slot = Rc::clone(open.slot());
         let mut early = Vec::new();
         if let Some(allowed) = &self.proxy {
             let expect = match facts.peer {
@@ -157,6 +154,8 @@ impl<S: HttpService> Pipeline<S> {
         );
         let limits = Rc::clone(&self.limits);
         let gate = Gate::new(io, Parts { slot, link, facts, limits, since, early });
-        http1::serve(gate, &self.http, &service, &self.conns).await;
+        let mut gate = http1::serve(gate, &self.http, &service, &self.conns).await;
+        gate.report_refusal();
+        drop(open);
     }
 }

@@ -5,9 +5,10 @@
 //! or the other requests on it, down), then the app. Each request's end is one
 //! [`RequestEnd`] event, handed to the hooks when its response is done or cut (see [`InFlight`]).
 
+use std::cell::{Cell, RefCell};
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::rc::Rc;
@@ -46,6 +47,8 @@ pub(crate) struct Requests {
     client: bool,
     /// Where requests end, if a hook is registered.
     sink: Option<Rc<Sink>>,
+    /// Boxes for [`Record`]s, kept for reuse.
+    spare: RefCell<Vec<Box<Record>>>,
 }
 
 impl Requests {
@@ -57,97 +60,130 @@ impl Requests {
         client: bool,
         sink: Option<Rc<Sink>>,
     ) -> Self {
-        Requests { board, timeout, recycle_after, recycle: Notify::new(), forwarded, client, sink }
+        Requests {
+            board,
+            timeout,
+            recycle_after,
+            recycle: Notify::new(),
+            forwarded,
+            client,
+            sink,
+            spare: RefCell::default(),
+        }
     }
 }
 
-/// What one request holds for its end event, beyond its line.
+/// What a request keeps for its end event, only with a hook registered. Boxed, so that the
+/// futures and bodies hyper moves stay small without a hook; the boxes are reused (see
+/// [`Requests::spare`]), so that a hook costs no allocation per request either.
 struct Record {
-    /// When the app was called: read only with a hook registered.
-    started: Option<Instant>,
-    /// The client as identified.
+    method: Method,
+    uri: Uri,
+    version: Version,
+    /// When the app was called.
+    started: Instant,
+    /// The client as identified, and the connection's peer.
     client: Option<IpAddr>,
+    peer: Option<SocketAddr>,
     referer: Option<HeaderValue>,
     user_agent: Option<HeaderValue>,
-}
-
-/// One request in flight, until its response has been sent or abandoned: dropping it ends the
-/// request, on the scoreboard, on its connection, and in its one [`RequestEnd`] event.
-struct InFlight {
-    conn: Connection,
-    id: u64,
-    /// The request's number on its connection.
-    number: u64,
-    line: RequestLine,
     /// The response's status, once there is one.
     status: Option<StatusCode>,
     /// Response body bytes handed to hyper.
     handed: u64,
     /// The body was handed over whole (set from `is_end_stream`, hence a `Cell`).
-    whole: std::cell::Cell<bool>,
+    whole: Cell<bool>,
+}
+
+impl Record {
+    /// Lets go of what the request's buffers hold, for the box to be kept for another.
+    fn clear(&mut self) {
+        self.method = Method::GET;
+        self.uri = Uri::default();
+        self.referer = None;
+        self.user_agent = None;
+    }
+}
+
+/// How many boxes of [`Record`] a worker keeps for reuse: as many requests as are in flight
+/// at once, up to this.
+const SPARE_RECORDS: usize = 64;
+
+/// One request in flight, until its response has been sent or abandoned: dropping it ends the
+/// request, on the scoreboard, on its connection, and in its one [`RequestEnd`] event.
+struct InFlight {
+    requests: Rc<Requests>,
+    slot: Rc<Slot>,
+    link: Rc<Link>,
+    id: u64,
+    /// The request's number on its connection.
+    number: u64,
     /// Only with a hook registered.
     record: Option<Box<Record>>,
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        let conn = &self.conn;
-        conn.requests.board.request_finished(self.id);
-        conn.slot.request_finished();
-        conn.link.request_finished();
-        conn.slot.conns().queue_for_parking(&conn.slot);
-        if let (Some(sink), Some(record)) = (&conn.requests.sink, &self.record) {
-            self.report(sink, record);
+        self.requests.board.request_finished(self.id);
+        self.slot.request_finished();
+        self.link.request_finished();
+        self.slot.conns().queue_for_parking(&self.slot);
+        if let Some(mut record) = self.record.take() {
+            if let Some(sink) = &self.requests.sink {
+                self.report(sink, &record);
+            }
+            record.clear();
+            let mut spare = self.requests.spare.borrow_mut();
+            if spare.len() < SPARE_RECORDS {
+                spare.push(record);
+            }
         }
     }
 }
 
 impl InFlight {
-    fn report(&self, sink: &Sink, record: &Record) {
+    fn report(&self, sink: &Sink, r: &Record) {
         // A response without a body to send (to HEAD, or 204, 304) is whole once it started.
-        let bodiless = self.line.method == Method::HEAD
-            || self
-                .status
+        let bodiless = r.method == Method::HEAD
+            || r.status
                 .is_some_and(|s| s == StatusCode::NO_CONTENT || s == StatusCode::NOT_MODIFIED);
-        let whole = self.status.is_some() && (self.whole.get() || bodiless);
+        let whole = r.status.is_some() && (r.whole.get() || bodiless);
         let (ending, bytes) = if whole {
-            (Ending::Complete, self.handed)
+            (Ending::Complete, r.handed)
         } else {
             // What is still in hyper's buffer or the gate's was not written.
-            (Ending::Cut, self.handed.saturating_sub(self.conn.link.unsent() as u64))
+            (Ending::Cut, r.handed.saturating_sub(self.link.unsent() as u64))
         };
         sink.emit(&RequestEnd {
-            method: Some(self.line.method.as_str()),
-            target: Target::Uri(&self.line.uri),
-            version: Some(self.line.version),
-            status: self.status,
-            request_body_bytes: self.conn.link.body_bytes(self.number),
+            method: Some(r.method.as_str()),
+            target: Target::Uri(&r.uri),
+            version: Some(r.version),
+            status: r.status,
+            request_body_bytes: self.link.body_bytes(self.number),
             response_body_bytes: bytes,
-            duration: record.started.map_or(Duration::ZERO, |at| at.elapsed()),
-            client: record.client,
-            peer: self.conn.facts.client(),
-            referer: record.referer.as_ref(),
-            user_agent: record.user_agent.as_ref(),
+            duration: r.started.elapsed(),
+            client: r.client,
+            peer: r.peer,
+            referer: r.referer.as_ref(),
+            user_agent: r.user_agent.as_ref(),
             worker: sink.worker(),
             answered_by: AnsweredBy::App,
             ending,
         });
     }
-}
 
-/// One connection, as the service stack sees it.
-#[derive(Clone)]
-struct Connection {
-    requests: Rc<Requests>,
-    slot: Rc<Slot>,
-    link: Rc<Link>,
-    facts: Rc<Facts>,
+    fn record(&mut self) -> Option<&mut Record> {
+        self.record.as_deref_mut()
+    }
 }
 
 /// The app's service as hyper sees it on one connection.
 pub(crate) struct AppService<S> {
     service: Rc<S>,
-    conn: Connection,
+    requests: Rc<Requests>,
+    slot: Rc<Slot>,
+    link: Rc<Link>,
+    facts: Rc<Facts>,
 }
 
 impl<S> AppService<S> {
@@ -159,49 +195,66 @@ impl<S> AppService<S> {
         link: Rc<Link>,
         facts: Rc<Facts>,
     ) -> Self {
-        AppService { service, conn: Connection { requests, slot, link, facts } }
+        AppService { service, requests, slot, link, facts }
     }
 
     /// The same, for a new hyper connection on the same client connection.
     pub(crate) fn for_connection(&self) -> Self {
-        AppService { service: Rc::clone(&self.service), conn: self.conn.clone() }
+        AppService {
+            service: Rc::clone(&self.service),
+            requests: Rc::clone(&self.requests),
+            slot: Rc::clone(&self.slot),
+            link: Rc::clone(&self.link),
+            facts: Rc::clone(&self.facts),
+        }
     }
 
     pub(crate) fn slot(&self) -> &Slot {
-        &self.conn.slot
+        &self.slot
     }
 
     pub(crate) fn link(&self) -> &Link {
-        &self.conn.link
+        &self.link
     }
 
     /// Records a request starting; the returned guard records its end when dropped.
     fn start(&self, req: &Request<Incoming>, client: Option<IpAddr>) -> InFlight {
-        let conn = &self.conn;
-        let requests = &conn.requests;
+        let requests = &self.requests;
         let (method, uri) = (req.method(), req.uri());
         let id = requests.board.request_started(Line::new(method.as_str(), uri.path()));
         if requests.recycle_after == Some(requests.board.served()) {
             requests.recycle.notify_one();
         }
-        let number = conn.slot.request_started();
-        conn.link.request_started(number);
+        let number = self.slot.request_started();
+        self.link.request_started(number);
         let record = requests.sink.as_ref().map(|_| {
-            Box::new(Record {
-                started: Some(Instant::now()),
+            let record = Record {
+                method: method.clone(),
+                uri: uri.clone(),
+                version: req.version(),
+                started: Instant::now(),
                 client,
+                peer: self.facts.client(),
                 referer: req.headers().get(header::REFERER).cloned(),
                 user_agent: req.headers().get(header::USER_AGENT).cloned(),
-            })
+                status: None,
+                handed: 0,
+                whole: Cell::new(false),
+            };
+            match requests.spare.borrow_mut().pop() {
+                Some(mut spare) => {
+                    *spare = record;
+                    spare
+                }
+                None => Box::new(record),
+            }
         });
         InFlight {
-            conn: conn.clone(),
+            requests: Rc::clone(requests),
+            slot: Rc::clone(&self.slot),
+            link: Rc::clone(&self.link),
             id,
             number,
-            line: RequestLine { method: method.clone(), uri: uri.clone(), version: req.version() },
-            status: None,
-            handed: 0,
-            whole: std::cell::Cell::new(false),
             record,
         }
     }
@@ -213,14 +266,15 @@ impl<S: HttpService> hyper::service::Service<Request<Incoming>> for AppService<S
     type Future = Guarded<S::Future>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
-        let requests = &self.conn.requests;
+        let requests = &self.requests;
         let client = crate::client::identify(
             &mut req,
-            self.conn.facts.client(),
+            self.facts.client(),
             &requests.forwarded,
             requests.client,
         );
         let in_flight = self.start(&req, client);
+        let request = RequestLine { method: req.method().clone(), uri: req.uri().clone() };
         let deadline = requests.timeout.map(|t| Box::pin(tokio::time::sleep(t)));
         let board = &requests.board;
         board.enter_handler(in_flight.id);
@@ -230,19 +284,18 @@ impl<S: HttpService> hyper::service::Service<Request<Incoming>> for AppService<S
         let future = match future {
             Ok(future) => Some(future),
             Err(_) => {
-                in_flight.line.log_panic();
+                request.log_panic();
                 None
             }
         };
-        Guarded { future, deadline, in_flight: Some(in_flight) }
+        Guarded { future, request, deadline, in_flight: Some(in_flight) }
     }
 }
 
-/// What is logged about a request that failed, and what its end event names.
+/// What is logged about a request that failed.
 struct RequestLine {
     method: Method,
     uri: Uri,
-    version: Version,
 }
 
 impl RequestLine {
@@ -264,6 +317,7 @@ pin_project_lite::pin_project! {
         // `None` once the call has panicked: a future that panicked must not be polled again.
         #[pin]
         future: Option<F>,
+        request: RequestLine,
         deadline: Option<Pin<Box<Sleep>>>,
         // Moves into the response body, which ends the request when it is done.
         in_flight: Option<InFlight>,
@@ -282,7 +336,7 @@ where
         let Some(future) = this.future.as_mut().as_pin_mut() else {
             return Poll::Ready(Ok(this.respond(internal_error())));
         };
-        let board = this.in_flight.as_ref().map(|f| (&f.conn.requests.board, f.id));
+        let board = this.in_flight.as_ref().map(|f| (&f.requests.board, f.id));
         if let Some((board, id)) = board {
             board.enter_handler(id);
         }
@@ -300,13 +354,11 @@ where
                 // Dropping the app's future cancels the request.
                 this.future.set(None);
                 *this.deadline = None;
-                if let Some(line) = this.in_flight.as_ref().map(|f| &f.line) {
-                    tracing::warn!(
-                        method = %line.method,
-                        path = %line.uri.path(),
-                        "request_timeout reached, answered 504"
-                    );
-                }
+                tracing::warn!(
+                    method = %this.request.method,
+                    path = %this.request.uri.path(),
+                    "request_timeout reached, answered 504"
+                );
                 Poll::Ready(Ok(this.respond(gateway_timeout())))
             }
             Ok(Poll::Ready(Ok(response))) => {
@@ -314,20 +366,16 @@ where
             }
             Ok(Poll::Ready(Err(e))) => {
                 let e: BoxError = e.into();
-                if let Some(line) = this.in_flight.as_ref().map(|f| &f.line) {
-                    tracing::error!(
-                        method = %line.method,
-                        path = %line.uri.path(),
-                        "handler failed, answered 500: {e}"
-                    );
-                }
+                tracing::error!(
+                    method = %this.request.method,
+                    path = %this.request.uri.path(),
+                    "handler failed, answered 500: {e}"
+                );
                 Poll::Ready(Ok(this.respond(internal_error())))
             }
             Err(_) => {
                 this.future.set(None);
-                if let Some(f) = this.in_flight.as_ref() {
-                    f.line.log_panic();
-                }
+                this.request.log_panic();
                 Poll::Ready(Ok(this.respond(internal_error())))
             }
         }
@@ -341,16 +389,20 @@ impl<F> GuardedProj<'_, F> {
         response: Response<Either<B, Full<Bytes>>>,
     ) -> Response<ResponseBody<B>> {
         let deadline = self.deadline.take();
+        // Only a body with a deadline can log about its request.
+        let request = deadline.as_ref().map(|_| {
+            format!("{} {}", self.request.method, self.request.uri.path()).into_boxed_str()
+        });
         let mut in_flight = self.in_flight.take();
         let mut response = response;
         if let Some(f) = &in_flight {
-            if let Some(status) = f.conn.link.body_error(f.number) {
+            if let Some(status) = f.link.body_error(f.number) {
                 // The request's body was refused by the gate: whatever the app made of a body
                 // that ended early, the client is told what was wrong, and the connection
                 // closes.
                 tracing::warn!(
-                    method = %f.line.method,
-                    path = %f.line.uri.path(),
+                    method = %self.request.method,
+                    path = %self.request.uri.path(),
                     status = status.as_u16(),
                     "request body refused"
                 );
@@ -360,17 +412,17 @@ impl<F> GuardedProj<'_, F> {
                     .headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            if f.conn.slot.closing() {
+            if f.slot.closing() {
                 // Hyper closes the connection after a response that says so.
                 response
                     .headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
         }
-        if let Some(f) = &mut in_flight {
-            f.status = Some(response.status());
+        if let Some(record) = in_flight.as_mut().and_then(InFlight::record) {
+            record.status = Some(response.status());
         }
-        response.map(|inner| ResponseBody { inner, deadline, in_flight, rest: None })
+        response.map(|inner| ResponseBody { inner, deadline, request, in_flight, rest: None })
     }
 }
 
@@ -382,6 +434,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: Either<B, Full<Bytes>>,
         deadline: Option<Pin<Box<Sleep>>>,
+        request: Option<Box<str>>,
         in_flight: Option<InFlight>,
         // What is left of a frame larger than `FRAME_MAX`, handed to hyper in later frames.
         rest: Option<Bytes>,
@@ -414,8 +467,7 @@ where
         let this = self.project();
         let inner = this.inner;
         // A client that is not reading gets no more than the connection may hold for it.
-        let room =
-            this.in_flight.as_ref().is_none_or(|f| f.conn.link.poll_send_room(cx).is_ready());
+        let room = this.in_flight.as_ref().is_none_or(|f| f.link.poll_send_room(cx).is_ready());
         let rest = if room { this.rest.take() } else { None };
         let mut polled = match room.then(|| match rest {
             Some(rest) => Ok(Poll::Ready(Some(Ok(Frame::data(rest))))),
@@ -439,8 +491,10 @@ where
                     *this.rest = Some(data.split_off(FRAME_MAX));
                 }
                 if let Some(f) = this.in_flight.as_mut() {
-                    f.conn.link.to_send(data.len());
-                    f.handed += data.len() as u64;
+                    f.link.to_send(data.len());
+                    if let Some(record) = f.record() {
+                        record.handed += data.len() as u64;
+                    }
                 }
             }
         }
@@ -448,20 +502,18 @@ where
             if let Some(deadline) = this.deadline.as_mut() {
                 if deadline.as_mut().poll(cx).is_ready() {
                     *this.deadline = None;
-                    if let Some(line) = this.in_flight.as_ref().map(|f| &f.line) {
-                        tracing::warn!(
-                            request = %format_args!("{} {}", line.method, line.uri.path()),
-                            "request_timeout reached while sending the response, closing the \
-                             connection"
-                        );
-                    }
+                    tracing::warn!(
+                        request = %this.request.as_deref().unwrap_or_default(),
+                        "request_timeout reached while sending the response, closing the \
+                         connection"
+                    );
                     return Poll::Ready(Some(Err("request_timeout reached".into())));
                 }
             }
         }
         if let Poll::Ready(None) = polled {
-            if let Some(f) = this.in_flight.take() {
-                f.whole.set(true);
+            if let Some(record) = this.in_flight.take().as_ref().and_then(|f| f.record.as_deref()) {
+                record.whole.set(true);
             }
         }
         polled
@@ -471,8 +523,8 @@ where
         let end = self.rest.is_none() && self.inner.is_end_stream();
         if end {
             // hyper drops a body that says it has ended without polling it again.
-            if let Some(f) = &self.in_flight {
-                f.whole.set(true);
+            if let Some(record) = self.in_flight.as_ref().and_then(|f| f.record.as_deref()) {
+                record.whole.set(true);
             }
         }
         end

@@ -423,7 +423,8 @@ mod tests {
     fn check_head_decides_framing_persistence_and_status() {
         use Framing::*;
         use Persistence::*;
-        let table: &[(&str, Result<(Framing, Persistence), u16>)] = &[
+        type Decision = Result<(Framing, Persistence), u16>;
+        let table: &[(&str, Decision)] = &[
             ("GET / HTTP/1.1\r\nHost: a\r\n\r\n", Ok((None, KeepAlive))),
             ("GET / HTTP/1.0\r\n\r\n", Ok((None, Close))),
             ("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", Ok((None, KeepAlive))),
@@ -524,7 +525,8 @@ mod tests {
 
     #[test]
     fn a_refused_heads_request_line_is_read_leniently() {
-        let table: &[(&[u8], Option<(&str, &str, &str)>)] = &[
+        type Line<'a> = Option<(&'a str, &'a str, &'a str)>;
+        let table: &[(&[u8], Line<'_>)] = &[
             (b"POST /up HTTP/1.1\r\nHost: a\r\n", Some(("POST", "/up", "HTTP/1.1"))),
             (b"GET /x HTTP/9.9\r\n", Some(("GET", "/x", "HTTP/9.9"))),
             (b"GET /no-end HTTP/1.1", None),

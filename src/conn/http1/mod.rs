@@ -64,23 +64,9 @@ pub(crate) fn builder(config: &HttpConfig) -> http1::Builder {
     http
 }
 
-/// Serves a connection's requests, then reports a request the gate refused (see
+/// Serves a connection's requests until it ends; returns the gate, done with (for
 /// [`Gate::report_refusal`]).
 pub(crate) async fn serve<I, S>(
-    gate: Gate<I>,
-    http: &http1::Builder,
-    service: &AppService<S>,
-    conns: &Conns,
-) where
-    I: AsyncRead + AsyncWrite + Unpin + 'static,
-    S: HttpService,
-{
-    let mut gate = serve_requests(gate, http, service, conns).await;
-    gate.report_refusal();
-}
-
-/// Serves requests until the connection ends; returns the gate, done with.
-async fn serve_requests<I, S>(
     mut gate: Gate<I>,
     http: &http1::Builder,
     service: &AppService<S>,
