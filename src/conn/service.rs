@@ -47,7 +47,9 @@ pub(crate) struct Requests {
     client: bool,
     /// Where requests end, if a hook is registered.
     sink: Option<Rc<Sink>>,
-    /// Boxes for [`Record`]s, kept for reuse.
+    /// Boxes for [`Record`]s, kept for reuse: the boxes themselves are the point (a request
+    /// takes one whole), so they stay boxed in the list.
+    #[allow(clippy::vec_box)]
     spare: RefCell<Vec<Box<Record>>>,
 }
 
@@ -112,9 +114,7 @@ const SPARE_RECORDS: usize = 64;
 /// One request in flight, until its response has been sent or abandoned: dropping it ends the
 /// request, on the scoreboard, on its connection, and in its one [`RequestEnd`] event.
 struct InFlight {
-    requests: Rc<Requests>,
-    slot: Rc<Slot>,
-    link: Rc<Link>,
+    conn: Rc<Connection>,
     id: u64,
     /// The request's number on its connection.
     number: u64,
@@ -124,16 +124,17 @@ struct InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.requests.board.request_finished(self.id);
-        self.slot.request_finished();
-        self.link.request_finished();
-        self.slot.conns().queue_for_parking(&self.slot);
+        let conn = &self.conn;
+        conn.requests.board.request_finished(self.id);
+        conn.slot.request_finished();
+        conn.link.request_finished();
+        conn.slot.conns().queue_for_parking(&conn.slot);
         if let Some(mut record) = self.record.take() {
-            if let Some(sink) = &self.requests.sink {
+            if let Some(sink) = &self.conn.requests.sink {
                 self.report(sink, &record);
             }
             record.clear();
-            let mut spare = self.requests.spare.borrow_mut();
+            let mut spare = self.conn.requests.spare.borrow_mut();
             if spare.len() < SPARE_RECORDS {
                 spare.push(record);
             }
@@ -152,14 +153,14 @@ impl InFlight {
             (Ending::Complete, r.handed)
         } else {
             // What is still in hyper's buffer or the gate's was not written.
-            (Ending::Cut, r.handed.saturating_sub(self.link.unsent() as u64))
+            (Ending::Cut, r.handed.saturating_sub(self.conn.link.unsent() as u64))
         };
         sink.emit(&RequestEnd {
             method: Some(r.method.as_str()),
             target: Target::Uri(&r.uri),
             version: Some(r.version),
             status: r.status,
-            request_body_bytes: self.link.body_bytes(self.number),
+            request_body_bytes: self.conn.link.body_bytes(self.number),
             response_body_bytes: bytes,
             duration: r.started.elapsed(),
             client: r.client,
@@ -177,13 +178,19 @@ impl InFlight {
     }
 }
 
-/// The app's service as hyper sees it on one connection.
-pub(crate) struct AppService<S> {
-    service: Rc<S>,
+/// One connection, as the service stack sees it. Behind one `Rc`, so that what each request
+/// holds of it (see [`InFlight`]), and moves with hyper's futures and bodies, stays small.
+struct Connection {
     requests: Rc<Requests>,
     slot: Rc<Slot>,
     link: Rc<Link>,
     facts: Rc<Facts>,
+}
+
+/// The app's service as hyper sees it on one connection.
+pub(crate) struct AppService<S> {
+    service: Rc<S>,
+    conn: Rc<Connection>,
 }
 
 impl<S> AppService<S> {
@@ -195,38 +202,33 @@ impl<S> AppService<S> {
         link: Rc<Link>,
         facts: Rc<Facts>,
     ) -> Self {
-        AppService { service, requests, slot, link, facts }
+        AppService { service, conn: Rc::new(Connection { requests, slot, link, facts }) }
     }
 
     /// The same, for a new hyper connection on the same client connection.
     pub(crate) fn for_connection(&self) -> Self {
-        AppService {
-            service: Rc::clone(&self.service),
-            requests: Rc::clone(&self.requests),
-            slot: Rc::clone(&self.slot),
-            link: Rc::clone(&self.link),
-            facts: Rc::clone(&self.facts),
-        }
+        AppService { service: Rc::clone(&self.service), conn: Rc::clone(&self.conn) }
     }
 
     pub(crate) fn slot(&self) -> &Slot {
-        &self.slot
+        &self.conn.slot
     }
 
     pub(crate) fn link(&self) -> &Link {
-        &self.link
+        &self.conn.link
     }
 
     /// Records a request starting; the returned guard records its end when dropped.
     fn start(&self, req: &Request<Incoming>, client: Option<IpAddr>) -> InFlight {
-        let requests = &self.requests;
+        let conn = &self.conn;
+        let requests = &conn.requests;
         let (method, uri) = (req.method(), req.uri());
         let id = requests.board.request_started(Line::new(method.as_str(), uri.path()));
         if requests.recycle_after == Some(requests.board.served()) {
             requests.recycle.notify_one();
         }
-        let number = self.slot.request_started();
-        self.link.request_started(number);
+        let number = conn.slot.request_started();
+        conn.link.request_started(number);
         let record = requests.sink.as_ref().map(|_| {
             let record = Record {
                 method: method.clone(),
@@ -234,7 +236,7 @@ impl<S> AppService<S> {
                 version: req.version(),
                 started: Instant::now(),
                 client,
-                peer: self.facts.client(),
+                peer: conn.facts.client(),
                 referer: req.headers().get(header::REFERER).cloned(),
                 user_agent: req.headers().get(header::USER_AGENT).cloned(),
                 status: None,
@@ -249,14 +251,7 @@ impl<S> AppService<S> {
                 None => Box::new(record),
             }
         });
-        InFlight {
-            requests: Rc::clone(requests),
-            slot: Rc::clone(&self.slot),
-            link: Rc::clone(&self.link),
-            id,
-            number,
-            record,
-        }
+        InFlight { conn: Rc::clone(conn), id, number, record }
     }
 }
 
@@ -266,10 +261,10 @@ impl<S: HttpService> hyper::service::Service<Request<Incoming>> for AppService<S
     type Future = Guarded<S::Future>;
 
     fn call(&self, mut req: Request<Incoming>) -> Self::Future {
-        let requests = &self.requests;
+        let requests = &self.conn.requests;
         let client = crate::client::identify(
             &mut req,
-            self.facts.client(),
+            self.conn.facts.client(),
             &requests.forwarded,
             requests.client,
         );
@@ -336,7 +331,7 @@ where
         let Some(future) = this.future.as_mut().as_pin_mut() else {
             return Poll::Ready(Ok(this.respond(internal_error())));
         };
-        let board = this.in_flight.as_ref().map(|f| (&f.requests.board, f.id));
+        let board = this.in_flight.as_ref().map(|f| (&f.conn.requests.board, f.id));
         if let Some((board, id)) = board {
             board.enter_handler(id);
         }
@@ -396,7 +391,7 @@ impl<F> GuardedProj<'_, F> {
         let mut in_flight = self.in_flight.take();
         let mut response = response;
         if let Some(f) = &in_flight {
-            if let Some(status) = f.link.body_error(f.number) {
+            if let Some(status) = f.conn.link.body_error(f.number) {
                 // The request's body was refused by the gate: whatever the app made of a body
                 // that ended early, the client is told what was wrong, and the connection
                 // closes.
@@ -412,7 +407,7 @@ impl<F> GuardedProj<'_, F> {
                     .headers_mut()
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            if f.slot.closing() {
+            if f.conn.slot.closing() {
                 // Hyper closes the connection after a response that says so.
                 response
                     .headers_mut()
@@ -467,7 +462,8 @@ where
         let this = self.project();
         let inner = this.inner;
         // A client that is not reading gets no more than the connection may hold for it.
-        let room = this.in_flight.as_ref().is_none_or(|f| f.link.poll_send_room(cx).is_ready());
+        let room =
+            this.in_flight.as_ref().is_none_or(|f| f.conn.link.poll_send_room(cx).is_ready());
         let rest = if room { this.rest.take() } else { None };
         let mut polled = match room.then(|| match rest {
             Some(rest) => Ok(Poll::Ready(Some(Ok(Frame::data(rest))))),
@@ -491,7 +487,7 @@ where
                     *this.rest = Some(data.split_off(FRAME_MAX));
                 }
                 if let Some(f) = this.in_flight.as_mut() {
-                    f.link.to_send(data.len());
+                    f.conn.link.to_send(data.len());
                     if let Some(record) = f.record() {
                         record.handed += data.len() as u64;
                     }
