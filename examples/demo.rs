@@ -22,7 +22,10 @@
 //!   reload, or the replacements of dead workers, fail);
 //! - `DEMO_BOOT_SLEEP_MS=MS`: the factory takes MS milliseconds (to try `boot_timeout`);
 //! - `DEMO_CRASH_AFTER_MS=MS`: each worker aborts MS milliseconds after it has booted (a crash
-//!   loop).
+//!   loop);
+//! - `DEMO_REQUEST_END_FILE=PATH`: each request's end event is appended to PATH as one line of
+//!   `key=value` fields (see [`request_end_line`]), by a hook registered with
+//!   `WorkerContext::on_request_end`.
 //!
 //! ```text
 //! cargo run --example demo -- --workers 2 --bind 127.0.0.1:8000
@@ -183,6 +186,28 @@ async fn handle(req: Request<Incoming>, worker: (u64, u64), served: Rc<Cell<u64>
     text(StatusCode::NOT_FOUND, "not found\n".into())
 }
 
+/// One request-end event as a line: `worker=1 by=App ending=Complete status=200 method=GET
+/// target=/ version=HTTP/1.1 request_bytes=0 response_bytes=5 client=127.0.0.1 micros=42`, with
+/// `-` for what is not known.
+fn request_end_line(e: &forkserve::RequestEnd<'_>) -> String {
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
+    format!(
+        "worker={} by={:?} ending={:?} status={} method={} target={} version={} \
+         request_bytes={} response_bytes={} client={} micros={}\n",
+        e.worker(),
+        e.answered_by(),
+        e.ending(),
+        or_dash(e.status().map(|s| s.as_u16().to_string())),
+        e.method().unwrap_or("-"),
+        or_dash(e.target().map(|t| t.into_owned())),
+        or_dash(e.version().map(|v| format!("{v:?}"))),
+        e.request_body_bytes(),
+        e.response_body_bytes(),
+        or_dash(e.client().map(|c| c.to_string())),
+        e.duration().as_micros(),
+    )
+}
+
 fn env_millis(name: &str) -> Option<u64> {
     std::env::var(name).ok()?.parse().ok()
 }
@@ -208,6 +233,15 @@ fn main() -> std::process::ExitCode {
                 tokio::time::sleep(Duration::from_millis(ms)).await;
                 tracing::error!("DEMO_CRASH_AFTER_MS={ms}: aborting");
                 std::process::abort();
+            });
+        }
+        if let Some(path) = std::env::var_os("DEMO_REQUEST_END_FILE") {
+            // One write per line, in append mode: lines from several workers do not mix. A
+            // local file's write does not block the worker for long; a real log would buffer.
+            let file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+            worker.on_request_end(move |e| {
+                use std::io::Write;
+                let _ = (&file).write_all(request_end_line(e).as_bytes());
             });
         }
         let id = (worker.id(), worker.generation());

@@ -10,8 +10,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-pub use crate::config::Overrides;
 use crate::config::ConfigSource;
+pub use crate::config::Overrides;
 use crate::error::Error;
 
 /// forkserve: a pre-fork HTTP server. A single-threaded master binds the sockets and supervises

@@ -11,9 +11,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use http::{HeaderMap, HeaderName, Request};
 
-// The old path, `crate::client::AllowList`, still works for the modules that import it there.
-pub(crate) use crate::config::AllowList;
-use crate::config::canonical;
+use crate::config::{AllowList, canonical};
 
 /// What forkserve knows about the client of a request, in the request's extensions:
 /// `req.extensions().get::<forkserve::Client>()`.
@@ -54,7 +52,8 @@ const FORWARDED: [&str; 4] =
     ["forwarded", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host"];
 
 /// Works out the client of a request that came from `peer`, and puts it in the request's
-/// extensions; removes the forwarding headers of a peer that is not trusted.
+/// extensions; removes the forwarding headers of a peer that is not trusted. Returns the
+/// client's address, for the request's end event.
 ///
 /// With `extension` false (an app that never reads it), only the untrusted headers are removed.
 pub(crate) fn identify<B>(
@@ -62,13 +61,13 @@ pub(crate) fn identify<B>(
     peer: Option<SocketAddr>,
     trusted: &AllowList,
     extension: bool,
-) {
+) -> Option<IpAddr> {
     // Most requests carry none of the forwarding headers: one pass over their few fields tells.
     let forwarded = req.headers().keys().any(|k| FORWARDED.iter().any(|name| k == name));
-    if !forwarded && !extension {
-        return;
-    }
     let peer_ip = peer.map(|p| canonical(p.ip()));
+    if !forwarded && !extension {
+        return peer_ip;
+    }
     // A unix socket's peer is a local process, such as the proxy in front.
     let believed = peer_ip.is_none_or(|ip| trusted.allows(ip));
     let mut client = Client { addr: peer_ip, peer, https: false, host: None };
@@ -77,7 +76,7 @@ pub(crate) fn identify<B>(
         for name in FORWARDED {
             headers.remove(HeaderName::from_static(name));
         }
-    } else if forwarded && extension {
+    } else if forwarded {
         if headers.contains_key("x-forwarded-for") || !headers.contains_key("forwarded") {
             // The X-Forwarded-* family first: it is what most proxies set (nginx, HAProxy,
             // AWS), and a client's own `Forwarded` must not outrank what the proxy appended.
@@ -86,9 +85,11 @@ pub(crate) fn identify<B>(
             from_forwarded(headers, trusted, &mut client);
         }
     }
+    let addr = client.addr;
     if extension {
         req.extensions_mut().insert(client);
     }
+    addr
 }
 
 /// The values of every field `name`, as one comma-separated list.

@@ -61,13 +61,11 @@
 //! | `handoff` | descriptors passed across exec: socket activation, and the sockets a binary upgrade hands on |
 //! | `master` | the supervising loop and its verbs; its lifecycle phase, the pool's pure decisions, reload, binary upgrade |
 //! | `signals` | which signal means what, for the master and for a worker |
-//! | `worker` | everything after fork: runtime, accept loop, heartbeat, drain, exit code |
+//! | `worker` | everything after fork: runtime, heartbeat, memory watch, drain, exit code |
 //! | `client` | who the client is: forwarded headers from trusted proxies, the [`Client`] extension |
-//! | `gate` | what a request must be to reach hyper and the app: `[http]` limits, strict framing, timeouts |
-//! | `service` | calling the app's service; panics and errors become `500`, `request_timeout` a `504` |
+//! | `conn` | one connection, one way through: accept, preamble (PROXY), transport, HTTP/1 (the gate: `[http]` limits, strict framing, timeouts; hyper; parking), the service stack (client, deadline `504`, panic `500`, accounting), the open connections (cap, drain, reclaim), and the one [`RequestEnd`] event per request |
 //! | `scoreboard` | the shared memory where workers publish heartbeats and requests for the master |
 //! | `ipc` | messages from workers to the master: ready, boot failure, due for recycling |
-//! | `shutdown` | a worker's open connections: the `worker_connections` cap, parking idle ones, and draining |
 //! | `notify` | systemd's readiness protocol (`sd_notify`) |
 //! | `process` | fork, wait, kill; with the signal registrations in `signals`, the scoreboard's mapping and `handoff`, the only `unsafe` |
 //! | [`app`] | what a worker serves: the seam (service, factory, async and tower adapters), and the binary's router with its app kinds (`respond`, `static_files`) |
@@ -76,8 +74,8 @@ pub mod app;
 pub mod cli;
 mod client;
 pub mod config;
+mod conn;
 mod error;
-mod gate;
 mod handoff;
 mod ipc;
 mod listener;
@@ -88,8 +86,6 @@ mod panics;
 mod pidfile;
 mod process;
 mod scoreboard;
-mod service;
-mod shutdown;
 mod signals;
 mod worker;
 
@@ -99,6 +95,7 @@ pub use crate::app::{Factory, HttpService, WorkerContext, factory_async, from_to
 pub use crate::cli::Cli;
 pub use crate::client::Client;
 pub use crate::config::Config;
+pub use crate::conn::{AnsweredBy, Ending, RequestEnd};
 pub use crate::error::{BoxError, ConfigError, Error};
 pub use crate::worker::EXIT_BOOT_FAILED;
 

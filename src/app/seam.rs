@@ -53,11 +53,18 @@ pub struct WorkerContext {
     generation: u64,
     config: Arc<Config>,
     client: std::cell::Cell<bool>,
+    request_end: crate::conn::request_end::Hooks,
 }
 
 impl WorkerContext {
     pub(crate) fn new(id: u64, generation: u64, config: Arc<Config>) -> Self {
-        WorkerContext { id, generation, config, client: std::cell::Cell::new(true) }
+        WorkerContext {
+            id,
+            generation,
+            config,
+            client: std::cell::Cell::new(true),
+            request_end: Default::default(),
+        }
     }
 
     /// Says that the app never reads the [`Client`](crate::Client) extension: the worker then
@@ -72,6 +79,22 @@ impl WorkerContext {
     /// [`WorkerContext::without_client`]).
     pub(crate) fn wants_client(&self) -> bool {
         self.client.get()
+    }
+
+    /// Registers `hook` to be told of every request's end in this worker: one
+    /// [`RequestEnd`](crate::RequestEnd) per request, whoever answered it (the app, the `500`
+    /// or `504` put in its place, or the gate's own refusals), and for a response cut short.
+    /// Call it from the app factory; hooks run in the order registered. A hook runs on the
+    /// worker's only thread, between requests: it must not block (hand the event to a task or
+    /// a buffer for anything slow). A hook that panics is logged, and the worker goes on.
+    /// With no hook registered, nothing is built for the event.
+    pub fn on_request_end(&self, hook: impl Fn(&crate::RequestEnd<'_>) + 'static) {
+        self.request_end.add(Box::new(hook));
+    }
+
+    /// The hooks registered with [`WorkerContext::on_request_end`].
+    pub(crate) fn request_end_hooks(&self) -> &crate::conn::request_end::Hooks {
+        &self.request_end
     }
 
     /// The worker's id: 1 for the first worker the master started, and counting up, never

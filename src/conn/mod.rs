@@ -1,0 +1,161 @@
+//! One connection, one way through: accept ([`accept`]) → preamble ([`preamble`]: PROXY v1/v2,
+//! before any transport, because it comes first on the wire) → transport ([`transport`]: plain
+//! TCP or unix today, TLS next; the connection's [`Facts`], set once) → protocol ([`http1`]: the
+//! gate, hyper, parking; HTTP/2 next) → the service stack ([`service`]: client identity,
+//! accounting, deadline, panic guard, the app) → one [`RequestEnd`] event per request
+//! ([`request_end`]).
+//!
+//! The worker's open connections, the `worker_connections` cap, reclaiming and draining are
+//! [`drain`]'s; parking idle ones worker-wide is [`parking`]'s. [`Pipeline`] holds what every
+//! connection of a worker shares and runs the steps in order for each.
+//!
+//! Who writes what, per connection: the transport's [`Facts`] are read-only once set; the
+//! worker's [`drain::Slot`] is written by the service stack (requests started and ended), the
+//! protocol (bytes read, writes stalled) and the worker's sweeps (parking, reclaim), each its
+//! own fields; HTTP/1's [`http1::Link`] carries what the gate and the service stack tell each
+//! other, and stays inside that protocol. One guard, [`drain::Open`], counts an open
+//! connection, in the worker and on the scoreboard.
+
+pub(crate) mod accept;
+pub(crate) mod drain;
+pub(crate) mod http1;
+pub(crate) mod parking;
+pub(crate) mod preamble;
+pub(crate) mod request_end;
+pub(crate) mod service;
+pub(crate) mod transport;
+
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use self::drain::{Conns, DRAIN_LINGER, Open};
+use self::http1::{Gate, Limits, Link, Parts};
+use self::preamble::Expect;
+use self::request_end::Sink;
+use self::service::{AppService, Requests};
+use self::transport::Facts;
+use crate::app::HttpService;
+use crate::config::{AllowList, HttpConfig};
+
+pub use self::request_end::{AnsweredBy, Ending, RequestEnd};
+
+/// How far a response body may run ahead of the client: hyper is given another frame of a
+/// body only while less than this of what the connection was given is unwritten (in hyper's
+/// buffer or held back by the gate), so a client that stops reading holds in the worker less
+/// than this, plus the last frame (at most `service::FRAME_MAX`, 256 KiB; a static file's
+/// chunks are 64 KiB), plus a response head: about 75 KiB for a static file, where hyper alone
+/// held 480 KiB. Responses the gate holds back for a pipelined batch (64 KiB at most) count
+/// until they are written. The kernel's socket buffer is the real write-ahead: a client that
+/// reads loses nothing but larger writes (one per 64 KiB chunk), and small frames are still
+/// written several at once.
+pub(crate) const WRITE_AHEAD: usize = 16 * 1024;
+
+/// How long closing a connection that ended in its preamble may take.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What every connection of a worker shares, and the steps each goes through.
+pub(crate) struct Pipeline<S> {
+    service: Rc<S>,
+    pub(crate) requests: Rc<Requests>,
+    pub(crate) conns: Conns,
+    /// `worker_connections`.
+    pub(crate) limit: usize,
+    http: hyper::server::conn::http1::Builder,
+    /// The `[http]` limits every request passes.
+    limits: Rc<Limits>,
+    /// Peers that must (and the only ones that may) start with a PROXY protocol header;
+    /// `None` when `proxy_protocol` is off.
+    proxy: Option<AllowList>,
+    /// `header_timeout`, which bounds the preamble too.
+    header_timeout: Option<Duration>,
+}
+
+impl<S: HttpService> Pipeline<S> {
+    pub(crate) fn new(
+        service: S,
+        requests: Rc<Requests>,
+        conns: Conns,
+        limit: usize,
+        config: &HttpConfig,
+        sink: Option<Rc<Sink>>,
+    ) -> Self {
+        Pipeline {
+            service: Rc::new(service),
+            requests,
+            conns,
+            limit,
+            http: http1::builder(config),
+            limits: Rc::new(Limits::new(config, sink)),
+            proxy: config.proxy_protocol.then(|| config.proxy_allow_ips.clone()),
+            header_timeout: crate::config::ServerConfig::limit(config.header_timeout),
+        }
+    }
+
+    /// Serves one accepted connection in a task of its own.
+    pub(crate) fn spawn<I>(self: &Rc<Self>, io: I, facts: Facts)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + 'static,
+    {
+        let open = self.conns.open(Some(&self.requests));
+        tokio::task::spawn_local(Rc::clone(self).serve(io, facts, Instant::now(), open));
+    }
+
+    /// The steps, in order, for a connection that started at `since`; `open` counts it until
+    /// the end.
+    async fn serve<I>(self: Rc<Self>, mut io: I, mut facts: Facts, since: Instant, open: Open)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + 'static,
+    {
+        let slot = Rc::clone(open.slot());
+        let mut early = Vec::new();
+        if let Some(allowed) = &self.proxy {
+            let expect = match facts.peer {
+                Some(peer) if !allowed.allows(peer.ip()) => Expect::NoHeader,
+                // A unix socket's peer is a local process: the proxy in front, if any.
+                _ => Expect::Header,
+            };
+            let deadline = self.header_timeout.map(|t| since + t);
+            let drained = async {
+                self.conns.draining().await;
+                tokio::time::sleep(DRAIN_LINGER).await;
+            };
+            let read = tokio::select! {
+                biased;
+                read = preamble::read(&mut io, expect, deadline) => read,
+                () = drained => Err(preamble::Ended::Closed),
+            };
+            match read {
+                Ok((source, rest)) => {
+                    facts.proxied = source;
+                    early = rest;
+                }
+                Err(ended) => {
+                    if let preamble::Ended::Refused(why) = ended {
+                        tracing::debug!("{why}");
+                    }
+                    let close =
+                        std::future::poll_fn(|cx| std::pin::Pin::new(&mut io).poll_shutdown(cx));
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
+                    return;
+                }
+            }
+        }
+        // The transport: plain today. TLS goes here, its facts added to `facts`.
+        let facts = Rc::new(facts);
+        let link = Rc::new(Link::default());
+        let service = AppService::new(
+            Rc::clone(&self.service),
+            Rc::clone(&self.requests),
+            Rc::clone(&slot),
+            Rc::clone(&link),
+            Rc::clone(&facts),
+        );
+        let limits = Rc::clone(&self.limits);
+        let gate = Gate::new(io, Parts { slot, link, facts, limits, since, early });
+        let mut gate = http1::serve(gate, &self.http, &service, &self.conns).await;
+        gate.report_refusal();
+        drop(open);
+    }
+}

@@ -1,0 +1,280 @@
+//! The one event every request ends in: [`RequestEnd`], handed to the hooks an app factory
+//! registers with [`WorkerContext::on_request_end`](crate::WorkerContext::on_request_end).
+//! Every request a worker reads the head of ends in exactly one: answered by the app, by the
+//! service stack (a `500` for a panic, a `504` for `request_timeout`, the status the gate gave
+//! a broken body), refused by the gate itself (`400`, `408`, `413`, `414`, `431`, `501`, `505`),
+//! or cut when its connection closed before the response was whole.
+//!
+//! Nothing is built for the event unless a hook is registered: no clock reading, no copy of a
+//! header, no formatting. The event borrows what the request already holds.
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::net::{IpAddr, SocketAddr};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
+use std::time::Duration;
+
+use http::{HeaderValue, StatusCode, Uri, Version};
+
+/// How a request ended: one event per request, whoever answered it. Everything an access log
+/// line in nginx's `combined` format, or a request counter and latency histogram, needs is
+/// here; the time of day is the hook's to read (the event is handed over as the request ends).
+///
+/// ```no_run
+/// # fn factory(worker: &forkserve::WorkerContext) {
+/// worker.on_request_end(|e: &forkserve::RequestEnd<'_>| {
+///     eprintln!(
+///         "{} \"{} {} {:?}\" {} {} {:?}",
+///         e.client().map_or("-".into(), |a| a.to_string()),
+///         e.method().unwrap_or("-"),
+///         e.target().unwrap_or("-".into()),
+///         e.version(),
+///         e.status().map_or(0, |s| s.as_u16()),
+///         e.response_body_bytes(),
+///         e.duration(),
+///     );
+/// });
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct RequestEnd<'a> {
+    pub(crate) method: Option<&'a str>,
+    pub(crate) target: Target<'a>,
+    pub(crate) version: Option<Version>,
+    pub(crate) status: Option<StatusCode>,
+    pub(crate) request_body_bytes: u64,
+    pub(crate) response_body_bytes: u64,
+    pub(crate) duration: Duration,
+    pub(crate) client: Option<IpAddr>,
+    pub(crate) peer: Option<SocketAddr>,
+    pub(crate) referer: Option<&'a HeaderValue>,
+    pub(crate) user_agent: Option<&'a HeaderValue>,
+    pub(crate) worker: u64,
+    pub(crate) answered_by: AnsweredBy,
+    pub(crate) ending: Ending,
+}
+
+/// A request's target, as far as it is known.
+#[derive(Debug)]
+pub(crate) enum Target<'a> {
+    None,
+    Uri(&'a Uri),
+    /// From a head the gate refused: as the client wrote it.
+    Raw(&'a str),
+}
+
+/// Who answered a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum AnsweredBy {
+    /// The app's service (its response, or the `500`/`504` forkserve put in its place).
+    App,
+    /// The gate, which refused the request before the app saw it.
+    Gate,
+}
+
+/// Whether a request's response went out whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Ending {
+    /// The whole response was handed to the connection.
+    Complete,
+    /// The connection closed first (the client went away, `send_timeout`, `request_timeout`
+    /// while sending, a broken response body): [`RequestEnd::response_body_bytes`] says how
+    /// much of the body was written. Without a status, no response had started.
+    Cut,
+}
+
+impl RequestEnd<'_> {
+    /// The method; `None` for a request the gate refused before it had a readable request line.
+    pub fn method(&self) -> Option<&str> {
+        self.method
+    }
+
+    /// The request-target as the client sent it (origin-form: path and query); `None` like
+    /// [`RequestEnd::method`].
+    pub fn target(&self) -> Option<Cow<'_, str>> {
+        match self.target {
+            Target::None => None,
+            Target::Raw(raw) => Some(Cow::Borrowed(raw)),
+            Target::Uri(uri) if uri.scheme().is_none() => {
+                Some(Cow::Borrowed(uri.path_and_query().map_or("/", |p| p.as_str())))
+            }
+            Target::Uri(uri) => Some(Cow::Owned(uri.to_string())),
+        }
+    }
+
+    /// The HTTP version; `None` like [`RequestEnd::method`].
+    pub fn version(&self) -> Option<Version> {
+        self.version
+    }
+
+    /// The response's status; `None` if the connection closed before any response started
+    /// (an access log usually writes nginx's `499` then).
+    pub fn status(&self) -> Option<StatusCode> {
+        self.status
+    }
+
+    /// Bytes of the request's body read from the client (without chunked framing) by the time
+    /// the request ended.
+    pub fn request_body_bytes(&self) -> u64 {
+        self.request_body_bytes
+    }
+
+    /// Bytes of the response's body: all of it, or for a cut response, what was written.
+    /// Heads are not counted (nginx's `$body_bytes_sent`).
+    pub fn response_body_bytes(&self) -> u64 {
+        self.response_body_bytes
+    }
+
+    /// From the request's start (the app called, or the head's first byte for a request the
+    /// gate refused) to its end.
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+
+    /// The client's address as identified: forwarding headers from `forwarded_allow_ips`,
+    /// a trusted PROXY header, or the peer. `None` on a unix socket with neither.
+    pub fn client(&self) -> Option<IpAddr> {
+        self.client
+    }
+
+    /// The address of the connection's other end, or the source a trusted PROXY protocol
+    /// header gave.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    /// The request's `Referer`, if it had one.
+    pub fn referer(&self) -> Option<&HeaderValue> {
+        self.referer
+    }
+
+    /// The request's `User-Agent`, if it had one.
+    pub fn user_agent(&self) -> Option<&HeaderValue> {
+        self.user_agent
+    }
+
+    /// The id of the worker that served it (see [`crate::WorkerContext::id`]).
+    pub fn worker(&self) -> u64 {
+        self.worker
+    }
+
+    /// Who answered.
+    pub fn answered_by(&self) -> AnsweredBy {
+        self.answered_by
+    }
+
+    /// Whether the response went out whole.
+    pub fn ending(&self) -> Ending {
+        self.ending
+    }
+}
+
+/// A hook registered for the event.
+type Hook = Box<dyn Fn(&RequestEnd<'_>)>;
+
+/// The hooks an app factory registers, shared by the clones of its `WorkerContext`.
+#[derive(Clone, Default)]
+pub(crate) struct Hooks(Rc<RefCell<Vec<Hook>>>);
+
+impl std::fmt::Debug for Hooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Hooks({})", self.0.borrow().len())
+    }
+}
+
+impl Hooks {
+    pub(crate) fn add(&self, hook: Hook) {
+        self.0.borrow_mut().push(hook);
+    }
+
+    /// What the worker calls once its app is built: `None` if no hook was registered, so that
+    /// the request path can tell with one test that nothing is to be built.
+    pub(crate) fn take(&self, worker: u64) -> Option<Rc<Sink>> {
+        let hooks = std::mem::take(&mut *self.0.borrow_mut());
+        (!hooks.is_empty()).then(|| Rc::new(Sink { hooks, worker }))
+    }
+}
+
+/// Where a worker's request-end events go.
+pub(crate) struct Sink {
+    hooks: Vec<Hook>,
+    worker: u64,
+}
+
+impl Sink {
+    /// The worker's id, for the event.
+    pub(crate) fn worker(&self) -> u64 {
+        self.worker
+    }
+
+    /// Hands the event to every hook. A hook that panics is logged and the worker goes on.
+    pub(crate) fn emit(&self, event: &RequestEnd<'_>) {
+        for hook in &self.hooks {
+            let called =
+                crate::panics::in_handler(|| catch_unwind(AssertUnwindSafe(|| hook(event))));
+            if called.is_err() {
+                let message = crate::panics::take_message();
+                tracing::error!("a request-end hook panicked: {message}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(target: Target<'_>) -> RequestEnd<'_> {
+        RequestEnd {
+            method: Some("GET"),
+            target,
+            version: Some(Version::HTTP_11),
+            status: Some(StatusCode::OK),
+            request_body_bytes: 0,
+            response_body_bytes: 3,
+            duration: Duration::ZERO,
+            client: None,
+            peer: None,
+            referer: None,
+            user_agent: None,
+            worker: 1,
+            answered_by: AnsweredBy::App,
+            ending: Ending::Complete,
+        }
+    }
+
+    #[test]
+    fn the_target_reads_as_the_client_wrote_it() {
+        let origin: Uri = "/a/b?c=d".parse().unwrap();
+        let absolute: Uri = "http://h:8/a?b".parse().unwrap();
+        let star: Uri = "*".parse().unwrap();
+        let table = [
+            (Target::Uri(&origin), Some("/a/b?c=d")),
+            (Target::Uri(&absolute), Some("http://h:8/a?b")),
+            (Target::Uri(&star), Some("*")),
+            (Target::Raw("/x y"), Some("/x y")),
+            (Target::None, None),
+        ];
+        for (target, want) in table {
+            assert_eq!(event(target).target().as_deref(), want);
+        }
+    }
+
+    #[test]
+    fn a_hook_that_panics_does_not_stop_the_others() {
+        let seen = Rc::new(std::cell::Cell::new(0));
+        let hooks = Hooks::default();
+        hooks.add(Box::new(|_| panic!("a bad hook")));
+        let counter = Rc::clone(&seen);
+        hooks.add(Box::new(move |e| counter.set(counter.get() + e.response_body_bytes())));
+        let sink = hooks.take(7).expect("hooks were registered");
+        assert!(hooks.take(7).is_none(), "taken once");
+        sink.emit(&event(Target::None));
+        sink.emit(&event(Target::None));
+        assert_eq!(seen.get(), 6);
+        assert_eq!(sink.worker(), 7);
+    }
+}
