@@ -64,6 +64,7 @@
 //! | `worker` | everything after fork: runtime, heartbeat, memory watch, drain, exit code |
 //! | `client` | who the client is: forwarded headers from trusted proxies, the [`Client`] extension |
 //! | `conn` | one connection, one way through: accept, preamble (PROXY), transport, HTTP/1 (the gate: `[http]` limits, strict framing, timeouts; hyper; parking), the service stack (client, deadline `504`, panic `500`, accounting), the open connections (cap, drain, reclaim), and the one [`RequestEnd`] event per request |
+//! | `request_end` | the one event every request ends in ([`RequestEnd`]), and the hooks that receive it: written by `conn`, registered through the app's [`WorkerContext`], read by logs and metrics |
 //! | `scoreboard` | the shared memory where workers publish heartbeats and requests for the master |
 //! | `ipc` | messages from workers to the master: ready, boot failure, due for recycling |
 //! | `notify` | systemd's readiness protocol (`sd_notify`) |
@@ -85,6 +86,7 @@ mod notify;
 mod panics;
 mod pidfile;
 mod process;
+mod request_end;
 mod scoreboard;
 mod signals;
 mod worker;
@@ -95,7 +97,7 @@ pub use crate::app::{Factory, HttpService, WorkerContext, factory_async, from_to
 pub use crate::cli::Cli;
 pub use crate::client::Client;
 pub use crate::config::Config;
-pub use crate::conn::{AnsweredBy, Ending, RequestEnd};
+pub use crate::request_end::{AnsweredBy, Ending, RequestEnd};
 pub use crate::error::{BoxError, ConfigError, Error};
 pub use crate::worker::EXIT_BOOT_FAILED;
 

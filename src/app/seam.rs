@@ -53,7 +53,7 @@ pub struct WorkerContext {
     generation: u64,
     config: Arc<Config>,
     client: std::cell::Cell<bool>,
-    request_end: crate::conn::request_end::Hooks,
+    request_end: crate::request_end::Hooks,
 }
 
 impl WorkerContext {
@@ -93,7 +93,7 @@ impl WorkerContext {
     }
 
     /// The hooks registered with [`WorkerContext::on_request_end`].
-    pub(crate) fn request_end_hooks(&self) -> &crate::conn::request_end::Hooks {
+    pub(crate) fn request_end_hooks(&self) -> &crate::request_end::Hooks {
         &self.request_end
     }
 

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use super::service::Requests;
 
 /// How long a draining worker keeps an idle connection open for a request that may be on its
 /// way: a new connection's first request, or the next one of a client that sends back to back.
@@ -91,7 +90,15 @@ pub(crate) struct Slot {
 /// Counts one open connection for as long as it lives, in the worker and on the scoreboard.
 pub(crate) struct Open {
     slot: Rc<Slot>,
-    requests: Option<Rc<Requests>>,
+    tally: Option<Rc<dyn Tally>>,
+}
+
+/// Where else open connections are counted (the worker's scoreboard slot, by the service
+/// stack's requests): told when one opens and when it closes. A trait, so that the drain does
+/// not depend on the service stack that depends on it.
+pub(crate) trait Tally {
+    fn opened(&self);
+    fn closed(&self);
 }
 
 impl Open {
@@ -102,13 +109,13 @@ impl Open {
 }
 
 impl Conns {
-    /// Counts a new connection; `requests`, if given, counts it on the scoreboard too.
-    pub(crate) fn open(&self, requests: Option<&Rc<Requests>>) -> Open {
+    /// Counts a new connection; `tally`, if given, counts it too.
+    pub(crate) fn open(&self, tally: Option<Rc<dyn Tally>>) -> Open {
         self.inner.open.set(self.inner.open.get() + 1);
-        if let Some(requests) = requests {
-            requests.board.connection_opened();
+        if let Some(tally) = &tally {
+            tally.opened();
         }
-        Open { slot: Rc::new(Slot::new(self)), requests: requests.cloned() }
+        Open { slot: Rc::new(Slot::new(self)), tally }
     }
 
     /// At `worker_connections`, with a new connection waiting: closes the connection whose
@@ -199,8 +206,8 @@ impl Drop for Open {
                 prune(&mut stalled);
             }
         }
-        if let Some(requests) = &self.requests {
-            requests.board.connection_closed();
+        if let Some(tally) = &self.tally {
+            tally.closed();
         }
         let open = inner.open.get() - 1;
         inner.open.set(open);

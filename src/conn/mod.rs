@@ -21,7 +21,6 @@ pub(crate) mod drain;
 pub(crate) mod http1;
 pub(crate) mod parking;
 pub(crate) mod preamble;
-pub(crate) mod request_end;
 pub(crate) mod service;
 pub(crate) mod transport;
 
@@ -30,16 +29,15 @@ use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite};
 
-use self::drain::{Conns, DRAIN_LINGER, Open};
+use self::drain::{Conns, DRAIN_LINGER, Open, Tally};
 use self::http1::{Gate, Limits, Link, Parts};
 use self::preamble::Expect;
-use self::request_end::Sink;
+use crate::request_end::Sink;
 use self::service::{AppService, Requests};
 use self::transport::Facts;
 use crate::app::HttpService;
 use crate::config::{AllowList, HttpConfig};
 
-pub use self::request_end::{AnsweredBy, Ending, RequestEnd};
 
 /// How far a response body may run ahead of the client: hyper is given another frame of a
 /// body only while less than this of what the connection was given is unwritten (in hyper's
@@ -98,7 +96,7 @@ impl<S: HttpService> Pipeline<S> {
     where
         I: AsyncRead + AsyncWrite + Unpin + 'static,
     {
-        let open = self.conns.open(Some(&self.requests));
+        let open = self.conns.open(Some(Rc::clone(&self.requests) as Rc<dyn Tally>));
         tokio::task::spawn_local(Rc::clone(self).serve(io, facts, Instant::now(), open));
     }
 

@@ -22,9 +22,9 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use tokio::sync::Notify;
 use tokio::time::Sleep;
 
-use super::drain::Slot;
+use super::drain::{Slot, Tally};
 use super::http1::Link;
-use super::request_end::{AnsweredBy, Ending, RequestEnd, Sink, Target};
+use crate::request_end::{AnsweredBy, Ending, RequestEnd, Sink, Target};
 use super::transport::Facts;
 use crate::app::HttpService;
 use crate::config::AllowList;
@@ -51,6 +51,16 @@ pub(crate) struct Requests {
     /// takes one whole), so they stay boxed in the list.
     #[allow(clippy::vec_box)]
     spare: RefCell<Vec<Box<Record>>>,
+}
+
+impl Tally for Requests {
+    fn opened(&self) {
+        self.board.connection_opened();
+    }
+
+    fn closed(&self) {
+        self.board.connection_closed();
+    }
 }
 
 impl Requests {

@@ -48,7 +48,7 @@ use tokio::time::Sleep;
 use super::link::Link;
 use super::scanner::{Limits, Scanner, Stop, Wait};
 use crate::conn::drain::Slot;
-use crate::conn::request_end::{AnsweredBy, Ending, RequestEnd, Target};
+use crate::request_end::{AnsweredBy, Ending, RequestEnd, Target};
 use crate::conn::transport::Facts;
 
 pin_project_lite::pin_project! {

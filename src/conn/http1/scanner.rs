@@ -14,7 +14,7 @@ use super::head::{self, Framing, HeadLimits, HeadScan, HeadStep, Persistence};
 use super::link::Link;
 use crate::config::HttpConfig;
 use crate::conn::drain::Slot;
-use crate::conn::request_end::Sink;
+use crate::request_end::Sink;
 
 /// The most bytes of empty lines before a request line (RFC 9112 §2.2 asks a server to ignore
 /// at least one CRLF there): 400 beyond. They reach hyper's read buffer with the head.
