@@ -97,8 +97,8 @@ pub use crate::app::{Factory, HttpService, WorkerContext, factory_async, from_to
 pub use crate::cli::Cli;
 pub use crate::client::Client;
 pub use crate::config::Config;
-pub use crate::request_end::{AnsweredBy, Ending, RequestEnd};
 pub use crate::error::{BoxError, ConfigError, Error};
+pub use crate::request_end::{AnsweredBy, Ending, RequestEnd};
 pub use crate::worker::EXIT_BOOT_FAILED;
 
 // What a handler and a factory need, so that a program depends on forkserve alone, at the

@@ -32,12 +32,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use self::drain::{Conns, DRAIN_LINGER, Open, Tally};
 use self::http1::{Gate, Limits, Link, Parts};
 use self::preamble::Expect;
-use crate::request_end::Sink;
 use self::service::{AppService, Requests};
 use self::transport::Facts;
 use crate::app::HttpService;
 use crate::config::{AllowList, HttpConfig};
-
+use crate::request_end::Sink;
 
 /// How far a response body may run ahead of the client: hyper is given another frame of a
 /// body only while less than this of what the connection was given is unwritten (in hyper's

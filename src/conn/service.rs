@@ -24,11 +24,11 @@ use tokio::time::Sleep;
 
 use super::drain::{Slot, Tally};
 use super::http1::Link;
-use crate::request_end::{AnsweredBy, Ending, RequestEnd, Sink, Target};
 use super::transport::Facts;
 use crate::app::HttpService;
 use crate::config::AllowList;
 use crate::error::BoxError;
+use crate::request_end::{AnsweredBy, Ending, RequestEnd, Sink, Target};
 use crate::scoreboard::{Board, Line};
 
 /// What every request of a worker shares: its scoreboard slot and the limits on requests.

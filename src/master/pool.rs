@@ -214,9 +214,16 @@ impl Backoff {
         stable
     }
 
-    /// No pause: workers stay up again, or a reload brings a config that may fix what made
-    /// them crash.
-    pub(super) fn reset(&mut self, now: Instant) {
+    /// A reload: fork at once, as the new config may fix what made workers crash. The failure
+    /// stays on record: the next one starts a new pause from [`BACKOFF_MIN`], and the log still
+    /// says when workers stay up again (see [`Backoff::forgive`]).
+    pub(super) fn retry_now(&mut self, now: Instant) {
+        self.pause = Duration::ZERO;
+        self.next_spawn = now;
+    }
+
+    /// No pause: workers stay up again.
+    fn reset(&mut self, now: Instant) {
         self.pause = Duration::ZERO;
         self.last_failure = None;
         self.next_spawn = now;

@@ -76,7 +76,7 @@ impl<F: Factory> Master<'_, F> {
         // After WINCH, a reload brings workers back (as in nginx).
         self.upgrading.workers_return();
         // A new config may fix what made workers crash: try it at once.
-        self.pool.backoff.reset(Instant::now());
+        self.pool.backoff.retry_now(Instant::now());
         info!(
             generation = self.current.number,
             workers = self.current.target,
@@ -133,7 +133,8 @@ impl<F: Factory> Master<'_, F> {
 
     pub(super) fn execute_all(&mut self, decisions: Vec<Decision>) {
         for decision in decisions {
-            self.execute(decision);
+            // Retiring forks nothing: no decision here can be held back.
+            let _ = self.execute(decision);
         }
     }
 

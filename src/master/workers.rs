@@ -51,20 +51,32 @@ impl<F: Factory> Master<'_, F> {
             info!("workers stay up again: no more pause before forking");
         }
         let reloading = self.phase.reload().is_some();
+        // A generation whose forks a failed fork held back this turn: as when the pause was
+        // known before deciding, nothing else changes in it (its workers due for recycling
+        // wait for their successors) until forking goes on.
+        let mut held_back = None;
         for decision in self.pool.decide(&wanted, reloading, now) {
-            self.execute(decision);
+            if let Decision::Retire { worker, .. } = &decision {
+                let generation = self.pool.get(*worker).map(|w| w.generation);
+                if generation.is_some() && generation == held_back {
+                    continue;
+                }
+            }
+            if let Err(generation) = self.execute(decision) {
+                held_back = Some(generation);
+            }
         }
     }
 
-    /// Carries out one decision of the pool.
-    pub(super) fn execute(&mut self, decision: Decision) {
+    /// Carries out one decision of the pool. `Err(generation)` if it was to fork workers of
+    /// that generation and a fork that failed just now makes them wait the pause.
+    pub(super) fn execute(&mut self, decision: Decision) -> Result<(), u64> {
         match decision {
             Decision::Spawn { generation, count } => {
-                // A fork that failed just now makes the rest wait the pause.
                 if Instant::now() < self.pool.backoff.next_spawn() {
-                    return;
+                    return Err(generation);
                 }
-                let Some(generation) = self.generation(generation).cloned() else { return };
+                let Some(generation) = self.generation(generation).cloned() else { return Ok(()) };
                 for _ in 0..count {
                     self.spawn_worker(&generation);
                 }
@@ -74,6 +86,7 @@ impl<F: Factory> Master<'_, F> {
             Decision::Wait { .. } => {}
             Decision::CompleteReload => self.finish_reload(),
         }
+        Ok(())
     }
 
     /// A worker said it is accepting. Once every worker of the first generation is, the server

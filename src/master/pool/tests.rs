@@ -288,3 +288,23 @@ fn a_worker_lost_soon_after_boot_pauses_forking_one_that_stayed_up_does_not() {
         assert_eq!(decided, vec![expected], "killed {up:?} after booting");
     }
 }
+
+#[test]
+fn a_reload_forks_at_once_and_the_log_still_says_when_workers_stay_up_again() {
+    let failed_at = later_now();
+    let mut backoff = Backoff::new(failed_at);
+    backoff.failed(failed_at);
+    let reload = failed_at + 10 * MS;
+    backoff.retry_now(reload);
+    assert_eq!(backoff.next_spawn(), reload, "no pause after a reload");
+    // A worker of the new config that stays up ends the incident, which is logged.
+    let booted = reload + SEC;
+    let stable = booted + STABLE_AFTER;
+    assert!(backoff.forgive(&[worker(1, 2, Some(stable - booted), stable)], stable));
+    // A failure after the reload starts a new pause from the minimum.
+    let mut again = Backoff::new(failed_at);
+    again.failed(failed_at);
+    again.failed(failed_at + BACKOFF_MIN);
+    again.retry_now(reload);
+    assert_eq!(again.failed(reload + MS), BACKOFF_MIN);
+}
