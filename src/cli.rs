@@ -1,6 +1,6 @@
 //! The command line: the config file's path, the [`Overrides`] of its settings, and what to do
 //! with them (`--check-config`, `--print-config`); and who the program says it is in `--help`,
-//! `--version` and its errors ([`Identity`]): forkserve, or a program built on it.
+//! `--version` and its errors (`Identity`): forkserve, or a program built on it.
 //!
 //! The setting flags are not written here: each comes from its setting's declaration in the
 //! config (see [`crate::config`]), with its help text and its check. Flags win over the file,

@@ -9,7 +9,7 @@
 //!   (`router`), and the kinds of app a route serves, each in a module of its own (`respond`,
 //!   `static_files`) with its config half (its key in a `[[route]]`, how its value is read and
 //!   checked) and its handler. `kind` says what a kind is and registers them: the config is
-//!   read with their config halves (see [`route_kinds`]), and each handler takes a request by
+//!   read with their config halves (`route_kinds`), and each handler takes a request by
 //!   value and replies ([`Reply`]) with a [`Body`] that may stream.
 
 mod adapt;

@@ -204,12 +204,13 @@ where
     T: DeserializeOwned + Serialize + fmt::Debug + Send + Sync + 'static,
 {
     let Some(value) = value else {
-        let absent = || format!("the file has no [{name}] table");
+        let absent =
+            |e: &dyn fmt::Display| SpannedError::unplaced(format!("no [{name}] table: {e}"));
         let empty = Spanned::new(0..0, DeValue::Table(DeTable::new()));
-        let table = T::deserialize(ValueDeserializer::from(empty))
-            .map_err(|e| SpannedError::unplaced(format!("{}, and {}", absent(), e.message())))?;
-        check(&table).map_err(|e| SpannedError::unplaced(format!("{}, and {e}", absent())))?;
-        return Held::new(table).map_err(|e| SpannedError::unplaced(format!("[{name}] {e}")));
+        let table =
+            T::deserialize(ValueDeserializer::from(empty)).map_err(|e| absent(&e.message()))?;
+        check(&table).map_err(|e| absent(&e))?;
+        return Held::new(table).map_err(|e| absent(&e));
     };
     let span = value.span();
     let table = T::deserialize(ValueDeserializer::from(value))?;

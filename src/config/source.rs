@@ -26,7 +26,7 @@ impl ConfigSource {
         let mut config = match &self.path {
             Some(path) => Config::load(path, &self.schema)?,
             None => Config::from_toml("", Path::new(""), &self.schema).map_err(|e| match e {
-                Error::Config(e) => Error::Usage(format!("no config file given: {}", e.message)),
+                Error::Config(e) => Error::Usage(format!("no config file, so {}", e.message)),
                 e => e,
             })?,
         };

@@ -273,7 +273,7 @@ fn a_program_table_is_read_checked_and_printed() {
     // A file without the table reads it as empty: here, without its required key.
     let e = parse_with("[server]\nworkers = 1\n", &schema).unwrap_err();
     assert_eq!(e.line, 0, "{e}");
-    assert_eq!(e.message, "the file has no [greeter] table, and missing field `greeting`");
+    assert_eq!(e.message, "no [greeter] table: missing field `greeting`");
     // Nor is it known where no one declared it.
     let e = parse("[greeter]\ngreeting = \"hi\"\n").unwrap_err();
     assert_eq!(
