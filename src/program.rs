@@ -100,12 +100,11 @@ impl Program {
     ///
     /// If `name` is one of forkserve's tables (`server`, `http`, `log`, `route`), or declared
     /// already.
-    pub fn table<T>(mut self, name: &'static str) -> Program
+    pub fn table<T>(self, name: &'static str) -> Program
     where
         T: DeserializeOwned + Serialize + fmt::Debug + Send + Sync + 'static,
     {
-        self.schema = self.schema.table::<T>(name);
-        self
+        self.table_checked::<T>(name, |_| Ok(()))
     }
 
     /// Like [`Program::table`], with a check of the table once it is read: its `Err` is a

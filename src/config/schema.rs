@@ -107,8 +107,8 @@ pub(super) struct TableReader {
 ///
 /// `Schema::default()` knows neither: a `[[route]]` is refused. A [`Program`](crate::Program)
 /// knows forkserve's app kinds and the tables it declares ([`Program::schema`](
-/// crate::Program::schema)), and [`ConfigSource`](super::ConfigSource) carries the schema it
-/// was made with, so that a reload reads the file as the start did.
+/// crate::Program::schema)). [`ConfigSource`](super::ConfigSource) carries the schema it was
+/// made with, so that a reload reads the file as the start did.
 #[derive(Clone, Default)]
 pub struct Schema {
     kinds: Vec<KindReader>,
@@ -132,28 +132,10 @@ impl Schema {
         self
     }
 
-    /// Declares a table of the program's own, `[name]`, read as a `T` (see
-    /// [`Program::table`](crate::Program::table)).
-    ///
-    /// # Panics
-    ///
-    /// If `name` is forkserve's (`server`, `http`, `log`, `route`) or declared already: a
-    /// mistake in the program, not in its config.
-    pub fn table<T>(self, name: &'static str) -> Schema
-    where
-        T: DeserializeOwned + Serialize + fmt::Debug + Send + Sync + 'static,
-    {
-        self.table_checked::<T>(name, |_| Ok(()))
-    }
-
     /// Declares a table of the program's own, `[name]`, read as a `T` and then checked by
-    /// `check`, whose error is reported at the table (see
-    /// [`Program::table_checked`](crate::Program::table_checked)).
-    ///
-    /// # Panics
-    ///
-    /// As [`Schema::table`].
-    pub fn table_checked<T>(
+    /// `check` (see [`Program::table_checked`](crate::Program::table_checked)). Panics if
+    /// `name` is forkserve's or declared already: a mistake in the program, not in its config.
+    pub(crate) fn table_checked<T>(
         mut self,
         name: &'static str,
         check: impl Fn(&T) -> Result<(), String> + Send + Sync + 'static,
@@ -203,23 +185,30 @@ fn read_table<T>(
 where
     T: DeserializeOwned + Serialize + fmt::Debug + Send + Sync + 'static,
 {
-    let Some(value) = value else {
-        let absent =
-            |e: &dyn fmt::Display| SpannedError::unplaced(format!("no [{name}] table: {e}"));
-        let empty = Spanned::new(0..0, DeValue::Table(DeTable::new()));
-        let table =
-            T::deserialize(ValueDeserializer::from(empty)).map_err(|e| absent(&e.message()))?;
-        check(&table).map_err(|e| absent(&e))?;
-        return Held::new(table).map_err(|e| absent(&e));
+    // Errors are at the table, or, for a table the file lacks, say so.
+    let (value, span) = match value {
+        Some(value) => {
+            let span = value.span();
+            (value, Some(span))
+        }
+        None => (Spanned::new(0..0, DeValue::Table(DeTable::new())), None),
     };
-    let span = value.span();
-    let table = T::deserialize(ValueDeserializer::from(value))?;
-    check(&table).map_err(|e| SpannedError::at(span.clone(), e))?;
-    let held =
-        Held::new(table).map_err(|e| SpannedError::at(span.clone(), format!("[{name}] {e}")))?;
+    let error = |message: String| match &span {
+        Some(span) => SpannedError::at(span.clone(), message),
+        None => SpannedError::unplaced(format!("no [{name}] table: {message}")),
+    };
+    let table = T::deserialize(ValueDeserializer::from(value)).map_err(|e| match span {
+        // serde's errors point into the table.
+        Some(_) => SpannedError::from(e),
+        None => error(e.message().to_string()),
+    })?;
+    check(&table).map_err(error)?;
+    let held = Held::new(table).map_err(|e| error(format!("[{name}] {e}")))?;
     if !held.written().is_table() {
-        let message = format!("[{name}] must be written as a table, not as {}", held.written());
-        return Err(SpannedError::at(span, message));
+        return Err(error(format!(
+            "[{name}] must be written as a table, not as {}",
+            held.written()
+        )));
     }
     Ok(held)
 }

@@ -289,14 +289,24 @@ fn a_program_table_with_defaults_needs_no_table_in_the_file() {
     struct Quiet {
         level: u8,
     }
-    let schema = Schema::default().table::<Quiet>("quiet");
+    let schema = Schema::default().table_checked::<Quiet>("quiet", |_| Ok(()));
     let c = parse_with("", &schema).unwrap();
     assert_eq!(c.table::<Quiet>("quiet"), Some(&Quiet::default()));
     assert_eq!(parse_with(&c.to_toml(), &schema).unwrap(), c);
 }
 
 #[test]
+fn a_program_table_must_be_a_table_as_printed_too() {
+    // A bare value at the top of the file would be printed after forkserve's tables, where it
+    // would belong to the last of them.
+    let schema = Schema::default().table_checked::<String>("motto", |_| Ok(()));
+    let e = parse_with("motto = \"hi\"\n", &schema).unwrap_err();
+    assert_eq!((e.line, e.column), (1, 9), "{e}");
+    assert_eq!(e.message, "[motto] must be written as a table, not as \"hi\"");
+}
+
+#[test]
 #[should_panic(expected = "[server] is a table of forkserve's own")]
 fn a_program_table_cannot_take_a_name_of_forkserve() {
-    let _ = Schema::default().table::<Greeter>("server");
+    let _ = Schema::default().table_checked::<Greeter>("server", |_| Ok(()));
 }
