@@ -57,9 +57,9 @@ pub(crate) fn handler(route: &Route) -> io::Result<Box<dyn AppKind>> {
 }
 
 fn serve<K: Kind>(route: &Route) -> io::Result<Box<dyn AppKind>> {
-    // `KINDS` gives the loader the reader of each key and the router its builder, both of one
-    // kind: a route K's reader made holds a `K::Config`. The error is for a `Config` read with
-    // a schema whose kinds are not these.
+    // Each entry of `KINDS` pairs a kind's reader with its builder, so a route under K's key
+    // was read by K and holds a `K::Config`. The error is for a `Config` read with another
+    // schema's kinds, made in code.
     match route.config::<K>() {
         Some(config) => K::serve(config),
         None => Err(io::Error::other(format!(
@@ -69,7 +69,7 @@ fn serve<K: Kind>(route: &Route) -> io::Result<Box<dyn AppKind>> {
     }
 }
 
-/// A kind of app a route can serve.
+/// What a kind's handler is to the router.
 pub(crate) trait AppKind: fmt::Debug {
     /// The methods it answers, for `OPTIONS *`.
     fn methods(&self) -> Methods;

@@ -5,9 +5,10 @@ use std::path::Path;
 
 use http::StatusCode;
 
+use super::Router;
 use super::respond::Respond;
 use super::static_files::StaticDir;
-use crate::config::{Config, Schema};
+use crate::config::{Config, KindReader, KindValue, RouteKind, Schema, SpannedError};
 use crate::error::{ConfigError, Error};
 
 /// The binary's schema: forkserve's app kinds, no program table.
@@ -49,6 +50,27 @@ fn each_route_is_served_by_the_kind_that_read_it() {
     assert_eq!(s.config::<StaticDir>().map(|p| p.as_path()), Some(Path::new("/")));
     assert!(s.config::<Respond>().is_none());
     assert_eq!(c.route_descriptors(), 1, "a static route keeps its directory open");
+}
+
+#[test]
+fn a_route_read_by_another_kind_under_the_same_key_is_refused_not_served() {
+    /// A kind that calls itself `respond` and holds a string.
+    struct Impostor;
+    impl RouteKind for Impostor {
+        const KEY: &'static str = "respond";
+        type Config = String;
+        fn read(value: KindValue<'_>) -> Result<String, SpannedError> {
+            value.read()
+        }
+    }
+    let schema = Schema::default().with_kinds([KindReader::of::<Impostor>()]);
+    let text = "[[route]]\npath = \"/\"\nrespond = \"x\"\n";
+    let config = Config::from_toml(text, Path::new("/"), &schema).unwrap();
+    let e = Router::new(&config.routes).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "route \"/\": its respond value was not read by this server's app kind"
+    );
 }
 
 #[test]
