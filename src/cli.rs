@@ -1,5 +1,6 @@
 //! The command line: the config file's path, the [`Overrides`] of its settings, and what to do
-//! with them (`--check-config`, `--print-config`).
+//! with them (`--check-config`, `--print-config`); and who the program says it is in `--help`,
+//! `--version` and its errors (`Identity`): forkserve, or a program built on it.
 //!
 //! The setting flags are not written here: each comes from its setting's declaration in the
 //! config (see [`crate::config`]), with its help text and its check. Flags win over the file,
@@ -8,11 +9,54 @@
 
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches, Parser};
 
-use crate::config::ConfigSource;
 pub use crate::config::Overrides;
+use crate::config::{ConfigSource, Schema};
 use crate::error::Error;
+
+/// Who the command line says the program is: in `--help`, `--version`, usage lines and the
+/// prefix of its errors.
+#[derive(Debug, Clone)]
+pub(crate) enum Identity {
+    /// The `forkserve` binary, and programs that run through [`crate::run`]: the command line
+    /// as `Cli` declares it.
+    Forkserve,
+    /// A program built on forkserve (see [`crate::Program`]).
+    Program {
+        /// Its name, which usage lines and errors show.
+        name: &'static str,
+        /// What `--version` prints after the name; without one, there is no `--version`.
+        version: Option<&'static str>,
+        /// The description at the top of `--help`.
+        about: Option<&'static str>,
+    },
+}
+
+impl Identity {
+    /// The name errors start with: `NAME: error: …`.
+    pub(crate) fn name(&self) -> &'static str {
+        match self {
+            Identity::Forkserve => "forkserve",
+            Identity::Program { name, .. } => name,
+        }
+    }
+
+    /// The command line it parses. A program keeps forkserve's flags and the signals' text,
+    /// which are the server's, and says its own name, version and description.
+    fn command(&self) -> clap::Command {
+        let command = Cli::command();
+        match *self {
+            Identity::Forkserve => command,
+            Identity::Program { name, version, about } => command
+                .name(name)
+                .bin_name(name)
+                .version(version)
+                .about(about)
+                .long_about(None::<&str>),
+        }
+    }
+}
 
 /// forkserve: a pre-fork HTTP server. A single-threaded master binds the sockets and supervises
 /// worker processes, each running a hyper server on its own single-threaded tokio runtime.
@@ -55,6 +99,22 @@ impl Cli {
         Cli::try_parse().map_err(usage_error)
     }
 
+    /// Parses the process's arguments as the command line of the program `identity` names.
+    pub(crate) fn from_env_as(identity: &Identity) -> Result<Cli, Error> {
+        Cli::from_args_as(identity, std::env::args_os())
+    }
+
+    /// Parses the given arguments (the first is the program name) as the command line of the
+    /// program `identity` names.
+    pub(crate) fn from_args_as<I, T>(identity: &Identity, args: I) -> Result<Cli, Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let matches = identity.command().try_get_matches_from(args).map_err(usage_error)?;
+        Cli::from_arg_matches(&matches).map_err(usage_error)
+    }
+
     /// Parses the given arguments (the first is the program name).
     pub fn from_args<I, T>(args: I) -> Result<Cli, Error>
     where
@@ -64,9 +124,10 @@ impl Cli {
         Cli::try_parse_from(args).map_err(usage_error)
     }
 
-    /// Splits the command line into where the config comes from and what overrides it.
-    pub fn source(&self) -> ConfigSource {
-        ConfigSource { path: self.config.clone(), overrides: self.overrides.clone() }
+    /// Splits the command line into where the config comes from and what overrides it; the file
+    /// is read with `schema`.
+    pub fn source(&self, schema: Schema) -> ConfigSource {
+        ConfigSource { path: self.config.clone(), overrides: self.overrides.clone(), schema }
     }
 }
 
@@ -87,7 +148,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::config::LogLevel;
+    use crate::config::{LogLevel, Schema};
 
     #[test]
     fn flags_override_the_file() {
@@ -105,7 +166,7 @@ mod tests {
             "debug",
         ])
         .unwrap();
-        let config = cli.source().load().unwrap();
+        let config = cli.source(Schema::default()).load().unwrap();
         assert_eq!(config.server.workers.resolve(), 3);
         assert_eq!(config.server.bind.len(), 2);
         assert_eq!(config.server.graceful_timeout.0.as_millis(), 2500);
@@ -138,7 +199,7 @@ mod tests {
             "/tmp/x.pid",
         ])
         .unwrap();
-        let config = cli.source().load().unwrap();
+        let config = cli.source(Schema::default()).load().unwrap();
         let s = &config.server;
         assert_eq!(s.timeout.0.as_secs(), 5);
         assert_eq!(s.boot_timeout.0.as_secs(), 7);
@@ -166,7 +227,8 @@ mod tests {
             &["forkserve", "--max-requests", "-1"],
             &["forkserve", "--request-timeout", "soon"],
         ] {
-            let result = Cli::from_args(args.iter().copied()).and_then(|c| c.source().load());
+            let result = Cli::from_args(args.iter().copied())
+                .and_then(|c| c.source(Schema::default()).load());
             match result {
                 Err(e @ Error::Usage(_)) => assert_eq!(e.exit_code(), 2),
                 other => panic!("{args:?}: expected a usage error, got {other:?}"),

@@ -33,6 +33,11 @@
 //! E>` (see [`Factory`]), an async one that awaits its setup ([`factory_async`]), and it may
 //! build a tower service, such as an axum `Router` ([`from_tower`]).
 //!
+//! [`run`] says it is forkserve. A [`Program`] says its own name, version and description in
+//! `--help` and its errors, and may declare config tables of its own (`[myapp]`), which its
+//! factory reads, checked, with [`Config::table`]:
+//! `forkserve::Program::new("myapp").version(…).table::<MyConfig>("myapp").run(factory)`.
+//!
 //! # Signals of the master
 //!
 //! | signal | action |
@@ -55,8 +60,9 @@
 //!
 //! | module | owns |
 //! |---|---|
+//! | `program` | [`Program`]: a program's name, version and description, its own config tables, and running it |
 //! | [`cli`] | the command line: the config file, `--check-config`, `--print-config`; the setting flags come from `config` |
-//! | [`config`] | each setting declared once (key, default, flag, help, check); the TOML schema, validation, `file:line:col` errors |
+//! | [`config`] | each setting declared once (key, default, flag, help, check); the TOML schema, the app kinds' and a program's tables given to it as a [`Schema`](config::Schema), validation, `file:line:col` errors |
 //! | `listener` | binding TCP and unix sockets before any fork |
 //! | `handoff` | descriptors passed across exec: socket activation, and the sockets a binary upgrade hands on |
 //! | `master` | the supervising loop and its verbs; its lifecycle phase, the pool's pure decisions, reload, binary upgrade |
@@ -69,7 +75,7 @@
 //! | `ipc` | messages from workers to the master: ready, boot failure, due for recycling |
 //! | `notify` | systemd's readiness protocol (`sd_notify`) |
 //! | `process` | fork, wait, kill; with the signal registrations in `signals`, the scoreboard's mapping and `handoff`, the only `unsafe` |
-//! | [`app`] | what a worker serves: the seam (service, factory, async and tower adapters), and the binary's router with its app kinds (`respond`, `static_files`) |
+//! | [`app`] | what a worker serves: the seam (service, factory, async and tower adapters), and the binary's router with its app kinds (`respond`, `static_files`), each with its config keys |
 
 pub mod app;
 pub mod cli;
@@ -86,6 +92,7 @@ mod notify;
 mod panics;
 mod pidfile;
 mod process;
+mod program;
 mod request_end;
 mod scoreboard;
 mod signals;
@@ -98,6 +105,7 @@ pub use crate::cli::Cli;
 pub use crate::client::Client;
 pub use crate::config::Config;
 pub use crate::error::{BoxError, ConfigError, Error};
+pub use crate::program::Program;
 pub use crate::request_end::{AnsweredBy, Ending, RequestEnd};
 pub use crate::worker::EXIT_BOOT_FAILED;
 
@@ -117,30 +125,15 @@ use crate::pidfile::Pidfile;
 /// handles `--check-config` and `--print-config`, and runs the master until it stops, calling
 /// `factory` in each worker to build the service it serves. Errors are printed as
 /// `forkserve: error: …`; the exit code is 0, 1 (runtime error), 2 (usage or config error) or 3
-/// (workers could not boot).
+/// (workers could not boot). To say the program's own name in `--help` and errors, or to read
+/// config tables of its own, run it as a [`Program`].
 ///
 /// Call it from a plain `fn main`, before starting any thread or async runtime: the master
 /// forks, and forking is only safe from a single-threaded process; each worker then builds its
 /// own runtime. Under `#[tokio::main]` it refuses to start (exit code 2): do async setup in an
 /// async factory ([`factory_async`]) instead.
 pub fn run<F: Factory>(factory: F) -> ExitCode {
-    let result = Cli::from_env().and_then(|cli| {
-        let server = Server::from_cli(&cli)?;
-        if cli.print_config {
-            print!("{}", server.config().to_toml());
-        }
-        if cli.check_config || cli.print_config {
-            return Ok(());
-        }
-        server.run(factory)
-    });
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("forkserve: error: {e}");
-            ExitCode::from(e.exit_code())
-        }
-    }
+    Program::forkserve().run(factory)
 }
 
 /// A server ready to run: its effective config, and where a reload re-reads it from.
@@ -151,9 +144,14 @@ pub struct Server {
 }
 
 impl Server {
-    /// Loads the config the command line names, with its flags applied.
+    /// Loads the config the command line names, with its flags applied, as the `forkserve`
+    /// binary reads it (its app kinds; no program table: see [`Program`]).
     pub fn from_cli(cli: &Cli) -> Result<Server, Error> {
-        let source = cli.source();
+        Server::from_source(cli.source(program::forkserve_schema()))
+    }
+
+    /// Loads the config `source` names; a reload reads it again from there.
+    pub(crate) fn from_source(source: ConfigSource) -> Result<Server, Error> {
         let config = source.load()?;
         Ok(Server { source: Some(source), config })
     }

@@ -51,6 +51,12 @@ fn each_error_class_names_file_line_and_column_and_binds_nothing() {
         ),
         ("no action", "[[route]]\npath = \"/\"\n", (3, 1), "has no action"),
         (
+            "unknown app kind",
+            "[[route]]\npath = \"/\"\nproxy = \"http://x\"\n",
+            (5, 1),
+            "unknown field `proxy`, expected one of `path`, `respond`, `static`",
+        ),
+        (
             "static dir missing",
             "[[route]]\npath = \"/s/\"\nstatic = \"nowhere\"\n",
             (5, 10),

@@ -7,8 +7,10 @@
 //!   service ([`from_tower`]).
 //! - The binary's own app, built from the config file: the [`Router`] of its `[[route]]`s
 //!   (`router`), and the kinds of app a route serves, each in a module of its own (`respond`,
-//!   `static_files`), all behind one handler trait (`kind`) that takes a request by value and
-//!   replies ([`Reply`]) with a [`Body`] that may stream.
+//!   `static_files`) with its config half (its key in a `[[route]]`, how its value is read and
+//!   checked) and its handler. `kind` says what a kind is and registers them: the config is
+//!   read with their config halves (`route_kinds`), and each handler takes a request by
+//!   value and replies ([`Reply`]) with a [`Body`] that may stream.
 
 mod adapt;
 mod body;
@@ -24,6 +26,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 pub use self::adapt::{AsyncFactoryFn, FactoryAsync, FromTower, factory_async, from_tower};
 pub use self::body::Body;
 pub use self::kind::Reply;
+pub(crate) use self::kind::readers as route_kinds;
 pub use self::router::Router;
 pub(crate) use self::seam::build;
 pub use self::seam::{Factory, FactoryFn, HttpService, WorkerContext};
@@ -37,3 +40,6 @@ pub(crate) fn plain(status: StatusCode, body: &'static str) -> Response<Body> {
         .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
     response
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

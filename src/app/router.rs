@@ -13,10 +13,9 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
-use super::kind::{AppKind, Matched, Methods, Reply};
-use super::static_files::StaticDir;
+use super::kind::{self, AppKind, Matched, Methods, Reply};
 use super::{Body, WorkerContext, plain};
-use crate::config::{Action, Route as RouteConfig};
+use crate::config::Route as RouteConfig;
 use crate::error::BoxError;
 
 /// The routes of a config file, as a hyper service.
@@ -39,19 +38,14 @@ struct Route {
 }
 
 impl Router {
-    /// Builds the router for these routes. Each `static` directory is opened here (the file
-    /// handler resolves paths beneath that open directory), so this fails if one has gone.
+    /// Builds the router for these routes, each route's handler by its app kind. Each
+    /// `static` directory is opened here (the file handler resolves paths beneath that open
+    /// directory), so this fails if one has gone.
     pub fn new(routes: &[RouteConfig]) -> io::Result<Router> {
         let mut built = Vec::with_capacity(routes.len());
         for r in routes {
-            let kind: Box<dyn AppKind> = match &r.action {
-                Action::Respond(respond) => Box::new(respond.clone()),
-                Action::Static(root) => {
-                    Box::new(StaticDir::open(root.clone()).map_err(|e| {
-                        io::Error::new(e.kind(), format!("route {:?}: {e}", r.path))
-                    })?)
-                }
-            };
+            let kind = kind::handler(r)
+                .map_err(|e| io::Error::new(e.kind(), format!("route {:?}: {e}", r.path)))?;
             built.push(Route { prefix: r.path.clone(), kind });
         }
         built.sort_by_key(|route| std::cmp::Reverse(route.prefix.len()));
@@ -194,7 +188,7 @@ mod tests {
     #[test]
     fn allow_names_what_the_routes_answer() {
         let allow = |toml: &str| {
-            let config = crate::config::Config::from_toml(toml, std::path::Path::new("/")).unwrap();
+            let config = crate::app::tests::parse(toml).unwrap();
             Router::new(&config.routes).unwrap().allow
         };
         assert_eq!(allow(""), "OPTIONS");
@@ -237,9 +231,8 @@ mod tests {
 
     #[test]
     fn longest_prefix_wins() {
-        let config = crate::config::Config::from_toml(
+        let config = crate::app::tests::parse(
             "[[route]]\npath = \"/\"\nrespond = \"root\"\n[[route]]\npath = \"/a/b\"\nrespond = \"ab\"\n[[route]]\npath = \"/a\"\nrespond = \"a\"\n",
-            std::path::Path::new("/"),
         )
         .unwrap();
         let router = Router::new(&config.routes).unwrap();

@@ -7,12 +7,18 @@
 //! [`Overrides`] the command line fills; tests hold `config/app.toml` and the README to the
 //! declarations.
 //!
+//! What else a file may hold is given to the loader as a [`Schema`] (`schema`): the app kinds a
+//! `[[route]]` can name, each declaring its key and how its value is read in its own module
+//! under `app/` (this module names no kind), and the tables a program built on the library
+//! declares for itself ([`Config::table`]). Their values are held as the types that read them
+//! (`held`).
+//!
 //! Loading is two steps. [`serde`] turns the text into typed values; the value types
 //! (`values`: [`Bind`], [`Workers`], [`Seconds`], [`LogLevel`], [`UpgradeMode`]; and
 //! [`AllowList`]) and each setting's check validate while they are deserialized, so the `toml`
 //! crate attaches the span of the offending value to their errors (`span`). What needs context
-//! that serde does not have (a `static` directory relative to the config file, one action per
-//! route: `routes`) is checked afterwards against [`toml::Spanned`] values.
+//! that serde does not have (one app kind per route, a path declared twice, a `static`
+//! directory relative to the config file) is checked against the spans the `toml` crate keeps.
 //!
 //! | module | owns |
 //! |---|---|
@@ -20,7 +26,9 @@
 //! | `declare` | the `settings!` macro, and the readers of a flag's text and a file's value |
 //! | `values` | the value types: seconds, worker count, bind address, log level, upgrade mode |
 //! | `allow_list` | [`AllowList`]: trusted peers |
-//! | `routes` | the `[[route]]` tables |
+//! | `schema` | [`Schema`]: the app kinds' config halves, a program's own tables |
+//! | `routes` | the `[[route]]` tables: a path and one app kind's key |
+//! | `held` | a value of a type declared outside this module, printed and compared as TOML |
 //! | `source` | reading the file safely; [`ConfigSource`], the file plus the flags |
 //! | `span` | errors at a byte range, then at `file:line:col` |
 //!
@@ -29,7 +37,9 @@
 
 mod allow_list;
 mod declare;
+mod held;
 mod routes;
+mod schema;
 mod settings;
 mod source;
 mod span;
@@ -37,26 +47,31 @@ mod values;
 
 use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeStruct;
+use serde::{Deserialize, Serialize, Serializer};
 use toml::Spanned;
+use toml::de::DeTable;
 
 pub use self::allow_list::AllowList;
 pub(crate) use self::allow_list::canonical;
-pub use self::routes::{Action, Respond, Route};
+pub use self::routes::Route;
+pub use self::schema::Schema;
+pub(crate) use self::schema::{KindReader, KindValue, RouteKind};
 pub use self::settings::{
     HttpConfig, LogConfig, MAX_REQUEST_FIELDS, MIN_TIMEOUT, Overrides, ServerConfig,
 };
 pub use self::source::{ConfigSource, MAX_CONFIG_BYTES};
+pub(crate) use self::span::SpannedError;
 pub use self::values::{Bind, LogLevel, MAX_WORKERS, Seconds, UpgradeMode, Workers};
 
-use self::routes::RawRoute;
+use self::held::Held;
+use self::schema::unknown_field;
 use self::source::read_config;
-use self::span::SpannedError;
 use crate::error::Error;
 
 /// The whole effective configuration of a server: what the master needs to bind and supervise,
-/// and the routes of the TOML-declared app.
-#[derive(Debug, Clone, PartialEq, Serialize, Default)]
+/// the routes of the TOML-declared app, and the tables a program declared for itself.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Config {
     /// Process model: listening sockets, worker count, timeouts.
     pub server: ServerConfig,
@@ -65,11 +80,12 @@ pub struct Config {
     /// Logging.
     pub log: LogConfig,
     /// The routes the `forkserve` binary serves. Library apps may ignore them.
-    #[serde(rename = "route", skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<Route>,
+    /// The program's own tables (see [`Config::table`]), in the order it declared them.
+    tables: Vec<(&'static str, Held)>,
 }
 
-/// The file as written, before the checks that need the file's location.
+/// The file's own tables, with the program's and the routes taken out (see [`Config::parse`]).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawConfig {
@@ -79,27 +95,40 @@ struct RawConfig {
     http: HttpConfig,
     #[serde(default)]
     log: LogConfig,
-    #[serde(default, rename = "route")]
-    routes: Vec<Spanned<RawRoute>>,
 }
 
 impl Config {
     /// Reads and validates the config file at `path`: a regular file of at most
-    /// [`MAX_CONFIG_BYTES`].
-    pub fn load(path: &Path) -> Result<Config, Error> {
+    /// [`MAX_CONFIG_BYTES`], holding forkserve's tables and those `schema` knows.
+    pub fn load(path: &Path, schema: &Schema) -> Result<Config, Error> {
         let text = read_config(path)
             .map_err(|source| Error::ConfigRead { path: path.to_path_buf(), source })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Config::parse(&text, &base).map_err(|e| Error::Config(e.in_file(path, &text)))
+        Config::parse(&text, &base, schema).map_err(|e| Error::Config(e.in_file(path, &text)))
     }
 
     /// Parses and validates config text; relative paths are taken from `base`.
-    pub fn from_toml(text: &str, base: &Path) -> Result<Config, Error> {
-        Config::parse(text, base).map_err(|e| Error::Config(e.in_file(Path::new("<config>"), text)))
+    pub fn from_toml(text: &str, base: &Path, schema: &Schema) -> Result<Config, Error> {
+        Config::parse(text, base, schema)
+            .map_err(|e| Error::Config(e.in_file(Path::new("<config>"), text)))
     }
 
-    fn parse(text: &str, base: &Path) -> Result<Config, SpannedError> {
-        let raw: RawConfig = toml::from_str(text)?;
+    /// Forkserve's own tables go through serde as one struct, which rejects an unknown key in
+    /// them; the routes and the program's tables are taken out first and read with the
+    /// schema, as they are only known at run time.
+    fn parse(text: &str, base: &Path, schema: &Schema) -> Result<Config, SpannedError> {
+        let document = DeTable::parse(text)?;
+        let span = document.span();
+        let mut document = document.into_inner();
+        let names = schema.table_names();
+        if let Some(key) = document.keys().find(|key| !names.iter().any(|n| *n == key.get_ref())) {
+            return Err(SpannedError::at(key.span(), unknown_field(key.get_ref(), &names)));
+        }
+        let routes = document.remove("route");
+        let tables: Vec<_> = schema.tables().iter().map(|t| (t, document.remove(t.name))).collect();
+
+        let raw =
+            RawConfig::deserialize(toml::de::Deserializer::from(Spanned::new(span, document)))?;
         let mut server = raw.server;
         for bind in &mut server.bind {
             bind.resolve_against(base);
@@ -109,13 +138,50 @@ impl Config {
                 *pidfile = base.join(&*pidfile);
             }
         }
-        let routes = routes::routes(raw.routes, base)?;
-        Ok(Config { server, http: raw.http, log: raw.log, routes })
+        let routes = routes::routes(routes, base, schema)?;
+        let tables = tables
+            .into_iter()
+            .map(|(table, value)| Ok((table.name, (table.read)(value)?)))
+            .collect::<Result<_, SpannedError>>()?;
+        Ok(Config { server, http: raw.http, log: raw.log, routes, tables })
+    }
+
+    /// The program's table `[name]`, as the `T` it was declared with (see
+    /// [`Program::table`](crate::Program::table)); `None` if it declared no such table, or
+    /// declared it with another type. A declared table is always there, read and checked: from
+    /// its defaults if the file has none.
+    pub fn table<T: 'static>(&self, name: &str) -> Option<&T> {
+        self.tables.iter().find(|(n, _)| *n == name).and_then(|(_, held)| held.get())
+    }
+
+    /// The descriptors each worker keeps open for the routes (a `static` route keeps its
+    /// directory open), for the master's open-files warning.
+    pub(crate) fn route_descriptors(&self) -> usize {
+        self.routes.iter().map(Route::descriptors).sum()
     }
 
     /// The config as TOML, for `--print-config`.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("the config always serializes")
+    }
+}
+
+/// As the file writes it: forkserve's tables, the routes, then the program's tables.
+impl Serialize for Config {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut config = s.serialize_struct("Config", 4 + self.tables.len())?;
+        config.serialize_field("server", &self.server)?;
+        config.serialize_field("http", &self.http)?;
+        config.serialize_field("log", &self.log)?;
+        if self.routes.is_empty() {
+            config.skip_field("route")?;
+        } else {
+            config.serialize_field("route", &self.routes)?;
+        }
+        for (name, table) in &self.tables {
+            config.serialize_field(name, table)?;
+        }
+        config.end()
     }
 }
 

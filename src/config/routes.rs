@@ -1,231 +1,173 @@
-//! The `[[route]]` tables of the file: what the `forkserve` binary serves. Moved here as they
-//! were; they are to become each app kind's own config keys.
+//! The `[[route]]` tables of the file: a path prefix, and exactly one app kind's key (`respond =
+//! …`, `static = …`) whose value that kind reads and checks (see [`RouteKind`]). The kinds are
+//! the [`Schema`]'s; each kind's keys and checks are in its own module under `app/`.
 
-use std::collections::BTreeMap;
-use std::fmt;
-use std::path::{Path, PathBuf};
-
-use bytes::Bytes;
-use http::{HeaderName, HeaderValue, StatusCode};
-use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde::de::IgnoredAny;
+use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
+use std::collections::BTreeMap;
+use std::path::Path;
 use toml::Spanned;
+use toml::de::{DeValue, ValueDeserializer};
 
+use super::held::Held;
+use super::schema::{KindReader, KindValue, RouteKind, Schema, unknown_field};
 use super::span::SpannedError;
 
-/// One `[[route]]`: a path prefix and what to do with requests under it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One `[[route]]`: a path prefix, and the app kind that serves the requests under it.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     /// The path prefix. A prefix ending in `/` matches any path that starts with it; one that
     /// does not matches itself and the paths below it (`/api` matches `/api` and `/api/x`, not
     /// `/apix`).
     pub path: String,
-    /// What the route does.
-    #[serde(flatten)]
-    pub action: Action,
+    /// The kind's key, which names it: `respond`.
+    kind: &'static str,
+    /// The descriptors a worker keeps open for this route (see [`RouteKind::DESCRIPTORS`]).
+    descriptors: usize,
+    /// The kind's checked value.
+    config: Held,
 }
 
-/// What a route does with a request. Exactly one per route.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub enum Action {
-    /// Answer with a fixed response.
-    #[serde(rename = "respond")]
-    Respond(Respond),
-    /// Serve files from this directory (absolute, canonical).
-    #[serde(rename = "static")]
-    Static(PathBuf),
+impl Route {
+    /// The app kind that serves this route, by its key: `respond`, `static`.
+    pub fn kind(&self) -> &str {
+        self.kind
+    }
+
+    /// The route's value, if kind `K` serves it.
+    pub(crate) fn config<K: RouteKind>(&self) -> Option<&K::Config> {
+        if self.kind == K::KEY { self.config.get() } else { None }
+    }
+
+    /// The descriptors a worker keeps open for this route.
+    pub(super) fn descriptors(&self) -> usize {
+        self.descriptors
+    }
 }
 
-/// A fixed response, declared as a string (the body of a `200 text/plain`) or as a table.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Respond {
-    /// The status code (200 to 599).
-    pub status: StatusCode,
-    /// The body.
-    pub body: Bytes,
-    /// The `Content-Type` header.
-    pub content_type: HeaderValue,
-    /// Further headers, in order of their names.
-    pub headers: Vec<(HeaderName, HeaderValue)>,
-}
-
-impl Serialize for Respond {
+/// As the file writes it: `path`, then the kind's key and value.
+impl Serialize for Route {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut map = s.serialize_map(None)?;
-        map.serialize_entry("status", &self.status.as_u16())?;
-        map.serialize_entry("body", &String::from_utf8_lossy(&self.body))?;
-        map.serialize_entry("content_type", self.content_type.to_str().unwrap_or_default())?;
-        if !self.headers.is_empty() {
-            let headers: BTreeMap<&str, &str> = self
-                .headers
-                .iter()
-                .map(|(k, v)| (k.as_str(), v.to_str().unwrap_or_default()))
-                .collect();
-            map.serialize_entry("headers", &headers)?;
-        }
+        let mut map = s.serialize_map(Some(2))?;
+        map.serialize_entry("path", &self.path)?;
+        map.serialize_entry(self.kind, &self.config)?;
         map.end()
     }
 }
 
-/// `respond` as written in the file: a string, or a table.
-impl<'de> Deserialize<'de> for Respond {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Respond;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(
-                    "a string (the body) or a table { status, body, content_type, headers }",
-                )
-            }
-            fn visit_str<E: de::Error>(self, body: &str) -> Result<Respond, E> {
-                Ok(Respond {
-                    status: StatusCode::OK,
-                    body: Bytes::copy_from_slice(body.as_bytes()),
-                    content_type: HeaderValue::from_static(TEXT_PLAIN),
-                    headers: Vec::new(),
-                })
-            }
-            fn visit_map<M: MapAccess<'de>>(self, map: M) -> Result<Respond, M::Error> {
-                let table = RespondTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
-                table.into_respond().map_err(de::Error::custom)
-            }
+/// Reads the file's `route` entry (the `[[route]]` tables), if any, with the schema's kinds;
+/// relative paths in the kinds' values are taken from `base`, the config file's directory.
+pub(super) fn routes(
+    value: Option<Spanned<DeValue<'_>>>,
+    base: &Path,
+    schema: &Schema,
+) -> Result<Vec<Route>, SpannedError> {
+    let Some(value) = value else { return Ok(Vec::new()) };
+    let span = value.span();
+    let tables = match value.into_inner() {
+        DeValue::Array(tables) => tables,
+        // Not `[[route]]` tables: serde says what it is instead.
+        other => return Err(refused::<Vec<IgnoredAny>>(Spanned::new(span, other))),
+    };
+    let mut routes: Vec<Route> = Vec::with_capacity(tables.len());
+    for table in tables {
+        let route = route(table, schema.kinds())?;
+        if routes.iter().any(|r| r.path == route.path.get_ref().as_str()) {
+            let message = format!("route path {:?} is declared twice", route.path.get_ref());
+            return Err(SpannedError::at(route.path.span(), message));
         }
-        d.deserialize_any(V)
-    }
-}
-
-const TEXT_PLAIN: &str = "text/plain; charset=utf-8";
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RespondTable {
-    #[serde(default = "default_status")]
-    status: u16,
-    #[serde(default)]
-    body: String,
-    #[serde(default = "default_content_type")]
-    content_type: String,
-    #[serde(default)]
-    headers: BTreeMap<String, String>,
-}
-
-fn default_status() -> u16 {
-    200
-}
-
-fn default_content_type() -> String {
-    TEXT_PLAIN.into()
-}
-
-impl RespondTable {
-    fn into_respond(self) -> Result<Respond, String> {
-        if !(200..=599).contains(&self.status) {
-            return Err(format!("status must be between 200 and 599, not {}", self.status));
-        }
-        let status = StatusCode::from_u16(self.status).map_err(|e| e.to_string())?;
-        if matches!(self.status, 204 | 304) && !self.body.is_empty() {
-            return Err(format!("a {} response cannot have a body", self.status));
-        }
-        let content_type = HeaderValue::from_str(&self.content_type)
-            .map_err(|_| format!("invalid content_type {:?}", self.content_type))?;
-        let mut headers = Vec::with_capacity(self.headers.len());
-        for (name, value) in self.headers {
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|_| format!("invalid header name {name:?}"))?;
-            if name == http::header::CONTENT_TYPE || name == http::header::CONTENT_LENGTH {
-                return Err(format!("set {name} with content_type/body, not in headers"));
-            }
-            let value = HeaderValue::from_str(&value)
-                .map_err(|_| format!("invalid value {value:?} for header {name}"))?;
-            headers.push((name, value));
-        }
-        Ok(Respond { status, body: Bytes::from(self.body), content_type, headers })
-    }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawRoute {
-    path: Spanned<String>,
-    respond: Option<Respond>,
-    #[serde(rename = "static")]
-    static_dir: Option<Spanned<PathBuf>>,
-}
-
-/// Checks the routes as the file gives them, and resolves their `static` directories against
-/// `base`, the config file's directory.
-pub(super) fn routes(raw: Vec<Spanned<RawRoute>>, base: &Path) -> Result<Vec<Route>, SpannedError> {
-    let mut routes: Vec<Route> = Vec::with_capacity(raw.len());
-    for spanned in raw {
-        let span = spanned.span();
-        let route = spanned.into_inner();
-        let path_span = route.path.span();
-        let path = route.path.into_inner();
-        if !path.starts_with('/') {
-            return Err(SpannedError::at(
-                path_span,
-                format!("route path {path:?} must start with /"),
-            ));
-        }
-        if routes.iter().any(|r| r.path == path) {
-            return Err(SpannedError::at(
-                path_span,
-                format!("route path {path:?} is declared twice"),
-            ));
-        }
-        let action = match (route.respond, route.static_dir) {
-            (Some(respond), None) => Action::Respond(respond),
-            (None, Some(dir)) => Action::Static(static_root(base, dir)?),
-            (Some(_), Some(_)) => {
-                return Err(SpannedError::at(
-                    span,
-                    format!("route {path:?} has two actions: give either respond or static"),
-                ));
-            }
-            (None, None) => {
-                return Err(SpannedError::at(
-                    span,
-                    format!("route {path:?} has no action: give respond or static"),
-                ));
-            }
-        };
-        routes.push(Route { path, action });
+        let (path, (kind, value)) = (route.path.into_inner(), route.kind);
+        let config = (kind.read)(KindValue::new(value, base))?;
+        routes.push(Route { path, kind: kind.key, descriptors: kind.descriptors, config });
     }
     Ok(routes)
 }
 
-/// Resolves a route's `static` directory: it must exist, be a directory, and be searchable by
-/// this process (workers open files beneath it; without search permission every file would be
-/// answered 403). Checked wherever a config is loaded, so `--check-config`, the first start and
-/// a reload (`HUP`, refused, the serving workers kept) all catch a root that is missing or
-/// cannot be used, rather than every new worker failing to boot.
-fn static_root(base: &Path, dir: Spanned<PathBuf>) -> Result<PathBuf, SpannedError> {
-    use nix::unistd::{AccessFlags, eaccess};
-    let span = dir.span();
-    let dir = base.join(dir.into_inner());
-    let root = match dir.canonicalize() {
-        Ok(root) if root.is_dir() => root,
-        Ok(_) => {
-            let message = format!("static path {} is not a directory", dir.display());
-            return Err(SpannedError::at(span, message));
-        }
-        Err(e) => {
-            return Err(SpannedError::at(span, format!("static directory {}: {e}", dir.display())));
-        }
+/// One `[[route]]` whose shape is checked: a path that starts with `/`, and one kind's key with
+/// its value, not yet read.
+struct RawRoute<'a> {
+    path: Spanned<String>,
+    kind: (KindReader, Spanned<DeValue<'a>>),
+}
+
+fn route<'a>(
+    table: Spanned<DeValue<'a>>,
+    kinds: &[KindReader],
+) -> Result<RawRoute<'a>, SpannedError> {
+    let span = table.span();
+    let table = match table.into_inner() {
+        DeValue::Table(table) => table,
+        other => return Err(refused::<BTreeMap<String, IgnoredAny>>(Spanned::new(span, other))),
     };
-    // Search permission, with this process's effective ids and capabilities (eaccess): the
-    // config is loaded by the master (or `--check-config`, run as the same user), and workers
-    // run as the master's user, so these are the ids they serve with. An app factory that
-    // changes its user afterwards is not foreseen here.
-    if let Err(e) = eaccess(&root, AccessFlags::X_OK) {
-        let message = format!(
-            "static directory {}: cannot be searched ({}): no file beneath it could be served",
-            dir.display(),
-            std::io::Error::from(e)
-        );
+    let mut path = None;
+    let mut given = Vec::with_capacity(1);
+    for (key, value) in table {
+        if key.get_ref() == "path" {
+            path = Some(Spanned::<String>::deserialize(ValueDeserializer::from(value))?);
+        } else if let Some(kind) = kinds.iter().find(|k| k.key == key.get_ref()) {
+            given.push((*kind, value));
+        } else {
+            let expected: Vec<&str> =
+                std::iter::once("path").chain(kinds.iter().map(|k| k.key)).collect();
+            return Err(SpannedError::at(key.span(), unknown_field(key.get_ref(), &expected)));
+        }
+    }
+    let Some(path) = path else {
+        return Err(SpannedError::at(span, "missing field `path`".into()));
+    };
+    if !path.get_ref().starts_with('/') {
+        let message = format!("route path {:?} must start with /", path.get_ref());
+        return Err(SpannedError::at(path.span(), message));
+    }
+    let keys: Vec<&str> = kinds.iter().map(|k| k.key).collect();
+    if given.len() > 1 {
+        let message =
+            format!("route {:?} has two actions: give {}", path.get_ref(), one_of(&keys, "either"));
         return Err(SpannedError::at(span, message));
     }
-    Ok(root)
+    let Some(kind) = given.pop() else {
+        let message =
+            format!("route {:?} has no action: give {}", path.get_ref(), one_of(&keys, ""));
+        return Err(SpannedError::at(span, message));
+    };
+    Ok(RawRoute { path, kind })
+}
+
+/// The kinds a route may name, as a choice: `respond or static`, `either respond or static`,
+/// `one of respond, static or wsgi`.
+fn one_of(keys: &[&str], two: &str) -> String {
+    match keys {
+        [] => "an app kind: none is known here".into(),
+        [one] => (*one).into(),
+        [a, b] if two.is_empty() => format!("{a} or {b}"),
+        [a, b] => format!("{two} {a} or {b}"),
+        [rest @ .., last] => format!("one of {} or {last}", rest.join(", ")),
+    }
+}
+
+/// The error serde gives for `value` where a `T` is expected.
+fn refused<T: serde::de::DeserializeOwned>(value: Spanned<DeValue<'_>>) -> SpannedError {
+    let span = value.span();
+    match T::deserialize(ValueDeserializer::from(value)) {
+        Err(e) => e.into(),
+        Ok(_) => SpannedError::at(span, "expected [[route]] tables".into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kinds_are_named_as_a_choice() {
+        for (keys, none, two) in [
+            (&["respond", "static"][..], "respond or static", "either respond or static"),
+            (&["a", "b", "c"], "one of a, b or c", "one of a, b or c"),
+            (&["a"], "a", "a"),
+        ] {
+            assert_eq!(one_of(keys, ""), none);
+            assert_eq!(one_of(keys, "either"), two);
+        }
+    }
 }

@@ -3,26 +3,32 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Config, Overrides};
+use super::{Config, Overrides, Schema};
 use crate::error::Error;
 
-/// Where the effective config comes from: a file (or the defaults) plus command-line overrides.
-/// The master keeps it to re-read the same way on HUP; flags keep winning over the file across
-/// reloads, as Gunicorn's do.
+/// Where the effective config comes from: a file (or the defaults) plus command-line overrides,
+/// read with a schema (the app kinds and the program's tables). The master keeps it to re-read
+/// the same way on HUP; flags keep winning over the file across reloads, as Gunicorn's do.
 #[derive(Debug, Clone, Default)]
 pub struct ConfigSource {
     /// The config file, if any.
     pub path: Option<PathBuf>,
     /// The command line's settings.
     pub overrides: Overrides,
+    /// What the file may hold beyond forkserve's own tables.
+    pub schema: Schema,
 }
 
 impl ConfigSource {
-    /// Reads the file (if any), validates it, and applies the overrides.
+    /// Reads the file (if any), validates it, and applies the overrides. Without a file, the
+    /// program's tables are read as if empty: one that needs a key is a usage error.
     pub fn load(&self) -> Result<Config, Error> {
         let mut config = match &self.path {
-            Some(path) => Config::load(path)?,
-            None => Config::default(),
+            Some(path) => Config::load(path, &self.schema)?,
+            None => Config::from_toml("", Path::new(""), &self.schema).map_err(|e| match e {
+                Error::Config(e) => Error::Usage(format!("no config file, so {}", e.message)),
+                e => e,
+            })?,
         };
         self.overrides.apply(&mut config)?;
         Ok(config)
@@ -89,14 +95,16 @@ pub(super) fn read_config(path: &Path) -> std::io::Result<String> {
 #[cfg(test)]
 mod tests {
     use crate::cli::Cli;
+    use crate::config::Schema;
 
     #[test]
     fn flags_win_over_the_file_each_time_it_is_read() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("app.toml");
         let file = path.to_str().unwrap();
-        let source =
-            Cli::from_args(["forkserve", "-w", "2", "--keepalive", "7", file]).unwrap().source();
+        let source = Cli::from_args(["forkserve", "-w", "2", "--keepalive", "7", file])
+            .unwrap()
+            .source(Schema::default());
         // As a reload reads it: the file changed, the flags did not.
         for (workers, keepalive, backlog) in [(3, 1, 10), (4, 2, 20)] {
             let text = format!(

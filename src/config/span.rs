@@ -3,8 +3,8 @@
 //!
 //! Two kinds of error end here: those the `toml` crate raises while it deserializes (a value's
 //! own check runs inside its deserializer, so the crate knows the value's span), and those the
-//! checks after deserialization raise against a [`toml::Spanned`] value (a route's path or
-//! `static` directory).
+//! checks after deserialization raise against a [`toml::Spanned`] value (a route's path, an app
+//! kind's value, a program's table).
 
 use std::ops::Range;
 use std::path::Path;
@@ -13,14 +13,20 @@ use crate::error::ConfigError;
 
 /// An error at a byte range of the config text.
 #[derive(Debug)]
-pub(super) struct SpannedError {
+pub(crate) struct SpannedError {
     message: String,
     span: Option<Range<usize>>,
 }
 
 impl SpannedError {
-    pub(super) fn at(span: Range<usize>, message: String) -> Self {
+    /// An error at `span`.
+    pub(crate) fn at(span: Range<usize>, message: String) -> Self {
         SpannedError { message, span: Some(span) }
+    }
+
+    /// An error about no one place in the file: a table it lacks.
+    pub(super) fn unplaced(message: String) -> Self {
+        SpannedError { message, span: None }
     }
 
     pub(super) fn in_file(self, path: &Path, text: &str) -> ConfigError {

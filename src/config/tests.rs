@@ -1,20 +1,86 @@
-//! The config's unit tests: parsing, errors at `file:line:col`, `--print-config`, and every
-//! file in `config/`.
+//! The config's unit tests: parsing, errors at `file:line:col`, `--print-config`, and what a
+//! schema brings: app kinds (two made up here; forkserve's own are tested in `app`) and a
+//! program's own tables.
 
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use http::StatusCode;
-
 use super::*;
 use crate::error::ConfigError;
 
-fn parse(text: &str) -> Result<Config, ConfigError> {
-    match Config::from_toml(text, Path::new("/")) {
+/// A kind whose value is a string.
+struct Echo;
+
+impl RouteKind for Echo {
+    const KEY: &'static str = "echo";
+    type Config = String;
+    fn read(value: KindValue<'_>) -> Result<String, SpannedError> {
+        value.read()
+    }
+}
+
+/// A kind whose value is a table of its own, checked after it is read.
+struct Count;
+
+#[derive(Debug, serde::Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct CountConfig {
+    to: u32,
+    #[serde(default)]
+    step: u32,
+}
+
+impl RouteKind for Count {
+    const KEY: &'static str = "count";
+    const DESCRIPTORS: usize = 2;
+    type Config = CountConfig;
+    fn read(value: KindValue<'_>) -> Result<CountConfig, SpannedError> {
+        let span = value.span();
+        let config: CountConfig = value.read()?;
+        if config.step > config.to {
+            return Err(SpannedError::at(span, "step must not be more than to".into()));
+        }
+        Ok(config)
+    }
+}
+
+/// A program's own table.
+#[derive(Debug, PartialEq, serde::Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct Greeter {
+    greeting: String,
+    #[serde(default = "one")]
+    times: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// Two made-up app kinds.
+fn kinds() -> Schema {
+    Schema::default().with_kinds([KindReader::of::<Echo>(), KindReader::of::<Count>()])
+}
+
+/// The made-up kinds, and a program's table.
+fn schema() -> Schema {
+    kinds().table_checked::<Greeter>("greeter", |g| match g.times {
+        1..=3 => Ok(()),
+        n => Err(format!("times must be 1 to 3, not {n}")),
+    })
+}
+
+fn parse_with(text: &str, schema: &Schema) -> Result<Config, ConfigError> {
+    match Config::from_toml(text, Path::new("/"), schema) {
         Ok(c) => Ok(c),
         Err(Error::Config(e)) => Err(e),
         Err(e) => panic!("unexpected error {e}"),
     }
+}
+
+/// Parses `text` with forkserve's tables only.
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    parse_with(text, &Schema::default())
 }
 
 fn secs(n: u64) -> Duration {
@@ -86,50 +152,12 @@ fn errors_point_at_the_value() {
 }
 
 #[test]
-fn route_needs_exactly_one_action() {
-    let e = parse("[[route]]\npath = \"/\"\nrespond = \"x\"\nstatic = \"/\"\n").unwrap_err();
-    assert!(e.message.contains("two actions"), "{e}");
-    assert_eq!(e.line, 1, "{e}");
-    let e = parse("[[route]]\npath = \"/\"\n").unwrap_err();
-    assert!(e.message.contains("no action"), "{e}");
-}
-
-#[test]
-fn respond_table_is_checked() {
-    let c = parse(
-        "[[route]]\npath = \"/\"\nrespond = { status = 201, body = \"ok\", headers = { x-a = \"b\" } }\n",
-    )
-    .unwrap();
-    let Action::Respond(r) = &c.routes[0].action else { panic!() };
-    assert_eq!(r.status, StatusCode::CREATED);
-    assert_eq!(r.headers[0].0, "x-a");
-    for bad in [
-        "status = 700",
-        "status = 204, body = \"x\"",
-        "headers = { \"bad name\" = \"x\" }",
-        "content_type = \"a\\nb\"",
-        "nope = 1",
-    ] {
-        let text = format!("[[route]]\npath = \"/\"\nrespond = {{ {bad} }}\n");
-        let e = parse(&text).unwrap_err();
-        assert_eq!(e.line, 3, "{bad}: {e}");
-    }
-}
-
-#[test]
 fn bind_forms() {
     assert_eq!("localhost:80".parse::<Bind>().unwrap().to_string(), "localhost:80");
     assert_eq!("[::]:80".parse::<Bind>().unwrap().to_string(), "[::]:80");
     for bad in ["", ":80", "host", "host:", "host:99999", "::1:80", "[zz]:80", "unix:"] {
         assert!(bad.parse::<Bind>().is_err(), "{bad:?} should be rejected");
     }
-}
-
-#[test]
-fn print_config_round_trips() {
-    let text = "[server]\nworkers = 2\ngraceful_timeout = 1.5\n[[route]]\npath = \"/\"\nrespond = { status = 202, body = \"hi\" }\n";
-    let c = parse(text).unwrap();
-    assert_eq!(parse(&c.to_toml()).unwrap(), c);
 }
 
 #[test]
@@ -148,18 +176,137 @@ fn a_config_built_in_code_is_checked_as_a_file_is() {
 }
 
 #[test]
-fn every_shipped_config_parses() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
-    let mut seen = 0;
-    for entry in std::fs::read_dir(&dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "toml") {
-            let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-            // What `--print-config` shows of it reads back as the same config.
-            let printed = Config::from_toml(&config.to_toml(), Path::new("/"));
-            assert_eq!(printed.ok().as_ref(), Some(&config), "{}", path.display());
-            seen += 1;
-        }
+fn a_route_is_a_path_and_one_kind_of_the_schema() {
+    let schema = kinds();
+    let c = parse_with(
+        "[[route]]\npath = \"/a\"\necho = \"hi\"\n[[route]]\npath = \"/b\"\ncount = { to = 3 }\n",
+        &schema,
+    )
+    .unwrap();
+    assert_eq!(c.routes[0].kind(), "echo");
+    assert_eq!(c.routes[0].config::<Echo>().map(String::as_str), Some("hi"));
+    assert!(c.routes[0].config::<Count>().is_none(), "another kind's value");
+    assert_eq!(c.routes[1].config::<Count>().map(|c| (c.to, c.step)), Some((3, 0)));
+    assert_eq!(c.route_descriptors(), 2);
+
+    for (text, at, message) in [
+        (
+            "[[route]]\npath = \"/\"\necho = \"x\"\ncount = { to = 1 }\n",
+            (1, 1),
+            "route \"/\" has two actions: give either echo or count",
+        ),
+        ("[[route]]\npath = \"/\"\n", (1, 1), "route \"/\" has no action: give echo or count"),
+        (
+            "[[route]]\npath = \"/\"\nstatic = \"x\"\n",
+            (3, 1),
+            "unknown field `static`, expected one of `path`, `echo`, `count`",
+        ),
+        ("[[route]]\necho = \"x\"\n", (1, 1), "missing field `path`"),
+        (
+            "[[route]]\npath = 1\necho = \"x\"\n",
+            (2, 8),
+            "invalid type: integer `1`, expected a string",
+        ),
+        ("[[route]]\npath = \"a\"\necho = \"x\"\n", (2, 8), "route path \"a\" must start with /"),
+        (
+            "[[route]]\npath = \"/\"\necho = \"x\"\n[[route]]\npath = \"/\"\necho = \"y\"\n",
+            (5, 8),
+            "route path \"/\" is declared twice",
+        ),
+        // The kinds' own errors, where they are.
+        (
+            "[[route]]\npath = \"/\"\necho = 1\n",
+            (3, 8),
+            "invalid type: integer `1`, expected a string",
+        ),
+        (
+            "[[route]]\npath = \"/\"\ncount = { to = 1, by = 2 }\n",
+            (3, 19),
+            "unknown field `by`, expected `to` or `step`",
+        ),
+        (
+            "[[route]]\npath = \"/\"\n[route.count]\nto = 1\nstep = 2\n",
+            (3, 1),
+            "step must not be more than to",
+        ),
+        ("route = 5\n", (1, 9), "invalid type: integer `5`, expected a sequence"),
+        ("route = [5]\n", (1, 10), "invalid type: integer `5`, expected a map"),
+    ] {
+        let e = parse_with(text, &schema).unwrap_err();
+        assert_eq!((e.line, e.column, e.message.as_str()), (at.0, at.1, message), "{text}");
     }
-    assert!(seen > 0, "no config files found in {}", dir.display());
+    // Without kinds, a route can name none.
+    let e = parse("[[route]]\npath = \"/\"\necho = \"x\"\n").unwrap_err();
+    assert_eq!(e.message, "unknown field `echo`, expected `path`");
+}
+
+#[test]
+fn a_program_table_is_read_checked_and_printed() {
+    let schema = schema();
+    let c = parse_with("[greeter]\ngreeting = \"hi\"\n", &schema).unwrap();
+    assert_eq!(c.table::<Greeter>("greeter"), Some(&Greeter { greeting: "hi".into(), times: 1 }));
+    assert_eq!(c.table::<Greeter>("other"), None);
+    assert_eq!(c.table::<String>("greeter"), None, "another type");
+    let printed = c.to_toml();
+    assert!(printed.ends_with("[greeter]\ngreeting = \"hi\"\ntimes = 1\n"), "{printed}");
+    assert_eq!(parse_with(&printed, &schema).unwrap(), c);
+    assert_ne!(parse_with("[greeter]\ngreeting = \"ho\"\n", &schema).unwrap(), c);
+
+    for (text, at, message) in [
+        ("[greeter]\ngreeting = 5\n", (2, 12), "invalid type: integer `5`, expected a string"),
+        (
+            "[greeter]\ngreeting = \"hi\"\ntimse = 2\n",
+            (3, 1),
+            "unknown field `timse`, expected `greeting` or `times`",
+        ),
+        ("[greeter]\ngreeting = \"hi\"\ntimes = 9\n", (1, 1), "times must be 1 to 3, not 9"),
+        ("[greeter]\n", (1, 1), "missing field `greeting`"),
+        (
+            "[greeterr]\n",
+            (1, 2),
+            "unknown field `greeterr`, expected one of `server`, `http`, `log`, `route`, `greeter`",
+        ),
+    ] {
+        let e = parse_with(text, &schema).unwrap_err();
+        assert_eq!((e.line, e.column, e.message.as_str()), (at.0, at.1, message), "{text}");
+    }
+    // A file without the table reads it as empty: here, without its required key.
+    let e = parse_with("[server]\nworkers = 1\n", &schema).unwrap_err();
+    assert_eq!(e.line, 0, "{e}");
+    assert_eq!(e.message, "no [greeter] table: missing field `greeting`");
+    // Nor is it known where no one declared it.
+    let e = parse("[greeter]\ngreeting = \"hi\"\n").unwrap_err();
+    assert_eq!(
+        e.message,
+        "unknown field `greeter`, expected one of `server`, `http`, `log`, `route`"
+    );
+}
+
+#[test]
+fn a_program_table_with_defaults_needs_no_table_in_the_file() {
+    #[derive(Debug, Default, PartialEq, serde::Deserialize, Serialize)]
+    #[serde(default)]
+    struct Quiet {
+        level: u8,
+    }
+    let schema = Schema::default().table_checked::<Quiet>("quiet", |_| Ok(()));
+    let c = parse_with("", &schema).unwrap();
+    assert_eq!(c.table::<Quiet>("quiet"), Some(&Quiet::default()));
+    assert_eq!(parse_with(&c.to_toml(), &schema).unwrap(), c);
+}
+
+#[test]
+fn a_program_table_must_be_a_table_as_printed_too() {
+    // A bare value at the top of the file would be printed after forkserve's tables, where it
+    // would belong to the last of them.
+    let schema = Schema::default().table_checked::<String>("motto", |_| Ok(()));
+    let e = parse_with("motto = \"hi\"\n", &schema).unwrap_err();
+    assert_eq!((e.line, e.column), (1, 9), "{e}");
+    assert_eq!(e.message, "[motto] must be written as a table, not as \"hi\"");
+}
+
+#[test]
+#[should_panic(expected = "[server] is a table of forkserve's own")]
+fn a_program_table_cannot_take_a_name_of_forkserve() {
+    let _ = Schema::default().table_checked::<Greeter>("server", |_| Ok(()));
 }

@@ -46,7 +46,7 @@ use self::pool::{Pool, Why, WorkerState, one_fewer, one_more};
 use self::upgrade::{Handover, Program, Succession, Upgrading};
 use crate::app::Factory;
 use crate::config::ConfigSource;
-use crate::config::{Action, Config, MAX_WORKERS};
+use crate::config::{Config, MAX_WORKERS};
 use crate::error::Error;
 use crate::ipc::{Inbox, Message};
 use crate::listener::Listeners;
@@ -403,7 +403,7 @@ impl<'f, F: Factory> Master<'f, F> {
 /// with "Too many open files" however few requests are in progress.
 fn warn_fd_headroom(config: &Config) {
     let Some(limit) = process::open_files_limit() else { return };
-    let statics = config.routes.iter().filter(|r| matches!(r.action, Action::Static(_))).count();
+    let statics = config.route_descriptors();
     let allowed = process::connections_allowed(limit, config.server.bind.len(), statics);
     let wanted = u64::from(config.server.worker_connections);
     if wanted > allowed {

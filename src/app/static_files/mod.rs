@@ -10,6 +10,7 @@ mod beneath;
 mod cache;
 mod conditional;
 mod content_type;
+mod root;
 
 use std::ffi::OsStr;
 use std::fs::{File, Metadata};

@@ -8,8 +8,8 @@ use clap::CommandFactory;
 
 use super::SETTINGS;
 use crate::cli::Cli;
-use crate::config::Config;
 use crate::config::declare::Setting;
+use crate::config::{Config, Schema};
 
 fn read(path: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
@@ -63,7 +63,7 @@ fn entries(text: &str) -> Vec<Entry> {
 
 /// What `[table] key = value` alone makes of the default config.
 fn config_with(table: &str, key: &str, value: &str) -> Result<Config, String> {
-    Config::from_toml(&format!("[{table}]\n{key} = {value}\n"), Path::new("/"))
+    Config::from_toml(&format!("[{table}]\n{key} = {value}\n"), Path::new("/"), &Schema::default())
         .map_err(|e| e.to_string())
 }
 
@@ -305,7 +305,7 @@ fn the_file_and_the_flag_accept_and_refuse_the_same_values() {
             let toml = if s.shape == "list" { format!("[{toml}]") } else { toml.to_string() };
             let file = config_with(s.table, s.key, &toml);
             let cli = Cli::from_args(["forkserve".to_string(), format!("{}={flag}", s.long())])
-                .and_then(|cli| cli.source().load());
+                .and_then(|cli| cli.source(Schema::default()).load());
             assert_eq!(
                 file.is_ok(),
                 cli.is_ok(),
