@@ -3,7 +3,7 @@
 //! trait) and what serves its routes, built from that value when the router is; and what every
 //! kind's handler is to the router ([`AppKind`]): it takes a request by value and replies, at
 //! once or later ([`Reply`]), with a body that may stream. Each kind (respond, static; next:
-//! Python, proxy) lives in a module of its own under `app/`, and is registered in [`KINDS`].
+//! Python, proxy) lives in a module of its own under `app/`, and is registered in `kinds`.
 
 use std::fmt;
 use std::future::Future;
@@ -15,9 +15,7 @@ use http::{HeaderValue, Method, Request, Response};
 use hyper::body::Incoming;
 
 use super::Body;
-use super::respond::Respond;
-use super::static_files::StaticDir;
-use crate::config::{KindReader, Route, RouteKind};
+use crate::config::RouteKind;
 use crate::error::BoxError;
 
 /// A kind of app a route can name: its config half, and what serves its routes.
@@ -25,48 +23,6 @@ pub(crate) trait Kind: RouteKind {
     /// Builds the handler of a route from the value its config half read, in each worker when
     /// the router is built.
     fn serve(config: &Self::Config) -> io::Result<Box<dyn AppKind>>;
-}
-
-/// The kinds a `[[route]]` can name. A new kind is a module under `app/` that implements
-/// [`Kind`], and a line here.
-const KINDS: [Registered; 2] = [Registered::of::<Respond>(), Registered::of::<StaticDir>()];
-
-/// A kind as the loader and the router find it: by its key.
-struct Registered {
-    reader: KindReader,
-    serve: fn(&Route) -> io::Result<Box<dyn AppKind>>,
-}
-
-impl Registered {
-    const fn of<K: Kind>() -> Registered {
-        Registered { reader: KindReader::of::<K>(), serve: serve::<K> }
-    }
-}
-
-/// The config halves of the kinds, for the config's schema.
-pub(crate) fn readers() -> impl Iterator<Item = KindReader> {
-    KINDS.iter().map(|k| k.reader)
-}
-
-/// Builds the handler of `route` with the kind that read it.
-pub(crate) fn handler(route: &Route) -> io::Result<Box<dyn AppKind>> {
-    match KINDS.iter().find(|k| k.reader.key() == route.kind()) {
-        Some(kind) => (kind.serve)(route),
-        None => Err(io::Error::other(format!("no app kind {}", route.kind()))),
-    }
-}
-
-fn serve<K: Kind>(route: &Route) -> io::Result<Box<dyn AppKind>> {
-    // Each entry of `KINDS` pairs a kind's reader with its builder, so a route under K's key
-    // was read by K and holds a `K::Config`. The error is for a `Config` read with another
-    // schema's kinds, made in code.
-    match route.config::<K>() {
-        Some(config) => K::serve(config),
-        None => Err(io::Error::other(format!(
-            "its {} value was not read by this server's app kind",
-            route.kind()
-        ))),
-    }
 }
 
 /// What a kind's handler is to the router.

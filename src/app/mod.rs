@@ -15,6 +15,7 @@
 mod adapt;
 mod body;
 mod kind;
+mod kinds;
 mod respond;
 mod router;
 mod seam;
@@ -26,7 +27,7 @@ use http::{HeaderValue, Response, StatusCode, header};
 pub use self::adapt::{AsyncFactoryFn, FactoryAsync, FromTower, factory_async, from_tower};
 pub use self::body::Body;
 pub use self::kind::Reply;
-pub(crate) use self::kind::readers as route_kinds;
+pub(crate) use self::kinds::readers as route_kinds;
 pub use self::router::Router;
 pub(crate) use self::seam::build;
 pub use self::seam::{Factory, FactoryFn, HttpService, WorkerContext};

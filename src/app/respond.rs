@@ -43,7 +43,7 @@ impl AppKind for Respond {
 }
 
 /// The response `r` declares.
-fn respond(r: &Respond) -> Response<Body> {
+pub(super) fn respond(r: &Respond) -> Response<Body> {
     let mut response = Response::new(Body::from(r.body.clone()));
     *response.status_mut() = r.status;
     let headers = response.headers_mut();
@@ -160,23 +160,5 @@ impl RespondTable {
             headers.push((name, value));
         }
         Ok(Respond { status, body: Bytes::from(self.body), content_type, headers })
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_declared_status_body_and_headers_are_sent() {
-        let config = crate::app::tests::parse(
-            "[[route]]\npath = \"/\"\nrespond = { status = 201, body = \"made\", content_type = \"text/x\", headers = { x-a = \"1\" } }\n",
-        )
-        .unwrap();
-        let response = respond(config.routes[0].config::<Respond>().unwrap());
-        assert_eq!(response.status(), 201);
-        assert_eq!(response.headers()[header::CONTENT_TYPE], "text/x");
-        assert_eq!(response.headers()["x-a"], "1");
-        assert_eq!(response.into_body().into_bytes().unwrap(), "made");
     }
 }

@@ -13,7 +13,8 @@ use bytes::Bytes;
 use http::{HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 
-use super::kind::{self, AppKind, Matched, Methods, Reply};
+use super::kind::{AppKind, Matched, Methods, Reply};
+use super::kinds;
 use super::{Body, WorkerContext, plain};
 use crate::config::Route as RouteConfig;
 use crate::error::BoxError;
@@ -44,7 +45,7 @@ impl Router {
     pub fn new(routes: &[RouteConfig]) -> io::Result<Router> {
         let mut built = Vec::with_capacity(routes.len());
         for r in routes {
-            let kind = kind::handler(r)
+            let kind = kinds::handler(r)
                 .map_err(|e| io::Error::new(e.kind(), format!("route {:?}: {e}", r.path)))?;
             built.push(Route { prefix: r.path.clone(), kind });
         }

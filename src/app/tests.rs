@@ -128,3 +128,16 @@ fn every_shipped_config_parses() {
     }
     assert!(seen > 0, "no config files found in {}", dir.display());
 }
+
+#[test]
+fn the_declared_status_body_and_headers_are_sent() {
+    let config = parse(
+        "[[route]]\npath = \"/\"\nrespond = { status = 201, body = \"made\", content_type = \"text/x\", headers = { x-a = \"1\" } }\n",
+    )
+    .unwrap();
+    let response = super::respond::respond(config.routes[0].config::<Respond>().unwrap());
+    assert_eq!(response.status(), 201);
+    assert_eq!(response.headers()[http::header::CONTENT_TYPE], "text/x");
+    assert_eq!(response.headers()["x-a"], "1");
+    assert_eq!(response.into_body().into_bytes().unwrap(), "made");
+}

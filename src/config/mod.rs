@@ -64,8 +64,12 @@ pub use self::source::{ConfigSource, MAX_CONFIG_BYTES};
 pub(crate) use self::span::SpannedError;
 pub use self::values::{Bind, LogLevel, MAX_WORKERS, Seconds, UpgradeMode, Workers};
 
+#[cfg(test)]
+pub(crate) use self::declare::Setting;
 use self::held::Held;
 use self::schema::unknown_field;
+#[cfg(test)]
+pub(crate) use self::settings::SETTINGS;
 use self::source::read_config;
 use crate::error::Error;
 

@@ -5,7 +5,7 @@
 //!
 //! Two texts per setting, for two readers: the `///` docs are markdown for rustdoc, the `help`
 //! is the plain text `--help` prints. `config/app.toml` and the README document each setting at
-//! length; tests (in `settings/tests.rs`) hold both to these declarations: every setting there,
+//! length; tests (in `cli/settings_tests.rs`) hold both to these declarations: every setting there,
 //! with its default and its flag, and nothing else.
 
 use std::path::PathBuf;
@@ -361,6 +361,3 @@ impl ServerConfig {
         (!seconds.0.is_zero()).then_some(seconds.0)
     }
 }
-
-#[cfg(test)]
-mod tests;

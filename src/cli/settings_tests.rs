@@ -1,15 +1,14 @@
 //! The declarations against what documents them and what reads them: `config/app.toml` and the
 //! README name every setting with its default and its flag, and nothing else; clap's flags are
-//! the declared ones; a value the file refuses, the flag refuses too.
+//! the declared ones; a value the file refuses, the flag refuses too. Here, beside the command
+//! line, because they read it: the config module does not know the command line.
 
 use std::path::Path;
 
 use clap::CommandFactory;
 
-use super::SETTINGS;
-use crate::cli::Cli;
-use crate::config::declare::Setting;
-use crate::config::{Config, Schema};
+use super::Cli;
+use crate::config::{Config, SETTINGS, Schema, Setting};
 
 fn read(path: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);

@@ -144,6 +144,9 @@ fn usage_error(e: clap::Error) -> Error {
 }
 
 #[cfg(test)]
+mod settings_tests;
+
+#[cfg(test)]
 mod tests {
     use std::path::Path;
 
@@ -233,6 +236,27 @@ mod tests {
                 Err(e @ Error::Usage(_)) => assert_eq!(e.exit_code(), 2),
                 other => panic!("{args:?}: expected a usage error, got {other:?}"),
             }
+        }
+    }
+
+    #[test]
+    fn flags_win_over_the_file_each_time_it_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("app.toml");
+        let file = path.to_str().unwrap();
+        let source = Cli::from_args(["forkserve", "-w", "2", "--keepalive", "7", file])
+            .unwrap()
+            .source(Schema::default());
+        // As a reload reads it: the file changed, the flags did not.
+        for (workers, keepalive, backlog) in [(3, 1, 10), (4, 2, 20)] {
+            let text = format!(
+                "[server]\nworkers = {workers}\nbacklog = {backlog}\n[http]\nkeepalive = {keepalive}\n"
+            );
+            std::fs::write(&path, text).unwrap();
+            let config = source.load().unwrap();
+            assert_eq!(config.server.workers.resolve(), 2, "the flag");
+            assert_eq!(config.http.keepalive.0.as_secs(), 7, "the flag");
+            assert_eq!(config.server.backlog, backlog, "the file, read again");
         }
     }
 }
