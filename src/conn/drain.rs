@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-
 /// How long a draining worker keeps an idle connection open for a request that may be on its
 /// way: a new connection's first request, or the next one of a client that sends back to back.
 pub(crate) const DRAIN_LINGER: Duration = Duration::from_secs(1);

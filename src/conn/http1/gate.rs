@@ -48,8 +48,8 @@ use tokio::time::Sleep;
 use super::link::Link;
 use super::scanner::{Limits, Scanner, Stop, Wait};
 use crate::conn::drain::Slot;
-use crate::request_end::{AnsweredBy, Ending, RequestEnd, Target};
 use crate::conn::transport::Facts;
+use crate::request_end::{AnsweredBy, Ending, RequestEnd, Target};
 
 pin_project_lite::pin_project! {
     /// A client connection seen through the gate.
