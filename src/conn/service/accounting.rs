@@ -10,7 +10,6 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use http::{HeaderValue, Method, Request, StatusCode, Uri, Version, header};
-use hyper::body::Incoming;
 use tokio::sync::Notify;
 
 use super::{Connection, Exchange};
@@ -143,9 +142,9 @@ impl<X: Exchange> Drop for InFlight<X> {
 impl<X: Exchange> InFlight<X> {
     /// Records a request on `conn` starting, the app about to be called for it, with `client`
     /// as identified; the returned guard records its end when dropped.
-    pub(super) fn start(
+    pub(super) fn start<B>(
         conn: &Rc<Connection<X>>,
-        req: &Request<Incoming>,
+        req: &Request<B>,
         client: Option<IpAddr>,
     ) -> Self {
         let requests = &conn.requests;

@@ -40,7 +40,7 @@ pin_project_lite::pin_project! {
 /// client's writes large.
 ///
 /// [`WRITE_AHEAD`]: crate::conn::WRITE_AHEAD
-const FRAME_MAX: usize = 256 * 1024;
+pub(super) const FRAME_MAX: usize = 256 * 1024;
 
 impl<B, X: Exchange> ResponseBody<B, X> {
     pub(super) fn new(

@@ -288,3 +288,6 @@ fn plain<B>(status: StatusCode, body: impl Into<Bytes>) -> Response<Either<B, Fu
     );
     response
 }
+
+#[cfg(test)]
+mod tests;
