@@ -68,8 +68,7 @@
 //! | `master` | the supervising loop and its verbs; its lifecycle phase, the pool's pure decisions, reload, binary upgrade |
 //! | `signals` | which signal means what, for the master and for a worker |
 //! | `worker` | everything after fork: runtime, heartbeat, memory watch, drain, exit code |
-//! | `client` | who the client is: forwarded headers from trusted proxies, the [`Client`] extension |
-//! | `conn` | one connection, one way through: accept, preamble (PROXY), transport, HTTP/1 (the gate: `[http]` limits, strict framing, timeouts; hyper; parking), the service stack (client, deadline `504`, panic `500`, accounting), the open connections (cap, drain, reclaim), and the one [`RequestEnd`] event per request |
+//! | `conn` | one connection, one way through: accept, preamble (PROXY), transport, HTTP/1 (the gate: `[http]` limits, strict framing, timeouts; hyper; parking), the service stack, the same under every protocol (who the client is: forwarded headers from trusted proxies, the [`Client`] extension; deadline `504`, panic `500`, accounting), the open connections (cap, drain, reclaim), and the one [`RequestEnd`] event per request |
 //! | `request_end` | the one event every request ends in ([`RequestEnd`]), and the hooks that receive it: written by `conn`, registered through the app's [`WorkerContext`], read by logs and metrics |
 //! | `scoreboard` | the shared memory where workers publish heartbeats and requests for the master |
 //! | `ipc` | messages from workers to the master: ready, boot failure, due for recycling |
@@ -79,7 +78,6 @@
 
 pub mod app;
 pub mod cli;
-mod client;
 pub mod config;
 mod conn;
 mod error;
@@ -102,8 +100,8 @@ use std::process::ExitCode;
 
 pub use crate::app::{Factory, HttpService, WorkerContext, factory_async, from_tower};
 pub use crate::cli::Cli;
-pub use crate::client::Client;
 pub use crate::config::Config;
+pub use crate::conn::service::client::Client;
 pub use crate::error::{BoxError, ConfigError, Error};
 pub use crate::program::Program;
 pub use crate::request_end::{AnsweredBy, Ending, RequestEnd};

@@ -1,9 +1,10 @@
 //! One connection, one way through: accept ([`accept`]) → preamble ([`preamble`]: PROXY v1/v2,
 //! before any transport, because it comes first on the wire) → transport ([`transport`]: plain
 //! TCP or unix today, TLS next; the connection's [`Facts`], set once) → protocol ([`http1`]: the
-//! gate, hyper, parking; HTTP/2 next) → the service stack ([`service`]: client identity,
-//! accounting, deadline, panic guard, the app) → one [`RequestEnd`] event per request
-//! ([`request_end`]).
+//! gate, hyper, parking; HTTP/2 next, chosen in [`Pipeline`] like HTTP/1) → the service stack
+//! ([`service`]: client identity, accounting, deadline, panic guard, the app; the same under
+//! every protocol, which it sees only as an [`Exchange`](service::Exchange)) → one
+//! [`RequestEnd`](crate::RequestEnd) event per request ([`request_end`](crate::request_end)).
 //!
 //! The worker's open connections, the `worker_connections` cap, reclaiming and draining are
 //! [`drain`]'s; parking idle ones worker-wide is [`parking`]'s. [`Pipeline`] holds what every
@@ -12,9 +13,9 @@
 //! Who writes what, per connection: the transport's [`Facts`] are read-only once set; the
 //! worker's [`drain::Slot`] is written by the service stack (requests started and ended), the
 //! protocol (bytes read, writes stalled) and the worker's sweeps (parking, reclaim), each its
-//! own fields; HTTP/1's [`http1::Link`] carries what the gate and the service stack tell each
-//! other, and stays inside that protocol. One guard, [`drain::Open`], counts an open
-//! connection, in the worker and on the scoreboard.
+//! own fields; what a protocol and the service stack tell each other (for HTTP/1, its link
+//! between the gate and the stack) stays inside the protocol, behind its `Exchange`. One
+//! guard, [`drain::Open`], counts an open connection, in the worker and on the scoreboard.
 
 pub(crate) mod accept;
 pub(crate) mod drain;
@@ -30,9 +31,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use self::drain::{Conns, DRAIN_LINGER, Open, Tally};
-use self::http1::{Gate, Limits, Link, Parts};
 use self::preamble::Expect;
-use self::service::{AppService, Requests};
+use self::service::{Requests, Stack};
 use self::transport::Facts;
 use crate::app::HttpService;
 use crate::config::{AllowList, HttpConfig};
@@ -59,9 +59,8 @@ pub(crate) struct Pipeline<S> {
     pub(crate) conns: Conns,
     /// `worker_connections`.
     pub(crate) limit: usize,
-    http: hyper::server::conn::http1::Builder,
-    /// The `[http]` limits every request passes.
-    limits: Rc<Limits>,
+    /// HTTP/1's settings and limits, shared by its connections.
+    http1: http1::Protocol,
     /// Peers that must (and the only ones that may) start with a PROXY protocol header;
     /// `None` when `proxy_protocol` is off.
     proxy: Option<AllowList>,
@@ -83,8 +82,7 @@ impl<S: HttpService> Pipeline<S> {
             requests,
             conns,
             limit,
-            http: http1::builder(config),
-            limits: Rc::new(Limits::new(config, sink)),
+            http1: http1::Protocol::new(config, sink),
             proxy: config.proxy_protocol.then(|| config.proxy_allow_ips.clone()),
             header_timeout: crate::config::ServerConfig::limit(config.header_timeout),
         }
@@ -140,19 +138,16 @@ impl<S: HttpService> Pipeline<S> {
             }
         }
         // The transport: plain today. TLS goes here, its facts added to `facts`.
-        let facts = Rc::new(facts);
-        let link = Rc::new(Link::default());
-        let service = AppService::new(
-            Rc::clone(&self.service),
-            Rc::clone(&self.requests),
-            Rc::clone(&slot),
-            Rc::clone(&link),
-            Rc::clone(&facts),
-        );
-        let limits = Rc::clone(&self.limits);
-        let gate = Gate::new(io, Parts { slot, link, facts, limits, since, early });
-        let mut gate = http1::serve(gate, &self.http, &service, &self.conns).await;
-        gate.report_refusal();
+        let stack = Stack {
+            service: Rc::clone(&self.service),
+            requests: Rc::clone(&self.requests),
+            slot,
+            facts: Rc::new(facts),
+        };
+        // The protocol, the one place it is chosen: HTTP/1 is the only one today. HTTP/2 (by
+        // ALPN under TLS, or by its preface) is another arm here, served by a module beside
+        // `http1` over the same stack.
+        self.http1.serve(io, stack, since, early, &self.conns).await;
         drop(open);
     }
 }

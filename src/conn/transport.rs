@@ -20,7 +20,7 @@ pub(crate) struct Facts {
 impl Facts {
     /// The client's address, as the transport knows it: what a trusted PROXY header said, or
     /// the socket's peer. (Forwarding headers, read per request, may say more: see
-    /// [`crate::client::identify`].)
+    /// [`super::service::client::identify`].)
     pub(crate) fn client(&self) -> Option<SocketAddr> {
         self.proxied.or(self.peer)
     }

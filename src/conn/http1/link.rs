@@ -1,10 +1,11 @@
 //! What the gate and the service stack tell each other on one HTTP/1 connection, and nothing
-//! else: private to the HTTP/1 protocol. Each side writes its own half. The gate writes what it
-//! found in the request bodies ([`Link::expect_body`], [`Link::set_body_error`],
-//! [`Link::body_read`]); the service stack writes when the app was called for a request
-//! ([`Link::request_started`]) and wakes the gate when a request starts or ends. The
-//! write-ahead ([`Link::poll_send_room`]) is the one shared count: response bodies add what
-//! they hand hyper, the gate takes off what it writes.
+//! else: private to the HTTP/1 protocol. The service stack sees it only as its [`Exchange`].
+//! Each side writes its own half. The gate writes what it found in the request bodies
+//! ([`Link::expect_body`], [`Link::set_body_error`], [`Link::body_read`]); the service stack
+//! writes when the app was called for a request ([`Exchange::request_started`]) and wakes the
+//! gate when a request starts or ends. The write-ahead ([`Exchange::poll_send_room`]) is the
+//! one shared count: response bodies add what they hand hyper, the gate takes off what it
+//! writes.
 
 use std::cell::{Cell, RefCell};
 use std::task::{Context, Poll, Waker};
@@ -13,6 +14,7 @@ use std::time::Instant;
 use http::StatusCode;
 
 use crate::conn::WRITE_AHEAD;
+use crate::conn::service::Exchange;
 
 /// How many requests back the body sizes are kept: the body of a request still being answered
 /// when this many more pipelined requests, each with a body, have been read reports 0.
@@ -62,19 +64,6 @@ impl Default for Link {
 }
 
 impl Link {
-    /// The service was called for request `number`.
-    pub(crate) fn request_started(&self, number: u64) {
-        if self.body_pending.get() == number {
-            self.started_at.set(Instant::now());
-        }
-        self.wake_gate();
-    }
-
-    /// A request's response is finished (or abandoned).
-    pub(crate) fn request_finished(&self) {
-        self.wake_gate();
-    }
-
     fn wake_gate(&self) {
         if let Some(gate) = self.gate.borrow_mut().take() {
             gate.wake();
@@ -101,47 +90,11 @@ impl Link {
         self.body_error.set(Some((number, status)));
     }
 
-    /// Why request `number`'s body could not be read whole, if it could not.
-    pub(crate) fn body_error(&self, number: u64) -> Option<StatusCode> {
-        self.body_error.get().filter(|(n, _)| *n == number).map(|(_, s)| s)
-    }
-
     /// `n` more bytes of request `number`'s body were read.
     pub(super) fn body_read(&self, number: u64, n: u64) {
         let cell = &self.bodies[number as usize % BODIES_KEPT];
         let (was, bytes) = cell.get();
         cell.set((number, if was == number { bytes + n } else { n }));
-    }
-
-    /// Bytes of request `number`'s body read so far.
-    pub(crate) fn body_bytes(&self, number: u64) -> u64 {
-        match self.bodies[number as usize % BODIES_KEPT].get() {
-            (was, bytes) if was == number => bytes,
-            _ => 0,
-        }
-    }
-
-    /// Whether a response body may give hyper more: only while less than [`WRITE_AHEAD`] of
-    /// what it gave is unwritten; if not, the body's task is woken once the client has read
-    /// enough. hyper copies body bytes into its own buffer until 400 KiB wait there, and
-    /// writes only then: for a client that does not read, that buffer is what the worker
-    /// spends on it. With this, hyper writes after each chunk that reaches `WRITE_AHEAD`.
-    pub(crate) fn poll_send_room(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.unsent.get() < WRITE_AHEAD {
-            return Poll::Ready(());
-        }
-        self.writable.set(Some(cx.waker().clone()));
-        Poll::Pending
-    }
-
-    /// A response body gave hyper `n` bytes to write.
-    pub(crate) fn to_send(&self, n: usize) {
-        self.unsent.set(self.unsent.get() + n);
-    }
-
-    /// Bytes handed to hyper and not yet written.
-    pub(crate) fn unsent(&self) -> usize {
-        self.unsent.get()
     }
 
     /// `n` bytes were written to the client.
@@ -167,6 +120,57 @@ impl Link {
                 body.wake();
             }
         }
+    }
+}
+
+impl Exchange for Link {
+    /// The service was called for request `number`.
+    fn request_started(&self, number: u64) {
+        if self.body_pending.get() == number {
+            self.started_at.set(Instant::now());
+        }
+        self.wake_gate();
+    }
+
+    /// A request's response is finished (or abandoned).
+    fn request_finished(&self) {
+        self.wake_gate();
+    }
+
+    /// Why request `number`'s body could not be read whole, if it could not.
+    fn body_error(&self, number: u64) -> Option<StatusCode> {
+        self.body_error.get().filter(|(n, _)| *n == number).map(|(_, s)| s)
+    }
+
+    /// Bytes of request `number`'s body read so far.
+    fn body_bytes(&self, number: u64) -> u64 {
+        match self.bodies[number as usize % BODIES_KEPT].get() {
+            (was, bytes) if was == number => bytes,
+            _ => 0,
+        }
+    }
+
+    /// Whether a response body may give hyper more: only while less than [`WRITE_AHEAD`] of
+    /// what it gave is unwritten; if not, the body's task is woken once the client has read
+    /// enough. hyper copies body bytes into its own buffer until 400 KiB wait there, and
+    /// writes only then: for a client that does not read, that buffer is what the worker
+    /// spends on it. With this, hyper writes after each chunk that reaches `WRITE_AHEAD`.
+    fn poll_send_room(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.unsent.get() < WRITE_AHEAD {
+            return Poll::Ready(());
+        }
+        self.writable.set(Some(cx.waker().clone()));
+        Poll::Pending
+    }
+
+    /// A response body gave hyper `n` bytes to write.
+    fn handed(&self, n: usize) {
+        self.unsent.set(self.unsent.get() + n);
+    }
+
+    /// Bytes handed to hyper and not yet written.
+    fn unsent(&self) -> usize {
+        self.unsent.get()
     }
 }
 

@@ -1,11 +1,13 @@
-//! HTTP/1: the gate in front of hyper, hyper's connection, and parking. [`serve`] runs one
-//! connection's requests: hyper's connection (and its buffers) exists only while there is
-//! something to do: it is made when the [`Gate`] has a request for it, and dropped when the
-//! gate parks the connection after it has been idle for a while (see [`Gate::parked`]). While
-//! the worker drains, [`drain_connection`] finishes what is in progress and closes the rest.
+//! HTTP/1: the gate in front of hyper, hyper's connection, and parking. [`Protocol::serve`]
+//! runs one connection's requests through the service stack: hyper's connection (and its
+//! buffers) exists only while there is something to do: it is made when the [`Gate`] has a
+//! request for it, and dropped when the gate parks the connection after it has been idle for a
+//! while (see [`Gate::parked`]). While the worker drains, [`drain_connection`] finishes what is
+//! in progress and closes the rest.
 //!
 //! The bookkeeping between the gate and the service stack ([`Link`]) stays inside this
-//! protocol; HTTP/2 will sit beside it with its own.
+//! protocol: the stack sees it only as its [`Exchange`](super::service::Exchange). HTTP/2 will
+//! sit beside this module, with its own.
 
 mod body_rate;
 mod chunked;
@@ -18,20 +20,21 @@ mod tests;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use self::gate::{Gate, Parts};
+use self::link::Link;
+use self::scanner::Limits;
 use super::drain::{Conns, DRAIN_LINGER, Slot};
-use super::service::AppService;
+use super::service::{AppService, Stack};
 use crate::app::HttpService;
 use crate::config::HttpConfig;
-
-pub(crate) use self::gate::{Gate, Parts};
-pub(crate) use self::link::Link;
-pub(crate) use self::scanner::Limits;
+use crate::request_end::Sink;
 
 /// hyper's `max_buf_size`, which the worker sets: its read buffer must hold the largest head
 /// the gate lets through. (It also bounds how much of a response hyper copies into its write
@@ -42,8 +45,53 @@ const _: () = assert!(head::HEAD_LIMIT + scanner::BLANK_LIMIT < HYPER_BUFFER);
 /// How long closing a connection may take to write the gate's last answer.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What every HTTP/1 connection of a worker shares.
+pub(crate) struct Protocol {
+    /// hyper's settings.
+    http: http1::Builder,
+    /// The `[http]` limits every request passes.
+    limits: Rc<Limits>,
+}
+
+impl Protocol {
+    /// The worker's HTTP/1, under `config`; the gate hands the requests it refuses to `sink`.
+    pub(crate) fn new(config: &HttpConfig, sink: Option<Rc<Sink>>) -> Self {
+        Protocol { http: builder(config), limits: Rc::new(Limits::new(config, sink)) }
+    }
+
+    /// Serves a connection's requests through `stack` until the connection ends. `since` is
+    /// when it started (its first request's `header_timeout` counts from then), `early` what
+    /// was read of it after its preamble.
+    pub(crate) async fn serve<I, S>(
+        &self,
+        io: I,
+        stack: Stack<S>,
+        since: Instant,
+        early: Vec<u8>,
+        conns: &Conns,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + 'static,
+        S: HttpService,
+    {
+        let link = Rc::new(Link::default());
+        let slot = Rc::clone(&stack.slot);
+        let parts = Parts {
+            slot: Rc::clone(&slot),
+            link: Rc::clone(&link),
+            facts: Rc::clone(&stack.facts),
+            limits: Rc::clone(&self.limits),
+            since,
+            early,
+        };
+        let service = stack.over(Rc::clone(&link));
+        let gate = Gate::new(io, parts);
+        let mut gate = serve(gate, &self.http, &service, (&slot, &link), conns).await;
+        gate.report_refusal();
+    }
+}
+
 /// The hyper settings every connection of the worker is served with.
-pub(crate) fn builder(config: &HttpConfig) -> http1::Builder {
+fn builder(config: &HttpConfig) -> http1::Builder {
     let mut http = http1::Builder::new();
     // hyper refuses more than 100 fields with a bare 431 of its own: a head the gate let
     // through must fit. Only when needed: beyond 100, hyper allocates its field table per head.
@@ -64,12 +112,13 @@ pub(crate) fn builder(config: &HttpConfig) -> http1::Builder {
     http
 }
 
-/// Serves a connection's requests until it ends; returns the gate, done with (for
+/// Serves a connection (its slot and link) until it ends; returns the gate, done with (for
 /// [`Gate::report_refusal`]).
-pub(crate) async fn serve<I, S>(
+async fn serve<I, S>(
     mut gate: Gate<I>,
     http: &http1::Builder,
-    service: &AppService<S>,
+    service: &AppService<S, Link>,
+    (slot, link): (&Slot, &Link),
     conns: &Conns,
 ) -> Gate<I>
 where
@@ -87,11 +136,11 @@ where
         gate.unpark();
         let mut conn =
             Box::pin(http.serve_connection(TokioIo::new(gate), service.for_connection()));
-        let result = drain_connection(conns, conn.as_mut(), service.slot()).await;
+        let result = drain_connection(conns, conn.as_mut(), slot).await;
         let parts = Pin::into_inner(conn).into_parts();
         gate = parts.io.into_inner();
         // What hyper held and had not written is gone with it.
-        service.link().all_sent();
+        link.all_sent();
         if let Err(e) = result {
             tracing::debug!("connection closed: {e}");
             return gate;

@@ -17,6 +17,7 @@ use crate::config::HttpConfig;
 use crate::conn::WRITE_AHEAD;
 use crate::conn::drain::Conns;
 use crate::conn::preamble::{self, Expect};
+use crate::conn::service::Exchange;
 
 /// xorshift64*: a fixed seed gives the same inputs on every run, without a crate.
 struct Rng(u64);
@@ -195,14 +196,14 @@ fn held_back_bytes_count_against_the_write_ahead_once() {
     slot.request_started();
     slot.request_finished();
     // Its body, and its response as hyper writes it: held back, to go with the next one.
-    link.to_send(WRITE_AHEAD);
+    link.handed(WRITE_AHEAD);
     let first = vec![b'a'; WRITE_AHEAD + 100];
     assert!(matches!(Pin::new(&mut gate).poll_write(&mut cx, &first), Poll::Ready(Ok(_))));
     assert!(!gate.out.is_empty(), "held back");
     assert!(link.poll_send_room(&mut cx).is_pending(), "held back, yet not counted");
     // The second response: its head joins what is held back, its first frame is in hyper.
     slot.request_started();
-    link.to_send(WRITE_AHEAD + 4096);
+    link.handed(WRITE_AHEAD + 4096);
     assert!(matches!(Pin::new(&mut gate).poll_write(&mut cx, &[b'h'; 100]), Poll::Ready(_)));
     assert!(matches!(Pin::new(&mut gate).poll_write_out(&mut cx), Poll::Ready(Ok(()))));
     assert!(gate.out.is_empty());

@@ -1,5 +1,6 @@
-//! Who the client is: the peer's address, or, from trusted proxies only, what they say about
-//! the client. `forwarded_allow_ips` says which peers' `X-Forwarded-For`, `X-Forwarded-Proto`,
+//! Who the client is, the service stack's first layer: the transport's client (the peer, or
+//! a trusted PROXY header's source), or, from trusted proxies only, what they say about the
+//! client. `forwarded_allow_ips` says which peers' `X-Forwarded-For`, `X-Forwarded-Proto`,
 //! `X-Forwarded-Host` and `Forwarded` headers are believed; `proxy_allow_ips` which peers may
 //! open a connection with a PROXY protocol header (v1 or v2, as HAProxy and AWS NLB send).
 //!
