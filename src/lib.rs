@@ -7,9 +7,10 @@
 //!
 //! # Running your own service
 //!
-//! [`run`] is the one entry point: it gives your program the forkserve command line and config
+//! [`run`] is the entry point: it gives your program the forkserve command line and config
 //! file, and calls your factory in every worker, after the fork, to build the service that worker
-//! serves. The service need not be `Send`. What a handler needs is re-exported
+//! serves ([`Program`] does the same under your program's own name, with config tables of its
+//! own; [`factory_async`] takes a factory that awaits, [`from_tower`] an axum or tower service). The service need not be `Send`. What a handler needs is re-exported
 //! ([`bytes`], [`http`], [`http_body_util`], [`hyper`], [`tokio`]), so `forkserve` is the one
 //! dependency this takes:
 //!
@@ -58,22 +59,27 @@
 //!
 //! # Layout
 //!
+//! Modules are listed in the order data flows through them, and imports only go down the list:
+//! the app knows nothing of a connection's bytes, a connection nothing of supervision, the
+//! master nothing of HTTP (`tests/layout.rs` fails on an import cycle).
+//!
 //! | module | owns |
 //! |---|---|
 //! | `program` | [`Program`]: a program's name, version and description, its own config tables, and running it |
 //! | [`cli`] | the command line: the config file, `--check-config`, `--print-config`; the setting flags come from `config` |
 //! | [`config`] | each setting declared once (key, default, flag, help, check); the TOML schema, the app kinds' and a program's tables given to it as a [`Schema`](config::Schema), validation, `file:line:col` errors |
+//! | `master` | the supervising loop and its verbs; its lifecycle phase, the pool's pure decisions, reload, binary upgrade |
 //! | `listener` | binding TCP and unix sockets before any fork |
 //! | `handoff` | descriptors passed across exec: socket activation, and the sockets a binary upgrade hands on |
-//! | `master` | the supervising loop and its verbs; its lifecycle phase, the pool's pure decisions, reload, binary upgrade |
-//! | `signals` | which signal means what, for the master and for a worker |
-//! | `worker` | everything after fork: runtime, heartbeat, memory watch, drain, exit code |
-//! | `conn` | one connection, one way through: accept, preamble (PROXY), transport, HTTP/1 (the gate: `[http]` limits, strict framing, timeouts; hyper; parking), the service stack, the same under every protocol (who the client is: forwarded headers from trusted proxies, the [`Client`] extension; deadline `504`, panic `500`, accounting), the open connections (cap, drain, reclaim), and the one [`RequestEnd`] event per request |
-//! | `request_end` | the one event every request ends in ([`RequestEnd`]), and the hooks that receive it: written by `conn`, registered through the app's [`WorkerContext`], read by logs and metrics |
 //! | `scoreboard` | the shared memory where workers publish heartbeats and requests for the master |
 //! | `ipc` | messages from workers to the master: ready, boot failure, due for recycling |
-//! | `notify` | systemd's readiness protocol (`sd_notify`) |
+//! | `signals` | which signal means what, for the master and for a worker |
 //! | `process` | fork, wait, kill; with the signal registrations in `signals`, the scoreboard's mapping and `handoff`, the only `unsafe` |
+//! | `pidfile`, `notify`, `logging` | the pidfile and its lock; systemd's readiness protocol (`sd_notify`); the log |
+//! | `worker` | everything after fork: runtime, the app's factory, heartbeat, memory watch, drain, exit code |
+//! | `conn` | one connection, one way through: accept, preamble (PROXY), transport (facts set once), the protocol (HTTP/1: the gate's `[http]` limits, strict framing and timeouts, hyper, parking), the service stack every protocol shares (who the client is: the [`Client`] extension; deadline `504`, panic `500`, accounting), the open connections (cap, drain, reclaim) |
+//! | `request_end` | the one event every request ends in ([`RequestEnd`]), and the hooks that receive it: written by `conn`, registered through the app's [`WorkerContext`], read by logs and metrics |
+//! | `panics` | catching the app's panics, and the message logged with its request |
 //! | [`app`] | what a worker serves: the seam (service, factory, async and tower adapters), and the binary's router with its app kinds (`respond`, `static_files`), each with its config keys |
 
 pub mod app;
