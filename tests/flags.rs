@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Server, forkserve, http, tempdir, wait_until, write};
+use common::{Server, alive, forkserve, http, tempdir, wait_until, write};
 use nix::sys::signal::Signal;
 
 fn app_config(workers: usize, body: &str) -> String {
@@ -24,10 +24,13 @@ fn a_flag_keeps_overriding_the_file_across_a_reload() {
     write(dir.path(), "app.toml", &app_config(4, "two"));
     server.signal(Signal::SIGHUP);
     server.wait_for("reload complete generation=2");
-    assert_eq!(http::get(addr, "/").unwrap().text(), "two", "the file was read again");
+    // "reload complete" means the old workers were told to stop; until each handles that, it
+    // may still take a connection, so the answer is asked once they are gone.
     wait_until(|| {
         let now = server.workers();
         (now.len() == 2 && now.is_disjoint(&old)).then_some(now)
     })
     .unwrap_or_else(|| panic!("-w 2 should still win over the file's 4: {:?}", server.workers()));
+    wait_until(|| old.iter().all(|&pid| !alive(pid)).then_some(())).expect("old workers exit");
+    assert_eq!(http::get(addr, "/").unwrap().text(), "two", "the file was read again");
 }
