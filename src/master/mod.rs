@@ -41,9 +41,9 @@ use nix::unistd::Pid;
 use tracing::{info, warn};
 
 use self::health::BootFailures;
-use self::phase::{Generation, Phase, Stop, StopKind};
+use self::phase::{Generation, Phase, StopKind};
 use self::pool::{Pool, Why, WorkerState, one_fewer, one_more};
-use self::upgrade::{Handover, Program, Succession, Upgrading};
+use self::upgrade::{Ending, Handover, Program, Succession, Upgrading};
 use crate::app::Factory;
 use crate::config::ConfigSource;
 use crate::config::{Config, MAX_WORKERS};
@@ -162,7 +162,7 @@ impl<'f, F: Factory> Master<'f, F> {
             inbox: Some(plumbing.inbox),
             pool: Pool::new(now),
             next_id: 1,
-            phase: Phase::Starting,
+            phase: Phase::new(),
             boot_failures: None,
             wake_by: now,
             resumed: now,
@@ -227,8 +227,8 @@ impl<'f, F: Factory> Master<'f, F> {
             wake = wake.min(self.pool.backoff.next_spawn().max(now));
         }
         let booting = self.upgrading.booting();
-        if let Some(upgrade) = booting {
-            wake = wake.min(upgrade.deadline.max(now));
+        if let Some((_, deadline)) = booting {
+            wake = wake.min(deadline.max(now));
         }
         self.wake_by = wake;
         let timeout = wake.saturating_duration_since(now);
@@ -240,7 +240,7 @@ impl<'f, F: Factory> Master<'f, F> {
             PollFd::new(signals.fd(), PollFlags::POLLIN),
             PollFd::new(inbox.fd(), PollFlags::POLLIN),
         ];
-        fds.extend(booting.map(|u| PollFd::new(u.fd(), PollFlags::POLLIN)));
+        fds.extend(booting.map(|(s, _)| PollFd::new(s.fd(), PollFlags::POLLIN)));
         // EINTR is the usual way a signal ends the wait; the loop looks at the signals anyway.
         let _ = poll(&mut fds, timeout);
     }
@@ -323,9 +323,7 @@ impl<'f, F: Factory> Master<'f, F> {
     /// Stops the server: closes the listeners (or leaves them to a new master that serves) and
     /// tells every worker to exit.
     fn stop(&mut self, how: Shutdown) {
-        let handing_over =
-            matches!(self.phase.stopping().map(|s| s.kind), Some(StopKind::HandOver(_)));
-        self.stop_as(StopKind::new(how, handing_over || self.upgrading.successor_serves()));
+        self.stop_as(self.phase.stop_for(how, self.upgrading.successor_serves()));
     }
 
     /// [`Master::stop`], of a kind: a hand-over leaves the sockets to a new master.
@@ -335,18 +333,22 @@ impl<'f, F: Factory> Master<'f, F> {
             return;
         }
         info!(mode = %how.as_str(), "shutting down");
-        self.phase = Phase::Stopping(Stop { kind, since: self.phase.since() });
+        self.phase.stop(kind);
         self.close_listeners();
-        match (self.upgrading.successor_serves(), self.notifier()) {
-            // A manual upgrade committed: the service is the new master's from now.
-            (true, Some(n)) => {
-                let pid = self.upgrading.pid().map_or(0, Pid::as_raw);
-                n.send(&format!("MAINPID={pid}\nREADY=1"));
+        let ending = self.upgrading.end();
+        if let Some(n) = self.notifier() {
+            match (&ending, kind) {
+                // A manual upgrade committed: the service is the new master's from now.
+                (Ending::Committed { new_master }, _) => {
+                    n.send(&format!("MAINPID={}\nREADY=1", new_master.as_raw()));
+                }
+                (_, StopKind::HandOver(_)) => {}
+                _ => n.stopping(),
             }
-            (false, Some(n)) if !matches!(kind, StopKind::HandOver(_)) => n.stopping(),
-            _ => {}
         }
-        self.upgrade_failed("this master is stopping");
+        if let Ending::Abandoned(successor) = ending {
+            self.stop_successor(successor, "this master is stopping");
+        }
         match how {
             Shutdown::Graceful => {
                 let ids: Vec<u64> = self.pool.workers.iter().map(|w| w.id).collect();
@@ -372,11 +374,9 @@ impl<'f, F: Factory> Master<'f, F> {
         }
     }
 
-    /// Closes the listening sockets, or, once a new master serves them, only this master's
-    /// copies.
+    /// Closes the listening sockets, or, on a hand-over, only this master's copies.
     fn close_listeners(&mut self) {
-        let stopping = self.phase.stopping().map(|s| s.kind);
-        if self.upgrading.successor_serves() || matches!(stopping, Some(StopKind::HandOver(_))) {
+        if let Some(StopKind::HandOver(_)) = self.phase.stopping() {
             self.listeners.hand_over();
         } else {
             self.listeners.close_all();

@@ -10,7 +10,7 @@ use tracing::{debug, error, info, warn};
 
 use super::phase::Generation;
 use super::pool::{Decision, Wanted, Why, Worker, WorkerState, recycle_after};
-use super::upgrade::Succession;
+use super::upgrade::{FirstServing, Succession};
 use super::{KILL_MARGIN, Master, deadline};
 use crate::app::{Factory, WorkerContext};
 use crate::config::UpgradeMode;
@@ -112,39 +112,38 @@ impl<F: Factory> Master<'_, F> {
             );
         }
         let current = Wanted { number: self.current.number, target: self.current.target };
-        if self.phase.announced() || !self.pool.all_ready(current) {
+        // A stopping master has no active worker, so none of its generation can be all ready;
+        // it has nothing to announce anyway.
+        if self.phase.announced() || self.phase.is_stopping() || !self.pool.all_ready(current) {
             return;
         }
         self.phase.announce();
         info!(workers = self.current.target, "all workers ready");
-        let Succession::TakingOver(handover) =
-            std::mem::replace(&mut self.succession, Succession::InCharge)
-        else {
-            return self.notify_ready();
-        };
-        let manual = self.current.config.server.upgrade == UpgradeMode::Manual;
-        let old = handover.old_master;
-        if nix::unistd::getppid() != old {
-            // Killed, or crashed: there is no one to hand over from, in either mode.
-            warn!(
-                old_master = old.as_raw(),
-                "upgrade: this master serves; the old master is gone (it exited before the \
-                 hand-over): this master is in charge"
-            );
-            self.take_charge();
-        } else {
-            if manual {
-                self.succession = Succession::BesideOld(old);
-            } else {
-                // The service manager must follow the main pid before the old one exits.
+        let old_alive = |old| nix::unistd::getppid() == old;
+        let mode = self.current.config.server.upgrade;
+        match self.succession.serving(old_alive, mode) {
+            FirstServing::Alone => {}
+            FirstServing::OldGone(old) => {
+                warn!(
+                    old_master = old.as_raw(),
+                    "upgrade: this master serves; the old master is gone (it exited before the \
+                     hand-over): this master is in charge"
+                );
                 self.take_charge();
             }
-            info!(
-                old_master = old.as_raw(),
-                "upgrade: this master serves; telling the old one{}",
-                if manual { " (it stops when told to: manual upgrade)" } else { " to stop" }
-            );
-            handover.ready();
+            FirstServing::TellOld(handover, mode) => {
+                let manual = mode == UpgradeMode::Manual;
+                if !manual {
+                    // The service manager must follow the main pid before the old one exits.
+                    self.take_charge();
+                }
+                info!(
+                    old_master = handover.old_master.as_raw(),
+                    "upgrade: this master serves; telling the old one{}",
+                    if manual { " (it stops when told to: manual upgrade)" } else { " to stop" }
+                );
+                handover.ready();
+            }
         }
         self.notify_ready();
     }
