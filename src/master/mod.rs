@@ -214,9 +214,9 @@ impl<'f, F: Factory> Master<'f, F> {
         let mut wake = now + Duration::from_secs(1);
         for w in &self.pool.workers {
             match &w.state {
-                WorkerState::Exiting { deadline, killed: false, .. } => wake = wake.min(*deadline),
-                WorkerState::Exiting { .. } => {}
-                WorkerState::Active => {
+                WorkerState::Exiting { deadline, .. } => wake = wake.min(*deadline),
+                WorkerState::Killed { .. } => {}
+                WorkerState::Booting { .. } | WorkerState::Ready { .. } => {
                     if let Some(at) = self.next_check(w, now) {
                         wake = wake.min(at);
                     }
@@ -267,8 +267,9 @@ impl<'f, F: Factory> Master<'f, F> {
             match message {
                 Message::Ready { worker } => self.worker_ready(worker),
                 Message::BootFailed { worker, reason } => {
-                    if let Some(w) = self.pool.get_mut(worker) {
-                        w.boot_error = Some(reason);
+                    let state = self.pool.get_mut(worker).map(|w| &mut w.state);
+                    if let Some(WorkerState::Booting { error }) = state {
+                        *error = Some(reason);
                     }
                 }
                 Message::Recycle { worker, requests } => {
@@ -359,16 +360,16 @@ impl<'f, F: Factory> Master<'f, F> {
             Shutdown::Fast => {
                 let deadline = deadline(FAST_STOP_GRACE);
                 for w in &mut self.pool.workers {
-                    if let WorkerState::Exiting { killed: true, .. } = w.state {
+                    if let WorkerState::Killed { .. } = w.state {
                         continue;
                     }
                     process::send(w.pid, Signal::SIGINT);
-                    let why = match &w.state {
+                    let why = match w.why() {
                         // A hung worker keeps its reason; it gets the shorter deadline.
-                        WorkerState::Exiting { why, .. } if why.is_kill() => why.clone(),
+                        Some(why) if why.is_kill() => why.clone(),
                         _ => Why::Stop(how),
                     };
-                    w.state = WorkerState::Exiting { deadline, killed: false, why };
+                    w.state = WorkerState::Exiting { deadline, why };
                 }
             }
         }

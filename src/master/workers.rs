@@ -93,8 +93,15 @@ impl<F: Factory> Master<'_, F> {
     /// says it serves (and, started by a binary upgrade, tells the old master).
     pub(super) fn worker_ready(&mut self, worker: u64) {
         let Some(w) = self.pool.get_mut(worker) else { return };
-        w.ready_at = Some(Instant::now());
-        w.boot_mib = self.scoreboard.rss_kib(w.slot) / 1024;
+        let (at, boot_mib) = (Instant::now(), self.scoreboard.rss_kib(w.slot) / 1024);
+        match &mut w.state {
+            WorkerState::Booting { .. } => w.state = WorkerState::Ready { at, boot_mib, due: None },
+            WorkerState::Ready { at: ready_at, boot_mib: mib, .. } => {
+                (*ready_at, *mib) = (at, boot_mib)
+            }
+            // Told to exit before it said it was ready: it stays told.
+            WorkerState::Exiting { .. } | WorkerState::Killed { .. } => {}
+        }
         info!(
             pid = w.pid.as_raw(),
             worker = w.id,
@@ -172,11 +179,7 @@ impl<F: Factory> Master<'_, F> {
                     slot,
                     spawned: Instant::now(),
                     grace: generation.config.server.graceful_timeout.0,
-                    ready_at: None,
-                    due: None,
-                    boot_error: None,
-                    boot_mib: 0,
-                    state: WorkerState::Active,
+                    state: WorkerState::Booting { error: None },
                 });
             }
             Ok(Forked::Child(mask)) => self.become_worker(id, slot, generation, mask),
@@ -228,23 +231,22 @@ impl<F: Factory> Master<'_, F> {
         debug!(pid = w.pid.as_raw(), worker = w.id, "stopping worker gracefully: {why}");
         process::send(w.pid, Signal::SIGTERM);
         let deadline = deadline(w.grace + KILL_MARGIN);
-        w.state = WorkerState::Exiting { deadline, killed: false, why };
+        w.state = WorkerState::Exiting { deadline, why };
     }
 
     /// Kills workers that were told to exit and have not by their deadline.
     pub(super) fn murder_overdue(&mut self) {
         let now = Instant::now();
         for w in &mut self.pool.workers {
-            if let WorkerState::Exiting { deadline, killed: killed @ false, .. } = &mut w.state {
-                if now >= *deadline {
-                    warn!(
-                        pid = w.pid.as_raw(),
-                        worker = w.id,
-                        "worker did not exit in time, killing it with SIGKILL"
-                    );
-                    process::send(w.pid, Signal::SIGKILL);
-                    *killed = true;
-                }
+            let WorkerState::Exiting { deadline, why } = &mut w.state else { continue };
+            if now >= *deadline {
+                warn!(
+                    pid = w.pid.as_raw(),
+                    worker = w.id,
+                    "worker did not exit in time, killing it with SIGKILL"
+                );
+                process::send(w.pid, Signal::SIGKILL);
+                w.state = WorkerState::Killed { why: why.clone() };
             }
         }
     }

@@ -21,11 +21,10 @@ fn worker(id: u64, generation: u64, ready: Option<Duration>, at: Instant) -> Wor
         slot: id as usize,
         spawned: at - 60 * SEC,
         grace: 30 * SEC,
-        ready_at: ready.map(|ago| at - ago),
-        due: None,
-        boot_error: None,
-        boot_mib: 10,
-        state: WorkerState::Active,
+        state: match ready {
+            Some(ago) => WorkerState::Ready { at: at - ago, boot_mib: 10, due: None },
+            None => WorkerState::Booting { error: None },
+        },
     }
 }
 
@@ -38,12 +37,15 @@ fn booting(id: u64, generation: u64, at: Instant) -> Worker {
 }
 
 fn exiting(mut w: Worker, why: Why) -> Worker {
-    w.state = WorkerState::Exiting { deadline: later_now() + SEC, killed: false, why };
+    w.state = WorkerState::Exiting { deadline: later_now() + SEC, why };
     w
 }
 
+/// A ready worker, due for recycling (only a ready worker can be: one still booting that is
+/// found due is retired at once, see `Master::recycle`).
 fn due(mut w: Worker) -> Worker {
-    w.due = Some(Recycle::Requests { served: 1000 });
+    let WorkerState::Ready { due, .. } = &mut w.state else { panic!("{w:?} is not ready") };
+    *due = Some(Recycle::Requests { served: 1000 });
     w
 }
 
@@ -134,8 +136,16 @@ fn a_worker_due_for_recycling_is_replaced_successor_first() {
             vec![due(ready(1, 1, now)), ready(2, 1, now), ready(3, 1, now)],
             vec![retire(1, recycled.clone())],
         ),
-        // A due worker that is not ready serves nothing: it goes at once.
-        (vec![due(booting(1, 1, now)), ready(2, 1, now)], vec![spawn(1, 1), retire(1, recycled)]),
+        // Two due, one successor ready: one goes, the other waits for its own successor.
+        (
+            vec![
+                due(ready(1, 1, now)),
+                due(ready(2, 1, now)),
+                ready(3, 1, now),
+                booting(4, 1, now),
+            ],
+            vec![retire(1, recycled)],
+        ),
     ];
     for (i, (workers, expected)) in cases.into_iter().enumerate() {
         assert_eq!(pool(workers, now).decide(&[wanted(1, 2)], false, now), expected, "case {i}");
