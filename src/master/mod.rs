@@ -223,8 +223,8 @@ impl<'f, F: Factory> Master<'f, F> {
                 }
             }
         }
-        if self.pool.short(&self.wanted()) {
-            wake = wake.min(self.pool.backoff.next_spawn().max(now));
+        if let Some(fork) = self.pool.next_fork(&self.wanted(), now) {
+            wake = wake.min(fork);
         }
         let booting = self.upgrading.booting();
         if let Some((_, deadline)) = booting {

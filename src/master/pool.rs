@@ -188,8 +188,6 @@ pub(super) enum Decision {
     Spawn { generation: u64, count: usize },
     /// Tell a worker to finish its requests and exit.
     Retire { worker: u64, why: Why },
-    /// A generation is short of workers, and forking waits until then (the crash pause).
-    Wait { until: Instant },
     /// Every worker of the new generation of a reload is ready: the reload completes (the
     /// older generations are retired, see [`Pool::complete_reload`]).
     CompleteReload,
@@ -301,6 +299,13 @@ impl Pool {
         wanted.iter().any(|g| self.fresh_workers(g.number) < g.target)
     }
 
+    /// When the pool is next to fork, if some generation of `wanted` is short of workers: at
+    /// once (`now`), or once the crash pause is over. The master's loop sleeps no longer; until
+    /// then, [`Pool::decide`] leaves a short generation as it is.
+    pub(super) fn next_fork(&self, wanted: &[Wanted], now: Instant) -> Option<Instant> {
+        self.short(wanted).then(|| self.backoff.next_spawn.max(now))
+    }
+
     /// Whether every worker the newest generation wants is ready.
     pub(super) fn all_ready(&self, current: Wanted) -> bool {
         self.ready_workers(current.number) >= current.target
@@ -321,8 +326,8 @@ impl Pool {
             let fresh = self.fresh_workers(generation.number);
             if fresh < generation.target {
                 if now < next_spawn {
-                    // Nothing else changes in this generation until forking goes on.
-                    out.push(Decision::Wait { until: next_spawn });
+                    // Nothing else changes in this generation until forking goes on (the
+                    // loop wakes for it, see `Pool::next_fork`).
                     continue;
                 }
                 // After failures, one at a time, each after the pause.

@@ -83,7 +83,6 @@ impl<F: Factory> Master<'_, F> {
                 self.pool.backoff.spawned(Instant::now());
             }
             Decision::Retire { worker, why } => self.retire_worker(worker, why),
-            Decision::Wait { .. } => {}
             Decision::CompleteReload => self.finish_reload(),
         }
         Ok(())
