@@ -12,8 +12,8 @@
 //! | module | owns |
 //! |---|---|
 //! | this one | the loop, signals, stopping |
-//! | [`phase`] | the lifecycle as values: starting, serving, reloading, stopping and how |
-//! | [`pool`] | the worker records and the pure decision of what to fork and what to retire |
+//! | [`phase`] | the lifecycle as values: announced or not; steady, reloading, stopping and how |
+//! | [`pool`] | each worker's life; the pure decision of what to fork and retire, and when |
 //! | [`workers`] | carrying the decisions out: fork, become a worker, retire, announce |
 //! | [`health`] | reaping and explaining exits, boot failures, hung workers, recycling |
 //! | [`reload`] | generations: `HUP`, completing a reload, rolling back |
@@ -94,7 +94,8 @@ pub(crate) struct Master<'f, F> {
     resumed: Instant,
     scoreboard: Scoreboard,
     notifier: Option<Notifier>,
-    /// This master's own binary upgrade (`USR2`), as the old master.
+    /// This master's own binary upgrade (`USR2`), as the old master. Idle once it stops: the
+    /// stop ends it, and a hand-over is then recorded as the stop's kind.
     upgrading: Upgrading,
     /// Whether this master is in charge, or replaces one that may still serve.
     succession: Succession,

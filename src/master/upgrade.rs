@@ -12,7 +12,10 @@
 //! (`WINCH`, then `QUIT` to the old one) or gives up (`QUIT` to the new one).
 //!
 //! Progress is one value on each side: [`Upgrading`] in the old master, [`Succession`] in the
-//! new one.
+//! new one. Each moves only through its own methods, pure and unit-tested (`tests`), which say
+//! what the master is to do; the master does it (signals, logs, `sd_notify`). A stop of the old
+//! master ends its upgrade ([`Upgrading::end`]): a new master that serves is left the sockets,
+//! one still booting is stopped.
 
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
