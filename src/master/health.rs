@@ -60,13 +60,13 @@ impl<F: Factory> Master<'_, F> {
     fn explain_exit(&mut self, w: Worker, exit: Exit) {
         let (pid, worker, generation) = (w.pid.as_raw(), w.id, w.generation);
         match &w.state {
-            WorkerState::Exiting { why, .. } if why.is_kill() => {
+            WorkerState::Exiting { why, .. } | WorkerState::Killed { why } if why.is_kill() => {
                 error!(
                     pid,
                     worker, generation, "worker exited: {exit}, killed by the master: {why}"
                 );
             }
-            WorkerState::Exiting { killed: true, why, .. } => warn!(
+            WorkerState::Killed { why } => warn!(
                 pid,
                 worker,
                 generation,
@@ -78,8 +78,8 @@ impl<F: Factory> Master<'_, F> {
             WorkerState::Exiting { why, .. } => {
                 warn!(pid, worker, generation, "worker exited: {exit} while being {why}");
             }
-            WorkerState::Active if w.ready_at.is_none() => {
-                let cause = match (&w.boot_error, exit) {
+            WorkerState::Booting { error } => {
+                let cause = match (error, exit) {
                     (Some(reason), _) => reason.clone(),
                     (None, Exit::Code(EXIT_BOOT_FAILED)) => "its app failed to start".into(),
                     (None, _) => format!("{exit} while booting{}", oom_hint(exit)),
@@ -91,7 +91,9 @@ impl<F: Factory> Master<'_, F> {
                 }
                 self.boot_failed(pid, worker, generation, &cause);
             }
-            WorkerState::Active if self.phase.is_reloading_to(generation, self.current.number) => {
+            WorkerState::Ready { .. }
+                if self.phase.is_reloading_to(generation, self.current.number) =>
+            {
                 // A new generation that crashes before it has taken over is not trusted.
                 error!(pid, worker, generation, "worker died unexpectedly: {exit}");
                 self.roll_back(&format!(
@@ -99,7 +101,7 @@ impl<F: Factory> Master<'_, F> {
                      completed: {exit}"
                 ));
             }
-            WorkerState::Active => {
+            WorkerState::Ready { .. } => {
                 let replaced = self.generation(generation).is_some();
                 let next = if replaced { "; replacing it" } else { "" };
                 let hint = oom_hint(exit);
@@ -173,7 +175,11 @@ impl<F: Factory> Master<'_, F> {
             return;
         }
         let up = w.up(Instant::now());
-        let (pid, generation, boot_mib) = (w.pid.as_raw(), w.generation, w.boot_mib);
+        let boot_mib = match w.state {
+            WorkerState::Ready { boot_mib, .. } => boot_mib,
+            _ => 0,
+        };
+        let (pid, generation) = (w.pid.as_raw(), w.generation);
         match too_soon(&reason, up, boot_mib) {
             Some(TooSoon::LimitTooLow) => {
                 error!(
@@ -194,8 +200,12 @@ impl<F: Factory> Master<'_, F> {
             generation,
             "recycling worker: {reason}; starting its successor first"
         );
-        if let Some(w) = self.pool.get_mut(id) {
-            w.due = Some(reason);
+        match self.pool.get_mut(id).map(|w| &mut w.state) {
+            Some(WorkerState::Ready { due, .. }) => *due = Some(reason),
+            // Not ready, it serves nothing: it goes at once, and its successor is forked as for
+            // any worker gone.
+            Some(WorkerState::Booting { .. }) => self.retire_worker(id, Why::Recycled(reason)),
+            _ => {}
         }
     }
 
@@ -208,7 +218,8 @@ impl<F: Factory> Master<'_, F> {
             return;
         }
         let mut due = Vec::new();
-        for w in self.pool.workers.iter().filter(|w| w.is_fresh() && w.ready_at.is_some()) {
+        let ready = |w: &&Worker| matches!(w.state, WorkerState::Ready { due: None, .. });
+        for w in self.pool.workers.iter().filter(ready) {
             let Some(server) = self.generation(w.generation).map(|g| &g.config.server) else {
                 continue;
             };
@@ -240,8 +251,8 @@ impl<F: Factory> Master<'_, F> {
             let Some(server) = self.generation(w.generation).map(|g| &g.config.server) else {
                 continue;
             };
-            match w.ready_at {
-                Some(_) => {
+            match w.state {
+                WorkerState::Ready { .. } => {
                     let Some(timeout) = ServerConfig::limit(server.timeout) else { continue };
                     let silent = self.scoreboard.since_heartbeat(w.slot);
                     // Silence while the master was stopped is not counted.
@@ -254,12 +265,13 @@ impl<F: Factory> Master<'_, F> {
                         _ => {}
                     }
                 }
-                None => {
+                WorkerState::Booting { .. } => {
                     let Some(limit) = ServerConfig::limit(server.boot_timeout) else { continue };
                     if w.spawned.elapsed() >= limit {
                         hung.push((w.id, Why::BootTimeout(limit), String::new()));
                     }
                 }
+                WorkerState::Exiting { .. } | WorkerState::Killed { .. } => {}
             }
         }
         for (id, why, activity) in hung {
@@ -291,11 +303,7 @@ impl<F: Factory> Master<'_, F> {
                         silent.as_secs_f64()
                     );
                     process::send(w.pid, Signal::SIGABRT);
-                    w.state = WorkerState::Exiting {
-                        deadline: deadline(ABORT_GRACE),
-                        killed: false,
-                        why,
-                    };
+                    w.state = WorkerState::Exiting { deadline: deadline(ABORT_GRACE), why };
                     // Workers that hang soon after booting are a crash loop as much as workers
                     // that die: their replacements wait, as theirs do (see reap_workers).
                     self.pause_after_loss(up, "worker killed as hung");
@@ -303,11 +311,7 @@ impl<F: Factory> Master<'_, F> {
                 _ => {
                     error!(pid, worker, generation, "worker {why}, killing it with SIGKILL");
                     process::send(w.pid, Signal::SIGKILL);
-                    w.state = WorkerState::Exiting {
-                        deadline: deadline(ABORT_GRACE),
-                        killed: true,
-                        why: why.clone(),
-                    };
+                    w.state = WorkerState::Killed { why: why.clone() };
                     self.boot_failed(pid, worker, generation, &why.to_string());
                 }
             }
@@ -320,19 +324,20 @@ impl<F: Factory> Master<'_, F> {
         let server = &self.generation(w.generation)?.config.server;
         let mut at: Option<Instant> = None;
         let mut consider = |t: Instant| at = Some(at.map_or(t, |a| a.min(t)));
-        match w.ready_at {
-            None => {
+        match &w.state {
+            WorkerState::Booting { .. } => {
                 if let Some(limit) = ServerConfig::limit(server.boot_timeout) {
                     consider(w.spawned + limit);
                 }
             }
-            Some(_) => {
+            WorkerState::Exiting { .. } | WorkerState::Killed { .. } => {}
+            WorkerState::Ready { due, .. } => {
                 if let Some(timeout) = ServerConfig::limit(server.timeout) {
                     let silent = self.scoreboard.since_heartbeat(w.slot).unwrap_or_default();
                     consider((now + timeout.saturating_sub(silent)).max(self.resumed + timeout));
                 }
                 if let Some(max) = ServerConfig::limit(server.max_worker_lifetime) {
-                    if w.due.is_none() {
+                    if due.is_none() {
                         consider(w.spawned + max);
                     }
                 }

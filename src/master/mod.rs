@@ -12,8 +12,8 @@
 //! | module | owns |
 //! |---|---|
 //! | this one | the loop, signals, stopping |
-//! | [`phase`] | the lifecycle as values: starting, serving, reloading, stopping and how |
-//! | [`pool`] | the worker records and the pure decision of what to fork and what to retire |
+//! | [`phase`] | the lifecycle as values: announced or not; steady, reloading, stopping and how |
+//! | [`pool`] | each worker's life; the pure decision of what to fork and retire, and when |
 //! | [`workers`] | carrying the decisions out: fork, become a worker, retire, announce |
 //! | [`health`] | reaping and explaining exits, boot failures, hung workers, recycling |
 //! | [`reload`] | generations: `HUP`, completing a reload, rolling back |
@@ -41,9 +41,9 @@ use nix::unistd::Pid;
 use tracing::{info, warn};
 
 use self::health::BootFailures;
-use self::phase::{Generation, Phase, Stop, StopKind};
+use self::phase::{Generation, Phase, StopKind};
 use self::pool::{Pool, Why, WorkerState, one_fewer, one_more};
-use self::upgrade::{Handover, Program, Succession, Upgrading};
+use self::upgrade::{Ending, Handover, Program, Succession, Upgrading};
 use crate::app::Factory;
 use crate::config::ConfigSource;
 use crate::config::{Config, MAX_WORKERS};
@@ -94,7 +94,8 @@ pub(crate) struct Master<'f, F> {
     resumed: Instant,
     scoreboard: Scoreboard,
     notifier: Option<Notifier>,
-    /// This master's own binary upgrade (`USR2`), as the old master.
+    /// This master's own binary upgrade (`USR2`), as the old master. Idle once it stops: the
+    /// stop ends it, and a hand-over is then recorded as the stop's kind.
     upgrading: Upgrading,
     /// Whether this master is in charge, or replaces one that may still serve.
     succession: Succession,
@@ -162,7 +163,7 @@ impl<'f, F: Factory> Master<'f, F> {
             inbox: Some(plumbing.inbox),
             pool: Pool::new(now),
             next_id: 1,
-            phase: Phase::Starting,
+            phase: Phase::new(),
             boot_failures: None,
             wake_by: now,
             resumed: now,
@@ -214,21 +215,21 @@ impl<'f, F: Factory> Master<'f, F> {
         let mut wake = now + Duration::from_secs(1);
         for w in &self.pool.workers {
             match &w.state {
-                WorkerState::Exiting { deadline, killed: false, .. } => wake = wake.min(*deadline),
-                WorkerState::Exiting { .. } => {}
-                WorkerState::Active => {
+                WorkerState::Exiting { deadline, .. } => wake = wake.min(*deadline),
+                WorkerState::Killed { .. } => {}
+                WorkerState::Booting { .. } | WorkerState::Ready { .. } => {
                     if let Some(at) = self.next_check(w, now) {
                         wake = wake.min(at);
                     }
                 }
             }
         }
-        if self.pool.short(&self.wanted()) {
-            wake = wake.min(self.pool.backoff.next_spawn().max(now));
+        if let Some(fork) = self.pool.next_fork(&self.wanted(), now) {
+            wake = wake.min(fork);
         }
         let booting = self.upgrading.booting();
-        if let Some(upgrade) = booting {
-            wake = wake.min(upgrade.deadline.max(now));
+        if let Some((_, deadline)) = booting {
+            wake = wake.min(deadline.max(now));
         }
         self.wake_by = wake;
         let timeout = wake.saturating_duration_since(now);
@@ -240,7 +241,7 @@ impl<'f, F: Factory> Master<'f, F> {
             PollFd::new(signals.fd(), PollFlags::POLLIN),
             PollFd::new(inbox.fd(), PollFlags::POLLIN),
         ];
-        fds.extend(booting.map(|u| PollFd::new(u.fd(), PollFlags::POLLIN)));
+        fds.extend(booting.map(|(s, _)| PollFd::new(s.fd(), PollFlags::POLLIN)));
         // EINTR is the usual way a signal ends the wait; the loop looks at the signals anyway.
         let _ = poll(&mut fds, timeout);
     }
@@ -267,8 +268,9 @@ impl<'f, F: Factory> Master<'f, F> {
             match message {
                 Message::Ready { worker } => self.worker_ready(worker),
                 Message::BootFailed { worker, reason } => {
-                    if let Some(w) = self.pool.get_mut(worker) {
-                        w.boot_error = Some(reason);
+                    let state = self.pool.get_mut(worker).map(|w| &mut w.state);
+                    if let Some(WorkerState::Booting { error }) = state {
+                        *error = Some(reason);
                     }
                 }
                 Message::Recycle { worker, requests } => {
@@ -323,9 +325,7 @@ impl<'f, F: Factory> Master<'f, F> {
     /// Stops the server: closes the listeners (or leaves them to a new master that serves) and
     /// tells every worker to exit.
     fn stop(&mut self, how: Shutdown) {
-        let handing_over =
-            matches!(self.phase.stopping().map(|s| s.kind), Some(StopKind::HandOver(_)));
-        self.stop_as(StopKind::new(how, handing_over || self.upgrading.successor_serves()));
+        self.stop_as(self.phase.stop_for(how, self.upgrading.successor_serves()));
     }
 
     /// [`Master::stop`], of a kind: a hand-over leaves the sockets to a new master.
@@ -335,18 +335,22 @@ impl<'f, F: Factory> Master<'f, F> {
             return;
         }
         info!(mode = %how.as_str(), "shutting down");
-        self.phase = Phase::Stopping(Stop { kind, since: self.phase.since() });
+        self.phase.stop(kind);
         self.close_listeners();
-        match (self.upgrading.successor_serves(), self.notifier()) {
-            // A manual upgrade committed: the service is the new master's from now.
-            (true, Some(n)) => {
-                let pid = self.upgrading.pid().map_or(0, Pid::as_raw);
-                n.send(&format!("MAINPID={pid}\nREADY=1"));
+        let ending = self.upgrading.end();
+        if let Some(n) = self.notifier() {
+            match (&ending, kind) {
+                // A manual upgrade committed: the service is the new master's from now.
+                (Ending::Committed { new_master }, _) => {
+                    n.send(&format!("MAINPID={}\nREADY=1", new_master.as_raw()));
+                }
+                (_, StopKind::HandOver(_)) => {}
+                _ => n.stopping(),
             }
-            (false, Some(n)) if !matches!(kind, StopKind::HandOver(_)) => n.stopping(),
-            _ => {}
         }
-        self.upgrade_failed("this master is stopping");
+        if let Ending::Abandoned(successor) = ending {
+            self.stop_successor(successor, "this master is stopping");
+        }
         match how {
             Shutdown::Graceful => {
                 let ids: Vec<u64> = self.pool.workers.iter().map(|w| w.id).collect();
@@ -357,26 +361,24 @@ impl<'f, F: Factory> Master<'f, F> {
             Shutdown::Fast => {
                 let deadline = deadline(FAST_STOP_GRACE);
                 for w in &mut self.pool.workers {
-                    if let WorkerState::Exiting { killed: true, .. } = w.state {
+                    if let WorkerState::Killed { .. } = w.state {
                         continue;
                     }
                     process::send(w.pid, Signal::SIGINT);
-                    let why = match &w.state {
+                    let why = match w.why() {
                         // A hung worker keeps its reason; it gets the shorter deadline.
-                        WorkerState::Exiting { why, .. } if why.is_kill() => why.clone(),
+                        Some(why) if why.is_kill() => why.clone(),
                         _ => Why::Stop(how),
                     };
-                    w.state = WorkerState::Exiting { deadline, killed: false, why };
+                    w.state = WorkerState::Exiting { deadline, why };
                 }
             }
         }
     }
 
-    /// Closes the listening sockets, or, once a new master serves them, only this master's
-    /// copies.
+    /// Closes the listening sockets, or, on a hand-over, only this master's copies.
     fn close_listeners(&mut self) {
-        let stopping = self.phase.stopping().map(|s| s.kind);
-        if self.upgrading.successor_serves() || matches!(stopping, Some(StopKind::HandOver(_))) {
+        if let Some(StopKind::HandOver(_)) = self.phase.stopping() {
             self.listeners.hand_over();
         } else {
             self.listeners.close_all();

@@ -1,12 +1,18 @@
-//! The master's lifecycle as values: the [`Phase`] it is in (starting, serving, reloading,
-//! stopping, and how), and the rules that depend on it alone.
+//! The master's lifecycle as values: the [`Phase`] it is in, and the rules that depend on it
+//! alone.
 //!
-//! A master starts its first generation ([`Phase::Starting`]) and, once every worker of it has
-//! been ready, says so and serves ([`Phase::Serving`]). `HUP` starts a new generation beside
-//! the serving one ([`Phase::Reloading`], see [`super::reload`]); it ends in serving either
-//! way. A stop ([`Phase::Stopping`]) is final: the master exits once its workers are gone.
+//! A phase is two things, each recorded once: whether the server has *announced* that it
+//! serves (every worker of its first generation has been ready; never taken back), and what
+//! the master is doing ([`Activity`]): keeping its workers at strength, reloading (a new
+//! generation booting beside the serving one, see [`super::reload`]), or stopping, of a named
+//! [`StopKind`]. So *starting* is "steady, not announced yet" and *serving* is "steady,
+//! announced"; a `HUP` during the first start is a reload that has announced nothing, and a
+//! worker of the first generation that cannot boot then still stops the server. A stop is
+//! final: the master exits once its workers are gone.
+//!
 //! The binary upgrade's progress is a value of its own ([`super::upgrade::Upgrading`]): a
-//! master may reload while a manually upgraded successor serves beside it.
+//! master may reload while a manually upgraded successor serves beside it. A stop ends it:
+//! [`StopKind::HandOver`] is then the one record that a successor serves.
 //!
 //! A [`Generation`] is the config a set of workers was started with, and how many it wants.
 
@@ -26,37 +32,33 @@ pub(super) struct Generation {
 
 /// Where the master is in its life.
 #[derive(Debug)]
-pub(super) enum Phase {
-    /// The first generation is booting: nothing has been announced yet, and a worker that
-    /// cannot boot stops the server (exit code 3).
-    Starting,
-    /// Every worker of the first generation has been ready: the server said it serves.
-    Serving,
+pub(super) struct Phase {
+    /// Whether every worker of the first generation has been ready and the server said so;
+    /// until then, a worker that cannot boot stops the server (exit code 3), and the master
+    /// does not speak for the service.
+    announced: bool,
+    activity: Activity,
+}
+
+/// What the master is doing.
+#[derive(Debug)]
+pub(super) enum Activity {
+    /// Keeping the current generation at strength: starting, then serving.
+    Steady,
     /// A new generation is booting beside the one that serves.
     Reloading(Reload),
     /// The master is stopping; it exits once its workers are gone.
-    Stopping(Stop),
+    Stopping(StopKind),
 }
 
-/// Whether the server had said it serves when a reload or a stop began: the phase a reload
-/// returns to if it is rolled back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Since {
-    /// During the first start: the first generation was not ready yet.
-    Start,
-    /// After it.
-    Serving,
-}
-
-/// A reload under way: the new generation is booting, `previous` still serves.
+/// A reload under way: the new generation (the master's current one) is booting, `previous`
+/// still serves.
 #[derive(Debug)]
 pub(super) struct Reload {
     pub(super) started: Instant,
     /// The generation that served when the reload began: kept at strength until the new one is
     /// ready, and restored if it cannot boot.
     pub(super) previous: Generation,
-    /// Whether the first start was over; a `HUP` during it is a reload too.
-    pub(super) since: Since,
 }
 
 /// How the workers are told to stop.
@@ -109,13 +111,6 @@ impl StopKind {
     }
 }
 
-/// A stop under way.
-#[derive(Debug, Clone, Copy)]
-pub(super) struct Stop {
-    pub(super) kind: StopKind,
-    pub(super) since: Since,
-}
-
 /// What a worker that could not boot means, by phase and by the generation it belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum BootFailure {
@@ -129,69 +124,77 @@ pub(super) enum BootFailure {
     Pause,
 }
 
-impl Since {
-    /// The phase a reload that ends (completed, rolled back, or dropped by `WINCH`) returns to.
-    pub(super) fn phase(self) -> Phase {
-        match self {
-            Since::Start => Phase::Starting,
-            Since::Serving => Phase::Serving,
-        }
-    }
-}
-
 impl Phase {
-    /// Ends a reload under way, if any, without completing it or rolling it back.
-    pub(super) fn end_reload(&mut self) {
-        if let Phase::Reloading(r) = self {
-            *self = r.since.phase();
-        }
+    /// The first start, before anything is announced.
+    pub(super) fn new() -> Phase {
+        Phase { announced: false, activity: Activity::Steady }
     }
 
     /// Whether the server has said it serves: every worker of its first generation was ready.
     pub(super) fn announced(&self) -> bool {
-        match self {
-            Phase::Starting => false,
-            Phase::Serving => true,
-            Phase::Reloading(r) => r.since == Since::Serving,
-            Phase::Stopping(s) => s.since == Since::Serving,
-        }
+        self.announced
     }
 
-    /// The first start, or the start a reload began from, is over.
+    /// The first start is over, whatever the master is doing meanwhile (a reload begun during
+    /// it goes on).
     pub(super) fn announce(&mut self) {
-        match self {
-            Phase::Starting => *self = Phase::Serving,
-            Phase::Reloading(r) => r.since = Since::Serving,
-            Phase::Serving | Phase::Stopping(_) => {}
-        }
+        self.announced = true;
     }
 
-    /// The phase a reload or a stop begun now remembers.
-    pub(super) fn since(&self) -> Since {
-        if self.announced() { Since::Serving } else { Since::Start }
-    }
-
-    pub(super) fn stopping(&self) -> Option<Stop> {
-        match self {
-            Phase::Stopping(stop) => Some(*stop),
+    pub(super) fn stopping(&self) -> Option<StopKind> {
+        match self.activity {
+            Activity::Stopping(kind) => Some(kind),
             _ => None,
         }
     }
 
     pub(super) fn is_stopping(&self) -> bool {
-        matches!(self, Phase::Stopping(_))
+        self.stopping().is_some()
     }
 
     pub(super) fn reload(&self) -> Option<&Reload> {
-        match self {
-            Phase::Reloading(r) => Some(r),
+        match &self.activity {
+            Activity::Reloading(r) => Some(r),
             _ => None,
         }
     }
 
-    /// Whether `generation` is the new one of a reload under way.
+    pub(super) fn reload_mut(&mut self) -> Option<&mut Reload> {
+        match &mut self.activity {
+            Activity::Reloading(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    /// A reload begins (the master is steady: a reload under way is overtaken in place, see
+    /// [`Phase::reload_mut`]; a stopping master reloads nothing).
+    pub(super) fn begin_reload(&mut self, reload: Reload) {
+        debug_assert!(matches!(self.activity, Activity::Steady), "{self:?}");
+        self.activity = Activity::Reloading(reload);
+    }
+
+    /// Ends a reload under way, if any (completed, rolled back, or dropped by `WINCH`), and
+    /// returns it.
+    pub(super) fn end_reload(&mut self) -> Option<Reload> {
+        match std::mem::replace(&mut self.activity, Activity::Steady) {
+            Activity::Reloading(r) => Some(r),
+            other => {
+                self.activity = other;
+                None
+            }
+        }
+    }
+
+    /// Whether `generation` is the new one of a reload under way, `current` being the newest.
     pub(super) fn is_reloading_to(&self, generation: u64, current: u64) -> bool {
-        matches!(self, Phase::Reloading(_)) && generation == current
+        self.reload().is_some() && generation == current
+    }
+
+    /// The stop that `how` asks for: a hand-over if a successor serves, or if the stop under
+    /// way is one (a successor that serves keeps the sockets however the workers stop).
+    pub(super) fn stop_for(&self, how: Shutdown, successor_serves: bool) -> StopKind {
+        let handing_over = matches!(self.stopping(), Some(StopKind::HandOver(_)));
+        StopKind::new(how, handing_over || successor_serves)
     }
 
     /// Whether a stop asked for by `how` changes anything: a fast stop overrides a graceful
@@ -199,8 +202,14 @@ impl Phase {
     pub(super) fn stop_changes(&self, how: Shutdown) -> bool {
         match self.stopping() {
             None => true,
-            Some(stop) => stop.kind.workers() == Shutdown::Graceful && how == Shutdown::Fast,
+            Some(kind) => kind.workers() == Shutdown::Graceful && how == Shutdown::Fast,
         }
+    }
+
+    /// The master stops, of this kind. Whether it had announced is kept: a stop during the
+    /// first start does not tell the service manager it is stopping (it never said it started).
+    pub(super) fn stop(&mut self, kind: StopKind) {
+        self.activity = Activity::Stopping(kind);
     }
 
     /// What a boot failure of a worker of `generation` means, `current` being the newest.
@@ -221,27 +230,33 @@ impl Phase {
 mod tests {
     use super::*;
 
-    fn reloading(since: Since) -> Phase {
+    fn phase(announced: bool, activity: Activity) -> Phase {
+        Phase { announced, activity }
+    }
+
+    fn reloading() -> Activity {
         let previous = Generation { number: 1, config: Arc::new(Config::default()), target: 2 };
-        Phase::Reloading(Reload { started: Instant::now(), previous, since })
+        Activity::Reloading(Reload { started: Instant::now(), previous })
     }
 
     #[test]
     fn a_boot_failure_means_what_the_phase_and_the_generation_say() {
-        let stop = Stop { kind: StopKind::Graceful, since: Since::Serving };
-        // (phase, generation of the failed worker, current generation, verdict)
+        let stopping = Activity::Stopping(StopKind::Graceful);
+        // (announced, activity, generation of the failed worker, current generation, verdict)
         let cases = [
-            (Phase::Starting, 1, 1, BootFailure::StopServer),
-            (Phase::Serving, 1, 1, BootFailure::Pause),
-            (reloading(Since::Serving), 2, 2, BootFailure::RollBack),
-            (reloading(Since::Serving), 1, 2, BootFailure::Pause),
+            (false, Activity::Steady, 1, 1, BootFailure::StopServer),
+            (true, Activity::Steady, 1, 1, BootFailure::Pause),
+            (true, reloading(), 2, 2, BootFailure::RollBack),
+            (true, reloading(), 1, 2, BootFailure::Pause),
             // A HUP during the first start: the new generation is rolled back, a worker of the
             // first one that cannot boot still stops the server.
-            (reloading(Since::Start), 2, 2, BootFailure::RollBack),
-            (reloading(Since::Start), 1, 2, BootFailure::StopServer),
-            (Phase::Stopping(stop), 1, 1, BootFailure::Ignore),
+            (false, reloading(), 2, 2, BootFailure::RollBack),
+            (false, reloading(), 1, 2, BootFailure::StopServer),
+            (true, stopping, 1, 1, BootFailure::Ignore),
+            (false, Activity::Stopping(StopKind::Fast), 1, 1, BootFailure::Ignore),
         ];
-        for (phase, generation, current, verdict) in cases {
+        for (announced, activity, generation, current, verdict) in cases {
+            let phase = phase(announced, activity);
             assert_eq!(phase.boot_failure(generation, current), verdict, "{phase:?} {generation}");
         }
         // What the master then reports as its exit status.
@@ -249,23 +264,30 @@ mod tests {
     }
 
     #[test]
-    fn the_first_start_ends_once_even_inside_a_reload() {
-        let mut phase = Phase::Starting;
-        assert!(!phase.announced());
-        phase.announce();
-        assert!(matches!(phase, Phase::Serving));
-        let mut phase = reloading(Since::Start);
+    fn the_first_start_ends_once_and_a_reload_begun_during_it_goes_on() {
+        let mut phase = Phase::new();
+        phase.begin_reload(match reloading() {
+            Activity::Reloading(r) => r,
+            _ => unreachable!(),
+        });
         assert!(!phase.announced());
         phase.announce();
         assert!(phase.announced() && phase.reload().is_some(), "still reloading");
+        // Rolled back or completed, it stays announced: the service was told it serves.
+        assert!(phase.end_reload().is_some());
+        assert!(phase.end_reload().is_none(), "one reload ends once");
+        assert!(phase.announced() && !phase.is_stopping());
+        phase.stop(StopKind::Fast);
+        assert!(phase.announced());
+        assert!(phase.end_reload().is_none() && phase.is_stopping(), "a stop is not a reload");
     }
 
     #[test]
     fn a_fast_stop_overrides_a_graceful_one_and_nothing_overrides_a_fast_one() {
-        let stopping = |kind| Phase::Stopping(Stop { kind, since: Since::Serving });
+        let stopping = |kind| phase(true, Activity::Stopping(kind));
         let cases = [
-            (Phase::Serving, Shutdown::Graceful, true),
-            (Phase::Serving, Shutdown::Fast, true),
+            (phase(true, Activity::Steady), Shutdown::Graceful, true),
+            (phase(false, reloading()), Shutdown::Fast, true),
             (stopping(StopKind::Graceful), Shutdown::Graceful, false),
             (stopping(StopKind::Graceful), Shutdown::Fast, true),
             (stopping(StopKind::Fast), Shutdown::Graceful, false),
@@ -276,7 +298,25 @@ mod tests {
         for (phase, how, changes) in cases {
             assert_eq!(phase.stop_changes(how), changes, "{phase:?} then {how:?}");
         }
-        assert_eq!(StopKind::new(Shutdown::Fast, true), StopKind::HandOver(Shutdown::Fast));
-        assert_eq!(StopKind::new(Shutdown::Graceful, false), StopKind::Graceful);
+    }
+
+    #[test]
+    fn a_stop_hands_over_while_a_successor_serves_and_a_hand_over_stays_one() {
+        let steady = phase(true, Activity::Steady);
+        let handing_over = phase(true, Activity::Stopping(StopKind::HandOver(Shutdown::Graceful)));
+        let graceful = phase(true, Activity::Stopping(StopKind::Graceful));
+        // (phase, how, whether a successor serves, the stop)
+        let cases = [
+            (&steady, Shutdown::Graceful, false, StopKind::Graceful),
+            (&steady, Shutdown::Fast, false, StopKind::Fast),
+            (&steady, Shutdown::Graceful, true, StopKind::HandOver(Shutdown::Graceful)),
+            (&steady, Shutdown::Fast, true, StopKind::HandOver(Shutdown::Fast)),
+            // INT after the hand-over began: the successor keeps the sockets.
+            (&handing_over, Shutdown::Fast, false, StopKind::HandOver(Shutdown::Fast)),
+            (&graceful, Shutdown::Fast, false, StopKind::Fast),
+        ];
+        for (phase, how, serves, kind) in cases {
+            assert_eq!(phase.stop_for(how, serves), kind, "{phase:?} then {how:?}, {serves}");
+        }
     }
 }

@@ -37,38 +37,62 @@ pub(super) struct Worker {
     pub(super) spawned: Instant,
     /// The `graceful_timeout` of the config this worker runs: the one it drains by.
     pub(super) grace: Duration,
-    /// When the worker said it was accepting.
-    pub(super) ready_at: Option<Instant>,
-    /// Why the worker is to be replaced; it serves until its successor is ready.
-    pub(super) due: Option<Recycle>,
-    /// Why its app could not start, as the worker said.
-    pub(super) boot_error: Option<String>,
-    /// Its resident memory when it became ready, in MiB.
-    pub(super) boot_mib: u64,
     pub(super) state: WorkerState,
 }
 
+/// Where a worker is in its life: booting, then ready, then exiting (told to, or killed).
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum WorkerState {
-    /// Serving (or booting to serve).
-    Active,
-    /// Told to exit (or killed) for this reason; killed if still alive at `deadline`.
-    Exiting { deadline: Instant, killed: bool, why: Why },
+    /// Forked, not accepting yet. `error` is why its app could not start, as the worker said.
+    Booting { error: Option<String> },
+    /// Accepting since `at`, using `boot_mib` of resident memory then. `due` says why it is to
+    /// be replaced, if it is: it serves until its successor is ready.
+    Ready { at: Instant, boot_mib: u64, due: Option<Recycle> },
+    /// Told to exit for `why` (`SIGTERM`, `SIGINT`, or `SIGABRT` if hung); killed if still
+    /// alive at `deadline`.
+    Exiting { deadline: Instant, why: Why },
+    /// Sent `SIGKILL` for `why`: only its exit is awaited.
+    Killed { why: Why },
 }
 
 impl Worker {
+    /// Booting or ready: not told to exit.
     pub(super) fn is_active(&self) -> bool {
-        self.state == WorkerState::Active
+        matches!(self.state, WorkerState::Booting { .. } | WorkerState::Ready { .. })
     }
 
     /// Active and not due for recycling: a worker that counts toward its generation's size.
     pub(super) fn is_fresh(&self) -> bool {
-        self.is_active() && self.due.is_none()
+        matches!(self.state, WorkerState::Booting { .. } | WorkerState::Ready { due: None, .. })
+    }
+
+    /// When it became ready, if it is ready (and not exiting).
+    pub(super) fn ready_at(&self) -> Option<Instant> {
+        match self.state {
+            WorkerState::Ready { at, .. } => Some(at),
+            _ => None,
+        }
+    }
+
+    /// Why it is to be replaced, if it is ready and due.
+    pub(super) fn due(&self) -> Option<&Recycle> {
+        match &self.state {
+            WorkerState::Ready { due, .. } => due.as_ref(),
+            _ => None,
+        }
     }
 
     /// How long it has been ready at `now`; zero if it is not.
     pub(super) fn up(&self, now: Instant) -> Duration {
-        self.ready_at.map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
+        self.ready_at().map_or(Duration::ZERO, |t| now.saturating_duration_since(t))
+    }
+
+    /// Why the master ended it, once it did.
+    pub(super) fn why(&self) -> Option<&Why> {
+        match &self.state {
+            WorkerState::Exiting { why, .. } | WorkerState::Killed { why } => Some(why),
+            WorkerState::Booting { .. } | WorkerState::Ready { .. } => None,
+        }
     }
 }
 
@@ -164,8 +188,6 @@ pub(super) enum Decision {
     Spawn { generation: u64, count: usize },
     /// Tell a worker to finish its requests and exit.
     Retire { worker: u64, why: Why },
-    /// A generation is short of workers, and forking waits until then (the crash pause).
-    Wait { until: Instant },
     /// Every worker of the new generation of a reload is ready: the reload completes (the
     /// older generations are retired, see [`Pool::complete_reload`]).
     CompleteReload,
@@ -205,8 +227,7 @@ impl Backoff {
     pub(super) fn forgive(&mut self, workers: &[Worker], now: Instant) -> bool {
         let Some(failed) = self.last_failure else { return false };
         let stable = workers.iter().any(|w| {
-            w.is_active()
-                && w.ready_at.is_some_and(|t| t > failed && now.duration_since(t) >= STABLE_AFTER)
+            w.ready_at().is_some_and(|t| t > failed && now.duration_since(t) >= STABLE_AFTER)
         });
         if stable {
             self.reset(now);
@@ -270,15 +291,19 @@ impl Pool {
 
     /// Ready, active workers of a generation.
     pub(super) fn ready_workers(&self, generation: u64) -> usize {
-        self.workers
-            .iter()
-            .filter(|w| w.generation == generation && w.is_active() && w.ready_at.is_some())
-            .count()
+        self.workers.iter().filter(|w| w.generation == generation && w.ready_at().is_some()).count()
     }
 
     /// Whether some generation of `wanted` is short of workers.
     pub(super) fn short(&self, wanted: &[Wanted]) -> bool {
         wanted.iter().any(|g| self.fresh_workers(g.number) < g.target)
+    }
+
+    /// When the pool is next to fork, if some generation of `wanted` is short of workers: at
+    /// once (`now`), or once the crash pause is over. The master's loop sleeps no longer; until
+    /// then, [`Pool::decide`] leaves a short generation as it is.
+    pub(super) fn next_fork(&self, wanted: &[Wanted], now: Instant) -> Option<Instant> {
+        self.short(wanted).then(|| self.backoff.next_spawn.max(now))
     }
 
     /// Whether every worker the newest generation wants is ready.
@@ -301,8 +326,8 @@ impl Pool {
             let fresh = self.fresh_workers(generation.number);
             if fresh < generation.target {
                 if now < next_spawn {
-                    // Nothing else changes in this generation until forking goes on.
-                    out.push(Decision::Wait { until: next_spawn });
+                    // Nothing else changes in this generation until forking goes on (the
+                    // loop wakes for it, see `Pool::next_fork`).
                     continue;
                 }
                 // After failures, one at a time, each after the pause.
@@ -316,8 +341,8 @@ impl Pool {
                 // Workers still booting go first (newest first), then the oldest ready ones:
                 // the ready workers never drop below the target.
                 let mut candidates: Vec<&Worker> =
-                    self.workers.iter().filter(serving).filter(|w| w.due.is_none()).collect();
-                candidates.sort_by_key(|w| match w.ready_at {
+                    self.workers.iter().filter(serving).filter(|w| w.is_fresh()).collect();
+                candidates.sort_by_key(|w| match w.ready_at() {
                     None => (0, u64::MAX - w.id),
                     Some(_) => (1, w.id),
                 });
@@ -327,27 +352,21 @@ impl Pool {
                 }
             }
             // Workers due for recycling whose successors are ready go, keeping the ready
-            // workers of the generation at its size. Each ready worker beyond the target lets
-            // one due worker go; one not ready yet goes at once, as it serves nothing.
+            // workers of the generation at its size: each ready worker beyond the target lets
+            // one due worker go.
             let staying = |w: &&Worker| !retired.contains(&w.id);
             let ready = self
                 .workers
                 .iter()
                 .filter(serving)
                 .filter(staying)
-                .filter(|w| w.ready_at.is_some())
+                .filter(|w| w.ready_at().is_some())
                 .count();
-            let mut spare = ready.saturating_sub(generation.target);
-            let mut going = Vec::new();
-            for w in self.workers.iter().filter(serving).filter(staying) {
-                let Some(reason) = &w.due else { continue };
-                if w.ready_at.is_none() {
-                    going.push((w.id, reason.clone()));
-                } else if spare > 0 {
-                    spare -= 1;
-                    going.push((w.id, reason.clone()));
-                }
-            }
+            let spare = ready.saturating_sub(generation.target);
+            let going: Vec<(u64, Recycle)> = (self.workers.iter().filter(serving).filter(staying))
+                .filter_map(|w| Some((w.id, w.due()?.clone())))
+                .take(spare)
+                .collect();
             for (id, reason) in going {
                 retired.push(id);
                 out.push(Decision::Retire { worker: id, why: Why::Recycled(reason) });

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use tracing::{error, info, warn};
 
-use super::phase::{Generation, Phase, Reload};
+use super::phase::{Generation, Reload};
 use super::pool::{Decision, Why};
 use super::{Master, warn_fd_headroom};
 use crate::app::Factory;
@@ -58,7 +58,7 @@ impl<F: Factory> Master<'_, F> {
         };
         self.next_generation += 1;
         let superseded = std::mem::replace(&mut self.current, new);
-        if let Phase::Reloading(reload) = &mut self.phase {
+        if let Some(reload) = self.phase.reload_mut() {
             // A reload under way is overtaken: its workers are not needed, and the generation
             // to fall back to is still the one that served before it.
             reload.started = started;
@@ -69,8 +69,7 @@ impl<F: Factory> Master<'_, F> {
                 // After WINCH the previous generation has no workers to keep.
                 previous.target = 0;
             }
-            let since = self.phase.since();
-            self.phase = Phase::Reloading(Reload { started, previous, since });
+            self.phase.begin_reload(Reload { started, previous });
         }
         self.log.set_level(self.current.config.log.level);
         // After WINCH, a reload brings workers back (as in nginx).
@@ -87,11 +86,11 @@ impl<F: Factory> Master<'_, F> {
     /// Once every worker of the new generation is ready, stops the older ones, and closes the
     /// addresses the new config dropped.
     pub(super) fn finish_reload(&mut self) {
-        let Some(&Reload { started, since, .. }) = self.phase.reload() else { return };
+        let Some(&Reload { started, .. }) = self.phase.reload() else { return };
         if self.pool.ready_workers(self.current.number) < self.current.target {
             return;
         }
-        self.phase = since.phase();
+        self.phase.end_reload();
         let old = self.pool.complete_reload(self.current.number);
         let stopping = old.len();
         self.execute_all(old);
@@ -110,13 +109,7 @@ impl<F: Factory> Master<'_, F> {
     /// The new generation cannot boot: stops it, and the previous generation serves on with
     /// its config.
     pub(super) fn roll_back(&mut self, why: &str) {
-        let since = match &self.phase {
-            Phase::Reloading(reload) => reload.since,
-            _ => return,
-        };
-        let Phase::Reloading(reload) = std::mem::replace(&mut self.phase, since.phase()) else {
-            return;
-        };
+        let Some(reload) = self.phase.end_reload() else { return };
         let failed = std::mem::replace(&mut self.current, reload.previous);
         self.execute_all(self.pool.retire_generation(failed.number, &Why::RolledBack));
         let server = &self.current.config.server;

@@ -12,7 +12,10 @@
 //! (`WINCH`, then `QUIT` to the old one) or gives up (`QUIT` to the new one).
 //!
 //! Progress is one value on each side: [`Upgrading`] in the old master, [`Succession`] in the
-//! new one.
+//! new one. Each moves only through its own methods, pure and unit-tested (`tests`), which say
+//! what the master is to do; the master does it (signals, logs, `sd_notify`). A stop of the old
+//! master ends its upgrade ([`Upgrading::end`]): a new master that serves is left the sockets,
+//! one still booting is stopped.
 
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
@@ -53,30 +56,57 @@ impl Program {
 }
 
 /// The new master of an upgrade, as the old master sees it.
-pub(super) struct Upgrade {
+#[derive(Debug)]
+pub(super) struct Successor {
     pub(super) pid: Pid,
     channel: UnixStream,
-    /// When the new master must be ready by.
-    pub(super) deadline: Instant,
 }
 
-/// The old master's binary upgrade, from `USR2` on.
+/// The old master's binary upgrade, from `USR2` on. A stop ends it ([`Upgrading::end`]):
+/// from then on [`StopKind::HandOver`] is the one record that a successor serves.
+#[derive(Debug)]
 pub(super) enum Upgrading {
     /// None under way.
     Idle,
-    /// The new master is booting.
-    Booting(Upgrade),
+    /// The new master is booting; it is given up if not ready by `deadline`.
+    Booting { successor: Successor, deadline: Instant },
     /// A manual upgrade: the new master serves beside this one, which keeps its workers.
-    BothServe(Upgrade),
+    BothServe(Successor),
     /// A manual upgrade after `WINCH`: the new master serves, this one keeps no workers.
-    WorkersStopped(Upgrade),
+    WorkersStopped(Successor),
+}
+
+/// What the new master's being ready means to the old one, by [`UpgradeMode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Served {
+    /// Manual: both serve until the operator says.
+    BothServe,
+    /// Automatic: the upgrade is complete, and this master hands over to `new_master`.
+    HandOver { new_master: Pid },
+}
+
+/// How a stop of the old master ends its upgrade.
+#[derive(Debug)]
+pub(super) enum Ending {
+    /// None was under way.
+    Nothing,
+    /// A manual upgrade is committed: the new master serves on without this one.
+    Committed { new_master: Pid },
+    /// The new master was still booting: it is stopped.
+    Abandoned(Successor),
 }
 
 impl Upgrading {
-    /// The new master, while it boots.
-    pub(super) fn booting(&self) -> Option<&Upgrade> {
+    /// `USR2` started a new master, which is to be ready by `deadline`.
+    pub(super) fn start(&mut self, successor: Successor, deadline: Instant) {
+        debug_assert!(matches!(self, Upgrading::Idle), "one upgrade at a time");
+        *self = Upgrading::Booting { successor, deadline };
+    }
+
+    /// The new master, while it boots, and when it must be ready by.
+    pub(super) fn booting(&self) -> Option<(&Successor, Instant)> {
         match self {
-            Upgrading::Booting(u) => Some(u),
+            Upgrading::Booting { successor, deadline } => Some((successor, *deadline)),
             _ => None,
         }
     }
@@ -85,9 +115,9 @@ impl Upgrading {
     pub(super) fn pid(&self) -> Option<Pid> {
         match self {
             Upgrading::Idle => None,
-            Upgrading::Booting(u) | Upgrading::BothServe(u) | Upgrading::WorkersStopped(u) => {
-                Some(u.pid)
-            }
+            Upgrading::Booting { successor: s, .. }
+            | Upgrading::BothServe(s)
+            | Upgrading::WorkersStopped(s) => Some(s.pid),
         }
     }
 
@@ -97,16 +127,71 @@ impl Upgrading {
         matches!(self, Upgrading::BothServe(_) | Upgrading::WorkersStopped(_))
     }
 
+    /// Whether this master's workers were stopped by `WINCH`: none is wanted.
     pub(super) fn workers_stopped(&self) -> bool {
         matches!(self, Upgrading::WorkersStopped(_))
+    }
+
+    /// The booting new master said it serves. `None` if none was booting.
+    pub(super) fn successor_ready(&mut self, mode: UpgradeMode) -> Option<Served> {
+        let Upgrading::Booting { .. } = self else { return None };
+        let Upgrading::Booting { successor, .. } = std::mem::replace(self, Upgrading::Idle) else {
+            unreachable!("matched above")
+        };
+        Some(match mode {
+            UpgradeMode::Manual => {
+                *self = Upgrading::BothServe(successor);
+                Served::BothServe
+            }
+            // Done: what is left of it is the stop that follows, a hand-over.
+            UpgradeMode::Auto => Served::HandOver { new_master: successor.pid },
+        })
+    }
+
+    /// `WINCH`: whether this master's workers stop now, which they do once a manual upgrade
+    /// has a new master serving (again, if they were stopped and a reload brought them back).
+    pub(super) fn stop_workers(&mut self) -> bool {
+        match std::mem::replace(self, Upgrading::Idle) {
+            Upgrading::BothServe(s) | Upgrading::WorkersStopped(s) => {
+                *self = Upgrading::WorkersStopped(s);
+                true
+            }
+            other => {
+                *self = other;
+                false
+            }
+        }
     }
 
     /// A reload after `WINCH` brings this master's workers back (as in nginx).
     pub(super) fn workers_return(&mut self) {
         *self = match std::mem::replace(self, Upgrading::Idle) {
-            Upgrading::WorkersStopped(u) => Upgrading::BothServe(u),
+            Upgrading::WorkersStopped(s) => Upgrading::BothServe(s),
             other => other,
         };
+    }
+
+    /// The upgrade is given up (the new master exited, or was not ready in time): the new
+    /// master to stop, if there was one.
+    pub(super) fn give_up(&mut self) -> Option<Successor> {
+        match std::mem::replace(self, Upgrading::Idle) {
+            Upgrading::Idle => None,
+            Upgrading::Booting { successor: s, .. }
+            | Upgrading::BothServe(s)
+            | Upgrading::WorkersStopped(s) => Some(s),
+        }
+    }
+
+    /// This master stops: a new master that serves is left in charge (the stop is a
+    /// hand-over, see [`super::phase::Phase::stop_for`]), one still booting is stopped.
+    pub(super) fn end(&mut self) -> Ending {
+        match std::mem::replace(self, Upgrading::Idle) {
+            Upgrading::Idle => Ending::Nothing,
+            Upgrading::Booting { successor, .. } => Ending::Abandoned(successor),
+            Upgrading::BothServe(s) | Upgrading::WorkersStopped(s) => {
+                Ending::Committed { new_master: s.pid }
+            }
+        }
     }
 }
 
@@ -126,15 +211,15 @@ enum Heard {
     Gone,
 }
 
-impl Upgrade {
+impl Successor {
     /// Starts the new master. Returns in the old master only; the child execs or exits.
-    fn start(program: &Program, listeners: &Listeners, deadline: Instant) -> io::Result<Upgrade> {
+    fn start(program: &Program, listeners: &Listeners) -> io::Result<Successor> {
         let (ours, theirs) = UnixStream::pair()?;
         ours.set_nonblocking(true)?;
         let sockets = listeners.passed_fds();
         let old_master = std::process::id();
         match process::fork()? {
-            Forked::Parent(pid) => Ok(Upgrade { pid, channel: ours, deadline }),
+            Forked::Parent(pid) => Ok(Successor { pid, channel: ours }),
             Forked::Child(_) => {
                 let error = handoff::exec_with_sockets(
                     &program.exe,
@@ -167,6 +252,7 @@ impl Upgrade {
 }
 
 /// In a new master started by an upgrade: the channel to the old master, and who it is.
+#[derive(Debug)]
 pub(super) struct Handover {
     channel: UnixStream,
     pub(super) old_master: Pid,
@@ -189,7 +275,8 @@ impl Handover {
 
 /// Whether this master is in charge, or replaces one that may still serve. Until it is in
 /// charge, it does not speak for the service (`sd_notify`) and removes no unix socket path it
-/// was passed.
+/// was passed. Who the old master is, and whether it still lives, is `Master::old_master`.
+#[derive(Debug)]
 pub(super) enum Succession {
     /// Not started by an upgrade, or in charge since.
     InCharge,
@@ -197,7 +284,54 @@ pub(super) enum Succession {
     /// one does.
     TakingOver(Handover),
     /// Serving beside the old master, which stops when the operator says (manual upgrade).
-    BesideOld(Pid),
+    BesideOld,
+}
+
+/// What a new master does once its first generation serves, by how it was started.
+#[derive(Debug)]
+pub(super) enum FirstServing {
+    /// It was not started by an upgrade (or has taken over already): it only says it serves.
+    Alone,
+    /// Its old master is gone (killed, crashed before the hand-over): there is no one to hand
+    /// over from, in either mode; it takes charge.
+    OldGone(Pid),
+    /// It tells its old master, which stops (automatic: this one takes charge) or serves on
+    /// beside it until the operator says (manual: [`Succession::BesideOld`]).
+    TellOld(Handover, UpgradeMode),
+}
+
+impl Succession {
+    /// The first generation serves; `old_alive` says whether the old master still runs.
+    pub(super) fn serving(
+        &mut self,
+        old_alive: impl FnOnce(Pid) -> bool,
+        mode: UpgradeMode,
+    ) -> FirstServing {
+        match std::mem::replace(self, Succession::InCharge) {
+            Succession::TakingOver(handover) if !old_alive(handover.old_master) => {
+                FirstServing::OldGone(handover.old_master)
+            }
+            Succession::TakingOver(handover) => {
+                if mode == UpgradeMode::Manual {
+                    *self = Succession::BesideOld;
+                }
+                FirstServing::TellOld(handover, mode)
+            }
+            other => {
+                *self = other;
+                FirstServing::Alone
+            }
+        }
+    }
+
+    /// The old master is gone: whether this master takes charge now (it served beside it).
+    pub(super) fn old_gone(&mut self) -> bool {
+        let beside = matches!(self, Succession::BesideOld);
+        if beside {
+            *self = Succession::InCharge;
+        }
+        beside
+    }
 }
 
 impl<F: Factory> Master<'_, F> {
@@ -216,14 +350,14 @@ impl<F: Factory> Master<'_, F> {
         // The new master also loads its config and binds what is new before its workers boot.
         let deadline = deadline(boot.map_or(Duration::from_secs(86_400 * 365), |b| b * 2));
         self.move_pidfile_aside(Oldbin::Aside);
-        match Upgrade::start(&program, &self.listeners, deadline) {
-            Ok(upgrade) => {
+        match Successor::start(&program, &self.listeners) {
+            Ok(successor) => {
                 info!(
-                    pid = upgrade.pid.as_raw(),
+                    pid = successor.pid.as_raw(),
                     binary = %program.exe.display(),
                     "upgrade: started a new master"
                 );
-                self.upgrading = Upgrading::Booting(upgrade);
+                self.upgrading.start(successor, deadline);
             }
             Err(e) => {
                 error!("upgrade failed: cannot start a new master: {e}");
@@ -235,56 +369,53 @@ impl<F: Factory> Master<'_, F> {
     /// Acts on what the new master of an upgrade said, or on its not being ready in time.
     pub(super) fn check_upgrade(&mut self) {
         // After a manual upgrade, the new master's exit is seen when it is reaped.
-        let Upgrading::Booting(upgrade) = &mut self.upgrading else { return };
-        match upgrade.hear() {
-            Heard::Ready if self.current.config.server.upgrade == UpgradeMode::Manual => {
-                let (old, new) = (self.pid.as_raw(), upgrade.pid.as_raw());
-                if let Upgrading::Booting(u) =
-                    std::mem::replace(&mut self.upgrading, Upgrading::Idle)
-                {
-                    self.upgrading = Upgrading::BothServe(u);
-                }
-                info!(
-                    new_master = new,
-                    "upgrade: the new master serves beside this one; to commit, kill -WINCH {old} \
-                     (stops this master's workers), then kill -QUIT {old}; to give up, kill \
-                     -QUIT {new}"
-                );
-            }
+        let Upgrading::Booting { successor, deadline } = &mut self.upgrading else { return };
+        let deadline = *deadline;
+        match successor.hear() {
             Heard::Ready => {
-                info!(
-                    new_master = upgrade.pid.as_raw(),
-                    "upgrade complete: the new master serves; stopping this one"
-                );
-                self.upgrading = Upgrading::Idle;
-                self.stop_as(StopKind::HandOver(Shutdown::Graceful));
+                match self.upgrading.successor_ready(self.current.config.server.upgrade) {
+                    Some(Served::BothServe) => {
+                        let old = self.pid.as_raw();
+                        let new = self.upgrading.pid().map_or(0, Pid::as_raw);
+                        info!(
+                            new_master = new,
+                            "upgrade: the new master serves beside this one; to commit, kill -WINCH \
+                         {old} (stops this master's workers), then kill -QUIT {old}; to give up, \
+                         kill -QUIT {new}"
+                        );
+                    }
+                    Some(Served::HandOver { new_master }) => {
+                        info!(
+                            new_master = new_master.as_raw(),
+                            "upgrade complete: the new master serves; stopping this one"
+                        );
+                        self.stop_as(StopKind::HandOver(Shutdown::Graceful));
+                    }
+                    None => {}
+                }
             }
             Heard::Gone => self.upgrade_failed("the new master closed its channel (it exited)"),
-            Heard::Nothing if Instant::now() >= upgrade.deadline => {
+            Heard::Nothing if Instant::now() >= deadline => {
                 self.upgrade_failed("the new master was not ready in time (twice boot_timeout)");
             }
             Heard::Nothing => {}
         }
     }
 
-    /// Gives up an upgrade: stops the new master if it still runs, and serves on. A manual
-    /// upgrade that a stopping master leaves behind is committed instead: the new master serves
-    /// on without this one.
+    /// Gives up an upgrade: stops the new master if it still runs, and serves on, speaking for
+    /// the service again. (A stop ends an upgrade its own way, see [`Upgrading::end`].)
     pub(super) fn upgrade_failed(&mut self, why: &str) {
-        let upgrade = match std::mem::replace(&mut self.upgrading, Upgrading::Idle) {
-            Upgrading::Idle => return,
-            Upgrading::BothServe(_) | Upgrading::WorkersStopped(_) if self.phase.is_stopping() => {
-                return;
-            }
-            Upgrading::Booting(u) | Upgrading::BothServe(u) | Upgrading::WorkersStopped(u) => u,
-        };
+        let Some(successor) = self.upgrading.give_up() else { return };
         // This master serves again, with its workers, and speaks for the service.
-        if !self.phase.is_stopping() {
-            self.notify_ready();
-        }
+        self.notify_ready();
+        self.stop_successor(successor, why);
+    }
+
+    /// Stops the new master of a failed upgrade, and takes the pidfile back.
+    pub(super) fn stop_successor(&mut self, successor: Successor, why: &str) {
         // Fast stop: it and its workers exit at once; it is reaped as any child.
-        process::send(upgrade.pid, Signal::SIGQUIT);
-        error!(new_master = upgrade.pid.as_raw(), "upgrade failed, this master serves on: {why}");
+        process::send(successor.pid, Signal::SIGQUIT);
+        error!(new_master = successor.pid.as_raw(), "upgrade failed, this master serves on: {why}");
         self.move_pidfile_aside(Oldbin::Back);
     }
 
@@ -303,15 +434,10 @@ impl<F: Factory> Master<'_, F> {
     /// `WINCH`: stops this master's workers, once a manual upgrade has a new master serving.
     /// Otherwise ignored: terminals send it to their foreground job on every resize.
     pub(super) fn stop_workers(&mut self) {
-        let upgrade = match std::mem::replace(&mut self.upgrading, Upgrading::Idle) {
-            Upgrading::BothServe(u) | Upgrading::WorkersStopped(u) => u,
-            other => {
-                self.upgrading = other;
-                return debug!("winch ignored: it stops the workers only after a manual upgrade");
-            }
-        };
+        if !self.upgrading.stop_workers() {
+            return debug!("winch ignored: it stops the workers only after a manual upgrade");
+        }
         info!("winch: stopping this master's workers; the new master serves");
-        self.upgrading = Upgrading::WorkersStopped(upgrade);
         self.phase.end_reload();
         let ids: Vec<u64> =
             self.pool.workers.iter().filter(|w| w.is_active()).map(|w| w.id).collect();
@@ -331,12 +457,12 @@ impl<F: Factory> Master<'_, F> {
     /// stopped it): this one is in charge. Whenever it goes, removes the `PIDFILE.oldbin` it
     /// left if it was killed.
     pub(super) fn check_predecessor(&mut self) {
-        if let Some(old) = self.old_master.filter(|&old| nix::unistd::getppid() != old) {
-            self.old_master = None;
-            self.remove_stale_oldbin(old);
-        }
-        let Succession::BesideOld(old) = self.succession else { return };
-        if nix::unistd::getppid() != old {
+        let Some(old) = self.old_master.filter(|&old| nix::unistd::getppid() != old) else {
+            return;
+        };
+        self.old_master = None;
+        self.remove_stale_oldbin(old);
+        if self.succession.old_gone() {
             info!(old_master = old.as_raw(), "the old master is gone: this master is in charge");
             self.take_charge();
             self.notify_ready();
@@ -361,3 +487,6 @@ impl<F: Factory> Master<'_, F> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -10,7 +10,7 @@ use tracing::{debug, error, info, warn};
 
 use super::phase::Generation;
 use super::pool::{Decision, Wanted, Why, Worker, WorkerState, recycle_after};
-use super::upgrade::Succession;
+use super::upgrade::{FirstServing, Succession};
 use super::{KILL_MARGIN, Master, deadline};
 use crate::app::{Factory, WorkerContext};
 use crate::config::UpgradeMode;
@@ -83,7 +83,6 @@ impl<F: Factory> Master<'_, F> {
                 self.pool.backoff.spawned(Instant::now());
             }
             Decision::Retire { worker, why } => self.retire_worker(worker, why),
-            Decision::Wait { .. } => {}
             Decision::CompleteReload => self.finish_reload(),
         }
         Ok(())
@@ -93,8 +92,15 @@ impl<F: Factory> Master<'_, F> {
     /// says it serves (and, started by a binary upgrade, tells the old master).
     pub(super) fn worker_ready(&mut self, worker: u64) {
         let Some(w) = self.pool.get_mut(worker) else { return };
-        w.ready_at = Some(Instant::now());
-        w.boot_mib = self.scoreboard.rss_kib(w.slot) / 1024;
+        let (at, boot_mib) = (Instant::now(), self.scoreboard.rss_kib(w.slot) / 1024);
+        match &mut w.state {
+            WorkerState::Booting { .. } => w.state = WorkerState::Ready { at, boot_mib, due: None },
+            WorkerState::Ready { at: ready_at, boot_mib: mib, .. } => {
+                (*ready_at, *mib) = (at, boot_mib)
+            }
+            // Told to exit before it said it was ready: it stays told.
+            WorkerState::Exiting { .. } | WorkerState::Killed { .. } => {}
+        }
         info!(
             pid = w.pid.as_raw(),
             worker = w.id,
@@ -112,39 +118,38 @@ impl<F: Factory> Master<'_, F> {
             );
         }
         let current = Wanted { number: self.current.number, target: self.current.target };
-        if self.phase.announced() || !self.pool.all_ready(current) {
+        // A stopping master has no active worker, so none of its generation can be all ready;
+        // it has nothing to announce anyway.
+        if self.phase.announced() || self.phase.is_stopping() || !self.pool.all_ready(current) {
             return;
         }
         self.phase.announce();
         info!(workers = self.current.target, "all workers ready");
-        let Succession::TakingOver(handover) =
-            std::mem::replace(&mut self.succession, Succession::InCharge)
-        else {
-            return self.notify_ready();
-        };
-        let manual = self.current.config.server.upgrade == UpgradeMode::Manual;
-        let old = handover.old_master;
-        if nix::unistd::getppid() != old {
-            // Killed, or crashed: there is no one to hand over from, in either mode.
-            warn!(
-                old_master = old.as_raw(),
-                "upgrade: this master serves; the old master is gone (it exited before the \
-                 hand-over): this master is in charge"
-            );
-            self.take_charge();
-        } else {
-            if manual {
-                self.succession = Succession::BesideOld(old);
-            } else {
-                // The service manager must follow the main pid before the old one exits.
+        let old_alive = |old| nix::unistd::getppid() == old;
+        let mode = self.current.config.server.upgrade;
+        match self.succession.serving(old_alive, mode) {
+            FirstServing::Alone => {}
+            FirstServing::OldGone(old) => {
+                warn!(
+                    old_master = old.as_raw(),
+                    "upgrade: this master serves; the old master is gone (it exited before the \
+                     hand-over): this master is in charge"
+                );
                 self.take_charge();
             }
-            info!(
-                old_master = old.as_raw(),
-                "upgrade: this master serves; telling the old one{}",
-                if manual { " (it stops when told to: manual upgrade)" } else { " to stop" }
-            );
-            handover.ready();
+            FirstServing::TellOld(handover, mode) => {
+                let manual = mode == UpgradeMode::Manual;
+                if !manual {
+                    // The service manager must follow the main pid before the old one exits.
+                    self.take_charge();
+                }
+                info!(
+                    old_master = handover.old_master.as_raw(),
+                    "upgrade: this master serves; telling the old one{}",
+                    if manual { " (it stops when told to: manual upgrade)" } else { " to stop" }
+                );
+                handover.ready();
+            }
         }
         self.notify_ready();
     }
@@ -173,11 +178,7 @@ impl<F: Factory> Master<'_, F> {
                     slot,
                     spawned: Instant::now(),
                     grace: generation.config.server.graceful_timeout.0,
-                    ready_at: None,
-                    due: None,
-                    boot_error: None,
-                    boot_mib: 0,
-                    state: WorkerState::Active,
+                    state: WorkerState::Booting { error: None },
                 });
             }
             Ok(Forked::Child(mask)) => self.become_worker(id, slot, generation, mask),
@@ -229,23 +230,22 @@ impl<F: Factory> Master<'_, F> {
         debug!(pid = w.pid.as_raw(), worker = w.id, "stopping worker gracefully: {why}");
         process::send(w.pid, Signal::SIGTERM);
         let deadline = deadline(w.grace + KILL_MARGIN);
-        w.state = WorkerState::Exiting { deadline, killed: false, why };
+        w.state = WorkerState::Exiting { deadline, why };
     }
 
     /// Kills workers that were told to exit and have not by their deadline.
     pub(super) fn murder_overdue(&mut self) {
         let now = Instant::now();
         for w in &mut self.pool.workers {
-            if let WorkerState::Exiting { deadline, killed: killed @ false, .. } = &mut w.state {
-                if now >= *deadline {
-                    warn!(
-                        pid = w.pid.as_raw(),
-                        worker = w.id,
-                        "worker did not exit in time, killing it with SIGKILL"
-                    );
-                    process::send(w.pid, Signal::SIGKILL);
-                    *killed = true;
-                }
+            let WorkerState::Exiting { deadline, why } = &mut w.state else { continue };
+            if now >= *deadline {
+                warn!(
+                    pid = w.pid.as_raw(),
+                    worker = w.id,
+                    "worker did not exit in time, killing it with SIGKILL"
+                );
+                process::send(w.pid, Signal::SIGKILL);
+                w.state = WorkerState::Killed { why: why.clone() };
             }
         }
     }

@@ -21,11 +21,10 @@ fn worker(id: u64, generation: u64, ready: Option<Duration>, at: Instant) -> Wor
         slot: id as usize,
         spawned: at - 60 * SEC,
         grace: 30 * SEC,
-        ready_at: ready.map(|ago| at - ago),
-        due: None,
-        boot_error: None,
-        boot_mib: 10,
-        state: WorkerState::Active,
+        state: match ready {
+            Some(ago) => WorkerState::Ready { at: at - ago, boot_mib: 10, due: None },
+            None => WorkerState::Booting { error: None },
+        },
     }
 }
 
@@ -38,12 +37,15 @@ fn booting(id: u64, generation: u64, at: Instant) -> Worker {
 }
 
 fn exiting(mut w: Worker, why: Why) -> Worker {
-    w.state = WorkerState::Exiting { deadline: later_now() + SEC, killed: false, why };
+    w.state = WorkerState::Exiting { deadline: later_now() + SEC, why };
     w
 }
 
+/// A ready worker, due for recycling (only a ready worker can be: one still booting that is
+/// found due is retired at once, see `Master::recycle`).
 fn due(mut w: Worker) -> Worker {
-    w.due = Some(Recycle::Requests { served: 1000 });
+    let WorkerState::Ready { due, .. } = &mut w.state else { panic!("{w:?} is not ready") };
+    *due = Some(Recycle::Requests { served: 1000 });
     w
 }
 
@@ -134,8 +136,16 @@ fn a_worker_due_for_recycling_is_replaced_successor_first() {
             vec![due(ready(1, 1, now)), ready(2, 1, now), ready(3, 1, now)],
             vec![retire(1, recycled.clone())],
         ),
-        // A due worker that is not ready serves nothing: it goes at once.
-        (vec![due(booting(1, 1, now)), ready(2, 1, now)], vec![spawn(1, 1), retire(1, recycled)]),
+        // Two due, one successor ready: one goes, the other waits for its own successor.
+        (
+            vec![
+                due(ready(1, 1, now)),
+                due(ready(2, 1, now)),
+                ready(3, 1, now),
+                booting(4, 1, now),
+            ],
+            vec![retire(1, recycled)],
+        ),
     ];
     for (i, (workers, expected)) in cases.into_iter().enumerate() {
         assert_eq!(pool(workers, now).decide(&[wanted(1, 2)], false, now), expected, "case {i}");
@@ -161,10 +171,8 @@ fn recycling_soon_after_boot_is_paused_whoever_found_it() {
     let now = later_now();
     let mut paused = pool(vec![due(ready(1, 1, now))], now);
     let pause = paused.backoff.failed(now);
-    assert_eq!(
-        paused.decide(&[wanted(1, 1)], false, now),
-        vec![Decision::Wait { until: now + pause }]
-    );
+    assert_eq!(paused.decide(&[wanted(1, 1)], false, now), vec![]);
+    assert_eq!(paused.next_fork(&[wanted(1, 1)], now), Some(now + pause), "the loop's wake-up");
     assert_eq!(paused.decide(&[wanted(1, 1)], false, now + pause), vec![spawn(1, 1)]);
 }
 
@@ -237,20 +245,27 @@ fn while_paused_workers_are_forked_one_at_a_time_after_each_pause() {
     let mut paused = pool(vec![], now);
     let pause = paused.backoff.failed(now);
     let want = [wanted(1, 3)];
-    assert_eq!(paused.decide(&want, false, now), vec![Decision::Wait { until: now + pause }]);
+    assert_eq!(paused.decide(&want, false, now), vec![]);
+    assert_eq!(paused.next_fork(&want, now), Some(now + pause), "the loop wakes then");
     let later = now + pause;
+    assert_eq!(paused.next_fork(&want, later), Some(later), "and forks at once");
     assert_eq!(paused.decide(&want, false, later), vec![spawn(1, 1)], "one, not three");
+    // The loop tells the back-off it forked (`Backoff::spawned`): the next one waits a pause.
     paused.backoff.spawned(later);
-    assert_eq!(paused.decide(&want, false, later), vec![Decision::Wait { until: later + pause }]);
+    assert_eq!(paused.decide(&want, false, later), vec![]);
+    assert_eq!(paused.next_fork(&want, later), Some(later + pause));
     // During a reload, one fork per pause for both generations together.
     let both = [wanted(2, 1), wanted(1, 1)];
     let at = later + pause;
-    assert_eq!(
-        paused.decide(&both, true, at),
-        vec![spawn(2, 1), Decision::Wait { until: at + pause }]
-    );
-    // Without a pause, every missing worker at once.
-    assert_eq!(pool(vec![], now).decide(&want, false, now), vec![spawn(1, 3)]);
+    assert_eq!(paused.decide(&both, true, at), vec![spawn(2, 1)]);
+    paused.backoff.spawned(at);
+    assert_eq!(paused.next_fork(&both, at), Some(at + pause));
+    // Without a pause, every missing worker at once; at strength, the loop need not wake.
+    let unpaused = pool(vec![], now);
+    assert_eq!(unpaused.decide(&want, false, now), vec![spawn(1, 3)]);
+    assert_eq!(unpaused.next_fork(&want, now), Some(now));
+    let full = pool(vec![ready(1, 1, now), ready(2, 1, now), booting(3, 1, now)], now);
+    assert_eq!(full.next_fork(&want, now), None);
 }
 
 #[test]
@@ -283,9 +298,10 @@ fn a_worker_lost_soon_after_boot_pauses_forking_one_that_stayed_up_does_not() {
         let paused = p.lost(up, now).is_some();
         assert_eq!(paused, waits, "killed {up:?} after booting");
         let decided = p.decide(&[wanted(1, 1)], false, now);
-        let expected =
-            if waits { Decision::Wait { until: now + BACKOFF_MIN } } else { spawn(1, 1) };
-        assert_eq!(decided, vec![expected], "killed {up:?} after booting");
+        let expected = if waits { vec![] } else { vec![spawn(1, 1)] };
+        assert_eq!(decided, expected, "killed {up:?} after booting");
+        let wake = if waits { now + BACKOFF_MIN } else { now };
+        assert_eq!(p.next_fork(&[wanted(1, 1)], now), Some(wake), "killed {up:?} after booting");
     }
 }
 
