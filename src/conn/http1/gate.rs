@@ -64,7 +64,9 @@ pin_project_lite::pin_project! {
         timer: Option<Pin<Box<Sleep>>>,
         eof: bool,
         // When hyper last wrote to the client, and whether the client is not reading (the
-        // socket is full): a connection still sending a response is not idle.
+        // socket is full): a connection still sending a response is not idle. Before any
+        // write, the connection's start: never later, or it would move the first request's
+        // `header_timeout` (see `Scanner::deadline`) past a PROXY preamble read before it.
         last_write: Instant,
         // A write happened since `last_write` was read.
         wrote: bool,
@@ -145,7 +147,7 @@ impl<I> Gate<I> {
             replied: 0,
             timer: None,
             eof: false,
-            last_write: s.read_at,
+            last_write: since,
             wrote: false,
             write_blocked: false,
             out: Vec::new(),
