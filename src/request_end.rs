@@ -2,8 +2,9 @@
 //! registers with [`WorkerContext::on_request_end`](crate::WorkerContext::on_request_end).
 //! Every request a worker reads the head of ends in exactly one: answered by the app, by the
 //! service stack (a `500` for a panic, a `504` for `request_timeout`, the status the gate gave
-//! a broken body), refused by the gate itself (`400`, `408`, `413`, `414`, `431`, `501`, `505`),
-//! or cut when its connection closed before the response was whole.
+//! a broken body), refused by the gate itself (`400`, `408`, `413`, `414`, `431`, `501`, `505`)
+//! or by hyper behind it (a bare `400` or `414` for a target the gate let through and
+//! `http::Uri` cannot hold), or cut when its connection closed before the response was whole.
 //!
 //! Nothing is built for the event unless a hook is registered: no clock reading, no copy of a
 //! header, no formatting. The event borrows what the request already holds.
@@ -70,7 +71,8 @@ pub(crate) enum Target<'a> {
 pub enum AnsweredBy {
     /// The app's service (its response, or the `500`/`504` forkserve put in its place).
     App,
-    /// The gate, which refused the request before the app saw it.
+    /// The gate, which refused the request before the app saw it; also hyper's own bare `400`
+    /// or `414` to a head the gate let through (a target `http::Uri` cannot hold).
     Gate,
 }
 

@@ -43,6 +43,11 @@ fn nth_event(file: &Path, n: usize) -> Event {
 }
 
 fn server(dir: &Path) -> (Server, PathBuf) {
+    server_with(dir, &[])
+}
+
+/// The same, with `extra` arguments.
+fn server_with(dir: &Path, extra: &[&str]) -> (Server, PathBuf) {
     let file = dir.join("events.log");
     let args = [
         "-w",
@@ -57,7 +62,7 @@ fn server(dir: &Path) -> (Server, PathBuf) {
         "1",
     ];
     let env = [("DEMO_REQUEST_END_FILE", file.to_str().unwrap())];
-    (Server::start_with(&example("demo"), &args, &env), file)
+    (Server::start_with(&example("demo"), &[&args[..], extra].concat(), &env), file)
 }
 
 /// Checks the fields of `event` named in `want`.
@@ -178,4 +183,58 @@ fn pipelined_requests_and_a_request_with_a_body_each_end_once() {
     conn.send(b"HEAD / HTTP/1.1\r\nHost: t\r\n\r\n").unwrap();
     assert_eq!(conn.read_response(true).unwrap().status, 200);
     assert_fields(&nth_event(&file, 5), &[("method", "HEAD"), ("ending", "Complete")]);
+}
+
+#[test]
+fn a_head_the_gate_let_through_and_hyper_refused_ends_in_one_event() {
+    // Targets the gate finds well-formed but hyper cannot take: an authority `http::Uri`
+    // rejects (hyper's bare 400), and a target of 65,535 bytes or more, `http::Uri`'s limit
+    // (hyper's 414), let through with no request-line limit.
+    let dir = tempdir();
+    let (server, file) = server_with(dir.path(), &["--limit-request-line", "0"]);
+    let addr = server.addr();
+    let long = format!("/{}", "a".repeat(65_534));
+    let cases =
+        [("http://[::1/", 400), ("http://x:1:2/", 400), ("http://x%41/", 400), (&long[..], 414)];
+    let mut n = 0;
+    for (target, status) in cases {
+        let response = raw(addr, format!("GET {target} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        // hyper's own answer, as it always was: no body.
+        assert_eq!((response.status, response.body.len()), (status, 0), "{target:.20}");
+        n += 1;
+        let event = nth_event(&file, n);
+        assert_fields(
+            &event,
+            &[
+                ("by", "Gate"),
+                ("ending", "Complete"),
+                ("status", &status.to_string()),
+                ("method", "GET"),
+                ("target", target),
+                ("version", "HTTP/1.1"),
+                ("response_bytes", "0"),
+                ("client", "127.0.0.1"),
+            ],
+        );
+    }
+    // One byte shorter is within the limit: the app answers it.
+    assert_eq!(
+        raw(addr, format!("GET {} HTTP/1.1\r\nHost: t\r\n\r\n", &long[..65_534]).as_bytes()).status,
+        404
+    );
+    n += 1;
+    assert_fields(&nth_event(&file, n), &[("by", "App"), ("status", "404")]);
+    // After a pipelined request the app answered: one event each.
+    let mut conn = Conn::open(addr).unwrap();
+    conn.send(
+        b"GET /count HTTP/1.1\r\nHost: t\r\n\r\nGET http://x:1:2/ HTTP/1.1\r\nHost: t\r\n\r\n",
+    )
+    .unwrap();
+    assert_eq!(conn.read_response(false).unwrap().status, 200);
+    assert_eq!(conn.read_response(false).unwrap().status, 400);
+    n += 2;
+    nth_event(&file, n);
+    let all = events(&file);
+    assert_fields(&all[n - 2], &[("by", "App"), ("target", "/count")]);
+    assert_fields(&all[n - 1], &[("by", "Gate"), ("status", "400"), ("target", "http://x:1:2/")]);
 }

@@ -12,7 +12,9 @@
 //! `Transfer-Encoding`, `chunked` last and once, and the body size (413) before the body is
 //! read. A head that fails is never seen by hyper: the gate answers it itself, after any
 //! response hyper still owes for earlier pipelined requests, and closes; that answer is the
-//! request's end event.
+//! request's end event. A few heads pass and are still refused, by hyper with a bare answer
+//! of its own (a target `http::Uri` cannot hold: see [`super::head::hyper_refusal`]): their
+//! end events are the gate's too, sent when hyper's connection ends with its parse error.
 //!
 //! It then follows the body's framing to find where the next request starts (see
 //! [`super::chunked`]): a malformed body, one over `max_body_size`, or one that stalls for
@@ -46,7 +48,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
 use super::link::Link;
-use super::scanner::{Limits, Scanner, Stop, Wait};
+use super::scanner::{Limits, Refusal, Scanner, Stop, Wait};
 use crate::conn::drain::Slot;
 use crate::conn::transport::Facts;
 use crate::request_end::{AnsweredBy, Ending, RequestEnd, Target};
@@ -162,11 +164,46 @@ impl<I> Gate<I> {
     /// gate's answer: whole if it was written, cut if not.
     pub(crate) fn report_refusal(&mut self) {
         let Some(refusal) = self.s.refused.take() else { return };
-        let Some(sink) = self.s.limits.sink.as_ref() else { return };
         let head = self.s.reply.len() as u64 - refusal.body;
         let written = (self.replied as u64).saturating_sub(head);
         let ending =
             if self.replied == self.s.reply.len() { Ending::Complete } else { Ending::Cut };
+        self.emit_refusal(&refusal, written, ending);
+    }
+
+    /// Hands the end of a head that hyper refused to the hooks, once hyper's connection ended
+    /// with `error`: a head the gate let through (see [`super::head::hyper_refusal`]), so it
+    /// is the gate's to report. hyper answers the first head it cannot read, the one after
+    /// every request it started, and returns its parse error only once its answer is flushed
+    /// and the connection shut down (an error in doing so is a shutdown error instead: then
+    /// the answer was cut).
+    pub(crate) fn report_hyper_refusal(&mut self, error: &hyper::Error) {
+        if self.s.limits.sink.is_none() {
+            return;
+        }
+        let number = self.s.slot.started() + 1;
+        let foreseen = self.s.foreseen.take().filter(|(n, _)| *n == number).map(|(_, r)| r);
+        let (refusal, ending) = match foreseen {
+            Some(refusal) if error.is_parse() => (refusal, Ending::Complete),
+            Some(refusal) if error.is_shutdown() => (refusal, Ending::Cut),
+            None if error.is_parse() => {
+                // Not foreseen: hyper's parser found something the gate's rules and
+                // `head::hyper_refusal` do not know of. Still one event for the request.
+                tracing::debug!("hyper refused a head the gate let through: {error}");
+                let status = if error.is_parse_too_large() {
+                    StatusCode::URI_TOO_LONG
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
+                (Refusal { status, line: None, since: Instant::now(), body: 0 }, Ending::Complete)
+            }
+            _ => return,
+        };
+        self.emit_refusal(&refusal, 0, ending);
+    }
+
+    fn emit_refusal(&self, refusal: &Refusal, written: u64, ending: Ending) {
+        let Some(sink) = self.s.limits.sink.as_ref() else { return };
         let (method, target, version) = match &refusal.line {
             Some((m, t, v)) => (Some(&**m), Target::Raw(t), version(v)),
             None => (None, Target::None, None),

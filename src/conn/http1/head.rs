@@ -242,6 +242,33 @@ pub(super) fn request_line(head: &[u8]) -> Option<(&str, &str, &str)> {
         .then_some((method, target, version))
 }
 
+/// The longest request-target hyper takes (`http::Uri`'s limit too): hyper answers a longer
+/// one with a bare `414` of its own.
+const HYPER_TARGET_MAX: usize = u16::MAX as usize - 1;
+
+/// Whether hyper will refuse a head the gate let through, and with what status: `414` for a
+/// target over [`HYPER_TARGET_MAX`], `400` for an absolute-form target that `http::Uri`
+/// cannot read although the gate's character rules allow it (an authority such as `[::1`,
+/// `x:1:2` or `x%41`). An origin-form target the gate let through always reads. The answer
+/// stays hyper's; this is only for the request's end event, and is looked at only when a hook
+/// is registered. Costs a byte test for the usual head (origin-form, shorter than the limit).
+pub(super) fn hyper_refusal(head: &[u8]) -> Option<StatusCode> {
+    if head.len() <= HYPER_TARGET_MAX {
+        let start = memchr::memchr(b' ', head).map_or(0, |i| i + 1);
+        if head.get(start) == Some(&b'/') {
+            return None;
+        }
+    }
+    let (_, target, _) = request_line(head)?;
+    if target.len() > HYPER_TARGET_MAX {
+        Some(StatusCode::URI_TOO_LONG)
+    } else if !target.starts_with('/') && http::Uri::try_from(target).is_err() {
+        Some(StatusCode::BAD_REQUEST)
+    } else {
+        None
+    }
+}
+
 /// A request of a later HTTP/1 minor version is answered as HTTP/1.1 (RFC 9110 §2.5,
 /// RFC 9112 §2.3): its version is rewritten, in place, before the head is parsed.
 pub(super) fn accept_minor_versions(head: &mut [u8]) {
@@ -459,6 +486,30 @@ mod tests {
             let got = check_head(head.as_bytes(), fields, 1024 * 1024).map_err(|s| s.as_u16());
             assert_eq!(&got, want, "{head:?}");
         }
+    }
+
+    #[test]
+    fn hyper_refuses_what_http_uri_cannot_read_and_overlong_targets() {
+        let long = |n: usize| format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(n - 1));
+        let table: &[(&str, Option<u16>)] = &[
+            ("GET / HTTP/1.1\r\nHost: a\r\n\r\n", None),
+            ("OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n", None),
+            ("GET http://a:80/x?y HTTP/1.1\r\nHost: a\r\n\r\n", None),
+            ("GET http://[::1]/ HTTP/1.1\r\nHost: a\r\n\r\n", None),
+            ("GET http://[::1/ HTTP/1.1\r\nHost: a\r\n\r\n", Some(400)),
+            ("GET http://x:1:2/ HTTP/1.1\r\nHost: a\r\n\r\n", Some(400)),
+            ("GET http://x%41/ HTTP/1.1\r\nHost: a\r\n\r\n", Some(400)),
+            (&long(HYPER_TARGET_MAX), None),
+            (&long(HYPER_TARGET_MAX + 1), Some(414)),
+        ];
+        for (head, want) in table {
+            assert_eq!(check(head).map(|_| ()), Ok(()), "the gate lets {head:.30} through");
+            let got = hyper_refusal(head.as_bytes()).map(|s| s.as_u16());
+            assert_eq!(got, *want, "{head:.30}");
+        }
+        // A head longer than the limit with a short target is not looked at twice for nothing.
+        let fat = format!("GET / HTTP/1.1\r\nHost: a\r\nX: {}\r\n\r\n", "b".repeat(70_000));
+        assert_eq!(hyper_refusal(fat.as_bytes()), None);
     }
 
     /// Feeds `input` to a fresh scanner in pieces of `piece` bytes; what it decided, and where.

@@ -143,6 +143,7 @@ where
         link.all_sent();
         if let Err(e) = result {
             tracing::debug!("connection closed: {e}");
+            gate.report_hyper_refusal(&e);
             return gate;
         }
         if !gate.parked() {
