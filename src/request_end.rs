@@ -4,7 +4,10 @@
 //! service stack (a `500` for a panic, a `504` for `request_timeout`, the status the gate gave
 //! a broken body), refused by the gate itself (`400`, `408`, `413`, `414`, `431`, `501`, `505`)
 //! or by hyper behind it (a bare `400` or `414` for a target the gate let through and
-//! `http::Uri` cannot hold), or cut when its connection closed before the response was whole.
+//! `http::Uri` cannot hold), or cut when its connection closed before the response's last
+//! byte was written. A response is complete once that byte has left the worker (into the
+//! kernel's socket buffer), not when the app's last frame was handed over: the event of a
+//! response still in the worker's buffers, or held back with a pipelined batch, waits.
 //!
 //! Nothing is built for the event unless a hook is registered: no clock reading, no copy of a
 //! header, no formatting. The event borrows what the request already holds.
@@ -80,11 +83,17 @@ pub enum AnsweredBy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Ending {
-    /// The whole response was handed to the connection.
+    /// The response's last byte was written to the connection: it left the worker, into the
+    /// kernel's socket buffer (whether the client then read it, no server can tell). The
+    /// event is sent then, not when the app's body ended: a response that waits in the
+    /// worker's buffers for a slow client, or is held back to be written with the rest of a
+    /// pipelined batch, is not complete yet.
     Complete,
-    /// The connection closed first (the client went away, `send_timeout`, `request_timeout`
-    /// while sending, a broken response body): [`RequestEnd::response_body_bytes`] says how
-    /// much of the body was written. Without a status, no response had started.
+    /// The connection closed before the response's last byte was written (the client went
+    /// away, `send_timeout`, `request_timeout` while sending, a broken response body):
+    /// [`RequestEnd::response_body_bytes`] says how much of the body was written (where the
+    /// worker lost part of the response with the connection, counted as the body's last
+    /// bytes). Without a status, no response had started.
     Cut,
 }
 
@@ -124,14 +133,15 @@ impl RequestEnd<'_> {
         self.request_body_bytes
     }
 
-    /// Bytes of the response's body: all of it, or for a cut response, what was written.
-    /// Heads are not counted (nginx's `$body_bytes_sent`).
+    /// Bytes of the response's body: all of it, or for a cut response, what was written to
+    /// the connection. Heads are not counted (nginx's `$body_bytes_sent`).
     pub fn response_body_bytes(&self) -> u64 {
         self.response_body_bytes
     }
 
     /// From the request's start (the app called, or the head's first byte for a request the
-    /// gate refused) to its end.
+    /// gate refused) to its end: the response's last byte written (see [`Ending::Complete`]),
+    /// or the connection closed on it.
     pub fn duration(&self) -> Duration {
         self.duration
     }
@@ -168,7 +178,7 @@ impl RequestEnd<'_> {
         self.answered_by
     }
 
-    /// Whether the response went out whole.
+    /// Whether the response went out whole: its last byte written to the connection.
     pub fn ending(&self) -> Ending {
         self.ending
     }

@@ -43,24 +43,16 @@ fn nth_event(file: &Path, n: usize) -> Event {
 }
 
 fn server(dir: &Path) -> (Server, PathBuf) {
-    server_with(dir, &[])
+    server_with(
+        dir,
+        &["--max-body-size", "1000", "--header-timeout", "1", "--request-timeout", "1"],
+    )
 }
 
-/// The same, with `extra` arguments.
+/// One worker, with `extra` arguments, and the hook's file.
 fn server_with(dir: &Path, extra: &[&str]) -> (Server, PathBuf) {
     let file = dir.join("events.log");
-    let args = [
-        "-w",
-        "1",
-        "-b",
-        "127.0.0.1:0",
-        "--max-body-size",
-        "1000",
-        "--header-timeout",
-        "1",
-        "--request-timeout",
-        "1",
-    ];
+    let args = ["-w", "1", "-b", "127.0.0.1:0"];
     let env = [("DEMO_REQUEST_END_FILE", file.to_str().unwrap())];
     (Server::start_with(&example("demo"), &[&args[..], extra].concat(), &env), file)
 }
@@ -237,4 +229,80 @@ fn a_head_the_gate_let_through_and_hyper_refused_ends_in_one_event() {
     let all = events(&file);
     assert_fields(&all[n - 2], &[("by", "App"), ("target", "/count")]);
     assert_fields(&all[n - 1], &[("by", "Gate"), ("status", "400"), ("target", "http://x:1:2/")]);
+}
+
+/// A connection whose receive buffer is as small as the kernel allows, set before connecting
+/// so that the window it advertises stays tiny: a client that will not read.
+fn tiny_window(addr: SocketAddr) -> TcpStream {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrIn, connect, setsockopt, socket, sockopt,
+    };
+    let SocketAddr::V4(v4) = addr else { panic!("an IPv4 address: {addr}") };
+    let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).unwrap();
+    setsockopt(&fd, sockopt::RcvBuf, &1024).unwrap();
+    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(v4)).unwrap();
+    TcpStream::from(fd)
+}
+
+/// Resets the connection (a close with `SO_LINGER` 0): the server's next write fails.
+fn reset(stream: TcpStream) {
+    let linger = nix::libc::linger { l_onoff: 1, l_linger: 0 };
+    nix::sys::socket::setsockopt(&stream, nix::sys::socket::sockopt::Linger, &linger).unwrap();
+    drop(stream);
+}
+
+#[test]
+fn responses_that_never_left_the_worker_are_cut_not_complete() {
+    let dir = tempdir();
+    let (server, file) =
+        server_with(dir.path(), &["--max-body-size", "1000000", "--send-timeout", "1"]);
+    let addr = server.addr();
+    // Three pipelined requests, and the client resets the connection before any answer: the
+    // first two responses are held back for the batch, the third is not ready when the
+    // write fails. None of them reached the client.
+    let mut stream = TcpStream::connect(addr).unwrap();
+    let batch = "GET /sleep/300 HTTP/1.1\r\nHost: t\r\n\r\nGET /a HTTP/1.1\r\nHost: t\r\n\r\n\
+                 GET /sleep/200 HTTP/1.1\r\nHost: t\r\n\r\n";
+    stream.write_all(batch.as_bytes()).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    reset(stream);
+    nth_event(&file, 3);
+    let mut all = events(&file);
+    all.sort_by(|a, b| a["target"].cmp(&b["target"]));
+    for (event, target) in all.iter().zip(["/a", "/sleep/200", "/sleep/300"]) {
+        assert_fields(event, &[("target", target), ("ending", "Cut"), ("response_bytes", "0")]);
+    }
+    // Responses handed over whole to a client that does not read: the kernel's buffers take
+    // the first few; then one stays in the worker until send_timeout closes the connection.
+    // That one is cut, with what was written, not complete (and ends the connection, so it
+    // is the last).
+    let mut stream = tiny_window(addr);
+    stream.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    let size = 200_000;
+    let upload = format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {size}\r\n\r\n");
+    let mut n = 3;
+    loop {
+        stream.write_all(upload.as_bytes()).unwrap();
+        stream.write_all(&vec![b'x'; size]).unwrap();
+        n += 1;
+        let event = nth_event(&file, n);
+        assert_fields(&event, &[("target", "/echo"), ("status", "200")]);
+        let sent: usize = event["response_bytes"].parse().unwrap();
+        if event["ending"] == "Cut" {
+            assert!(sent < size, "not all of it was written: {event:?}");
+            break;
+        }
+        assert_eq!((event["ending"].as_str(), sent), ("Complete", size), "{event:?}");
+        assert!(n < 3 + 64, "12 MB taken by a client that reads nothing");
+    }
+    // A client that reads gets it whole, and the event says so once it is written.
+    let mut conn = Conn::open(addr).unwrap();
+    conn.send(
+        format!("POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {size}\r\n\r\n").as_bytes(),
+    )
+    .unwrap();
+    conn.send(&vec![b'x'; size]).unwrap();
+    assert_eq!(conn.read_response(false).unwrap().body.len(), size);
+    let event = nth_event(&file, n + 1);
+    assert_fields(&event, &[("ending", "Complete"), ("response_bytes", &size.to_string())]);
 }

@@ -453,7 +453,9 @@ impl<I: AsyncWrite> Gate<I> {
         let mut this = self.project();
         while *this.out_written < this.out.len() {
             let polled = this.io.as_mut().poll_write(cx, &this.out[*this.out_written..]);
-            let polled = wrote(polled, cx, this.s, this.wrote, this.write_blocked, this.stall);
+            let (s, stall) = (&*this.s, &mut *this.stall);
+            let polled =
+                wrote(polled, cx, s, Output::HeldBack, this.wrote, this.write_blocked, stall);
             match ready!(polled)? {
                 0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 n => *this.out_written += n,
@@ -477,12 +479,13 @@ impl<I: AsyncWrite> AsyncWrite for Gate<I> {
             // Not written yet: still counted as unsent (see `Link::sent`), since it is
             // held in the worker all the same; it is counted off when written.
             this.out.extend_from_slice(buf);
+            this.s.link.took(buf.len());
             return Poll::Ready(Ok(buf.len()));
         }
         ready!(self.as_mut().poll_write_out(cx))?;
         let this = self.project();
         let polled = this.io.poll_write(cx, buf);
-        wrote(polled, cx, this.s, this.wrote, this.write_blocked, this.stall)
+        wrote(polled, cx, this.s, Output::Hyper, this.wrote, this.write_blocked, this.stall)
     }
 
     fn poll_write_vectored(
@@ -496,12 +499,13 @@ impl<I: AsyncWrite> AsyncWrite for Gate<I> {
             for buf in bufs {
                 this.out.extend_from_slice(buf);
             }
+            this.s.link.took(len);
             return Poll::Ready(Ok(len));
         }
         ready!(self.as_mut().poll_write_out(cx))?;
         let this = self.project();
         let polled = this.io.poll_write_vectored(cx, bufs);
-        wrote(polled, cx, this.s, this.wrote, this.write_blocked, this.stall)
+        wrote(polled, cx, this.s, Output::Hyper, this.wrote, this.write_blocked, this.stall)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -509,6 +513,8 @@ impl<I: AsyncWrite> AsyncWrite for Gate<I> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // hyper has written all it holds: the responses it was given end here.
+        self.s.link.flushed();
         if self.hold_back(0) {
             return Poll::Ready(Ok(()));
         }
@@ -532,7 +538,9 @@ impl<I: AsyncWrite> AsyncWrite for Gate<I> {
         let mut this = self.project();
         while *this.replied < this.s.reply.len() {
             let polled = this.io.as_mut().poll_write(cx, &this.s.reply[*this.replied..]);
-            let n = ready!(wrote(polled, cx, this.s, this.wrote, this.write_blocked, this.stall))?;
+            let (s, stall) = (&*this.s, &mut *this.stall);
+            let n =
+                ready!(wrote(polled, cx, s, Output::Reply, this.wrote, this.write_blocked, stall))?;
             if n == 0 {
                 break;
             }
@@ -542,13 +550,25 @@ impl<I: AsyncWrite> AsyncWrite for Gate<I> {
     }
 }
 
+/// Whose bytes a write carried, for the counts on the [`Link`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    /// hyper's, given to the gate by the same call: taken and written at once.
+    Hyper,
+    /// hyper's, held back when the gate took them.
+    HeldBack,
+    /// The gate's own answer to a refused head, after all of hyper's.
+    Reply,
+}
+
 /// Notes a write: progress, which also gives a response body held back for a slow reader
-/// room again (see `Link::sent`), or a client that is not reading, which fails the write
-/// once it has lasted `send_timeout`.
+/// room again and tells which responses are written (see `Link::sent`), or a client that is
+/// not reading, which fails the write once it has lasted `send_timeout`.
 fn wrote(
     polled: Poll<io::Result<usize>>,
     cx: &mut Context<'_>,
     s: &Scanner,
+    output: Output,
     wrote: &mut bool,
     blocked: &mut bool,
     stall: &mut Stall,
@@ -560,7 +580,14 @@ fn wrote(
             if stall.since.take().is_some() {
                 s.slot.write_resumed();
             }
-            s.link.sent(*n);
+            match output {
+                Output::Hyper => {
+                    s.link.took(*n);
+                    s.link.sent(*n);
+                }
+                Output::HeldBack => s.link.sent(*n),
+                Output::Reply => {}
+            }
             if s.slot.evicted() {
                 // Chosen to make room while stalled, and its slot is counted on: a write that
                 // then went through does not undo that.

@@ -5,16 +5,20 @@
 //! writes when the app was called for a request ([`Exchange::request_started`]) and wakes the
 //! gate when a request starts or ends. The write-ahead ([`Exchange::poll_send_room`]) is the
 //! one shared count: response bodies add what they hand hyper, the gate takes off what it
-//! writes.
+//! writes. The end events of responses handed over whole wait here
+//! ([`Exchange::handed_whole`]) until the gate has written their last byte: the gate counts
+//! what it took of hyper's output and what it wrote ([`Link::took`], [`Link::sent`]), and
+//! hyper's flush says where the responses it was given end ([`Link::flushed`]).
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use http::StatusCode;
 
 use crate::conn::WRITE_AHEAD;
-use crate::conn::service::Exchange;
+use crate::conn::service::{Exchange, ResponseEnd};
 
 /// How many requests back the body sizes are kept: the body of a request still being answered
 /// when this many more pipelined requests, each with a body, have been read reports 0.
@@ -47,6 +51,18 @@ pub(crate) struct Link {
     /// A response body waiting for the client to read, until `unsent` is below
     /// [`WRITE_AHEAD`].
     writable: Cell<Option<Waker>>,
+
+    // Where responses end in the connection's output, for their end events: written by the
+    // gate, and by the service stack when it hands over a whole response.
+    /// Bytes of hyper's output the gate took (written, or held back for a pipelined batch).
+    taken: Cell<u64>,
+    /// Of those, bytes written to the client.
+    written: Cell<u64>,
+    /// Responses handed over whole whose last byte is not written yet, oldest first, each
+    /// with where it ends in hyper's output (as `taken` counts), once known: hyper's next
+    /// flush, when all it was given is in the gate (see [`Link::flushed`]). Filled only with a
+    /// hook registered.
+    ends: RefCell<VecDeque<(Option<u64>, ResponseEnd)>>,
 }
 
 impl Default for Link {
@@ -59,6 +75,9 @@ impl Default for Link {
             gate: RefCell::new(None),
             unsent: Cell::new(0),
             writable: Cell::new(None),
+            taken: Cell::new(0),
+            written: Cell::new(0),
+            ends: RefCell::default(),
         }
     }
 }
@@ -97,7 +116,13 @@ impl Link {
         cell.set((number, if was == number { bytes + n } else { n }));
     }
 
-    /// `n` bytes were written to the client.
+    /// The gate took `n` more bytes of hyper's output: written now, or held back.
+    pub(super) fn took(&self, n: usize) {
+        self.taken.set(self.taken.get() + n as u64);
+    }
+
+    /// `n` bytes of hyper's output (taken before, see [`Link::took`]) were written to the
+    /// client.
     pub(super) fn sent(&self, n: usize) {
         let unsent = self.unsent.get().saturating_sub(n);
         self.unsent.set(unsent);
@@ -105,6 +130,68 @@ impl Link {
             if let Some(body) = self.writable.take() {
                 body.wake();
             }
+        }
+        self.written.set(self.written.get() + n as u64);
+        if !self.ends.borrow().is_empty() {
+            self.deliver();
+        }
+    }
+
+    /// hyper flushes: everything it was given is in the gate's hands now (hyper writes all it
+    /// holds before it flushes), so each response handed over whole ends at or before what the
+    /// gate has taken.
+    pub(super) fn flushed(&self) {
+        let mut ends = self.ends.borrow_mut();
+        if ends.is_empty() {
+            return;
+        }
+        for (end, _) in ends.iter_mut().rev() {
+            if end.is_some() {
+                break;
+            }
+            *end = Some(self.taken.get());
+        }
+        drop(ends);
+        self.deliver();
+    }
+
+    /// Sends the end events of the responses whose last byte is written.
+    fn deliver(&self) {
+        loop {
+            let mut ends = self.ends.borrow_mut();
+            match ends.front() {
+                Some((Some(end), _)) if *end <= self.written.get() => {}
+                _ => return,
+            }
+            let (_, end) = ends.pop_front().expect("looked at");
+            // Not borrowed while a hook runs.
+            drop(ends);
+            end.written();
+        }
+    }
+
+    /// hyper's connection ended, and its buffers with it. After a clean end hyper had flushed
+    /// all it was given; otherwise what it held is gone, and so is the connection: every
+    /// response still waiting is cut, with what of it was written.
+    pub(super) fn hyper_ended(&self, clean: bool) {
+        if clean {
+            self.flushed();
+        } else {
+            self.cut_waiting();
+        }
+        self.all_sent();
+    }
+
+    /// Cuts every response still waiting for its last byte to be written.
+    fn cut_waiting(&self) {
+        let (taken, written) = (self.taken.get(), self.written.get());
+        // Where hyper never said where a response ends, its tail was in hyper's buffer: as
+        // much of its body as `unsent` says, at least what the gate held.
+        let lost = (self.unsent.get() as u64).max(taken - written);
+        let waiting = std::mem::take(&mut *self.ends.borrow_mut());
+        for (end, response) in waiting {
+            let unwritten = end.map_or(lost, |end| end.saturating_sub(written));
+            response.cut(unwritten);
         }
     }
 
@@ -171,6 +258,19 @@ impl Exchange for Link {
     /// Bytes handed to hyper and not yet written.
     fn unsent(&self) -> usize {
         self.unsent.get()
+    }
+
+    /// A response was handed to hyper whole: its end event waits for its last byte to be
+    /// written (see [`Link::flushed`]).
+    fn handed_whole(&self, end: ResponseEnd) {
+        self.ends.borrow_mut().push_back((None, end));
+    }
+}
+
+impl Drop for Link {
+    /// A connection that ends with responses not written (its task dropped) cuts them.
+    fn drop(&mut self) {
+        self.cut_waiting();
     }
 }
 

@@ -140,7 +140,7 @@ where
         let parts = Pin::into_inner(conn).into_parts();
         gate = parts.io.into_inner();
         // What hyper held and had not written is gone with it.
-        link.all_sent();
+        link.hyper_ended(result.is_ok());
         if let Err(e) = result {
             tracing::debug!("connection closed: {e}");
             gate.report_hyper_refusal(&e);
