@@ -147,7 +147,10 @@ impl RequestEnd<'_> {
     }
 
     /// The client's address as identified: forwarding headers from `forwarded_allow_ips`,
-    /// a trusted PROXY header, or the peer. `None` on a unix socket with neither.
+    /// a trusted PROXY header, or the peer. `None` on a unix socket with neither. For a
+    /// request the gate (or hyper) refused ([`AnsweredBy::Gate`]), the connection's client
+    /// only (the PROXY source, or the peer): the fields of a head that was refused are not
+    /// read, forwarding headers included; a malformed head is no ground to believe one.
     pub fn client(&self) -> Option<IpAddr> {
         self.client
     }
@@ -189,23 +192,40 @@ type Hook = Box<dyn Fn(&RequestEnd<'_>)>;
 
 /// The hooks an app factory registers, shared by the clones of its `WorkerContext`.
 #[derive(Clone, Default)]
-pub(crate) struct Hooks(Rc<RefCell<Vec<Hook>>>);
+pub(crate) struct Hooks(Rc<HooksInner>);
+
+#[derive(Default)]
+struct HooksInner {
+    hooks: RefCell<Vec<Hook>>,
+    /// The worker has taken the hooks (see [`Hooks::take`]): later ones would never be called.
+    taken: std::cell::Cell<bool>,
+}
 
 impl std::fmt::Debug for Hooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Hooks({})", self.0.borrow().len())
+        write!(f, "Hooks({})", self.0.hooks.borrow().len())
     }
 }
 
 impl Hooks {
+    /// Registers a hook; after the worker has taken them (a clone of its `WorkerContext` kept
+    /// past the factory), it is dropped, with a warning: the request path reads the hooks
+    /// once, so that it pays nothing for them when there are none.
     pub(crate) fn add(&self, hook: Hook) {
-        self.0.borrow_mut().push(hook);
+        if self.0.taken.get() {
+            tracing::warn!(
+                "a request-end hook registered after the app factory returned is ignored:                  register hooks from the factory"
+            );
+            return;
+        }
+        self.0.hooks.borrow_mut().push(hook);
     }
 
     /// What the worker calls once its app is built: `None` if no hook was registered, so that
     /// the request path can tell with one test that nothing is to be built.
     pub(crate) fn take(&self, worker: u64) -> Option<Rc<Sink>> {
-        let hooks = std::mem::take(&mut *self.0.borrow_mut());
+        self.0.taken.set(true);
+        let hooks = std::mem::take(&mut *self.0.hooks.borrow_mut());
         (!hooks.is_empty()).then(|| Rc::new(Sink { hooks, worker }))
     }
 }
@@ -284,6 +304,9 @@ mod tests {
         hooks.add(Box::new(move |e| counter.set(counter.get() + e.response_body_bytes())));
         let sink = hooks.take(7).expect("hooks were registered");
         assert!(hooks.take(7).is_none(), "taken once");
+        let late = Rc::clone(&seen);
+        hooks.add(Box::new(move |_| late.set(1000)));
+        assert!(hooks.take(7).is_none(), "a hook added once taken is dropped, not kept");
         sink.emit(&event(Target::None));
         sink.emit(&event(Target::None));
         assert_eq!(seen.get(), 6);

@@ -105,8 +105,12 @@ fn every_request_ends_in_exactly_one_event_whoever_answers_it() {
     assert_eq!(common::http::get(addr, "/nowhere?x=1").unwrap().status, 404);
     next(&[("status", "404"), ("target", "/nowhere?x=1"), ("response_bytes", "10")]);
 
-    // A 413 from the gate: the app never sees the request.
-    let refused = raw(addr, b"POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 2000\r\n\r\n");
+    // A 413 from the gate: the app never sees the request. Its client is the connection's: a
+    // refused head's forwarding headers are not believed, though the peer is trusted.
+    let refused = raw(
+        addr,
+        b"POST /echo HTTP/1.1\r\nHost: t\r\nX-Forwarded-For: 203.0.113.7\r\nContent-Length: 2000\r\n\r\n",
+    );
     assert_eq!(refused.status, 413);
     next(&[
         ("by", "Gate"),
@@ -116,6 +120,7 @@ fn every_request_ends_in_exactly_one_event_whoever_answers_it() {
         ("target", "/echo"),
         ("request_bytes", "0"),
         ("response_bytes", &refused.body.len().to_string()),
+        ("client", "127.0.0.1"),
     ]);
 
     // A 408 from the gate: the head never ends (header_timeout).
