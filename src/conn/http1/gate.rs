@@ -35,7 +35,8 @@
 //! On the way out, the gate writes the responses to a pipelined batch together (hyper flushes
 //! after each; see `Gate::hold_back`), and it parks a connection idle between requests: hyper
 //! is told the input ended, so that its connection and buffers can go until the next request
-//! (see [`Gate::parked`]).
+//! (see [`Gate::parked`]). It tells the [`Link`] what it writes, and at hyper's flush what it
+//! holds back, so that a response is reported complete only once its last byte is written.
 
 use std::io;
 use std::pin::Pin;
@@ -440,6 +441,11 @@ impl<I: AsyncWrite> Gate<I> {
             && self.out.len() + more <= HOLD_LIMIT
     }
 
+    /// Bytes of hyper's output held back and not written yet.
+    pub(super) fn held(&self) -> u64 {
+        (self.out.len() - self.out_written) as u64
+    }
+
     /// Whether a write joins what was held back, to be sent with it in one write.
     fn joins(&self, more: usize) -> bool {
         !self.out.is_empty() && self.out.len() + more <= HOLD_LIMIT
@@ -453,9 +459,7 @@ impl<I: AsyncWrite> Gate<I> {
         let mut this = self.project();
         while *this.out_written < this.out.len() {
             let polled = this.io.as_mut().poll_write(cx, &this.out[*this.out_written..]);
-            let (s, stall) = (&*this.s, &mut *this.stall);
-            let polled =
-                wrote(polled, cx, s, Output::HeldBack, this.wrote, this.write_blocked, stall);
+            let polled = wrote(polled, cx, this.s, this.wrote, this.write_blocked, this.stall);
             match ready!(polled)? {
                 0 => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 n => *this.out_written += n,
@@ -479,13 +483,12 @@ impl<I: AsyncWrite> AsyncWrite for Gate<I> {
             // Not written yet: still counted as unsent (see `Link::sent`), since it is
             // held in the worker all the same; it is counted off when written.
             this.out.extend_from_slice(buf);
-            this.s.link.took(buf.len());
             return Poll::Ready(Ok(buf.len()));
         }
         ready!(self.as_mut().poll_write_out(cx))?;
         let this = self.project();
         let polled = this.io.poll_write(cx, buf);
-        wrote(polled, cx, this.s, Output::Hyper, this.wrote, this.write_blocked, this.stall)
+        wrote(polled, cx, this.s, this.wrote, this.write_blocked, this.stall)
     }
 
     fn poll_write_vectored(
@@ -499,13 +502,12 @@ impl<I: AsyncWrite> AsyncWrite for Gate<I> {
             for buf in bufs {
                 this.out.extend_from_slice(buf);
             }
-            this.s.link.took(len);
             return Poll::Ready(Ok(len));
         }
         ready!(self.as_mut().poll_write_out(cx))?;
         let this = self.project();
         let polled = this.io.poll_write_vectored(cx, bufs);
-        wrote(polled, cx, this.s, Output::Hyper, this.wrote, this.write_blocked, this.stall)
+        wrote(polled, cx, this.s, this.wrote, this.write_blocked, this.stall)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -513,8 +515,11 @@ impl<I: AsyncWrite> AsyncWrite for Gate<I> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        // hyper has written all it holds: the responses it was given end here.
-        self.s.link.flushed();
+        if self.s.link.waiting() {
+            // hyper has given the gate all it holds: the responses it was given end, in the
+            // connection's output, after what the gate still holds back.
+            self.s.link.flushed(self.held());
+        }
         if self.hold_back(0) {
             return Poll::Ready(Ok(()));
         }
@@ -538,9 +543,7 @@ impl<I: AsyncWrite> AsyncWrite for Gate<I> {
         let mut this = self.project();
         while *this.replied < this.s.reply.len() {
             let polled = this.io.as_mut().poll_write(cx, &this.s.reply[*this.replied..]);
-            let (s, stall) = (&*this.s, &mut *this.stall);
-            let n =
-                ready!(wrote(polled, cx, s, Output::Reply, this.wrote, this.write_blocked, stall))?;
+            let n = ready!(wrote(polled, cx, this.s, this.wrote, this.write_blocked, this.stall))?;
             if n == 0 {
                 break;
             }
@@ -550,17 +553,6 @@ impl<I: AsyncWrite> AsyncWrite for Gate<I> {
     }
 }
 
-/// Whose bytes a write carried, for the counts on the [`Link`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Output {
-    /// hyper's, given to the gate by the same call: taken and written at once.
-    Hyper,
-    /// hyper's, held back when the gate took them.
-    HeldBack,
-    /// The gate's own answer to a refused head, after all of hyper's.
-    Reply,
-}
-
 /// Notes a write: progress, which also gives a response body held back for a slow reader
 /// room again and tells which responses are written (see `Link::sent`), or a client that is
 /// not reading, which fails the write once it has lasted `send_timeout`.
@@ -568,7 +560,6 @@ fn wrote(
     polled: Poll<io::Result<usize>>,
     cx: &mut Context<'_>,
     s: &Scanner,
-    output: Output,
     wrote: &mut bool,
     blocked: &mut bool,
     stall: &mut Stall,
@@ -580,14 +571,7 @@ fn wrote(
             if stall.since.take().is_some() {
                 s.slot.write_resumed();
             }
-            match output {
-                Output::Hyper => {
-                    s.link.took(*n);
-                    s.link.sent(*n);
-                }
-                Output::HeldBack => s.link.sent(*n),
-                Output::Reply => {}
-            }
+            s.link.sent(*n);
             if s.slot.evicted() {
                 // Chosen to make room while stalled, and its slot is counted on: a write that
                 // then went through does not undo that.

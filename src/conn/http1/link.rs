@@ -6,9 +6,9 @@
 //! gate when a request starts or ends. The write-ahead ([`Exchange::poll_send_room`]) is the
 //! one shared count: response bodies add what they hand hyper, the gate takes off what it
 //! writes. The end events of responses handed over whole wait here
-//! ([`Exchange::handed_whole`]) until the gate has written their last byte: the gate counts
-//! what it took of hyper's output and what it wrote ([`Link::took`], [`Link::sent`]), and
-//! hyper's flush says where the responses it was given end ([`Link::flushed`]).
+//! ([`Exchange::handed_whole`]) until the gate has written their last byte: hyper's flush
+//! says where the responses it was given end ([`Link::flushed`]), the gate's writes how far
+//! the output has gone ([`Link::sent`]).
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -52,16 +52,17 @@ pub(crate) struct Link {
     /// [`WRITE_AHEAD`].
     writable: Cell<Option<Waker>>,
 
-    // Where responses end in the connection's output, for their end events: written by the
-    // gate, and by the service stack when it hands over a whole response.
-    /// Bytes of hyper's output the gate took (written, or held back for a pipelined batch).
-    taken: Cell<u64>,
-    /// Of those, bytes written to the client.
+    // The end events of responses handed over whole, until their last byte is written:
+    // filled by the service stack (only with a hook), emptied as the gate writes.
+    /// Bytes of hyper's output written to the client, counted only while `waiting` is not
+    /// zero: only the distance from a flush to a later write matters.
     written: Cell<u64>,
+    /// How many responses are in `ends`: the one thing the gate looks at when none is.
+    waiting: Cell<usize>,
     /// Responses handed over whole whose last byte is not written yet, oldest first, each
-    /// with where it ends in hyper's output (as `taken` counts), once known: hyper's next
-    /// flush, when all it was given is in the gate (see [`Link::flushed`]). Filled only with a
-    /// hook registered.
+    /// with where it ends in hyper's output (as `written` counts), once known: at hyper's next
+    /// flush, when all it was given is written or held back by the gate (see
+    /// [`Link::flushed`]).
     ends: RefCell<VecDeque<(Option<u64>, ResponseEnd)>>,
 }
 
@@ -75,8 +76,8 @@ impl Default for Link {
             gate: RefCell::new(None),
             unsent: Cell::new(0),
             writable: Cell::new(None),
-            taken: Cell::new(0),
             written: Cell::new(0),
+            waiting: Cell::new(0),
             ends: RefCell::default(),
         }
     }
@@ -116,13 +117,7 @@ impl Link {
         cell.set((number, if was == number { bytes + n } else { n }));
     }
 
-    /// The gate took `n` more bytes of hyper's output: written now, or held back.
-    pub(super) fn took(&self, n: usize) {
-        self.taken.set(self.taken.get() + n as u64);
-    }
-
-    /// `n` bytes of hyper's output (taken before, see [`Link::took`]) were written to the
-    /// client.
+    /// `n` bytes of hyper's output were written to the client.
     pub(super) fn sent(&self, n: usize) {
         let unsent = self.unsent.get().saturating_sub(n);
         self.unsent.set(unsent);
@@ -131,27 +126,28 @@ impl Link {
                 body.wake();
             }
         }
-        self.written.set(self.written.get() + n as u64);
-        if !self.ends.borrow().is_empty() {
+        if self.waiting.get() != 0 {
+            self.written.set(self.written.get() + n as u64);
             self.deliver();
         }
     }
 
-    /// hyper flushes: everything it was given is in the gate's hands now (hyper writes all it
-    /// holds before it flushes), so each response handed over whole ends at or before what the
-    /// gate has taken.
-    pub(super) fn flushed(&self) {
-        let mut ends = self.ends.borrow_mut();
-        if ends.is_empty() {
-            return;
-        }
-        for (end, _) in ends.iter_mut().rev() {
-            if end.is_some() {
+    /// Whether responses handed over whole wait for their last byte to be written.
+    pub(super) fn waiting(&self) -> bool {
+        self.waiting.get() != 0
+    }
+
+    /// hyper flushes, with `held` bytes of its output held back by the gate: hyper writes all
+    /// it holds before it flushes, so each response handed over whole ends at most that much
+    /// after what is written.
+    pub(super) fn flushed(&self, held: u64) {
+        let end = self.written.get() + held;
+        for (known, _) in self.ends.borrow_mut().iter_mut().rev() {
+            if known.is_some() {
                 break;
             }
-            *end = Some(self.taken.get());
+            *known = Some(end);
         }
-        drop(ends);
         self.deliver();
     }
 
@@ -164,31 +160,37 @@ impl Link {
                 _ => return,
             }
             let (_, end) = ends.pop_front().expect("looked at");
+            self.waiting.set(ends.len());
             // Not borrowed while a hook runs.
             drop(ends);
             end.written();
         }
     }
 
-    /// hyper's connection ended, and its buffers with it. After a clean end hyper had flushed
-    /// all it was given; otherwise what it held is gone, and so is the connection: every
-    /// response still waiting is cut, with what of it was written.
-    pub(super) fn hyper_ended(&self, clean: bool) {
-        if clean {
-            self.flushed();
-        } else {
-            self.cut_waiting();
+    /// hyper's connection ended, and its buffers with it, with `held` bytes of its output
+    /// still held back by the gate. After a clean end hyper had flushed all it was given;
+    /// otherwise what it held is gone, and so is the connection: every response still waiting
+    /// is cut, with what of it was written.
+    pub(super) fn hyper_ended(&self, clean: bool, held: u64) {
+        if self.waiting() {
+            if clean {
+                self.flushed(held);
+            } else {
+                self.cut_waiting(held);
+            }
         }
         self.all_sent();
     }
 
-    /// Cuts every response still waiting for its last byte to be written.
-    fn cut_waiting(&self) {
-        let (taken, written) = (self.taken.get(), self.written.get());
+    /// Cuts every response still waiting for its last byte to be written, `held` bytes of
+    /// hyper's output still held back by the gate.
+    fn cut_waiting(&self, held: u64) {
+        let written = self.written.get();
         // Where hyper never said where a response ends, its tail was in hyper's buffer: as
         // much of its body as `unsent` says, at least what the gate held.
-        let lost = (self.unsent.get() as u64).max(taken - written);
+        let lost = (self.unsent.get() as u64).max(held);
         let waiting = std::mem::take(&mut *self.ends.borrow_mut());
+        self.waiting.set(0);
         for (end, response) in waiting {
             let unwritten = end.map_or(lost, |end| end.saturating_sub(written));
             response.cut(unwritten);
@@ -263,14 +265,18 @@ impl Exchange for Link {
     /// A response was handed to hyper whole: its end event waits for its last byte to be
     /// written (see [`Link::flushed`]).
     fn handed_whole(&self, end: ResponseEnd) {
-        self.ends.borrow_mut().push_back((None, end));
+        let mut ends = self.ends.borrow_mut();
+        ends.push_back((None, end));
+        self.waiting.set(ends.len());
     }
 }
 
 impl Drop for Link {
     /// A connection that ends with responses not written (its task dropped) cuts them.
     fn drop(&mut self) {
-        self.cut_waiting();
+        if self.waiting() {
+            self.cut_waiting(0);
+        }
     }
 }
 
