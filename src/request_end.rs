@@ -2,8 +2,12 @@
 //! registers with [`WorkerContext::on_request_end`](crate::WorkerContext::on_request_end).
 //! Every request a worker reads the head of ends in exactly one: answered by the app, by the
 //! service stack (a `500` for a panic, a `504` for `request_timeout`, the status the gate gave
-//! a broken body), refused by the gate itself (`400`, `408`, `413`, `414`, `431`, `501`, `505`),
-//! or cut when its connection closed before the response was whole.
+//! a broken body), refused by the gate itself (`400`, `408`, `413`, `414`, `431`, `501`, `505`)
+//! or by hyper behind it (a bare `400` or `414` for a target the gate let through and
+//! `http::Uri` cannot hold), or cut when its connection closed before the response's last
+//! byte was written. A response is complete once that byte has left the worker (into the
+//! kernel's socket buffer), not when the app's last frame was handed over: the event of a
+//! response still in the worker's buffers, or held back with a pipelined batch, waits.
 //!
 //! Nothing is built for the event unless a hook is registered: no clock reading, no copy of a
 //! header, no formatting. The event borrows what the request already holds.
@@ -70,7 +74,8 @@ pub(crate) enum Target<'a> {
 pub enum AnsweredBy {
     /// The app's service (its response, or the `500`/`504` forkserve put in its place).
     App,
-    /// The gate, which refused the request before the app saw it.
+    /// The gate, which refused the request before the app saw it; also hyper's own bare `400`
+    /// or `414` to a head the gate let through (a target `http::Uri` cannot hold).
     Gate,
 }
 
@@ -78,11 +83,17 @@ pub enum AnsweredBy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Ending {
-    /// The whole response was handed to the connection.
+    /// The response's last byte was written to the connection: it left the worker, into the
+    /// kernel's socket buffer (whether the client then read it, no server can tell). The
+    /// event is sent then, not when the app's body ended: a response that waits in the
+    /// worker's buffers for a slow client, or is held back to be written with the rest of a
+    /// pipelined batch, is not complete yet.
     Complete,
-    /// The connection closed first (the client went away, `send_timeout`, `request_timeout`
-    /// while sending, a broken response body): [`RequestEnd::response_body_bytes`] says how
-    /// much of the body was written. Without a status, no response had started.
+    /// The connection closed before the response's last byte was written (the client went
+    /// away, `send_timeout`, `request_timeout` while sending, a broken response body):
+    /// [`RequestEnd::response_body_bytes`] says how much of the body was written (where the
+    /// worker lost part of the response with the connection, counted as the body's last
+    /// bytes). Without a status, no response had started.
     Cut,
 }
 
@@ -122,20 +133,24 @@ impl RequestEnd<'_> {
         self.request_body_bytes
     }
 
-    /// Bytes of the response's body: all of it, or for a cut response, what was written.
-    /// Heads are not counted (nginx's `$body_bytes_sent`).
+    /// Bytes of the response's body: all of it, or for a cut response, what was written to
+    /// the connection. Heads are not counted (nginx's `$body_bytes_sent`).
     pub fn response_body_bytes(&self) -> u64 {
         self.response_body_bytes
     }
 
     /// From the request's start (the app called, or the head's first byte for a request the
-    /// gate refused) to its end.
+    /// gate refused) to its end: the response's last byte written (see [`Ending::Complete`]),
+    /// or the connection closed on it.
     pub fn duration(&self) -> Duration {
         self.duration
     }
 
     /// The client's address as identified: forwarding headers from `forwarded_allow_ips`,
-    /// a trusted PROXY header, or the peer. `None` on a unix socket with neither.
+    /// a trusted PROXY header, or the peer. `None` on a unix socket with neither. For a
+    /// request the gate (or hyper) refused ([`AnsweredBy::Gate`]), the connection's client
+    /// only (the PROXY source, or the peer): the fields of a head that was refused are not
+    /// read, forwarding headers included; a malformed head is no ground to believe one.
     pub fn client(&self) -> Option<IpAddr> {
         self.client
     }
@@ -166,7 +181,7 @@ impl RequestEnd<'_> {
         self.answered_by
     }
 
-    /// Whether the response went out whole.
+    /// Whether the response went out whole: its last byte written to the connection.
     pub fn ending(&self) -> Ending {
         self.ending
     }
@@ -177,23 +192,40 @@ type Hook = Box<dyn Fn(&RequestEnd<'_>)>;
 
 /// The hooks an app factory registers, shared by the clones of its `WorkerContext`.
 #[derive(Clone, Default)]
-pub(crate) struct Hooks(Rc<RefCell<Vec<Hook>>>);
+pub(crate) struct Hooks(Rc<HooksInner>);
+
+#[derive(Default)]
+struct HooksInner {
+    hooks: RefCell<Vec<Hook>>,
+    /// The worker has taken the hooks (see [`Hooks::take`]): later ones would never be called.
+    taken: std::cell::Cell<bool>,
+}
 
 impl std::fmt::Debug for Hooks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Hooks({})", self.0.borrow().len())
+        write!(f, "Hooks({})", self.0.hooks.borrow().len())
     }
 }
 
 impl Hooks {
+    /// Registers a hook; after the worker has taken them (a clone of its `WorkerContext` kept
+    /// past the factory), it is dropped, with a warning: the request path reads the hooks
+    /// once, so that it pays nothing for them when there are none.
     pub(crate) fn add(&self, hook: Hook) {
-        self.0.borrow_mut().push(hook);
+        if self.0.taken.get() {
+            tracing::warn!(
+                "a request-end hook registered after the app factory returned is ignored:                  register hooks from the factory"
+            );
+            return;
+        }
+        self.0.hooks.borrow_mut().push(hook);
     }
 
     /// What the worker calls once its app is built: `None` if no hook was registered, so that
     /// the request path can tell with one test that nothing is to be built.
     pub(crate) fn take(&self, worker: u64) -> Option<Rc<Sink>> {
-        let hooks = std::mem::take(&mut *self.0.borrow_mut());
+        self.0.taken.set(true);
+        let hooks = std::mem::take(&mut *self.0.hooks.borrow_mut());
         (!hooks.is_empty()).then(|| Rc::new(Sink { hooks, worker }))
     }
 }
@@ -272,6 +304,9 @@ mod tests {
         hooks.add(Box::new(move |e| counter.set(counter.get() + e.response_body_bytes())));
         let sink = hooks.take(7).expect("hooks were registered");
         assert!(hooks.take(7).is_none(), "taken once");
+        let late = Rc::clone(&seen);
+        hooks.add(Box::new(move |_| late.set(1000)));
+        assert!(hooks.take(7).is_none(), "a hook added once taken is dropped, not kept");
         sink.emit(&event(Target::None));
         sink.emit(&event(Target::None));
         assert_eq!(seen.get(), 6);

@@ -315,3 +315,38 @@ fn a_client_that_ends_its_side_mid_body_is_answered_and_its_slot_freed() {
         assert_eq!(Conn::over(next).get("/").unwrap().status, 200);
     }
 }
+
+#[test]
+fn a_late_proxy_header_does_not_restart_header_timeout() {
+    // header_timeout bounds a connection's first request from the connection's start, its
+    // PROXY preamble included: a header that comes late leaves only what is left of it.
+    let server = Server::start(
+        &example("demo"),
+        &["-w", "1", "-b", "127.0.0.1:0", "--proxy-protocol", "--header-timeout", "2"],
+    );
+    let proxy = b"PROXY TCP4 198.51.100.9 127.0.0.1 5555 80\r\n";
+    // Nothing after the header: closed, quietly, 2 s after the start.
+    let mut stream = TcpStream::connect(server.addr()).unwrap();
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_millis(1400));
+    stream.write_all(proxy).unwrap();
+    let (got, closed) = read_until_closed(&mut stream, Duration::from_secs(5));
+    let after = started.elapsed();
+    assert!(closed && got.is_empty(), "closed without an answer: {got:?}");
+    assert!(after < Duration::from_millis(2900), "closed {after:?} after the start, not 2 s");
+    // A head that starts after those 2 s is not read: the connection was closed at 2 s.
+    let mut stream = TcpStream::connect(server.addr()).unwrap();
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_millis(1400));
+    stream.write_all(proxy).unwrap();
+    std::thread::sleep(Duration::from_millis(900));
+    let _ = stream.write_all(b"G");
+    let (got, closed) = read_until_closed(&mut stream, Duration::from_secs(5));
+    let after = started.elapsed();
+    assert!(
+        closed && got.is_empty(),
+        "closed quietly, no 408: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    assert!(after < Duration::from_millis(3400), "closed {after:?} after the start");
+}

@@ -61,6 +61,11 @@ impl Drop for Acceptor {
 /// worker's copy of the socket. At `worker_connections`, it waits for one to close, leaving new
 /// connections to the other workers.
 pub(crate) async fn accept_loop<S: HttpService>(acceptor: Acceptor, pipeline: Rc<Pipeline<S>>) {
+    // Read once, not per connection (see `Facts::listener`).
+    let listener = match &acceptor {
+        Acceptor::Tcp(l) => l.local_addr().ok(),
+        Acceptor::Unix(_) => None,
+    };
     let mut deferred = 0;
     loop {
         let conns = &pipeline.conns;
@@ -97,8 +102,8 @@ pub(crate) async fn accept_loop<S: HttpService>(acceptor: Acceptor, pipeline: Rc
                     Ok((stream, peer)) => {
                         note_accepted();
                         let _ = stream.set_nodelay(true);
-                        let local = stream.local_addr().ok();
-                        pipeline.spawn(stream, Facts { peer: Some(peer), local, proxied: None });
+                        let facts = Facts { peer: Some(peer), listener, proxied: None };
+                        pipeline.spawn(stream, facts);
                     }
                     // An orphan that has let go of its sockets: it is draining.
                     Err(_) if crate::signals::listeners_released() => return,

@@ -11,8 +11,12 @@ use std::net::{IpAddr, SocketAddr};
 pub(crate) struct Facts {
     /// The socket's peer (`None` on a unix socket).
     pub(crate) peer: Option<SocketAddr>,
-    /// The socket's own address (`None` on a unix socket, or if it could not be read).
-    pub(crate) local: Option<SocketAddr>,
+    /// The address of the listener that accepted it (`None` on a unix socket). For a
+    /// listener bound to a wildcard (`0.0.0.0:80`), that wildcard, not the address the client
+    /// reached: that one takes a `getsockname(2)` per connection, and nothing needs it yet. A
+    /// reader that does should read it here, from the socket, once, rather than make every
+    /// connection pay for it.
+    pub(crate) listener: Option<SocketAddr>,
     /// The client's address as a trusted PROXY protocol header gave it.
     pub(crate) proxied: Option<SocketAddr>,
 }
@@ -40,14 +44,14 @@ mod tests {
         let a: SocketAddr = "10.0.0.1:5000".parse().unwrap();
         let b: SocketAddr = "[::ffff:192.0.2.7]:80".parse().unwrap();
         let table = [
-            (Facts { peer: Some(a), local: None, proxied: None }, Some(a)),
-            (Facts { peer: Some(a), local: None, proxied: Some(b) }, Some(b)),
-            (Facts { peer: None, local: None, proxied: None }, None),
+            (Facts { peer: Some(a), listener: None, proxied: None }, Some(a)),
+            (Facts { peer: Some(a), listener: None, proxied: Some(b) }, Some(b)),
+            (Facts { peer: None, listener: None, proxied: None }, None),
         ];
         for (facts, client) in table {
             assert_eq!(facts.client(), client);
         }
-        let proxied = Facts { peer: Some(a), local: None, proxied: Some(b) };
+        let proxied = Facts { peer: Some(a), listener: None, proxied: Some(b) };
         assert_eq!(proxied.client_ip(), Some("192.0.2.7".parse().unwrap()), "canonical");
     }
 }

@@ -12,7 +12,9 @@
 //! `Transfer-Encoding`, `chunked` last and once, and the body size (413) before the body is
 //! read. A head that fails is never seen by hyper: the gate answers it itself, after any
 //! response hyper still owes for earlier pipelined requests, and closes; that answer is the
-//! request's end event.
+//! request's end event. A few heads pass and are still refused, by hyper with a bare answer
+//! of its own (a target `http::Uri` cannot hold: see [`super::head::hyper_refusal`]): their
+//! end events are the gate's too, sent when hyper's connection ends with its parse error.
 //!
 //! It then follows the body's framing to find where the next request starts (see
 //! [`super::chunked`]): a malformed body, one over `max_body_size`, or one that stalls for
@@ -33,7 +35,8 @@
 //! On the way out, the gate writes the responses to a pipelined batch together (hyper flushes
 //! after each; see `Gate::hold_back`), and it parks a connection idle between requests: hyper
 //! is told the input ended, so that its connection and buffers can go until the next request
-//! (see [`Gate::parked`]).
+//! (see [`Gate::parked`]). It tells the [`Link`] what it writes, and at hyper's flush what it
+//! holds back, so that a response is reported complete only once its last byte is written.
 
 use std::io;
 use std::pin::Pin;
@@ -46,7 +49,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
 
 use super::link::Link;
-use super::scanner::{Limits, Scanner, Stop, Wait};
+use super::scanner::{Limits, Refusal, Scanner, Stop, Wait};
 use crate::conn::drain::Slot;
 use crate::conn::transport::Facts;
 use crate::request_end::{AnsweredBy, Ending, RequestEnd, Target};
@@ -64,7 +67,9 @@ pin_project_lite::pin_project! {
         timer: Option<Pin<Box<Sleep>>>,
         eof: bool,
         // When hyper last wrote to the client, and whether the client is not reading (the
-        // socket is full): a connection still sending a response is not idle.
+        // socket is full): a connection still sending a response is not idle. Before any
+        // write, the connection's start: never later, or it would move the first request's
+        // `header_timeout` (see `Scanner::deadline`) past a PROXY preamble read before it.
         last_write: Instant,
         // A write happened since `last_write` was read.
         wrote: bool,
@@ -145,7 +150,7 @@ impl<I> Gate<I> {
             replied: 0,
             timer: None,
             eof: false,
-            last_write: s.read_at,
+            last_write: since,
             wrote: false,
             write_blocked: false,
             out: Vec::new(),
@@ -160,11 +165,46 @@ impl<I> Gate<I> {
     /// gate's answer: whole if it was written, cut if not.
     pub(crate) fn report_refusal(&mut self) {
         let Some(refusal) = self.s.refused.take() else { return };
-        let Some(sink) = self.s.limits.sink.as_ref() else { return };
         let head = self.s.reply.len() as u64 - refusal.body;
         let written = (self.replied as u64).saturating_sub(head);
         let ending =
             if self.replied == self.s.reply.len() { Ending::Complete } else { Ending::Cut };
+        self.emit_refusal(&refusal, written, ending);
+    }
+
+    /// Hands the end of a head that hyper refused to the hooks, once hyper's connection ended
+    /// with `error`: a head the gate let through (see [`super::head::hyper_refusal`]), so it
+    /// is the gate's to report. hyper answers the first head it cannot read, the one after
+    /// every request it started, and returns its parse error only once its answer is flushed
+    /// and the connection shut down (an error in doing so is a shutdown error instead: then
+    /// the answer was cut).
+    pub(crate) fn report_hyper_refusal(&mut self, error: &hyper::Error) {
+        if self.s.limits.sink.is_none() {
+            return;
+        }
+        let number = self.s.slot.started() + 1;
+        let foreseen = self.s.foreseen.take().filter(|(n, _)| *n == number).map(|(_, r)| r);
+        let (refusal, ending) = match foreseen {
+            Some(refusal) if error.is_parse() => (refusal, Ending::Complete),
+            Some(refusal) if error.is_shutdown() => (refusal, Ending::Cut),
+            None if error.is_parse() => {
+                // Not foreseen: hyper's parser found something the gate's rules and
+                // `head::hyper_refusal` do not know of. Still one event for the request.
+                tracing::debug!("hyper refused a head the gate let through: {error}");
+                let status = if error.is_parse_too_large() {
+                    StatusCode::URI_TOO_LONG
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
+                (Refusal { status, line: None, since: Instant::now(), body: 0 }, Ending::Complete)
+            }
+            _ => return,
+        };
+        self.emit_refusal(&refusal, 0, ending);
+    }
+
+    fn emit_refusal(&self, refusal: &Refusal, written: u64, ending: Ending) {
+        let Some(sink) = self.s.limits.sink.as_ref() else { return };
         let (method, target, version) = match &refusal.line {
             Some((m, t, v)) => (Some(&**m), Target::Raw(t), version(v)),
             None => (None, Target::None, None),
@@ -401,6 +441,11 @@ impl<I: AsyncWrite> Gate<I> {
             && self.out.len() + more <= HOLD_LIMIT
     }
 
+    /// Bytes of hyper's output held back and not written yet.
+    pub(super) fn held(&self) -> u64 {
+        (self.out.len() - self.out_written) as u64
+    }
+
     /// Whether a write joins what was held back, to be sent with it in one write.
     fn joins(&self, more: usize) -> bool {
         !self.out.is_empty() && self.out.len() + more <= HOLD_LIMIT
@@ -470,6 +515,11 @@ impl<I: AsyncWrite> AsyncWrite for Gate<I> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.s.link.waiting() {
+            // hyper has given the gate all it holds: the responses it was given end, in the
+            // connection's output, after what the gate still holds back.
+            self.s.link.flushed(self.held());
+        }
         if self.hold_back(0) {
             return Poll::Ready(Ok(()));
         }
@@ -504,8 +554,8 @@ impl<I: AsyncWrite> AsyncWrite for Gate<I> {
 }
 
 /// Notes a write: progress, which also gives a response body held back for a slow reader
-/// room again (see `Link::sent`), or a client that is not reading, which fails the write
-/// once it has lasted `send_timeout`.
+/// room again and tells which responses are written (see `Link::sent`), or a client that is
+/// not reading, which fails the write once it has lasted `send_timeout`.
 fn wrote(
     polled: Poll<io::Result<usize>>,
     cx: &mut Context<'_>,

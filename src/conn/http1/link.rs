@@ -5,16 +5,20 @@
 //! writes when the app was called for a request ([`Exchange::request_started`]) and wakes the
 //! gate when a request starts or ends. The write-ahead ([`Exchange::poll_send_room`]) is the
 //! one shared count: response bodies add what they hand hyper, the gate takes off what it
-//! writes.
+//! writes. The end events of responses handed over whole wait here
+//! ([`Exchange::handed_whole`]) until the gate has written their last byte: hyper's flush
+//! says where the responses it was given end ([`Link::flushed`]), the gate's writes how far
+//! the output has gone ([`Link::sent`]).
 
 use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use http::StatusCode;
 
 use crate::conn::WRITE_AHEAD;
-use crate::conn::service::Exchange;
+use crate::conn::service::{Exchange, ResponseEnd};
 
 /// How many requests back the body sizes are kept: the body of a request still being answered
 /// when this many more pipelined requests, each with a body, have been read reports 0.
@@ -47,6 +51,19 @@ pub(crate) struct Link {
     /// A response body waiting for the client to read, until `unsent` is below
     /// [`WRITE_AHEAD`].
     writable: Cell<Option<Waker>>,
+
+    // The end events of responses handed over whole, until their last byte is written:
+    // filled by the service stack (only with a hook), emptied as the gate writes.
+    /// Bytes of hyper's output written to the client, counted only while `waiting` is not
+    /// zero: only the distance from a flush to a later write matters.
+    written: Cell<u64>,
+    /// How many responses are in `ends`: the one thing the gate looks at when none is.
+    waiting: Cell<usize>,
+    /// Responses handed over whole whose last byte is not written yet, oldest first, each
+    /// with where it ends in hyper's output (as `written` counts), once known: at hyper's next
+    /// flush, when all it was given is written or held back by the gate (see
+    /// [`Link::flushed`]).
+    ends: RefCell<VecDeque<(Option<u64>, ResponseEnd)>>,
 }
 
 impl Default for Link {
@@ -59,6 +76,9 @@ impl Default for Link {
             gate: RefCell::new(None),
             unsent: Cell::new(0),
             writable: Cell::new(None),
+            written: Cell::new(0),
+            waiting: Cell::new(0),
+            ends: RefCell::default(),
         }
     }
 }
@@ -97,7 +117,7 @@ impl Link {
         cell.set((number, if was == number { bytes + n } else { n }));
     }
 
-    /// `n` bytes were written to the client.
+    /// `n` bytes of hyper's output were written to the client.
     pub(super) fn sent(&self, n: usize) {
         let unsent = self.unsent.get().saturating_sub(n);
         self.unsent.set(unsent);
@@ -105,6 +125,75 @@ impl Link {
             if let Some(body) = self.writable.take() {
                 body.wake();
             }
+        }
+        if self.waiting.get() != 0 {
+            self.written.set(self.written.get() + n as u64);
+            self.deliver();
+        }
+    }
+
+    /// Whether responses handed over whole wait for their last byte to be written.
+    pub(super) fn waiting(&self) -> bool {
+        self.waiting.get() != 0
+    }
+
+    /// hyper flushes, with `held` bytes of its output held back by the gate: hyper writes all
+    /// it holds before it flushes, so each response handed over whole ends at most that much
+    /// after what is written.
+    pub(super) fn flushed(&self, held: u64) {
+        let end = self.written.get() + held;
+        for (known, _) in self.ends.borrow_mut().iter_mut().rev() {
+            if known.is_some() {
+                break;
+            }
+            *known = Some(end);
+        }
+        self.deliver();
+    }
+
+    /// Sends the end events of the responses whose last byte is written.
+    fn deliver(&self) {
+        loop {
+            let mut ends = self.ends.borrow_mut();
+            match ends.front() {
+                Some((Some(end), _)) if *end <= self.written.get() => {}
+                _ => return,
+            }
+            let (_, end) = ends.pop_front().expect("looked at");
+            self.waiting.set(ends.len());
+            // Not borrowed while a hook runs.
+            drop(ends);
+            end.written();
+        }
+    }
+
+    /// hyper's connection ended, and its buffers with it, with `held` bytes of its output
+    /// still held back by the gate. After a clean end hyper had flushed all it was given;
+    /// otherwise what it held is gone, and so is the connection: every response still waiting
+    /// is cut, with what of it was written.
+    pub(super) fn hyper_ended(&self, clean: bool, held: u64) {
+        if self.waiting() {
+            if clean {
+                self.flushed(held);
+            } else {
+                self.cut_waiting(held);
+            }
+        }
+        self.all_sent();
+    }
+
+    /// Cuts every response still waiting for its last byte to be written, `held` bytes of
+    /// hyper's output still held back by the gate.
+    fn cut_waiting(&self, held: u64) {
+        let written = self.written.get();
+        // Where hyper never said where a response ends, its tail was in hyper's buffer: as
+        // much of its body as `unsent` says, at least what the gate held.
+        let lost = (self.unsent.get() as u64).max(held);
+        let waiting = std::mem::take(&mut *self.ends.borrow_mut());
+        self.waiting.set(0);
+        for (end, response) in waiting {
+            let unwritten = end.map_or(lost, |end| end.saturating_sub(written));
+            response.cut(unwritten);
         }
     }
 
@@ -171,6 +260,23 @@ impl Exchange for Link {
     /// Bytes handed to hyper and not yet written.
     fn unsent(&self) -> usize {
         self.unsent.get()
+    }
+
+    /// A response was handed to hyper whole: its end event waits for its last byte to be
+    /// written (see [`Link::flushed`]).
+    fn handed_whole(&self, end: ResponseEnd) {
+        let mut ends = self.ends.borrow_mut();
+        ends.push_back((None, end));
+        self.waiting.set(ends.len());
+    }
+}
+
+impl Drop for Link {
+    /// A connection that ends with responses not written (its task dropped) cuts them.
+    fn drop(&mut self) {
+        if self.waiting() {
+            self.cut_waiting(0);
+        }
     }
 }
 

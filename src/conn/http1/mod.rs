@@ -140,9 +140,10 @@ where
         let parts = Pin::into_inner(conn).into_parts();
         gate = parts.io.into_inner();
         // What hyper held and had not written is gone with it.
-        link.all_sent();
+        link.hyper_ended(result.is_ok(), gate.held());
         if let Err(e) = result {
             tracing::debug!("connection closed: {e}");
+            gate.report_hyper_refusal(&e);
             return gate;
         }
         if !gate.parked() {

@@ -126,6 +126,9 @@ pub(super) struct Scanner {
     pub(super) reply: Vec<u8>,
     /// A refused head, until its event is sent.
     pub(super) refused: Option<Refusal>,
+    /// A head the gate let through that hyper will refuse (see [`head::hyper_refusal`]), by
+    /// its number, for its end event; only with a hook registered.
+    pub(super) foreseen: Option<(u64, Refusal)>,
     /// When the current wait (a head, body progress, idleness) began.
     pub(super) since: Instant,
     /// When the bytes being scanned were read.
@@ -165,6 +168,7 @@ impl Scanner {
             stop: None,
             reply: Vec::new(),
             refused: None,
+            foreseen: None,
             since,
             read_at: Instant::now(),
             body_wait: BodyWait::default(),
@@ -318,6 +322,9 @@ impl Scanner {
         let head = &self.raw[self.approved..self.scanned];
         match head::check_head(head, fields, self.limits.chunk.max_body) {
             Ok((framing, persistence)) => {
+                if self.limits.sink.is_some() {
+                    self.foresee();
+                }
                 self.approved = self.scanned;
                 self.heads += 1;
                 self.persistence = persistence;
@@ -341,6 +348,16 @@ impl Scanner {
             }
             Err(status) => self.reject(status),
         }
+    }
+
+    /// Keeps what the end event of the head just checked needs, if hyper will refuse it.
+    fn foresee(&mut self) {
+        let head = &self.raw[self.approved..self.scanned];
+        let Some(status) = head::hyper_refusal(head) else { return };
+        let line = head::request_line(head).map(|(m, t, v)| (m.into(), t.into(), v.into()));
+        // `since` is still the head's first byte's.
+        self.foreseen =
+            Some((self.heads + 1, Refusal { status, line, since: self.since, body: 0 }));
     }
 
     /// A request's last byte has been read. After one that closes the connection, nothing more

@@ -2,7 +2,8 @@
 //! scoreboard (and `max_requests`), on its connection's [`Slot`](crate::conn::drain::Slot)
 //! and by its protocol (see [`Exchange`]), from when the app is called until its response is
 //! done or cut ([`InFlight`]); and its one [`RequestEnd`] event, built from what [`Record`]
-//! kept, only with a hook registered.
+//! kept, only with a hook registered ([`ResponseEnd`]): at once for a response cut, and for
+//! one handed over whole, once its protocol has written its last byte.
 
 use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, SocketAddr};
@@ -126,16 +127,95 @@ impl<X: Exchange> Drop for InFlight<X> {
         conn.slot.request_finished();
         conn.exchange.request_finished();
         conn.slot.conns().queue_for_parking(&conn.slot);
-        if let Some(mut record) = self.record.take() {
-            if let Some(sink) = &self.conn.requests.sink {
-                self.report(sink, &record);
-            }
-            record.clear();
-            let mut spare = self.conn.requests.spare.borrow_mut();
-            if spare.len() < SPARE_RECORDS {
-                spare.push(record);
+        if let Some(record) = self.record.take() {
+            let end = ResponseEnd {
+                record: Some(record),
+                requests: Rc::clone(&conn.requests),
+                request_body_bytes: conn.exchange.body_bytes(self.number),
+            };
+            if end.whole() {
+                // Complete only once its last byte has left the worker: the protocol says when.
+                conn.exchange.handed_whole(end);
+            } else {
+                // What the protocol still holds was not written.
+                end.cut(conn.exchange.unsent() as u64);
             }
         }
+    }
+}
+
+/// A request's end event, once its response is done with or cut: only with a hook
+/// registered. A response handed over whole waits, held by its protocol (see
+/// [`Exchange::handed_whole`]), until its last byte is written ([`ResponseEnd::written`]),
+/// or the connection ends first ([`ResponseEnd::cut`]). Dropped without either, it is sent
+/// as cut, with none of its body counted as written: a request always ends in one event.
+pub(crate) struct ResponseEnd {
+    record: Option<Box<Record>>,
+    requests: Rc<Requests>,
+    /// Read when the response was done with: the protocol keeps it for a few requests only.
+    request_body_bytes: u64,
+}
+
+impl ResponseEnd {
+    /// Whether the whole response was handed over: a body that ended, or one there is none of
+    /// to send (a response to HEAD, a 204, a 304), once a response started.
+    fn whole(&self) -> bool {
+        let Some(r) = self.record.as_deref() else { return false };
+        let bodiless = r.method == Method::HEAD
+            || r.status
+                .is_some_and(|s| s == StatusCode::NO_CONTENT || s == StatusCode::NOT_MODIFIED);
+        r.status.is_some() && (r.whole.get() || bodiless)
+    }
+
+    /// Bytes of the response's body handed to the protocol.
+    pub(crate) fn handed(&self) -> u64 {
+        self.record.as_deref().map_or(0, |r| r.handed)
+    }
+
+    /// The response's last byte is written: the request ends `Complete`, now.
+    pub(crate) fn written(mut self) {
+        let handed = self.handed();
+        self.send(Ending::Complete, handed);
+    }
+
+    /// The connection ended with `unwritten` bytes of the response not written (the last of
+    /// its body, as far as the protocol can tell): the request ends `Cut`, with the rest.
+    pub(crate) fn cut(mut self, unwritten: u64) {
+        let written = self.handed().saturating_sub(unwritten);
+        self.send(Ending::Cut, written);
+    }
+
+    fn send(&mut self, ending: Ending, response_body_bytes: u64) {
+        let Some(mut r) = self.record.take() else { return };
+        if let Some(sink) = &self.requests.sink {
+            sink.emit(&RequestEnd {
+                method: Some(r.method.as_str()),
+                target: Target::Uri(&r.uri),
+                version: Some(r.version),
+                status: r.status,
+                request_body_bytes: self.request_body_bytes,
+                response_body_bytes,
+                duration: r.started.elapsed(),
+                client: r.client,
+                peer: r.peer,
+                referer: r.referer.as_ref(),
+                user_agent: r.user_agent.as_ref(),
+                worker: sink.worker(),
+                answered_by: AnsweredBy::App,
+                ending,
+            });
+        }
+        r.clear();
+        let mut spare = self.requests.spare.borrow_mut();
+        if spare.len() < SPARE_RECORDS {
+            spare.push(r);
+        }
+    }
+}
+
+impl Drop for ResponseEnd {
+    fn drop(&mut self) {
+        self.send(Ending::Cut, 0);
     }
 }
 
@@ -178,36 +258,6 @@ impl<X: Exchange> InFlight<X> {
             }
         });
         InFlight { conn: Rc::clone(conn), id, number, record }
-    }
-
-    fn report(&self, sink: &Sink, r: &Record) {
-        // A response without a body to send (to HEAD, or 204, 304) is whole once it started.
-        let bodiless = r.method == Method::HEAD
-            || r.status
-                .is_some_and(|s| s == StatusCode::NO_CONTENT || s == StatusCode::NOT_MODIFIED);
-        let whole = r.status.is_some() && (r.whole.get() || bodiless);
-        let (ending, bytes) = if whole {
-            (Ending::Complete, r.handed)
-        } else {
-            // What the protocol still holds was not written.
-            (Ending::Cut, r.handed.saturating_sub(self.conn.exchange.unsent() as u64))
-        };
-        sink.emit(&RequestEnd {
-            method: Some(r.method.as_str()),
-            target: Target::Uri(&r.uri),
-            version: Some(r.version),
-            status: r.status,
-            request_body_bytes: self.conn.exchange.body_bytes(self.number),
-            response_body_bytes: bytes,
-            duration: r.started.elapsed(),
-            client: r.client,
-            peer: r.peer,
-            referer: r.referer.as_ref(),
-            user_agent: r.user_agent.as_ref(),
-            worker: sink.worker(),
-            answered_by: AnsweredBy::App,
-            ending,
-        });
     }
 
     pub(super) fn record(&mut self) -> Option<&mut Record> {

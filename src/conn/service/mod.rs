@@ -4,7 +4,8 @@
 //! deadline (`request_timeout`: a `504`), the panic guard (a handler's panic or error becomes a
 //! `500`, so that one bad request never takes the worker, or the other requests on it, down),
 //! then the app. Each request's end is one [`RequestEnd`](crate::RequestEnd) event, handed to
-//! the hooks when its response is done or cut (see [`InFlight`]); the response's body is a
+//! the hooks when its response is cut, or once the protocol has written the last byte of a
+//! response handed over whole (see [`InFlight`], [`ResponseEnd`]); the response's body is a
 //! [`ResponseBody`] ([`body`]).
 //!
 //! What the stack needs from the protocol (HTTP/1 today, HTTP/2 next) is an [`Exchange`]: the
@@ -29,7 +30,7 @@ use hyper::body::Incoming;
 use tokio::time::Sleep;
 
 use self::accounting::InFlight;
-pub(crate) use self::accounting::Requests;
+pub(crate) use self::accounting::{Requests, ResponseEnd};
 pub(crate) use self::body::ResponseBody;
 use super::drain::Slot;
 use super::transport::Facts;
@@ -63,6 +64,12 @@ pub(crate) trait Exchange {
 
     /// Bytes handed to the protocol and not written to the client yet.
     fn unsent(&self) -> usize;
+
+    /// A response was handed over whole (its body's last frame, or a response with no body to
+    /// send): its end event `end` is the protocol's to send once the response's last byte has
+    /// left the worker ([`ResponseEnd::written`]), or as cut, with what was written, if the
+    /// connection ends first ([`ResponseEnd::cut`]). Only with a hook registered.
+    fn handed_whole(&self, end: ResponseEnd);
 }
 
 /// One connection's share of the stack, before a protocol is chosen for it: the app's

@@ -14,7 +14,9 @@ use hyper::body::Body;
 
 use super::accounting::InFlight;
 use super::body::FRAME_MAX;
-use super::{Connection, Exchange, Guarded, RequestLine, Requests, ResponseBody, Stack};
+use super::{
+    Connection, Exchange, Guarded, RequestLine, Requests, ResponseBody, ResponseEnd, Stack,
+};
 use crate::config::AllowList;
 use crate::conn::drain::{Conns, Open};
 use crate::request_end::{Ending, Hooks};
@@ -30,6 +32,8 @@ struct Fake {
     room: Cell<bool>,
     handed: Cell<usize>,
     unsent: Cell<usize>,
+    /// Responses handed over whole, waiting for the test to say they are written.
+    whole: RefCell<Vec<ResponseEnd>>,
 }
 
 impl Exchange for Fake {
@@ -59,6 +63,10 @@ impl Exchange for Fake {
 
     fn unsent(&self) -> usize {
         self.unsent.get()
+    }
+
+    fn handed_whole(&self, end: ResponseEnd) {
+        self.whole.borrow_mut().push(end);
     }
 }
 
@@ -120,8 +128,32 @@ fn a_body_hands_the_protocol_what_it_has_room_for_and_ends_the_request() {
     fake.body_bytes.set(7);
     assert_eq!(poll(&mut body), Poll::Ready(None));
     assert_eq!(fake.finished.get(), 1, "the request ends with its body");
+    assert!(seen.borrow().is_empty(), "its event waits for the protocol to write it");
+    fake.body_bytes.set(8);
+    let end = fake.whole.borrow_mut().pop().expect("handed over whole");
+    end.written();
     let whole = (FRAME_MAX + 10) as u64;
     assert_eq!(*seen.borrow(), [(Some(StatusCode::OK), Ending::Complete, whole, 7)]);
+}
+
+#[test]
+fn a_whole_response_the_protocol_could_not_write_is_cut_with_what_was_written() {
+    let (conn, fake, seen, _open) = connection();
+    fake.room.set(true);
+    for unwritten in [Some(4), None] {
+        let in_flight = InFlight::start(&conn, &Request::new(()), None);
+        let mut body = answered(in_flight, Full::new(Bytes::from_static(b"0123456789")));
+        assert_eq!(poll(&mut body), Poll::Ready(Some(10)));
+        assert_eq!(poll(&mut body), Poll::Ready(None));
+        let end = fake.whole.borrow_mut().pop().expect("handed over whole");
+        match unwritten {
+            Some(n) => end.cut(n),
+            // Dropped by a protocol that never said: cut, none of it counted.
+            None => drop(end),
+        }
+    }
+    let cut = |n| (Some(StatusCode::OK), Ending::Cut, n, 0);
+    assert_eq!(*seen.borrow(), [cut(6), cut(0)]);
 }
 
 #[test]
