@@ -169,6 +169,7 @@ impl hyper::body::Body for Body {
         }
     }
 
+    #[inline]
     fn is_end_stream(&self) -> bool {
         match &self.0 {
             Kind::Bytes(b) => b.as_ref().is_none_or(Bytes::is_empty),
@@ -177,6 +178,7 @@ impl hyper::body::Body for Body {
         }
     }
 
+    #[inline]
     fn size_hint(&self) -> SizeHint {
         match &self.0 {
             Kind::Bytes(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),

@@ -136,12 +136,17 @@ impl Future for Reply {
     #[inline]
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.get_mut().0 {
-            Inner::Ready(response) => {
-                Poll::Ready(response.take().ok_or_else(|| "reply polled after it was ready".into()))
-            }
+            Inner::Ready(response) => Poll::Ready(response.take().ok_or_else(polled_again)),
             Inner::Later(future) => future.as_mut().poll(cx),
         }
     }
+}
+
+/// The error of a reply polled again once ready, which hyper never does: out of the way of the
+/// response's own path.
+#[cold]
+fn polled_again() -> BoxError {
+    "reply polled after it was ready".into()
 }
 
 #[cfg(test)]

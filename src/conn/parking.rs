@@ -18,6 +18,7 @@ impl Conns {
     /// Has the connection looked at by the next sweep of [`Conns::park_idle`]: it finished a
     /// request, and may stay idle. Cheap enough for every request: a connection is queued
     /// once, however many requests it finishes before the sweep.
+    #[inline]
     pub(crate) fn queue_for_parking(&self, slot: &Rc<Slot>) {
         if slot.queued.replace(true) {
             return;

@@ -176,6 +176,7 @@ impl Board {
     }
 
     /// Records that a request is over: its response was sent, or it was abandoned.
+    #[inline]
     pub(crate) fn request_finished(&self, id: u64) {
         let mut in_flight = self.in_flight.borrow_mut();
         let was_oldest = in_flight.first_key_value().is_some_and(|(first, _)| *first == id);
