@@ -228,7 +228,9 @@ impl Successor {
                     theirs.as_fd(),
                     old_master,
                 );
-                eprintln!("forkserve: error: cannot start {}: {error}", program.exe.display());
+                // Logged, not printed as `forkserve: error: …`: this is the master's log, and a
+                // program run through `forkserve::Program` has a name of its own.
+                tracing::error!(exe = %program.exe.display(), "binary upgrade: cannot start the new master: {error}");
                 std::process::exit(127)
             }
         }
