@@ -141,3 +141,17 @@ fn the_declared_status_body_and_headers_are_sent() {
     assert_eq!(response.headers()["x-a"], "1");
     assert_eq!(response.into_body().into_bytes().unwrap(), "made");
 }
+
+#[test]
+fn a_static_directory_whose_name_is_not_utf8_is_served_and_printed_lossily() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let odd = dir.path().join(OsStr::from_bytes(b"caf\xe9"));
+    std::fs::create_dir(&odd).unwrap();
+    std::os::unix::fs::symlink(&odd, dir.path().join("files")).unwrap();
+    let text = "[[route]]\npath = \"/\"\nstatic = \"files\"\n";
+    let c = Config::from_toml(text, dir.path(), &schema()).expect("a non-UTF-8 directory serves");
+    assert_eq!(c.routes[0].config::<StaticDir>().map(|r| r.as_path()), Some(odd.as_path()));
+    assert!(c.to_toml().contains("caf\u{fffd}"), "{}", c.to_toml());
+}

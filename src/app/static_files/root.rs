@@ -3,7 +3,9 @@
 //! its router.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use serde::{Serialize, Serializer};
 
 use super::StaticDir;
 use crate::app::kind::{AppKind, Kind};
@@ -13,17 +15,35 @@ impl RouteKind for StaticDir {
     const KEY: &'static str = "static";
     /// Each worker keeps the directory open.
     const DESCRIPTORS: usize = 1;
-    /// The directory: absolute, canonical.
-    type Config = PathBuf;
+    type Config = Root;
 
-    fn read(value: KindValue<'_>) -> Result<PathBuf, SpannedError> {
-        static_root(value)
+    fn read(value: KindValue<'_>) -> Result<Root, SpannedError> {
+        static_root(value).map(Root)
     }
 }
 
 impl Kind for StaticDir {
-    fn serve(root: &PathBuf) -> io::Result<Box<dyn AppKind>> {
-        Ok(Box::new(StaticDir::open(root.clone())?))
+    fn serve(root: &Root) -> io::Result<Box<dyn AppKind>> {
+        Ok(Box::new(StaticDir::open(root.0.clone())?))
+    }
+}
+
+/// A static route's directory: absolute, canonical. A name that is not UTF-8 serves all the
+/// same; `--print-config` writes it with U+FFFD where its bytes are not UTF-8, since TOML
+/// strings are UTF-8 (the printed config then reads back only if the path is UTF-8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Root(PathBuf);
+
+impl Root {
+    #[cfg(test)]
+    pub(crate) fn as_path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Serialize for Root {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0.to_string_lossy())
     }
 }
 
