@@ -3,7 +3,7 @@
 //! its router.
 
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::{Serialize, Serializer};
 
@@ -36,7 +36,7 @@ pub(crate) struct Root(PathBuf);
 
 impl Root {
     #[cfg(test)]
-    pub(crate) fn as_path(&self) -> &Path {
+    pub(crate) fn as_path(&self) -> &std::path::Path {
         &self.0
     }
 }
