@@ -66,8 +66,10 @@ impl Program {
         }
     }
 
-    /// The program `forkserve::run` runs: forkserve's own name, version and `--help`.
-    pub(crate) fn forkserve() -> Program {
+    /// The program [`crate::run`] runs: forkserve's own name, version and `--help`, and its
+    /// app kinds; its [`Program::schema`] reads a config as the `forkserve` binary does
+    /// (`Config::from_toml(text, base, Program::forkserve().schema())`).
+    pub fn forkserve() -> Program {
         Program { identity: Identity::Forkserve, schema: forkserve_schema() }
     }
 
@@ -96,10 +98,13 @@ impl Program {
     /// (`#[serde(default)]`) to make it optional. `--print-config` prints it, so `T`'s
     /// `Serialize` must write what its `Deserialize` reads.
     ///
+    /// `T`'s `Deserialize` and the check run in the master, at start and at each reload: a panic
+    /// in them is refused as a config error, not a dead master, but keep them quick and pure.
+    ///
     /// # Panics
     ///
-    /// If `name` is one of forkserve's tables (`server`, `http`, `log`, `route`), or declared
-    /// already.
+    /// If `name` is one of forkserve's tables (`server`, `http`, `log`, `route`), declared
+    /// already, or not a bare TOML key (letters, digits, `_`, `-`).
     pub fn table<T>(self, name: &'static str) -> Program
     where
         T: DeserializeOwned + Serialize + fmt::Debug + Send + Sync + 'static,

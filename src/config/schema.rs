@@ -134,7 +134,8 @@ impl Schema {
 
     /// Declares a table of the program's own, `[name]`, read as a `T` and then checked by
     /// `check` (see [`Program::table_checked`](crate::Program::table_checked)). Panics if
-    /// `name` is forkserve's or declared already: a mistake in the program, not in its config.
+    /// `name` is forkserve's, declared already, or not a bare TOML key (`[a.b]` would be a
+    /// table `b` inside a table `a`): a mistake in the program, not in its config.
     pub(crate) fn table_checked<T>(
         mut self,
         name: &'static str,
@@ -143,6 +144,11 @@ impl Schema {
     where
         T: DeserializeOwned + Serialize + fmt::Debug + Send + Sync + 'static,
     {
+        assert!(
+            !name.is_empty()
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'),
+            "table name {name:?} is not a bare TOML key (letters, digits, _ and -)"
+        );
         assert!(!OWN_TABLES.contains(&name), "[{name}] is a table of forkserve's own");
         assert!(self.tables.iter().all(|t| t.name != name), "table [{name}] declared twice");
         let read = move |value: Option<Spanned<DeValue<'_>>>| read_table(name, value, &check);
@@ -197,12 +203,22 @@ where
         Some(span) => SpannedError::at(span.clone(), message),
         None => SpannedError::unplaced(format!("no [{name}] table: {message}")),
     };
-    let table = T::deserialize(ValueDeserializer::from(value)).map_err(|e| match span {
-        // serde's errors point into the table.
-        Some(_) => SpannedError::from(e),
-        None => error(e.message().to_string()),
-    })?;
-    check(&table).map_err(error)?;
+    // The program's code (its `Deserialize`, its check) runs in the master, at start and at
+    // every reload: a panic there is the program's bug, answered as a refused config (a
+    // refused reload keeps the old workers serving) rather than a dead master.
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let table = T::deserialize(ValueDeserializer::from(value)).map_err(|e| match span {
+            // serde's errors point into the table.
+            Some(_) => SpannedError::from(e),
+            None => error(e.message().to_string()),
+        })?;
+        check(&table).map_err(error)?;
+        Ok::<T, SpannedError>(table)
+    }));
+    let table = match read {
+        Ok(read) => read?,
+        Err(_) => return Err(error(format!("[{name}]: the program panicked reading it"))),
+    };
     let held = Held::new(table).map_err(|e| error(format!("[{name}] {e}")))?;
     if !held.written().is_table() {
         return Err(error(format!(

@@ -310,3 +310,17 @@ fn a_program_table_must_be_a_table_as_printed_too() {
 fn a_program_table_cannot_take_a_name_of_forkserve() {
     let _ = Schema::default().table_checked::<Greeter>("server", |_| Ok(()));
 }
+
+#[test]
+#[should_panic(expected = "table name \"a.b\" is not a bare TOML key")]
+fn a_program_table_name_is_a_bare_key() {
+    let _ = Schema::default().table_checked::<Greeter>("a.b", |_| Ok(()));
+}
+
+#[test]
+fn a_program_table_whose_check_panics_is_refused_not_fatal() {
+    let schema = Schema::default().table_checked::<Greeter>("greeter", |_| panic!("a bug"));
+    let e = parse_with("[greeter]\ngreeting = \"hi\"\n", &schema).unwrap_err();
+    assert_eq!(e.line, 1, "{e}");
+    assert_eq!(e.message, "[greeter]: the program panicked reading it");
+}
