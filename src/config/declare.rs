@@ -244,65 +244,49 @@ macro_rules! settings {
         }
     };
     (@overrides [$($fields:tt)*]
-        value $flag:ident: $ty:ty, $Table:ident.$key:ident, $read:ty, [$($check:path)?],
+        $shape:ident $flag:ident: $ty:ty, $Table:ident.$key:ident, $read:ty, [$($check:path)?],
         $order:literal, [$($short:literal)?], [$($alias:literal)?], $value_name:literal,
         $help:literal;
         $($rest:tt)*
     ) => {
-        $crate::config::declare::settings! { @overrides [$($fields)*
-            #[doc = concat!("Overrides [`", stringify!($Table), "::", stringify!($key), "`].")]
-            #[arg(
-                long, $(short = $short,)? $(visible_alias = $alias,)? value_name = $value_name,
-                display_order = $order, help = $help,
-                value_parser = |text: &str| -> Result<$ty, String> {
-                    $crate::config::declare::settings!(@flag $read, text $(, $check)?)
-                },
-            )]
-            pub $flag: Option<$ty>,
-        ] $($rest)* }
+        $crate::config::declare::settings! { @shape $shape $ty, $read, [$($check)?] =>
+            [$($fields)*] $flag, $Table.$key, $order, [$($short)?], [$($alias)?], $value_name,
+            $help; $($rest)*
+        }
     };
-    (@overrides [$($fields:tt)*]
-        list $flag:ident: $ty:ty, $Table:ident.$key:ident, $read:ty, [$check:path], $order:literal,
-        [$($short:literal)?], [$($alias:literal)?], $value_name:literal, $help:literal;
-        $($rest:tt)*
+    // What each shape adds to its flag: the field's type, and clap's settings beyond those
+    // every flag has.
+    (@shape value $ty:ty, $read:ty, [$($check:path)?] => $($field:tt)*) => {
+        $crate::config::declare::settings! { @field Option<$ty>, [
+            value_parser = |text: &str| -> Result<$ty, String> {
+                $crate::config::declare::settings!(@flag $read, text $(, $check)?)
+            },
+        ] $($field)* }
+    };
+    (@shape list $ty:ty, $read:ty, [$check:path] => $($field:tt)*) => {
+        $crate::config::declare::settings! { @field $ty, [
+            value_parser = |text: &str| <$read as $crate::config::declare::Read>::flag(text),
+        ] $($field)* }
+    };
+    (@shape switch $ty:ty, $read:ty, [] => $($field:tt)*) => {
+        $crate::config::declare::settings! { @field Option<$ty>, [
+            num_args = 0..=1, default_missing_value = "true",
+        ] $($field)* }
+    };
+    (@shape optional $ty:ty, $read:ty, [] => $($field:tt)*) => {
+        $crate::config::declare::settings! { @field $ty, [] $($field)* }
+    };
+    (@field $fty:ty, [$($extra:tt)*] [$($fields:tt)*] $flag:ident, $Table:ident.$key:ident,
+        $order:literal, [$($short:literal)?], [$($alias:literal)?], $value_name:literal,
+        $help:literal; $($rest:tt)*
     ) => {
         $crate::config::declare::settings! { @overrides [$($fields)*
             #[doc = concat!("Overrides [`", stringify!($Table), "::", stringify!($key), "`].")]
             #[arg(
                 long, $(short = $short,)? $(visible_alias = $alias,)? value_name = $value_name,
-                display_order = $order, help = $help,
-                value_parser = |text: &str| <$read as $crate::config::declare::Read>::flag(text),
+                display_order = $order, help = $help, $($extra)*
             )]
-            pub $flag: $ty,
-        ] $($rest)* }
-    };
-    (@overrides [$($fields:tt)*]
-        switch $flag:ident: $ty:ty, $Table:ident.$key:ident, $read:ty, [], $order:literal,
-        [$($short:literal)?], [$($alias:literal)?], $value_name:literal, $help:literal;
-        $($rest:tt)*
-    ) => {
-        $crate::config::declare::settings! { @overrides [$($fields)*
-            #[doc = concat!("Overrides [`", stringify!($Table), "::", stringify!($key), "`].")]
-            #[arg(
-                long, $(short = $short,)? $(visible_alias = $alias,)? value_name = $value_name,
-                display_order = $order, help = $help,
-                num_args = 0..=1, default_missing_value = "true",
-            )]
-            pub $flag: Option<$ty>,
-        ] $($rest)* }
-    };
-    (@overrides [$($fields:tt)*]
-        optional $flag:ident: $ty:ty, $Table:ident.$key:ident, $read:ty, [], $order:literal,
-        [$($short:literal)?], [$($alias:literal)?], $value_name:literal, $help:literal;
-        $($rest:tt)*
-    ) => {
-        $crate::config::declare::settings! { @overrides [$($fields)*
-            #[doc = concat!("Overrides [`", stringify!($Table), "::", stringify!($key), "`].")]
-            #[arg(
-                long, $(short = $short,)? $(visible_alias = $alias,)? value_name = $value_name,
-                display_order = $order, help = $help,
-            )]
-            pub $flag: $ty,
+            pub $flag: $fty,
         ] $($rest)* }
     };
 
