@@ -10,7 +10,7 @@ use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::http::Conn;
+use common::http::{Conn, tiny_window};
 use common::{Server, WAIT, example, tempdir};
 
 /// One event line, as `key=value` fields.
@@ -234,19 +234,6 @@ fn a_head_the_gate_let_through_and_hyper_refused_ends_in_one_event() {
     let all = events(&file);
     assert_fields(&all[n - 2], &[("by", "App"), ("target", "/count")]);
     assert_fields(&all[n - 1], &[("by", "Gate"), ("status", "400"), ("target", "http://x:1:2/")]);
-}
-
-/// A connection whose receive buffer is as small as the kernel allows, set before connecting
-/// so that the window it advertises stays tiny: a client that will not read.
-fn tiny_window(addr: SocketAddr) -> TcpStream {
-    use nix::sys::socket::{
-        AddressFamily, SockFlag, SockType, SockaddrIn, connect, setsockopt, socket, sockopt,
-    };
-    let SocketAddr::V4(v4) = addr else { panic!("an IPv4 address: {addr}") };
-    let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).unwrap();
-    setsockopt(&fd, sockopt::RcvBuf, &1024).unwrap();
-    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(v4)).unwrap();
-    TcpStream::from(fd)
 }
 
 /// Resets the connection (a close with `SO_LINGER` 0): the server's next write fails.

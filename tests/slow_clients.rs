@@ -6,24 +6,11 @@
 mod common;
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
-use common::http::Conn;
+use common::http::{Conn, tiny_window};
 use common::{Server, example, forkserve, tempdir, write};
-
-/// A connection whose receive buffer is as small as the kernel allows, set before connecting
-/// so that the window it advertises stays tiny: a client that will not read.
-fn tiny_window(addr: SocketAddr) -> TcpStream {
-    use nix::sys::socket::{
-        AddressFamily, SockFlag, SockType, SockaddrIn, connect, setsockopt, socket, sockopt,
-    };
-    let SocketAddr::V4(v4) = addr else { panic!("an IPv4 address: {addr}") };
-    let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).unwrap();
-    setsockopt(&fd, sockopt::RcvBuf, &1024).unwrap();
-    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(v4)).unwrap();
-    TcpStream::from(fd)
-}
 
 /// Reads until the server closes the connection (EOF or a reset), or `wait` passes.
 fn read_until_closed(stream: &mut TcpStream, wait: Duration) -> (Vec<u8>, bool) {

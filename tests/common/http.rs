@@ -198,3 +198,16 @@ pub fn raw(addr: SocketAddr, request: &[u8]) -> io::Result<Response> {
     conn.send(request)?;
     conn.read_response(request.starts_with(b"HEAD "))
 }
+
+/// A connection whose receive buffer is as small as the kernel allows, set before connecting
+/// so that the window it advertises stays tiny: a client that will not read.
+pub fn tiny_window(addr: SocketAddr) -> TcpStream {
+    use nix::sys::socket::{
+        AddressFamily, SockFlag, SockType, SockaddrIn, connect, setsockopt, socket, sockopt,
+    };
+    let SocketAddr::V4(v4) = addr else { panic!("an IPv4 address: {addr}") };
+    let fd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).unwrap();
+    setsockopt(&fd, sockopt::RcvBuf, &1024).unwrap();
+    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(v4)).unwrap();
+    TcpStream::from(fd)
+}
