@@ -1,0 +1,171 @@
+"""The views: each answers with what it saw, as flask_app.py's routes do."""
+
+import hashlib
+import os
+import sys
+import time
+
+import django
+from django.http import (
+    FileResponse,
+    HttpResponse,
+    HttpResponseRedirect,
+    JsonResponse,
+    StreamingHttpResponse,
+)
+from django.urls import reverse
+from django.views.decorators.http import require_GET, require_POST
+
+
+def lists(querydict):
+    return {key: values for key, values in querydict.lists()}
+
+
+@require_GET
+def hello(request):
+    return HttpResponse("hello from django\n", content_type="text/plain")
+
+
+@require_GET
+def item(request, item_id):
+    return JsonResponse({"item": item_id, "kind": type(item_id).__name__})
+
+
+@require_GET
+def query(request):
+    return JsonResponse(lists(request.GET))
+
+
+@require_GET
+def cookie_set(request):
+    response = HttpResponse("set\n", content_type="text/plain")
+    for key, value in request.GET.items():
+        response.set_cookie(key, value, path="/")
+    return response
+
+
+@require_GET
+def cookie_get(request):
+    return JsonResponse(dict(request.COOKIES))
+
+
+@require_POST
+def form(request):
+    return JsonResponse(lists(request.POST))
+
+
+@require_POST
+def upload(request):
+    """The uploaded file's name, size and sha256, read in chunks as Django hands them out."""
+    upload = request.FILES["file"]
+    digest, size = hashlib.sha256(), 0
+    for chunk in upload.chunks():
+        digest.update(chunk)
+        size += len(chunk)
+    return JsonResponse(
+        {
+            "filename": upload.name,
+            "size": size,
+            "sha256": digest.hexdigest(),
+            "fields": lists(request.POST),
+        }
+    )
+
+
+@require_GET
+def stream(request):
+    """`n` lines, one per yield, `delay` seconds apart."""
+    n = int(request.GET.get("n", 5))
+    delay = float(request.GET.get("delay", 0))
+
+    def lines():
+        for i in range(n):
+            if i and delay:
+                time.sleep(delay)
+            yield f"line {i}\n"
+
+    return StreamingHttpResponse(lines(), content_type="text/plain")
+
+
+@require_GET
+def download(request):
+    """The file named by $FORKSERVE_TEST_DOWNLOAD (this file when unset), as a FileResponse,
+    which Django hands to the server's wsgi.file_wrapper."""
+    path = os.environ.get("FORKSERVE_TEST_DOWNLOAD", __file__)
+    response = FileResponse(
+        open(path, "rb"), as_attachment=True, content_type="application/octet-stream"
+    )
+    response["X-File-Wrapper"] = repr(request.META.get("wsgi.file_wrapper"))
+    return response
+
+
+@require_GET
+def cafe(request):
+    return JsonResponse({"path": request.path, "raw": request.META["PATH_INFO"]})
+
+
+@require_GET
+def where(request):
+    """Where the app thinks it is mounted: the URLs it builds carry SCRIPT_NAME."""
+    return JsonResponse(
+        {
+            "script_name": request.META.get("SCRIPT_NAME", ""),
+            "path_info": request.META.get("PATH_INFO", ""),
+            "url_for": reverse("where"),
+            "url_for_external": request.build_absolute_uri(reverse("where")),
+            "item_url": reverse("item", kwargs={"item_id": 7}),
+        }
+    )
+
+
+@require_GET
+def redirect_to_hello(request):
+    return HttpResponseRedirect(reverse("hello"))
+
+
+@require_GET
+def boom(request):
+    raise RuntimeError("boom from django")
+
+
+@require_GET
+def exit_(request):
+    sys.exit(int(request.GET.get("code", 0)))
+
+
+@require_GET
+def os_exit(request):
+    os._exit(int(request.GET.get("code", 7)))
+
+
+@require_GET
+def sleep(request):
+    seconds = float(request.GET.get("s", 0))
+    time.sleep(seconds)
+    return JsonResponse({"pid": os.getpid(), "slept": seconds})
+
+
+@require_GET
+def pid(request):
+    return HttpResponse(f"{os.getpid()}\n", content_type="text/plain")
+
+
+@require_GET
+def info(request):
+    """Which Python and which Django serve this request."""
+    meta = request.META
+    return JsonResponse(
+        {
+            "django_file": django.__file__,
+            "prefix": sys.prefix,
+            "base_prefix": sys.base_prefix,
+            "executable": sys.executable,
+            "version": sys.version,
+            "file_wrapper": repr(meta.get("wsgi.file_wrapper")),
+            "multithread": meta.get("wsgi.multithread"),
+            "multiprocess": meta.get("wsgi.multiprocess"),
+            "run_once": meta.get("wsgi.run_once"),
+            "url_scheme": meta.get("wsgi.url_scheme"),
+            "server_protocol": meta.get("SERVER_PROTOCOL"),
+        }
+    )
