@@ -21,6 +21,11 @@ def lists(querydict):
     return {key: values for key, values in querydict.lists()}
 
 
+def json(data):
+    """JSON as Flask's jsonify writes it (compact, keys sorted), so one test reads both apps."""
+    return JsonResponse(data, json_dumps_params={"separators": (",", ":"), "sort_keys": True})
+
+
 @require_GET
 def hello(request):
     return HttpResponse("hello from django\n", content_type="text/plain")
@@ -28,12 +33,12 @@ def hello(request):
 
 @require_GET
 def item(request, item_id):
-    return JsonResponse({"item": item_id, "kind": type(item_id).__name__})
+    return json({"item": item_id, "kind": type(item_id).__name__})
 
 
 @require_GET
 def query(request):
-    return JsonResponse(lists(request.GET))
+    return json(lists(request.GET))
 
 
 @require_GET
@@ -46,12 +51,12 @@ def cookie_set(request):
 
 @require_GET
 def cookie_get(request):
-    return JsonResponse(dict(request.COOKIES))
+    return json(dict(request.COOKIES))
 
 
 @require_POST
 def form(request):
-    return JsonResponse(lists(request.POST))
+    return json(lists(request.POST))
 
 
 @require_POST
@@ -62,7 +67,7 @@ def upload(request):
     for chunk in upload.chunks():
         digest.update(chunk)
         size += len(chunk)
-    return JsonResponse(
+    return json(
         {
             "filename": upload.name,
             "size": size,
@@ -101,13 +106,13 @@ def download(request):
 
 @require_GET
 def cafe(request):
-    return JsonResponse({"path": request.path, "raw": request.META["PATH_INFO"]})
+    return json({"path": request.path, "raw": request.META["PATH_INFO"]})
 
 
 @require_GET
 def where(request):
     """Where the app thinks it is mounted: the URLs it builds carry SCRIPT_NAME."""
-    return JsonResponse(
+    return json(
         {
             "script_name": request.META.get("SCRIPT_NAME", ""),
             "path_info": request.META.get("PATH_INFO", ""),
@@ -142,7 +147,7 @@ def os_exit(request):
 def sleep(request):
     seconds = float(request.GET.get("s", 0))
     time.sleep(seconds)
-    return JsonResponse({"pid": os.getpid(), "slept": seconds})
+    return json({"pid": os.getpid(), "slept": seconds})
 
 
 @require_GET
@@ -154,7 +159,7 @@ def pid(request):
 def info(request):
     """Which Python and which Django serve this request."""
     meta = request.META
-    return JsonResponse(
+    return json(
         {
             "django_file": django.__file__,
             "prefix": sys.prefix,

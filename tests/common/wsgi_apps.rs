@@ -1,0 +1,270 @@
+//! What a real Flask or Django app must get from forkserve, one scenario per function, run by
+//! `tests/python_flask.rs` and `tests/python_django.rs` on their app: both apps have the same
+//! routes and answer alike (see `tests/python/`), so each scenario is written once.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use super::http::Conn;
+use super::python::{
+    App, arrivals, get_ok, json_field, multipart, noise, pid_on, request, sha256_hex, start,
+    start_under, venv,
+};
+use super::{alive, tempdir, wait_until};
+
+/// The venv's interpreter and framework serve the app, not another Python on the machine (the
+/// toolchain's Python has a Flask of its own in its site-packages).
+pub fn the_venv_is_the_python_used(app: &App) {
+    let server = start(app, 2, 1, &[], &[]);
+    let info = get_ok(server.addr(), "/info");
+    let venv = venv().canonicalize().unwrap();
+    let venv = venv.to_str().unwrap();
+    assert_eq!(json_field(&info, "prefix"), venv, "sys.prefix: {info}");
+    let framework = json_field(&info, app.framework_file);
+    assert!(framework.starts_with(&format!("{venv}/lib/")), "{} from {framework}", app.name);
+    // PEP 3333: the flags say how the server runs the app.
+    assert_eq!(json_field(&info, "multiprocess"), "true", "2 workers: {info}");
+    assert_eq!(json_field(&info, "multithread"), "false", "1 thread each: {info}");
+    assert_eq!(json_field(&info, "run_once"), "false", "{info}");
+    assert_eq!(json_field(&info, "url_scheme"), "http", "{info}");
+    assert_eq!(json_field(&info, "server_protocol"), "HTTP/1.1", "{info}");
+}
+
+/// Routes with converters, a 404 from the app's router, HEAD, and query strings with repeated
+/// keys, `+` and percent-encoded UTF-8, on one kept-alive connection.
+pub fn routing_and_query_strings(app: &App) {
+    let server = start(app, 1, 1, &[], &[]);
+    let mut conn = Conn::open(server.addr()).unwrap();
+    let hello = conn.get("/hello").unwrap();
+    assert_eq!((hello.status, hello.text()), (200, format!("hello from {}\n", app.name)));
+    let item = conn.get("/items/42").unwrap();
+    assert_eq!((item.status, item.text().as_str()), (200, r#"{"item":42,"kind":"int"}"#));
+    assert_eq!(conn.get("/items/forty-two").unwrap().status, 404);
+    assert_eq!(conn.get("/nowhere").unwrap().status, 404);
+    let head = conn.request("HEAD", "/hello", &[], b"").unwrap();
+    assert_eq!(head.status, 200);
+    assert!(head.body.is_empty(), "HEAD has no body");
+    let query = conn.get("/query?a=1&a=2&b=x+y&c=%C3%A9&empty=").unwrap();
+    assert_eq!(query.status, 200);
+    assert_eq!(query.text(), r#"{"a":["1","2"],"b":["x y"],"c":["\u00e9"],"empty":[""]}"#);
+    // The connection is still the same one: keep-alive held across every answer.
+    assert_eq!(conn.get("/hello").unwrap().status, 200);
+}
+
+/// Cookies the app sets arrive as `Set-Cookie` headers (one per cookie); cookies the client
+/// sends reach the app.
+pub fn cookies(app: &App) {
+    let server = start(app, 1, 1, &[], &[]);
+    let set = request(server.addr(), "GET", "/cookie/set?flavour=oat&n=1", &[], b"");
+    assert_eq!(set.status, 200);
+    let cookies: BTreeSet<&str> =
+        set.all("set-cookie").iter().map(|c| c.split(';').next().unwrap()).collect();
+    assert_eq!(cookies, BTreeSet::from(["flavour=oat", "n=1"]), "{:?}", set.headers);
+    let jar = [("Cookie", "flavour=oat; n=1")];
+    let got = request(server.addr(), "GET", "/cookie/get", &jar, b"");
+    assert_eq!((got.status, got.text().as_str()), (200, r#"{"flavour":"oat","n":"1"}"#));
+}
+
+/// A urlencoded form, with its length given and then chunked: forkserve has the whole body
+/// before the app runs, so a chunked one reads the same (Django reads nothing of a chunked
+/// body under Gunicorn, which gives it no `CONTENT_LENGTH`).
+pub fn form_post(app: &App) {
+    let server = start(app, 1, 1, &[], &[]);
+    let form = b"name=Zo%C3%AB&x=1&x=2";
+    let urlencoded = ("Content-Type", "application/x-www-form-urlencoded");
+    let want = r#"{"name":["Zo\u00eb"],"x":["1","2"]}"#;
+    let sized = request(server.addr(), "POST", "/form", &[urlencoded], form);
+    assert_eq!((sized.status, sized.text().as_str()), (200, want));
+    let mut chunked = Vec::new();
+    for piece in form.chunks(7) {
+        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        chunked.extend_from_slice(piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let te = ("Transfer-Encoding", "chunked");
+    let response = request(server.addr(), "POST", "/form", &[urlencoded, te], &chunked);
+    assert_eq!((response.status, response.text().as_str()), (200, want), "chunked form");
+}
+
+/// A 20 MiB file in a multipart form: the app reads it whole and reports its size and sha256.
+pub fn upload_20_mib(app: &App) {
+    let server = start(app, 1, 1, &[], &[]);
+    let data = noise(20 << 20, 13);
+    let (body, content_type) = multipart(("note", "hi"), ("file", "big.bin", &data));
+    let headers = [("Content-Type", content_type.as_str())];
+    let response = request(server.addr(), "POST", "/upload", &headers, &body);
+    assert_eq!(response.status, 200, "{}", response.text());
+    let text = response.text();
+    assert_eq!(json_field(&text, "size"), (20 << 20).to_string(), "{text}");
+    assert_eq!(json_field(&text, "sha256"), sha256_hex(&data), "{text}");
+    assert_eq!(json_field(&text, "filename"), "big.bin", "{text}");
+    assert!(text.contains(r#""fields":{"note":["hi"]}"#), "{text}");
+    // The worker is still there and still well.
+    assert_eq!(get_ok(server.addr(), "/hello"), format!("hello from {}\n", app.name));
+}
+
+/// A generator's pieces reach the client as it yields them, and a slow one leaves the
+/// worker's other thread free for other requests.
+pub fn streamed_response(app: &App) {
+    let server = start(app, 1, 2, &[], &[]);
+    let addr = server.addr();
+    let whole = request(addr, "GET", "/stream?n=4", &[], b"");
+    assert_eq!((whole.status, whole.text().as_str()), (200, "line 0\nline 1\nline 2\nline 3\n"));
+    let slow = std::thread::spawn(move || {
+        arrivals(addr, "/stream?n=4&delay=0.4", &["line 0\n", "line 1\n", "line 3\n"])
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    assert_eq!(get_ok(addr, "/hello"), format!("hello from {}\n", app.name));
+    let hello = started.elapsed();
+    let times = slow.join().unwrap();
+    assert!(times[0] < Duration::from_millis(350), "the first line came after {:?}", times[0]);
+    assert!(times[1] >= Duration::from_millis(380), "line 1 before the delay: {times:?}");
+    assert!(times[2] >= Duration::from_millis(1150), "the stream was not paced: {times:?}");
+    assert!(hello < Duration::from_millis(300), "/hello waited {hello:?} behind the stream");
+}
+
+/// A file sent through `wsgi.file_wrapper` (Flask's `send_file`, Django's `FileResponse`)
+/// arrives whole and exact, with its length; `HEAD` sends only the head.
+pub fn file_download(app: &App) {
+    let dir = tempdir();
+    let data = noise(5_000_000, 29);
+    let path = dir.path().join("download.bin");
+    std::fs::write(&path, &data).unwrap();
+    let env = [("FORKSERVE_TEST_DOWNLOAD", path.to_str().unwrap())];
+    let server = start(app, 1, 1, &[], &env);
+    let response = request(server.addr(), "GET", "/download", &[], b"");
+    assert_eq!(response.status, 200, "{}", response.text());
+    let wrapper = response.header("x-file-wrapper").unwrap_or("(no header)").to_string();
+    assert_ne!(wrapper, "None", "the app was given no wsgi.file_wrapper");
+    assert_eq!(response.header("content-length"), Some("5000000"));
+    assert!(
+        response.header("content-disposition").is_some_and(|d| d.contains("download.bin")),
+        "{:?}",
+        response.headers
+    );
+    assert_eq!(response.body.len(), data.len());
+    assert!(response.body == data, "the downloaded bytes differ from the file");
+    let head = request(server.addr(), "HEAD", "/download", &[], b"");
+    assert_eq!((head.status, head.header("content-length")), (200, Some("5000000")));
+    assert!(head.body.is_empty());
+    // Several in a row on one connection: each file_wrapper response ends where it should.
+    let mut conn = Conn::open(server.addr()).unwrap();
+    for _ in 0..3 {
+        let again = conn.get("/download").unwrap();
+        assert!(again.status == 200 && again.body == data, "a repeated download differs");
+    }
+    assert_eq!(conn.get("/hello").unwrap().status, 200);
+}
+
+/// `/caf%C3%A9` reaches the app's `café` route: `PATH_INFO` is the path's bytes as latin-1
+/// (PEP 3333), which the framework turns back into UTF-8.
+pub fn non_ascii_path(app: &App) {
+    let server = start(app, 1, 1, &[], &[]);
+    let response = request(server.addr(), "GET", "/caf%C3%A9", &[], b"");
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(json_field(&response.text(), "path"), r"/caf\u00e9");
+    assert_eq!(json_field(&response.text(), "raw"), app.cafe_raw);
+    // Sent unencoded, as some clients do: the same bytes, the same route.
+    let raw = request(server.addr(), "GET", "/caf\u{e9}", &[], b"");
+    assert_eq!((raw.status, raw.text()), (200, response.text()));
+}
+
+/// Mounted at `/prefix/` by a route: `SCRIPT_NAME` is `/prefix`, so the URLs the app builds
+/// (`url_for`, `reverse`, redirects) point under it.
+pub fn mounted_under_a_prefix(app: &App) {
+    let dir = tempdir();
+    let server = start_under(app, "/prefix/", dir.path());
+    let addr = server.addr();
+    assert_eq!(get_ok(addr, "/prefix/hello"), format!("hello from {}\n", app.name));
+    let where_ = get_ok(addr, "/prefix/where");
+    assert_eq!(
+        where_,
+        r#"{"item_url":"/prefix/items/7","path_info":"/where","script_name":"/prefix","url_for":"/prefix/where","url_for_external":"http://test/prefix/where"}"#
+    );
+    let redirect = request(addr, "GET", "/prefix/redirect", &[], b"");
+    assert_eq!(redirect.status, 302);
+    assert_eq!(redirect.header("location"), Some("/prefix/hello"));
+    let item = get_ok(addr, "/prefix/items/5");
+    assert_eq!(item, r#"{"item":5,"kind":"int"}"#);
+}
+
+/// An exception out of the app is a 500, its traceback is in the log, and the same worker
+/// goes on serving.
+pub fn exception_is_a_500(app: &App) {
+    let server = start(app, 1, 1, &[], &[]);
+    let mut conn = Conn::open(server.addr()).unwrap();
+    let pid = pid_on(&mut conn);
+    let response = request(server.addr(), "GET", "/boom", &[], b"");
+    assert_eq!(response.status, 500, "{}", response.text());
+    let message = format!("RuntimeError: boom from {}", app.name);
+    server.wait_for(&message);
+    server.wait_for("Traceback (most recent call last)");
+    assert!(server.logs().iter().any(|l| l.contains("/boom")), "no log line names /boom");
+    assert_eq!(pid_on(&mut Conn::open(server.addr()).unwrap()), pid, "the worker changed");
+    assert_eq!(get_ok(server.addr(), "/hello"), format!("hello from {}\n", app.name));
+}
+
+/// `sys.exit()` in a handler: its client is answered 500 (the app failed, the server did
+/// not), the request the worker's other thread runs meanwhile completes, and the server
+/// serves on (from this worker or its replacement).
+pub fn sys_exit_in_a_handler(app: &App) {
+    let server = start(app, 1, 2, &[], &[]);
+    let addr = server.addr();
+    let sleeper = std::thread::spawn(move || request(addr, "GET", "/sleep?s=1", &[], b""));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut conn = Conn::open(addr).unwrap();
+    conn.send_get("/exit?code=3").unwrap();
+    match conn.read_response(false) {
+        Ok(response) => assert_eq!(response.status, 500, "{}", response.text()),
+        Err(e) => panic!("sys.exit() in a handler left its client with no answer: {e}"),
+    }
+    let slept = sleeper.join().unwrap();
+    assert_eq!(slept.status, 200, "the concurrent request: {}", slept.text());
+    for _ in 0..20 {
+        assert_eq!(get_ok(addr, "/hello"), format!("hello from {}\n", app.name));
+    }
+}
+
+/// `os._exit()` in a handler kills its worker at once: its client sees the connection close,
+/// the other worker's request in flight completes, the master starts a replacement, and
+/// every request after is served.
+pub fn os_exit_in_a_handler(app: &App) {
+    let server = start(app, 2, 1, &[], &[]);
+    let addr = server.addr();
+    // Two kept-alive connections, each on a different worker.
+    let mut conns: Vec<(Conn, i32)> = Vec::new();
+    let found = wait_until(|| {
+        let mut conn = Conn::open(addr).unwrap();
+        let pid = pid_on(&mut conn);
+        if conns.iter().all(|(_, p)| *p != pid) {
+            conns.push((conn, pid));
+        }
+        (conns.len() == 2).then_some(())
+    });
+    assert!(found.is_some(), "every connection went to one worker");
+    let (mut victim, victim_pid) = conns.remove(0);
+    let (mut other, other_pid) = conns.remove(0);
+    other.send_get("/sleep?s=1").unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    victim.send_get("/os-exit?code=7").unwrap();
+    assert!(victim.read_response(false).is_err(), "a worker that called os._exit answered");
+    let slept = other.read_response(false).expect("the other worker's request");
+    assert_eq!(slept.status, 200, "{}", slept.text());
+    assert_eq!(json_field(&slept.text(), "pid"), other_pid.to_string());
+    assert!(wait_until(|| (!alive(victim_pid)).then_some(())).is_some(), "the worker lives");
+    let exit = server.wait_for("worker exited: exit code 7");
+    assert!(exit.contains(&format!("pid={victim_pid}")), "{exit}");
+    let workers = server.wait_workers(2);
+    assert!(!workers.contains(&victim_pid) && workers.contains(&other_pid), "{workers:?}");
+    let replacement = wait_until(|| {
+        let pid = pid_on(&mut Conn::open(addr).unwrap());
+        (pid != other_pid).then_some(pid)
+    })
+    .expect("no request reached the replacement worker");
+    assert_ne!(replacement, victim_pid);
+    for _ in 0..20 {
+        assert_eq!(get_ok(addr, "/hello"), format!("hello from {}\n", app.name));
+    }
+}

@@ -1,0 +1,68 @@
+//! The Django project `tests/python/django_site/` served by the real binary from the test virtualenv
+//! (`target/test-venv`, made by `tests/python/setup.sh`): issue 13's real-app scenarios, each
+//! in `common::wsgi_apps`, shared with the Flask app's tests.
+
+mod common;
+
+use common::python::DJANGO;
+use common::wsgi_apps as scenario;
+
+#[test]
+fn the_venv_is_the_python_used() {
+    scenario::the_venv_is_the_python_used(&DJANGO);
+}
+
+#[test]
+fn routing_and_query_strings() {
+    scenario::routing_and_query_strings(&DJANGO);
+}
+
+#[test]
+fn cookies() {
+    scenario::cookies(&DJANGO);
+}
+
+#[test]
+fn form_post() {
+    scenario::form_post(&DJANGO);
+}
+
+#[test]
+fn upload_20_mib() {
+    scenario::upload_20_mib(&DJANGO);
+}
+
+#[test]
+fn streamed_response() {
+    scenario::streamed_response(&DJANGO);
+}
+
+#[test]
+fn file_download() {
+    scenario::file_download(&DJANGO);
+}
+
+#[test]
+fn non_ascii_path() {
+    scenario::non_ascii_path(&DJANGO);
+}
+
+#[test]
+fn mounted_under_a_prefix() {
+    scenario::mounted_under_a_prefix(&DJANGO);
+}
+
+#[test]
+fn exception_is_a_500() {
+    scenario::exception_is_a_500(&DJANGO);
+}
+
+#[test]
+fn sys_exit_in_a_handler() {
+    scenario::sys_exit_in_a_handler(&DJANGO);
+}
+
+#[test]
+fn os_exit_in_a_handler() {
+    scenario::os_exit_in_a_handler(&DJANGO);
+}
