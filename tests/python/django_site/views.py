@@ -14,7 +14,7 @@ from django.http import (
     StreamingHttpResponse,
 )
 from django.urls import reverse
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_safe, require_POST
 
 
 def lists(querydict):
@@ -26,22 +26,22 @@ def json(data):
     return JsonResponse(data, json_dumps_params={"separators": (",", ":"), "sort_keys": True})
 
 
-@require_GET
+@require_safe
 def hello(request):
     return HttpResponse("hello from django\n", content_type="text/plain")
 
 
-@require_GET
+@require_safe
 def item(request, item_id):
     return json({"item": item_id, "kind": type(item_id).__name__})
 
 
-@require_GET
+@require_safe
 def query(request):
     return json(lists(request.GET))
 
 
-@require_GET
+@require_safe
 def cookie_set(request):
     response = HttpResponse("set\n", content_type="text/plain")
     for key, value in request.GET.items():
@@ -49,7 +49,7 @@ def cookie_set(request):
     return response
 
 
-@require_GET
+@require_safe
 def cookie_get(request):
     return json(dict(request.COOKIES))
 
@@ -77,7 +77,7 @@ def upload(request):
     )
 
 
-@require_GET
+@require_safe
 def stream(request):
     """`n` lines, one per yield, `delay` seconds apart."""
     n = int(request.GET.get("n", 5))
@@ -92,7 +92,7 @@ def stream(request):
     return StreamingHttpResponse(lines(), content_type="text/plain")
 
 
-@require_GET
+@require_safe
 def download(request):
     """The file named by $FORKSERVE_TEST_DOWNLOAD (this file when unset), as a FileResponse,
     which Django hands to the server's wsgi.file_wrapper."""
@@ -104,12 +104,12 @@ def download(request):
     return response
 
 
-@require_GET
+@require_safe
 def cafe(request):
     return json({"path": request.path, "raw": request.META["PATH_INFO"]})
 
 
-@require_GET
+@require_safe
 def where(request):
     """Where the app thinks it is mounted: the URLs it builds carry SCRIPT_NAME."""
     return json(
@@ -123,39 +123,39 @@ def where(request):
     )
 
 
-@require_GET
+@require_safe
 def redirect_to_hello(request):
     return HttpResponseRedirect(reverse("hello"))
 
 
-@require_GET
+@require_safe
 def boom(request):
     raise RuntimeError("boom from django")
 
 
-@require_GET
+@require_safe
 def exit_(request):
     sys.exit(int(request.GET.get("code", 0)))
 
 
-@require_GET
+@require_safe
 def os_exit(request):
     os._exit(int(request.GET.get("code", 7)))
 
 
-@require_GET
+@require_safe
 def sleep(request):
     seconds = float(request.GET.get("s", 0))
     time.sleep(seconds)
     return json({"pid": os.getpid(), "slept": seconds})
 
 
-@require_GET
+@require_safe
 def pid(request):
     return HttpResponse(f"{os.getpid()}\n", content_type="text/plain")
 
 
-@require_GET
+@require_safe
 def info(request):
     """Which Python and which Django serve this request."""
     meta = request.META
