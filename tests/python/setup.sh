@@ -3,12 +3,13 @@
 # tests/python/requirements.txt installed. Reused as it is while requirements.txt (and the
 # interpreter that made it) are unchanged, so running it before every `cargo test` costs nothing;
 # rebuilt from scratch otherwise, so a half-finished install never passes for a good one.
-# PYTHON chooses the interpreter (default: python3 on the PATH).
+# PYTHON chooses the interpreter; by default the one forkserve's `python` feature is built
+# against (PYO3_PYTHON, else python3 on the PATH), whose minor version the venv must share.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 venv="$root/target/test-venv"
 requirements="$root/tests/python/requirements.txt"
-python="${PYTHON:-python3}"
+python="${PYTHON:-${PYO3_PYTHON:-python3}}"
 
 # What the venv was made from: the requirements and the interpreter's exact build.
 want="$(
