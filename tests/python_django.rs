@@ -13,8 +13,18 @@ fn the_venv_is_the_python_used() {
 }
 
 #[test]
+fn the_python_table_configures_the_app() {
+    scenario::the_python_table_configures_the_app(&DJANGO);
+}
+
+#[test]
 fn routing_and_query_strings() {
     scenario::routing_and_query_strings(&DJANGO);
+}
+
+#[test]
+fn clients_that_close_after_their_response_are_no_warning() {
+    scenario::clients_that_close_after_their_response_are_no_warning(&DJANGO);
 }
 
 #[test]

@@ -4,7 +4,8 @@
 
 mod common;
 
-use common::python::FLASK;
+use common::python::{FLASK, noise, request, start};
+use common::tempdir;
 use common::wsgi_apps as scenario;
 
 #[test]
@@ -13,8 +14,18 @@ fn the_venv_is_the_python_used() {
 }
 
 #[test]
+fn the_python_table_configures_the_app() {
+    scenario::the_python_table_configures_the_app(&FLASK);
+}
+
+#[test]
 fn routing_and_query_strings() {
     scenario::routing_and_query_strings(&FLASK);
+}
+
+#[test]
+fn clients_that_close_after_their_response_are_no_warning() {
+    scenario::clients_that_close_after_their_response_are_no_warning(&FLASK);
 }
 
 #[test]
@@ -65,4 +76,22 @@ fn sys_exit_in_a_handler() {
 #[test]
 fn os_exit_in_a_handler() {
     scenario::os_exit_in_a_handler(&FLASK);
+}
+
+/// Flask's `send_file` answers a `Range` with 206 and the asked bytes, from the file the
+/// server's `wsgi.file_wrapper` was given (werkzeug wraps it to send only the range).
+#[test]
+fn a_download_range_is_the_asked_bytes() {
+    let dir = tempdir();
+    let data = noise(1_000_000, 31);
+    let path = dir.path().join("ranged.bin");
+    std::fs::write(&path, &data).unwrap();
+    let server = start(&FLASK, 1, 1, &[], &[("FORKSERVE_TEST_DOWNLOAD", path.to_str().unwrap())]);
+    for (range, from, to) in [("bytes=100-199", 100, 200), ("bytes=-10", 999_990, 1_000_000)] {
+        let response = request(server.addr(), "GET", "/download", &[("Range", range)], b"");
+        assert_eq!(response.status, 206, "{range}: {:?}", response.headers);
+        let want = format!("bytes {from}-{}/1000000", to - 1);
+        assert_eq!(response.header("content-range"), Some(want.as_str()), "{range}");
+        assert!(response.body == data[from..to], "{range}: other bytes than asked");
+    }
 }

@@ -97,14 +97,34 @@ pub fn start(
     Server::start_with(&forkserve(), &args, env)
 }
 
-/// Starts forkserve with `app` mounted at `prefix` (which ends in `/`) by a config file in
-/// `dir`, one worker.
+/// Starts forkserve with `app` mounted at `prefix` (which ends in `/`) by a `[[route]]` of a
+/// config file in `dir`, its Python path and venv given as flags; one worker.
 pub fn start_under(app: &App, prefix: &str, dir: &Path) -> Server {
+    let route = format!("[[route]]\npath = {prefix:?}\nwsgi = {:?}\n", app.wsgi);
+    let config = write(dir, "app.toml", &route);
+    let (apps, venv) = (apps_dir(), venv());
+    let args = [
+        &config,
+        "--pythonpath",
+        apps.to_str().unwrap(),
+        "--venv",
+        venv.to_str().unwrap(),
+        "-w",
+        "1",
+        "-b",
+        "127.0.0.1:0",
+    ];
+    Server::start(&forkserve(), &args)
+}
+
+/// Starts forkserve with `app` at `/` declared by the `[python]` table of a config file in
+/// `dir` (`app`, `path`, `venv`, `threads = 2`), no flags but the worker count and address.
+pub fn start_from_table(app: &App, dir: &Path) -> Server {
     let config = format!(
-        "[python]\npath = [{:?}]\nvenv = {:?}\n\n[[route]]\npath = {prefix:?}\nwsgi = {:?}\n",
+        "[python]\napp = {:?}\npath = [{:?}]\nvenv = {:?}\nthreads = 2\n",
+        app.wsgi,
         apps_dir().to_str().unwrap(),
         venv().to_str().unwrap(),
-        app.wsgi,
     );
     let config = write(dir, "app.toml", &config);
     Server::start(&forkserve(), &[&config, "-w", "1", "-b", "127.0.0.1:0"])
