@@ -49,6 +49,16 @@ fn streamed_response() {
 }
 
 #[test]
+fn the_iterable_is_closed_on_every_path() {
+    scenario::the_iterable_is_closed_on_every_path(&FLASK);
+}
+
+#[test]
+fn an_exception_mid_stream_cuts_the_response() {
+    scenario::an_exception_mid_stream_cuts_the_response(&FLASK);
+}
+
+#[test]
 fn file_download() {
     scenario::file_download(&FLASK);
 }

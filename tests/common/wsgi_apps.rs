@@ -117,19 +117,33 @@ pub fn form_post(app: &App) {
     assert_eq!((response.status, response.text().trim_end()), (200, want), "chunked form");
 }
 
-/// A 20 MiB file in a multipart form: the app reads it whole and reports its size and sha256.
+/// A 20 MiB file in a multipart form, with its length given and then chunked (in 1 MiB
+/// chunks): the app reads it whole and reports its size and sha256.
 pub fn upload_20_mib(app: &App) {
     let server = start(app, 1, 1, &[], &[]);
     let data = noise(20 << 20, 13);
     let (body, content_type) = multipart(("note", "hi"), ("file", "big.bin", &data));
-    let headers = [("Content-Type", content_type.as_str())];
-    let response = request(server.addr(), "POST", "/upload", &headers, &body);
-    assert_eq!(response.status, 200, "{}", response.text());
-    let text = response.text();
-    assert_eq!(json_field(&text, "size"), (20 << 20).to_string(), "{text}");
-    assert_eq!(json_field(&text, "sha256"), sha256_hex(&data), "{text}");
-    assert_eq!(json_field(&text, "filename"), "big.bin", "{text}");
-    assert!(text.contains(r#""fields":{"note":["hi"]}"#), "{text}");
+    let mut chunked = Vec::with_capacity(body.len() + 1024);
+    for piece in body.chunks(1 << 20) {
+        chunked.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+        chunked.extend_from_slice(piece);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let sha256 = sha256_hex(&data);
+    let sized = [("Content-Type", content_type.as_str())];
+    let chunked_headers = [sized[0], ("Transfer-Encoding", "chunked")];
+    for (how, headers, body) in
+        [("sized", &sized[..], &body), ("chunked", &chunked_headers[..], &chunked)]
+    {
+        let response = request(server.addr(), "POST", "/upload", headers, body);
+        assert_eq!(response.status, 200, "{how}: {}", response.text());
+        let text = response.text();
+        assert_eq!(json_field(&text, "size"), (20 << 20).to_string(), "{how}: {text}");
+        assert_eq!(json_field(&text, "sha256"), sha256, "{how}: {text}");
+        assert_eq!(json_field(&text, "filename"), "big.bin", "{how}: {text}");
+        assert!(text.contains(r#""fields":{"note":["hi"]}"#), "{how}: {text}");
+    }
     // The worker is still there and still well.
     assert_eq!(get_ok(server.addr(), "/hello"), format!("hello from {}\n", app.name));
 }
@@ -153,6 +167,53 @@ pub fn streamed_response(app: &App) {
     assert!(times[1] >= Duration::from_millis(380), "line 1 before the delay: {times:?}");
     assert!(times[2] >= Duration::from_millis(1150), "the stream was not paced: {times:?}");
     assert!(hello < Duration::from_millis(300), "/hello waited {hello:?} behind the stream");
+}
+
+/// The response iterable is closed on every path (PEP 3333), which is where frameworks end a
+/// request (Flask's teardown, Django's `request_finished`): after a complete stream, and when
+/// the client leaves in the middle of one, promptly rather than after the whole stream.
+pub fn the_iterable_is_closed_on_every_path(app: &App) {
+    let marks = tempdir();
+    let env = [("FORKSERVE_TEST_MARKS", marks.path().to_str().unwrap())];
+    let server = start(app, 1, 1, &[], &env);
+    let addr = server.addr();
+    let mark = |name: &str| {
+        let path = marks.path().join(name);
+        wait_until(|| std::fs::read_to_string(&path).ok())
+            .unwrap_or_else(|| panic!("the iterable of {name:?} was never closed"))
+    };
+    assert_eq!(get_ok(addr, "/stream?n=3&mark=whole"), "line 0\nline 1\nline 2\n");
+    assert_eq!(mark("whole"), "complete 3\n");
+    // 100 lines 0.1 s apart: 10 s if the generator ran to its end.
+    let left_at = std::time::Instant::now();
+    arrivals(addr, "/stream?n=100&delay=0.1&mark=left", &["line 1\n"]);
+    let ended = mark("left");
+    let sent: usize = ended.trim().strip_prefix("stopped ").expect(&ended).parse().unwrap();
+    assert!(sent < 30, "the generator ran on for {sent} lines after its client left");
+    assert!(left_at.elapsed() < Duration::from_secs(5), "closed after {:?}", left_at.elapsed());
+    // The thread it held is free again.
+    assert_eq!(get_ok(addr, "/hello"), format!("hello from {}\n", app.name));
+}
+
+/// An exception after the response has started cannot become a 500: the response is cut (no
+/// last chunk, so the client knows it is incomplete), the traceback is logged, the iterable
+/// is closed, and the worker serves on.
+pub fn an_exception_mid_stream_cuts_the_response(app: &App) {
+    let marks = tempdir();
+    let env = [("FORKSERVE_TEST_MARKS", marks.path().to_str().unwrap())];
+    let server = start(app, 1, 1, &[], &env);
+    let addr = server.addr();
+    let mut conn = Conn::open(addr).unwrap();
+    conn.send_get("/stream?n=5&fail_at=2&mark=failed").unwrap();
+    match conn.read_response(false) {
+        Err(_) => {}
+        Ok(r) => panic!("a failed stream read as complete: {} {:?}", r.status, r.text()),
+    }
+    server.wait_for("stream failed after 2 lines");
+    let path = marks.path().join("failed");
+    let ended = wait_until(|| std::fs::read_to_string(&path).ok()).expect("never closed");
+    assert_eq!(ended, "stopped 2\n");
+    assert_eq!(get_ok(addr, "/hello"), format!("hello from {}\n", app.name));
 }
 
 /// A file sent through `wsgi.file_wrapper` (Flask's `send_file`, Django's `FileResponse`)

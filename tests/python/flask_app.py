@@ -70,15 +70,29 @@ def upload():
 
 @app.get("/stream")
 def stream():
-    """`n` lines, one per yield, `delay` seconds apart."""
+    """`n` lines, one per yield, `delay` seconds apart; with `mark`, the generator writes how it
+    ended to $FORKSERVE_TEST_MARKS/`mark` when it is closed (PEP 3333: the server calls the
+    iterable's close() on every path, a client that left included)."""
     n = request.args.get("n", 5, type=int)
     delay = request.args.get("delay", 0.0, type=float)
+    mark = request.args.get("mark")
+    fail_at = request.args.get("fail_at", -1, type=int)
 
     def lines():
-        for i in range(n):
-            if i and delay:
-                time.sleep(delay)
-            yield f"line {i}\n"
+        sent = 0
+        try:
+            for i in range(n):
+                if i and delay:
+                    time.sleep(delay)
+                if i == fail_at:
+                    raise RuntimeError(f"stream failed after {i} lines")
+                yield f"line {i}\n"
+                sent += 1
+        finally:
+            if mark:
+                ended = "complete" if sent == n else "stopped"
+                with open(os.path.join(os.environ["FORKSERVE_TEST_MARKS"], mark), "w") as f:
+                    f.write(f"{ended} {sent}\n")
 
     return Response(stream_with_context(lines()), mimetype="text/plain")
 

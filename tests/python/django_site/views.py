@@ -79,15 +79,29 @@ def upload(request):
 
 @require_safe
 def stream(request):
-    """`n` lines, one per yield, `delay` seconds apart."""
+    """`n` lines, one per yield, `delay` seconds apart; with `mark`, the generator writes how it
+    ended to $FORKSERVE_TEST_MARKS/`mark` when it is closed (Django closes it in the response's
+    close(), which the server must call on every path, a client that left included)."""
     n = int(request.GET.get("n", 5))
     delay = float(request.GET.get("delay", 0))
+    mark = request.GET.get("mark")
+    fail_at = int(request.GET.get("fail_at", -1))
 
     def lines():
-        for i in range(n):
-            if i and delay:
-                time.sleep(delay)
-            yield f"line {i}\n"
+        sent = 0
+        try:
+            for i in range(n):
+                if i and delay:
+                    time.sleep(delay)
+                if i == fail_at:
+                    raise RuntimeError(f"stream failed after {i} lines")
+                yield f"line {i}\n"
+                sent += 1
+        finally:
+            if mark:
+                ended = "complete" if sent == n else "stopped"
+                with open(os.path.join(os.environ["FORKSERVE_TEST_MARKS"], mark), "w") as f:
+                    f.write(f"{ended} {sent}\n")
 
     return StreamingHttpResponse(lines(), content_type="text/plain")
 
