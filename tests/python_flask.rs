@@ -69,6 +69,11 @@ fn non_ascii_path() {
 }
 
 #[test]
+fn a_trusted_proxy_s_client_and_scheme_reach_the_app() {
+    scenario::a_trusted_proxy_s_client_and_scheme_reach_the_app(&FLASK);
+}
+
+#[test]
 fn mounted_under_a_prefix() {
     scenario::mounted_under_a_prefix(&FLASK);
 }

@@ -67,12 +67,16 @@ pub fn routing_and_query_strings(app: &App) {
     assert_eq!(conn.get("/hello").unwrap().status, 200);
 }
 
-/// A client that reads its whole response and then closes the connection (as curl does) is a
-/// normal request: the log says nothing of a client that left a request unfinished.
+/// A client that reads its whole response and then closes the connection (as curl does), or
+/// asks with HEAD, makes a normal request: the log says nothing of a client that left.
 pub fn clients_that_close_after_their_response_are_no_warning(app: &App) {
     let server = start(app, 1, 1, &[], &[]);
     for path in ["/pid", "/hello", "/items/3", "/stream?n=3"].repeat(10) {
         get_ok(server.addr(), path);
+    }
+    // HEAD: the server sends no body, which is not the client leaving.
+    for path in ["/hello", "/stream?n=3", "/download"] {
+        assert_eq!(request(server.addr(), "HEAD", path, &[], b"").status, 200, "HEAD {path}");
     }
     // What the worker logs about the last requests comes just after their responses.
     std::thread::sleep(Duration::from_millis(300));
@@ -257,6 +261,28 @@ pub fn non_ascii_path(app: &App) {
     assert_eq!(response.status, 200, "{}", response.text());
     assert_eq!(json_field(&response.text(), "path"), r"/caf\u00e9");
     assert_eq!(json_field(&response.text(), "raw"), app.cafe_raw);
+}
+
+/// Behind a trusted proxy the app sees the client and scheme the proxy forwarded (so the URLs
+/// it builds are `https`); from an untrusted peer, neither, and not the headers either.
+pub fn a_trusted_proxy_s_client_and_scheme_reach_the_app(app: &App) {
+    let forwarded = [("X-Forwarded-For", "203.0.113.7"), ("X-Forwarded-Proto", "https")];
+    // The tests connect from 127.0.0.1, trusted by default.
+    let server = start(app, 1, 1, &[], &[]);
+    let plain = request(server.addr(), "GET", "/client", &[], b"").text();
+    assert_eq!(json_field(&plain, "remote_addr"), "127.0.0.1", "{plain}");
+    assert_eq!(json_field(&plain, "scheme"), "http", "{plain}");
+    assert_eq!(json_field(&plain, "host_url"), "http://test/", "{plain}");
+    let proxied = request(server.addr(), "GET", "/client", &forwarded, b"").text();
+    assert_eq!(json_field(&proxied, "remote_addr"), "203.0.113.7", "{proxied}");
+    assert_eq!(json_field(&proxied, "scheme"), "https", "{proxied}");
+    assert!(json_field(&proxied, "host_url").starts_with("https://"), "{proxied}");
+    drop(server);
+    let server = start(app, 1, 1, &["--forwarded-allow-ips", "10.0.0.0/8"], &[]);
+    let spoofed = request(server.addr(), "GET", "/client", &forwarded, b"").text();
+    assert_eq!(json_field(&spoofed, "remote_addr"), "127.0.0.1", "{spoofed}");
+    assert_eq!(json_field(&spoofed, "scheme"), "http", "{spoofed}");
+    assert_eq!(json_field(&spoofed, "x_forwarded_for"), "null", "{spoofed}");
 }
 
 /// Mounted at `/prefix/` by a route: `SCRIPT_NAME` is `/prefix`, so the URLs the app builds

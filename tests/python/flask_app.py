@@ -124,6 +124,17 @@ def where():
     )
 
 
+@app.get("/client")
+def client():
+    """Who the app thinks its client is, and how it was reached."""
+    return jsonify(
+        remote_addr=request.remote_addr,
+        scheme=request.scheme,
+        host_url=request.host_url,
+        x_forwarded_for=request.headers.get("X-Forwarded-For"),
+    )
+
+
 @app.get("/redirect")
 def redirect_to_hello():
     return flask.redirect(url_for("hello"))

@@ -16,6 +16,7 @@ urlpatterns = [
     path("download", views.download, name="download"),
     path("caf\u00e9", views.cafe, name="cafe"),
     path("where", views.where, name="where"),
+    path("client", views.client, name="client"),
     path("redirect", views.redirect_to_hello, name="redirect"),
     path("boom", views.boom, name="boom"),
     path("exit", views.exit_, name="exit"),

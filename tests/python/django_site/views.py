@@ -138,6 +138,19 @@ def where(request):
 
 
 @require_safe
+def client(request):
+    """Who the app thinks its client is, and how it was reached."""
+    return json(
+        {
+            "remote_addr": request.META.get("REMOTE_ADDR"),
+            "scheme": request.scheme,
+            "host_url": request.build_absolute_uri("/"),
+            "x_forwarded_for": request.headers.get("X-Forwarded-For"),
+        }
+    )
+
+
+@require_safe
 def redirect_to_hello(request):
     return HttpResponseRedirect(reverse("hello"))
 
