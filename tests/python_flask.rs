@@ -110,3 +110,40 @@ fn a_download_range_is_the_asked_bytes() {
         assert!(response.body == data[from..to], "{range}: other bytes than asked");
     }
 }
+
+/// A `HUP` loads the app's new code in the new workers, and a change that cannot be imported
+/// is rolled back: the running version serves on. (The module is written anew each time with
+/// a different length, so Python's cached bytecode, keyed by mtime and size, is never taken for
+/// the new source.)
+#[test]
+fn a_hup_serves_the_changed_code_and_rolls_back_a_broken_one() {
+    use common::python::get_ok;
+    use nix::sys::signal::Signal;
+    let dir = tempdir();
+    let module = dir.path().join("hup_app.py");
+    let version = |text: &str| {
+        let source = format!(
+            "from flask import Flask\napp = Flask(__name__)\n\n\n@app.get('/version')\n\
+             def version():\n    return {text:?}\n"
+        );
+        std::fs::write(&module, source).unwrap();
+    };
+    version("one\n");
+    let pythonpath = format!("{}", dir.path().display());
+    let extra = ["--pythonpath", &pythonpath];
+    let server = common::python::start_app("hup_app:app", 2, 1, &extra, &[]);
+    assert_eq!(get_ok(server.addr(), "/version"), "one\n");
+    version("version two\n");
+    server.signal(Signal::SIGHUP);
+    server.wait_for("reload complete generation=2");
+    for _ in 0..10 {
+        assert_eq!(get_ok(server.addr(), "/version"), "version two\n");
+    }
+    std::fs::write(&module, "from flask import Flask\napp = Flask(__name__\n").unwrap();
+    server.signal(Signal::SIGHUP);
+    let rejected = server.wait_for("rolled back");
+    assert!(rejected.contains("SyntaxError"), "{rejected}");
+    for _ in 0..10 {
+        assert_eq!(get_ok(server.addr(), "/version"), "version two\n");
+    }
+}

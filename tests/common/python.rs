@@ -77,11 +77,23 @@ pub fn start(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> Server {
+    start_app(app.wsgi, workers, threads, extra, env)
+}
+
+/// Like [`start`], for any `module:callable` found in `tests/python/` or a directory `extra`
+/// adds with `--pythonpath`.
+pub fn start_app(
+    wsgi: &str,
+    workers: usize,
+    threads: usize,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> Server {
     let (venv, dir) = (venv(), apps_dir());
     let (workers, threads) = (workers.to_string(), threads.to_string());
     let mut args = vec![
         "--wsgi",
-        app.wsgi,
+        wsgi,
         "--pythonpath",
         dir.to_str().unwrap(),
         "--venv",
