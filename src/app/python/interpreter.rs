@@ -149,7 +149,7 @@ fn prepare(py: Python<'_>, settings: &PythonConfig) -> PyResult<()> {
     // The current directory (after chdir) first, as Gunicorn puts it, then `path` before it.
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     sys_path.insert(0, os_str(py, cwd.as_os_str())?)?;
-    for dir in settings.path.iter().rev() {
+    for dir in settings.pythonpath.iter().rev() {
         sys_path.insert(0, os_str(py, absolute(dir).as_os_str())?)?;
     }
     let stderr = py.import("sys")?.getattr("stderr")?;
@@ -212,7 +212,12 @@ fn load<'py>(py: Python<'py>, app: &PythonApp) -> PyResult<Bound<'py, PyAny>> {
 pub(crate) fn describe(py: Python<'_>, error: &PyErr) -> (String, String) {
     let kind = error.get_type(py).name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
     let value = error.value(py);
-    let message = value.str().map(|s| s.to_string()).unwrap_or_default();
+    // A SyntaxError's str() repeats the file and line that `place` gives.
+    let message = match error.is_instance_of::<pyo3::exceptions::PySyntaxError>(py) {
+        true => value.getattr("msg").and_then(|m| m.str()).map(|s| s.to_string()),
+        false => value.str().map(|s| s.to_string()),
+    }
+    .unwrap_or_default();
     let place = where_raised(py, error).map(|(file, line)| format!(" (at {file}:{line})"));
     let summary = match message.is_empty() {
         true => format!("{kind}{}", place.unwrap_or_default()),
@@ -242,7 +247,8 @@ fn where_raised(py: Python<'_>, error: &PyErr) -> Option<(String, u32)> {
 /// The whole traceback of `error`, as Python prints it.
 pub(crate) fn traceback(py: Python<'_>, error: &PyErr) -> String {
     let formatted = py.import("traceback").and_then(|tb| {
-        tb.call_method1("format_exception", (error.value(py),))?.extract::<Vec<String>>()
+        let args = (error.get_type(py), error.value(py), error.traceback(py));
+        tb.call_method1("format_exception", args)?.extract::<Vec<String>>()
     });
     match formatted {
         Ok(lines) => lines.concat().trim_end().to_string(),

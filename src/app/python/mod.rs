@@ -93,7 +93,7 @@ impl Runtime {
 }
 
 /// Starts Python in this worker, with the `[python]` table of its config: called by the
-/// router's factory when a route, or `python.app`, is a WSGI app.
+/// router's factory when a route, or `python.wsgi`, is a WSGI app.
 pub(crate) fn start(worker: &WorkerContext) -> io::Result<()> {
     if RUNTIME.with(|r| r.borrow().is_some()) {
         return Ok(());
@@ -105,7 +105,7 @@ pub(crate) fn start(worker: &WorkerContext) -> io::Result<()> {
         threads: config.python.threads as usize,
         multiprocess: config.server.workers.resolve() > 1,
         request_timeout: crate::config::ServerConfig::limit(config.server.request_timeout),
-        retire: Box::new(move |reason| retire.ask(reason)),
+        retire: Arc::new(move |reason| retire.ask(reason)),
     })?;
     let runtime = Runtime {
         pool,

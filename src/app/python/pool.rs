@@ -89,7 +89,7 @@ pub(crate) struct Settings {
     /// `request_timeout`, if any: a request abandoned past it is a stuck one.
     pub(crate) request_timeout: Option<Duration>,
     /// Asks for this worker to be replaced, successor first.
-    pub(crate) retire: Box<dyn Fn(String) + Send + Sync>,
+    pub(crate) retire: Arc<dyn Fn(String) + Send + Sync>,
 }
 
 impl Pool {
@@ -107,9 +107,10 @@ impl Pool {
         for index in 0..settings.threads {
             let shared = Arc::clone(&shared);
             let multiprocess = settings.multiprocess;
+            let retire = Arc::clone(&settings.retire);
             std::thread::Builder::new()
                 .name(format!("python-{index}"))
-                .spawn(move || serve(&shared, index, multithread, multiprocess))?;
+                .spawn(move || serve(&shared, index, multithread, multiprocess, &*retire))?;
         }
         let watched = Arc::clone(&shared);
         std::thread::Builder::new()
@@ -147,7 +148,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// A Python thread: attached for life, it releases the GIL while it waits for a request.
-fn serve(shared: &Shared, index: usize, multithread: bool, multiprocess: bool) {
+fn serve(
+    shared: &Shared,
+    index: usize,
+    multithread: bool,
+    multiprocess: bool,
+    retire: &(dyn Fn(String) + Send + Sync),
+) {
     Python::attach(|py| {
         let env = match environ::shared(py, multithread, multiprocess) {
             Ok(env) => env,
@@ -182,7 +189,7 @@ fn serve(shared: &Shared, index: usize, multithread: bool, multiprocess: bool) {
             job.ticket.thread.store(ident, Ordering::Release);
             *lock(&shared.running[index]) = Some(Arc::clone(&job.ticket));
             let ticket = Arc::clone(&job.ticket);
-            run(py, job, &env);
+            run(py, job, &env, retire);
             *lock(&shared.running[index]) = None;
             let _ =
                 ticket.state.compare_exchange(RUNNING, DONE, Ordering::AcqRel, Ordering::Acquire);
@@ -191,7 +198,7 @@ fn serve(shared: &Shared, index: usize, multithread: bool, multiprocess: bool) {
 }
 
 /// Runs one request: calls the app, sends what it returns, and closes it, whatever happens.
-fn run(py: Python<'_>, job: Job, env: &environ::Shared) {
+fn run(py: Python<'_>, job: Job, env: &environ::Shared, retire: &(dyn Fn(String) + Send + Sync)) {
     let Job { request, body, app, out, ticket } = job;
     let head_only = request.method == http::Method::HEAD;
     let responder = Arc::new(Mutex::new(Responder::new(out, head_only)));
@@ -205,7 +212,8 @@ fn run(py: Python<'_>, job: Job, env: &environ::Shared) {
         sent.and(closed)
     })();
     if let Err(error) = outcome {
-        failed(py, &error, &ticket.line, &app.name);
+        // Logged first, so that the log has the error by the time the client has the 500.
+        failed(py, &error, &ticket.line, &app.name, retire);
         lock(&responder).fail();
     }
 }
@@ -219,20 +227,26 @@ fn close(py: Python<'_>, result: &Bound<'_, PyAny>) -> PyResult<()> {
     Ok(())
 }
 
-/// Logs an app's exception beside its request line.
-fn failed(py: Python<'_>, error: &PyErr, line: &str, app: &str) {
+/// Logs an app's exception beside its request line. `sys.exit()` in a request asks for the
+/// worker to end: it is replaced, successor first, so that nothing queued on it is lost.
+fn failed(
+    py: Python<'_>,
+    error: &PyErr,
+    line: &str,
+    app: &str,
+    retire: &(dyn Fn(String) + Send + Sync),
+) {
     let traceback = interpreter::traceback(py, error);
     if error.is_instance_of::<pyo3::exceptions::PySystemExit>(py) {
         tracing::error!(
-            request = line,
             app,
-            "the app raised SystemExit (sys.exit()) in a request; answered 500:\n{traceback}"
+            "{line}: the app called sys.exit(); answered 500, and the worker is replaced:\n{traceback}"
         );
+        retire(format!("the app called sys.exit() in {line}"));
     } else {
         tracing::error!(
-            request = line,
             app,
-            "the app raised an exception; answered 500 (or cut, if the response had started):\n{traceback}"
+            "{line}: the app raised an exception; answered 500 (or cut, if the response had started):\n{traceback}"
         );
     }
 }
