@@ -166,6 +166,24 @@ fn os_str<'py>(py: Python<'py>, s: &OsStr) -> PyResult<Bound<'py, PyAny>> {
     py.import("os")?.call_method1("fsdecode", (pyo3::types::PyBytes::new(py, s.as_bytes()),))
 }
 
+/// Runs the app's `atexit` handlers and flushes Python's standard streams, as a Python process
+/// ending normally does; what they raise is logged.
+pub(crate) fn run_exit_handlers() {
+    Python::attach(|py| {
+        let run = py.import("atexit").and_then(|atexit| atexit.call_method0("_run_exitfuncs"));
+        if let Err(e) = run {
+            tracing::warn!("the app's atexit handlers failed: {}", traceback(py, &e));
+        }
+        for stream in ["stdout", "stderr"] {
+            if let Ok(stream) = py.import("sys").and_then(|sys| sys.getattr(stream)) {
+                if !stream.is_none() {
+                    let _ = stream.call_method0("flush");
+                }
+            }
+        }
+    });
+}
+
 /// Imports `app` and returns the callable it names, on the main thread (the only one where an
 /// app may set a signal handler while it is imported; any it sets is undone). `Err` is the
 /// Python error as one line: type, message, and where it was raised.

@@ -36,6 +36,7 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use tokio::sync::{mpsc, oneshot};
 
 use self::environ::RequestData;
+use self::input::NotReceived;
 use self::pool::{App, Job, Pool, Ticket};
 use self::response::{Budget, Chunk, Head, HeadBody, Outbound};
 use super::Body;
@@ -113,6 +114,9 @@ pub(crate) fn start(worker: &WorkerContext) -> io::Result<()> {
         apps: RefCell::default(),
     };
     RUNTIME.with(|r| *r.borrow_mut() = Some(Rc::new(runtime)));
+    // As a Python process ending normally would: an app's atexit handlers flush what it
+    // buffered (metrics, traces, logs).
+    worker.at_exit().add(interpreter::run_exit_handlers);
     Ok(())
 }
 
@@ -149,7 +153,15 @@ async fn respond(
     mut data: RequestData,
     body: Incoming,
 ) -> Result<Response<Body>, BoxError> {
-    let body = input::receive(body, runtime.body_buffer_size).await?;
+    let body = match input::receive(body, runtime.body_buffer_size).await {
+        Ok(body) => body,
+        Err(NotReceived::Client(e)) => {
+            // The gate that ended the body answers for it, and logs it.
+            tracing::debug!("{}: the request body was not received: {e}", data.line());
+            return Ok(super::plain(http::StatusCode::BAD_REQUEST, "Bad Request\n"));
+        }
+        Err(NotReceived::Spool(e)) => return Err(e.into()),
+    };
     data.body_len = body.len();
     let ticket = Ticket::new(data.line());
     let (head_tx, head_rx) = oneshot::channel();

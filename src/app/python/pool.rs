@@ -104,13 +104,24 @@ impl Pool {
             retiring: AtomicBool::new(false),
         });
         let multithread = settings.threads > 1;
+        let (started, starts) = mpsc::channel();
         for index in 0..settings.threads {
             let shared = Arc::clone(&shared);
             let multiprocess = settings.multiprocess;
             let retire = Arc::clone(&settings.retire);
-            std::thread::Builder::new()
-                .name(format!("python-{index}"))
-                .spawn(move || serve(&shared, index, multithread, multiprocess, &*retire))?;
+            let started = started.clone();
+            std::thread::Builder::new().name(format!("python-{index}")).spawn(move || {
+                serve(&shared, index, (multithread, multiprocess), &*retire, &started)
+            })?;
+        }
+        // Each thread says whether it could set itself up: a worker without them would queue
+        // requests that no one runs.
+        for _ in 0..settings.threads {
+            match starts.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(std::io::Error::other(e)),
+                Err(_) => return Err(std::io::Error::other("a Python thread ended as it started")),
+            }
         }
         let watched = Arc::clone(&shared);
         std::thread::Builder::new()
@@ -148,22 +159,27 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// A Python thread: attached for life, it releases the GIL while it waits for a request.
+/// `started` is told once it is set up (or why it could not be).
 fn serve(
     shared: &Shared,
     index: usize,
-    multithread: bool,
-    multiprocess: bool,
+    (multithread, multiprocess): (bool, bool),
     retire: &(dyn Fn(String) + Send + Sync),
+    started: &mpsc::Sender<Result<(), String>>,
 ) {
     Python::attach(|py| {
-        let env = match environ::shared(py, multithread, multiprocess) {
-            Ok(env) => env,
-            Err(e) => return tracing::error!("a Python thread cannot start: {e}"),
+        let setup = environ::shared(py, multithread, multiprocess).and_then(|env| {
+            let threading = py.import("threading")?;
+            Ok((env, threading.call_method0("get_ident")?.extract::<u64>()?))
+        });
+        let (env, ident) = match setup {
+            Ok(setup) => setup,
+            Err(e) => {
+                let _ = started.send(Err(format!("a Python thread cannot start: {e}")));
+                return;
+            }
         };
-        let ident: u64 = py
-            .import("threading")
-            .and_then(|t| t.call_method0("get_ident")?.extract())
-            .unwrap_or(0);
+        let _ = started.send(Ok(()));
         loop {
             let job = py.detach(|| {
                 let mut queue = lock(&shared.queue);
@@ -189,7 +205,12 @@ fn serve(
             job.ticket.thread.store(ident, Ordering::Release);
             *lock(&shared.running[index]) = Some(Arc::clone(&job.ticket));
             let ticket = Arc::clone(&job.ticket);
-            run(py, job, &env, retire);
+            // A bug of ours must not take the thread with it: the request's response is
+            // dropped (its client gets a 500), and the thread serves on. The panic hook has
+            // logged it.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run(py, job, &env, retire)
+            }));
             *lock(&shared.running[index]) = None;
             let _ =
                 ticket.state.compare_exchange(RUNNING, DONE, Ordering::AcqRel, Ordering::Acquire);
