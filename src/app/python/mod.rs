@@ -164,6 +164,7 @@ async fn respond(
     };
     data.body_len = body.len();
     let ticket = Ticket::new(data.line());
+    let head_only = data.method == http::Method::HEAD;
     let (head_tx, head_rx) = oneshot::channel();
     let (chunk_tx, chunks) = mpsc::unbounded_channel();
     let budget = Arc::new(Budget::default());
@@ -177,14 +178,32 @@ async fn respond(
     runtime.pool.submit(Job { request: data, body, app, out, ticket });
     let head = head_rx.await.map_err(|_| "the Python thread ended without a response")?;
     let Head { status, reason, headers, body } = head;
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
     let body = match body {
         HeadBody::Whole(bytes) => {
             watch.done = true;
-            Body::from(bytes)
+            let len = bytes.len() as u64;
+            match declared {
+                Some(n) if n < len => Body::from(bytes.slice(..n as usize)),
+                Some(n) if n > len => {
+                    short(Body::from(bytes), n, len, (!head_only).then_some(&*watch.ticket.line))
+                }
+                _ => Body::from(bytes),
+            }
         }
         HeadBody::File { file, offset, len } => {
             watch.done = true;
-            Body::file(file, offset, len)
+            match declared {
+                Some(n) if n > len => short(
+                    Body::file(file, offset, len),
+                    n,
+                    len,
+                    (!head_only).then_some(&*watch.ticket.line),
+                ),
+                _ => Body::file(file, offset, declared.map_or(len, |n| n.min(len))),
+            }
         }
         HeadBody::Stream => Body::stream(Streamed { chunks, watch }),
     };
@@ -195,6 +214,44 @@ async fn respond(
         response.extensions_mut().insert(reason);
     }
     Ok(response)
+}
+
+/// A body shorter than the `Content-Length` the app declared: sent as it is, then the
+/// connection is cut, so that the client sees the response is incomplete (as under Gunicorn)
+/// rather than read the next response as the rest of this one. (A longer body is cut to the
+/// declared length.)
+/// `line` is the request's, unless it is `HEAD` (whose body is not sent).
+fn short(body: Body, declared: u64, len: u64, line: Option<&str>) -> Body {
+    if let Some(line) = line {
+        tracing::warn!(
+            "{line}: the app declared Content-Length {declared} but gave {len} bytes: the \
+             response is cut after them"
+        );
+    }
+    Body::stream(ThenCut(Some(body)))
+}
+
+/// A body whose length hyper is not told (the header says it), and that fails once its frames
+/// are sent, which closes the connection.
+struct ThenCut(Option<Body>);
+
+impl hyper::body::Body for ThenCut {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let Some(body) = self.0.as_mut() else { return Poll::Ready(None) };
+        match Pin::new(body).poll_frame(cx) {
+            Poll::Ready(None) => {
+                self.0 = None;
+                Poll::Ready(Some(Err("the body is shorter than its Content-Length".into())))
+            }
+            other => other,
+        }
+    }
 }
 
 /// Tells the Python side when the event loop gives up on a response (the client left, or its
