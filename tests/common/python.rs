@@ -130,10 +130,10 @@ pub fn start_under(app: &App, prefix: &str, dir: &Path) -> Server {
 }
 
 /// Starts forkserve with `app` at `/` declared by the `[python]` table of a config file in
-/// `dir` (`app`, `path`, `venv`, `threads = 2`), no flags but the worker count and address.
+/// `dir` (`wsgi`, `pythonpath`, `venv`, `threads = 2`), no flags but the worker count and address.
 pub fn start_from_table(app: &App, dir: &Path) -> Server {
     let config = format!(
-        "[python]\napp = {:?}\npath = [{:?}]\nvenv = {:?}\nthreads = 2\n",
+        "[python]\nwsgi = {:?}\npythonpath = [{:?}]\nvenv = {:?}\nthreads = 2\n",
         app.wsgi,
         apps_dir().to_str().unwrap(),
         venv().to_str().unwrap(),
