@@ -70,12 +70,14 @@ def upload():
 
 @app.get("/stream")
 def stream():
-    """`n` lines, one per yield, `delay` seconds apart; with `mark`, the generator writes how it
+    """`n` lines, one per yield, `delay` seconds apart (each followed by a line of `pad` dots, if
+    given); with `mark`, the generator writes how it
     ended to $FORKSERVE_TEST_MARKS/`mark` when it is closed (PEP 3333: the server calls the
     iterable's close() on every path, a client that left included)."""
     n = request.args.get("n", 5, type=int)
     delay = request.args.get("delay", 0.0, type=float)
     mark = request.args.get("mark")
+    pad = request.args.get("pad", 0, type=int)
     fail_at = request.args.get("fail_at", -1, type=int)
 
     def lines():
@@ -86,7 +88,7 @@ def stream():
                     time.sleep(delay)
                 if i == fail_at:
                     raise RuntimeError(f"stream failed after {i} lines")
-                yield f"line {i}\n"
+                yield f"line {i}\n" + ("." * pad + "\n" if pad else "")
                 sent += 1
         finally:
             if mark:

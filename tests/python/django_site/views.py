@@ -79,12 +79,14 @@ def upload(request):
 
 @require_safe
 def stream(request):
-    """`n` lines, one per yield, `delay` seconds apart; with `mark`, the generator writes how it
+    """`n` lines, one per yield, `delay` seconds apart (each followed by a line of `pad` dots, if
+    given); with `mark`, the generator writes how it
     ended to $FORKSERVE_TEST_MARKS/`mark` when it is closed (Django closes it in the response's
     close(), which the server must call on every path, a client that left included)."""
     n = int(request.GET.get("n", 5))
     delay = float(request.GET.get("delay", 0))
     mark = request.GET.get("mark")
+    pad = int(request.GET.get("pad", 0))
     fail_at = int(request.GET.get("fail_at", -1))
 
     def lines():
@@ -95,7 +97,7 @@ def stream(request):
                     time.sleep(delay)
                 if i == fail_at:
                     raise RuntimeError(f"stream failed after {i} lines")
-                yield f"line {i}\n"
+                yield f"line {i}\n" + ("." * pad + "\n" if pad else "")
                 sent += 1
         finally:
             if mark:
