@@ -205,7 +205,14 @@ async fn respond(
                 _ => Body::file(file, offset, declared.map_or(len, |n| n.min(len))),
             }
         }
-        HeadBody::Stream => Body::stream(Streamed { chunks, watch }),
+        HeadBody::Stream => {
+            // hyper stops polling a body, and drops it, as soon as it has sent the
+            // Content-Length bytes (at once for HEAD): the response is complete then, though
+            // the app's iterable has not said so yet.
+            let left = if head_only { Some(0) } else { declared };
+            watch.done = left == Some(0);
+            Body::stream(Streamed { chunks, watch, left })
+        }
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
@@ -267,8 +274,10 @@ struct Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
+        // Whatever the app still yields goes nowhere: a Python thread waiting for room in the
+        // budget must not wait for ever (a complete response can end before the iterable does).
+        self.budget.close();
         if !self.done {
-            self.budget.close();
             self.runtime.pool.give_up(&self.ticket);
         }
     }
@@ -278,6 +287,8 @@ impl Drop for Watch {
 struct Streamed {
     chunks: mpsc::UnboundedReceiver<Chunk>,
     watch: Watch,
+    /// Bytes of the declared Content-Length not yet sent; the response is complete at 0.
+    left: Option<u64>,
 }
 
 impl hyper::body::Body for Streamed {
@@ -295,6 +306,10 @@ impl hyper::body::Body for Streamed {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Chunk::Data(bytes))) => {
                 self.watch.budget.took(bytes.len());
+                if let Some(left) = self.left.as_mut() {
+                    *left = left.saturating_sub(bytes.len() as u64);
+                    self.watch.done |= *left == 0;
+                }
                 Poll::Ready(Some(Ok(Frame::data(bytes))))
             }
             Poll::Ready(Some(Chunk::End)) => {
