@@ -246,3 +246,26 @@ fn nothing_outlives_the_master() {
         assert!(output.contains(&format!("mold exited: exit code 0 pid={mold}")), "{output}");
     }
 }
+
+#[test]
+fn a_binary_upgrade_starts_a_new_master_with_a_mold_of_its_own() {
+    let dir = app_dir();
+    let server = start(dir.path(), "2", &[]);
+    let old_mold = mold(&server, 1, 1);
+    server.signal(Signal::SIGUSR2);
+    let started = server.wait_for("upgrade: started a new master");
+    let new_master: i32 =
+        started.split("pid=").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    server.wait_for("upgrade complete: the new master serves");
+    let new_mold = mold(&server, 1, 2);
+    for old in [server.pid().as_raw(), old_mold] {
+        assert!(wait_until(|| (!alive(old)).then_some(())).is_some(), "{old} is gone");
+    }
+    let answers = answers_of(&server, 2);
+    let children = common::children(new_master);
+    for a in &answers {
+        assert_eq!(a.imported_in, new_mold, "{answers:?}");
+        assert!(children.contains(&a.pid), "worker {} is the new master's child", a.pid);
+    }
+    assert!(children.contains(&new_mold));
+}
