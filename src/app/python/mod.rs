@@ -10,6 +10,7 @@
 //! | module | owns |
 //! |---|---|
 //! | `interpreter` | starting CPython in the worker (virtualenv, `sys.path`, signals), importing an app |
+//! | `preload` | `[python] preload`: starting CPython and importing the apps once in a generation's mold, and forking its workers from it |
 //! | `pool` | the Python threads, their queue, and the watcher of stuck requests |
 //! | `environ` | the environ of a request |
 //! | `input` | receiving the body, and `wsgi.input` |
@@ -21,6 +22,7 @@ mod errors;
 mod input;
 mod interpreter;
 mod pool;
+mod preload;
 mod response;
 
 use std::cell::RefCell;
@@ -44,6 +46,8 @@ use super::kind::{AppKind, Kind, Matched, Methods, Reply};
 use super::seam::WorkerContext;
 use crate::config::{KindValue, PythonApp, RouteKind, SpannedError};
 use crate::error::BoxError;
+
+pub(crate) use self::preload::PRELOAD;
 
 /// The `wsgi` kind: `wsgi = "module:callable"` in a `[[route]]`.
 pub(crate) struct Wsgi;
@@ -94,7 +98,8 @@ impl Runtime {
 }
 
 /// Starts Python in this worker, with the `[python]` table of its config: called by the
-/// router's factory when a route, or `python.wsgi`, is a WSGI app.
+/// router's factory when a route, or `python.wsgi`, is a WSGI app. A worker forked from a mold
+/// (`[python] preload`) finds the interpreter started and the apps imported, and serves those.
 pub(crate) fn start(worker: &WorkerContext) -> io::Result<()> {
     if RUNTIME.with(|r| r.borrow().is_some()) {
         return Ok(());
@@ -111,7 +116,7 @@ pub(crate) fn start(worker: &WorkerContext) -> io::Result<()> {
     let runtime = Runtime {
         pool,
         body_buffer_size: config.python.body_buffer_size,
-        apps: RefCell::default(),
+        apps: RefCell::new(preload::imported()),
     };
     RUNTIME.with(|r| *r.borrow_mut() = Some(Rc::new(runtime)));
     // As a Python process ending normally would: an app's atexit handlers flush what it
