@@ -269,7 +269,10 @@ impl Write {
         let data = data.cast::<PyBytes>().map_err(|_| {
             PyTypeError::new_err(format!("write() takes bytes, not {}", type_name(data)))
         })?;
-        if !lock(&self.responder).send(py, data.as_bytes())? {
+        let mut responder = lock(&self.responder);
+        // A HEAD request's body is dropped, as the app need not know: only a client that left
+        // makes write() fail.
+        if !responder.send(py, data.as_bytes())? && !responder.head_only {
             return Err(pyo3::exceptions::PyConnectionAbortedError::new_err("the client is gone"));
         }
         Ok(())
