@@ -404,6 +404,16 @@ fn head_sends_no_body_and_the_connection_goes_on() {
     }
     let head = http::raw(addr, b"HEAD /hello HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
     assert_eq!(head.header("content-length"), Some("13"), "HEAD keeps the length of GET");
+    // Answered requests are not ones whose client left: neither a HEAD, nor a response (here
+    // streamed, as the validator makes every one) whose Content-Length was all sent before the
+    // app's iterable ended.
+    for _ in 0..20 {
+        assert_eq!(Conn::open(addr).unwrap().get("/hello").unwrap().status, 200);
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let noise: Vec<String> =
+        server.logs().into_iter().filter(|l| l.contains("no longer wanted")).collect();
+    assert!(noise.is_empty(), "answered requests reported as abandoned: {noise:#?}");
     assert_valid(&server, addr);
 }
 
