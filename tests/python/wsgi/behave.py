@@ -57,6 +57,10 @@ def app(environ, start_response):
         os._exit(7)
     elif path == "/big":
         body = b"b" * int(q.get("n", str(1 << 20)))
+    elif path == "/gen":
+        n, piece = int(q.get("n", str(1 << 20))), b"g" * 65536
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return (piece[: min(65536, n - at)] for at in range(0, n, 65536))
     elif path == "/echo":
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length)
