@@ -458,8 +458,10 @@ fn file_wrapper_is_sent_from_the_descriptor_without_python_reading_it() {
     // From where the file was, and no more than the app's Content-Length.
     assert!(get("at=1000").body == data[1000..]);
     assert!(get("at=10&length=100").body == data[10..110]);
-    // Not a real file: read in blocks, through Python.
+    // Not a real file: read in blocks, through Python; a fileno() of -1 says the same.
     assert!(get("mode=bytesio").body == data);
+    assert!(get("mode=nofd").body == data);
+    assert!(get("mode=noread").body == data, "the worker serves on");
     let errors: Vec<String> = server
         .logs()
         .into_iter()

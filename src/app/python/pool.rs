@@ -223,20 +223,33 @@ fn run(py: Python<'_>, job: Job, env: &environ::Shared, retire: &(dyn Fn(String)
     let Job { request, body, app, out, ticket } = job;
     let head_only = request.method == http::Method::HEAD;
     let responder = Arc::new(Mutex::new(Responder::new(out, head_only)));
-    let outcome = (|| -> PyResult<()> {
+    let outcome = unwound(|| {
         let input = Bound::new(py, Input::new(body))?;
         let environ = environ::build(py, &request, input, env)?;
         let start_response = Bound::new(py, StartResponse { responder: Arc::clone(&responder) })?;
         let result = app.object.bind(py).call1((environ, start_response))?;
-        let sent = response::send(py, &result, &responder);
+        let sent = unwound(|| response::send(py, &result, &responder));
         let closed = close(py, &result);
         sent.and(closed)
-    })();
+    });
     if let Err(error) = outcome {
         // Logged first, so that the log has the error by the time the client has the 500.
         failed(py, &error, &ticket.line, &app.name, retire);
         lock(&responder).fail();
     }
+}
+
+/// Runs `f`, with a panic in it (a bug of ours, met by some input) made an exception of the
+/// request: the thread lives on to serve the next one, and the result is still closed.
+fn unwound(f: impl FnOnce() -> PyResult<()>) -> PyResult<()> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        Err(pyo3::panic::PanicException::new_err(message))
+    })
 }
 
 /// Calls the result's `close()`, if it has one.

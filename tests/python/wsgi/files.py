@@ -15,11 +15,21 @@ class NoRead(io.FileIO):
     readall = read
 
 
+class NoDescriptor(io.BytesIO):
+    """A file-like that says it has no descriptor, as some wrappers do: -1."""
+
+    def fileno(self):
+        return -1
+
+
 def app(environ, start_response):
     q = dict(p.split("=", 1) for p in environ.get("QUERY_STRING", "").split("&") if "=" in p)
     path, mode = q["path"], q.get("mode", "plain")
     if mode == "noread":
         f = NoRead(path, "r")
+    elif mode == "nofd":
+        with open(path, "rb") as whole:
+            f = NoDescriptor(whole.read())
     elif mode == "bytesio":
         with open(path, "rb") as whole:
             f = io.BytesIO(whole.read())
