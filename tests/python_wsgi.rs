@@ -131,17 +131,22 @@ fn the_environ_has_every_cgi_variable_split_at_the_route_prefix() {
 
 #[test]
 fn the_url_scheme_comes_from_a_trusted_proxy_only() {
-    let request = "GET /environ HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: https\r\n\r\n";
+    let request = "GET /environ HTTP/1.1\r\nHost: h\r\nX-Forwarded-Proto: https\r\n\
+                   X-Forwarded-For: 203.0.113.7\r\n\r\n";
     let (server, addr) = start_pep(&["-w", "1"]);
     let (env, _) = environ_of(addr, request);
     assert_eq!(env["wsgi.url_scheme"], "\"https\"");
     assert_eq!(env["SERVER_PORT"], "\"443\"", "the default port of the scheme");
+    // The client the proxy names; its port is not known.
+    assert_eq!(env["REMOTE_ADDR"], "\"203.0.113.7\"");
+    assert!(!env.contains_key("REMOTE_PORT"), "{env:#?}");
     assert_valid(&server, addr);
     drop(server);
 
     let (server, addr) = start_pep(&["-w", "1", "--forwarded-allow-ips", "10.9.9.9"]);
     let (env, _) = environ_of(addr, request);
     assert_eq!(env["wsgi.url_scheme"], "\"http\"");
+    assert_eq!(env["REMOTE_ADDR"], "\"127.0.0.1\"");
     assert_valid(&server, addr);
 }
 
