@@ -7,6 +7,7 @@
 
 pub mod http;
 pub mod python;
+pub mod wsgi;
 pub mod wsgi_apps;
 
 use std::collections::BTreeSet;
