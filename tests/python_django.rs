@@ -1,11 +1,11 @@
 //! The Django project `tests/python/django_site/` served by the real binary from the test virtualenv
 //! (`target/test-venv`, made by `tests/python/setup.sh`): issue 13's real-app scenarios, each
-//! in `common::wsgi_apps`, shared with the Flask app's tests.
+//! in `common::framework_scenarios`, shared with the Flask app's tests.
 
 mod common;
 
-use common::python::DJANGO;
-use common::wsgi_apps as scenario;
+use common::framework_scenarios as scenario;
+use common::frameworks::DJANGO;
 
 #[test]
 fn the_venv_is_the_python_used() {

@@ -1,12 +1,12 @@
 //! The Flask app `tests/python/flask_app.py` served by the real binary from the test virtualenv
 //! (`target/test-venv`, made by `tests/python/setup.sh`): issue 13's real-app scenarios, each
-//! in `common::wsgi_apps`, shared with the Django app's tests.
+//! in `common::framework_scenarios`, shared with the Django app's tests.
 
 mod common;
 
-use common::python::{FLASK, noise, request, start};
+use common::framework_scenarios as scenario;
+use common::frameworks::{FLASK, noise, request, start};
 use common::tempdir;
-use common::wsgi_apps as scenario;
 
 #[test]
 fn the_venv_is_the_python_used() {
@@ -117,7 +117,7 @@ fn a_download_range_is_the_asked_bytes() {
 /// the new source.)
 #[test]
 fn a_hup_serves_the_changed_code_and_rolls_back_a_broken_one() {
-    use common::python::get_ok;
+    use common::frameworks::get_ok;
     use nix::sys::signal::Signal;
     let dir = tempdir();
     let module = dir.path().join("hup_app.py");
@@ -131,7 +131,7 @@ fn a_hup_serves_the_changed_code_and_rolls_back_a_broken_one() {
     version("one\n");
     let pythonpath = format!("{}", dir.path().display());
     let extra = ["--pythonpath", &pythonpath];
-    let server = common::python::start_app("hup_app:app", 2, 1, &extra, &[]);
+    let server = common::frameworks::start_app("hup_app:app", 2, 1, &extra, &[]);
     assert_eq!(get_ok(server.addr(), "/version"), "one\n");
     version("version two\n");
     server.signal(Signal::SIGHUP);

@@ -5,10 +5,10 @@
 
 #![allow(dead_code)]
 
+pub mod framework_scenarios;
+pub mod frameworks;
 pub mod http;
-pub mod python;
 pub mod wsgi;
-pub mod wsgi_apps;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};

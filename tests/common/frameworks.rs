@@ -1,7 +1,9 @@
-//! The Python apps of `tests/python/` under the real binary: the test virtualenv, starting
-//! `forkserve` with an app (at the root with `--wsgi`, or under a prefix from a config file),
-//! and what the apps' requests need (multipart bodies, file digests, their flat JSON answers).
-//! The scenarios both apps answer alike live in [`super::wsgi_apps`].
+//! The Flask app and the Django project of `tests/python/` (real frameworks, from the test
+//! virtualenv; the standard-library apps of `tests/python/wsgi/` are [`super::wsgi`]'s) under
+//! the real binary: the virtualenv, starting `forkserve` with an app (at the root with
+//! `--wsgi`, under a prefix, or from a `[python]` table), and what the apps' requests need
+//! (multipart bodies, file digests, their flat JSON answers). The scenarios both apps answer
+//! alike live in [`super::framework_scenarios`].
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -5,11 +5,11 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use super::http::Conn;
-use super::python::{
+use super::frameworks::{
     App, arrivals, get_ok, json_field, multipart, noise, pid_on, request, sha256_hex, start,
     start_from_table, start_under, venv,
 };
+use super::http::Conn;
 use super::{alive, tempdir, wait_until};
 
 /// The venv's interpreter and framework serve the app, not another Python on the machine (the
