@@ -18,6 +18,16 @@ fn the_python_table_configures_the_app() {
 }
 
 #[test]
+fn served_preloaded() {
+    scenario::served_preloaded(&DJANGO);
+}
+
+#[test]
+fn reload_serves_an_edit() {
+    scenario::reload_serves_an_edit(&DJANGO);
+}
+
+#[test]
 fn routing_and_query_strings() {
     scenario::routing_and_query_strings(&DJANGO);
 }

@@ -19,6 +19,16 @@ fn the_python_table_configures_the_app() {
 }
 
 #[test]
+fn served_preloaded() {
+    scenario::served_preloaded(&FLASK);
+}
+
+#[test]
+fn reload_serves_an_edit() {
+    scenario::reload_serves_an_edit(&FLASK);
+}
+
+#[test]
 fn routing_and_query_strings() {
     scenario::routing_and_query_strings(&FLASK);
 }
@@ -129,9 +139,8 @@ fn a_hup_serves_the_changed_code_and_rolls_back_a_broken_one() {
         std::fs::write(&module, source).unwrap();
     };
     version("one\n");
-    let pythonpath = format!("{}", dir.path().display());
-    let extra = ["--pythonpath", &pythonpath];
-    let server = common::frameworks::start_app("hup_app:app", 2, 1, &extra, &[]);
+    let flags = ["-w", "2"].map(String::from);
+    let server = common::frameworks::start_app("hup_app:app", dir.path(), &flags, &[]);
     assert_eq!(get_ok(server.addr(), "/version"), "one\n");
     version("version two\n");
     server.signal(Signal::SIGHUP);

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use super::frameworks::{
-    App, arrivals, get_ok, json_field, multipart, noise, pid_on, request, sha256_hex, start,
-    start_from_table, start_under, venv,
+    App, arrivals, copy_apps, get_ok, json_field, multipart, noise, pid_on, request, sha256_hex,
+    start, start_app, start_from_table, start_under, venv,
 };
 use super::http::Conn;
 use super::{alive, tempdir, wait_until};
@@ -382,5 +382,84 @@ pub fn os_exit_in_a_handler(app: &App) {
     assert_ne!(replacement, victim_pid);
     for _ in 0..20 {
         assert_eq!(get_ok(addr, "/hello"), format!("hello from {}\n", app.name));
+    }
+}
+
+/// Preloaded (`--preload`: imported once, in the process the workers fork from), the app
+/// serves as it does imported by each worker: from the venv, in two workers, with uploads,
+/// downloads and failures.
+pub fn served_preloaded(app: &App) {
+    let dir = tempdir();
+    let data = noise(3_000_000, 37);
+    let path = dir.path().join("preloaded.bin");
+    std::fs::write(&path, &data).unwrap();
+    let env = [("FORKSERVE_TEST_DOWNLOAD", path.to_str().unwrap())];
+    let server = start(app, 2, 2, &["--preload"], &env);
+    let addr = server.addr();
+    let info = get_ok(addr, "/info");
+    let venv = venv().canonicalize().unwrap();
+    assert_eq!(json_field(&info, "prefix"), venv.to_str().unwrap(), "sys.prefix: {info}");
+    assert_eq!(get_ok(addr, "/items/42").trim_end(), r#"{"item":42,"kind":"int"}"#);
+    let (body, content_type) = multipart(("note", "pre"), ("file", "p.bin", &data));
+    let headers = [("Content-Type", content_type.as_str())];
+    let upload = request(addr, "POST", "/upload", &headers, &body);
+    assert_eq!(json_field(&upload.text(), "sha256"), sha256_hex(&data), "{}", upload.text());
+    let download = request(addr, "GET", "/download", &[], b"");
+    assert!(download.status == 200 && download.body == data, "the preloaded download differs");
+    assert_eq!(request(addr, "GET", "/boom", &[], b"").status, 500);
+    // Both workers serve (one connection each, kept alive, until two pids are seen).
+    let mut pids = BTreeSet::new();
+    let mut conns = Vec::new();
+    let both = wait_until(|| {
+        let mut conn = Conn::open(addr).unwrap();
+        pids.insert(pid_on(&mut conn));
+        conns.push(conn);
+        (pids.len() == 2).then_some(())
+    });
+    assert!(both.is_some(), "one worker answered every connection: {pids:?}");
+    for conn in &mut conns {
+        assert_eq!(conn.get("/hello").unwrap().text(), format!("hello from {}\n", app.name));
+    }
+}
+
+/// With `--reload` (development), an edit to the app's code is served without a signal; an
+/// edit that breaks the import is rolled back (the last good code serves on), even when it is
+/// saved while the reload of the edit before it is still importing.
+pub fn reload_serves_an_edit(app: &App) {
+    let (dir, marks) = (tempdir(), tempdir());
+    copy_apps(dir.path());
+    let source = dir.path().join(app.hello_source);
+    let original = std::fs::read_to_string(&source).unwrap();
+    let hello = format!("hello from {}\\n", app.name);
+    assert!(original.contains(&hello), "{} has no {hello:?}", app.hello_source);
+    let flags = ["-w", "1", "--reload"].map(String::from);
+    let env = [("FORKSERVE_TEST_MARKS", marks.path().to_str().unwrap())];
+    let server = start_app(app.wsgi, dir.path(), &flags, &env);
+    let addr = server.addr();
+    assert_eq!(get_ok(addr, "/hello"), format!("hello from {}\n", app.name));
+    let again = format!("hello again from {}\n", app.name);
+    let edited = original.replace(&hello, &format!("hello again from {}\\n", app.name));
+    std::fs::write(&source, edited).unwrap();
+    server.wait_for("reload complete generation=2");
+    assert_eq!(get_ok(addr, "/hello"), again);
+
+    // An edit whose import is slow, then, while the new worker imports it, one that breaks:
+    // the second must be seen as a change too.
+    let boot = dir.path().join(app.boot_source);
+    let boot_text = std::fs::read_to_string(&boot).unwrap();
+    let slow = format!(
+        "import os as _os, time as _time\n\
+         open(_os.path.join(_os.environ['FORKSERVE_TEST_MARKS'], 'importing'), 'w').close()\n\
+         _time.sleep(1.5)\n{boot_text}"
+    );
+    std::fs::write(&boot, slow).unwrap();
+    let importing = marks.path().join("importing");
+    assert!(wait_until(|| importing.exists().then_some(())).is_some(), "no reload began");
+    std::fs::write(&boot, format!("{boot_text}\n(this line does not parse\n")).unwrap();
+    server.wait_for("reload complete generation=3");
+    let rolled_back = server.wait_for("rolled back");
+    assert!(rolled_back.contains("SyntaxError"), "{rolled_back}");
+    for _ in 0..5 {
+        assert_eq!(get_ok(addr, "/hello"), again);
     }
 }

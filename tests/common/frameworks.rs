@@ -26,6 +26,11 @@ pub struct App {
     /// Flask (it reports the raw environ), the decoded path for Django (it reports `META`,
     /// which Django has already decoded).
     pub cafe_raw: &'static str,
+    /// The file, under `tests/python/`, whose code answers `/hello`.
+    pub hello_source: &'static str,
+    /// A file, under `tests/python/`, that importing the app imports (Django imports its
+    /// views only at the first request that needs them).
+    pub boot_source: &'static str,
 }
 
 pub const FLASK: App = App {
@@ -33,6 +38,8 @@ pub const FLASK: App = App {
     wsgi: "flask_app:app",
     framework_file: "flask_file",
     cafe_raw: r"/caf\u00c3\u00a9",
+    hello_source: "flask_app.py",
+    boot_source: "flask_app.py",
 };
 
 pub const DJANGO: App = App {
@@ -40,6 +47,8 @@ pub const DJANGO: App = App {
     wsgi: "django_site.wsgi:application",
     framework_file: "django_file",
     cafe_raw: r"/caf\u00e9",
+    hello_source: "django_site/views.py",
+    boot_source: "django_site/settings.py",
 };
 
 /// The repository's root.
@@ -79,36 +88,47 @@ pub fn start(
     extra: &[&str],
     env: &[(&str, &str)],
 ) -> Server {
-    start_app(app.wsgi, workers, threads, extra, env)
+    let mut flags = vec!["-w".to_string(), workers.to_string()];
+    flags.extend(["--threads".to_string(), threads.to_string()]);
+    flags.extend(extra.iter().map(|s| s.to_string()));
+    start_app(app.wsgi, &apps_dir(), &flags, env)
 }
 
-/// Like [`start`], for any `module:callable` found in `tests/python/` or a directory `extra`
-/// adds with `--pythonpath`.
-pub fn start_app(
-    wsgi: &str,
-    workers: usize,
-    threads: usize,
-    extra: &[&str],
-    env: &[(&str, &str)],
-) -> Server {
-    let (venv, dir) = (venv(), apps_dir());
-    let (workers, threads) = (workers.to_string(), threads.to_string());
+/// Starts forkserve serving `wsgi` (`module:callable`) found in `pythonpath`, from the test
+/// virtualenv, with `flags`, and waits until its workers are ready.
+pub fn start_app(wsgi: &str, pythonpath: &Path, flags: &[String], env: &[(&str, &str)]) -> Server {
+    let venv = venv();
     let mut args = vec![
         "--wsgi",
         wsgi,
         "--pythonpath",
-        dir.to_str().unwrap(),
+        pythonpath.to_str().unwrap(),
         "--venv",
         venv.to_str().unwrap(),
-        "-w",
-        &workers,
-        "--threads",
-        &threads,
         "-b",
         "127.0.0.1:0",
     ];
-    args.extend_from_slice(extra);
+    args.extend(flags.iter().map(String::as_str));
     Server::start_with(&forkserve(), &args, env)
+}
+
+/// Copies `tests/python/`'s files and packages (not `wsgi/`) into `dir`, for a test that
+/// edits an app.
+pub fn copy_apps(dir: &Path) {
+    fn copy(from: &Path, to: &Path) {
+        std::fs::create_dir_all(to).unwrap();
+        for entry in std::fs::read_dir(from).unwrap().map(Result::unwrap) {
+            let (name, path) = (entry.file_name(), entry.path());
+            if path.is_dir() {
+                if name != "wsgi" && name != "__pycache__" {
+                    copy(&path, &to.join(&name));
+                }
+            } else if path.extension().is_some_and(|e| e == "py") {
+                std::fs::copy(&path, to.join(&name)).unwrap();
+            }
+        }
+    }
+    copy(&apps_dir(), dir);
 }
 
 /// Starts forkserve with `app` mounted at `prefix` (which ends in `/`) by a `[[route]]` of a
