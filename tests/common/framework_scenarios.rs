@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::frameworks::{
     App, arrivals, copy_apps, get_ok, json_field, multipart, noise, pid_on, request, sha256_hex,
-    start, start_app, start_from_table, start_under, venv,
+    spawn_app, start, start_from_table, start_under, venv,
 };
 use super::http::Conn;
 use super::{alive, tempdir, wait_until};
@@ -423,43 +423,55 @@ pub fn served_preloaded(app: &App) {
 }
 
 /// With `--reload` (development), an edit to the app's code is served without a signal; an
-/// edit that breaks the import is rolled back (the last good code serves on), even when it is
-/// saved while the reload of the edit before it is still importing.
+/// edit that breaks the import is rolled back (the last good code serves on). Each edit is
+/// saved while workers are still importing the code (made slow, see `slow_import`): the first
+/// while the first workers boot, the broken one during a reload.
 pub fn reload_serves_an_edit(app: &App) {
     let (dir, marks) = (tempdir(), tempdir());
     copy_apps(dir.path());
-    let source = dir.path().join(app.hello_source);
-    let original = std::fs::read_to_string(&source).unwrap();
-    let hello = format!("hello from {}\\n", app.name);
-    assert!(original.contains(&hello), "{} has no {hello:?}", app.hello_source);
+    let (source, boot) = (dir.path().join(app.hello_source), dir.path().join(app.boot_source));
+    let imports = |version: u32| {
+        let mark = marks.path().join(format!("importing-{version}"));
+        assert!(
+            wait_until(|| mark.exists().then_some(())).is_some(),
+            "import {version} never began"
+        );
+    };
+    slow_import(&boot, 1);
     let flags = ["-w", "1", "--reload"].map(String::from);
     let env = [("FORKSERVE_TEST_MARKS", marks.path().to_str().unwrap())];
-    let server = start_app(app.wsgi, dir.path(), &flags, &env);
+    let server = spawn_app(app.wsgi, dir.path(), &flags, &env);
+    imports(1);
+    let text = std::fs::read_to_string(&source).unwrap();
+    let hello = format!("hello from {}\\n", app.name);
+    assert!(text.contains(&hello), "{} has no {hello:?}", app.hello_source);
+    std::fs::write(&source, text.replace(&hello, &format!("hello again from {}\\n", app.name)))
+        .unwrap();
     let addr = server.addr();
-    assert_eq!(get_ok(addr, "/hello"), format!("hello from {}\n", app.name));
     let again = format!("hello again from {}\n", app.name);
-    let edited = original.replace(&hello, &format!("hello again from {}\\n", app.name));
-    std::fs::write(&source, edited).unwrap();
-    server.wait_for("reload complete generation=2");
-    assert_eq!(get_ok(addr, "/hello"), again);
+    let served = wait_until(|| (get_ok(addr, "/hello") == again).then_some(()));
+    assert!(served.is_some(), "the edit saved while the first workers booted is not served");
 
-    // An edit whose import is slow, then, while the new worker imports it, one that breaks:
-    // the second must be seen as a change too.
-    let boot = dir.path().join(app.boot_source);
-    let boot_text = std::fs::read_to_string(&boot).unwrap();
-    let slow = format!(
-        "import os as _os, time as _time\n\
-         open(_os.path.join(_os.environ['FORKSERVE_TEST_MARKS'], 'importing'), 'w').close()\n\
-         _time.sleep(1.5)\n{boot_text}"
-    );
-    std::fs::write(&boot, slow).unwrap();
-    let importing = marks.path().join("importing");
-    assert!(wait_until(|| importing.exists().then_some(())).is_some(), "no reload began");
-    std::fs::write(&boot, format!("{boot_text}\n(this line does not parse\n")).unwrap();
-    server.wait_for("reload complete generation=3");
+    // A reload (the boot file edited), and while its worker imports, an edit that breaks.
+    slow_import(&boot, 2);
+    imports(2);
+    let text = std::fs::read_to_string(&boot).unwrap();
+    std::fs::write(&boot, format!("{text}\n(this line does not parse\n")).unwrap();
     let rolled_back = server.wait_for("rolled back");
     assert!(rolled_back.contains("SyntaxError"), "{rolled_back}");
     for _ in 0..5 {
         assert_eq!(get_ok(addr, "/hello"), again);
     }
+}
+
+/// Makes importing `module` take 1.5 s, announced at its start by the file `importing-{mark}`
+/// in `$FORKSERVE_TEST_MARKS`, so that a test can save an edit while a worker imports.
+fn slow_import(module: &std::path::Path, mark: u32) {
+    let text = std::fs::read_to_string(module).unwrap();
+    let slow = format!(
+        "import os as _os, time as _time\n\
+         open(_os.path.join(_os.environ['FORKSERVE_TEST_MARKS'], 'importing-{mark}'), 'w').close()\n\
+         _time.sleep(1.5)\n{text}"
+    );
+    std::fs::write(module, slow).unwrap();
 }

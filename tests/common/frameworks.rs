@@ -97,6 +97,13 @@ pub fn start(
 /// Starts forkserve serving `wsgi` (`module:callable`) found in `pythonpath`, from the test
 /// virtualenv, with `flags`, and waits until its workers are ready.
 pub fn start_app(wsgi: &str, pythonpath: &Path, flags: &[String], env: &[(&str, &str)]) -> Server {
+    let server = spawn_app(wsgi, pythonpath, flags, env);
+    server.wait_for("all workers ready");
+    server
+}
+
+/// Like [`start_app`], without waiting for the workers.
+pub fn spawn_app(wsgi: &str, pythonpath: &Path, flags: &[String], env: &[(&str, &str)]) -> Server {
     let venv = venv();
     let mut args = vec![
         "--wsgi",
@@ -109,7 +116,7 @@ pub fn start_app(wsgi: &str, pythonpath: &Path, flags: &[String], env: &[(&str, 
         "127.0.0.1:0",
     ];
     args.extend(flags.iter().map(String::as_str));
-    Server::start_with(&forkserve(), &args, env)
+    Server::spawn_with(&forkserve(), &args, env)
 }
 
 /// Copies `tests/python/`'s files and packages (not `wsgi/`) into `dir`, for a test that
