@@ -145,6 +145,8 @@ fn a_hup_serves_the_changed_code_and_rolls_back_a_broken_one() {
     version("version two\n");
     server.signal(Signal::SIGHUP);
     server.wait_for("reload complete generation=2");
+    // Until they are told to stop, the old workers may still take a connection.
+    server.wait_for_nth("stopped: generation 2 took over", 2);
     for _ in 0..10 {
         assert_eq!(get_ok(server.addr(), "/version"), "version two\n");
     }
