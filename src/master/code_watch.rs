@@ -57,6 +57,17 @@ impl CodeWatch {
         watch
     }
 
+    /// Compares the next look with what `before` (the previous generation's watch) last saw,
+    /// for the files both watch: the reload that made this generation began at that look, so
+    /// a file saved since then (while the new workers imported the code) is still a change.
+    pub(super) fn since(&mut self, before: CodeWatch) {
+        for (path, time) in &mut self.seen {
+            if let Some(then) = before.seen.get(path) {
+                *time = *then;
+            }
+        }
+    }
+
     /// A file that changed, appeared or went since the last look, if any and if a look is
     /// due at `now`.
     pub(super) fn changed(&mut self, now: Instant) -> Option<PathBuf> {

@@ -200,6 +200,9 @@ impl<'f, F: Factory> Master<'f, F> {
     pub(crate) fn run(mut self) -> Result<(), Error> {
         info!(pid = self.pid.as_raw(), workers = self.current.target, "master started");
         warn_fd_headroom(&self.current.config);
+        // The first look at the app's files comes before any worker imports them: an edit
+        // saved while they boot is then a change like any later one.
+        self.watch_code();
         loop {
             self.recycle_workers();
             self.manage_molds();
@@ -362,7 +365,13 @@ impl<'f, F: Factory> Master<'f, F> {
         let generation = self.current.number;
         if self.code_watch.as_ref().is_none_or(|w| w.generation != generation) {
             let config = self.source.as_ref().and_then(ConfigSource::path);
-            self.code_watch = Some(CodeWatch::new(generation, config, &self.current.config.python));
+            let mut watch = CodeWatch::new(generation, config, &self.current.config.python);
+            // What the new generation imported is the files as they were when the reload
+            // began, not as they are now: an edit saved while it booted is still a change.
+            if let Some(before) = self.code_watch.take() {
+                watch.since(before);
+            }
+            self.code_watch = Some(watch);
         }
         let changed = self.code_watch.as_mut().and_then(|w| w.changed(Instant::now()));
         if let Some(file) = changed {

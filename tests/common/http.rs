@@ -19,6 +19,13 @@ impl Response {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
+    /// Every value of a header (name case-insensitive), in order: `Set-Cookie` comes once per
+    /// cookie.
+    pub fn all(&self, name: &str) -> Vec<&str> {
+        let named = self.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name));
+        named.map(|(_, v)| v.as_str()).collect()
+    }
+
     /// The body as text.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -64,6 +71,30 @@ impl<S: Read + Write> Conn<S> {
     pub fn get(&mut self, path: &str) -> io::Result<Response> {
         self.send_get(path)?;
         self.read_response(false)
+    }
+
+    /// Sends a request with keep-alive, `headers` after `Host`, and `body` with its
+    /// `Content-Length` (unless `headers` frame the body themselves with `Transfer-Encoding`),
+    /// and reads its response.
+    pub fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> io::Result<Response> {
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: test\r\n");
+        for (name, value) in headers {
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        let framed = headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("transfer-encoding"));
+        if !framed && (!body.is_empty() || method == "POST" || method == "PUT") {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+        head.push_str("\r\n");
+        self.send(head.as_bytes())?;
+        self.send(body)?;
+        self.read_response(method == "HEAD")
     }
 
     fn fill(&mut self) -> io::Result<bool> {

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod framework_scenarios;
+pub mod frameworks;
 pub mod http;
 pub mod wsgi;
 
@@ -198,7 +200,10 @@ impl Server {
                     log.lines().push(line);
                     log.grew.notify_all();
                 }
+                // Under the lock, so that a waiter checking `open` cannot miss the wake-up.
+                let _lines = log.lines();
                 log.open.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                log.grew.notify_all();
             });
         }
         Server { child, log, status: None }
@@ -252,10 +257,13 @@ impl Server {
                 return line.clone();
             }
             let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            // Every process holding the output has exited: no line will come.
+            let ended = self.log.open.load(std::sync::atomic::Ordering::SeqCst) == 0;
+            if left.is_zero() || ended {
                 let all = lines.join("\n");
                 drop(lines);
-                panic!("timed out waiting for {n}× {needle:?}; server log:\n{all}");
+                let why = if ended { "the server exited" } else { "timed out" };
+                panic!("{why} waiting for {n}× {needle:?}; server log:\n{all}");
             }
             lines = self.log.grew.wait_timeout(lines, left).unwrap_or_else(|e| e.into_inner()).0;
         }
