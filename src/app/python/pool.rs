@@ -69,10 +69,19 @@ impl Ticket {
 /// The Python threads of this worker, and their queue.
 pub(crate) struct Pool {
     shared: Arc<Shared>,
+    /// A wake-up of the idle threads is due at the end of the event loop's turn.
+    waking: std::rc::Rc<std::cell::Cell<bool>>,
+}
+
+/// The requests waiting for a thread, and how many threads wait for one.
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<Job>,
+    idle: usize,
 }
 
 struct Shared {
-    queue: Mutex<VecDeque<Job>>,
+    queue: Mutex<Queue>,
     queued: Condvar,
     /// What each thread runs now, if anything.
     running: Vec<Mutex<Option<Arc<Ticket>>>>,
@@ -97,7 +106,7 @@ impl Pool {
     pub(crate) fn start(settings: Settings) -> std::io::Result<Pool> {
         let (report, reports) = mpsc::channel();
         let shared = Arc::new(Shared {
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue::default()),
             queued: Condvar::new(),
             running: (0..settings.threads).map(|_| Mutex::new(None)).collect(),
             abandoned: Mutex::new(report),
@@ -127,13 +136,28 @@ impl Pool {
         std::thread::Builder::new()
             .name("python-watch".into())
             .spawn(move || watch(&watched, &reports, settings))?;
-        Ok(Pool { shared })
+        Ok(Pool { shared, waking: Default::default() })
     }
 
-    /// Queues a request.
+    /// Queues a request. The idle threads are woken once the event loop has queued what this
+    /// turn of it brings, rather than once per request: each wake-up takes the core from the
+    /// event loop, and on a loaded worker one wake-up then carries a batch of requests (a
+    /// thread takes the next request before it waits again). Measured on hello world, one
+    /// core: 0.84 thread switches per request each way before.
     pub(crate) fn submit(&self, job: Job) {
-        lock(&self.shared.queue).push_back(job);
-        self.shared.queued.notify_one();
+        lock(&self.shared.queue).jobs.push_back(job);
+        if self.waking.replace(true) {
+            return;
+        }
+        let (shared, waking) = (Arc::clone(&self.shared), std::rc::Rc::clone(&self.waking));
+        tokio::task::spawn_local(async move {
+            tokio::task::yield_now().await;
+            waking.set(false);
+            let queue = lock(&shared.queue);
+            for _ in 0..queue.jobs.len().min(queue.idle) {
+                shared.queued.notify_one();
+            }
+        });
     }
 
     /// The event loop gave up on the request of `ticket` (its response is no longer wanted).
@@ -181,18 +205,26 @@ fn serve(
         };
         let _ = started.send(Ok(()));
         loop {
-            let job = py.detach(|| {
-                let mut queue = lock(&shared.queue);
-                loop {
-                    if let Some(job) = queue.pop_front() {
-                        return job;
+            // The next request at once if one waits (without letting go of the GIL), else
+            // wait for one without the GIL.
+            let next = lock(&shared.queue).jobs.pop_front();
+            let job = match next {
+                Some(job) => job,
+                None => py.detach(|| {
+                    let mut queue = lock(&shared.queue);
+                    loop {
+                        if let Some(job) = queue.jobs.pop_front() {
+                            return job;
+                        }
+                        queue.idle += 1;
+                        queue = shared
+                            .queued
+                            .wait(queue)
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        queue.idle -= 1;
                     }
-                    queue = shared
-                        .queued
-                        .wait(queue)
-                        .unwrap_or_else(std::sync::PoisonError::into_inner);
-                }
-            });
+                }),
+            };
             if job
                 .ticket
                 .state
