@@ -280,8 +280,10 @@ struct Watch {
 
 impl Drop for Watch {
     fn drop(&mut self) {
+        // Whatever the app yields from now on is not wanted, even when all the response said
+        // it had was sent: a thread waiting for room in the backlog must not wait for ever.
+        self.budget.close();
         if !self.done {
-            self.budget.close();
             self.runtime.pool.give_up(&self.ticket);
         }
     }

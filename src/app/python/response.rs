@@ -99,6 +99,11 @@ impl Responder {
         }
     }
 
+    /// The `Content-Length` `start_response` declared, if any.
+    fn declared_length(&self) -> Option<u64> {
+        self.headers.get(header::CONTENT_LENGTH)?.to_str().ok()?.trim().parse().ok()
+    }
+
     /// Whether the head has gone to the event loop.
     pub(crate) fn started(&self) -> bool {
         self.out.head.is_none()
@@ -439,6 +444,11 @@ pub(crate) fn send(
             }
         }
     }
+    // A small body whose length the app declared is gathered and sent whole, with its head:
+    // one hand-off to the event loop instead of three (head, body, end). Flask and Django
+    // return such bodies as iterators, not lists. Nothing is held back that the app did not
+    // promise: a body without a declared length, or a larger one, streams as it is yielded.
+    let mut gathered: Option<Vec<u8>> = Some(Vec::new());
     for item in result.try_iter()? {
         let item = item?;
         let bytes = item.cast::<PyBytes>().map_err(|_| {
@@ -448,13 +458,38 @@ pub(crate) fn send(
             ))
         })?;
         let mut r = lock(py, responder);
+        if let Some(body) = &mut gathered {
+            match r.declared_length().filter(|n| *n <= GATHERED).filter(|_| !r.started()) {
+                Some(declared) => {
+                    body.extend_from_slice(bytes.as_bytes());
+                    if body.len() as u64 >= declared {
+                        let body = std::mem::take(body);
+                        return r.send_head(HeadBody::Whole(Bytes::from(body)));
+                    }
+                    continue;
+                }
+                None => {
+                    let body = gathered.take().unwrap_or_default();
+                    if !r.send(py, &body)? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
         if !r.send(py, bytes.as_bytes())? {
             // HEAD has its head; or the client is gone: stop here, and close.
             return Ok(());
         }
     }
-    lock(py, responder).finish()
+    let mut r = lock(py, responder);
+    match gathered {
+        Some(body) if !r.started() => r.send_head(HeadBody::Whole(Bytes::from(body))),
+        _ => r.finish(),
+    }
 }
+
+/// The largest declared body gathered before it is sent (see [`send`]).
+const GATHERED: u64 = 64 * 1024;
 
 /// Sends a list's items as one body, with its length, or as chunks after what `write()` sent.
 fn send_whole<'py>(
