@@ -39,12 +39,21 @@ pub(crate) enum Message {
         /// Its resident memory when it found itself over, in KiB.
         rss_kib: u64,
     },
+    /// The app asks for the worker to be replaced (its Python threads are all stuck, say); it
+    /// serves on until the master tells it to stop.
+    Retire {
+        /// The worker's id.
+        worker: u64,
+        /// Why, as the app says it.
+        reason: String,
+    },
 }
 
 const READY: u8 = 1;
 const BOOT_FAILED: u8 = 2;
 const RECYCLE: u8 = 3;
 const OVER_MEMORY: u8 = 4;
+const RETIRE: u8 = 5;
 /// The longest reason sent; a datagram this size always fits the socket buffer.
 const MAX_REASON: usize = 2048;
 
@@ -53,13 +62,8 @@ impl Message {
         let number;
         let (tag, worker, rest): (u8, u64, &[u8]) = match self {
             Message::Ready { worker } => (READY, *worker, &[]),
-            Message::BootFailed { worker, reason } => {
-                let mut end = reason.len().min(MAX_REASON);
-                while !reason.is_char_boundary(end) {
-                    end -= 1;
-                }
-                (BOOT_FAILED, *worker, &reason.as_bytes()[..end])
-            }
+            Message::BootFailed { worker, reason } => (BOOT_FAILED, *worker, capped(reason)),
+            Message::Retire { worker, reason } => (RETIRE, *worker, capped(reason)),
             Message::Recycle { worker, requests: n } => {
                 number = n.to_le_bytes();
                 (RECYCLE, *worker, &number)
@@ -86,6 +90,9 @@ impl Message {
                 worker,
                 reason: String::from_utf8_lossy(rest).into_owned(),
             }),
+            RETIRE => {
+                Some(Message::Retire { worker, reason: String::from_utf8_lossy(rest).into_owned() })
+            }
             RECYCLE => Some(Message::Recycle {
                 worker,
                 requests: u64::from_le_bytes(rest.try_into().ok()?),
@@ -97,6 +104,15 @@ impl Message {
             _ => None,
         }
     }
+}
+
+/// A reason's first [`MAX_REASON`] bytes, cut at a character's boundary.
+fn capped(reason: &str) -> &[u8] {
+    let mut end = reason.len().min(MAX_REASON);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason.as_bytes()[..end]
 }
 
 /// The master's end.

@@ -282,3 +282,70 @@ fn register_counter(signal: i32, counter: &'static AtomicUsize) -> io::Result<Si
         })
     }
 }
+
+/// The actions of every standard signal at one moment, to undo what code that is not ours
+/// changes: an embedded Python app that sets a handler for `TERM` while it is imported would
+/// otherwise take the worker's drain away from forkserve.
+#[cfg_attr(not(feature = "python"), allow(dead_code))]
+pub(crate) struct Dispositions(Vec<(i32, nix::libc::sigaction)>);
+
+#[cfg_attr(not(feature = "python"), allow(dead_code))]
+impl Dispositions {
+    /// The signals whose actions are kept: every one a process may catch, but those a
+    /// crash reporter may rightly take (`SEGV`, `BUS`, `ILL`, `FPE`, `ABRT`: Python's
+    /// `faulthandler` prints the stacks of a crashing or hung worker from them).
+    const KEPT: [i32; 12] = [
+        nix::libc::SIGHUP,
+        nix::libc::SIGINT,
+        nix::libc::SIGQUIT,
+        nix::libc::SIGTERM,
+        nix::libc::SIGUSR1,
+        nix::libc::SIGUSR2,
+        nix::libc::SIGPIPE,
+        nix::libc::SIGALRM,
+        nix::libc::SIGCHLD,
+        nix::libc::SIGTTIN,
+        nix::libc::SIGTTOU,
+        nix::libc::SIGWINCH,
+    ];
+
+    /// The current actions.
+    pub(crate) fn snapshot() -> Dispositions {
+        let mut kept = Vec::with_capacity(Self::KEPT.len());
+        for signal in Self::KEPT {
+            // SAFETY: a null new action only reads the current one into `old`, which is a
+            // plain C struct for which all zeroes is a valid value.
+            unsafe {
+                let mut old: nix::libc::sigaction = std::mem::zeroed();
+                if nix::libc::sigaction(signal, std::ptr::null(), &mut old) == 0 {
+                    kept.push((signal, old));
+                }
+            }
+        }
+        Dispositions(kept)
+    }
+
+    /// Puts back every action that changed since the snapshot, and warns about each, naming
+    /// `during` (what ran meanwhile).
+    pub(crate) fn restore_changed(&self, during: &str) {
+        for (signal, old) in &self.0 {
+            // SAFETY: as in `snapshot`; then `old` is an action this process had installed,
+            // which is installed again unchanged.
+            unsafe {
+                let mut now: nix::libc::sigaction = std::mem::zeroed();
+                if nix::libc::sigaction(*signal, std::ptr::null(), &mut now) != 0 {
+                    continue;
+                }
+                if now.sa_sigaction == old.sa_sigaction {
+                    continue;
+                }
+                nix::libc::sigaction(*signal, old, std::ptr::null_mut());
+            }
+            let name = Signal::try_from(*signal).map(Signal::as_str).unwrap_or("?");
+            tracing::warn!(
+                "a handler for {name} was set while {during}: removed, as forkserve handles \
+                 that signal"
+            );
+        }
+    }
+}

@@ -9,6 +9,7 @@
 use std::io;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::{SigSet, Signal};
@@ -16,7 +17,7 @@ use nix::unistd::Pid;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::task::LocalSet;
 
-use crate::app::{Factory, WorkerContext};
+use crate::app::{Factory, Retire, WorkerContext};
 use crate::config::ServerConfig;
 use crate::conn::Pipeline;
 use crate::conn::accept::{Acceptor, accept_loop};
@@ -157,6 +158,11 @@ async fn serve<F: Factory>(setup: Setup<'_, F>) -> i32 {
     outbox.send(Message::Ready { worker: ctx.id() });
     let outbox = Rc::new(outbox);
     tokio::task::spawn_local(ask_for_successor(Rc::clone(&requests), Rc::clone(&outbox), ctx.id()));
+    tokio::task::spawn_local(retire_when_asked(
+        Arc::clone(ctx.retire()),
+        Rc::clone(&outbox),
+        ctx.id(),
+    ));
     tokio::task::spawn_local(watch_memory(Rc::clone(&requests), conns.clone(), outbox, ctx.id()));
 
     term.recv().await;
@@ -206,6 +212,15 @@ async fn ask_for_successor(requests: Rc<Requests>, outbox: Rc<Outbox>, worker: u
     let served = requests.recycle_after.unwrap_or_else(|| requests.board.served());
     tracing::debug!(served, "max_requests reached, asking for a successor");
     tell_master(&outbox, Message::Recycle { worker, requests: served }).await;
+}
+
+/// Once the app asks for the worker's replacement, tells the master; the worker serves on until
+/// the master tells it to stop, once the successor is ready.
+async fn retire_when_asked(retire: Arc<Retire>, outbox: Rc<Outbox>, worker: u64) {
+    retire.asked.notified().await;
+    let reason = retire.reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone();
+    let reason = reason.unwrap_or_else(|| "the app asked".into());
+    tell_master(&outbox, Message::Retire { worker, reason }).await;
 }
 
 /// Acts on the worker's resident memory against `max_worker_memory` (as found when a request

@@ -11,7 +11,14 @@ use crate::config::{KindReader, Route};
 
 /// The kinds a `[[route]]` can name. A new kind is a module under `app/` that implements
 /// [`Kind`], and a line here.
+#[cfg(not(feature = "python"))]
 const KINDS: [Registered; 2] = [Registered::of::<Respond>(), Registered::of::<StaticDir>()];
+#[cfg(feature = "python")]
+const KINDS: [Registered; 3] = [
+    Registered::of::<Respond>(),
+    Registered::of::<StaticDir>(),
+    Registered::of::<super::python::Wsgi>(),
+];
 
 /// A kind as the loader and the router find it: by its key.
 struct Registered {

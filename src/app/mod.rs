@@ -16,6 +16,8 @@ mod adapt;
 mod body;
 mod kind;
 mod kinds;
+#[cfg(feature = "python")]
+mod python;
 mod respond;
 mod router;
 mod seam;
@@ -29,8 +31,8 @@ pub use self::body::Body;
 pub use self::kind::Reply;
 pub(crate) use self::kinds::readers as route_kinds;
 pub use self::router::Router;
-pub(crate) use self::seam::build;
 pub use self::seam::{Factory, FactoryFn, HttpService, WorkerContext};
+pub(crate) use self::seam::{Retire, build};
 
 /// A short plain-text response.
 pub(crate) fn plain(status: StatusCode, body: &'static str) -> Response<Body> {

@@ -54,14 +54,30 @@ impl Router {
         Ok(Router { routes: built, allow: methods.allow() })
     }
 
-    /// The app factory the binary runs in each worker: the routes of the worker's config.
+    /// The app factory the binary runs in each worker: the routes of the worker's config, and
+    /// `python.app` at `/`. A worker that serves a Python app starts its interpreter here, and
+    /// imports the apps: an app that cannot be imported is a boot failure.
     pub fn factory(worker: &WorkerContext) -> io::Result<Router> {
-        // Routes answer the same whoever asks: no need to work out the client.
-        worker.without_client();
-        if worker.config().routes.is_empty() && worker.id() == 1 {
+        let config = worker.config();
+        #[cfg_attr(not(feature = "python"), allow(unused_mut))]
+        let mut routes = config.routes.clone();
+        #[cfg(feature = "python")]
+        if config.python.wanted(&config.routes) {
+            super::python::start(worker)?;
+            if let Some(app) = &config.python.app {
+                let route = RouteConfig::of::<super::python::Wsgi>("/", app.clone())
+                    .map_err(io::Error::other)?;
+                routes.push(route);
+            }
+        }
+        if !routes.iter().any(|r| r.kind() == "wsgi") {
+            // Routes answer the same whoever asks: no need to work out the client.
+            worker.without_client();
+        }
+        if routes.is_empty() && worker.id() == 1 {
             tracing::warn!("no [[route]] configured: every request is answered 404");
         }
-        Router::new(&worker.config().routes)
+        Router::new(&routes)
     }
 
     /// Answers one request.

@@ -54,6 +54,28 @@ pub struct WorkerContext {
     config: Arc<Config>,
     client: std::cell::Cell<bool>,
     request_end: crate::request_end::Hooks,
+    /// Set (with a reason) by an app that asks for the worker's replacement, from any thread.
+    retire: Arc<Retire>,
+}
+
+/// An app's request that its worker be replaced, successor first: made from any thread, acted
+/// on by the worker's event loop, which tells the master.
+#[derive(Debug, Default)]
+pub(crate) struct Retire {
+    pub(crate) asked: tokio::sync::Notify,
+    pub(crate) reason: std::sync::Mutex<Option<String>>,
+}
+
+impl Retire {
+    /// Asks, once; later asks are ignored.
+    #[cfg_attr(not(feature = "python"), allow(dead_code))]
+    pub(crate) fn ask(&self, reason: String) {
+        let mut held = self.reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if held.is_none() {
+            *held = Some(reason);
+            self.asked.notify_one();
+        }
+    }
 }
 
 impl WorkerContext {
@@ -64,6 +86,7 @@ impl WorkerContext {
             config,
             client: std::cell::Cell::new(true),
             request_end: Default::default(),
+            retire: Default::default(),
         }
     }
 
@@ -90,6 +113,12 @@ impl WorkerContext {
     /// With no hook registered, nothing is built for the event.
     pub fn on_request_end(&self, hook: impl Fn(&crate::RequestEnd<'_>) + 'static) {
         self.request_end.add(Box::new(hook));
+    }
+
+    /// Where an app asks for its worker's replacement (see [`Retire`]).
+    #[cfg_attr(not(feature = "python"), allow(dead_code))]
+    pub(crate) fn retire(&self) -> &Arc<Retire> {
+        &self.retire
     }
 
     /// The hooks registered with [`WorkerContext::on_request_end`].

@@ -38,6 +38,7 @@
 mod allow_list;
 mod declare;
 mod held;
+mod python;
 mod routes;
 mod schema;
 mod settings;
@@ -54,11 +55,12 @@ use toml::de::DeTable;
 
 pub use self::allow_list::AllowList;
 pub(crate) use self::allow_list::canonical;
+pub use self::python::{EnvVar, PythonApp};
 pub use self::routes::Route;
 pub use self::schema::Schema;
 pub(crate) use self::schema::{KindReader, KindValue, RouteKind};
 pub use self::settings::{
-    HttpConfig, LogConfig, MAX_REQUEST_FIELDS, MIN_TIMEOUT, Overrides, ServerConfig,
+    HttpConfig, LogConfig, MAX_REQUEST_FIELDS, MIN_TIMEOUT, Overrides, PythonConfig, ServerConfig,
 };
 pub use self::source::{ConfigSource, MAX_CONFIG_BYTES};
 pub(crate) use self::span::SpannedError;
@@ -83,6 +85,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Logging.
     pub log: LogConfig,
+    /// How the workers run Python apps.
+    pub python: PythonConfig,
     /// The routes the `forkserve` binary serves. Library apps may ignore them.
     pub routes: Vec<Route>,
     /// The program's own tables (see [`Config::table`]), in the order it declared them.
@@ -97,6 +101,8 @@ struct RawConfig {
     server: ServerConfig,
     #[serde(default)]
     http: HttpConfig,
+    #[serde(default)]
+    python: PythonConfig,
     #[serde(default)]
     log: LogConfig,
 }
@@ -142,12 +148,14 @@ impl Config {
                 *pidfile = base.join(&*pidfile);
             }
         }
+        let mut python = raw.python;
+        python.resolve_against(base);
         let routes = routes::routes(routes, base, schema)?;
         let tables = tables
             .into_iter()
             .map(|(table, value)| Ok((table.name, (table.read)(value)?)))
             .collect::<Result<_, SpannedError>>()?;
-        Ok(Config { server, http: raw.http, log: raw.log, routes, tables })
+        Ok(Config { server, http: raw.http, log: raw.log, python, routes, tables })
     }
 
     /// The program's table `[name]`, as the `T` it was declared with (see
@@ -173,10 +181,11 @@ impl Config {
 /// As the file writes it: forkserve's tables, the routes, then the program's tables.
 impl Serialize for Config {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut config = s.serialize_struct("Config", 4 + self.tables.len())?;
+        let mut config = s.serialize_struct("Config", 5 + self.tables.len())?;
         config.serialize_field("server", &self.server)?;
         config.serialize_field("http", &self.http)?;
         config.serialize_field("log", &self.log)?;
+        config.serialize_field("python", &self.python)?;
         if self.routes.is_empty() {
             config.skip_field("route")?;
         } else {

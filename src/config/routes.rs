@@ -35,6 +35,14 @@ impl Route {
         self.kind
     }
 
+    /// A route made in code: `path` served by kind `K` with `config` (as `python.app` is served
+    /// at `/`).
+    #[cfg_attr(not(feature = "python"), allow(dead_code))]
+    pub(crate) fn of<K: RouteKind>(path: &str, config: K::Config) -> Result<Route, String> {
+        let config = Held::new(config)?;
+        Ok(Route { path: path.into(), kind: K::KEY, descriptors: K::DESCRIPTORS, config })
+    }
+
     /// The route's value, if kind `K` serves it.
     pub(crate) fn config<K: RouteKind>(&self) -> Option<&K::Config> {
         if self.kind == K::KEY { self.config.get() } else { None }

@@ -1,4 +1,4 @@
-//! Every setting of the `[server]`, `[http]` and `[log]` tables, declared once: its key, type
+//! Every setting of the `[server]`, `[http]`, `[python]` and `[log]` tables, declared once: its key, type
 //! and default, its docs, how it is read and checked, its flag and its `--help` text. The
 //! `settings!` macro (in `declare`) writes the tables' structs, the [`Overrides`] and
 //! [`Overrides::apply`] from them; the checks the declarations name are here too.
@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::declare::{Count, List, Ranged, Read, Typed, settings};
+use super::python::{EnvVar, PythonApp};
 use super::values::check_workers;
 use super::{AllowList, Bind, Config, LogLevel, Seconds, UpgradeMode, Workers};
 
@@ -238,6 +239,84 @@ settings! {
             help "Peers allowed to send a PROXY protocol header: IPs, networks, \"*\"";
     }
 
+    /// The `[python]` table: how the workers run Python apps (the `wsgi` routes, and
+    /// [`app`](PythonConfig::app)). Gunicorn's names where it has them.
+    [python] PythonConfig {
+        /// A WSGI app served at `/`, after the file's own routes (a route for `/` beside it is
+        /// an error): `module:callable`, as Gunicorn names it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        app: Option<PythonApp> = None,
+            read Typed<PythonApp>,
+            flag #27 wsgi: optional, value "MODULE:APP",
+            help "Serve this WSGI app at /: MODULE:CALLABLE, as Gunicorn names it \
+                  (\"myapp:app\", \"mysite.wsgi:application\", \"pkg:create_app()\")";
+
+        /// Directories put first on `sys.path`, in order, before the app is imported.
+        path: Vec<PathBuf> = Vec::new(),
+            read List<PathBuf>, check check_python_path,
+            flag #28 pythonpath: list, value "DIR",
+            help "A directory to put first on sys.path (repeat for several; replaces the \
+                  file's list)";
+
+        /// The virtualenv whose packages the app uses; without it, `$VIRTUAL_ENV`, else the
+        /// virtualenv the `forkserve` binary itself is installed in, if any.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        venv: Option<PathBuf> = None,
+            read Typed<PathBuf>,
+            flag #29 venv: optional, value "DIR",
+            help "The virtualenv the app runs in (default: $VIRTUAL_ENV, else the one forkserve \
+                  is installed in)";
+
+        /// The directory the workers change to before importing the app; it also goes on
+        /// `sys.path` (after `path`), as the current directory does without it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        chdir: Option<PathBuf> = None,
+            read Typed<PathBuf>,
+            flag #30 chdir: optional, value "DIR",
+            help "Change to this directory before importing the app (it goes on sys.path)";
+
+        /// Python threads per worker that run requests, 1 to 256: 1 runs one request in
+        /// Python at a time, as Gunicorn's sync worker does; more, as its gthread worker does,
+        /// for apps that wait on databases or other services. Slow clients never hold one:
+        /// bodies are received and responses sent by the worker's event loop.
+        threads: u32 = 1,
+            read Ranged, check check_threads,
+            flag #31 threads: value, value "N",
+            help "Python threads per worker that run requests (1 to 256)";
+
+        /// Import the app once, before the workers are forked, so that they share its memory.
+        /// Each generation imports it again, so a reload (`HUP`) loads new code.
+        preload: bool = false,
+            read Typed<bool>,
+            flag #32 preload: switch, value "BOOL",
+            help "Import the app once per generation, before its workers fork (shared memory; a \
+                  reload still loads new code)";
+
+        /// Environment variables set in the workers before the app is imported: `KEY=VALUE`.
+        env: Vec<EnvVar> = Vec::new(),
+            read List<EnvVar>, check check_env,
+            flag #33 env: list, short 'e', value "KEY=VALUE",
+            help "Set an environment variable in the workers (repeat for several; replaces the \
+                  file's list)";
+
+        /// For development: reload (as `HUP` does) when a Python file the app loaded, or the
+        /// config file, changes.
+        reload: bool = false,
+            read Typed<bool>,
+            flag #34 reload: switch, value "BOOL",
+            help "Reload when a loaded Python file or the config file changes (development)";
+
+        /// Request bodies up to this many bytes are kept in memory for the app; a larger one
+        /// is written to a temporary file as it arrives, as nginx's `client_body_buffer_size`
+        /// does. Either way the whole body is received before the app is called, so that a
+        /// slow upload never holds a Python thread.
+        body_buffer_size: u64 = 1024 * 1024,
+            read Count,
+            flag #35 body_buffer_size: value, value "BYTES",
+            help "Request bodies larger than this are spooled to a temporary file before the app \
+                  runs";
+    }
+
     /// The `[log]` table.
     [log] LogConfig {
         /// The most verbose level that is written.
@@ -300,6 +379,26 @@ fn check_graceful_timeout(grace: Seconds) -> Result<Seconds, String> {
             .into());
     }
     Ok(grace)
+}
+
+/// Checks a `threads` value.
+fn check_threads(n: u64) -> Result<u32, String> {
+    in_range("threads", n, 1, 256).map(|n| n as u32)
+}
+
+/// Checks the `path` list: any directories (they need not exist yet).
+fn check_python_path(path: Vec<PathBuf>) -> Result<Vec<PathBuf>, String> {
+    Ok(path)
+}
+
+/// Checks the `env` list: no variable named twice.
+fn check_env(env: Vec<EnvVar>) -> Result<Vec<EnvVar>, String> {
+    for (i, var) in env.iter().enumerate() {
+        if env[..i].iter().any(|v| v.key == var.key) {
+            return Err(format!("environment variable {} is set twice", var.key));
+        }
+    }
+    Ok(env)
 }
 
 /// Checks a list of bind addresses: at least one, no duplicates.

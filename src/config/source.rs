@@ -31,6 +31,7 @@ impl ConfigSource {
             })?,
         };
         self.overrides.apply(&mut config)?;
+        config.python.check(&config.routes).map_err(Error::Usage)?;
         Ok(config)
     }
 

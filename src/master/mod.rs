@@ -283,6 +283,9 @@ impl<'f, F: Factory> Master<'f, F> {
                     let reason = pool::Recycle::Memory { rss_mib: rss_kib / 1024, limit };
                     self.recycle(worker, reason);
                 }
+                Message::Retire { worker, reason } => {
+                    self.recycle(worker, pool::Recycle::App { reason });
+                }
             }
         }
         self.finish_reload();

@@ -99,9 +99,20 @@ impl Worker {
 /// Why a worker is being replaced while it still serves.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Recycle {
-    Requests { served: u64 },
-    Memory { rss_mib: u64, limit: u64 },
-    Lifetime { age: Duration },
+    Requests {
+        served: u64,
+    },
+    Memory {
+        rss_mib: u64,
+        limit: u64,
+    },
+    Lifetime {
+        age: Duration,
+    },
+    /// The app asked for it (see `ipc::Message::Retire`).
+    App {
+        reason: String,
+    },
 }
 
 impl std::fmt::Display for Recycle {
@@ -114,6 +125,7 @@ impl std::fmt::Display for Recycle {
             Recycle::Lifetime { age } => {
                 write!(f, "ran {:.1} s (max_worker_lifetime)", age.as_secs_f64())
             }
+            Recycle::App { reason } => write!(f, "{reason}"),
         }
     }
 }
@@ -430,6 +442,7 @@ pub(super) fn too_soon(reason: &Recycle, up: Duration, boot_mib: u64) -> Option<
         Recycle::Memory { limit, .. } if boot_mib > *limit => Some(TooSoon::LimitTooLow),
         Recycle::Memory { .. } => Some(TooSoon::SoonAfterBoot),
         Recycle::Lifetime { .. } => Some(TooSoon::LimitTooLow),
+        Recycle::App { .. } => Some(TooSoon::SoonAfterBoot),
     }
 }
 

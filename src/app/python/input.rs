@@ -1,0 +1,196 @@
+//! The request body, for `wsgi.input`: received whole by the event loop before the app runs
+//! ([`receive`]), in memory up to `body_buffer_size` and in an unnamed temporary file beyond
+//! (nginx's `client_body_buffer_size`), so that a slow or large upload never holds a Python
+//! thread; then read by the app through [`Input`] (`read`, `readline`, `readlines`,
+//! iteration).
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::sync::Mutex;
+
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use pyo3::prelude::*;
+use pyo3::types::PyBytes;
+
+/// A received body.
+#[derive(Debug)]
+pub(crate) enum Received {
+    Memory(Bytes),
+    File { file: File, len: u64 },
+}
+
+impl Received {
+    pub(crate) fn len(&self) -> u64 {
+        match self {
+            Received::Memory(b) => b.len() as u64,
+            Received::File { len, .. } => *len,
+        }
+    }
+}
+
+/// Receives the whole of `body`, keeping at most `in_memory` bytes in memory. The size limit
+/// (`max_body_size`) and the timeouts are the gate's, which ends the body with an error.
+pub(crate) async fn receive(mut body: Incoming, in_memory: u64) -> io::Result<Received> {
+    let declared = hyper::body::Body::size_hint(&body).exact();
+    let mut memory = BytesMut::new();
+    let mut spool: Option<(File, u64)> = None;
+    if declared.is_some_and(|n| n > in_memory) {
+        spool = Some((temporary()?, 0));
+    }
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(io::Error::other)?;
+        let Ok(data) = frame.into_data() else { continue };
+        if spool.is_none() && (memory.len() + data.len()) as u64 > in_memory {
+            let mut file = temporary()?;
+            file.write_all(&memory)?;
+            spool = Some((file, memory.len() as u64));
+            memory = BytesMut::new();
+        }
+        match &mut spool {
+            // A write to the page cache, as nginx does: not worth a thread hand-off.
+            Some((file, len)) => {
+                file.write_all(&data)?;
+                *len += data.len() as u64;
+            }
+            None => memory.extend_from_slice(&data),
+        }
+    }
+    Ok(match spool {
+        Some((file, len)) => Received::File { file, len },
+        None => Received::Memory(memory.freeze()),
+    })
+}
+
+/// An unnamed file in the temporary directory: gone when closed, whatever happens to the
+/// worker.
+fn temporary() -> io::Result<File> {
+    let dir = std::env::temp_dir();
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(nix::libc::O_TMPFILE)
+        .mode(0o600)
+        .open(&dir)
+        .map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("cannot spool a request body in {}: {e}", dir.display()),
+            )
+        })
+}
+
+/// `wsgi.input`: the received body, read from the start.
+#[pyclass(module = "forkserve")]
+pub(crate) struct Input {
+    state: Mutex<Cursor>,
+}
+
+struct Cursor {
+    body: Received,
+    at: u64,
+}
+
+impl Input {
+    pub(crate) fn new(body: Received) -> Input {
+        Input { state: Mutex::new(Cursor { body, at: 0 }) }
+    }
+}
+
+impl Cursor {
+    fn remaining(&self) -> u64 {
+        self.body.len() - self.at
+    }
+
+    /// Up to `n` bytes from the cursor on, without moving it.
+    fn peek(&self, n: u64) -> io::Result<Vec<u8>> {
+        let n = n.min(self.remaining()) as usize;
+        match &self.body {
+            Received::Memory(b) => Ok(b[self.at as usize..self.at as usize + n].to_vec()),
+            Received::File { file, .. } => {
+                let mut buf = vec![0; n];
+                file.read_exact_at(&mut buf, self.at)?;
+                Ok(buf)
+            }
+        }
+    }
+
+    /// Up to `limit` bytes, through the first newline.
+    fn line(&mut self, limit: u64) -> io::Result<Vec<u8>> {
+        let limit = limit.min(self.remaining());
+        let mut line = Vec::new();
+        while (line.len() as u64) < limit {
+            let want = (limit - line.len() as u64).min(8192);
+            let chunk = self.peek(want)?;
+            if chunk.is_empty() {
+                break;
+            }
+            let end = memchr::memchr(b'\n', &chunk).map_or(chunk.len(), |i| i + 1);
+            line.extend_from_slice(&chunk[..end]);
+            self.at += end as u64;
+            if end < chunk.len() || chunk.ends_with(b"\n") {
+                break;
+            }
+        }
+        Ok(line)
+    }
+}
+
+/// A size argument: `None` or a negative one means no limit.
+fn limit(size: Option<i64>) -> u64 {
+    size.and_then(|s| u64::try_from(s).ok()).unwrap_or(u64::MAX)
+}
+
+#[pymethods]
+impl Input {
+    #[pyo3(signature = (size=None))]
+    fn read<'py>(&self, py: Python<'py>, size: Option<i64>) -> PyResult<Bound<'py, PyBytes>> {
+        let mut cursor = lock(&self.state);
+        let bytes = cursor.peek(limit(size))?;
+        cursor.at += bytes.len() as u64;
+        Ok(PyBytes::new(py, &bytes))
+    }
+
+    #[pyo3(signature = (size=None))]
+    fn readline<'py>(&self, py: Python<'py>, size: Option<i64>) -> PyResult<Bound<'py, PyBytes>> {
+        let line = lock(&self.state).line(limit(size))?;
+        Ok(PyBytes::new(py, &line))
+    }
+
+    #[pyo3(signature = (hint=None))]
+    fn readlines<'py>(
+        &self,
+        py: Python<'py>,
+        hint: Option<i64>,
+    ) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+        let hint = limit(hint);
+        let mut cursor = lock(&self.state);
+        let mut lines = Vec::new();
+        let mut total = 0u64;
+        while total < hint {
+            let line = cursor.line(u64::MAX)?;
+            if line.is_empty() {
+                break;
+            }
+            total += line.len() as u64;
+            lines.push(PyBytes::new(py, &line));
+        }
+        Ok(lines)
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
+        let line = lock(&self.state).line(u64::MAX)?;
+        Ok((!line.is_empty()).then(|| PyBytes::new(py, &line)))
+    }
+}
+
+/// The cursor, even if a thread panicked holding it (it is only ever moved forward whole).
+fn lock(state: &Mutex<Cursor>) -> std::sync::MutexGuard<'_, Cursor> {
+    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -1,0 +1,253 @@
+//! The `wsgi` app kind: a Python WSGI app (PEP 3333) run by the worker's own embedded CPython,
+//! as Gunicorn runs one, with HTTP, slow clients and supervision left to forkserve.
+//!
+//! A request goes one way: the event loop receives its whole body (`input`), then queues it
+//! for one of the worker's Python threads (`pool`), which builds the environ (`environ`), calls
+//! the app and hands the response back as it comes (`response`); the event loop sends it. The
+//! event loop never takes the GIL, and a Python thread never waits for a client, except on a
+//! streamed response more than `response::BUFFERED` ahead of it.
+//!
+//! | module | owns |
+//! |---|---|
+//! | `interpreter` | starting CPython in the worker (virtualenv, `sys.path`, signals), importing an app |
+//! | `pool` | the Python threads, their queue, and the watcher of stuck requests |
+//! | `environ` | the environ of a request |
+//! | `input` | receiving the body, and `wsgi.input` |
+//! | `response` | `start_response`, `write()`, the result's iteration, `wsgi.file_wrapper`, `close()` |
+//! | `errors` | `wsgi.errors` |
+
+mod environ;
+mod errors;
+mod input;
+mod interpreter;
+mod pool;
+mod response;
+
+use std::cell::RefCell;
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http::{Request, Response};
+use hyper::body::{Frame, Incoming, SizeHint};
+use tokio::sync::{mpsc, oneshot};
+
+use self::environ::RequestData;
+use self::pool::{App, Job, Pool, Ticket};
+use self::response::{Budget, Chunk, Head, HeadBody, Outbound};
+use super::Body;
+use super::kind::{AppKind, Kind, Matched, Methods, Reply};
+use super::seam::WorkerContext;
+use crate::config::{KindValue, PythonApp, RouteKind, SpannedError};
+use crate::error::BoxError;
+
+/// The `wsgi` kind: `wsgi = "module:callable"` in a `[[route]]`.
+pub(crate) struct Wsgi;
+
+impl RouteKind for Wsgi {
+    const KEY: &'static str = "wsgi";
+    type Config = PythonApp;
+
+    fn read(value: KindValue<'_>) -> Result<PythonApp, SpannedError> {
+        value.read()
+    }
+}
+
+impl Kind for Wsgi {
+    fn serve(app: &PythonApp) -> io::Result<Box<dyn AppKind>> {
+        let runtime = RUNTIME.with(|r| r.borrow().clone()).ok_or_else(|| {
+            io::Error::other("Python is not started in this process (see python::start)")
+        })?;
+        let app = runtime.app(app)?;
+        Ok(Box::new(Route { app, runtime }))
+    }
+}
+
+thread_local! {
+    /// This worker's Python, once started: on the worker's (event loop's) thread.
+    static RUNTIME: RefCell<Option<Rc<Runtime>>> = const { RefCell::new(None) };
+}
+
+/// A worker's Python: its threads, and the apps it imported.
+struct Runtime {
+    pool: Pool,
+    /// Request bodies beyond this are spooled to a file.
+    body_buffer_size: u64,
+    apps: RefCell<Vec<(PythonApp, Arc<App>)>>,
+}
+
+impl Runtime {
+    /// The app `spec` names, imported on first use.
+    fn app(&self, spec: &PythonApp) -> io::Result<Arc<App>> {
+        if let Some((_, app)) = self.apps.borrow().iter().find(|(s, _)| s == spec) {
+            return Ok(Arc::clone(app));
+        }
+        let object = interpreter::import(spec).map_err(io::Error::other)?;
+        let app = Arc::new(App { object, name: spec.to_string() });
+        self.apps.borrow_mut().push((spec.clone(), Arc::clone(&app)));
+        Ok(app)
+    }
+}
+
+/// Starts Python in this worker, with the `[python]` table of its config: called by the
+/// router's factory when a route, or `python.app`, is a WSGI app.
+pub(crate) fn start(worker: &WorkerContext) -> io::Result<()> {
+    if RUNTIME.with(|r| r.borrow().is_some()) {
+        return Ok(());
+    }
+    let config = worker.config();
+    interpreter::start(&config.python).map_err(io::Error::other)?;
+    let retire = Arc::clone(worker.retire());
+    let pool = Pool::start(pool::Settings {
+        threads: config.python.threads as usize,
+        multiprocess: config.server.workers.resolve() > 1,
+        request_timeout: crate::config::ServerConfig::limit(config.server.request_timeout),
+        retire: Box::new(move |reason| retire.ask(reason)),
+    })?;
+    let runtime = Runtime {
+        pool,
+        body_buffer_size: config.python.body_buffer_size,
+        apps: RefCell::default(),
+    };
+    RUNTIME.with(|r| *r.borrow_mut() = Some(Rc::new(runtime)));
+    Ok(())
+}
+
+/// A route served by a WSGI app.
+struct Route {
+    app: Arc<App>,
+    runtime: Rc<Runtime>,
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("wsgi").field("app", &self.app.name).finish()
+    }
+}
+
+impl AppKind for Route {
+    fn methods(&self) -> Methods {
+        Methods::ANY
+    }
+
+    fn call(&self, req: Request<Incoming>, at: Matched) -> Reply {
+        let path = at.path(&req).to_vec();
+        let (parts, body) = req.into_parts();
+        let data = RequestData::new(parts, &path, at.prefix_len);
+        let (app, runtime) = (Arc::clone(&self.app), Rc::clone(&self.runtime));
+        Reply::later(respond(app, runtime, data, body))
+    }
+}
+
+/// Receives the body, runs the app on a Python thread, and makes the response it gives.
+async fn respond(
+    app: Arc<App>,
+    runtime: Rc<Runtime>,
+    mut data: RequestData,
+    body: Incoming,
+) -> Result<Response<Body>, BoxError> {
+    let body = input::receive(body, runtime.body_buffer_size).await?;
+    data.body_len = body.len();
+    let ticket = Ticket::new(data.line());
+    let (head_tx, head_rx) = oneshot::channel();
+    let (chunk_tx, chunks) = mpsc::unbounded_channel();
+    let budget = Arc::new(Budget::default());
+    let mut watch = Watch {
+        runtime: Rc::clone(&runtime),
+        ticket: Arc::clone(&ticket),
+        budget: Arc::clone(&budget),
+        done: false,
+    };
+    let out = Outbound { head: Some(head_tx), chunks: chunk_tx, budget: Arc::clone(&budget) };
+    runtime.pool.submit(Job { request: data, body, app, out, ticket });
+    let head = head_rx.await.map_err(|_| "the Python thread ended without a response")?;
+    let Head { status, reason, headers, body } = head;
+    let body = match body {
+        HeadBody::Whole(bytes) => {
+            watch.done = true;
+            Body::from(bytes)
+        }
+        HeadBody::File { file, offset, len } => {
+            watch.done = true;
+            Body::file(file, offset, len)
+        }
+        HeadBody::Stream => Body::stream(Streamed { chunks, watch }),
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    if let Some(reason) = reason.and_then(|r| hyper::ext::ReasonPhrase::try_from(r).ok()) {
+        response.extensions_mut().insert(reason);
+    }
+    Ok(response)
+}
+
+/// Tells the Python side when the event loop gives up on a response (the client left, or its
+/// `request_timeout` passed): a queued request is then never run, a running one is reported,
+/// and a streaming one stops at its next chunk.
+struct Watch {
+    runtime: Rc<Runtime>,
+    ticket: Arc<Ticket>,
+    budget: Arc<Budget>,
+    /// The whole response was handed over.
+    done: bool,
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if !self.done {
+            self.budget.close();
+            self.runtime.pool.give_up(&self.ticket);
+        }
+    }
+}
+
+/// A body streamed from a Python thread.
+struct Streamed {
+    chunks: mpsc::UnboundedReceiver<Chunk>,
+    watch: Watch,
+}
+
+impl hyper::body::Body for Streamed {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.watch.done {
+            return Poll::Ready(None);
+        }
+        match self.chunks.poll_recv(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Chunk::Data(bytes))) => {
+                self.watch.budget.took(bytes.len());
+                Poll::Ready(Some(Ok(Frame::data(bytes))))
+            }
+            Poll::Ready(Some(Chunk::End)) => {
+                self.watch.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Chunk::Failed)) => {
+                self.watch.done = true;
+                Poll::Ready(Some(Err("the app failed after its response started".into())))
+            }
+            Poll::Ready(None) => {
+                self.watch.done = true;
+                Poll::Ready(Some(Err("the app's thread ended its response early".into())))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.watch.done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}

@@ -1,0 +1,296 @@
+//! The Python threads of a worker and what they run: a queue of requests whose bodies are
+//! already received, `threads` OS threads that each hold the GIL only while they run an app
+//! (waiting for the next request, or for a slow client, without it), and a watcher thread that
+//! logs the Python stack of a request abandoned while it runs (its `request_timeout` passed,
+//! or its client left) and asks for the worker to be replaced when every thread is stuck.
+//!
+//! The event loop never takes the GIL: it queues a [`Job`] and awaits its head and chunks
+//! (see `response`), so that a request stuck in Python stops nothing but its own thread.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use pyo3::prelude::*;
+
+use super::environ::{self, RequestData};
+use super::input::{Input, Received};
+use super::interpreter;
+use super::response::{self, Outbound, Responder, StartResponse};
+
+/// An app, imported.
+#[derive(Debug)]
+pub(crate) struct App {
+    pub(crate) object: Py<PyAny>,
+    pub(crate) name: String,
+}
+
+/// A request for a Python thread: its head, its received body, the app, and where its
+/// response goes.
+pub(crate) struct Job {
+    pub(crate) request: RequestData,
+    pub(crate) body: Received,
+    pub(crate) app: Arc<App>,
+    pub(crate) out: Outbound,
+    pub(crate) ticket: Arc<Ticket>,
+}
+
+/// Where a request is, shared by the event loop (which may give up on it) and its thread.
+#[derive(Debug)]
+pub(crate) struct Ticket {
+    state: AtomicU8,
+    /// The Python thread running it (`threading.get_ident()`), once running.
+    thread: AtomicU64,
+    /// The request line, for the log.
+    pub(crate) line: String,
+    pub(crate) since: Instant,
+}
+
+const QUEUED: u8 = 0;
+const RUNNING: u8 = 1;
+const DONE: u8 = 2;
+/// The event loop gave up on it while it was queued: it is never run.
+const DROPPED: u8 = 3;
+/// The event loop gave up on it while it ran: its thread is stuck until the app returns.
+const ABANDONED: u8 = 4;
+
+impl Ticket {
+    pub(crate) fn new(line: String) -> Arc<Ticket> {
+        Arc::new(Ticket {
+            state: AtomicU8::new(QUEUED),
+            thread: AtomicU64::new(0),
+            line,
+            since: Instant::now(),
+        })
+    }
+}
+
+/// The Python threads of this worker, and their queue.
+pub(crate) struct Pool {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    queue: Mutex<VecDeque<Job>>,
+    queued: Condvar,
+    /// What each thread runs now, if anything.
+    running: Vec<Mutex<Option<Arc<Ticket>>>>,
+    /// Requests abandoned while running, for the watcher to report.
+    abandoned: Mutex<mpsc::Sender<Arc<Ticket>>>,
+    /// Set once every thread was found stuck and the worker asked to be replaced.
+    retiring: AtomicBool,
+}
+
+/// What the pool needs to know of the worker.
+pub(crate) struct Settings {
+    pub(crate) threads: usize,
+    pub(crate) multiprocess: bool,
+    /// `request_timeout`, if any: a request abandoned past it is a stuck one.
+    pub(crate) request_timeout: Option<Duration>,
+    /// Asks for this worker to be replaced, successor first.
+    pub(crate) retire: Box<dyn Fn(String) + Send + Sync>,
+}
+
+impl Pool {
+    /// Starts the threads.
+    pub(crate) fn start(settings: Settings) -> std::io::Result<Pool> {
+        let (report, reports) = mpsc::channel();
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(VecDeque::new()),
+            queued: Condvar::new(),
+            running: (0..settings.threads).map(|_| Mutex::new(None)).collect(),
+            abandoned: Mutex::new(report),
+            retiring: AtomicBool::new(false),
+        });
+        let multithread = settings.threads > 1;
+        for index in 0..settings.threads {
+            let shared = Arc::clone(&shared);
+            let multiprocess = settings.multiprocess;
+            std::thread::Builder::new()
+                .name(format!("python-{index}"))
+                .spawn(move || serve(&shared, index, multithread, multiprocess))?;
+        }
+        let watched = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("python-watch".into())
+            .spawn(move || watch(&watched, &reports, settings))?;
+        Ok(Pool { shared })
+    }
+
+    /// Queues a request.
+    pub(crate) fn submit(&self, job: Job) {
+        lock(&self.shared.queue).push_back(job);
+        self.shared.queued.notify_one();
+    }
+
+    /// The event loop gave up on the request of `ticket` (its response is no longer wanted).
+    pub(crate) fn give_up(&self, ticket: &Arc<Ticket>) {
+        match ticket.state.compare_exchange(QUEUED, DROPPED, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => {}
+            Err(RUNNING) => {
+                if ticket
+                    .state
+                    .compare_exchange(RUNNING, ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
+                    let _ = lock(&self.shared.abandoned).send(Arc::clone(ticket));
+                }
+            }
+            Err(_) => {}
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A Python thread: attached for life, it releases the GIL while it waits for a request.
+fn serve(shared: &Shared, index: usize, multithread: bool, multiprocess: bool) {
+    Python::attach(|py| {
+        let env = match environ::shared(py, multithread, multiprocess) {
+            Ok(env) => env,
+            Err(e) => return tracing::error!("a Python thread cannot start: {e}"),
+        };
+        let ident: u64 = py
+            .import("threading")
+            .and_then(|t| t.call_method0("get_ident")?.extract())
+            .unwrap_or(0);
+        loop {
+            let job = py.detach(|| {
+                let mut queue = lock(&shared.queue);
+                loop {
+                    if let Some(job) = queue.pop_front() {
+                        return job;
+                    }
+                    queue = shared
+                        .queued
+                        .wait(queue)
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                }
+            });
+            if job
+                .ticket
+                .state
+                .compare_exchange(QUEUED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+            {
+                // Given up while queued: its client is gone, or it timed out waiting.
+                continue;
+            }
+            job.ticket.thread.store(ident, Ordering::Release);
+            *lock(&shared.running[index]) = Some(Arc::clone(&job.ticket));
+            let ticket = Arc::clone(&job.ticket);
+            run(py, job, &env);
+            *lock(&shared.running[index]) = None;
+            let _ =
+                ticket.state.compare_exchange(RUNNING, DONE, Ordering::AcqRel, Ordering::Acquire);
+        }
+    })
+}
+
+/// Runs one request: calls the app, sends what it returns, and closes it, whatever happens.
+fn run(py: Python<'_>, job: Job, env: &environ::Shared) {
+    let Job { request, body, app, out, ticket } = job;
+    let head_only = request.method == http::Method::HEAD;
+    let responder = Arc::new(Mutex::new(Responder::new(out, head_only)));
+    let outcome = (|| -> PyResult<()> {
+        let input = Bound::new(py, Input::new(body))?;
+        let environ = environ::build(py, &request, input, env)?;
+        let start_response = Bound::new(py, StartResponse { responder: Arc::clone(&responder) })?;
+        let result = app.object.bind(py).call1((environ, start_response))?;
+        let sent = response::send(py, &result, &responder);
+        let closed = close(py, &result);
+        sent.and(closed)
+    })();
+    if let Err(error) = outcome {
+        failed(py, &error, &ticket.line, &app.name);
+        lock(&responder).fail();
+    }
+}
+
+/// Calls the result's `close()`, if it has one.
+fn close(py: Python<'_>, result: &Bound<'_, PyAny>) -> PyResult<()> {
+    let _ = py;
+    if result.hasattr("close")? {
+        result.call_method0("close")?;
+    }
+    Ok(())
+}
+
+/// Logs an app's exception beside its request line.
+fn failed(py: Python<'_>, error: &PyErr, line: &str, app: &str) {
+    let traceback = interpreter::traceback(py, error);
+    if error.is_instance_of::<pyo3::exceptions::PySystemExit>(py) {
+        tracing::error!(
+            request = line,
+            app,
+            "the app raised SystemExit (sys.exit()) in a request; answered 500:\n{traceback}"
+        );
+    } else {
+        tracing::error!(
+            request = line,
+            app,
+            "the app raised an exception; answered 500 (or cut, if the response had started):\n{traceback}"
+        );
+    }
+}
+
+/// The watcher: logs the Python stack of each request abandoned while running, and asks for
+/// the worker's replacement once every thread runs a request abandoned past `request_timeout`.
+fn watch(shared: &Shared, reports: &mpsc::Receiver<Arc<Ticket>>, settings: Settings) {
+    loop {
+        match reports.recv_timeout(Duration::from_secs(1)) {
+            Ok(ticket) => report(&ticket, settings.request_timeout),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        }
+        let Some(limit) = settings.request_timeout else { continue };
+        let stuck = shared.running.iter().all(|slot| {
+            lock(slot).as_ref().is_some_and(|t| {
+                t.state.load(Ordering::Acquire) == ABANDONED && t.since.elapsed() >= limit
+            })
+        });
+        if stuck && !shared.retiring.swap(true, Ordering::AcqRel) {
+            let reason = format!(
+                "every Python thread ({}) runs a request past request_timeout: replacing the worker",
+                shared.running.len()
+            );
+            tracing::error!("{reason}");
+            (settings.retire)(reason);
+        }
+    }
+}
+
+/// Logs where in Python an abandoned request is.
+fn report(ticket: &Ticket, limit: Option<Duration>) {
+    let elapsed = ticket.since.elapsed();
+    if ticket.state.load(Ordering::Acquire) != ABANDONED {
+        return;
+    }
+    let ident = ticket.thread.load(Ordering::Acquire);
+    let stack =
+        Python::attach(|py| stack(py, ident)).unwrap_or_else(|e| format!("(no stack: {e})"));
+    let why = match limit {
+        Some(limit) if elapsed + Duration::from_millis(50) >= limit => "request_timeout passed",
+        _ => "its client left",
+    };
+    tracing::warn!(
+        request = ticket.line.as_str(),
+        elapsed_ms = elapsed.as_millis() as u64,
+        "the app still runs a request whose response is no longer wanted ({why}); its Python \
+         thread is here:\n{stack}"
+    );
+}
+
+/// The Python stack of thread `ident`, as `traceback.format_stack` prints it.
+fn stack(py: Python<'_>, ident: u64) -> PyResult<String> {
+    let frames = py.import("sys")?.call_method0("_current_frames")?;
+    let Ok(frame) = frames.get_item(ident) else {
+        return Ok("(the thread has left the app)".into());
+    };
+    let lines: Vec<String> =
+        py.import("traceback")?.call_method1("format_stack", (frame,))?.extract()?;
+    Ok(lines.concat().trim_end().to_string())
+}
