@@ -89,7 +89,14 @@ WORK=$(mktemp -d)
 GROUP=""  # the running server's process group
 CLIENT="" # a load generator or probe running in the background
 stop_server() {
-  if [ -n "$GROUP" ]; then kill -TERM -- "-$GROUP" 2>/dev/null || true; sleep 0.3; kill -KILL -- "-$GROUP" 2>/dev/null || true; fi
+  if [ -n "$GROUP" ]; then
+    kill -TERM -- "-$GROUP" 2>/dev/null || true
+    # Up to 3 s to exit by itself (Gunicorn's and uWSGI's masters take longer than nginx's),
+    # then KILL; reaped here, so that the next server starts on a quiet machine.
+    for _ in $(seq 60); do kill -0 -- "-$GROUP" 2>/dev/null || break; sleep 0.05; done
+    kill -KILL -- "-$GROUP" 2>/dev/null || true
+    wait "$GROUP" 2>/dev/null || true
+  fi
   GROUP=""
   # A server bench/probe.py spawned (it stops it itself; this is for when the probe is killed).
   if [ -s "$WORK/spawned.pgid" ]; then kill -KILL -- "-$(cat "$WORK/spawned.pgid")" 2>/dev/null || true; rm -f "$WORK/spawned.pgid"; fi
