@@ -68,19 +68,19 @@
 //! | `program` | [`Program`]: a program's name, version and description, its own config tables, and running it |
 //! | [`cli`] | the command line: the config file, `--check-config`, `--print-config`; the setting flags come from `config` |
 //! | [`config`] | each setting declared once (key, default, flag, help, check); the TOML schema, the app kinds' and a program's tables given to it as a [`Schema`](config::Schema), validation, `file:line:col` errors |
-//! | `master` | the supervising loop and its verbs; its lifecycle phase, the pool's pure decisions, reload, binary upgrade |
+//! | `master` | the supervising loop and its verbs; its lifecycle phase, the pool's pure decisions, reload, binary upgrade, the files `python.reload` watches |
 //! | `listener` | binding TCP and unix sockets before any fork |
 //! | `handoff` | descriptors passed across exec: socket activation, and the sockets a binary upgrade hands on |
 //! | `scoreboard` | the shared memory where workers publish heartbeats and requests for the master |
-//! | `ipc` | messages from workers to the master: ready, boot failure, due for recycling |
+//! | `ipc` | messages from workers to the master: ready, boot failure, due for recycling, an app's request to be replaced |
 //! | `signals` | which signal means what, for the master and for a worker |
-//! | `process` | fork, wait, kill; with the signal registrations in `signals`, the scoreboard's mapping and `handoff`, the only `unsafe` |
+//! | `process` | fork, wait, kill; with the signal registrations in `signals`, the scoreboard's mapping, `handoff` and the embedded interpreter's start (`app::python`), the only `unsafe` |
 //! | `pidfile`, `notify`, `logging` | the pidfile and its lock; systemd's readiness protocol (`sd_notify`); the log |
 //! | `worker` | everything after fork: runtime, the app's factory, heartbeat, memory watch, drain, exit code |
 //! | `conn` | one connection, one way through: accept, preamble (PROXY), transport (facts set once), the protocol (HTTP/1: the gate's `[http]` limits, strict framing and timeouts, hyper, parking), the service stack every protocol shares (who the client is: the [`Client`] extension; deadline `504`, panic `500`, accounting), the open connections (cap, drain, reclaim) |
 //! | `request_end` | the one event every request ends in ([`RequestEnd`]), and the hooks that receive it: written by `conn`, registered through the app's [`WorkerContext`], read by logs and metrics |
 //! | `panics` | catching the app's panics, and the message logged with its request |
-//! | [`app`] | what a worker serves: the seam (service, factory, async and tower adapters), and the binary's router with its app kinds (`respond`, `static_files`), each with its config keys |
+//! | [`app`] | what a worker serves: the seam (service, factory, async and tower adapters), and the binary's router with its app kinds (`respond`, `static_files`, and `python`: WSGI apps on the worker's embedded CPython, with the `python` feature), each with its config keys |
 
 pub mod app;
 pub mod cli;

@@ -182,6 +182,7 @@ async fn serve<F: Factory>(setup: Setup<'_, F>) -> i32 {
             "graceful_timeout reached, closing the remaining connections"
         );
     }
+    ctx.at_exit().run();
     0
 }
 

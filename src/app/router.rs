@@ -55,7 +55,7 @@ impl Router {
     }
 
     /// The app factory the binary runs in each worker: the routes of the worker's config, and
-    /// `python.app` at `/`. A worker that serves a Python app starts its interpreter here, and
+    /// `python.wsgi` at `/`. A worker that serves a Python app starts its interpreter here, and
     /// imports the apps: an app that cannot be imported is a boot failure.
     pub fn factory(worker: &WorkerContext) -> io::Result<Router> {
         let config = worker.config();
@@ -64,7 +64,7 @@ impl Router {
         #[cfg(feature = "python")]
         if config.python.wanted(&config.routes) {
             super::python::start(worker)?;
-            if let Some(app) = &config.python.app {
+            if let Some(app) = &config.python.wsgi {
                 let route = RouteConfig::of::<super::python::Wsgi>("/", app.clone())
                     .map_err(io::Error::other)?;
                 routes.push(route);

@@ -56,6 +56,38 @@ pub struct WorkerContext {
     request_end: crate::request_end::Hooks,
     /// Set (with a reason) by an app that asks for the worker's replacement, from any thread.
     retire: Arc<Retire>,
+    /// What runs when the worker ends after a graceful drain.
+    at_exit: AtExit,
+}
+
+/// Functions run, in order, when a worker ends after draining (an embedded interpreter's own
+/// exit handlers, say).
+#[derive(Clone, Default)]
+pub(crate) struct AtExit(std::rc::Rc<std::cell::RefCell<Vec<ExitHook>>>);
+
+/// One of [`AtExit`]'s functions.
+type ExitHook = Box<dyn FnOnce()>;
+
+impl std::fmt::Debug for AtExit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AtExit({})", self.0.borrow().len())
+    }
+}
+
+impl AtExit {
+    /// Adds `f`, to run after those added before.
+    #[cfg_attr(not(feature = "python"), allow(dead_code))]
+    pub(crate) fn add(&self, f: impl FnOnce() + 'static) {
+        self.0.borrow_mut().push(Box::new(f));
+    }
+
+    /// Runs them all, once.
+    pub(crate) fn run(&self) {
+        let hooks = std::mem::take(&mut *self.0.borrow_mut());
+        for hook in hooks {
+            hook();
+        }
+    }
 }
 
 /// An app's request that its worker be replaced, successor first: made from any thread, acted
@@ -87,6 +119,7 @@ impl WorkerContext {
             client: std::cell::Cell::new(true),
             request_end: Default::default(),
             retire: Default::default(),
+            at_exit: Default::default(),
         }
     }
 
@@ -119,6 +152,11 @@ impl WorkerContext {
     #[cfg_attr(not(feature = "python"), allow(dead_code))]
     pub(crate) fn retire(&self) -> &Arc<Retire> {
         &self.retire
+    }
+
+    /// What runs when the worker ends after a graceful drain (see [`AtExit`]).
+    pub(crate) fn at_exit(&self) -> &AtExit {
+        &self.at_exit
     }
 
     /// The hooks registered with [`WorkerContext::on_request_end`].

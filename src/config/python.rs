@@ -156,24 +156,24 @@ impl PythonConfig {
                 *p = base.join(&*p);
             }
         };
-        self.path.iter_mut().for_each(resolve);
+        self.pythonpath.iter_mut().for_each(resolve);
         self.venv.iter_mut().for_each(resolve);
         self.chdir.iter_mut().for_each(resolve);
     }
 
-    /// Checks the table against the routes, once the flags are applied: `app` serves `/`, so
+    /// Checks the table against the routes, once the flags are applied: `wsgi` serves `/`, so
     /// no route may; and a build without Python support serves no Python app.
     pub(super) fn check(&self, routes: &[Route]) -> Result<(), String> {
         let wsgi_routes = routes.iter().any(|r| r.kind() == "wsgi");
-        if !cfg!(feature = "python") && (self.app.is_some() || wsgi_routes) {
+        if !cfg!(feature = "python") && (self.wsgi.is_some() || wsgi_routes) {
             return Err("this forkserve was built without Python support (the `python` cargo \
                         feature): it cannot serve a WSGI app"
                 .into());
         }
-        if let Some(app) = &self.app {
+        if let Some(app) = &self.wsgi {
             if routes.iter().any(|r| r.path == "/") {
                 return Err(format!(
-                    "the Python app {app} (python.app, --wsgi) is served at \"/\", and a \
+                    "the Python app {app} (python.wsgi, --wsgi) is served at \"/\", and a \
                      [[route]] for \"/\" is declared too: remove one"
                 ));
             }
@@ -181,9 +181,9 @@ impl PythonConfig {
         Ok(())
     }
 
-    /// Whether the workers run Python at all: an app, or a `wsgi` route.
+    /// Whether the workers run Python at all: `wsgi`, or a `wsgi` route.
     pub fn wanted(&self, routes: &[Route]) -> bool {
-        self.app.is_some() || routes.iter().any(|r| r.kind() == "wsgi")
+        self.wsgi.is_some() || routes.iter().any(|r| r.kind() == "wsgi")
     }
 }
 

@@ -240,19 +240,19 @@ settings! {
     }
 
     /// The `[python]` table: how the workers run Python apps (the `wsgi` routes, and
-    /// [`app`](PythonConfig::app)). Gunicorn's names where it has them.
+    /// [`wsgi`](PythonConfig::wsgi)). Gunicorn's names where it has them.
     [python] PythonConfig {
         /// A WSGI app served at `/`, after the file's own routes (a route for `/` beside it is
         /// an error): `module:callable`, as Gunicorn names it.
         #[serde(skip_serializing_if = "Option::is_none")]
-        app: Option<PythonApp> = None,
+        wsgi: Option<PythonApp> = None,
             read Typed<PythonApp>,
             flag #27 wsgi: optional, value "MODULE:APP",
             help "Serve this WSGI app at /: MODULE:CALLABLE, as Gunicorn names it \
                   (\"myapp:app\", \"mysite.wsgi:application\", \"pkg:create_app()\")";
 
         /// Directories put first on `sys.path`, in order, before the app is imported.
-        path: Vec<PathBuf> = Vec::new(),
+        pythonpath: Vec<PathBuf> = Vec::new(),
             read List<PathBuf>, check check_python_path,
             flag #28 pythonpath: list, value "DIR",
             help "A directory to put first on sys.path (repeat for several; replaces the \

@@ -26,6 +26,7 @@
 //! pause before forking again, doubling the pause up to 30 s until workers stay up; during the
 //! first start, one boot failure stops the server with exit code 3.
 
+mod code_watch;
 mod health;
 mod phase;
 mod pool;
@@ -40,6 +41,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 use tracing::{info, warn};
 
+use self::code_watch::CodeWatch;
 use self::health::BootFailures;
 use self::phase::{Generation, Phase, StopKind};
 use self::pool::{Pool, Why, WorkerState, one_fewer, one_more};
@@ -109,6 +111,8 @@ pub(crate) struct Master<'f, F> {
     pidfile: Option<Pidfile>,
     factory: &'f F,
     pid: Pid,
+    /// The files `python.reload` watches, for the current generation.
+    code_watch: Option<CodeWatch>,
 }
 
 /// What the master needs from [`crate::Server::run`]: made before anything is bound, so that a
@@ -178,6 +182,7 @@ impl<'f, F: Factory> Master<'f, F> {
             pidfile,
             factory,
             pid: nix::unistd::getpid(),
+            code_watch: None,
         }
     }
 
@@ -200,6 +205,7 @@ impl<'f, F: Factory> Master<'f, F> {
             self.reap_workers();
             self.check_upgrade();
             self.check_predecessor();
+            self.watch_code();
         }
         self.close_listeners();
         if let Some(pidfile) = self.pidfile.take() {
@@ -226,6 +232,9 @@ impl<'f, F: Factory> Master<'f, F> {
         }
         if let Some(fork) = self.pool.next_fork(&self.wanted(), now) {
             wake = wake.min(fork);
+        }
+        if let Some(watch) = &self.code_watch {
+            wake = wake.min(watch.next());
         }
         let booting = self.upgrading.booting();
         if let Some((_, deadline)) = booting {
@@ -322,6 +331,24 @@ impl<'f, F: Factory> Master<'f, F> {
                 MasterSignal::Usr2 => self.upgrade_binary(),
                 MasterSignal::Winch => self.stop_workers(),
             }
+        }
+    }
+
+    /// With `python.reload`, reloads when a watched file changed (see [`CodeWatch`]).
+    fn watch_code(&mut self) {
+        if !self.current.config.python.reload || self.phase.is_stopping() {
+            self.code_watch = None;
+            return;
+        }
+        let generation = self.current.number;
+        if self.code_watch.as_ref().is_none_or(|w| w.generation != generation) {
+            let config = self.source.as_ref().and_then(ConfigSource::path);
+            self.code_watch = Some(CodeWatch::new(generation, config, &self.current.config.python));
+        }
+        let changed = self.code_watch.as_mut().and_then(|w| w.changed(Instant::now()));
+        if let Some(file) = changed {
+            info!(file = %file.display(), "a watched file changed: reloading (python.reload)");
+            self.reload();
         }
     }
 

@@ -31,28 +31,39 @@ impl Received {
     }
 }
 
+/// Why a body was not received.
+#[derive(Debug)]
+pub(crate) enum NotReceived {
+    /// The client's fault, or its leaving: the gate, which ended the body, answers (413, 408,
+    /// 400) if anyone still listens.
+    Client(hyper::Error),
+    /// The server's: the spool file could not be made or written.
+    Spool(io::Error),
+}
+
 /// Receives the whole of `body`, keeping at most `in_memory` bytes in memory. The size limit
 /// (`max_body_size`) and the timeouts are the gate's, which ends the body with an error.
-pub(crate) async fn receive(mut body: Incoming, in_memory: u64) -> io::Result<Received> {
+pub(crate) async fn receive(mut body: Incoming, in_memory: u64) -> Result<Received, NotReceived> {
+    use NotReceived::Spool;
     let declared = hyper::body::Body::size_hint(&body).exact();
     let mut memory = BytesMut::new();
     let mut spool: Option<(File, u64)> = None;
     if declared.is_some_and(|n| n > in_memory) {
-        spool = Some((temporary()?, 0));
+        spool = Some((temporary().map_err(Spool)?, 0));
     }
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(io::Error::other)?;
+        let frame = frame.map_err(NotReceived::Client)?;
         let Ok(data) = frame.into_data() else { continue };
         if spool.is_none() && (memory.len() + data.len()) as u64 > in_memory {
-            let mut file = temporary()?;
-            file.write_all(&memory)?;
+            let mut file = temporary().map_err(Spool)?;
+            file.write_all(&memory).map_err(Spool)?;
             spool = Some((file, memory.len() as u64));
             memory = BytesMut::new();
         }
         match &mut spool {
             // A write to the page cache, as nginx does: not worth a thread hand-off.
             Some((file, len)) => {
-                file.write_all(&data)?;
+                file.write_all(&data).map_err(Spool)?;
                 *len += data.len() as u64;
             }
             None => memory.extend_from_slice(&data),

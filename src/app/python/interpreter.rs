@@ -149,7 +149,7 @@ fn prepare(py: Python<'_>, settings: &PythonConfig) -> PyResult<()> {
     // The current directory (after chdir) first, as Gunicorn puts it, then `path` before it.
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     sys_path.insert(0, os_str(py, cwd.as_os_str())?)?;
-    for dir in settings.path.iter().rev() {
+    for dir in settings.pythonpath.iter().rev() {
         sys_path.insert(0, os_str(py, absolute(dir).as_os_str())?)?;
     }
     let stderr = py.import("sys")?.getattr("stderr")?;
@@ -164,6 +164,24 @@ fn prepare(py: Python<'_>, settings: &PythonConfig) -> PyResult<()> {
 /// A path as Python's `os.fsdecode` would give it.
 fn os_str<'py>(py: Python<'py>, s: &OsStr) -> PyResult<Bound<'py, PyAny>> {
     py.import("os")?.call_method1("fsdecode", (pyo3::types::PyBytes::new(py, s.as_bytes()),))
+}
+
+/// Runs the app's `atexit` handlers and flushes Python's standard streams, as a Python process
+/// ending normally does; what they raise is logged.
+pub(crate) fn run_exit_handlers() {
+    Python::attach(|py| {
+        let run = py.import("atexit").and_then(|atexit| atexit.call_method0("_run_exitfuncs"));
+        if let Err(e) = run {
+            tracing::warn!("the app's atexit handlers failed: {}", traceback(py, &e));
+        }
+        for stream in ["stdout", "stderr"] {
+            if let Ok(stream) = py.import("sys").and_then(|sys| sys.getattr(stream)) {
+                if !stream.is_none() {
+                    let _ = stream.call_method0("flush");
+                }
+            }
+        }
+    });
 }
 
 /// Imports `app` and returns the callable it names, on the main thread (the only one where an
@@ -212,7 +230,12 @@ fn load<'py>(py: Python<'py>, app: &PythonApp) -> PyResult<Bound<'py, PyAny>> {
 pub(crate) fn describe(py: Python<'_>, error: &PyErr) -> (String, String) {
     let kind = error.get_type(py).name().map(|n| n.to_string()).unwrap_or_else(|_| "?".into());
     let value = error.value(py);
-    let message = value.str().map(|s| s.to_string()).unwrap_or_default();
+    // A SyntaxError's str() repeats the file and line that `place` gives.
+    let message = match error.is_instance_of::<pyo3::exceptions::PySyntaxError>(py) {
+        true => value.getattr("msg").and_then(|m| m.str()).map(|s| s.to_string()),
+        false => value.str().map(|s| s.to_string()),
+    }
+    .unwrap_or_default();
     let place = where_raised(py, error).map(|(file, line)| format!(" (at {file}:{line})"));
     let summary = match message.is_empty() {
         true => format!("{kind}{}", place.unwrap_or_default()),
@@ -242,7 +265,8 @@ fn where_raised(py: Python<'_>, error: &PyErr) -> Option<(String, u32)> {
 /// The whole traceback of `error`, as Python prints it.
 pub(crate) fn traceback(py: Python<'_>, error: &PyErr) -> String {
     let formatted = py.import("traceback").and_then(|tb| {
-        tb.call_method1("format_exception", (error.value(py),))?.extract::<Vec<String>>()
+        let args = (error.get_type(py), error.value(py), error.traceback(py));
+        tb.call_method1("format_exception", args)?.extract::<Vec<String>>()
     });
     match formatted {
         Ok(lines) => lines.concat().trim_end().to_string(),

@@ -36,6 +36,7 @@ use hyper::body::{Frame, Incoming, SizeHint};
 use tokio::sync::{mpsc, oneshot};
 
 use self::environ::RequestData;
+use self::input::NotReceived;
 use self::pool::{App, Job, Pool, Ticket};
 use self::response::{Budget, Chunk, Head, HeadBody, Outbound};
 use super::Body;
@@ -93,7 +94,7 @@ impl Runtime {
 }
 
 /// Starts Python in this worker, with the `[python]` table of its config: called by the
-/// router's factory when a route, or `python.app`, is a WSGI app.
+/// router's factory when a route, or `python.wsgi`, is a WSGI app.
 pub(crate) fn start(worker: &WorkerContext) -> io::Result<()> {
     if RUNTIME.with(|r| r.borrow().is_some()) {
         return Ok(());
@@ -105,7 +106,7 @@ pub(crate) fn start(worker: &WorkerContext) -> io::Result<()> {
         threads: config.python.threads as usize,
         multiprocess: config.server.workers.resolve() > 1,
         request_timeout: crate::config::ServerConfig::limit(config.server.request_timeout),
-        retire: Box::new(move |reason| retire.ask(reason)),
+        retire: Arc::new(move |reason| retire.ask(reason)),
     })?;
     let runtime = Runtime {
         pool,
@@ -113,6 +114,9 @@ pub(crate) fn start(worker: &WorkerContext) -> io::Result<()> {
         apps: RefCell::default(),
     };
     RUNTIME.with(|r| *r.borrow_mut() = Some(Rc::new(runtime)));
+    // As a Python process ending normally would: an app's atexit handlers flush what it
+    // buffered (metrics, traces, logs).
+    worker.at_exit().add(interpreter::run_exit_handlers);
     Ok(())
 }
 
@@ -149,9 +153,18 @@ async fn respond(
     mut data: RequestData,
     body: Incoming,
 ) -> Result<Response<Body>, BoxError> {
-    let body = input::receive(body, runtime.body_buffer_size).await?;
+    let body = match input::receive(body, runtime.body_buffer_size).await {
+        Ok(body) => body,
+        Err(NotReceived::Client(e)) => {
+            // The gate that ended the body answers for it, and logs it.
+            tracing::debug!("{}: the request body was not received: {e}", data.line());
+            return Ok(super::plain(http::StatusCode::BAD_REQUEST, "Bad Request\n"));
+        }
+        Err(NotReceived::Spool(e)) => return Err(e.into()),
+    };
     data.body_len = body.len();
     let ticket = Ticket::new(data.line());
+    let head_only = data.method == http::Method::HEAD;
     let (head_tx, head_rx) = oneshot::channel();
     let (chunk_tx, chunks) = mpsc::unbounded_channel();
     let budget = Arc::new(Budget::default());
@@ -165,14 +178,32 @@ async fn respond(
     runtime.pool.submit(Job { request: data, body, app, out, ticket });
     let head = head_rx.await.map_err(|_| "the Python thread ended without a response")?;
     let Head { status, reason, headers, body } = head;
+    let declared = headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
     let body = match body {
         HeadBody::Whole(bytes) => {
             watch.done = true;
-            Body::from(bytes)
+            let len = bytes.len() as u64;
+            match declared {
+                Some(n) if n < len => Body::from(bytes.slice(..n as usize)),
+                Some(n) if n > len => {
+                    short(Body::from(bytes), n, len, (!head_only).then_some(&*watch.ticket.line))
+                }
+                _ => Body::from(bytes),
+            }
         }
         HeadBody::File { file, offset, len } => {
             watch.done = true;
-            Body::file(file, offset, len)
+            match declared {
+                Some(n) if n > len => short(
+                    Body::file(file, offset, len),
+                    n,
+                    len,
+                    (!head_only).then_some(&*watch.ticket.line),
+                ),
+                _ => Body::file(file, offset, declared.map_or(len, |n| n.min(len))),
+            }
         }
         HeadBody::Stream => Body::stream(Streamed { chunks, watch }),
     };
@@ -183,6 +214,44 @@ async fn respond(
         response.extensions_mut().insert(reason);
     }
     Ok(response)
+}
+
+/// A body shorter than the `Content-Length` the app declared: sent as it is, then the
+/// connection is cut, so that the client sees the response is incomplete (as under Gunicorn)
+/// rather than read the next response as the rest of this one. (A longer body is cut to the
+/// declared length.)
+/// `line` is the request's, unless it is `HEAD` (whose body is not sent).
+fn short(body: Body, declared: u64, len: u64, line: Option<&str>) -> Body {
+    if let Some(line) = line {
+        tracing::warn!(
+            "{line}: the app declared Content-Length {declared} but gave {len} bytes: the \
+             response is cut after them"
+        );
+    }
+    Body::stream(ThenCut(Some(body)))
+}
+
+/// A body whose length hyper is not told (the header says it), and that fails once its frames
+/// are sent, which closes the connection.
+struct ThenCut(Option<Body>);
+
+impl hyper::body::Body for ThenCut {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let Some(body) = self.0.as_mut() else { return Poll::Ready(None) };
+        match Pin::new(body).poll_frame(cx) {
+            Poll::Ready(None) => {
+                self.0 = None;
+                Poll::Ready(Some(Err("the body is shorter than its Content-Length".into())))
+            }
+            other => other,
+        }
+    }
 }
 
 /// Tells the Python side when the event loop gives up on a response (the client left, or its

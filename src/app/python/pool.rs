@@ -89,7 +89,7 @@ pub(crate) struct Settings {
     /// `request_timeout`, if any: a request abandoned past it is a stuck one.
     pub(crate) request_timeout: Option<Duration>,
     /// Asks for this worker to be replaced, successor first.
-    pub(crate) retire: Box<dyn Fn(String) + Send + Sync>,
+    pub(crate) retire: Arc<dyn Fn(String) + Send + Sync>,
 }
 
 impl Pool {
@@ -104,12 +104,24 @@ impl Pool {
             retiring: AtomicBool::new(false),
         });
         let multithread = settings.threads > 1;
+        let (started, starts) = mpsc::channel();
         for index in 0..settings.threads {
             let shared = Arc::clone(&shared);
             let multiprocess = settings.multiprocess;
-            std::thread::Builder::new()
-                .name(format!("python-{index}"))
-                .spawn(move || serve(&shared, index, multithread, multiprocess))?;
+            let retire = Arc::clone(&settings.retire);
+            let started = started.clone();
+            std::thread::Builder::new().name(format!("python-{index}")).spawn(move || {
+                serve(&shared, index, (multithread, multiprocess), &*retire, &started)
+            })?;
+        }
+        // Each thread says whether it could set itself up: a worker without them would queue
+        // requests that no one runs.
+        for _ in 0..settings.threads {
+            match starts.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(std::io::Error::other(e)),
+                Err(_) => return Err(std::io::Error::other("a Python thread ended as it started")),
+            }
         }
         let watched = Arc::clone(&shared);
         std::thread::Builder::new()
@@ -147,16 +159,27 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// A Python thread: attached for life, it releases the GIL while it waits for a request.
-fn serve(shared: &Shared, index: usize, multithread: bool, multiprocess: bool) {
+/// `started` is told once it is set up (or why it could not be).
+fn serve(
+    shared: &Shared,
+    index: usize,
+    (multithread, multiprocess): (bool, bool),
+    retire: &(dyn Fn(String) + Send + Sync),
+    started: &mpsc::Sender<Result<(), String>>,
+) {
     Python::attach(|py| {
-        let env = match environ::shared(py, multithread, multiprocess) {
-            Ok(env) => env,
-            Err(e) => return tracing::error!("a Python thread cannot start: {e}"),
+        let setup = environ::shared(py, multithread, multiprocess).and_then(|env| {
+            let threading = py.import("threading")?;
+            Ok((env, threading.call_method0("get_ident")?.extract::<u64>()?))
+        });
+        let (env, ident) = match setup {
+            Ok(setup) => setup,
+            Err(e) => {
+                let _ = started.send(Err(format!("a Python thread cannot start: {e}")));
+                return;
+            }
         };
-        let ident: u64 = py
-            .import("threading")
-            .and_then(|t| t.call_method0("get_ident")?.extract())
-            .unwrap_or(0);
+        let _ = started.send(Ok(()));
         loop {
             let job = py.detach(|| {
                 let mut queue = lock(&shared.queue);
@@ -182,7 +205,12 @@ fn serve(shared: &Shared, index: usize, multithread: bool, multiprocess: bool) {
             job.ticket.thread.store(ident, Ordering::Release);
             *lock(&shared.running[index]) = Some(Arc::clone(&job.ticket));
             let ticket = Arc::clone(&job.ticket);
-            run(py, job, &env);
+            // A bug of ours must not take the thread with it: the request's response is
+            // dropped (its client gets a 500), and the thread serves on. The panic hook has
+            // logged it.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                run(py, job, &env, retire)
+            }));
             *lock(&shared.running[index]) = None;
             let _ =
                 ticket.state.compare_exchange(RUNNING, DONE, Ordering::AcqRel, Ordering::Acquire);
@@ -191,7 +219,7 @@ fn serve(shared: &Shared, index: usize, multithread: bool, multiprocess: bool) {
 }
 
 /// Runs one request: calls the app, sends what it returns, and closes it, whatever happens.
-fn run(py: Python<'_>, job: Job, env: &environ::Shared) {
+fn run(py: Python<'_>, job: Job, env: &environ::Shared, retire: &(dyn Fn(String) + Send + Sync)) {
     let Job { request, body, app, out, ticket } = job;
     let head_only = request.method == http::Method::HEAD;
     let responder = Arc::new(Mutex::new(Responder::new(out, head_only)));
@@ -205,7 +233,8 @@ fn run(py: Python<'_>, job: Job, env: &environ::Shared) {
         sent.and(closed)
     })();
     if let Err(error) = outcome {
-        failed(py, &error, &ticket.line, &app.name);
+        // Logged first, so that the log has the error by the time the client has the 500.
+        failed(py, &error, &ticket.line, &app.name, retire);
         lock(&responder).fail();
     }
 }
@@ -219,20 +248,26 @@ fn close(py: Python<'_>, result: &Bound<'_, PyAny>) -> PyResult<()> {
     Ok(())
 }
 
-/// Logs an app's exception beside its request line.
-fn failed(py: Python<'_>, error: &PyErr, line: &str, app: &str) {
+/// Logs an app's exception beside its request line. `sys.exit()` in a request asks for the
+/// worker to end: it is replaced, successor first, so that nothing queued on it is lost.
+fn failed(
+    py: Python<'_>,
+    error: &PyErr,
+    line: &str,
+    app: &str,
+    retire: &(dyn Fn(String) + Send + Sync),
+) {
     let traceback = interpreter::traceback(py, error);
     if error.is_instance_of::<pyo3::exceptions::PySystemExit>(py) {
         tracing::error!(
-            request = line,
             app,
-            "the app raised SystemExit (sys.exit()) in a request; answered 500:\n{traceback}"
+            "{line}: the app called sys.exit(); answered 500, and the worker is replaced:\n{traceback}"
         );
+        retire(format!("the app called sys.exit() in {line}"));
     } else {
         tracing::error!(
-            request = line,
             app,
-            "the app raised an exception; answered 500 (or cut, if the response had started):\n{traceback}"
+            "{line}: the app raised an exception; answered 500 (or cut, if the response had started):\n{traceback}"
         );
     }
 }

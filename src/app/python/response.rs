@@ -83,6 +83,14 @@ impl Budget {
     /// Waits, without the GIL, until fewer than [`BUFFERED`] bytes are queued, then counts
     /// `n` more. False if the response is no longer wanted.
     fn add(&self, py: Python<'_>, n: usize) -> bool {
+        {
+            // The usual case: room at once, without letting go of the GIL.
+            let mut queued = self.queued.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *queued < BUFFERED {
+                *queued += n;
+                return !self.closed.load(Ordering::Acquire);
+            }
+        }
         py.detach(|| {
             let mut queued = self.queued.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             while *queued >= BUFFERED && !self.closed.load(Ordering::Acquire) {
