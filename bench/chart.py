@@ -20,7 +20,7 @@ VALUE_LEFT = 678
 ROW, BAR = 17, 11
 FONT = "font-family=\"-apple-system, 'Segoe UI', Helvetica, Arial, sans-serif\""
 INK, MUTED, GRID, TARGET = "#1b1f24", "#57606a", "#d0d7de", "#cf222e"
-COLORS = ["#0a5fa8", "#7fb2e5", "#8250df", "#c297ff", "#1a7f37", "#bf8700", "#cf6a22"]
+COLORS = ["#0a5fa8", "#7fb2e5", "#8250df", "#c297ff", "#1a7f37", "#bf8700", "#cf6a22", "#6e7781", "#bf3989"]
 
 
 def number(s):

@@ -484,7 +484,7 @@ if [ "$ONLY" = python ]; then
   TITLE="forkserve ÷ Python WSGI servers"
   SUBTITLE="forkserve $REV; medians of $ROUNDS interleaved runs; log scale"
 elif [ "$PYTHON" = 1 ]; then
-  TITLE="forkserve ÷ nginx and Python WSGI servers"
+  TITLE="forkserve ÷ nginx and WSGI servers"
 fi
 echo
 cat "$WORK/report.md"
