@@ -68,7 +68,7 @@
 //! | `program` | [`Program`]: a program's name, version and description, its own config tables, and running it |
 //! | [`cli`] | the command line: the config file, `--check-config`, `--print-config`; the setting flags come from `config` |
 //! | [`config`] | each setting declared once (key, default, flag, help, check); the TOML schema, the app kinds' and a program's tables given to it as a [`Schema`](config::Schema), validation, `file:line:col` errors |
-//! | `master` | the supervising loop and its verbs; its lifecycle phase, the pool's pure decisions, reload, binary upgrade, the files `python.reload` watches |
+//! | `master` | the supervising loop and its verbs; its lifecycle phase, the pool's pure decisions, reload, binary upgrade, with a preloaded app each generation's mold (the template process its workers fork from), and the files `python.reload` watches |
 //! | `listener` | binding TCP and unix sockets before any fork |
 //! | `handoff` | descriptors passed across exec: socket activation, and the sockets a binary upgrade hands on |
 //! | `scoreboard` | the shared memory where workers publish heartbeats and requests for the master |
@@ -80,7 +80,7 @@
 //! | `conn` | one connection, one way through: accept, preamble (PROXY), transport (facts set once), the protocol (HTTP/1: the gate's `[http]` limits, strict framing and timeouts, hyper, parking), the service stack every protocol shares (who the client is: the [`Client`] extension; deadline `504`, panic `500`, accounting), the open connections (cap, drain, reclaim) |
 //! | `request_end` | the one event every request ends in ([`RequestEnd`]), and the hooks that receive it: written by `conn`, registered through the app's [`WorkerContext`], read by logs and metrics |
 //! | `panics` | catching the app's panics, and the message logged with its request |
-//! | [`app`] | what a worker serves: the seam (service, factory, async and tower adapters), and the binary's router with its app kinds (`respond`, `static_files`, and `python`: WSGI apps on the worker's embedded CPython, with the `python` feature), each with its config keys |
+//! | [`app`] | what a worker serves: the seam (service, factory, async and tower adapters), the binary's router with its app kinds (`respond`, `static_files`, and `python`: WSGI apps on the worker's embedded CPython, with the `python` feature), each with its config keys, and what a mold preloads (`preload`) |
 
 pub mod app;
 pub mod cli;

@@ -318,6 +318,14 @@ impl Listeners {
         }
     }
 
+    /// In a forked mold (see `master::mold`): keeps the sockets of `binds` (and the pinned
+    /// ones) for the workers it forks, and closes its copies of the others (without removing any
+    /// path), so that an address a reload dropped is not held open by the new generation's mold.
+    pub(crate) fn keep_only_for(&mut self, binds: &[Bind]) {
+        let pinned = &self.pinned;
+        self.groups.retain(|(have, _)| binds.contains(have) || pinned.contains(have));
+    }
+
     /// In a forked worker: takes the sockets of `binds` (and the pinned ones), in that order,
     /// and closes its copies of the others (without removing any path: they are the master's).
     pub(crate) fn into_sockets_for(self, binds: &[Bind]) -> Vec<Listener> {

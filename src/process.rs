@@ -32,11 +32,41 @@ pub(crate) enum Forked {
 /// builds.
 pub(crate) fn fork() -> io::Result<Forked> {
     debug_assert_eq!(thread_count().unwrap_or(1), 1, "fork from a multi-threaded process");
+    fork_blocked(Threads::None)
+}
+
+/// Forks a mold (the template process that loaded a generation's app, see `master::mold`), or
+/// the middle process of its double fork, as [`fork`] does. The mold starts no thread of its
+/// own, but an app may have started some while it was loaded: the mold warns about it once,
+/// and forks anyway, as Gunicorn's preload does.
+pub(crate) fn fork_mold() -> io::Result<Forked> {
+    fork_blocked(Threads::OfTheApp)
+}
+
+/// Which threads a process may have when it forks.
+enum Threads {
+    /// Only the caller's.
+    None,
+    /// Those an app started while it was loaded, beside the caller.
+    OfTheApp,
+}
+
+fn fork_blocked(threads: Threads) -> io::Result<Forked> {
     let mask = crate::signals::block_all()?;
-    // SAFETY: the process has exactly one thread (see above), so no other thread can hold a lock
-    // (allocator, stdio, tracing) that the child would inherit in a locked state. The child runs
-    // worker code only and ends with `process::exit`, never returning into the master's loop.
-    let forked = unsafe { nix::unistd::fork() };
+    let forked = match threads {
+        // SAFETY: the process has exactly one thread (see `fork`), so no other thread can hold
+        // a lock (allocator, stdio, tracing) that the child would inherit in a locked state. The
+        // child runs worker code only and ends with `process::exit`, never returning into the
+        // master's loop.
+        Threads::None => unsafe { nix::unistd::fork() },
+        // SAFETY: forkserve's own code runs on the calling thread only (the mold starts none),
+        // glibc's fork resets the allocator's locks in the child, and the caller follows the
+        // app runtime's own fork protocol around this call (CPython's PyOS_BeforeFork and
+        // AfterFork, which reinitialize the interpreter's locks and threads). What is left, a
+        // lock that a thread the app started holds in its own code, is the app's, as under any
+        // preloading server; the mold logs a warning when the app started threads.
+        Threads::OfTheApp => unsafe { nix::unistd::fork() },
+    };
     if !matches!(forked, Ok(ForkResult::Child)) {
         crate::signals::restore(&mask)?;
     }
@@ -44,6 +74,21 @@ pub(crate) fn fork() -> io::Result<Forked> {
         ForkResult::Child => Ok(Forked::Child(mask)),
         ForkResult::Parent { child } => Ok(Forked::Parent(child)),
     }
+}
+
+/// Makes this process a child subreaper: its orphaned descendants (the workers a mold forks
+/// twice, see `master::mold`) are reparented to it rather than to init, so that it reaps them
+/// and learns how each ended. Not inherited by forked children; kept across exec.
+pub(crate) fn become_subreaper() -> io::Result<()> {
+    Ok(nix::sys::prctl::set_child_subreaper(true)?)
+}
+
+/// Ends this process at once with `code`, running nothing of its own: no exit handlers, no
+/// flushing, no destructors. For a process forked only to fork again (a mold's middle process),
+/// whose copies of the parent's buffers and handlers are not its to run.
+pub(crate) fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit ends the process; it touches no memory of this process and runs no code.
+    unsafe { nix::libc::_exit(code) }
 }
 
 /// How many threads this process has, from `/proc/self/task`.

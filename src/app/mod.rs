@@ -11,11 +11,14 @@
 //!   checked) and its handler. `kind` says what a kind is and registers them: the config is
 //!   read with their config halves (`route_kinds`), and each handler takes a request by
 //!   value and replies ([`Reply`]) with a [`Body`] that may stream.
+//! - What a generation's workers may load once before they fork (`preload`): the seam through
+//!   which the master's mold loads an app it knows nothing of.
 
 mod adapt;
 mod body;
 mod kind;
 mod kinds;
+mod preload;
 #[cfg(feature = "python")]
 mod python;
 mod respond;
@@ -30,9 +33,22 @@ pub use self::adapt::{AsyncFactoryFn, FactoryAsync, FromTower, factory_async, fr
 pub use self::body::Body;
 pub use self::kind::Reply;
 pub(crate) use self::kinds::readers as route_kinds;
+pub(crate) use self::preload::{Preload, Side};
 pub use self::router::Router;
 pub use self::seam::{Factory, FactoryFn, HttpService, WorkerContext};
 pub(crate) use self::seam::{Retire, build};
+
+/// What the workers of `config` load once per generation, before they fork, if anything: the
+/// Python app, with `[python] preload` and a Python app to serve.
+pub(crate) fn preloader(config: &crate::config::Config) -> Option<&'static dyn Preload> {
+    #[cfg(feature = "python")]
+    if config.python.preload && config.python.wanted(&config.routes) {
+        return Some(&python::PRELOAD);
+    }
+    #[cfg(not(feature = "python"))]
+    let _ = config;
+    None
+}
 
 /// A short plain-text response.
 pub(crate) fn plain(status: StatusCode, body: &'static str) -> Response<Body> {

@@ -33,8 +33,15 @@ pub(super) struct BootFailures {
     logged: Instant,
 }
 
+/// What could not boot: a worker, or the mold its generation's workers are forked from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Booting {
+    Worker(u64),
+    Mold,
+}
+
 impl<F: Factory> Master<'_, F> {
-    /// Collects exited workers and explains each exit in one line.
+    /// Collects exited workers (and molds) and explains each exit in one line.
     pub(super) fn reap_workers(&mut self) {
         // Collect the dead first, then read what workers said: every message a dead worker
         // sent is waiting by now, so one that said it was ready and then died is not taken
@@ -43,6 +50,9 @@ impl<F: Factory> Master<'_, F> {
         self.read_messages();
         for (pid, exit) in dead {
             let Some(i) = self.pool.workers.iter().position(|w| w.pid == pid) else {
+                if self.reap_mold(pid, exit) {
+                    continue;
+                }
                 if self.upgrading.pid() == Some(pid) {
                     self.upgrade_failed(&format!("the new master exited: {exit}"));
                 } else {
@@ -89,7 +99,7 @@ impl<F: Factory> Master<'_, F> {
                 } else {
                     error!(pid, worker, generation, "worker exited: {exit}, boot failure: {cause}");
                 }
-                self.boot_failed(pid, worker, generation, &cause);
+                self.boot_failed(pid, Booting::Worker(worker), generation, &cause);
             }
             WorkerState::Ready { .. }
                 if self.phase.is_reloading_to(generation, self.current.number) =>
@@ -111,18 +121,30 @@ impl<F: Factory> Master<'_, F> {
         }
     }
 
-    /// A worker could not boot: during the first start, that stops the server; during a reload,
-    /// the new generation is given up; otherwise the next fork waits a little longer.
-    pub(super) fn boot_failed(&mut self, pid: i32, worker: u64, generation: u64, cause: &str) {
+    /// A worker (or a mold) could not boot: during the first start, that stops the server;
+    /// during a reload, the new generation is given up; otherwise the next fork waits a little
+    /// longer.
+    pub(super) fn boot_failed(&mut self, pid: i32, who: Booting, generation: u64, cause: &str) {
         match self.phase.boot_failure(generation, self.current.number) {
             BootFailure::Ignore => return,
             BootFailure::RollBack => {
-                return self.roll_back(&format!(
-                    "worker {worker} of generation {generation} could not start its app: {cause}"
-                ));
+                return self.roll_back(&match who {
+                    Booting::Worker(worker) => format!(
+                        "worker {worker} of generation {generation} could not start its app: \
+                         {cause}"
+                    ),
+                    Booting::Mold => format!(
+                        "the mold of generation {generation} could not load the app: {cause}"
+                    ),
+                });
             }
             BootFailure::StopServer => {
-                self.failure = Some(Error::Boot(format!("worker {worker} (pid {pid}): {cause}")));
+                self.failure = Some(Error::Boot(match who {
+                    Booting::Worker(worker) => format!("worker {worker} (pid {pid}): {cause}"),
+                    Booting::Mold => {
+                        format!("the mold of generation {generation} (pid {pid}): {cause}")
+                    }
+                }));
                 return self.stop(Shutdown::Fast);
             }
             BootFailure::Pause => {}
@@ -312,7 +334,7 @@ impl<F: Factory> Master<'_, F> {
                     error!(pid, worker, generation, "worker {why}, killing it with SIGKILL");
                     process::send(w.pid, Signal::SIGKILL);
                     w.state = WorkerState::Killed { why: why.clone() };
-                    self.boot_failed(pid, worker, generation, &why.to_string());
+                    self.boot_failed(pid, Booting::Worker(worker), generation, &why.to_string());
                 }
             }
         }

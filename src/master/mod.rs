@@ -7,7 +7,8 @@
 //! [`Master::spawn_worker`], [`Master::reap_workers`], [`Master::manage_workers`],
 //! [`Master::retire_worker`], [`Master::murder_hung`], [`Master::recycle_workers`],
 //! [`Master::murder_overdue`], [`Master::reload`], [`Master::finish_reload`],
-//! [`Master::roll_back`], [`Master::upgrade_binary`], [`Master::stop`].
+//! [`Master::roll_back`], [`Master::upgrade_binary`], [`Master::stop`]; with a preloaded app,
+//! [`Master::manage_molds`], [`Master::fork_from_mold`], [`Master::reap_mold`].
 //!
 //! | module | owns |
 //! |---|---|
@@ -18,6 +19,7 @@
 //! | [`health`] | reaping and explaining exits, boot failures, hung workers, recycling |
 //! | [`reload`] | generations: `HUP`, completing a reload, rolling back |
 //! | [`upgrade`] | the binary upgrade (`USR2`), as the old master and as the new one |
+//! | [`mold`] | with a preloaded app, each generation's template process, which loads it and forks the workers |
 //!
 //! What it knows of each worker beyond its pid comes from the [`Scoreboard`]: heartbeats (a
 //! worker silent for `timeout` is logged with the request it is stuck in, then killed), served
@@ -28,6 +30,7 @@
 
 mod code_watch;
 mod health;
+mod mold;
 mod phase;
 mod pool;
 mod reload;
@@ -43,6 +46,7 @@ use tracing::{info, warn};
 
 use self::code_watch::CodeWatch;
 use self::health::BootFailures;
+use self::mold::Mold;
 use self::phase::{Generation, Phase, StopKind};
 use self::pool::{Pool, Why, WorkerState, one_fewer, one_more};
 use self::upgrade::{Ending, Handover, Program, Succession, Upgrading};
@@ -113,6 +117,10 @@ pub(crate) struct Master<'f, F> {
     pid: Pid,
     /// The files `python.reload` watches, for the current generation.
     code_watch: Option<CodeWatch>,
+    /// The molds of the generations that preload their app (see [`mold`]).
+    molds: Vec<Mold>,
+    /// Whether the master is a child subreaper, as it becomes before its first mold.
+    adopting: bool,
 }
 
 /// What the master needs from [`crate::Server::run`]: made before anything is bound, so that a
@@ -183,6 +191,8 @@ impl<'f, F: Factory> Master<'f, F> {
             factory,
             pid: nix::unistd::getpid(),
             code_watch: None,
+            molds: Vec::new(),
+            adopting: false,
         }
     }
 
@@ -192,10 +202,11 @@ impl<'f, F: Factory> Master<'f, F> {
         warn_fd_headroom(&self.current.config);
         loop {
             self.recycle_workers();
+            self.manage_molds();
             self.manage_workers();
             self.murder_hung();
             self.murder_overdue();
-            if self.phase.is_stopping() && self.pool.workers.is_empty() {
+            if self.phase.is_stopping() && self.pool.workers.is_empty() && self.molds.is_empty() {
                 break;
             }
             self.sleep();
@@ -230,11 +241,17 @@ impl<'f, F: Factory> Master<'f, F> {
                 }
             }
         }
-        if let Some(fork) = self.pool.next_fork(&self.wanted(), now) {
+        // A generation waiting for its mold forks once the mold says it is ready.
+        let forkable: Vec<_> =
+            self.wanted().into_iter().filter(|g| self.can_fork(g.number)).collect();
+        if let Some(fork) = self.pool.next_fork(&forkable, now) {
             wake = wake.min(fork);
         }
         if let Some(watch) = &self.code_watch {
             wake = wake.min(watch.next());
+        }
+        if let Some(at) = self.next_mold_check() {
+            wake = wake.min(at.max(now));
         }
         let booting = self.upgrading.booting();
         if let Some((_, deadline)) = booting {
@@ -251,6 +268,7 @@ impl<'f, F: Factory> Master<'f, F> {
             PollFd::new(inbox.fd(), PollFlags::POLLIN),
         ];
         fds.extend(booting.map(|(s, _)| PollFd::new(s.fd(), PollFlags::POLLIN)));
+        fds.extend(self.mold_lines().into_iter().map(|fd| PollFd::new(fd, PollFlags::POLLIN)));
         // EINTR is the usual way a signal ends the wait; the loop looks at the signals anyway.
         let _ = poll(&mut fds, timeout);
     }
@@ -297,6 +315,7 @@ impl<'f, F: Factory> Master<'f, F> {
                 }
             }
         }
+        self.read_molds();
         self.finish_reload();
     }
 

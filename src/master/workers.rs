@@ -77,6 +77,10 @@ impl<F: Factory> Master<'_, F> {
                     return Err(generation);
                 }
                 let Some(generation) = self.generation(generation).cloned() else { return Ok(()) };
+                if !self.can_fork(generation.number) {
+                    // Its mold is loading (or being replaced): forking goes on once it is ready.
+                    return Err(generation.number);
+                }
                 for _ in 0..count {
                     self.spawn_worker(&generation);
                 }
@@ -162,7 +166,11 @@ impl<F: Factory> Master<'_, F> {
             return self.pause_forking("no scoreboard slot");
         };
         self.next_id += 1;
-        match process::fork() {
+        let forked = match Self::preloads(generation) {
+            true => self.fork_from_mold(generation.number, id, slot).map(Forked::Parent),
+            false => process::fork().map_err(|e| e.to_string()),
+        };
+        match forked {
             Ok(Forked::Parent(pid)) => {
                 debug!(
                     pid = pid.as_raw(),
@@ -190,10 +198,17 @@ impl<F: Factory> Master<'_, F> {
         }
     }
 
-    /// In the child of a fork: hands the worker what it needs (the sockets of its generation's
-    /// addresses) and drops what is the master's alone (signal handlers and self-pipe, the
-    /// message socket's reading end, the sockets of other addresses).
-    fn become_worker(&mut self, id: u64, slot: usize, generation: &Generation, mask: SigSet) -> ! {
+    /// In the child of a fork (the master's, or its generation's mold's): hands the worker
+    /// what it needs (the sockets of its generation's addresses) and drops what is the master's
+    /// alone (signal handlers and self-pipe, the message socket's reading end, the lines to the
+    /// molds, the sockets of other addresses).
+    pub(super) fn become_worker(
+        &mut self,
+        id: u64,
+        slot: usize,
+        generation: &Generation,
+        mask: SigSet,
+    ) -> ! {
         if let Some(signals) = self.signals.take() {
             if let Err(e) = signals.forget_in_worker() {
                 error!("cannot reset signal handlers in a new worker: {e}");
@@ -201,6 +216,7 @@ impl<F: Factory> Master<'_, F> {
             }
         }
         let Some(inbox) = self.inbox.take() else { std::process::exit(1) };
+        self.molds.clear();
         // The old master's channel is this master's to close, not its workers'.
         drop(std::mem::replace(&mut self.succession, Succession::InCharge));
         // The pidfile's lock must not outlive the master in a worker (see `pidfile`).

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod http;
+pub mod wsgi;
 
 use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};

@@ -10,6 +10,7 @@
 //! | module | owns |
 //! |---|---|
 //! | `interpreter` | starting CPython in the worker (virtualenv, `sys.path`, signals), importing an app |
+//! | `preload` | `[python] preload`: starting CPython and importing the apps once in a generation's mold, and forking its workers from it |
 //! | `pool` | the Python threads, their queue, and the watcher of stuck requests |
 //! | `environ` | the environ of a request |
 //! | `input` | receiving the body, and `wsgi.input` |
@@ -21,6 +22,7 @@ mod errors;
 mod input;
 mod interpreter;
 mod pool;
+mod preload;
 mod response;
 
 use std::cell::RefCell;
@@ -44,6 +46,8 @@ use super::kind::{AppKind, Kind, Matched, Methods, Reply};
 use super::seam::WorkerContext;
 use crate::config::{KindValue, PythonApp, RouteKind, SpannedError};
 use crate::error::BoxError;
+
+pub(crate) use self::preload::PRELOAD;
 
 /// The `wsgi` kind: `wsgi = "module:callable"` in a `[[route]]`.
 pub(crate) struct Wsgi;
@@ -94,7 +98,8 @@ impl Runtime {
 }
 
 /// Starts Python in this worker, with the `[python]` table of its config: called by the
-/// router's factory when a route, or `python.wsgi`, is a WSGI app.
+/// router's factory when a route, or `python.wsgi`, is a WSGI app. A worker forked from a mold
+/// (`[python] preload`) finds the interpreter started and the apps imported, and serves those.
 pub(crate) fn start(worker: &WorkerContext) -> io::Result<()> {
     if RUNTIME.with(|r| r.borrow().is_some()) {
         return Ok(());
@@ -111,7 +116,7 @@ pub(crate) fn start(worker: &WorkerContext) -> io::Result<()> {
     let runtime = Runtime {
         pool,
         body_buffer_size: config.python.body_buffer_size,
-        apps: RefCell::default(),
+        apps: RefCell::new(preload::imported()),
     };
     RUNTIME.with(|r| *r.borrow_mut() = Some(Rc::new(runtime)));
     // As a Python process ending normally would: an app's atexit handlers flush what it
@@ -178,6 +183,9 @@ async fn respond(
     runtime.pool.submit(Job { request: data, body, app, out, ticket });
     let head = head_rx.await.map_err(|_| "the Python thread ended without a response")?;
     let Head { status, reason, headers, body } = head;
+    // A HEAD request wants nothing after its head: hyper drops the body unread, which is not
+    // the client giving up.
+    watch.done |= head_only;
     let declared = headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
@@ -205,7 +213,7 @@ async fn respond(
                 _ => Body::file(file, offset, declared.map_or(len, |n| n.min(len))),
             }
         }
-        HeadBody::Stream => Body::stream(Streamed { chunks, watch }),
+        HeadBody::Stream => Body::stream(Streamed { chunks, watch, ended: false, left: declared }),
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
@@ -278,6 +286,11 @@ impl Drop for Watch {
 struct Streamed {
     chunks: mpsc::UnboundedReceiver<Chunk>,
     watch: Watch,
+    /// The stream has ended (or failed).
+    ended: bool,
+    /// What remains of the app's `Content-Length`, if it gave one: once it is sent, hyper
+    /// ends the response and drops the body without waiting for the app's end.
+    left: Option<u64>,
 }
 
 impl hyper::body::Body for Streamed {
@@ -288,32 +301,34 @@ impl hyper::body::Body for Streamed {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        if self.watch.done {
+        if self.ended {
             return Poll::Ready(None);
         }
-        match self.chunks.poll_recv(cx) {
-            Poll::Pending => Poll::Pending,
+        let this = &mut *self;
+        let frame = match this.chunks.poll_recv(cx) {
+            Poll::Pending => return Poll::Pending,
             Poll::Ready(Some(Chunk::Data(bytes))) => {
-                self.watch.budget.took(bytes.len());
-                Poll::Ready(Some(Ok(Frame::data(bytes))))
+                this.watch.budget.took(bytes.len());
+                if let Some(left) = &mut this.left {
+                    *left = left.saturating_sub(bytes.len() as u64);
+                    // All the response says it has: whatever the app does next is not wanted.
+                    this.watch.done |= *left == 0;
+                }
+                return Poll::Ready(Some(Ok(Frame::data(bytes))));
             }
-            Poll::Ready(Some(Chunk::End)) => {
-                self.watch.done = true;
-                Poll::Ready(None)
-            }
+            Poll::Ready(Some(Chunk::End)) => None,
             Poll::Ready(Some(Chunk::Failed)) => {
-                self.watch.done = true;
-                Poll::Ready(Some(Err("the app failed after its response started".into())))
+                Some(Err("the app failed after its response started".into()))
             }
-            Poll::Ready(None) => {
-                self.watch.done = true;
-                Poll::Ready(Some(Err("the app's thread ended its response early".into())))
-            }
-        }
+            Poll::Ready(None) => Some(Err("the app's thread ended its response early".into())),
+        };
+        this.ended = true;
+        this.watch.done = true;
+        Poll::Ready(frame)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.watch.done
+        self.ended
     }
 
     fn size_hint(&self) -> SizeHint {

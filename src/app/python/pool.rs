@@ -212,8 +212,8 @@ fn serve(
                 run(py, job, &env, retire)
             }));
             *lock(&shared.running[index]) = None;
-            let _ =
-                ticket.state.compare_exchange(RUNNING, DONE, Ordering::AcqRel, Ordering::Acquire);
+            // Over, even if the event loop gave up on it: the watcher has nothing to report.
+            ticket.state.store(DONE, Ordering::Release);
         }
     })
 }
@@ -223,20 +223,33 @@ fn run(py: Python<'_>, job: Job, env: &environ::Shared, retire: &(dyn Fn(String)
     let Job { request, body, app, out, ticket } = job;
     let head_only = request.method == http::Method::HEAD;
     let responder = Arc::new(Mutex::new(Responder::new(out, head_only)));
-    let outcome = (|| -> PyResult<()> {
+    let outcome = unwound(|| {
         let input = Bound::new(py, Input::new(body))?;
         let environ = environ::build(py, &request, input, env)?;
         let start_response = Bound::new(py, StartResponse { responder: Arc::clone(&responder) })?;
         let result = app.object.bind(py).call1((environ, start_response))?;
-        let sent = response::send(py, &result, &responder);
+        let sent = unwound(|| response::send(py, &result, &responder));
         let closed = close(py, &result);
         sent.and(closed)
-    })();
+    });
     if let Err(error) = outcome {
         // Logged first, so that the log has the error by the time the client has the 500.
         failed(py, &error, &ticket.line, &app.name, retire);
         lock(&responder).fail();
     }
+}
+
+/// Runs `f`, with a panic in it (a bug of ours, met by some input) made an exception of the
+/// request: the thread lives on to serve the next one, and the result is still closed.
+fn unwound(f: impl FnOnce() -> PyResult<()>) -> PyResult<()> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        let message = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        Err(pyo3::panic::PanicException::new_err(message))
+    })
 }
 
 /// Calls the result's `close()`, if it has one.
@@ -272,15 +285,50 @@ fn failed(
     }
 }
 
-/// The watcher: logs the Python stack of each request abandoned while running, and asks for
-/// the worker's replacement once every thread runs a request abandoned past `request_timeout`.
+/// How often the watcher looks at the threads.
+const TICK: Duration = Duration::from_millis(200);
+
+/// How long a request whose client left may run on before its stack is logged: most are
+/// finishing (closing, or past the last byte the client wanted), and are not worth a report.
+const GRACE: Duration = Duration::from_secs(1);
+
+/// The watcher: has the Python stack logged of each request abandoned while running (past its
+/// `request_timeout`, or still running [`GRACE`] after its client left), and asks for the
+/// worker's replacement once every thread runs a request abandoned past `request_timeout`.
+///
+/// A stack needs the GIL, which an app's C code may hold for ever; the stacks are logged by a
+/// thread of their own, so that this one never waits for it and still sees every thread stuck.
 fn watch(shared: &Shared, reports: &mpsc::Receiver<Arc<Ticket>>, settings: Settings) {
+    let (log, to_log) = mpsc::channel::<(Arc<Ticket>, &'static str)>();
+    let stacks = std::thread::Builder::new().name("python-stacks".into()).spawn(move || {
+        for (ticket, why) in to_log {
+            report(&ticket, why);
+        }
+    });
+    if let Err(e) = stacks {
+        tracing::warn!("cannot start the thread that logs stuck requests' Python stacks: {e}");
+    }
+    let mut pending: Vec<(Arc<Ticket>, Instant)> = Vec::new();
     loop {
-        match reports.recv_timeout(Duration::from_secs(1)) {
-            Ok(ticket) => report(&ticket, settings.request_timeout),
+        match reports.recv_timeout(TICK) {
+            Ok(ticket) => pending.push((ticket, Instant::now())),
             Err(mpsc::RecvTimeoutError::Timeout) => {}
             Err(mpsc::RecvTimeoutError::Disconnected) => return,
         }
+        pending.retain(|(ticket, abandoned)| {
+            if ticket.state.load(Ordering::Acquire) != ABANDONED {
+                return false;
+            }
+            let timed_out = settings
+                .request_timeout
+                .is_some_and(|limit| ticket.since.elapsed() + Duration::from_millis(50) >= limit);
+            if !timed_out && abandoned.elapsed() < GRACE {
+                return true;
+            }
+            let why = if timed_out { "request_timeout passed" } else { "its client left" };
+            let _ = log.send((Arc::clone(ticket), why));
+            false
+        });
         let Some(limit) = settings.request_timeout else { continue };
         let stuck = shared.running.iter().all(|slot| {
             lock(slot).as_ref().is_some_and(|t| {
@@ -298,22 +346,18 @@ fn watch(shared: &Shared, reports: &mpsc::Receiver<Arc<Ticket>>, settings: Setti
     }
 }
 
-/// Logs where in Python an abandoned request is.
-fn report(ticket: &Ticket, limit: Option<Duration>) {
-    let elapsed = ticket.since.elapsed();
-    if ticket.state.load(Ordering::Acquire) != ABANDONED {
-        return;
-    }
+/// Logs where in Python an abandoned request is, unless it has finished since.
+fn report(ticket: &Ticket, why: &str) {
     let ident = ticket.thread.load(Ordering::Acquire);
-    let stack =
-        Python::attach(|py| stack(py, ident)).unwrap_or_else(|e| format!("(no stack: {e})"));
-    let why = match limit {
-        Some(limit) if elapsed + Duration::from_millis(50) >= limit => "request_timeout passed",
-        _ => "its client left",
-    };
+    let stack = Python::attach(|py| {
+        // Checked with the GIL held: the thread cannot move on to another request meanwhile.
+        (ticket.state.load(Ordering::Acquire) == ABANDONED).then(|| stack(py, ident))
+    });
+    let Some(stack) = stack else { return };
+    let stack = stack.unwrap_or_else(|e| format!("(no stack: {e})"));
     tracing::warn!(
         request = ticket.line.as_str(),
-        elapsed_ms = elapsed.as_millis() as u64,
+        elapsed_ms = ticket.since.elapsed().as_millis() as u64,
         "the app still runs a request whose response is no longer wanted ({why}); its Python \
          thread is here:\n{stack}"
     );

@@ -269,7 +269,10 @@ impl Write {
         let data = data.cast::<PyBytes>().map_err(|_| {
             PyTypeError::new_err(format!("write() takes bytes, not {}", type_name(data)))
         })?;
-        if !lock(&self.responder).send(py, data.as_bytes())? {
+        let mut responder = lock(&self.responder);
+        // A HEAD request's body is dropped, as the app need not know: only a client that left
+        // makes write() fail.
+        if !responder.send(py, data.as_bytes())? && !responder.head_only {
             return Err(pyo3::exceptions::PyConnectionAbortedError::new_err("the client is gone"));
         }
         Ok(())
@@ -415,6 +418,10 @@ impl FileWrapper {
     fn as_file(&self, py: Python<'_>, content_length: Option<u64>) -> Option<(File, u64, u64)> {
         let filelike = self.filelike.bind(py);
         let fd: i32 = filelike.call_method0("fileno").ok()?.extract().ok()?;
+        // -1 is "no descriptor" to a file-like, and may not be borrowed.
+        if fd < 0 {
+            return None;
+        }
         let offset: u64 = filelike.call_method0("tell").ok()?.extract().ok()?;
         // SAFETY: `fd` is open for as long as the file object is, which outlives this call;
         // the borrow only lasts for the dup that gives the event loop a descriptor of its own.
