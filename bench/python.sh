@@ -20,8 +20,9 @@
 #   - a Django project (djsite.wsgi:application), 4 workers of 1 thread, unpinned: PSS of the
 #     workers (Pss of /proc/PID/smaps_rollup, summed) after a warm-up, without and with preload
 #     (forkserve --preload, Gunicorn --preload for reference). The workers are the server's
-#     processes that have no child process (so a template process that forks them is not
-#     counted as one; the whole server's PSS is shown too).
+#     processes but its master and forkserve's mold (the template process that imports the app
+#     and forks the workers); the whole server's PSS, mold and master included, is shown too.
+# PY_ROWS="throughput memory" (the default) selects which of these run.
 # Targets (issue 13): hello world ≥ 10x Gunicorn gthread and ≥ 1.0x Granian in req/CPU-s; Flask
 # ≥ 1.0x Granian; the 10 ms handler ≥ 1.0x Gunicorn gthread's req/s; preload PSS ≤ 60 % of without.
 
@@ -45,7 +46,8 @@ py_venv() {
 }
 
 # Whether this forkserve serves WSGI apps (the cargo feature "python").
-py_forkserve_ok() { "$BIN" --help 2>/dev/null | grep -q -- '--wsgi'; }
+# (Its help is read whole first: with pipefail, grep -q closing the pipe early could fail it.)
+py_forkserve_ok() { grep -q -- '--wsgi' <<<"$("$BIN" --help 2>/dev/null || true)"; }
 
 # Until the server answers GET / with 200 (20 s at most), or false once its process is gone.
 py_wait() {
@@ -133,15 +135,18 @@ py_throughput() {
   done
 }
 
-# PSS of the server's processes that have no child process (its workers), of all its processes,
-# and how many workers: "KiB KiB N".
+# PSS of the server's workers (its processes but the master and, for forkserve with --preload,
+# the mold it forks them from, which logs its pid), of all its processes, and how many workers
+# there were: "KiB KiB N".
 py_pss() {
-  local pids pid parents=" " leaves=()
+  local pids pid molds workers=()
   pids=$(pgrep -g "$GROUP")
-  for pid in $pids; do parents+="$(awk '/^PPid:/ {print $2}' "/proc/$pid/status" 2>/dev/null) "; done
-  for pid in $pids; do [[ $parents == *" $pid "* ]] || leaves+=("$pid"); done
+  molds=" $(grep -o 'mold started pid=[0-9]*' "$WORK/py.log" 2>/dev/null | sed 's/.*=//' | tr '\n' ' ') "
+  for pid in $pids; do
+    [ "$pid" = "$GROUP" ] || [[ $molds == *" $pid "* ]] || workers+=("$pid")
+  done
   # shellcheck disable=SC2086 # one PID a word
-  echo "$(pss_kib "${leaves[@]}") $(pss_kib $pids) ${#leaves[@]}"
+  echo "$(pss_kib "${workers[@]}") $(pss_kib $pids) ${#workers[@]}"
 }
 
 py_memory() {
@@ -151,7 +156,7 @@ py_memory() {
       [ "$server" = forkserve ] && [ "$PY_FORKSERVE" = 0 ] && continue
       for preload in without with; do
         flag=(); [ "$preload" = with ] && flag=(--preload)
-        if [ "$server" = forkserve ] && [ "$preload" = with ] && ! "$BIN" --help | grep -q -- '--preload'; then
+        if [ "$server" = forkserve ] && [ "$preload" = with ] && ! grep -q -- '--preload' <<<"$("$BIN" --help 2>/dev/null || true)"; then
           [ "$i" = 1 ] && NOTES+=("forkserve has no --preload yet: its Django row with preload is not measured")
           continue
         fi
@@ -173,12 +178,14 @@ py_memory() {
   done
 }
 
+PY_ROWS=${PY_ROWS:-throughput memory}
+
 py_run() {
   if py_forkserve_ok; then PY_FORKSERVE=1; else
     NOTES+=("this forkserve has no --wsgi (built without the python feature, or before it): its Python rows are not measured")
   fi
-  py_throughput
-  py_memory
+  if [[ " $PY_ROWS " == *" throughput "* ]]; then py_throughput; fi
+  if [[ " $PY_ROWS " == *" memory "* ]]; then py_memory; fi
 }
 
 py_med() { # scenario server column
@@ -230,7 +237,8 @@ py_report() { # the Python tables (stdout) and their chart rows ($WORK/chart.tsv
   echo "| PSS of the 4 workers without preload (KiB) | ${m[without|forkserve|1]} | ${m[without|gunicorn|1]} |  |  |"
   echo "| PSS of the 4 workers with preload (KiB) | ${m[with|forkserve|1]} | ${m[with|gunicorn|1]} |  |  |"
   echo "| with ÷ without | ${m[ratio|forkserve]} | ${m[ratio|gunicorn]} | ≤ 0.60 | $met |"
-  echo "| PSS of every process of the server, without / with preload (KiB) | ${m[without|forkserve|2]} / ${m[with|forkserve|2]} | ${m[without|gunicorn|2]} / ${m[with|gunicorn|2]} |  |  |"
+  echo "| PSS of every process of the server (master, mold), without / with preload (KiB) | ${m[without|forkserve|2]} / ${m[with|forkserve|2]} | ${m[without|gunicorn|2]} / ${m[with|gunicorn|2]} |  |  |"
+  echo "| every process, with ÷ without | $(ratio "${m[with|forkserve|2]}" "${m[without|forkserve|2]}") | $(ratio "${m[with|gunicorn|2]}" "${m[without|gunicorn|2]}") |  |  |"
   section="Python: Django worker PSS with preload ÷ without, 4 workers, lower is better"
   printf '%s\tDjango, 4 workers\tforkserve --preload\t%s\t0.6\n' "$section" "${m[ratio|forkserve]}" >>"$WORK/chart.tsv"
   printf '%s\tDjango, 4 workers\tGunicorn --preload\t%s\t-\n' "$section" "${m[ratio|gunicorn]}" >>"$WORK/chart.tsv"
