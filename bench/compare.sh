@@ -31,7 +31,7 @@
 #                                             # keep-alive hello-world rows, for reference
 #   PYTHON=1 bench/compare.sh                 # plus the Python rows (bench/python.sh says
 #                                             # which): WSGI apps under forkserve, Gunicorn,
-#                                             # uWSGI and Granian; about 9 minutes more
+#                                             # uWSGI and Granian; about 7 minutes more
 #   ONLY=python bench/compare.sh              # the Python rows alone
 #
 # Prints the tables (markdown) and writes them to bench/results/latest.md, and the

@@ -240,10 +240,10 @@ py_report() { # the Python tables (stdout) and their chart rows ($WORK/chart.tsv
   echo "| PSS of every process of the server (master, mold), without / with preload (KiB) | ${m[without|forkserve|2]} / ${m[with|forkserve|2]} | ${m[without|gunicorn|2]} / ${m[with|gunicorn|2]} |  |  |"
   echo "| every process, with ÷ without | $(ratio "${m[with|forkserve|2]}" "${m[without|forkserve|2]}") | $(ratio "${m[with|gunicorn|2]}" "${m[without|gunicorn|2]}") |  |  |"
   section="Python: Django worker PSS with preload ÷ without, 4 workers, lower is better"
-  printf '%s\tDjango, 4 workers\tforkserve --preload\t%s\t0.6\n' "$section" "${m[ratio|forkserve]}" >>"$WORK/chart.tsv"
-  printf '%s\tDjango, 4 workers\tGunicorn --preload\t%s\t-\n' "$section" "${m[ratio|gunicorn]}" >>"$WORK/chart.tsv"
+  printf '%s\tDjango, 4 workers\tforkserve\t%s\t0.6\n' "$section" "${m[ratio|forkserve]}" >>"$WORK/chart.tsv"
+  printf '%s\tDjango, 4 workers\tGunicorn\t%s\t-\n' "$section" "${m[ratio|gunicorn]}" >>"$WORK/chart.tsv"
   echo
-  echo "Python servers ($("$PY_VENV/bin/python" --version 2>&1), virtualenv $(basename "$PY_VENV")): $(grep -E '^[A-Za-z]' "$PY_DIR/requirements.txt" | tr '\n' ' ')."
+  echo "Python servers ($("$PY_VENV/bin/python" --version 2>&1), virtualenv $(basename "$PY_VENV")): $(grep -E '^[A-Za-z]' "$PY_DIR/requirements.txt" | paste -sd ' ')."
   echo "The apps are in bench/python/. uWSGI serves with --http11-socket (keep-alive) and --master; Granian with one runtime thread; Gunicorn's sync worker closes the connection after each response (it has no keep-alive)."
   echo "uWSGI's threads each keep one keep-alive connection to themselves: in the 256-connection row most of wrk's connections wait in its listen queue and are never answered, which wrk does not count as errors, so its p99 there is that of the few connections it serves."
 }
