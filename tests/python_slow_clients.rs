@@ -112,6 +112,28 @@ fn two_hundred_slow_downloaders_of_streamed_bodies_leave_a_get_answered_at_once(
     slow_downloaders_do_not_hold_the_python_thread("/gen?n=1048576");
 }
 
+/// A streamed response far larger than what waits in memory (4 MiB): what its client has not
+/// taken goes to a spool file, and the thread goes back to the app.
+#[test]
+fn a_slow_downloader_of_a_large_streamed_body_leaves_a_get_answered_at_once() {
+    let server = wsgi::start("behave:app", &["-w", "1", "--threads", "1"]);
+    let addr = server.addr();
+    let mut slow = tiny_window(addr);
+    slow.write_all(b"GET /gen?n=20971520 HTTP/1.1\r\nHost: h\r\n\r\n").unwrap();
+    // Its response has started (the app is streaming it); peeked, so as to read it whole below.
+    slow.set_read_timeout(Some(common::WAIT)).unwrap();
+    let mut head = [0u8; 12];
+    while slow.peek(&mut head).unwrap() < head.len() {
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(&head, b"HTTP/1.1 200");
+    let slowest = slowest_get(addr, Duration::from_secs(1));
+    eprintln!("with a slow downloader of 20 MiB streamed, the slowest GET took {slowest:?}");
+    assert!(slowest < AT_ONCE, "with a slow downloader of 20 MiB streamed, a GET took {slowest:?}");
+    let r = Conn::over(slow).read_response(false).unwrap();
+    assert_eq!((r.status, r.body.len()), (200, 20 << 20), "the slow client's body arrives whole");
+}
+
 /// How long two requests that each sleep 500 ms in Python take together.
 fn two_sleeps(threads: &str) -> Duration {
     let server = wsgi::start("behave:app", &["-w", "1", "--threads", threads]);

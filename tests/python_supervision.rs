@@ -67,6 +67,30 @@ fn an_app_that_cannot_import_stops_the_first_start_with_its_error() {
     }
 }
 
+/// An import stuck past `boot_timeout` is aborted, not just killed: Python's faulthandler prints
+/// where it is stuck, with and without preload (a worker, or the mold).
+#[test]
+fn an_import_stuck_past_boot_timeout_logs_where_it_is_stuck() {
+    let dir = tempdir();
+    common::write(
+        dir.path(),
+        "stuck.py",
+        "import time\n\ndef wait_for_the_database():\n    time.sleep(600)\n\nwait_for_the_database()\n",
+    );
+    for extra in
+        [&["-w", "1", "--boot-timeout", "1"][..], &["-w", "1", "--boot-timeout", "1", "--preload"]]
+    {
+        let mut server = spawn_in(dir.path(), "stuck:app", extra);
+        assert_eq!(server.exit_code(), 3, "{extra:?}");
+        let output = server.output();
+        assert!(output.contains("killing it with SIGABRT"), "{extra:?}: {output}");
+        assert!(
+            output.contains("stuck.py\", line 4 in wait_for_the_database"),
+            "{extra:?}: the stack says where: {output}"
+        );
+    }
+}
+
 #[test]
 fn a_reload_whose_python_app_cannot_import_rolls_back() {
     let dir = tempdir();

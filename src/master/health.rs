@@ -17,7 +17,7 @@ use crate::process::{self, Exit};
 use crate::worker::EXIT_BOOT_FAILED;
 
 /// How long a hung worker has between `SIGABRT` and `SIGKILL`.
-const ABORT_GRACE: Duration = Duration::from_secs(1);
+pub(super) const ABORT_GRACE: Duration = Duration::from_secs(1);
 /// How often a streak of identical boot failures is summed up in the log.
 const STILL_FAILING_EVERY: Duration = Duration::from_secs(60);
 
@@ -331,9 +331,13 @@ impl<F: Factory> Master<'_, F> {
                     self.pause_after_loss(up, "worker killed as hung");
                 }
                 _ => {
-                    error!(pid, worker, generation, "worker {why}, killing it with SIGKILL");
-                    process::send(w.pid, Signal::SIGKILL);
-                    w.state = WorkerState::Killed { why: why.clone() };
+                    // SIGABRT first, as for a hung worker: an app stuck while it loads says
+                    // where (Python's faulthandler prints every thread's stack; elsewhere, a
+                    // core dump where the system keeps them), then SIGKILL.
+                    error!(pid, worker, generation, "worker {why}, killing it with SIGABRT");
+                    process::send(w.pid, Signal::SIGABRT);
+                    w.state =
+                        WorkerState::Exiting { deadline: deadline(ABORT_GRACE), why: why.clone() };
                     self.boot_failed(pid, Booting::Worker(worker), generation, &why.to_string());
                 }
             }

@@ -413,6 +413,14 @@ impl<'f, F: Factory> Master<'f, F> {
                     if let WorkerState::Killed { .. } = w.state {
                         continue;
                     }
+                    if matches!(w.state, WorkerState::Exiting { .. })
+                        && w.why().is_some_and(Why::is_kill)
+                    {
+                        // Being aborted (hung, or not ready in time): an INT, delivered before
+                        // the pending ABRT, would end it before it says where it was stuck.
+                        // SIGKILL follows at its own, shorter deadline.
+                        continue;
+                    }
                     process::send(w.pid, Signal::SIGINT);
                     let why = match w.why() {
                         // A hung worker keeps its reason; it gets the shorter deadline.

@@ -4,6 +4,7 @@
 use std::sync::Mutex;
 
 use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyString};
 
 /// `wsgi.errors`: a text stream whose lines are logged at error level.
 #[pyclass(module = "forkserve")]
@@ -15,20 +16,24 @@ pub(crate) struct Errors {
 
 #[pymethods]
 impl Errors {
-    fn write(&self, text: &str) -> usize {
+    fn write(&self, text: &Bound<'_, PyString>) -> PyResult<usize> {
+        // Lone surrogates (from `surrogateescape`d bytes) are escaped, not an error in the app.
+        let bytes = text.call_method1("encode", ("utf-8", "backslashreplace"))?;
+        let text = String::from_utf8_lossy(bytes.cast::<PyBytes>()?.as_bytes()).into_owned();
         let mut partial = self.partial.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        partial.push_str(text);
+        partial.push_str(&text);
         while let Some(end) = partial.find('\n') {
             log_line(&partial[..end]);
             partial.drain(..=end);
         }
-        text.chars().count()
+        Ok(text.chars().count())
     }
 
-    fn writelines(&self, lines: Vec<String>) {
-        for line in lines {
-            self.write(&line);
+    fn writelines(&self, lines: &Bound<'_, PyAny>) -> PyResult<()> {
+        for line in lines.try_iter()? {
+            self.write(line?.cast::<PyString>()?)?;
         }
+        Ok(())
     }
 
     fn flush(&self) {

@@ -77,20 +77,49 @@ pub(crate) async fn receive(mut body: Incoming, in_memory: u64) -> Result<Receiv
 
 /// An unnamed file in the temporary directory: gone when closed, whatever happens to the
 /// worker.
-fn temporary() -> io::Result<File> {
+pub(crate) fn temporary() -> io::Result<File> {
     let dir = std::env::temp_dir();
-    std::fs::OpenOptions::new()
+    let unnamed = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .custom_flags(nix::libc::O_TMPFILE)
         .mode(0o600)
-        .open(&dir)
-        .map_err(|e| {
-            io::Error::new(
-                e.kind(),
-                format!("cannot spool a request body in {}: {e}", dir.display()),
-            )
-        })
+        .open(&dir);
+    let file = match unnamed {
+        Ok(file) => Ok(file),
+        // A file system without O_TMPFILE: a new file, unlinked at once.
+        Err(e) if matches!(e.raw_os_error(), Some(nix::libc::EOPNOTSUPP | nix::libc::EISDIR)) => {
+            named_then_unlinked(&dir)
+        }
+        Err(e) => Err(e),
+    };
+    file.map_err(|e| {
+        io::Error::new(e.kind(), format!("cannot spool a body in {}: {e}", dir.display()))
+    })
+}
+
+/// A new file in `dir`, removed from it before it is used.
+fn named_then_unlinked(dir: &std::path::Path) -> io::Result<File> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let path = dir.join(format!(".forkserve-{}-{n}", std::process::id()));
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+        {
+            Ok(file) => {
+                std::fs::remove_file(&path)?;
+                return Ok(file);
+            }
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
 
 /// `wsgi.input`: the received body, read from the start.

@@ -5,7 +5,8 @@
 //! for one of the worker's Python threads (`pool`), which builds the environ (`environ`), calls
 //! the app and hands the response back as it comes (`response`); the event loop sends it. The
 //! event loop never takes the GIL, and a Python thread never waits for a client, except on a
-//! streamed response more than `response::BUFFERED` ahead of it.
+//! streamed response more than `backlog::BUFFERED` (in memory) plus `backlog::SPOOLED` (in a
+//! file) ahead of it.
 //!
 //! | module | owns |
 //! |---|---|
@@ -14,9 +15,11 @@
 //! | `pool` | the Python threads, their queue, and the watcher of stuck requests |
 //! | `environ` | the environ of a request |
 //! | `input` | receiving the body, and `wsgi.input` |
+//! | `backlog` | what a slow client has not taken of a streamed response: memory, then a spool file |
 //! | `response` | `start_response`, `write()`, the result's iteration, `wsgi.file_wrapper`, `close()` |
 //! | `errors` | `wsgi.errors` |
 
+mod backlog;
 mod environ;
 mod errors;
 mod input;
@@ -213,7 +216,9 @@ async fn respond(
                 _ => Body::file(file, offset, declared.map_or(len, |n| n.min(len))),
             }
         }
-        HeadBody::Stream => Body::stream(Streamed { chunks, watch, ended: false, left: declared }),
+        HeadBody::Stream => {
+            Body::stream(Streamed { chunks, watch, ended: false, left: declared, spooled: None })
+        }
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
@@ -291,6 +296,20 @@ struct Streamed {
     /// What remains of the app's `Content-Length`, if it gave one: once it is sent, hyper
     /// ends the response and drops the body without waiting for the app's end.
     left: Option<u64>,
+    /// The range of the spool file being sent, if any.
+    spooled: Option<backlog::Spooled>,
+}
+
+impl Streamed {
+    /// Counts `bytes` as sent, and makes them a frame.
+    fn sent(&mut self, bytes: Bytes) -> Frame<Bytes> {
+        if let Some(left) = &mut self.left {
+            *left = left.saturating_sub(bytes.len() as u64);
+            // All the response says it has: whatever the app does next is not wanted.
+            self.watch.done |= *left == 0;
+        }
+        Frame::data(bytes)
+    }
 }
 
 impl hyper::body::Body for Streamed {
@@ -305,16 +324,25 @@ impl hyper::body::Body for Streamed {
             return Poll::Ready(None);
         }
         let this = &mut *self;
+        if let Some(range) = &mut this.spooled {
+            match range.next() {
+                Some(Ok(bytes)) => return Poll::Ready(Some(Ok(this.sent(bytes)))),
+                Some(Err(e)) => {
+                    this.ended = true;
+                    return Poll::Ready(Some(Err(e.into())));
+                }
+                None => this.spooled = None,
+            }
+        }
         let frame = match this.chunks.poll_recv(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Some(Chunk::Data(bytes))) => {
                 this.watch.budget.took(bytes.len());
-                if let Some(left) = &mut this.left {
-                    *left = left.saturating_sub(bytes.len() as u64);
-                    // All the response says it has: whatever the app does next is not wanted.
-                    this.watch.done |= *left == 0;
-                }
-                return Poll::Ready(Some(Ok(Frame::data(bytes))));
+                return Poll::Ready(Some(Ok(this.sent(bytes))));
+            }
+            Poll::Ready(Some(Chunk::Spooled(range))) => {
+                this.spooled = Some(range);
+                return self.poll_frame(cx);
             }
             Poll::Ready(Some(Chunk::End)) => None,
             Poll::Ready(Some(Chunk::Failed)) => {

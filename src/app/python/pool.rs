@@ -235,7 +235,7 @@ fn run(py: Python<'_>, job: Job, env: &environ::Shared, retire: &(dyn Fn(String)
     if let Err(error) = outcome {
         // Logged first, so that the log has the error by the time the client has the 500.
         failed(py, &error, &ticket.line, &app.name, retire);
-        lock(&responder).fail();
+        response::lock(py, &responder).fail();
     }
 }
 

@@ -6,13 +6,11 @@
 //! A Python thread never writes to a socket. A result that is a list is sent whole, with its
 //! length; a file wrapped in `wsgi.file_wrapper` is handed over as its descriptor and sent by
 //! the event loop as static files are; any other iterable is streamed as it yields, through a
-//! channel. That channel holds up to `BUFFERED` bytes the client has not yet taken: below it
-//! the Python thread never waits for a slow client; beyond it, it waits (without the GIL)
-//! rather than hold an unbounded response in memory.
+//! channel; what a slow client has not taken waits in memory, then in a spool file (see
+//! `backlog`), so that the Python thread goes back to the app.
 
 use std::fs::File;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
@@ -21,8 +19,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString, PyTuple};
 use tokio::sync::{mpsc, oneshot};
 
-/// How much of a streamed response may wait for the client before the app's thread waits.
-pub(crate) const BUFFERED: usize = 4 * 1024 * 1024;
+pub(crate) use super::backlog::Budget;
+use super::backlog::{Spool, Spooled};
 
 /// The status and headers of a response, and how its body comes.
 #[derive(Debug)]
@@ -49,6 +47,9 @@ pub(crate) enum HeadBody {
 #[derive(Debug)]
 pub(crate) enum Chunk {
     Data(Bytes),
+    /// Bytes the client was too slow for, written to the response's spool file (see
+    /// `backlog`).
+    Spooled(Spooled),
     /// The body is complete.
     End,
     /// The app failed after the head was sent: the response is cut.
@@ -69,60 +70,6 @@ impl Head {
     }
 }
 
-/// How many bytes of a streamed response the client has not yet taken, shared by the Python
-/// thread that adds them and the event loop that sends them.
-#[derive(Debug, Default)]
-pub(crate) struct Budget {
-    queued: Mutex<usize>,
-    taken: Condvar,
-    /// The event loop no longer wants the response (the client left, or it timed out).
-    closed: AtomicBool,
-}
-
-impl Budget {
-    /// Waits, without the GIL, until fewer than [`BUFFERED`] bytes are queued, then counts
-    /// `n` more. False if the response is no longer wanted.
-    fn add(&self, py: Python<'_>, n: usize) -> bool {
-        {
-            // The usual case: room at once, without letting go of the GIL.
-            let mut queued = self.queued.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if *queued < BUFFERED {
-                *queued += n;
-                return !self.closed.load(Ordering::Acquire);
-            }
-        }
-        py.detach(|| {
-            let mut queued = self.queued.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            while *queued >= BUFFERED && !self.closed.load(Ordering::Acquire) {
-                queued = self.taken.wait(queued).unwrap_or_else(std::sync::PoisonError::into_inner);
-            }
-            *queued += n;
-        });
-        !self.closed.load(Ordering::Acquire)
-    }
-
-    /// The event loop took `n` bytes.
-    pub(crate) fn took(&self, n: usize) {
-        let mut queued = self.queued.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let was_full = *queued >= BUFFERED;
-        *queued = queued.saturating_sub(n);
-        if was_full && *queued < BUFFERED {
-            self.taken.notify_one();
-        }
-    }
-
-    /// The event loop no longer wants the response.
-    pub(crate) fn close(&self) {
-        self.closed.store(true, Ordering::Release);
-        let _queued = self.queued.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.taken.notify_all();
-    }
-
-    pub(crate) fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Acquire)
-    }
-}
-
 /// The Python thread's end of a response: where its head and chunks go.
 pub(crate) struct Outbound {
     pub(crate) head: Option<oneshot::Sender<Head>>,
@@ -135,13 +82,21 @@ pub(crate) struct Responder {
     status: Option<(StatusCode, Option<Bytes>)>,
     headers: HeaderMap,
     out: Outbound,
+    /// Where what a slow client has not taken goes beyond memory, once it is needed.
+    spool: Spool,
     /// The request is `HEAD`: the body is not wanted.
     pub(crate) head_only: bool,
 }
 
 impl Responder {
     pub(crate) fn new(out: Outbound, head_only: bool) -> Responder {
-        Responder { status: None, headers: HeaderMap::new(), out, head_only }
+        Responder {
+            status: None,
+            headers: HeaderMap::new(),
+            out,
+            spool: Spool::default(),
+            head_only,
+        }
     }
 
     /// Whether the head has gone to the event loop.
@@ -179,11 +134,20 @@ impl Responder {
             let _ = self.out.chunks.send(Chunk::End);
             return Ok(false);
         }
-        let bytes = Bytes::copy_from_slice(data);
-        if !self.out.budget.add(py, bytes.len()) {
+        if self.out.budget.is_closed() {
             return Ok(false);
         }
-        Ok(self.out.chunks.send(Chunk::Data(bytes)).is_ok())
+        // In memory while the client keeps up; to the spool file while it does not, so that
+        // the thread goes back to the app; only past the spool's size does the thread wait.
+        if !self.out.budget.try_add(data.len()) {
+            if let Some(spooled) = self.spool.write(py, data) {
+                return Ok(self.out.chunks.send(Chunk::Spooled(spooled)).is_ok());
+            }
+            if !self.out.budget.add(py, data.len()) {
+                return Ok(false);
+            }
+        }
+        Ok(self.out.chunks.send(Chunk::Data(Bytes::copy_from_slice(data))).is_ok())
     }
 
     /// The app's response is complete: the head (with an empty body) if it has not gone, else
@@ -211,8 +175,23 @@ impl Responder {
 }
 
 /// Locks a responder, whatever a panicking thread left it as.
-fn lock(r: &Mutex<Responder>) -> std::sync::MutexGuard<'_, Responder> {
-    r.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+///
+/// Taken with the GIL held, so never waited for with it: the holder may be waiting for the GIL
+/// (it lets go of it to write to the spool, or to wait for a slow client), as when an app's own
+/// thread calls `write()` while the request's thread sends.
+pub(crate) fn lock<'a>(
+    py: Python<'_>,
+    r: &'a Mutex<Responder>,
+) -> std::sync::MutexGuard<'a, Responder> {
+    loop {
+        match r.try_lock() {
+            Ok(guard) => return guard,
+            Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                py.detach(|| std::thread::sleep(std::time::Duration::from_micros(100)));
+            }
+        }
+    }
 }
 
 /// The `start_response` callable of one request.
@@ -232,7 +211,7 @@ impl StartResponse {
         exc_info: Option<&Bound<'_, PyAny>>,
     ) -> PyResult<Write> {
         let exc_info = exc_info.filter(|e| !e.is_none());
-        let mut responder = lock(&self.responder);
+        let mut responder = lock(py, &self.responder);
         match exc_info {
             // PEP 3333: once the head is sent, an error handler's start_response re-raises.
             Some(info) if responder.started() => {
@@ -269,7 +248,7 @@ impl Write {
         let data = data.cast::<PyBytes>().map_err(|_| {
             PyTypeError::new_err(format!("write() takes bytes, not {}", type_name(data)))
         })?;
-        let mut responder = lock(&self.responder);
+        let mut responder = lock(py, &self.responder);
         // A HEAD request's body is dropped, as the app need not know: only a client that left
         // makes write() fail.
         if !responder.send(py, data.as_bytes())? && !responder.head_only {
@@ -451,7 +430,7 @@ pub(crate) fn send(
         return send_whole(py, responder, tuple.iter());
     }
     if let Ok(wrapper) = result.cast::<FileWrapper>() {
-        let mut r = lock(responder);
+        let mut r = lock(py, responder);
         if !r.started() {
             let length =
                 r.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok());
@@ -468,13 +447,13 @@ pub(crate) fn send(
                 type_name(&item)
             ))
         })?;
-        let mut r = lock(responder);
+        let mut r = lock(py, responder);
         if !r.send(py, bytes.as_bytes())? {
             // HEAD has its head; or the client is gone: stop here, and close.
             return Ok(());
         }
     }
-    lock(responder).finish()
+    lock(py, responder).finish()
 }
 
 /// Sends a list's items as one body, with its length, or as chunks after what `write()` sent.
@@ -493,7 +472,7 @@ fn send_whole<'py>(
         })?;
         body.extend_from_slice(bytes.as_bytes());
     }
-    let mut r = lock(responder);
+    let mut r = lock(py, responder);
     if r.started() {
         // After write(): the list's items follow what it sent.
         if r.send(py, &body)? {

@@ -208,10 +208,12 @@ impl<F: Factory> Master<'_, F> {
                 continue;
             }
             let why = format!("not loaded within boot_timeout ({} s)", limit.as_secs_f64());
-            error!(pid = pid.as_raw(), generation = number, "mold {why}, killing it");
-            process::send(pid, Signal::SIGKILL);
+            // SIGABRT first: Python's faulthandler prints where the import is stuck; SIGKILL
+            // follows if it is still there.
+            error!(pid = pid.as_raw(), generation = number, "mold {why}, killing it with SIGABRT");
+            process::send(pid, Signal::SIGABRT);
             if let Some(m) = self.molds.iter_mut().find(|m| m.pid == pid) {
-                m.state = MoldState::Killed;
+                m.state = MoldState::Exiting { deadline: deadline(super::health::ABORT_GRACE) };
             }
             self.boot_failed(pid.as_raw(), Booting::Mold, number, &why);
         }
