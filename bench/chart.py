@@ -1,11 +1,11 @@
 #!/usr/bin/env python3
-"""Draw bench/compare.sh's forkserve/nginx ratios as a self-contained SVG (standard library only).
+"""Draw bench/compare.sh's ratios (forkserve ÷ nginx, ÷ each Python server) as a self-contained SVG (standard library only).
 
   chart.py --title TITLE --subtitle TEXT < rows.tsv > chart.svg
 
 Each input line is tab-separated: SECTION, LABEL, METRIC, RATIO, TARGET_RATIO. Rows of one
 SECTION are drawn under its heading, in input order; consecutive rows with the same LABEL form
-one group (one bar per METRIC). RATIO is forkserve / nginx; TARGET_RATIO (or "-") puts a marker
+one group (one bar per METRIC). RATIO is forkserve / the other server (or, in a section that says so, another quotient); TARGET_RATIO (or "-") puts a marker
 where the target lies. Ratios are drawn as bars from 1x on a log2 scale, with a line at 1x.
 """
 import argparse
@@ -20,7 +20,7 @@ VALUE_LEFT = 678
 ROW, BAR = 17, 11
 FONT = "font-family=\"-apple-system, 'Segoe UI', Helvetica, Arial, sans-serif\""
 INK, MUTED, GRID, TARGET = "#1b1f24", "#57606a", "#d0d7de", "#cf222e"
-COLORS = ["#0a5fa8", "#7fb2e5", "#8250df", "#c297ff"]
+COLORS = ["#0a5fa8", "#7fb2e5", "#8250df", "#c297ff", "#1a7f37", "#bf8700", "#cf6a22", "#6e7781", "#bf3989"]
 
 
 def number(s):
@@ -75,6 +75,9 @@ def main():
     # legend
     lx = 20
     for m in metrics:
+        if lx + 26 + 7 * len(m) > WIDTH - 80:  # wrap: the legend stays inside the picture
+            lx = 20
+            y += 16
         out.append(f'<rect x="{lx}" y="{y - 9}" width="12" height="10" fill="{color[m]}"/>')
         out.append(f'<text x="{lx + 16}" y="{y}" font-size="12" fill="{INK}">{html.escape(m)}</text>')
         lx += 26 + 7 * len(m)

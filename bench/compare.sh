@@ -29,9 +29,15 @@
 #   ROUNDS=1 DURATION=1 bench/compare.sh      # a quick check that every part runs
 #   WITH_GUNICORN=1 bench/compare.sh          # plus gunicorn (pip, sync workers) in the
 #                                             # keep-alive hello-world rows, for reference
+#   PYTHON=1 bench/compare.sh                 # plus the Python rows (bench/python.sh says
+#                                             # which): WSGI apps under forkserve, Gunicorn,
+#                                             # uWSGI and Granian; about 7 minutes more
+#   ONLY=python bench/compare.sh              # the Python rows alone
 #
-# Prints both tables (markdown) and writes them to bench/results/latest.md, and the
-# forkserve/nginx ratios as a chart to bench/results/latest.svg. Builds the release binary;
+# Prints the tables (markdown) and writes them to bench/results/latest.md, and the
+# forkserve/nginx ratios (and forkserve's against the Python servers) as a chart to
+# bench/results/latest.svg; ONLY=python writes bench/results/python.md and .svg instead, so that
+# the full run's files stay. Builds the release binary;
 # installs wrk, nginx-light and util-linux (taskset) with apt-get when missing and run as root;
 # needs python3 (standard library only). IDLE_CONNS needs an open-files hard limit above it
 # (ulimit -Hn; raised when run as root). Servers listen on 127.0.0.1 only and are stopped by
@@ -49,14 +55,22 @@ BODY='Hello, World!'
 IDLE_CONNS=${IDLE_CONNS:-10000}
 WITH_GUNICORN=${WITH_GUNICORN:-0}
 GUNICORN_PORT=${GUNICORN_PORT:-18492}
+ONLY=${ONLY:-}     # "python": the Python rows alone
+PYTHON=${PYTHON:-0} # 1: the Python rows too
+[ "$ONLY" = python ] && PYTHON=1
+[ -z "$ONLY" ] || [ "$ONLY" = python ] || { echo "ONLY=$ONLY: only ONLY=python is known" >&2; exit 2; }
+NGINX_ROWS=1
+[ "$ONLY" = python ] && NGINX_ROWS=0
 
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
 need wrk wrk || { echo "wrk is required (apt-get install wrk)" >&2; exit 1; }
 need taskset util-linux || { echo "taskset is required" >&2; exit 1; }
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-[ -x "$NGINX" ] || need nginx nginx-light || { echo "nginx is required (apt-get install nginx-light)" >&2; exit 1; }
-NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+if [ "$NGINX_ROWS" = 1 ]; then
+  [ -x "$NGINX" ] || need nginx nginx-light || { echo "nginx is required (apt-get install nginx-light)" >&2; exit 1; }
+  NGINX=$(command -v nginx || echo /usr/sbin/nginx)
+fi
 command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 1; }
 need pgrep procps || { echo "pgrep is required (apt-get install procps)" >&2; exit 1; }
 
@@ -75,7 +89,14 @@ WORK=$(mktemp -d)
 GROUP=""  # the running server's process group
 CLIENT="" # a load generator or probe running in the background
 stop_server() {
-  if [ -n "$GROUP" ]; then kill -TERM -- "-$GROUP" 2>/dev/null || true; sleep 0.3; kill -KILL -- "-$GROUP" 2>/dev/null || true; fi
+  if [ -n "$GROUP" ]; then
+    kill -TERM -- "-$GROUP" 2>/dev/null || true
+    # Up to 3 s to exit by itself (Gunicorn's and uWSGI's masters take longer than nginx's),
+    # then KILL; reaped here, so that the next server starts on a quiet machine.
+    for _ in $(seq 60); do kill -0 -- "-$GROUP" 2>/dev/null || break; sleep 0.05; done
+    kill -KILL -- "-$GROUP" 2>/dev/null || true
+    wait "$GROUP" 2>/dev/null || true
+  fi
   GROUP=""
   # A server bench/probe.py spawned (it stops it itself; this is for when the probe is killed).
   if [ -s "$WORK/spawned.pgid" ]; then kill -KILL -- "-$(cat "$WORK/spawned.pgid")" 2>/dev/null || true; rm -f "$WORK/spawned.pgid"; fi
@@ -161,30 +182,18 @@ start_nginx() { # workers cpus [worker_connections [keepalive_timeout]]
   echo "nginx did not start" >&2; cat "$WORK/nginx/logs/error.log" >&2; exit 1
 }
 
-# WITH_GUNICORN=1: gunicorn (from pip, into the work directory) with its default sync workers,
-# serving the same hello world from a WSGI function, as a reference in the hello-world rows.
-GUNICORN=()
-if [ "$WITH_GUNICORN" = 1 ]; then
-  if python3 -m pip install --quiet --disable-pip-version-check --target "$WORK/pylib" gunicorn >"$WORK/pip.log" 2>&1; then
-    GUNICORN=(env PYTHONPATH="$WORK/pylib" python3 -m gunicorn)
-  elif python3 -m venv "$WORK/venv" >>"$WORK/pip.log" 2>&1 && "$WORK/venv/bin/pip" install --quiet gunicorn >>"$WORK/pip.log" 2>&1; then
-    GUNICORN=("$WORK/venv/bin/gunicorn")
-  else
-    echo "WITH_GUNICORN=1: could not install gunicorn with pip:" >&2; cat "$WORK/pip.log" >&2; exit 1
-  fi
-  cat >"$WORK/hello.py" <<PY
-BODY = b"$BODY"
+# shellcheck source=bench/python.sh
+. bench/python.sh
+if [ "$PYTHON" = 1 ] || [ "$WITH_GUNICORN" = 1 ]; then py_venv || exit 1; fi
 
-
-def app(environ, start_response):
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(BODY)))])
-    return [BODY]
-PY
-fi
+# WITH_GUNICORN=1: gunicorn (from the bench virtualenv) with its default sync workers, serving
+# the same hello world from a WSGI function (bench/python/hello.py), as a reference in the
+# hello-world rows.
+GUNICORN=("$PY_VENV/bin/gunicorn")
 
 start_gunicorn() { # workers cpus
   setsid taskset -c "$2" "${GUNICORN[@]}" --workers "$1" --bind "127.0.0.1:$GUNICORN_PORT" \
-    --chdir "$WORK" --log-level warning hello:app >"$WORK/gunicorn.log" 2>&1 &
+    --chdir "$PY_DIR" --no-control-socket --log-level warning hello:app >"$WORK/gunicorn.log" 2>&1 &
   GROUP=$!
   PORT=$GUNICORN_PORT
   wait_serving "$PORT"
@@ -407,20 +416,23 @@ SCENARIOS=(
   "static 1 MiB, 64 conns, 1 worker pinned|1|$PIN_SERVER|$PIN_WRK|64||/static/1m.bin|"
   "keep-alive, 64 conns, 2 workers unpinned|2|$ALL_CPUS|$ALL_CPUS|64||/|gunicorn"
 )
-for s in "${SCENARIOS[@]}"; do
-  IFS='|' read -r name workers server_cpus wrk_cpus conns lua path gunicorn <<<"$s"
-  run_scenario "$name" "$workers" "$server_cpus" "$wrk_cpus" "$conns" "$lua" "$path" "$gunicorn"
-done
-each_round memory_round
-each_round idle_round
-each_round startup_round
-each_round reload_round
+if [ "$NGINX_ROWS" = 1 ]; then
+  for s in "${SCENARIOS[@]}"; do
+    IFS='|' read -r name workers server_cpus wrk_cpus conns lua path gunicorn <<<"$s"
+    run_scenario "$name" "$workers" "$server_cpus" "$wrk_cpus" "$conns" "$lua" "$path" "$gunicorn"
+  done
+  each_round memory_round
+  each_round idle_round
+  each_round startup_round
+  each_round reload_round
+fi
+if [ "$PYTHON" = 1 ]; then py_run; fi
 
 CPU_MODEL=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
-NGINX_VERSION=$("$NGINX" -v 2>&1 | sed 's/.*nginx\///')
+NGINX_VERSION=$("$NGINX" -v 2>&1 | sed 's/.*nginx\///' || true)
 REV=$(git rev-parse --short HEAD 2>/dev/null || echo "?")
 DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
-{
+nginx_tables() { # the tables of the nginx rows
   echo "forkserve $REV against nginx $NGINX_VERSION on $CPU_MODEL, $CPUS CPUs, $DATE; medians of $ROUNDS interleaved runs (wrk runs of ${DURATION}s); 1 worker pinned to CPU $PIN_SERVER and the client to CPU $PIN_WRK unless the row says otherwise"
   echo
   if [ "$WITH_GUNICORN" = 1 ]; then
@@ -448,18 +460,37 @@ DATE=$(date -u '+%Y-%m-%d %H:%M UTC')
   fi
   echo
   echo "nginx's reload figure includes the 100 ms its master sleeps after starting the new workers, before it tells the old ones to quit; forkserve's counts until its new workers are all ready (the old ones then drain)."
-  if [ "${#NOTES[@]}" -gt 0 ]; then
+  echo
+}
+
+{
+  if [ "$NGINX_ROWS" = 1 ]; then nginx_tables; fi
+  if [ "$PYTHON" = 1 ]; then
+    echo "forkserve $REV against Python WSGI servers on $CPU_MODEL, $CPUS CPUs, $DATE; medians of $ROUNDS interleaved runs (wrk runs of ${DURATION}s); 1 worker pinned to CPU $PIN_SERVER and wrk -t1 to CPU $PIN_WRK, 64 connections unless the row says otherwise"
     echo
+    py_report
+    echo
+  fi
+  if [ "${#NOTES[@]}" -gt 0 ]; then
     for n in "${NOTES[@]}"; do echo "- $n"; done
   fi
 } >"$WORK/report.md"
 
+OUT=bench/results/latest
+TITLE="forkserve ÷ nginx"
+SUBTITLE="forkserve $REV, nginx $NGINX_VERSION; medians of $ROUNDS interleaved runs; log scale; memory and time targets drawn relative to nginx"
+if [ "$ONLY" = python ]; then
+  OUT=bench/results/python
+  TITLE="forkserve ÷ Python WSGI servers"
+  SUBTITLE="forkserve $REV; medians of $ROUNDS interleaved runs; log scale"
+elif [ "$PYTHON" = 1 ]; then
+  TITLE="forkserve ÷ nginx and WSGI servers"
+fi
 echo
 cat "$WORK/report.md"
 mkdir -p bench/results
-cp "$WORK/report.md" bench/results/latest.md
-python3 bench/chart.py --title "forkserve ÷ nginx: $CPU_MODEL, $CPUS CPUs, $DATE" \
-  --subtitle "forkserve $REV, nginx $NGINX_VERSION; medians of $ROUNDS interleaved runs; log scale; memory and time targets drawn relative to nginx" \
-  <"$WORK/chart.tsv" >bench/results/latest.svg
+cp "$WORK/report.md" "$OUT.md"
+python3 bench/chart.py --title "$TITLE: $CPU_MODEL, $CPUS CPUs, $DATE" --subtitle "$SUBTITLE" \
+  <"$WORK/chart.tsv" >"$OUT.svg"
 echo
-echo "wrote bench/results/latest.md and bench/results/latest.svg"
+echo "wrote $OUT.md and $OUT.svg"
