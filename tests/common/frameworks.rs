@@ -65,6 +65,10 @@ pub fn apps_dir() -> PathBuf {
 /// `tests/python/setup.sh`. A missing one fails the test: skipping would pass a run that
 /// tested nothing.
 pub fn venv() -> PathBuf {
+    // The virtualenv a pip-installed forkserve is in, when `.ci/run` runs the tests through it.
+    if let Some(venv) = std::env::var_os("FORKSERVE_TEST_VENV").filter(|v| !v.is_empty()) {
+        return PathBuf::from(venv);
+    }
     let venv = root().join("target/test-venv");
     // setup.sh writes its stamp only after a complete install.
     let complete =

@@ -26,9 +26,22 @@ use nix::unistd::Pid;
 /// How long a test waits for something the server should do promptly.
 pub const WAIT: Duration = Duration::from_secs(15);
 
-/// The `forkserve` binary.
+/// The `forkserve` binary: this build's, or the command `FORKSERVE_BIN` names (`.ci/run` runs
+/// the Python tests again through the one `pip install .` put in a virtualenv).
 pub fn forkserve() -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_forkserve"))
+    match std::env::var_os("FORKSERVE_BIN").filter(|bin| !bin.is_empty()) {
+        Some(bin) => PathBuf::from(bin),
+        None => PathBuf::from(env!("CARGO_BIN_EXE_forkserve")),
+    }
+}
+
+/// The virtualenv the Python tests run their apps with: `FORKSERVE_TEST_VENV` (set by
+/// `.ci/run` to the virtualenv `FORKSERVE_BIN` is installed in), else `target/test-venv`.
+pub fn test_venv() -> PathBuf {
+    match std::env::var_os("FORKSERVE_TEST_VENV").filter(|venv| !venv.is_empty()) {
+        Some(venv) => PathBuf::from(venv),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-venv"),
+    }
 }
 
 /// An example binary, built for the tests' profile. `cargo test --test X` does not rebuild

@@ -36,7 +36,7 @@ pub(crate) fn start(settings: &PythonConfig) -> Result<(), String> {
     if STARTED.swap(true, Ordering::SeqCst) {
         return Ok(());
     }
-    let program = program(settings);
+    let program = program(settings)?;
     let signals = crate::signals::Dispositions::snapshot();
     initialize(program.as_deref())?;
     // SAFETY: the interpreter was just initialized on this thread, which holds the GIL; saving
@@ -45,25 +45,131 @@ pub(crate) fn start(settings: &PythonConfig) -> Result<(), String> {
     unsafe {
         ffi::PyEval_SaveThread();
     }
-    Python::attach(|py| prepare(py, settings)).map_err(|e| format!("cannot set Python up: {e}"))?;
+    Python::attach(|py| {
+        check_library(py);
+        prepare(py, settings)
+    })
+    .map_err(|e| format!("cannot set Python up: {e}"))?;
     signals.restore_changed("starting Python");
     Ok(())
 }
 
 /// The program name the interpreter is started as: the virtualenv's `python`, or the
-/// interpreter the binary was built against.
-fn program(settings: &PythonConfig) -> Option<PathBuf> {
+/// interpreter the binary was built against. `Err` if the virtualenv is another Python's.
+fn program(settings: &PythonConfig) -> Result<Option<PathBuf>, String> {
     if let Some(venv) = venv(settings) {
+        check_version(&venv)?;
         for name in ["python3", "python"] {
             let python = venv.join("bin").join(name);
             if python.exists() {
-                return Some(python);
+                return Ok(Some(python));
             }
         }
         tracing::warn!(venv = %venv.display(), "the virtualenv has no bin/python: not using it");
     }
     let built = Path::new(BUILD_PYTHON);
-    (!BUILD_PYTHON.is_empty() && built.exists()).then(|| built.to_path_buf())
+    Ok((!BUILD_PYTHON.is_empty() && built.exists()).then(|| built.to_path_buf()))
+}
+
+/// Refuses a virtualenv made by another minor version of Python than the library this binary
+/// runs: its `bin/python` only points the interpreter at its base installation (`home` in
+/// `pyvenv.cfg`), and that installation's packages (`lib/python3.Y`, built for another ABI)
+/// cannot run here. The micro version is not compared: `pyvenv.cfg` keeps the one the
+/// virtualenv was made with, and the base installation's security updates change it.
+/// Whether the base installation is the one whose library was loaded is [`check_library`]'s.
+fn check_version(venv: &Path) -> Result<(), String> {
+    let cfg = venv.join("pyvenv.cfg");
+    // Not a virtualenv `python -m venv` or `virtualenv` made: nothing to compare with.
+    let Some(theirs) = std::fs::read_to_string(&cfg).ok().and_then(|text| venv_version(&text))
+    else {
+        return Ok(());
+    };
+    let ours = linked_version();
+    let minor = |v: &str| v.split('.').take(2).collect::<Vec<_>>().join(".");
+    if minor(&ours) != minor(&theirs) {
+        return Err(format!(
+            "the virtualenv {} is Python {theirs}, but this forkserve runs Python {ours} \
+             (built against {BUILD_PYTHON}): install forkserve into that virtualenv \
+             (`pip install`), or build it with PYO3_PYTHON naming that Python",
+            venv.display()
+        ));
+    }
+    Ok(())
+}
+
+/// The version of the Python library this process runs, as `3.11.7`.
+fn linked_version() -> String {
+    // SAFETY: Py_GetVersion only formats constants of the library into a static buffer; it
+    // may be called before the interpreter is initialized, and its result is a NUL-terminated
+    // string that lives as long as the process.
+    let version = unsafe { std::ffi::CStr::from_ptr(ffi::Py_GetVersion()) };
+    version.to_string_lossy().split_whitespace().next().unwrap_or("").to_string()
+}
+
+/// Warns when the library this process loaded is not the one of the installation whose
+/// standard library the interpreter found (`sysconfig`'s `LIBDIR`): two builds of one version
+/// (Debian's 3.11.2 in the system library path, a pyenv 3.11.7) mixed, as happens when the
+/// loader takes the other's `libpython` (`LD_LIBRARY_PATH`, or a binary without build.rs's
+/// rpath) or a virtualenv is another build's. Modules one build has built in are files the
+/// other's standard library lacks: an app fails to import with `No module named 'math'`,
+/// which this names the cause of. A warning, not an error: a relocated installation's
+/// `LIBDIR` may still name where it was built.
+fn check_library(py: Python<'_>) {
+    let Some(loaded) = loaded_library() else { return };
+    let libdir = py
+        .import("sysconfig")
+        .and_then(|s| s.call_method1("get_config_var", ("LIBDIR",)))
+        .and_then(|dir| dir.extract::<Option<PathBuf>>());
+    let Ok(Some(libdir)) = libdir else { return };
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    if loaded.parent().is_some_and(|dir| !same(dir, &libdir)) {
+        tracing::warn!(
+            library = %loaded.display(),
+            "Python {} runs from a library that is not the one of the installation whose \
+             standard library it uses ({}): two builds are mixed; build forkserve against \
+             that Python (PYO3_PYTHON) or `pip install` it into the app's virtualenv",
+            linked_version(),
+            libdir.display()
+        );
+    }
+}
+
+/// The file the dynamic loader took the Python library from.
+fn loaded_library() -> Option<PathBuf> {
+    let mut info = std::mem::MaybeUninit::<nix::libc::Dl_info>::zeroed();
+    // SAFETY: dladdr only reads the loader's tables and fills `info`; the address is that of a
+    // function of the Python library. On success dli_fname is a NUL-terminated path that stays
+    // valid while the library is loaded (for the life of the process).
+    unsafe {
+        let address = ffi::Py_GetVersion as *const std::ffi::c_void;
+        if nix::libc::dladdr(address, info.as_mut_ptr()) == 0 {
+            return None;
+        }
+        let info = info.assume_init();
+        if info.dli_fname.is_null() {
+            return None;
+        }
+        let name = std::ffi::CStr::from_ptr(info.dli_fname);
+        Some(PathBuf::from(OsStr::from_bytes(name.to_bytes())))
+    }
+}
+
+/// The Python version a `pyvenv.cfg` records: `version` (the standard library's `venv`) or
+/// `version_info` (`virtualenv`, as `3.11.7.final.0`), as `major.minor.micro`.
+fn venv_version(cfg: &str) -> Option<String> {
+    let value = |wanted: &str| {
+        cfg.lines().find_map(|line| {
+            let (key, value) = line.split_once('=')?;
+            (key.trim() == wanted).then(|| value.trim().to_string())
+        })
+    };
+    let version = value("version").or_else(|| value("version_info"))?;
+    let parts: Vec<&str> = version.split('.').take(3).collect();
+    let numeric = parts.len() >= 2 && parts.iter().all(|p| p.parse::<u32>().is_ok());
+    numeric.then(|| parts.join("."))
 }
 
 /// The virtualenv the app runs in, if any: `[python] venv`, else `$VIRTUAL_ENV`, else the one
@@ -271,5 +377,26 @@ pub(crate) fn traceback(py: Python<'_>, error: &PyErr) -> String {
     match formatted {
         Ok(lines) => lines.concat().trim_end().to_string(),
         Err(_) => error.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::venv_version;
+
+    #[test]
+    fn reads_the_version_either_tool_records() {
+        let venv = "home = /usr/bin\ninclude-system-site-packages = false\nversion = 3.11.2\n";
+        assert_eq!(venv_version(venv).as_deref(), Some("3.11.2"));
+        let virtualenv = "home = /opt/py/bin\nimplementation = CPython\n\
+                          version_info = 3.12.1.final.0\nvirtualenv = 20.25.0\n";
+        assert_eq!(venv_version(virtualenv).as_deref(), Some("3.12.1"));
+        // `version` is preferred, and a key is matched whole (`version_info` is not `version`).
+        assert_eq!(
+            venv_version("version_info = 3.9.0.final.0\nversion=3.11.7").as_deref(),
+            Some("3.11.7")
+        );
+        assert_eq!(venv_version("home = /usr/bin\n"), None);
+        assert_eq!(venv_version("version = unknown\n"), None);
     }
 }
