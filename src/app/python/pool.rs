@@ -66,11 +66,17 @@ impl Ticket {
     }
 }
 
+/// How long busy threads may take no request while others wait before an idle thread is woken
+/// for them (see [`Pool::submit`]).
+const STALLED: Duration = Duration::from_millis(1);
+
 /// The Python threads of this worker, and their queue.
 pub(crate) struct Pool {
     shared: Arc<Shared>,
-    /// A wake-up of the idle threads is due at the end of the event loop's turn.
+    /// The task that wakes idle threads runs (see [`Pool::submit`]).
     waking: std::rc::Rc<std::cell::Cell<bool>>,
+    /// Tells that task a request was queued.
+    queued: std::rc::Rc<tokio::sync::Notify>,
 }
 
 /// The requests waiting for a thread, and how many threads wait for one.
@@ -81,6 +87,8 @@ struct Queue {
     idle: usize,
     /// Of those, the ones woken that have not yet taken one.
     woken: usize,
+    /// How many requests threads have taken: whether the busy ones make progress.
+    taken: u64,
 }
 
 struct Shared {
@@ -139,33 +147,56 @@ impl Pool {
         std::thread::Builder::new()
             .name("python-watch".into())
             .spawn(move || watch(&watched, &reports, settings))?;
-        Ok(Pool { shared, waking: Default::default() })
+        Ok(Pool { shared, waking: Default::default(), queued: Default::default() })
     }
 
-    /// Queues a request. Idle threads are woken by the event loop between its turns, one per
-    /// turn while requests still wait, rather than one per request: each wake-up takes the core
-    /// from the event loop, and a thread takes the next request itself before it waits again,
-    /// so a fast app's queue is drained by one thread (hello world, one core: 0.84 thread
-    /// switches per request each way before, 0.02 with the first half of this), while an app
-    /// that waits (on I/O, without the GIL) lets the loop turn and wake the next thread.
+    /// Queues a request. Idle threads are woken by a task of the event loop, not once per
+    /// request: each wake-up takes the core from the event loop, and a thread takes the next
+    /// request itself before it waits again, so a fast app's queue is drained by the thread
+    /// already running. The task wakes a thread when none is busy (at the end of the loop's
+    /// turn, so that one wake-up carries what the turn queued), or when the busy ones have
+    /// taken no request for [`STALLED`] (they wait on I/O without the GIL, or are stuck), one
+    /// at a time. Hello world on one core: 0.84 thread switches per request each way with a
+    /// wake-up per request, 0.02 with this.
     pub(crate) fn submit(&self, job: Job) {
         lock(&self.shared.queue).jobs.push_back(job);
         if self.waking.replace(true) {
+            self.queued.notify_one();
             return;
         }
         let (shared, waking) = (Arc::clone(&self.shared), std::rc::Rc::clone(&self.waking));
+        let queued = std::rc::Rc::clone(&self.queued);
         tokio::task::spawn_local(async move {
+            tokio::task::yield_now().await;
+            // When the busy threads last took a request, as far as this task saw.
+            let mut progress: Option<(u64, Instant)> = None;
             loop {
-                tokio::task::yield_now().await;
-                let mut queue = lock(&shared.queue);
-                if queue.jobs.len() <= queue.woken || queue.idle <= queue.woken {
-                    // Every waiting request has a thread coming, or every thread is busy (a
-                    // busy thread takes the next request when it is done).
-                    waking.set(false);
-                    return;
+                {
+                    let mut queue = lock(&shared.queue);
+                    if queue.jobs.len() <= queue.woken || queue.idle <= queue.woken {
+                        // Every waiting request has a thread coming, or every thread is busy
+                        // (a busy thread takes the next request when it is done).
+                        waking.set(false);
+                        return;
+                    }
+                    let now = Instant::now();
+                    let busy = shared.running.len() - queue.idle;
+                    let stalled = busy == 0
+                        || progress.is_some_and(|(taken, at)| {
+                            taken == queue.taken && now.duration_since(at) >= STALLED
+                        });
+                    if stalled {
+                        queue.woken += 1;
+                        shared.queued.notify_one();
+                    }
+                    if stalled || progress.is_none_or(|(taken, _)| taken != queue.taken) {
+                        progress = Some((queue.taken, now));
+                    }
                 }
-                queue.woken += 1;
-                shared.queued.notify_one();
+                tokio::select! {
+                    () = tokio::time::sleep(STALLED) => {}
+                    () = queued.notified() => {}
+                }
             }
         });
     }
@@ -217,13 +248,19 @@ fn serve(
         loop {
             // The next request at once if one waits (without letting go of the GIL), else
             // wait for one without the GIL.
-            let next = lock(&shared.queue).jobs.pop_front();
+            let next = {
+                let mut queue = lock(&shared.queue);
+                let job = queue.jobs.pop_front();
+                queue.taken += u64::from(job.is_some());
+                job
+            };
             let job = match next {
                 Some(job) => job,
                 None => py.detach(|| {
                     let mut queue = lock(&shared.queue);
                     loop {
                         if let Some(job) = queue.jobs.pop_front() {
+                            queue.taken += 1;
                             return job;
                         }
                         queue.idle += 1;
