@@ -350,6 +350,36 @@ fn a_streamed_response_arrives_as_it_is_yielded_without_blocking_others() {
     assert_valid(&server, addr);
 }
 
+/// PEP 3333 ("Buffering and Streaming"): a server must not delay the transmission of any
+/// block, also when the app declared a small `Content-Length` and yields its body in pieces.
+#[test]
+fn a_streamed_response_with_a_declared_length_is_not_held_back_until_complete() {
+    let (server, addr) = start_pep(&["-w", "1"]);
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream.set_read_timeout(Some(WAIT)).unwrap();
+    let sent = Instant::now();
+    stream
+        .write_all(
+            b"GET /stream?n=3&gap=1&declared=1 HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n",
+        )
+        .unwrap();
+    let (mut seen, mut buf) = (Vec::new(), [0u8; 4096]);
+    while !String::from_utf8_lossy(&seen).contains("piece-0;") {
+        let n = stream.read(&mut buf).unwrap();
+        assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    let first = sent.elapsed();
+    let mut rest = Vec::new();
+    stream.read_to_end(&mut rest).unwrap();
+    seen.extend_from_slice(&rest);
+    let text = String::from_utf8_lossy(&seen);
+    assert!(text.contains("Content-Length: 24") || text.contains("content-length: 24"), "{text}");
+    assert!(text.ends_with("piece-0;piece-1;piece-2;"), "{text}");
+    assert!(first < Duration::from_millis(500), "the first piece waited for the last: {first:?}");
+    assert_valid(&server, addr);
+}
+
 fn closes(file: &Path) -> Vec<String> {
     std::fs::read_to_string(file).unwrap_or_default().lines().map(String::from).collect()
 }

@@ -444,11 +444,12 @@ pub(crate) fn send(
             }
         }
     }
-    // A small body whose length the app declared is gathered and sent whole, with its head:
-    // one hand-off to the event loop instead of three (head, body, end). Flask and Django
-    // return such bodies as iterators, not lists. Nothing is held back that the app did not
-    // promise: a body without a declared length, or a larger one, streams as it is yielded.
-    let mut gathered: Option<Vec<u8>> = Some(Vec::new());
+    // A small body whose length the app declared, yielded whole as the first item, is sent
+    // with its head: one hand-off to the event loop instead of three (head, body, end). Flask
+    // and Django return such bodies as iterators of one item, not lists. Nothing is held back
+    // to wait for the app's next item (PEP 3333 forbids delaying a block): a body in several
+    // pieces, or without a declared length, streams as it is yielded.
+    let mut first = true;
     for item in result.try_iter()? {
         let item = item?;
         let bytes = item.cast::<PyBytes>().map_err(|_| {
@@ -458,22 +459,11 @@ pub(crate) fn send(
             ))
         })?;
         let mut r = lock(py, responder);
-        if let Some(body) = &mut gathered {
-            match r.declared_length().filter(|n| *n <= GATHERED).filter(|_| !r.started()) {
-                Some(declared) => {
-                    body.extend_from_slice(bytes.as_bytes());
-                    if body.len() as u64 >= declared {
-                        let body = std::mem::take(body);
-                        return r.send_head(HeadBody::Whole(Bytes::from(body)));
-                    }
-                    continue;
-                }
-                None => {
-                    let body = gathered.take().unwrap_or_default();
-                    if !r.send(py, &body)? {
-                        return Ok(());
-                    }
-                }
+        if std::mem::take(&mut first) && !r.started() {
+            let declared = r.declared_length().filter(|n| *n <= GATHERED);
+            if declared.is_some_and(|n| bytes.as_bytes().len() as u64 >= n) {
+                let body = Bytes::copy_from_slice(bytes.as_bytes());
+                return r.send_head(HeadBody::Whole(body));
             }
         }
         if !r.send(py, bytes.as_bytes())? {
@@ -481,14 +471,10 @@ pub(crate) fn send(
             return Ok(());
         }
     }
-    let mut r = lock(py, responder);
-    match gathered {
-        Some(body) if !r.started() => r.send_head(HeadBody::Whole(Bytes::from(body))),
-        _ => r.finish(),
-    }
+    lock(py, responder).finish()
 }
 
-/// The largest declared body gathered before it is sent (see [`send`]).
+/// The largest declared body sent with its head (see [`send`]).
 const GATHERED: u64 = 64 * 1024;
 
 /// Sends a list's items as one body, with its length, or as chunks after what `write()` sent.
