@@ -380,6 +380,31 @@ fn a_streamed_response_with_a_declared_length_is_not_held_back_until_complete() 
     assert_valid(&server, addr);
 }
 
+/// A body shorter than the Content-Length the app declared: the client gets every byte the app
+/// gave, then the connection closes (so that it sees the response is incomplete, and never
+/// reads the next response as the rest of this one). Whole (a list) or streamed, small (sent
+/// with its head) or large.
+#[test]
+fn a_body_shorter_than_declared_arrives_whole_then_the_connection_closes() {
+    let server = wsgi::start("behave:app", &["-w", "1"]);
+    for query in
+        ["whole=1", "", "whole=1&pieces=10000&declared=200000", "pieces=10000&declared=200000"]
+    {
+        let mut stream = TcpStream::connect(server.addr()).unwrap();
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        let request = format!("GET /short?{query} HTTP/1.1\r\nHost: h\r\n\r\n");
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut seen = Vec::new();
+        // Ends (EOF or reset) within WAIT: a keep-alive connection would time out instead.
+        let _ = stream.read_to_end(&mut seen);
+        let text = String::from_utf8_lossy(&seen);
+        let body = text.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+        let pieces = if query.contains("pieces=10000") { 10000 } else { 3 };
+        let expected: String = (0..pieces).map(|i| format!("piece-{i};")).collect();
+        assert_eq!(body, expected, "{query}: every byte the app gave, then the end");
+    }
+}
+
 fn closes(file: &Path) -> Vec<String> {
     std::fs::read_to_string(file).unwrap_or_default().lines().map(String::from).collect()
 }

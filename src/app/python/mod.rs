@@ -216,9 +216,15 @@ async fn respond(
                 _ => Body::file(file, offset, declared.map_or(len, |n| n.min(len))),
             }
         }
-        HeadBody::Stream => {
-            Body::stream(Streamed { chunks, watch, ended: false, left: declared, spooled: None })
-        }
+        HeadBody::Stream => Body::stream(Streamed {
+            chunks,
+            watch,
+            ended: false,
+            left: declared,
+            spooled: None,
+            last: None,
+            flush: Flush::default(),
+        }),
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
@@ -241,12 +247,12 @@ fn short(body: Body, declared: u64, len: u64, line: Option<&str>) -> Body {
              response is cut after them"
         );
     }
-    Body::stream(ThenCut(Some(body)))
+    Body::stream(ThenCut(Some(body), Flush::default()))
 }
 
 /// A body whose length hyper is not told (the header says it), and that fails once its frames
 /// are sent, which closes the connection.
-struct ThenCut(Option<Body>);
+struct ThenCut(Option<Body>, Flush);
 
 impl hyper::body::Body for ThenCut {
     type Data = Bytes;
@@ -256,14 +262,38 @@ impl hyper::body::Body for ThenCut {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let Some(body) = self.0.as_mut() else { return Poll::Ready(None) };
+        let this = &mut *self;
+        let Some(body) = this.0.as_mut() else { return Poll::Ready(None) };
         match Pin::new(body).poll_frame(cx) {
             Poll::Ready(None) => {
-                self.0 = None;
-                Poll::Ready(Some(Err("the body is shorter than its Content-Length".into())))
+                let cut: BoxError = "the body is shorter than its Content-Length".into();
+                match this.1.first(cx) {
+                    Poll::Pending => Poll::Pending,
+                    Poll::Ready(()) => {
+                        this.0 = None;
+                        Poll::Ready(Some(Err(cut)))
+                    }
+                }
             }
             other => other,
         }
+    }
+}
+
+/// Lets hyper write what it holds before a body ends in a way that closes the connection (an
+/// error, or fewer bytes than declared): hyper drops its unwritten buffer then, so the bytes
+/// the client was owed before the cut would be lost with it. The first poll at the end is
+/// answered `Pending` (and woken at once), which hyper spends writing; the next ends.
+#[derive(Default)]
+struct Flush(bool);
+
+impl Flush {
+    fn first(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if std::mem::replace(&mut self.0, true) {
+            return Poll::Ready(());
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }
 
@@ -300,6 +330,9 @@ struct Streamed {
     left: Option<u64>,
     /// The range of the spool file being sent, if any.
     spooled: Option<backlog::Spooled>,
+    /// The end, held back one poll for hyper to write what it holds (see [`Flush`]).
+    last: Option<Option<Result<Frame<Bytes>, BoxError>>>,
+    flush: Flush,
 }
 
 impl Streamed {
@@ -323,7 +356,8 @@ impl hyper::body::Body for Streamed {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         if self.ended {
-            return Poll::Ready(None);
+            // After the poll that let hyper write what it held, if the end was held back.
+            return Poll::Ready(self.last.take().flatten());
         }
         let this = &mut *self;
         if let Some(range) = &mut this.spooled {
@@ -354,7 +388,15 @@ impl hyper::body::Body for Streamed {
         };
         this.ended = true;
         this.watch.done = true;
-        Poll::Ready(frame)
+        // An end that closes the connection (an error, or short of the declared length): what
+        // hyper holds is written first.
+        if frame.is_some() || this.left.is_some_and(|left| left > 0) {
+            this.last = Some(frame);
+            if this.flush.first(cx).is_pending() {
+                return Poll::Pending;
+            }
+        }
+        Poll::Ready(this.last.take().flatten())
     }
 
     fn is_end_stream(&self) -> bool {

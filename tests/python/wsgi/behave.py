@@ -57,6 +57,11 @@ def app(environ, start_response):
         os._exit(7)
     elif path == "/big":
         body = b"b" * int(q.get("n", str(1 << 20)))
+    elif path == "/short":
+        # Fewer bytes than the Content-Length it declares: whole (a list) or in pieces.
+        pieces = [b"piece-%d;" % i for i in range(int(q.get("pieces", "3")))]
+        start_response("200 OK", [("Content-Length", q.get("declared", "100"))])
+        return pieces if q.get("whole") else iter(pieces)
     elif path == "/gen":
         n, piece = int(q.get("n", str(1 << 20))), b"g" * 65536
         start_response("200 OK", [("Content-Type", "text/plain")])
