@@ -204,7 +204,9 @@ impl Pool {
     /// The event loop gave up on the request of `ticket` (its response is no longer wanted).
     pub(crate) fn give_up(&self, ticket: &Arc<Ticket>) {
         match ticket.state.compare_exchange(QUEUED, DROPPED, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => {}
+            // Out of the queue now, with its body (memory, or a spool file's descriptor): with
+            // every thread stuck, clients that give up and retry would otherwise grow it.
+            Ok(_) => lock(&self.shared.queue).jobs.retain(|job| !Arc::ptr_eq(&job.ticket, ticket)),
             Err(RUNNING) => {
                 if ticket
                     .state
