@@ -175,6 +175,11 @@ fn in_the_middle(line: &Channel, worker: u64) -> Side {
         Ok(Forked::Child(_)) => Side::Child,
         Ok(Forked::Parent(pid)) => {
             let told = line.reply(&Reply::Forked { worker, pid });
+            if told.is_err() {
+                // The master does not know this worker (it gave up waiting, or is gone): one it
+                // does not supervise must not serve.
+                process::send(pid, nix::sys::signal::Signal::SIGKILL);
+            }
             // Nothing of the mold's to run or flush here: `_exit`, not `exit`.
             process::exit_now(if told.is_ok() { 0 } else { 1 })
         }
