@@ -22,6 +22,9 @@ const EVERY: Duration = Duration::from_secs(1);
 pub(super) const MAX_FILES: usize = 20_000;
 /// How deep directories are walked.
 const MAX_DEPTH: usize = 12;
+/// The most directory entries looked at per scan, files of every kind and directories: a
+/// scan started from `/` or a home directory stops there, rather than hold the master's loop.
+const MAX_ENTRIES: usize = 100_000;
 
 /// The watched files of one generation, as last seen.
 #[derive(Debug)]
@@ -32,6 +35,8 @@ pub(super) struct CodeWatch {
     roots: Vec<PathBuf>,
     seen: HashMap<PathBuf, SystemTime>,
     next: Instant,
+    /// A scan stopped at [`MAX_ENTRIES`] (warned about once).
+    truncated: std::cell::Cell<bool>,
 }
 
 impl CodeWatch {
@@ -45,6 +50,7 @@ impl CodeWatch {
             roots,
             seen: HashMap::new(),
             next: Instant::now() + EVERY,
+            truncated: Default::default(),
         };
         watch.seen = watch.scan();
         if watch.seen.len() >= MAX_FILES {
@@ -93,8 +99,16 @@ impl CodeWatch {
                 files.insert(config.clone(), time);
             }
         }
+        let mut budget = MAX_ENTRIES;
         for root in &self.roots {
-            walk(root, 0, &mut files);
+            walk(root, 0, &mut files, &mut budget);
+        }
+        if budget == 0 && !self.truncated.replace(true) {
+            tracing::warn!(
+                entries = MAX_ENTRIES,
+                "python.reload stops looking after {MAX_ENTRIES} directory entries: point chdir \
+                 or pythonpath at the app's own directory"
+            );
         }
         files
     }
@@ -106,21 +120,23 @@ impl CodeWatch {
 }
 
 /// Adds the `*.py` files under `dir` to `files`.
-fn walk(dir: &Path, depth: usize, files: &mut HashMap<PathBuf, SystemTime>) {
-    if depth > MAX_DEPTH || dir.join("pyvenv.cfg").exists() {
+/// `budget` is how many more entries may be looked at.
+fn walk(dir: &Path, depth: usize, files: &mut HashMap<PathBuf, SystemTime>, budget: &mut usize) {
+    if depth > MAX_DEPTH || *budget == 0 || dir.join("pyvenv.cfg").exists() {
         return;
     }
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
-        if files.len() >= MAX_FILES {
+        if files.len() >= MAX_FILES || *budget == 0 {
             return;
         }
+        *budget -= 1;
         let name = entry.file_name();
         let name = name.to_string_lossy();
         let Ok(kind) = entry.file_type() else { continue };
         if kind.is_dir() {
             if !skipped(&name) {
-                walk(&entry.path(), depth + 1, files);
+                walk(&entry.path(), depth + 1, files, budget);
             }
         } else if name.ends_with(".py") {
             if let Ok(time) = entry.metadata().and_then(|m| m.modified()) {
