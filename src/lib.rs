@@ -82,6 +82,7 @@
 //! | `panics` | catching the app's panics, and the message logged with its request |
 //! | [`app`] | what a worker serves: the seam (service, factory, async and tower adapters), the binary's router with its app kinds (`respond`, `static_files`, and `python`: WSGI apps on the worker's embedded CPython, with the `python` feature), each with its config keys, and what a mold preloads (`preload`) |
 
+mod access_log;
 pub mod app;
 pub mod cli;
 pub mod config;
@@ -180,6 +181,8 @@ impl Server {
         self.config.server.check().map_err(Error::Usage)?;
         let log = logging::init(self.config.log.level);
         process::raise_fd_limit();
+        // Before anything is bound: a log that cannot be written is a startup error.
+        access_log::check(self.config.log.access.as_deref())?;
         // Sockets passed by systemd or an upgrading master: taken before anything opens files.
         let inherited = handoff::Inherited::from_env()?;
         // Handlers next: a signal sent while the server starts is queued, not fatal.

@@ -105,6 +105,12 @@ async fn serve<F: Factory>(setup: Setup<'_, F>) -> i32 {
         return boot_failed(format!("cannot restore the signal mask: {e}"));
     }
 
+    // Before the factory: the access log's hook comes first, and its file is opened before an
+    // app could change directory.
+    let access_log = match crate::access_log::install(&ctx) {
+        Ok(log) => log,
+        Err(e) => return boot_failed(format!("cannot open the access log: {e}")),
+    };
     let service = match crate::app::build(factory, &ctx).await {
         Ok(service) => service,
         Err(reason) => return boot_failed(reason),
@@ -183,6 +189,10 @@ async fn serve<F: Factory>(setup: Setup<'_, F>) -> i32 {
         );
     }
     ctx.at_exit().run();
+    // The requests that ended while draining are logged.
+    if let Some(log) = access_log {
+        log.flush();
+    }
     0
 }
 

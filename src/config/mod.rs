@@ -44,7 +44,7 @@ mod schema;
 mod settings;
 mod source;
 mod span;
-mod values;
+pub(crate) mod values;
 
 use std::path::Path;
 
@@ -65,6 +65,7 @@ pub use self::settings::{
 pub use self::source::{ConfigSource, MAX_CONFIG_BYTES};
 pub(crate) use self::span::SpannedError;
 pub use self::values::{Bind, LogLevel, MAX_WORKERS, Seconds, UpgradeMode, Workers};
+pub use crate::access_log::AccessFormat;
 
 #[cfg(test)]
 pub(crate) use self::declare::Setting;
@@ -148,6 +149,12 @@ impl Config {
                 *pidfile = base.join(&*pidfile);
             }
         }
+        let mut log = raw.log;
+        if let Some(access) = &mut log.access {
+            if access.is_relative() && !crate::access_log::is_stdout(access) {
+                *access = base.join(&*access);
+            }
+        }
         let mut python = raw.python;
         python.resolve_against(base);
         let routes = routes::routes(routes, base, schema)?;
@@ -155,7 +162,7 @@ impl Config {
             .into_iter()
             .map(|(table, value)| Ok((table.name, (table.read)(value)?)))
             .collect::<Result<_, SpannedError>>()?;
-        Ok(Config { server, http: raw.http, log: raw.log, python, routes, tables })
+        Ok(Config { server, http: raw.http, log, python, routes, tables })
     }
 
     /// The program's table `[name]`, as the `T` it was declared with (see
