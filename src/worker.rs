@@ -107,10 +107,13 @@ async fn serve<F: Factory>(setup: Setup<'_, F>) -> i32 {
 
     // Before the factory: the access log's hook comes first, and its file is opened before an
     // app could change directory.
-    let access_log = match crate::access_log::install(&ctx) {
-        Ok(log) => log,
-        Err(e) => return boot_failed(format!("cannot open the access log: {e}")),
-    };
+    let log = &ctx.config().log;
+    let hooks = ctx.request_end_hooks();
+    let access_log =
+        match crate::access_log::install(log.access.as_deref(), &log.access_format, hooks) {
+            Ok(log) => log,
+            Err(e) => return boot_failed(format!("cannot open the access log: {e}")),
+        };
     let service = match crate::app::build(factory, &ctx).await {
         Ok(service) => service,
         Err(reason) => return boot_failed(reason),

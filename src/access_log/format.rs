@@ -10,6 +10,7 @@ use std::io::Write;
 use std::str::FromStr;
 use std::time::SystemTime;
 
+use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::request_end::{AnsweredBy, Ending, RequestEnd};
@@ -193,8 +194,20 @@ impl fmt::Display for AccessFormat {
 }
 
 impl<'de> Deserialize<'de> for AccessFormat {
+    /// Parses inside the visitor, so that the `toml` deserializer attaches the string's span to
+    /// an error: `file:line:col`.
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        crate::config::values::from_str(d, "an access log format")
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = AccessFormat;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an access log format")
+            }
+            fn visit_str<E: de::Error>(self, s: &str) -> Result<AccessFormat, E> {
+                s.parse().map_err(E::custom)
+            }
+        }
+        d.deserialize_str(V)
     }
 }
 
@@ -251,10 +264,20 @@ fn client(event: &RequestEnd<'_>) -> Option<std::net::IpAddr> {
 }
 
 fn text_atom(out: &mut Vec<u8>, atom: Atom, event: &RequestEnd<'_>, stamp: &Stamp<'_>) {
+    // Writes into a `Vec` do not fail.
+    let _ = write_atom(out, atom, event, stamp);
+}
+
+fn write_atom(
+    out: &mut Vec<u8>,
+    atom: Atom,
+    event: &RequestEnd<'_>,
+    stamp: &Stamp<'_>,
+) -> std::io::Result<()> {
     let d = event.duration();
     let target = event.target();
     let target = target.as_deref();
-    let _ = match atom {
+    match atom {
         Atom::Client => match client(event) {
             Some(ip) => write!(out, "{ip}"),
             None => write!(out, "-"),
@@ -263,21 +286,21 @@ fn text_atom(out: &mut Vec<u8>, atom: Atom, event: &RequestEnd<'_>, stamp: &Stam
         Atom::Time => write!(out, "[{}]", stamp.local),
         Atom::Line => match (event.method(), target) {
             (Some(m), Some(t)) => {
-                escaped(out, m.as_bytes());
+                escaped(out, m.as_bytes())?;
                 out.push(b' ');
-                escaped(out, t.as_bytes());
+                escaped(out, t.as_bytes())?;
                 write!(out, " {}", version(event))
             }
             _ => write!(out, "-"),
         },
-        Atom::Method => Ok(escaped(out, event.method().unwrap_or("-").as_bytes())),
+        Atom::Method => escaped(out, event.method().unwrap_or("-").as_bytes()),
         Atom::Path => {
             let path = target.map_or("-", |t| t.split('?').next().unwrap_or(t));
-            Ok(escaped(out, path.as_bytes()))
+            escaped(out, path.as_bytes())
         }
         Atom::Query => {
             let query = target.and_then(|t| t.split_once('?')).map_or("", |(_, q)| q);
-            Ok(escaped(out, query.as_bytes()))
+            escaped(out, query.as_bytes())
         }
         Atom::Protocol => write!(out, "{}", version(event)),
         Atom::Status => write!(out, "{}", status(event)),
@@ -286,8 +309,8 @@ fn text_atom(out: &mut Vec<u8>, atom: Atom, event: &RequestEnd<'_>, stamp: &Stam
             0 => write!(out, "-"),
             n => write!(out, "{n}"),
         },
-        Atom::Referer => Ok(escaped(out, event.referer().map_or(b"-", |v| v.as_bytes()))),
-        Atom::UserAgent => Ok(escaped(out, event.user_agent().map_or(b"-", |v| v.as_bytes()))),
+        Atom::Referer => escaped(out, event.referer().map_or(b"-", |v| v.as_bytes())),
+        Atom::UserAgent => escaped(out, event.user_agent().map_or(b"-", |v| v.as_bytes())),
         Atom::Secs => write!(out, "{}", d.as_secs()),
         Atom::Micros => write!(out, "{}", d.as_micros()),
         Atom::Millis => write!(out, "{}", d.as_millis()),
@@ -297,19 +320,20 @@ fn text_atom(out: &mut Vec<u8>, atom: Atom, event: &RequestEnd<'_>, stamp: &Stam
             Ending::Complete => write!(out, "OK"),
             Ending::Cut => write!(out, "-"),
         },
-    };
+    }
 }
 
 /// Writes what a client sent as nginx does: `"`, `\` and bytes outside printable ASCII as
 /// `\xHH`, so that a line is one line and its quoted fields stay quoted.
-fn escaped(out: &mut Vec<u8>, bytes: &[u8]) {
+fn escaped(out: &mut Vec<u8>, bytes: &[u8]) -> std::io::Result<()> {
     for &b in bytes {
         if b == b'"' || b == b'\\' || !(0x20..0x7f).contains(&b) {
-            let _ = write!(out, "\\x{b:02X}");
+            write!(out, "\\x{b:02X}")?;
         } else {
             out.push(b);
         }
     }
+    Ok(())
 }
 
 /// One JSON object: the fields of `combined`, and the rest of the event.

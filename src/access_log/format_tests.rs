@@ -1,3 +1,5 @@
+//! The access log's formats: nginx's, json, Gunicorn's atoms, and the errors in a custom one.
+
 use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 

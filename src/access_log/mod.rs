@@ -25,7 +25,7 @@ use std::time::Duration;
 pub use format::AccessFormat;
 pub(crate) use writer::Writer;
 
-use crate::app::WorkerContext;
+use crate::request_end::Hooks;
 
 /// How often a worker writes what it has buffered, at least.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
@@ -51,16 +51,20 @@ pub(crate) fn check(path: Option<&Path>) -> Result<(), crate::Error> {
     }
 }
 
-/// Installs the worker's access log, if one is configured: its request-end hook, and the task
-/// that writes what is buffered every [`FLUSH_EVERY`]. The caller writes the rest with
-/// [`Writer::flush`] once the worker has drained. `Err` if the file cannot be opened.
-pub(crate) fn install(ctx: &WorkerContext) -> io::Result<Option<Rc<Writer>>> {
-    let log = &ctx.config().log;
-    let Some(path) = &log.access else { return Ok(None) };
+/// Installs the worker's access log to `path` (`[log] access`), if one is configured: its
+/// hook among the worker's request-end `hooks`, and the task that writes what is buffered
+/// every [`FLUSH_EVERY`]. The caller writes the rest with [`Writer::flush`] once the worker
+/// has drained. `Err` if the file cannot be opened.
+pub(crate) fn install(
+    path: Option<&Path>,
+    format: &AccessFormat,
+    hooks: &Hooks,
+) -> io::Result<Option<Rc<Writer>>> {
+    let Some(path) = path else { return Ok(None) };
     let out = if is_stdout(path) { writer::Out::Stdout } else { writer::Out::File(open(path)?) };
-    let writer = Rc::new(Writer::new(out, log.access_format.clone()));
+    let writer = Rc::new(Writer::new(out, format.clone()));
     let hook = Rc::clone(&writer);
-    ctx.request_end_hooks().add(Box::new(move |event| hook.log(event)));
+    hooks.add(Box::new(move |event| hook.log(event)));
     let ticker = Rc::downgrade(&writer);
     tokio::task::spawn_local(async move {
         let mut ticks = tokio::time::interval(FLUSH_EVERY);

@@ -44,7 +44,7 @@ mod schema;
 mod settings;
 mod source;
 mod span;
-pub(crate) mod values;
+mod values;
 
 use std::path::Path;
 

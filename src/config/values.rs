@@ -294,7 +294,7 @@ impl<'de> Deserialize<'de> for LogLevel {
 
 /// Deserializes a string through `FromStr`. The parse runs inside the visitor, so that the
 /// `toml` deserializer attaches the string's own span to a parse error.
-pub(crate) fn from_str<'de, D, T>(d: D, expecting: &'static str) -> Result<T, D::Error>
+fn from_str<'de, D, T>(d: D, expecting: &'static str) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: FromStr<Err = String>,
