@@ -384,3 +384,33 @@ fn two_workers_under_load_write_whole_lines_and_lose_none() {
     assert_eq!(seen.len(), threads * per, "every request once");
     assert!(!pids.is_empty());
 }
+
+#[test]
+fn a_python_app_preloaded_in_a_mold_is_logged_too() {
+    let dir = tempdir();
+    let file = dir.path().join("access.log");
+    let extra = [
+        "-w",
+        "2",
+        "--preload",
+        "--access-logfile",
+        file.to_str().unwrap(),
+        "--access-logformat",
+        "json",
+    ];
+    let mut server = common::wsgi::start("behave:app", &extra);
+    let addr = server.addr();
+    for n in 0..20 {
+        let status = raw(addr, format!("GET /count?n={n} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+        assert_eq!(status, 200);
+    }
+    server.signal(Signal::SIGTERM);
+    assert_eq!(server.exit_code(), 0);
+    let got = lines(&file);
+    assert_eq!(got.len(), 20, "{got:#?}");
+    for n in 0..20 {
+        let target = format!("\"target\":\"/count?n={n}\"");
+        let line = got.iter().find(|l| l.contains(&target)).unwrap_or_else(|| panic!("{n}"));
+        assert!(line.contains("\"status\":200,") && line.contains("\"complete\":true"), "{line}");
+    }
+}
