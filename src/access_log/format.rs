@@ -3,7 +3,7 @@
 //! [`RequestEnd`] is written in it.
 //!
 //! The named formats are nginx's `common` and `combined`, and `json`; anything else is a custom
-//! format in Gunicorn's atoms (`%(h)s`, `%({user-agent}i)s`, …).
+//! format in Gunicorn's atoms (`%(h)s`, `%({user-agent}i)s`, `%({x-request-id}o)s`, …).
 
 use std::fmt;
 use std::io::Write;
@@ -13,7 +13,9 @@ use std::time::SystemTime;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::request_end::{AnsweredBy, Ending, RequestEnd};
+use http::HeaderName;
+
+use crate::request_end::{AnsweredBy, Ending, Headers, Hooks, RequestEnd, Side};
 
 /// nginx's `common`: `$remote_addr - $remote_user [$time_local] "$request" $status
 /// $body_bytes_sent`.
@@ -31,6 +33,10 @@ pub struct AccessFormat {
     /// As configured: `combined`, or the custom format's text.
     source: String,
     kind: Kind,
+    /// The headers `{name}i` and `{name}o` atoms name, which [`Atom::RequestHeader`] and
+    /// [`Atom::ResponseHeader`] index.
+    request_headers: Vec<HeaderName>,
+    response_headers: Vec<HeaderName>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +89,10 @@ enum Atom {
     /// `c`: `OK` for a response whose last byte was written, `-` for one cut short (nginx's
     /// `$request_completion`, with a dash for empty).
     Completion,
+    /// `{name}i`, `{name}o`: a request or response header, by its index in the format's list
+    /// (in the event's, once the format is [bound](AccessFormat::bind)).
+    RequestHeader(usize),
+    ResponseHeader(usize),
 }
 
 const ATOMS: [(&str, Atom); 20] = [
@@ -120,18 +130,25 @@ impl FromStr for AccessFormat {
     type Err = String;
 
     fn from_str(text: &str) -> Result<Self, String> {
+        let mut headers = Headers::default();
         let kind = match text {
             "json" => Kind::Json,
-            "common" => Kind::Text(parse(COMMON)?),
-            "combined" => Kind::Text(parse(COMBINED)?),
-            custom => Kind::Text(parse(custom)?),
+            "common" => Kind::Text(parse(COMMON, &mut headers)?),
+            "combined" => Kind::Text(parse(COMBINED, &mut headers)?),
+            custom => Kind::Text(parse(custom, &mut headers)?),
         };
-        Ok(AccessFormat { source: text.to_string(), kind })
+        Ok(AccessFormat {
+            source: text.to_string(),
+            kind,
+            request_headers: headers.request,
+            response_headers: headers.response,
+        })
     }
 }
 
-/// Parses a custom format: `%(name)s` atoms, `%%` for a `%`, anything else as written.
-fn parse(text: &str) -> Result<Vec<Piece>, String> {
+/// Parses a custom format: `%(name)s` atoms, `%%` for a `%`, anything else as written; the
+/// header names its atoms use go to `headers`.
+fn parse(text: &str, headers: &mut Headers) -> Result<Vec<Piece>, String> {
     let mut pieces = Vec::new();
     let mut literal = String::new();
     let mut rest = text;
@@ -154,10 +171,10 @@ fn parse(text: &str) -> Result<Vec<Piece>, String> {
             return Err(format!("access log format: the atom at character {column} has no `)s`"));
         };
         let name = &inner[..end];
-        let atom = atom(name).ok_or_else(|| {
+        let atom = atom(name, headers).map_err(|why| {
             format!(
-                "access log format: unknown atom `%({name})s` at character {column}; known: {}, \
-                 {{referer}}i, {{user-agent}}i",
+                "access log format: {why} `%({name})s` at character {column}; known: {}, \
+                 {{Header-Name}}i, {{Header-Name}}o",
                 ATOMS.iter().map(|(n, _)| *n).collect::<Vec<_>>().join(" ")
             )
         })?;
@@ -174,17 +191,30 @@ fn parse(text: &str) -> Result<Vec<Piece>, String> {
     Ok(pieces)
 }
 
-/// The atom named `name`; header names in `{…}i` are case-insensitive. Only the request
-/// headers the event carries can be named: `Referer` and `User-Agent`.
-fn atom(name: &str) -> Option<Atom> {
-    if name.starts_with('{') && name.ends_with('i') {
-        return match name.to_ascii_lowercase().as_str() {
-            "{referer}i" => Some(Atom::Referer),
-            "{user-agent}i" => Some(Atom::UserAgent),
-            _ => None,
+/// The atom named `name`: one of [`ATOMS`], or a header, `{Name}i` for the request's and
+/// `{Name}o` for the response's (case-insensitive), whose name goes to `headers`. `Err` says
+/// what is wrong, before the atom is quoted.
+fn atom(name: &str, headers: &mut Headers) -> Result<Atom, &'static str> {
+    if let Some(header) = name.strip_prefix('{') {
+        let Some((header, side)) = header.split_once('}') else { return Err("unknown atom") };
+        let header = HeaderName::from_bytes(header.as_bytes()).map_err(|_| "bad header name in")?;
+        return match side {
+            "i" if header == http::header::REFERER => Ok(Atom::Referer),
+            "i" if header == http::header::USER_AGENT => Ok(Atom::UserAgent),
+            "i" => Ok(Atom::RequestHeader(index(&mut headers.request, header))),
+            "o" => Ok(Atom::ResponseHeader(index(&mut headers.response, header))),
+            _ => Err("unknown atom"),
         };
     }
-    ATOMS.iter().find(|(n, _)| *n == name).map(|(_, a)| *a)
+    ATOMS.iter().find(|(n, _)| *n == name).map(|(_, a)| *a).ok_or("unknown atom")
+}
+
+/// The index of `name` in `names`, where it is added if missing.
+fn index(names: &mut Vec<HeaderName>, name: HeaderName) -> usize {
+    names.iter().position(|n| *n == name).unwrap_or_else(|| {
+        names.push(name);
+        names.len() - 1
+    })
 }
 
 impl fmt::Display for AccessFormat {
@@ -227,6 +257,26 @@ pub(crate) struct Stamp<'a> {
 }
 
 impl AccessFormat {
+    /// The format as a worker uses it: the headers its atoms name are asked of `hooks` (copied
+    /// into every event), and its atoms index the event's lists.
+    pub(crate) fn bind(&self, hooks: &Hooks) -> AccessFormat {
+        let request: Vec<_> =
+            self.request_headers.iter().map(|n| hooks.want_header(Side::Request, n)).collect();
+        let response: Vec<_> =
+            self.response_headers.iter().map(|n| hooks.want_header(Side::Response, n)).collect();
+        let mut bound = self.clone();
+        if let Kind::Text(pieces) = &mut bound.kind {
+            for piece in pieces {
+                match piece {
+                    Piece::Atom(Atom::RequestHeader(i)) => *i = request[*i],
+                    Piece::Atom(Atom::ResponseHeader(i)) => *i = response[*i],
+                    _ => {}
+                }
+            }
+        }
+        bound
+    }
+
     /// Appends `event` as one line, newline included, to `out`.
     pub(crate) fn write(&self, out: &mut Vec<u8>, event: &RequestEnd<'_>, stamp: &Stamp<'_>) {
         match &self.kind {
@@ -316,6 +366,12 @@ fn write_atom(
         Atom::Millis => write!(out, "{}", d.as_millis()),
         Atom::DecimalSecs => write!(out, "{}.{:06}", d.as_secs(), d.subsec_micros()),
         Atom::Pid => write!(out, "<{}>", stamp.pid),
+        Atom::RequestHeader(i) => {
+            escaped(out, event.request_header(i).map_or(b"-", |v| v.as_bytes()))
+        }
+        Atom::ResponseHeader(i) => {
+            escaped(out, event.response_header(i).map_or(b"-", |v| v.as_bytes()))
+        }
         Atom::Completion => match event.ending() {
             Ending::Complete => write!(out, "OK"),
             Ending::Cut => write!(out, "-"),

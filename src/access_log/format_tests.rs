@@ -30,6 +30,8 @@ fn with<'a>(uri: &'a Uri, agent: &'a HeaderValue) -> RequestEnd<'a> {
         peer: None,
         referer: None,
         user_agent: Some(agent),
+        request_headers: &[],
+        response_headers: &[],
         worker: 3,
         answered_by: AnsweredBy::App,
         ending: Ending::Complete,
@@ -89,8 +91,10 @@ fn json_is_one_object_per_line() {
 fn unknown_atoms_are_refused_where_they_are() {
     let err = "%(h)s %(zz)s".parse::<AccessFormat>().unwrap_err();
     assert!(err.contains("unknown atom `%(zz)s` at character 7"), "{err}");
-    let err = "%(h)s %({x-id}o)s".parse::<AccessFormat>().unwrap_err();
-    assert!(err.contains("`%({x-id}o)s`"), "{err}");
+    let err = "%(h)s %({x id}o)s".parse::<AccessFormat>().unwrap_err();
+    assert!(err.contains("bad header name in `%({x id}o)s` at character 7"), "{err}");
+    let err = "%({x-id}z)s".parse::<AccessFormat>().unwrap_err();
+    assert!(err.contains("unknown atom `%({x-id}z)s` at character 1"), "{err}");
     assert!("%(h".parse::<AccessFormat>().unwrap_err().contains("no `)s`"));
     assert!("100%".parse::<AccessFormat>().unwrap_err().contains("starts no atom"));
 }
@@ -101,4 +105,30 @@ fn local_time_reads_as_nginx_writes_it() {
     // The zone is the machine's; the shape is fixed.
     assert_eq!(local.len(), "01/Jan/1971:00:00:00 +0000".len(), "{local}");
     assert_eq!(iso.len(), "1971-01-01T00:00:00+00:00".len(), "{iso}");
+}
+
+#[test]
+fn header_atoms_read_the_headers_copied_into_the_event() {
+    let uri: Uri = "/".parse().unwrap();
+    let agent = HeaderValue::from_static("ua");
+    let format: AccessFormat =
+        "%({X-Id}i)s %({content-type}o)s %({x-id}i)s %({X-Gone}o)s %({User-Agent}i)s"
+            .parse()
+            .unwrap();
+    assert_eq!(format.request_headers, ["x-id"]);
+    assert_eq!(format.response_headers, ["content-type", "x-gone"]);
+    // Bound to a worker's hooks that already copy another response header: the indices are
+    // the event's.
+    let hooks = crate::request_end::Hooks::default();
+    hooks.want_header(Side::Response, &HeaderName::from_static("x-other"));
+    let bound = format.bind(&hooks);
+    let request = [Some(HeaderValue::from_static("r1"))];
+    let response = [None, Some(HeaderValue::from_static("text/plain")), None];
+    let mut e = with(&uri, &agent);
+    e.request_headers = &request;
+    e.response_headers = &response;
+    let mut out = Vec::new();
+    let stamp = Stamp { local: "", iso: "", pid: 1 };
+    bound.write(&mut out, &e, &stamp);
+    assert_eq!(String::from_utf8(out).unwrap(), "r1 text/plain r1 - ua\n");
 }

@@ -62,7 +62,7 @@ pub(crate) fn install(
 ) -> io::Result<Option<Rc<Writer>>> {
     let Some(path) = path else { return Ok(None) };
     let out = if is_stdout(path) { writer::Out::Stdout } else { writer::Out::File(open(path)?) };
-    let writer = Rc::new(Writer::new(out, format.clone()));
+    let writer = Rc::new(Writer::new(out, format.bind(hooks)));
     let hook = Rc::clone(&writer);
     hooks.add(Box::new(move |event| hook.log(event)));
     let ticker = Rc::downgrade(&writer);
