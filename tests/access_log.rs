@@ -395,15 +395,15 @@ fn two_workers_under_load_write_whole_lines_and_lose_none() {
 fn a_python_app_preloaded_in_a_mold_is_logged_too() {
     let dir = tempdir();
     let file = dir.path().join("access.log");
-    let extra = [
-        "-w",
-        "2",
-        "--preload",
-        "--access-logfile",
-        file.to_str().unwrap(),
-        "--access-logformat",
-        "json",
-    ];
+    // Relative to the server's directory (the tests run in the crate's), which the app's
+    // `--chdir` leaves in the mold, before the workers fork from it.
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let up = "../".repeat(here.components().count() - 1);
+    let relative = format!("{up}{}", file.to_str().unwrap().trim_start_matches('/'));
+    let resolved = std::fs::canonicalize(here.join(&relative).parent().unwrap()).unwrap();
+    assert_eq!(resolved, std::fs::canonicalize(dir.path()).unwrap());
+    let extra =
+        ["-w", "2", "--preload", "--access-logfile", &relative, "--access-logformat", "json"];
     let mut server = common::wsgi::start("behave:app", &extra);
     let addr = server.addr();
     for n in 0..20 {
