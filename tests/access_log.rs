@@ -420,3 +420,35 @@ fn a_python_app_preloaded_in_a_mold_is_logged_too() {
         assert!(line.contains("\"status\":200,") && line.contains("\"complete\":true"), "{line}");
     }
 }
+
+#[test]
+fn the_client_is_the_one_a_trusted_proxy_header_names() {
+    let dir = tempdir();
+    let file = dir.path().join("access.log");
+    let args = [
+        "-w",
+        "1",
+        "-b",
+        "127.0.0.1:0",
+        "--proxy-protocol",
+        "--access-logfile",
+        file.to_str().unwrap(),
+    ];
+    let mut server = Server::start(&example("demo"), &args);
+    let addr = server.addr();
+    let proxy = "PROXY TCP4 198.51.100.7 127.0.0.1 5000 80\r\n";
+    let served = format!("{proxy}GET /served HTTP/1.1\r\nHost: t\r\n\r\n");
+    assert_eq!(raw(addr, served.as_bytes()), 404);
+    // Refused by the gate: the connection's client all the same.
+    let refused = format!("{proxy}GET /refused HTTP/1.1\r\nHost: t\r\nBad Name: x\r\n\r\n");
+    assert_eq!(raw(addr, refused.as_bytes()), 400);
+    server.signal(Signal::SIGTERM);
+    assert_eq!(server.exit_code(), 0);
+    let got = lines(&file);
+    assert_eq!(got.len(), 2, "{got:#?}");
+    for (line, target) in got.iter().zip(["/served", "/refused"]) {
+        let entry = parse_text(line);
+        assert_eq!(entry.client, "198.51.100.7", "{line}");
+        assert!(entry.request.contains(target), "{line}");
+    }
+}
