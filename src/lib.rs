@@ -178,7 +178,8 @@ impl Server {
         process::ensure_single_threaded().map_err(Error::Usage)?;
         // A config built in code has not been through the file's or the flags' checks.
         self.config.server.check().map_err(Error::Usage)?;
-        let log = logging::init(self.config.log.level);
+        let log = logging::init(&self.config.log)
+            .map_err(|e| Error::os("opening the log file ([log] file, --error-logfile)", e))?;
         process::raise_fd_limit();
         // Sockets passed by systemd or an upgrading master: taken before anything opens files.
         let inherited = handoff::Inherited::from_env()?;
