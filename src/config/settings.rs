@@ -331,7 +331,7 @@ settings! {
         #[serde(skip_serializing_if = "Option::is_none")]
         file: Option<PathBuf> = None,
             read Typed<PathBuf>,
-            flag #36 error_logfile: optional, value "FILE",
+            flag #36 log_file: optional, alias "error-logfile", value "FILE",
             help "Write the log to this file instead of stderr (USR1 reopens it)";
 
         /// How each line is written: `text`, or `json` (one object per line).
