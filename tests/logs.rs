@@ -255,3 +255,65 @@ fn a_log_file_that_cannot_be_opened_stops_the_start_with_a_clear_error() {
     assert!(line.starts_with(&expected), "{line}");
     assert!(server.logs().iter().all(|l| !l.contains("listening")), "nothing was started");
 }
+
+/// Where descriptor 2 of `pid` points.
+#[cfg(feature = "python")]
+fn stderr_of(pid: i32) -> std::path::PathBuf {
+    std::fs::read_link(format!("/proc/{pid}/fd/2")).unwrap_or_default()
+}
+
+/// An app that writes one line to `sys.stderr` for each request.
+#[cfg(feature = "python")]
+const STDERR_APP: &str = "import os, sys\n\
+def app(environ, start_response):\n    \
+    print('app stderr', os.getpid(), environ['PATH_INFO'], file=sys.stderr, flush=True)\n    \
+    start_response('200 OK', [('Content-Type', 'text/plain')])\n    \
+    return [b'ok']\n";
+
+#[cfg(feature = "python")]
+#[test]
+fn with_preload_usr1_moves_the_mold_the_workers_and_the_app_s_stderr_to_the_new_file() {
+    let dir = tempdir();
+    write(dir.path(), "stderr_app.py", STDERR_APP);
+    let config = write(
+        dir.path(),
+        "app.toml",
+        "[server]\nbind = [\"127.0.0.1:0\"]\nworkers = 2\n\n[log]\nfile = \"forkserve.log\"\n\n\
+         [python]\nwsgi = \"stderr_app:app\"\nchdir = \".\"\npreload = true\n",
+    );
+    let (log, rotated) = (dir.path().join("forkserve.log"), dir.path().join("forkserve.log.1"));
+    let mut server = Server::spawn(&forkserve(), &[&config]);
+    wait_in(&log, "all workers ready", 1);
+    let line = lines(&log).into_iter().find(|l| l.contains("listening address=")).unwrap();
+    let addr: SocketAddr = line.split("address=").nth(1).unwrap().trim().parse().unwrap();
+    assert_eq!(http::get(addr, "/before").unwrap().text(), "ok");
+    wait_in(&log, "/before", 1);
+
+    std::fs::rename(&log, &rotated).unwrap();
+    server.signal(Signal::SIGUSR1);
+    wait_in(&log, "usr1: log file reopened", 1);
+    // Every process of the server, the mold and the workers it forked included, writes to the
+    // new file: none is left on the renamed one.
+    let master = server.pid().as_raw();
+    let all = || {
+        let mut pids = BTreeSet::from([master]);
+        for child in common::children(master) {
+            pids.insert(child);
+            pids.extend(common::children(child));
+        }
+        pids
+    };
+    assert!(all().len() >= 4, "master, mold, two workers: {:?}", all());
+    wait_until(|| all().iter().all(|&pid| stderr_of(pid) == log).then_some(())).unwrap_or_else(
+        || panic!("{:?}", all().iter().map(|&p| (p, stderr_of(p))).collect::<Vec<_>>()),
+    );
+    assert_eq!(http::get(addr, "/after").unwrap().text(), "ok");
+    wait_in(&log, "/after", 1);
+    // A worker the mold forks now writes there too.
+    server.signal(Signal::SIGTTIN);
+    wait_in(&log, "worker booted", 1);
+    server.signal(Signal::SIGTERM);
+    assert_eq!(server.exit_code(), 0);
+    assert!(!lines(&rotated).join("\n").contains("/after"));
+    assert_eq!(server.logs(), Vec::<String>::new(), "nothing on stderr or stdout");
+}
