@@ -203,7 +203,7 @@ fn a_reopen_that_fails_is_logged_and_the_old_file_kept() {
     server.signal(Signal::SIGUSR1);
     let kept = moved.join("forkserve.log");
     wait_in(&kept, "usr1: cannot reopen the log file, writing on to the old one", 1);
-    wait_in(&kept, "a worker cannot reopen the log file (USR1)", 2);
+    wait_in(&kept, "a worker cannot reopen a log file (USR1)", 2);
     assert_eq!(http::get(addr, "/").unwrap().text(), "hi");
     server.signal(Signal::SIGTERM);
     assert_eq!(server.exit_code(), 0);

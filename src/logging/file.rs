@@ -14,16 +14,18 @@
 //! A worker reopens from its `USR1` handler ([`reopen_from_handler`], registered by
 //! [`crate::signals`]), which only makes async-signal-safe system calls, so that a worker
 //! whose thread is busy in the app still moves to the new file at once. The master reopens in
-//! its loop, where it can log what failed.
+//! its loop, where it can log what failed. Another log a worker writes (the access log) is
+//! reopened by the same handler once registered with [`reopen_on_usr1`], if it is written in
+//! whole lines on an `O_APPEND` descriptor from [`open_log_file`].
 
 use std::ffi::{CString, c_char};
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicPtr, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicPtr, Ordering};
 
 use nix::fcntl::OFlag;
 use nix::libc;
@@ -62,50 +64,107 @@ pub(crate) fn save_stderr() -> Option<OwnedFd> {
     io::stderr().as_fd().try_clone_to_owned().ok()
 }
 
-/// The file this process's `USR1` handler reopens: a leaked C string, or null for none. Set
-/// before signals are unblocked in a worker or a mold; the handler only reads it.
-static REOPEN_PATH: AtomicPtr<c_char> = AtomicPtr::new(std::ptr::null_mut());
+/// A descriptor this process's `USR1` handler reopens, and the file it reopens there.
+struct Reopened {
+    /// The descriptor, or -1 for a free slot.
+    fd: AtomicI32,
+    /// A leaked C string, or null while there is no file.
+    path: AtomicPtr<c_char>,
+}
 
-/// Sets the file [`reopen_from_handler`] reopens. The previous string is leaked on purpose: a
-/// handler running at this moment may still be reading it, and a process sets this once or
-/// twice in its life.
-pub(crate) fn set_reopen_path(path: Option<&Path>) {
+/// Room for descriptor 2 and a few more logs of a worker's (the access log): the handler
+/// cannot allocate, so the table is fixed.
+static REOPENED: [Reopened; 4] =
+    [const { Reopened { fd: AtomicI32::new(-1), path: AtomicPtr::new(std::ptr::null_mut()) } }; 4];
+
+/// Has this process's `USR1` handler ([`reopen_from_handler`]) reopen `path` onto `fd`, which
+/// is a log file opened with [`open_log_file`] (for descriptor 2: [`redirect_stderr`]); `None`
+/// stops reopening `fd`. Call it before signals are unblocked, in the process that writes to
+/// `fd` (a worker or a mold; the master reopens in its loop). A descriptor other than 2 keeps
+/// close-on-exec across reopens. Before closing `fd`, call this with `None`: the handler
+/// would otherwise replace whatever reuses the number. Fails only when every slot is taken.
+///
+/// A previous path is leaked on purpose: a handler running at this moment may still be
+/// reading it, and a process sets this once or twice in its life.
+pub(crate) fn reopen_on_usr1(fd: RawFd, path: Option<&Path>) -> Result<(), String> {
     let new = path
         .and_then(|p| CString::new(p.as_os_str().as_bytes()).ok())
         .map_or(std::ptr::null_mut(), CString::into_raw);
-    REOPEN_PATH.store(new, Ordering::SeqCst);
+    let slot = REOPENED.iter().find(|r| r.fd.load(Ordering::SeqCst) == fd).or_else(|| {
+        REOPENED
+            .iter()
+            .find(|r| r.fd.compare_exchange(-1, fd, Ordering::SeqCst, Ordering::SeqCst).is_ok())
+    });
+    match slot {
+        Some(slot) => {
+            slot.path.store(new, Ordering::SeqCst);
+            Ok(())
+        }
+        None => Err(format!("descriptor {fd}: no room left to reopen it on USR1")),
+    }
 }
 
 /// Said on descriptor 2 (the old file) when a reopen from the handler failed.
 const REOPEN_FAILED: &[u8] =
-    b"forkserve: a worker cannot reopen the log file (USR1); it writes on to the old one\n";
+    b"forkserve: a worker cannot reopen a log file (USR1); it writes on to the old one\n";
 
-/// Reopens the file set by [`set_reopen_path`] onto descriptor 2; on failure says so on the
-/// old descriptor and keeps it. Called from a signal handler: it only makes async-signal-safe
-/// system calls (open, dup2, close, write) and reads an atomic, and neither allocates nor takes
-/// a lock.
+/// Reopens every file set with [`reopen_on_usr1`] onto its descriptor; for one that cannot be
+/// opened, says so on descriptor 2 and keeps the old descriptor. Called from a signal handler:
+/// it only makes async-signal-safe system calls (open, dup3, close, write) and reads atomics,
+/// and neither allocates nor takes a lock.
 pub(crate) fn reopen_from_handler() {
-    let path = REOPEN_PATH.load(Ordering::SeqCst);
-    if path.is_null() {
-        return;
-    }
-    let flags = OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CREAT | OFlag::O_CLOEXEC;
-    // SAFETY: a non-null `REOPEN_PATH` is a NUL-terminated string leaked by
-    // `set_reopen_path`, never freed.
-    let path = unsafe { std::ffi::CStr::from_ptr(path) };
-    // `open` with a `&CStr` passes the pointer through, without allocating; dropping the
-    // descriptor closes it.
-    let mode = nix::sys::stat::Mode::from_bits_truncate(0o644);
-    match nix::fcntl::open(path, flags, mode) {
-        Ok(fd) => {
-            let _ = nix::unistd::dup2_stderr(&fd);
+    for slot in &REOPENED {
+        let (fd, path) = (slot.fd.load(Ordering::SeqCst), slot.path.load(Ordering::SeqCst));
+        if fd < 0 || path.is_null() {
+            continue;
         }
-        Err(_) => {
+        let flags = OFlag::O_WRONLY | OFlag::O_APPEND | OFlag::O_CREAT | OFlag::O_CLOEXEC;
+        // SAFETY: a non-null path is a NUL-terminated string leaked by `reopen_on_usr1`,
+        // never freed.
+        let path = unsafe { std::ffi::CStr::from_ptr(path) };
+        // `open` with a `&CStr` passes the pointer through, without allocating; dropping the
+        // new descriptor closes it.
+        let mode = nix::sys::stat::Mode::from_bits_truncate(0o644);
+        let reopened = nix::fcntl::open(path, flags, mode).is_ok_and(|new| {
+            // Stderr is inherited across exec, as it always is; the others are not.
+            let cloexec = if fd == libc::STDERR_FILENO { 0 } else { libc::O_CLOEXEC };
+            // SAFETY: dup3 onto a descriptor this process registered as its log: it replaces
+            // what the number refers to, atomically, and touches no memory.
+            unsafe { libc::dup3(new.as_raw_fd(), fd, cloexec) >= 0 }
+        });
+        if !reopened {
             // SAFETY: write(2) of a static buffer to descriptor 2: async-signal-safe, and a
             // failure leaves nothing to undo.
             unsafe {
                 libc::write(libc::STDERR_FILENO, REOPEN_FAILED.as_ptr().cast(), REOPEN_FAILED.len())
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+
+    use super::{open_log_file, reopen_from_handler, reopen_on_usr1};
+
+    #[test]
+    fn a_registered_log_is_reopened_at_its_path_after_a_rename_and_keeps_close_on_exec() {
+        let dir = tempfile::tempdir().unwrap();
+        let (path, rotated) = (dir.path().join("access.log"), dir.path().join("access.log.1"));
+        let mut file = open_log_file(&path).unwrap();
+        file.write_all(b"before\n").unwrap();
+        reopen_on_usr1(file.as_raw_fd(), Some(&path)).unwrap();
+        std::fs::rename(&path, &rotated).unwrap();
+        reopen_from_handler();
+        file.write_all(b"after\n").unwrap();
+        assert_eq!(std::fs::read_to_string(&rotated).unwrap(), "before\n");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "after\n");
+        let flags = nix::fcntl::fcntl(&file, nix::fcntl::FcntlArg::F_GETFD).unwrap();
+        assert_ne!(flags & nix::libc::FD_CLOEXEC, 0);
+        let mode = std::fs::metadata(&path).unwrap();
+        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o022, 0);
+        reopen_on_usr1(file.as_raw_fd(), None).unwrap();
     }
 }

@@ -31,7 +31,7 @@ use tracing_subscriber::{Registry, reload};
 
 use crate::config::{LogConfig, LogFormat};
 
-pub(crate) use self::file::{reopen_from_handler, set_reopen_path};
+pub(crate) use self::file::{reopen_from_handler, reopen_on_usr1};
 pub(crate) use self::json::set_worker;
 
 /// Whether lines are written as JSON; read for every line, so that a reload can change it.
@@ -109,7 +109,9 @@ impl LogHandle {
 /// forked it; a worker forked by a mold would otherwise write to the mold's) and makes it the
 /// file `USR1` reopens. A failure is logged, and the inherited descriptor kept.
 pub(crate) fn in_child(path: Option<&Path>) {
-    set_reopen_path(path);
+    if let Err(e) = reopen_on_usr1(nix::libc::STDERR_FILENO, path) {
+        tracing::warn!("USR1 will not reopen the log file: {e}");
+    }
     if let Some(path) = path {
         if let Err(e) = file::redirect_stderr(path) {
             tracing::warn!("cannot open the log file, writing on to the inherited one: {e}");
