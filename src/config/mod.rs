@@ -14,11 +14,12 @@
 //! (`held`).
 //!
 //! Loading is two steps. [`serde`] turns the text into typed values; the value types
-//! (`values`: [`Bind`], [`Workers`], [`Seconds`], [`LogLevel`], [`LogFormat`], [`UpgradeMode`]; and
-//! [`AllowList`]) and each setting's check validate while they are deserialized, so the `toml`
-//! crate attaches the span of the offending value to their errors (`span`). What needs context
-//! that serde does not have (one app kind per route, a path declared twice, a `static`
-//! directory relative to the config file) is checked against the spans the `toml` crate keeps.
+//! (`values`: [`Bind`], [`Workers`], [`Seconds`], [`LogLevel`], [`LogFormat`],
+//! [`UpgradeMode`]; and [`AllowList`]) and each setting's check validate while they are
+//! deserialized, so the `toml` crate attaches the span of the offending value to their errors
+//! (`span`). What needs context that serde does not have (one app kind per route, a path
+//! declared twice, a `static` directory relative to the config file) is checked against the
+//! spans the `toml` crate keeps.
 //!
 //! | module | owns |
 //! |---|---|

@@ -1,7 +1,7 @@
-//! The value types of settings: [`Seconds`], [`Workers`], [`UpgradeMode`], [`LogLevel`], [`LogFormat`] and
-//! [`Bind`]. Each validates itself, on the command line (`FromStr`) and in the file
-//! (`Deserialize`, inside the visitor, so that the `toml` crate attaches the value's span to a
-//! parse error). [`AllowList`](super::AllowList) has a module of its own.
+//! The value types of settings: [`Seconds`], [`Workers`], [`UpgradeMode`], [`LogLevel`],
+//! [`LogFormat`] and [`Bind`]. Each validates itself, on the command line (`FromStr`) and in the
+//! file (`Deserialize`, inside the visitor, so that the `toml` crate attaches the value's span
+//! to a parse error). [`AllowList`](super::AllowList) has a module of its own.
 
 use std::fmt;
 use std::num::NonZeroUsize;
@@ -298,8 +298,8 @@ pub enum LogFormat {
     /// `time level span{fields}: message key=value`, for people.
     #[default]
     Text,
-    /// One JSON object per line (`time`, `level`, `pid`, `message`, `fields`, and the
-    /// `worker` or `mold` it came from), for log shippers.
+    /// One JSON object per line (`time`, `level`, `pid`, `worker` in a worker's lines,
+    /// `message`, `fields`), for log shippers.
     Json,
 }
 
