@@ -14,7 +14,7 @@ use std::time::Duration;
 use super::declare::{Count, List, Ranged, Read, Typed, settings};
 use super::python::{EnvVar, PythonApp};
 use super::values::check_workers;
-use super::{AllowList, Bind, Config, LogLevel, Seconds, UpgradeMode, Workers};
+use super::{AllowList, Bind, Config, LogFormat, LogLevel, Seconds, UpgradeMode, Workers};
 
 settings! {
     /// The `[server]` table: the process model, the listening sockets, timeouts and recycling.
@@ -324,6 +324,21 @@ settings! {
             read Typed<LogLevel>,
             flag #26 log_level: value, value "LEVEL",
             help "Log level: error, warn, info, debug or trace";
+
+        /// The file forkserve's own log (master, molds, workers, and whatever the app writes
+        /// to stderr) goes to instead of stderr; relative to the config file. Opened for
+        /// appending, created with mode 0644; `USR1` reopens it (see "Logs" in the README).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        file: Option<PathBuf> = None,
+            read Typed<PathBuf>,
+            flag #36 log_file: optional, alias "error-logfile", value "FILE",
+            help "Write the log to this file instead of stderr (USR1 reopens it)";
+
+        /// How each line is written: `text`, or `json` (one object per line).
+        format: LogFormat = LogFormat::Text,
+            read Typed<LogFormat>,
+            flag #37 log_format: value, value "FORMAT",
+            help "Log line format: text or json";
     }
 }
 
