@@ -50,6 +50,7 @@
 //! | `CHLD` | reap; every exit is logged with its cause; a worker that died unexpectedly is replaced |
 //! | `USR2` | binary upgrade: start a new master from the binary with the listening sockets; hand over once it serves |
 //! | `WINCH` | after a manual upgrade: stop this master's workers |
+//! | `USR1` | reopen the log file (`[log] file`, after logrotate renamed it), then have every worker and mold reopen theirs (the master sends each `USR1`; they reopen in the handler); without a file, logged and ignored |
 //!
 //! Signals are not queued: the kernel merges a standard signal sent while the same one is
 //! still pending, so a quick burst of `TTIN`s counts as fewer (50 sent in a loop made 2), and
@@ -74,8 +75,8 @@
 //! | `scoreboard` | the shared memory where workers publish heartbeats and requests for the master |
 //! | `ipc` | messages from workers to the master: ready, boot failure, due for recycling, an app's request to be replaced |
 //! | `signals` | which signal means what, for the master and for a worker |
-//! | `process` | fork, wait, kill; with the signal registrations in `signals`, the scoreboard's mapping, `handoff` and the embedded interpreter's start (`app::python`), the only `unsafe` |
-//! | `pidfile`, `notify`, `logging` | the pidfile and its lock; systemd's readiness protocol (`sd_notify`); the log |
+//! | `process` | fork, wait, kill; with the signal registrations in `signals`, the scoreboard's mapping, `handoff`, the log file's reopen from a signal handler (`logging::file`) and the embedded interpreter's start (`app::python`), the only `unsafe` |
+//! | `pidfile`, `notify`, `logging` | the pidfile and its lock; systemd's readiness protocol (`sd_notify`); the log: stderr or the log file (put on descriptor 2 of every process, reopened on `USR1`), text or JSON |
 //! | `worker` | everything after fork: runtime, the app's factory, heartbeat, memory watch, drain, exit code |
 //! | `conn` | one connection, one way through: accept, preamble (PROXY), transport (facts set once), the protocol (HTTP/1: the gate's `[http]` limits, strict framing and timeouts, hyper, parking), the service stack every protocol shares (who the client is: the [`Client`] extension; deadline `504`, panic `500`, accounting), the open connections (cap, drain, reclaim) |
 //! | `request_end` | the one event every request ends in ([`RequestEnd`]), and the hooks that receive it: written by `conn`, registered through the app's [`WorkerContext`], read by logs and metrics |
@@ -179,7 +180,8 @@ impl Server {
         process::ensure_single_threaded().map_err(Error::Usage)?;
         // A config built in code has not been through the file's or the flags' checks.
         self.config.server.check().map_err(Error::Usage)?;
-        let log = logging::init(self.config.log.level);
+        let log = logging::init(&self.config.log)
+            .map_err(|e| Error::os("opening the log file ([log] file, --log-file)", e))?;
         process::raise_fd_limit();
         // Before anything is bound: a log that cannot be written is a startup error.
         access_log::check(self.config.log.access.as_deref())?;

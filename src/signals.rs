@@ -16,9 +16,10 @@
 //! self-pipe. Then, in a worker: `TERM` drains (via tokio, in [`crate::worker`]); `INT` and
 //! `QUIT` end it at once, even if its thread is busy; `TTIN`/`TTOU` sent with kill are ignored
 //! (they mean "one more/fewer worker" to the master; sent to the process group, they must not
-//! stop every worker), the kernel's keep their job-control action; `HUP`, `USR1`, `USR2` are
-//! ignored, as in nginx's workers, so that a signal
-//! sent to the whole process group does what it does to the master. The registry's handler
+//! stop every worker), the kernel's keep their job-control action; `USR1` reopens the log file
+//! from its handler ([`crate::logging::reopen_from_handler`]), as it must even while the
+//! worker's thread is busy in the app; `HUP` and `USR2` are ignored, as in nginx's workers, so
+//! that a signal sent to the whole process group does what it does to the master. The registry's handler
 //! stays installed, so a library app may still register its own handlers for those. A worker
 //! whose master died lets go of its listening sockets and arms an alarm from its `TERM` handler
 //! itself ([`bound_orphan_life`]), as its event loop may be blocked.
@@ -145,6 +146,14 @@ impl SignalQueue {
         for sig in [Signal::SIGTTIN, Signal::SIGTTOU] {
             // Sent ones are for the master; a `kill -TTIN %1` reaches the whole job.
             register_sent_counter(sig as i32, None)?;
+        }
+        // SAFETY: `reopen_from_handler` makes only async-signal-safe system calls (open, dup2,
+        // close, write) and reads an atomic: it neither allocates nor takes a lock.
+        unsafe {
+            signal_hook::low_level::register(
+                Signal::SIGUSR1 as i32,
+                crate::logging::reopen_from_handler,
+            )?;
         }
         Ok(())
     }

@@ -50,6 +50,9 @@ pub(crate) struct Setup<'f, F> {
 /// Runs a worker to its end, in the child of a fork. Signals are still blocked, as the master
 /// forked with them blocked; they are unblocked once the worker's own handlers are in place.
 pub(crate) fn run<F: Factory>(setup: Setup<'_, F>) -> ! {
+    // Before anything is logged: the worker's lines go to its generation's log file.
+    crate::logging::set_worker(setup.ctx.id());
+    crate::logging::in_child(setup.ctx.config().log.file.as_deref());
     let span = tracing::info_span!("worker", id = setup.ctx.id(), pid = std::process::id());
     let _entered = span.enter();
     crate::panics::install_panic_hook();

@@ -14,11 +14,12 @@
 //! (`held`).
 //!
 //! Loading is two steps. [`serde`] turns the text into typed values; the value types
-//! (`values`: [`Bind`], [`Workers`], [`Seconds`], [`LogLevel`], [`UpgradeMode`]; and
-//! [`AllowList`]) and each setting's check validate while they are deserialized, so the `toml`
-//! crate attaches the span of the offending value to their errors (`span`). What needs context
-//! that serde does not have (one app kind per route, a path declared twice, a `static`
-//! directory relative to the config file) is checked against the spans the `toml` crate keeps.
+//! (`values`: [`Bind`], [`Workers`], [`Seconds`], [`LogLevel`], [`LogFormat`],
+//! [`UpgradeMode`]; and [`AllowList`]) and each setting's check validate while they are
+//! deserialized, so the `toml` crate attaches the span of the offending value to their errors
+//! (`span`). What needs context that serde does not have (one app kind per route, a path
+//! declared twice, a `static` directory relative to the config file) is checked against the
+//! spans the `toml` crate keeps.
 //!
 //! | module | owns |
 //! |---|---|
@@ -64,7 +65,7 @@ pub use self::settings::{
 };
 pub use self::source::{ConfigSource, MAX_CONFIG_BYTES};
 pub(crate) use self::span::SpannedError;
-pub use self::values::{Bind, LogLevel, MAX_WORKERS, Seconds, UpgradeMode, Workers};
+pub use self::values::{Bind, LogFormat, LogLevel, MAX_WORKERS, Seconds, UpgradeMode, Workers};
 pub use crate::access_log::AccessFormat;
 
 #[cfg(test)]
@@ -150,6 +151,11 @@ impl Config {
             }
         }
         let mut log = raw.log;
+        if let Some(file) = &mut log.file {
+            if file.is_relative() {
+                *file = base.join(&*file);
+            }
+        }
         if let Some(access) = &mut log.access {
             if access.is_relative() && !crate::access_log::is_stdout(access) {
                 *access = base.join(&*access);

@@ -16,7 +16,7 @@ use crate::access_log::AccessFormat;
 use super::declare::{Count, List, Ranged, Read, Typed, settings};
 use super::python::{EnvVar, PythonApp};
 use super::values::check_workers;
-use super::{AllowList, Bind, Config, LogLevel, Seconds, UpgradeMode, Workers};
+use super::{AllowList, Bind, Config, LogFormat, LogLevel, Seconds, UpgradeMode, Workers};
 
 settings! {
     /// The `[server]` table: the process model, the listening sockets, timeouts and recycling.
@@ -327,19 +327,34 @@ settings! {
             flag #26 log_level: value, value "LEVEL",
             help "Log level: error, warn, info, debug or trace";
 
+        /// The file forkserve's own log (master, molds, workers, and whatever the app writes
+        /// to stderr) goes to instead of stderr; relative to the config file. Opened for
+        /// appending, created with mode 0644; `USR1` reopens it (see "Logs" in the README).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        file: Option<PathBuf> = None,
+            read Typed<PathBuf>,
+            flag #36 log_file: optional, alias "error-logfile", value "FILE",
+            help "Write the log to this file instead of stderr (USR1 reopens it)";
+
+        /// How each line is written: `text`, or `json` (one object per line).
+        format: LogFormat = LogFormat::Text,
+            read Typed<LogFormat>,
+            flag #37 log_format: value, value "FORMAT",
+            help "Log line format: text or json";
+
         /// The access log: one line per request, to this file (relative to the config file),
         /// or to stdout with `-`. Off without it.
         #[serde(skip_serializing_if = "Option::is_none")]
         access: Option<PathBuf> = None,
             read Typed<PathBuf>,
-            flag #36 log_access: optional, alias "access-logfile", value "FILE|-",
+            flag #38 log_access: optional, alias "access-logfile", value "FILE|-",
             help "Write an access log line per request to FILE, or to stdout with \"-\"";
 
         /// The access log's format: `combined` (nginx's, and Gunicorn's default fields),
         /// `common`, `json`, or a custom format of Gunicorn's atoms.
         access_format: AccessFormat = AccessFormat::default(),
             read Typed<AccessFormat>,
-            flag #37 log_access_format: value, alias "access-logformat", value "FORMAT",
+            flag #39 log_access_format: value, alias "access-logformat", value "FORMAT",
             help "Access log format: combined, common, json, or Gunicorn's atoms \
                   ('%(h)s \"%(r)s\" %(s)s %(D)s')";
     }

@@ -1,7 +1,7 @@
-//! The value types of settings: [`Seconds`], [`Workers`], [`UpgradeMode`], [`LogLevel`] and
-//! [`Bind`]. Each validates itself, on the command line (`FromStr`) and in the file
-//! (`Deserialize`, inside the visitor, so that the `toml` crate attaches the value's span to a
-//! parse error). [`AllowList`](super::AllowList) has a module of its own.
+//! The value types of settings: [`Seconds`], [`Workers`], [`UpgradeMode`], [`LogLevel`],
+//! [`LogFormat`] and [`Bind`]. Each validates itself, on the command line (`FromStr`) and in the
+//! file (`Deserialize`, inside the visitor, so that the `toml` crate attaches the value's span
+//! to a parse error). [`AllowList`](super::AllowList) has a module of its own.
 
 use std::fmt;
 use std::num::NonZeroUsize;
@@ -289,6 +289,51 @@ impl FromStr for LogLevel {
 impl<'de> Deserialize<'de> for LogLevel {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         from_str(d, "a log level")
+    }
+}
+
+/// How each log line is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// `time level span{fields}: message key=value`, for people.
+    #[default]
+    Text,
+    /// One JSON object per line (`time`, `level`, `pid`, `worker` in a worker's lines,
+    /// `message`, `fields`), for log shippers.
+    Json,
+}
+
+impl LogFormat {
+    /// The format's name as written in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!("unknown log format {s:?}: expected text or json")),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LogFormat {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        from_str(d, "a log format")
+    }
+}
+
+impl Serialize for LogFormat {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
     }
 }
 

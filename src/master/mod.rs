@@ -42,7 +42,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use self::code_watch::CodeWatch;
 use self::health::BootFailures;
@@ -349,10 +349,26 @@ impl<'f, F: Factory> Master<'f, F> {
                     }
                     None => info!("ttou ignored: one worker is the minimum"),
                 },
-                MasterSignal::Usr1 => info!("usr1: logs go to stderr, there is no file to reopen"),
+                MasterSignal::Usr1 => self.reopen_logs(),
                 MasterSignal::Usr2 => self.upgrade_binary(),
                 MasterSignal::Winch => self.stop_workers(),
             }
+        }
+    }
+
+    /// `USR1`: reopens the log file at its path (logrotate renamed it), then has every worker
+    /// and mold reopen theirs. A file that cannot be opened is logged, and the old one kept.
+    fn reopen_logs(&mut self) {
+        match (self.log.file(), self.log.reopen()) {
+            (None, _) => info!("usr1: logs go to stderr, there is no file to reopen"),
+            (Some(file), Ok(())) => info!(file = %file.display(), "usr1: log file reopened"),
+            (Some(_), Err(e)) => {
+                error!("usr1: cannot reopen the log file, writing on to the old one: {e}")
+            }
+        }
+        let molds = self.molds.iter().map(|m| m.pid);
+        for pid in self.pool.workers.iter().map(|w| w.pid).chain(molds) {
+            process::send(pid, Signal::SIGUSR1);
         }
     }
 

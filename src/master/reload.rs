@@ -44,9 +44,18 @@ impl<F: Factory> Master<'_, F> {
                 return self.notify_ready();
             }
         };
+        // The new log file is opened first (the master's lines go there from now on): a path
+        // that cannot be opened is a config that cannot serve as asked.
+        if let Err(e) = self.log.apply(&config.log) {
+            error!("reload rejected: log file {e}");
+            return self.notify_ready();
+        }
         // New addresses are bound now; the ones dropped stay open until the reload completes,
         // for the old generation's replacements and in case it has to take over again.
         if let Err(e) = self.listeners.open_missing(&config.server.bind, config.server.backlog) {
+            if let Err(e) = self.log.apply(&self.current.config.log) {
+                error!("keeping the new log file: {e}");
+            }
             error!(duration_ms = started.elapsed().as_millis() as u64, "reload rejected: {e}");
             return self.notify_ready();
         }
@@ -71,7 +80,6 @@ impl<F: Factory> Master<'_, F> {
             }
             self.phase.begin_reload(Reload { started, previous });
         }
-        self.log.set_level(self.current.config.log.level);
         // After WINCH, a reload brings workers back (as in nginx).
         self.upgrading.workers_return();
         // A new config may fix what made workers crash: try it at once.
@@ -114,7 +122,9 @@ impl<F: Factory> Master<'_, F> {
         self.execute_all(self.pool.retire_generation(failed.number, &Why::RolledBack));
         let server = &self.current.config.server;
         self.listeners.retain_only(&server.bind, server.backlog);
-        self.log.set_level(self.current.config.log.level);
+        if let Err(e) = self.log.apply(&self.current.config.log) {
+            error!("rolling back: keeping the new log file: {e}");
+        }
         error!(
             generation = failed.number,
             serving = self.current.number,

@@ -91,13 +91,16 @@ impl<F: Factory> Master<'_, F> {
             pidfile.close_in_worker();
         }
         self.listeners.keep_only_for(&generation.config.server.bind);
+        crate::logging::in_child(generation.config.log.file.as_deref());
         // TERM, INT and QUIT end a mold, as an operator expects, and ABRT (the master's, when
-        // it loads past boot_timeout) makes Python's faulthandler print where it is stuck; the
+        // it loads past boot_timeout) makes Python's faulthandler print where it is stuck;
+        // USR1 reopens the mold's log file, as it does a worker's (see `crate::signals`). The
         // others stay blocked. Each fork blocks them all again, so that a worker starts with
         // every signal blocked.
-        let ending: SigSet = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGQUIT, Signal::SIGABRT]
-            .into_iter()
-            .collect();
+        let ending: SigSet =
+            [Signal::SIGTERM, Signal::SIGINT, Signal::SIGQUIT, Signal::SIGABRT, Signal::SIGUSR1]
+                .into_iter()
+                .collect();
         if let Err(e) = sigprocmask(SigmaskHow::SIG_UNBLOCK, Some(&ending), None) {
             tracing::warn!("cannot unblock TERM in a mold: {e}");
         }
