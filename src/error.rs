@@ -37,16 +37,6 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
-    /// A log file could not be opened for writing.
-    #[error("cannot open the {what} {}: {source}", path.display())]
-    LogFile {
-        /// Which log.
-        what: &'static str,
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        source: io::Error,
-    },
     /// No worker of the first generation could boot; the server never came up.
     #[error("worker failed to boot: {0}")]
     Boot(String),

@@ -104,12 +104,8 @@ async fn serve<F: Factory>(setup: Setup<'_, F>) -> i32 {
         Ok(term) => term,
         Err(e) => return boot_failed(format!("cannot listen for SIGTERM: {e}")),
     };
-    if let Err(e) = crate::signals::restore(&signal_mask) {
-        return boot_failed(format!("cannot restore the signal mask: {e}"));
-    }
-
-    // Before the factory: the access log's hook comes first, and its file is opened before an
-    // app could change directory.
+    // Before the factory, so that its hook comes first; and before signals are unblocked, so
+    // that a USR1 from then on reopens its file.
     let log = &ctx.config().log;
     let hooks = ctx.request_end_hooks();
     let access_log =
@@ -117,6 +113,10 @@ async fn serve<F: Factory>(setup: Setup<'_, F>) -> i32 {
             Ok(log) => log,
             Err(e) => return boot_failed(format!("cannot open the access log: {e}")),
         };
+    if let Err(e) = crate::signals::restore(&signal_mask) {
+        return boot_failed(format!("cannot restore the signal mask: {e}"));
+    }
+
     let service = match crate::app::build(factory, &ctx).await {
         Ok(service) => service,
         Err(reason) => return boot_failed(reason),

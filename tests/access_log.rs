@@ -279,7 +279,7 @@ fn a_log_file_that_cannot_be_opened_is_a_startup_error() {
     let mut server = Server::spawn(&forkserve(), &args);
     let output = server.output();
     assert_eq!(server.exit_code(), 1, "{output}");
-    assert!(output.contains("cannot open the access log"), "{output}");
+    assert!(output.contains("opening the access log"), "{output}");
     assert!(!output.contains("listening"), "nothing was bound: {output}");
 }
 
@@ -451,4 +451,30 @@ fn the_client_is_the_one_a_trusted_proxy_header_names() {
         assert_eq!(entry.client, "198.51.100.7", "{line}");
         assert!(entry.request.contains(target), "{line}");
     }
+}
+
+#[test]
+fn usr1_moves_every_worker_to_a_new_file() {
+    let dir = tempdir();
+    let file = dir.path().join("access.log");
+    let rotated = dir.path().join("access.log.1");
+    let args = ["-w", "2", "-b", "127.0.0.1:0", "--access-logfile", file.to_str().unwrap()];
+    let mut server = Server::start(&example("demo"), &args);
+    let addr = server.addr();
+    let get = |n: usize| raw(addr, format!("GET /r{n} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes());
+    for n in 0..10 {
+        assert_eq!(get(n), 404);
+    }
+    common::wait_until(|| (lines(&file).len() == 10).then_some(())).expect("10 lines");
+    std::fs::rename(&file, &rotated).unwrap();
+    server.signal(Signal::SIGUSR1);
+    std::thread::sleep(Duration::from_millis(300));
+    for n in 10..20 {
+        assert_eq!(get(n), 404);
+    }
+    server.signal(Signal::SIGTERM);
+    assert_eq!(server.exit_code(), 0);
+    let (old, new) = (lines(&rotated), lines(&file));
+    assert_eq!((old.len(), new.len()), (10, 10), "{old:#?}\n{new:#?}");
+    assert!(new.iter().all(|l| !l.contains("GET /r0 ")), "{new:#?}");
 }

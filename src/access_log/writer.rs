@@ -13,15 +13,20 @@
 //! boundary, so that lines from several workers interleave only as whole lines (a single
 //! line longer than 4096 bytes is written alone, and may be split by another's writes).
 //!
+//! A `USR1` reopens the file onto the same descriptor number (see
+//! [`crate::logging::file::reopen_on_usr1`]) between two writes: each buffer goes wholly to
+//! the old file or the new one.
+//!
 //! Writes are blocking: a file write lands in the page cache, and a stdout reader that stops
 //! reading stops the workers, as it would with any logging to a pipe (backpressure, not loss).
 
 use std::cell::RefCell;
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::time::SystemTime;
 
-use super::format::{AccessFormat, Stamp, local_times};
+use crate::access_format::{AccessFormat, Stamp, local_times};
 use crate::request_end::RequestEnd;
 
 /// The buffer is written once it holds this much.
@@ -34,6 +39,15 @@ const PIPE_BUF: usize = 4096;
 pub(crate) enum Out {
     Stdout,
     File(File),
+}
+
+impl Drop for Writer {
+    /// The `USR1` handler must not reopen onto the descriptor's number once it is closed.
+    fn drop(&mut self) {
+        if let Out::File(file) = &self.out {
+            let _ = crate::logging::file::reopen_on_usr1(file.as_raw_fd(), None);
+        }
+    }
 }
 
 /// A worker's access log: its format, buffer and descriptor.

@@ -66,7 +66,7 @@ pub use self::settings::{
 pub use self::source::{ConfigSource, MAX_CONFIG_BYTES};
 pub(crate) use self::span::SpannedError;
 pub use self::values::{Bind, LogFormat, LogLevel, MAX_WORKERS, Seconds, UpgradeMode, Workers};
-pub use crate::access_log::AccessFormat;
+pub use crate::access_format::AccessFormat;
 
 #[cfg(test)]
 pub(crate) use self::declare::Setting;
@@ -107,6 +107,11 @@ struct RawConfig {
     python: PythonConfig,
     #[serde(default)]
     log: LogConfig,
+}
+
+/// Whether an access log path (`[log] access`) means stdout: `-`.
+pub(crate) fn is_stdout(path: &Path) -> bool {
+    path.as_os_str() == "-"
 }
 
 impl Config {
@@ -157,7 +162,7 @@ impl Config {
             }
         }
         if let Some(access) = &mut log.access {
-            if access.is_relative() && !crate::access_log::is_stdout(access) {
+            if access.is_relative() && !is_stdout(access) {
                 *access = base.join(&*access);
             }
         }

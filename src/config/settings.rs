@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::access_log::AccessFormat;
+use crate::access_format::AccessFormat;
 
 use super::declare::{Count, List, Ranged, Read, Typed, settings};
 use super::python::{EnvVar, PythonApp};

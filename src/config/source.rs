@@ -35,7 +35,7 @@ impl ConfigSource {
         // Made absolute here, in the master, whose directory never changes: a worker opens
         // the access log after a preloaded Python app's `chdir` has moved its mold.
         if let Some(access) = &mut config.log.access {
-            if access.is_relative() && !crate::access_log::is_stdout(access) {
+            if access.is_relative() && !super::is_stdout(access) {
                 *access = std::path::absolute(&*access)
                     .map_err(|e| Error::Usage(format!("access log {}: {e}", access.display())))?;
             }

@@ -1,6 +1,7 @@
 //! The access log's line format: [`AccessFormat`], parsed once when the config is read (an
 //! unknown atom is a config error there, not a surprise per request), and how a
-//! [`RequestEnd`] is written in it.
+//! [`RequestEnd`] is written in it. A module of its own, apart from the access log
+//! (`access_log`), as the config reads it and the access log writes with it.
 //!
 //! The named formats are nginx's `common` and `combined`, and `json`; anything else is a custom
 //! format in Gunicorn's atoms (`%(h)s`, `%({user-agent}i)s`, `%({x-request-id}o)s`, …).
@@ -476,5 +477,4 @@ pub(crate) fn local_times(now: SystemTime) -> (String, String) {
 }
 
 #[cfg(test)]
-#[path = "format_tests.rs"]
 mod tests;
