@@ -468,6 +468,7 @@ fn usr1_moves_every_worker_to_a_new_file() {
     common::wait_until(|| (lines(&file).len() == 10).then_some(())).expect("10 lines");
     std::fs::rename(&file, &rotated).unwrap();
     server.signal(Signal::SIGUSR1);
+    server.wait_for("usr1: the workers reopen the access log");
     std::thread::sleep(Duration::from_millis(300));
     for n in 10..20 {
         assert_eq!(get(n), 404);
