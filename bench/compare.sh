@@ -6,7 +6,9 @@
 #
 # Throughput (first table): keep-alive hello world at 64 and 256 connections, pipelined (depth
 # 16), static files of 4 KiB and 1 MiB (keep-alive, 64 connections; nginx with sendfile on), then
-# keep-alive hello world with 2 workers, unpinned. Per run: requests/s, p50 and p99 latency,
+# keep-alive hello world with 2 workers, unpinned, then keep-alive hello world with an access log
+# to a file (forkserve's default `combined`; nginx's `combined` with `buffer=64k flush=1s`, both
+# writing whole buffers). Per run: requests/s, p50 and p99 latency,
 # errors, and requests per server CPU-second (utime+stime of every process of the server, from
 # /proc), the figure wrk's own CPU use does not bound here.
 #
@@ -43,7 +45,8 @@
 # (ulimit -Hn; raised when run as root). Servers listen on 127.0.0.1 only and are stopped by
 # process group on every exit path.
 #
-# Not yet measured (issue 6): the access log.
+# The access log row is also set against the first row: forkserve's requests per CPU-second with
+# the access log on ÷ off, target 0.85 (issue 14).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -142,8 +145,13 @@ wait_serving() {
   echo "the server on port $1 does not answer 200" >&2; exit 1
 }
 
+# ACCESS_LOG=1 (set for a scenario's run): both servers write an access log to a file.
+ACCESS_LOG=${ACCESS_LOG:-}
+
 start_forkserve() { # workers cpus [flags...]
-  setsid taskset -c "$2" "$BIN" --workers "$1" "${@:3}" "$WORK/app.toml" >"$WORK/fs.log" 2>&1 &
+  local log=()
+  if [ -n "$ACCESS_LOG" ]; then log=(--access-logfile "$WORK/access.log"); fi
+  setsid taskset -c "$2" "$BIN" --workers "$1" "${log[@]}" "${@:3}" "$WORK/app.toml" >"$WORK/fs.log" 2>&1 &
   GROUP=$!
   PORT=$FS_PORT
   for _ in $(seq 50); do grep -q "all workers ready" "$WORK/fs.log" 2>/dev/null && { wait_serving "$PORT"; return; }; sleep 0.1; done
@@ -152,7 +160,9 @@ start_forkserve() { # workers cpus [flags...]
 
 write_nginx_conf() { # workers [worker_connections [keepalive_timeout]]
   mkdir -p "$WORK/nginx/logs"
-  rm -f "$WORK/nginx/nginx.pid"
+  rm -f "$WORK/nginx/nginx.pid" "$WORK/access.log" "$WORK/nginx/logs/access.log"
+  local access_log=off
+  if [ -n "$ACCESS_LOG" ]; then access_log="$WORK/nginx/logs/access.log combined buffer=64k flush=1s"; fi
   cat >"$WORK/nginx/nginx.conf" <<CONF
 worker_processes $1;
 worker_rlimit_nofile $NOFILE;
@@ -160,7 +170,7 @@ pid $WORK/nginx/nginx.pid;
 error_log $WORK/nginx/logs/error.log warn;
 events { worker_connections ${2:-4096}; }
 http {
-  access_log off;
+  access_log $access_log;
   keepalive_requests 1000000;
   keepalive_timeout ${3:-75s};
   sendfile on;
@@ -200,6 +210,7 @@ start_gunicorn() { # workers cpus
 }
 
 start_server() { # forkserve|nginx|gunicorn workers cpus: sets GROUP and PORT
+  rm -f "$WORK/access.log"
   case $1 in
     forkserve) start_forkserve "$2" "$3" ;;
     nginx) start_nginx "$2" "$3" ;;
@@ -392,6 +403,19 @@ report() { # name: one row of the throughput table (and its bars in the chart)
   printf '%s\t%s\treq/CPU-s\t%s\t-\n' "$THROUGHPUT" "$name" "$(ratio "${med[forkserve|4]}" "${med[nginx|4]}")" >>"$WORK/chart.tsv"
 }
 
+# forkserve's requests per CPU-second with its access log on ÷ off (the first row), and nginx's.
+access_log_ratio() {
+  local server on off r
+  local -A got
+  for server in forkserve nginx; do
+    on=$(for i in $(seq "$ROUNDS"); do awk '{print $4}' <<<"${RESULTS["$ACCESS_ROW|$server|$i"]:-}"; done | median)
+    off=$(for i in $(seq "$ROUNDS"); do awk '{print $4}' <<<"${RESULTS["${SCENARIOS[0]%%|*}|$server|$i"]:-}"; done | median)
+    got[$server]=$(ratio "$on" "$off")
+  done
+  r=${got[forkserve]}
+  echo "Access log on ÷ off, keep-alive 64 conns, req/CPU-s: forkserve ${got[forkserve]} (target ≥ 0.85: $(awk -v v="$r" 'BEGIN { print (v ~ /^[0-9.]+$/ ? (v >= 0.85 ? "yes" : "**no**") : "n/a") }')), nginx ${got[nginx]}."
+}
+
 resource_row() { # row label chart_label [target unit]: one row of the memory and time table
   local fs ng r met="" i
   fs=$(for i in $(seq "$ROUNDS"); do echo "${RES["$1|forkserve|$i"]:-}"; done | median)
@@ -407,7 +431,7 @@ resource_row() { # row label chart_label [target unit]: one row of the memory an
 CPUS=$(nproc)
 ALL_CPUS="0-$((CPUS - 1))"
 if [ "$CPUS" -ge 2 ]; then PIN_SERVER=0; PIN_WRK=1; else PIN_SERVER=0; PIN_WRK=0; fi
-# name|workers|server CPUs|wrk CPUs|connections|wrk script|path|gunicorn (WITH_GUNICORN=1)
+# name|workers|server CPUs|wrk CPUs|connections|wrk script|path|gunicorn (WITH_GUNICORN=1)|access log
 SCENARIOS=(
   "keep-alive, 64 conns, 1 worker pinned|1|$PIN_SERVER|$PIN_WRK|64||/|gunicorn"
   "keep-alive, 256 conns, 1 worker pinned|1|$PIN_SERVER|$PIN_WRK|256||/|gunicorn"
@@ -415,11 +439,13 @@ SCENARIOS=(
   "static 4 KiB, 64 conns, 1 worker pinned|1|$PIN_SERVER|$PIN_WRK|64||/static/4k.bin|"
   "static 1 MiB, 64 conns, 1 worker pinned|1|$PIN_SERVER|$PIN_WRK|64||/static/1m.bin|"
   "keep-alive, 64 conns, 2 workers unpinned|2|$ALL_CPUS|$ALL_CPUS|64||/|gunicorn"
+  "keep-alive, 64 conns, 1 worker pinned, access log|1|$PIN_SERVER|$PIN_WRK|64||/||1"
 )
+ACCESS_ROW="keep-alive, 64 conns, 1 worker pinned, access log"
 if [ "$NGINX_ROWS" = 1 ]; then
   for s in "${SCENARIOS[@]}"; do
-    IFS='|' read -r name workers server_cpus wrk_cpus conns lua path gunicorn <<<"$s"
-    run_scenario "$name" "$workers" "$server_cpus" "$wrk_cpus" "$conns" "$lua" "$path" "$gunicorn"
+    IFS='|' read -r name workers server_cpus wrk_cpus conns lua path gunicorn log <<<"$s"
+    ACCESS_LOG=$log run_scenario "$name" "$workers" "$server_cpus" "$wrk_cpus" "$conns" "$lua" "$path" "$gunicorn"
   done
   each_round memory_round
   each_round idle_round
@@ -443,6 +469,8 @@ nginx_tables() { # the tables of the nginx rows
     echo "|---|---|---|---|---|---|---|---|---|---|"
   fi
   for s in "${SCENARIOS[@]}"; do report "${s%%|*}"; done
+  echo
+  access_log_ratio
   echo
   echo "| memory and time | forkserve | nginx | ratio | target | met? |"
   echo "|---|---|---|---|---|---|"

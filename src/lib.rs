@@ -79,10 +79,13 @@
 //! | `pidfile`, `notify`, `logging` | the pidfile and its lock; systemd's readiness protocol (`sd_notify`); the log: stderr or the log file (put on descriptor 2 of every process, reopened on `USR1`), text or JSON |
 //! | `worker` | everything after fork: runtime, the app's factory, heartbeat, memory watch, drain, exit code |
 //! | `conn` | one connection, one way through: accept, preamble (PROXY), transport (facts set once), the protocol (HTTP/1: the gate's `[http]` limits, strict framing and timeouts, hyper, parking), the service stack every protocol shares (who the client is: the [`Client`] extension; deadline `504`, panic `500`, accounting), the open connections (cap, drain, reclaim) |
+//! | `access_format`, `access_log` | the access log's formats, parsed with the config; the access log each worker installs on the request-end hooks, buffers and writes in whole lines |
 //! | `request_end` | the one event every request ends in ([`RequestEnd`]), and the hooks that receive it: written by `conn`, registered through the app's [`WorkerContext`], read by logs and metrics |
 //! | `panics` | catching the app's panics, and the message logged with its request |
 //! | [`app`] | what a worker serves: the seam (service, factory, async and tower adapters), the binary's router with its app kinds (`respond`, `static_files`, and `python`: WSGI apps on the worker's embedded CPython, with the `python` feature), each with its config keys, and what a mold preloads (`preload`) |
 
+mod access_format;
+mod access_log;
 pub mod app;
 pub mod cli;
 pub mod config;
@@ -182,6 +185,8 @@ impl Server {
         let log = logging::init(&self.config.log)
             .map_err(|e| Error::os("opening the log file ([log] file, --log-file)", e))?;
         process::raise_fd_limit();
+        // Before anything is bound: a log that cannot be written is a startup error.
+        access_log::check(self.config.log.access.as_deref())?;
         // Sockets passed by systemd or an upgrading master: taken before anything opens files.
         let inherited = handoff::Inherited::from_env()?;
         // Handlers next: a signal sent while the server starts is queued, not fatal.

@@ -19,7 +19,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::rc::Rc;
 use std::time::Duration;
 
-use http::{HeaderValue, StatusCode, Uri, Version};
+use http::{HeaderName, HeaderValue, StatusCode, Uri, Version};
 
 /// How a request ended: one event per request, whoever answered it. Everything an access log
 /// line in nginx's `combined` format, or a request counter and latency histogram, needs is
@@ -54,6 +54,11 @@ pub struct RequestEnd<'a> {
     pub(crate) peer: Option<SocketAddr>,
     pub(crate) referer: Option<&'a HeaderValue>,
     pub(crate) user_agent: Option<&'a HeaderValue>,
+    /// The request's and the response's headers a hook asked for (see
+    /// [`Hooks::want_header`]), in the order of the sink's lists; empty where not read (a
+    /// request the gate refused, a response that never started).
+    pub(crate) request_headers: &'a [Option<HeaderValue>],
+    pub(crate) response_headers: &'a [Option<HeaderValue>],
     pub(crate) worker: u64,
     pub(crate) answered_by: AnsweredBy,
     pub(crate) ending: Ending,
@@ -171,6 +176,17 @@ impl RequestEnd<'_> {
         self.user_agent
     }
 
+    /// The request header the sink's [`Side::Request`] list has at `index`, if the request had
+    /// it and it was read.
+    pub(crate) fn request_header(&self, index: usize) -> Option<&HeaderValue> {
+        self.request_headers.get(index).and_then(Option::as_ref)
+    }
+
+    /// The same for the response's headers.
+    pub(crate) fn response_header(&self, index: usize) -> Option<&HeaderValue> {
+        self.response_headers.get(index).and_then(Option::as_ref)
+    }
+
     /// The id of the worker that served it (see [`crate::WorkerContext::id`]).
     pub fn worker(&self) -> u64 {
         self.worker
@@ -197,6 +213,8 @@ pub(crate) struct Hooks(Rc<HooksInner>);
 #[derive(Default)]
 struct HooksInner {
     hooks: RefCell<Vec<Hook>>,
+    /// The headers the hooks want copied into the event, requests' and responses'.
+    headers: RefCell<Headers>,
     /// The worker has taken the hooks (see [`Hooks::take`]): later ones would never be called.
     taken: std::cell::Cell<bool>,
 }
@@ -207,7 +225,43 @@ impl std::fmt::Debug for Hooks {
     }
 }
 
+/// Which side of an exchange a header is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    Request,
+    Response,
+}
+
+/// The header names a sink copies, per side. Copying costs a clone of each value (a reference
+/// count) per request, and one small allocation per side that has names; none without.
+#[derive(Debug, Default, Clone)]
+pub(crate) struct Headers {
+    pub(crate) request: Vec<HeaderName>,
+    pub(crate) response: Vec<HeaderName>,
+}
+
+impl Headers {
+    fn side(&mut self, side: Side) -> &mut Vec<HeaderName> {
+        match side {
+            Side::Request => &mut self.request,
+            Side::Response => &mut self.response,
+        }
+    }
+}
+
 impl Hooks {
+    /// Asks for `name` on `side` to be copied into every event: its index in
+    /// [`RequestEnd::request_header`] or [`RequestEnd::response_header`]. Only before the
+    /// worker takes the hooks.
+    pub(crate) fn want_header(&self, side: Side, name: &HeaderName) -> usize {
+        let mut headers = self.0.headers.borrow_mut();
+        let names = headers.side(side);
+        names.iter().position(|n| n == name).unwrap_or_else(|| {
+            names.push(name.clone());
+            names.len() - 1
+        })
+    }
+
     /// Registers a hook; after the worker has taken them (a clone of its `WorkerContext` kept
     /// past the factory), it is dropped, with a warning: the request path reads the hooks
     /// once, so that it pays nothing for them when there are none.
@@ -226,7 +280,8 @@ impl Hooks {
     pub(crate) fn take(&self, worker: u64) -> Option<Rc<Sink>> {
         self.0.taken.set(true);
         let hooks = std::mem::take(&mut *self.0.hooks.borrow_mut());
-        (!hooks.is_empty()).then(|| Rc::new(Sink { hooks, worker }))
+        let headers = std::mem::take(&mut *self.0.headers.borrow_mut());
+        (!hooks.is_empty()).then(|| Rc::new(Sink { hooks, worker, headers }))
     }
 }
 
@@ -234,12 +289,28 @@ impl Hooks {
 pub(crate) struct Sink {
     hooks: Vec<Hook>,
     worker: u64,
+    headers: Headers,
 }
 
 impl Sink {
     /// The worker's id, for the event.
     pub(crate) fn worker(&self) -> u64 {
         self.worker
+    }
+
+    /// Copies the headers the hooks asked for on `side` from `map`, into `into`.
+    pub(crate) fn copy_headers(
+        &self,
+        side: Side,
+        map: &http::HeaderMap,
+        into: &mut Vec<Option<HeaderValue>>,
+    ) {
+        let names = match side {
+            Side::Request => &self.headers.request,
+            Side::Response => &self.headers.response,
+        };
+        into.clear();
+        into.extend(names.iter().map(|n| map.get(n).cloned()));
     }
 
     /// Hands the event to every hook. A hook that panics is logged and the worker goes on.
@@ -272,6 +343,8 @@ mod tests {
             peer: None,
             referer: None,
             user_agent: None,
+            request_headers: &[],
+            response_headers: &[],
             worker: 1,
             answered_by: AnsweredBy::App,
             ending: Ending::Complete,

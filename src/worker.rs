@@ -104,6 +104,15 @@ async fn serve<F: Factory>(setup: Setup<'_, F>) -> i32 {
         Ok(term) => term,
         Err(e) => return boot_failed(format!("cannot listen for SIGTERM: {e}")),
     };
+    // Before the factory, so that its hook comes first; and before signals are unblocked, so
+    // that a USR1 from then on reopens its file.
+    let log = &ctx.config().log;
+    let hooks = ctx.request_end_hooks();
+    let access_log =
+        match crate::access_log::install(log.access.as_deref(), &log.access_format, hooks) {
+            Ok(log) => log,
+            Err(e) => return boot_failed(format!("cannot open the access log: {e}")),
+        };
     if let Err(e) = crate::signals::restore(&signal_mask) {
         return boot_failed(format!("cannot restore the signal mask: {e}"));
     }
@@ -186,6 +195,10 @@ async fn serve<F: Factory>(setup: Setup<'_, F>) -> i32 {
         );
     }
     ctx.at_exit().run();
+    // The requests that ended while draining are logged.
+    if let Some(log) = access_log {
+        log.flush();
+    }
     0
 }
 

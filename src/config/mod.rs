@@ -66,6 +66,7 @@ pub use self::settings::{
 pub use self::source::{ConfigSource, MAX_CONFIG_BYTES};
 pub(crate) use self::span::SpannedError;
 pub use self::values::{Bind, LogFormat, LogLevel, MAX_WORKERS, Seconds, UpgradeMode, Workers};
+pub use crate::access_format::AccessFormat;
 
 #[cfg(test)]
 pub(crate) use self::declare::Setting;
@@ -106,6 +107,11 @@ struct RawConfig {
     python: PythonConfig,
     #[serde(default)]
     log: LogConfig,
+}
+
+/// Whether an access log path (`[log] access`) means stdout: `-`.
+pub(crate) fn is_stdout(path: &Path) -> bool {
+    path.as_os_str() == "-"
 }
 
 impl Config {
@@ -153,6 +159,11 @@ impl Config {
         if let Some(file) = &mut log.file {
             if file.is_relative() {
                 *file = base.join(&*file);
+            }
+        }
+        if let Some(access) = &mut log.access {
+            if access.is_relative() && !is_stdout(access) {
+                *access = base.join(&*access);
             }
         }
         let mut python = raw.python;

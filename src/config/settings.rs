@@ -11,6 +11,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::access_format::AccessFormat;
+
 use super::declare::{Count, List, Ranged, Read, Typed, settings};
 use super::python::{EnvVar, PythonApp};
 use super::values::check_workers;
@@ -339,6 +341,22 @@ settings! {
             read Typed<LogFormat>,
             flag #37 log_format: value, value "FORMAT",
             help "Log line format: text or json";
+
+        /// The access log: one line per request, to this file (relative to the config file),
+        /// or to stdout with `-`. Off without it.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        access: Option<PathBuf> = None,
+            read Typed<PathBuf>,
+            flag #38 log_access: optional, alias "access-logfile", value "FILE|-",
+            help "Write an access log line per request to FILE, or to stdout with \"-\"";
+
+        /// The access log's format: `combined` (nginx's, and Gunicorn's default fields),
+        /// `common`, `json`, or a custom format of Gunicorn's atoms.
+        access_format: AccessFormat = AccessFormat::default(),
+            read Typed<AccessFormat>,
+            flag #39 log_access_format: value, alias "access-logformat", value "FORMAT",
+            help "Access log format: combined, common, json, or Gunicorn's atoms \
+                  ('%(h)s \"%(r)s\" %(s)s %(D)s')";
     }
 }
 

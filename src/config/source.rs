@@ -32,6 +32,14 @@ impl ConfigSource {
         };
         self.overrides.apply(&mut config)?;
         config.python.check(&config.routes).map_err(Error::Usage)?;
+        // Made absolute here, in the master, whose directory never changes: a worker opens
+        // the access log after a preloaded Python app's `chdir` has moved its mold.
+        if let Some(access) = &mut config.log.access {
+            if access.is_relative() && !super::is_stdout(access) {
+                *access = std::path::absolute(&*access)
+                    .map_err(|e| Error::Usage(format!("access log {}: {e}", access.display())))?;
+            }
+        }
         Ok(config)
     }
 

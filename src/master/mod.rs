@@ -366,6 +366,10 @@ impl<'f, F: Factory> Master<'f, F> {
                 error!("usr1: cannot reopen the log file, writing on to the old one: {e}")
             }
         }
+        let access = self.current.config.log.access.as_deref();
+        if let Some(access) = access.filter(|a| !crate::config::is_stdout(a)) {
+            info!(file = %access.display(), "usr1: the workers reopen the access log");
+        }
         let molds = self.molds.iter().map(|m| m.pid);
         for pid in self.pool.workers.iter().map(|w| w.pid).chain(molds) {
             process::send(pid, Signal::SIGUSR1);

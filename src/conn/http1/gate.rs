@@ -221,6 +221,8 @@ impl<I> Gate<I> {
             peer: self.facts.client(),
             referer: None,
             user_agent: None,
+            request_headers: &[],
+            response_headers: &[],
             worker: sink.worker(),
             answered_by: AnsweredBy::Gate,
             ending,

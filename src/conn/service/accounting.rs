@@ -16,7 +16,7 @@ use tokio::sync::Notify;
 use super::{Connection, Exchange};
 use crate::config::AllowList;
 use crate::conn::drain::Tally;
-use crate::request_end::{AnsweredBy, Ending, RequestEnd, Sink, Target};
+use crate::request_end::{AnsweredBy, Ending, RequestEnd, Side, Sink, Target};
 use crate::scoreboard::{Board, Line};
 
 /// What every request of a worker shares: its scoreboard slot and the limits on requests.
@@ -87,6 +87,10 @@ pub(super) struct Record {
     peer: Option<SocketAddr>,
     referer: Option<HeaderValue>,
     user_agent: Option<HeaderValue>,
+    /// The headers the hooks asked for (see [`Sink::copy_headers`]): the request's, and the
+    /// response's once it has started.
+    request_headers: Vec<Option<HeaderValue>>,
+    response_headers: Vec<Option<HeaderValue>>,
     /// The response's status, once there is one.
     pub(super) status: Option<StatusCode>,
     /// Response body bytes handed to the protocol.
@@ -102,6 +106,9 @@ impl Record {
         self.uri = Uri::default();
         self.referer = None;
         self.user_agent = None;
+        // The vectors keep their room for the next request.
+        self.request_headers.clear();
+        self.response_headers.clear();
     }
 }
 
@@ -200,6 +207,8 @@ impl ResponseEnd {
                 peer: r.peer,
                 referer: r.referer.as_ref(),
                 user_agent: r.user_agent.as_ref(),
+                request_headers: &r.request_headers,
+                response_headers: &r.response_headers,
                 worker: sink.worker(),
                 answered_by: AnsweredBy::App,
                 ending,
@@ -235,7 +244,17 @@ impl<X: Exchange> InFlight<X> {
         }
         let number = conn.slot.request_started();
         conn.exchange.request_started(number);
-        let record = requests.sink.as_ref().map(|_| {
+        let record = requests.sink.as_ref().map(|sink| {
+            let mut spare = requests.spare.borrow_mut().pop();
+            // A spare box's header vectors (cleared) are reused, with their room.
+            let (mut request_headers, response_headers) = match spare.as_deref_mut() {
+                Some(s) => (
+                    std::mem::take(&mut s.request_headers),
+                    std::mem::take(&mut s.response_headers),
+                ),
+                None => (Vec::new(), Vec::new()),
+            };
+            sink.copy_headers(Side::Request, req.headers(), &mut request_headers);
             let record = Record {
                 method: method.clone(),
                 uri: uri.clone(),
@@ -245,11 +264,13 @@ impl<X: Exchange> InFlight<X> {
                 peer: conn.facts.client(),
                 referer: req.headers().get(header::REFERER).cloned(),
                 user_agent: req.headers().get(header::USER_AGENT).cloned(),
+                request_headers,
+                response_headers,
                 status: None,
                 handed: 0,
                 whole: Cell::new(false),
             };
-            match requests.spare.borrow_mut().pop() {
+            match spare {
                 Some(mut spare) => {
                     *spare = record;
                     spare
@@ -258,6 +279,16 @@ impl<X: Exchange> InFlight<X> {
             }
         });
         InFlight { conn: Rc::clone(conn), id, number, record }
+    }
+
+    /// Records the response's start: its status, and the headers the hooks asked for.
+    pub(super) fn response_started(&mut self, status: StatusCode, headers: &http::HeaderMap) {
+        let (Some(record), Some(sink)) = (self.record.as_deref_mut(), &self.conn.requests.sink)
+        else {
+            return;
+        };
+        record.status = Some(status);
+        sink.copy_headers(Side::Response, headers, &mut record.response_headers);
     }
 
     pub(super) fn record(&mut self) -> Option<&mut Record> {

@@ -271,8 +271,8 @@ impl<F, X: Exchange> GuardedProj<'_, F, X> {
                     .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
         }
-        if let Some(record) = in_flight.as_mut().and_then(InFlight::record) {
-            record.status = Some(response.status());
+        if let Some(f) = in_flight.as_mut() {
+            f.response_started(response.status(), response.headers());
         }
         response.map(|inner| ResponseBody::new(inner, deadline, request, in_flight))
     }
