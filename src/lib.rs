@@ -50,7 +50,7 @@
 //! | `CHLD` | reap; every exit is logged with its cause; a worker that died unexpectedly is replaced |
 //! | `USR2` | binary upgrade: start a new master from the binary with the listening sockets; hand over once it serves |
 //! | `WINCH` | after a manual upgrade: stop this master's workers |
-//! | `USR1` | reopen the log file (`[log] file`, after logrotate renamed it), then have every worker and mold reopen theirs (the master sends each `USR1`; they reopen in the handler); without a file, logged and ignored |
+//! | `USR1` | reopen the log file (`[log] file`, after logrotate renamed it), then have every worker and mold reopen theirs and the access log (`[log] access`) (the master sends each `USR1`; they reopen in the handler); without either file, logged and ignored |
 //!
 //! Signals are not queued: the kernel merges a standard signal sent while the same one is
 //! still pending, so a quick burst of `TTIN`s counts as fewer (50 sent in a loop made 2), and

@@ -359,15 +359,19 @@ impl<'f, F: Factory> Master<'f, F> {
     /// `USR1`: reopens the log file at its path (logrotate renamed it), then has every worker
     /// and mold reopen theirs. A file that cannot be opened is logged, and the old one kept.
     fn reopen_logs(&mut self) {
+        let access = self.current.config.log.access.as_deref();
+        let access = access.filter(|a| !crate::config::is_stdout(a));
         match (self.log.file(), self.log.reopen()) {
-            (None, _) => info!("usr1: logs go to stderr, there is no file to reopen"),
+            (None, _) if access.is_none() => {
+                info!("usr1: logs go to stderr, there is no file to reopen")
+            }
+            (None, _) => {}
             (Some(file), Ok(())) => info!(file = %file.display(), "usr1: log file reopened"),
             (Some(_), Err(e)) => {
                 error!("usr1: cannot reopen the log file, writing on to the old one: {e}")
             }
         }
-        let access = self.current.config.log.access.as_deref();
-        if let Some(access) = access.filter(|a| !crate::config::is_stdout(a)) {
+        if let Some(access) = access {
             info!(file = %access.display(), "usr1: the workers reopen the access log");
         }
         let molds = self.molds.iter().map(|m| m.pid);
