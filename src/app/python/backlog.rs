@@ -13,6 +13,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use bytes::Bytes;
 use pyo3::prelude::*;
 
+use super::lock;
+
 /// How much of a streamed response waits in memory for the client.
 pub(crate) const BUFFERED: usize = 4 * 1024 * 1024;
 
@@ -36,7 +38,7 @@ pub(crate) struct Budget {
 impl Budget {
     /// Counts `n` more bytes if fewer than [`BUFFERED`] are queued; false if not.
     pub(crate) fn try_add(&self, n: usize) -> bool {
-        let mut queued = self.queued.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut queued = lock(&self.queued);
         if *queued < BUFFERED {
             *queued += n;
             return true;
@@ -48,7 +50,7 @@ impl Budget {
     /// `n` more. False if the response is no longer wanted.
     pub(crate) fn add(&self, py: Python<'_>, n: usize) -> bool {
         py.detach(|| {
-            let mut queued = self.queued.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut queued = lock(&self.queued);
             while *queued >= BUFFERED && !self.closed.load(Ordering::Acquire) {
                 queued = self.taken.wait(queued).unwrap_or_else(std::sync::PoisonError::into_inner);
             }
@@ -59,7 +61,7 @@ impl Budget {
 
     /// The event loop took `n` bytes.
     pub(crate) fn took(&self, n: usize) {
-        let mut queued = self.queued.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut queued = lock(&self.queued);
         let was_full = *queued >= BUFFERED;
         *queued = queued.saturating_sub(n);
         if was_full && *queued < BUFFERED {
@@ -70,7 +72,7 @@ impl Budget {
     /// The event loop no longer wants the response.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
-        let _queued = self.queued.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _queued = lock(&self.queued);
         self.taken.notify_all();
     }
 

@@ -4,6 +4,8 @@
 use std::sync::Mutex;
 
 use pyo3::prelude::*;
+
+use super::lock;
 use pyo3::types::{PyBytes, PyString};
 
 /// `wsgi.errors`: a text stream whose lines are logged at error level.
@@ -20,7 +22,7 @@ impl Errors {
         // Lone surrogates (from `surrogateescape`d bytes) are escaped, not an error in the app.
         let bytes = text.call_method1("encode", ("utf-8", "backslashreplace"))?;
         let text = String::from_utf8_lossy(bytes.cast::<PyBytes>()?.as_bytes()).into_owned();
-        let mut partial = self.partial.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut partial = lock(&self.partial);
         partial.push_str(&text);
         while let Some(end) = partial.find('\n') {
             log_line(&partial[..end]);
@@ -37,7 +39,7 @@ impl Errors {
     }
 
     fn flush(&self) {
-        let mut partial = self.partial.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut partial = lock(&self.partial);
         if !partial.is_empty() {
             log_line(&partial);
             partial.clear();

@@ -15,6 +15,8 @@ use hyper::body::Incoming;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 
+use super::lock;
+
 /// A received body.
 #[derive(Debug)]
 pub(crate) enum Received {
@@ -228,9 +230,4 @@ impl Input {
         let line = lock(&self.state).line(u64::MAX)?;
         Ok((!line.is_empty()).then(|| PyBytes::new(py, &line)))
     }
-}
-
-/// The cursor, even if a thread panicked holding it (it is only ever moved forward whole).
-fn lock(state: &Mutex<Cursor>) -> std::sync::MutexGuard<'_, Cursor> {
-    state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -74,6 +74,12 @@ impl Kind for Wsgi {
     }
 }
 
+/// A mutex's guard, even if a thread panicked holding it: every lock of this module guards state
+/// that is whole between statements (a queue, a count, a cursor), so a panic leaves it usable.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 thread_local! {
     /// This worker's Python, once started: on the worker's (event loop's) thread.
     static RUNTIME: RefCell<Option<Rc<Runtime>>> = const { RefCell::new(None) };

@@ -16,8 +16,8 @@ use pyo3::prelude::*;
 
 use super::environ::{self, RequestData};
 use super::input::{Input, Received};
-use super::interpreter;
 use super::response::{self, Outbound, Responder, StartResponse};
+use super::{interpreter, lock};
 
 /// An app, imported.
 #[derive(Debug)]
@@ -219,10 +219,6 @@ impl Pool {
             Err(_) => {}
         }
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A Python thread: attached for life, it releases the GIL while it waits for a request.

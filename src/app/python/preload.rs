@@ -11,6 +11,8 @@ use std::sync::{Arc, Mutex};
 use pyo3::ffi;
 use pyo3::prelude::*;
 
+use super::lock;
+
 use super::Wsgi;
 use super::interpreter;
 use super::pool::App;
@@ -41,7 +43,7 @@ impl Preload for CPython {
             let object = interpreter::import(spec).map_err(|e| format!("route {path:?}: {e}"))?;
             imported.push((spec.clone(), Arc::new(App { object, name: spec.to_string() })));
         }
-        *IMPORTED.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = imported;
+        *lock(&IMPORTED) = imported;
         Python::attach(|py| -> PyResult<()> {
             let gc = py.import("gc")?;
             gc.call_method0("collect")?;
@@ -84,5 +86,5 @@ impl Preload for CPython {
 
 /// The apps the mold this worker was forked from imported: none without preload.
 pub(super) fn imported() -> Vec<(PythonApp, Arc<App>)> {
-    IMPORTED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone()
+    lock(&IMPORTED).clone()
 }
