@@ -180,7 +180,7 @@ fn sigabrt_prints_every_python_threads_stack() {
     let pid = wsgi::pid(addr);
     let mut stuck = Conn::open(addr).unwrap();
     stuck.send_get("/stuck?s=30").unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    server.wait_for("entered stuck_here");
     kill(Pid::from_raw(pid), Signal::SIGABRT).unwrap();
     server.wait_for("Fatal Python error: Aborted");
     server.wait_for("in stuck_here");
@@ -206,7 +206,7 @@ fn signal_handlers_an_app_sets_at_import_are_taken_back() {
     // TERM still drains: a request in Python when it comes completes.
     let mut slow = Conn::open(addr).unwrap();
     slow.send_get("/sleep?s=1").unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    server.wait_for(&format!("sleeping in {second}"));
     server.signal(Signal::SIGTERM);
     let r = slow.read_response(false).unwrap();
     assert_eq!((r.status, r.text()), (200, second.to_string()));

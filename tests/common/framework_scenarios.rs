@@ -331,7 +331,7 @@ pub fn sys_exit_in_a_handler(app: &App) {
     let server = start(app, 1, 2, &[], &[]);
     let addr = server.addr();
     let sleeper = std::thread::spawn(move || request(addr, "GET", "/sleep?s=1", &[], b""));
-    std::thread::sleep(Duration::from_millis(300));
+    server.wait_for("sleeping in");
     let mut conn = Conn::open(addr).unwrap();
     conn.send_get("/exit?code=3").unwrap();
     match conn.read_response(false) {
@@ -365,7 +365,7 @@ pub fn os_exit_in_a_handler(app: &App) {
     let (mut victim, victim_pid) = conns.remove(0);
     let (mut other, other_pid) = conns.remove(0);
     other.send_get("/sleep?s=1").unwrap();
-    std::thread::sleep(Duration::from_millis(200));
+    server.wait_for(&format!("sleeping in {other_pid}"));
     victim.send_get("/os-exit?code=7").unwrap();
     assert!(victim.read_response(false).is_err(), "a worker that called os._exit answered");
     let slept = other.read_response(false).expect("the other worker's request");

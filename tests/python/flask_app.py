@@ -159,6 +159,8 @@ def os_exit():
 
 @app.get("/sleep")
 def sleep():
+    # Said on stderr (the server's log), so that a test knows the request is in the app.
+    print(f"sleeping in {os.getpid()}", file=sys.stderr, flush=True)
     time.sleep(request.args.get("s", 0.0, type=float))
     return jsonify(pid=os.getpid(), slept=request.args.get("s", 0.0, type=float))
 

@@ -175,6 +175,8 @@ def os_exit(request):
 @require_safe
 def sleep(request):
     seconds = float(request.GET.get("s", 0))
+    # Said on stderr (the server's log), so that a test knows the request is in the app.
+    print(f"sleeping in {os.getpid()}", file=sys.stderr, flush=True)
     time.sleep(seconds)
     return json({"pid": os.getpid(), "slept": seconds})
 

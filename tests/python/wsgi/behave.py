@@ -26,6 +26,8 @@ def query(environ):
 
 
 def stuck_here(seconds):
+    # Said on stderr (the server's log), so that a test knows the request is in Python.
+    print(f"entered stuck_here in {os.getpid()}", file=sys.stderr, flush=True)
     time.sleep(seconds)
 
 
@@ -45,6 +47,7 @@ def app(environ, start_response):
     elif path == "/count":
         body = f"{os.getpid()} {REQUESTS}".encode()
     elif path == "/sleep":
+        print(f"sleeping in {os.getpid()}", file=sys.stderr, flush=True)
         time.sleep(float(q.get("s", "0.5")))
         body = str(os.getpid()).encode()
     elif path == "/stuck":
