@@ -187,6 +187,7 @@ async fn serve<F: Factory>(setup: Setup<'_, F>) -> i32 {
         );
     }
     tracing::debug!(connections = conns.open_count(), "draining");
+    requests.board.draining();
     conns.start_draining();
     if tokio::time::timeout(grace, conns.closed()).await.is_err() {
         tracing::warn!(

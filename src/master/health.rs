@@ -14,12 +14,35 @@ use crate::app::Factory;
 use crate::config::ServerConfig;
 use crate::error::Error;
 use crate::process::{self, Exit};
+use crate::scoreboard::ExitCause;
 use crate::worker::EXIT_BOOT_FAILED;
 
 /// How long a hung worker has between `SIGABRT` and `SIGKILL`.
 pub(super) const ABORT_GRACE: Duration = Duration::from_secs(1);
 /// How often a streak of identical boot failures is summed up in the log.
 const STILL_FAILING_EVERY: Duration = Duration::from_secs(60);
+
+/// Why a reaped worker exited, as the metrics count it: from what the master knew of it, and
+/// how it exited.
+pub(super) fn exit_cause(state: &WorkerState, exit: Exit) -> ExitCause {
+    match state {
+        WorkerState::Booting { .. } => ExitCause::BootFailure,
+        WorkerState::Ready { .. } => ExitCause::Crashed,
+        WorkerState::Exiting { why, .. } | WorkerState::Killed { why } => match why {
+            Why::Hung { .. } => ExitCause::Hung,
+            Why::BootTimeout(_) => ExitCause::BootFailure,
+            Why::Recycled(_) => ExitCause::Recycled,
+            // A fast stop's SIGINT ends a worker however it ends.
+            Why::Stop(Shutdown::Fast) => ExitCause::Stopped,
+            // Told to drain, but it ended otherwise: an error exit, or a signal the master
+            // did not send.
+            _ if matches!(state, WorkerState::Exiting { .. }) && exit != Exit::Code(0) => {
+                ExitCause::Crashed
+            }
+            _ => ExitCause::Stopped,
+        },
+    }
+}
 
 /// Boot failures in a row with the same cause: a static root deleted while the server runs, a
 /// database down. Every new worker fails the same way, once per pause; the log says it once,
@@ -62,6 +85,7 @@ impl<F: Factory> Master<'_, F> {
             };
             let w = self.pool.workers.remove(i);
             self.scoreboard.release(w.slot);
+            self.scoreboard.worker_exited(exit_cause(&w.state, exit));
             self.explain_exit(w, exit);
         }
     }
@@ -378,5 +402,39 @@ fn oom_hint(exit: Exit) -> &'static str {
     match exit {
         Exit::Signal(Signal::SIGKILL) => ", not sent by the master: possibly the OOM killer",
         _ => "",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_exit_is_counted_under_one_cause() {
+        let at = Instant::now();
+        let exiting = |why| WorkerState::Exiting { deadline: at, why };
+        let ok = Exit::Code(0);
+        let segv = Exit::Signal(Signal::SIGSEGV);
+        let kill = Exit::Signal(Signal::SIGKILL);
+        let served = Recycle::Requests { served: 10 };
+        let hung = Why::Hung { silent: Duration::from_secs(31), timeout: Duration::from_secs(30) };
+        let cases = [
+            (WorkerState::Booting { error: None }, Exit::Code(3), ExitCause::BootFailure),
+            (WorkerState::Ready { at, boot_mib: 1, due: None }, segv, ExitCause::Crashed),
+            (exiting(Why::Recycled(served.clone())), ok, ExitCause::Recycled),
+            (WorkerState::Killed { why: Why::Recycled(served) }, kill, ExitCause::Recycled),
+            (exiting(hung.clone()), Exit::Signal(Signal::SIGABRT), ExitCause::Hung),
+            (WorkerState::Killed { why: hung }, kill, ExitCause::Hung),
+            (exiting(Why::BootTimeout(Duration::from_secs(30))), kill, ExitCause::BootFailure),
+            (exiting(Why::Replaced { by: 2 }), ok, ExitCause::Stopped),
+            (exiting(Why::Replaced { by: 2 }), segv, ExitCause::Crashed),
+            (WorkerState::Killed { why: Why::Replaced { by: 2 } }, kill, ExitCause::Stopped),
+            (exiting(Why::Stop(Shutdown::Fast)), Exit::Signal(Signal::SIGINT), ExitCause::Stopped),
+            (exiting(Why::Stop(Shutdown::Graceful)), ok, ExitCause::Stopped),
+            (exiting(Why::Surplus), ok, ExitCause::Stopped),
+        ];
+        for (state, exit, cause) in cases {
+            assert_eq!(exit_cause(&state, exit), cause, "{state:?}, {exit}");
+        }
     }
 }

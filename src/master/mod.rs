@@ -200,6 +200,7 @@ impl<'f, F: Factory> Master<'f, F> {
     pub(crate) fn run(mut self) -> Result<(), Error> {
         info!(pid = self.pid.as_raw(), workers = self.current.target, "master started");
         warn_fd_headroom(&self.current.config);
+        self.publish_generation();
         // The first look at the app's files comes before any worker imports them: an edit
         // saved while they boot is then a change like any later one.
         self.watch_code();

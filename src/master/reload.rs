@@ -15,6 +15,7 @@ use super::{Master, warn_fd_headroom};
 use crate::app::Factory;
 use crate::config::ConfigSource;
 use crate::pidfile::Pidfile;
+use crate::scoreboard::ReloadResult;
 
 impl<F: Factory> Master<'_, F> {
     /// Re-reads the config and, if it is valid and its new addresses can be bound, starts a
@@ -41,14 +42,14 @@ impl<F: Factory> Master<'_, F> {
             Err(e) => {
                 let duration_ms = started.elapsed().as_millis() as u64;
                 error!(duration_ms, "reload rejected: {e}");
-                return self.notify_ready();
+                return self.reload_rejected();
             }
         };
         // The new log file is opened first (the master's lines go there from now on): a path
         // that cannot be opened is a config that cannot serve as asked.
         if let Err(e) = self.log.apply(&config.log) {
             error!("reload rejected: log file {e}");
-            return self.notify_ready();
+            return self.reload_rejected();
         }
         // New addresses are bound now; the ones dropped stay open until the reload completes,
         // for the old generation's replacements and in case it has to take over again.
@@ -57,7 +58,7 @@ impl<F: Factory> Master<'_, F> {
                 error!("keeping the new log file: {e}");
             }
             error!(duration_ms = started.elapsed().as_millis() as u64, "reload rejected: {e}");
-            return self.notify_ready();
+            return self.reload_rejected();
         }
         warn_fd_headroom(&config);
         let new = Generation {
@@ -84,11 +85,24 @@ impl<F: Factory> Master<'_, F> {
         self.upgrading.workers_return();
         // A new config may fix what made workers crash: try it at once.
         self.pool.backoff.retry_now(Instant::now());
+        self.publish_generation();
         info!(
             generation = self.current.number,
             workers = self.current.target,
             "starting new generation"
         );
+    }
+
+    /// A reload was refused before anything changed: the old generation serves on.
+    fn reload_rejected(&mut self) {
+        self.scoreboard.reload_ended(ReloadResult::Rejected);
+        self.notify_ready();
+    }
+
+    /// Publishes the generation serving and whether a reload is under way, for the metrics
+    /// and `forkserve status`.
+    pub(super) fn publish_generation(&self) {
+        self.scoreboard.set_generation(self.current.number, self.phase.reload().is_some());
     }
 
     /// Once every worker of the new generation is ready, stops the older ones, and closes the
@@ -105,6 +119,8 @@ impl<F: Factory> Master<'_, F> {
         let server = &self.current.config.server;
         self.listeners.retain_only(&server.bind, server.backlog);
         self.move_pidfile();
+        self.scoreboard.reload_ended(ReloadResult::Completed);
+        self.publish_generation();
         info!(
             generation = self.current.number,
             stopping,
@@ -125,6 +141,8 @@ impl<F: Factory> Master<'_, F> {
         if let Err(e) = self.log.apply(&self.current.config.log) {
             error!("rolling back: keeping the new log file: {e}");
         }
+        self.scoreboard.reload_ended(ReloadResult::RolledBack);
+        self.publish_generation();
         error!(
             generation = failed.number,
             serving = self.current.number,

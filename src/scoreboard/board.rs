@@ -129,6 +129,26 @@ impl Board {
         self.slot.heartbeat_ms.store(now_ms(), Ordering::Release);
     }
 
+    /// The worker was told to stop: it drains its connections.
+    pub(crate) fn draining(&self) {
+        self.slot.draining.store(1, Ordering::Relaxed);
+    }
+
+    /// A connection was parked (idle; its protocol's buffers let go).
+    pub(crate) fn connection_parked(&self) {
+        self.slot.parked.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A parked connection woke (a request came) or closed.
+    pub(crate) fn connection_unparked(&self) {
+        self.slot.parked.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The slot's request counters, for the metrics' request-end hook.
+    pub(crate) fn counters(&self) -> &'static super::counters::Counters {
+        &self.slot.counters
+    }
+
     /// How many requests this worker has started, including the one starting now.
     pub(crate) fn served(&self) -> u64 {
         self.slot.requests.load(Ordering::Relaxed)

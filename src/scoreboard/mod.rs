@@ -15,8 +15,17 @@
 //! ([`Board::busier_than_peers`]), and watch their own memory against `max_worker_memory` as
 //! requests start and at each heartbeat ([`Board::watch_memory`]).
 //!
+//! The same pages also hold what the metrics and `forkserve status` report: a header the
+//! master writes ([`header`]: its pid and start, the generation, reloads, worker exits by
+//! cause, and the counters of workers already reaped), and each slot's request counters
+//! ([`counters`]). The mapping is a memfd named `forkserve-scoreboard`, so that
+//! `forkserve status`, another process, can find it in `/proc/PID/fd` of the master and map it
+//! read-only ([`view`]): it reads the server as it is, while a reload is under way too,
+//! without asking the master anything.
+//!
 //! This module owns the mapping, the slots and what the master reads of them; [`board`] is a
-//! worker's side of its slot, [`memory`] the watch on `max_worker_memory`.
+//! worker's side of its slot, [`memory`] the watch on `max_worker_memory`, [`view`] the
+//! whole scoreboard as a report.
 //!
 //! Times are milliseconds of `CLOCK_MONOTONIC`, which is the same clock in every process.
 use std::fmt;
@@ -25,14 +34,24 @@ use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering, fence};
 use std::time::Duration;
 
-use nix::sys::mman::{MapFlags, ProtFlags, mmap_anonymous};
+use nix::sys::mman::{MapFlags, ProtFlags, mmap};
 use nix::time::{ClockId, clock_gettime};
 
 mod board;
+pub(crate) mod counters;
+mod header;
 mod memory;
+pub(crate) mod view;
 
 pub(crate) use board::Board;
+use counters::Counters;
+pub(crate) use header::{ExitCause, ReloadResult};
+use header::{Header, LAYOUT, MAGIC};
 pub(crate) use memory::MemoryLevel;
+pub(crate) use view::{Attached, Report, WorkerPhase, WorkerView};
+
+/// The memfd's name, as `/proc/PID/fd` shows it (`/memfd:forkserve-scoreboard (deleted)`).
+pub(crate) const MEMFD_NAME: &str = "forkserve-scoreboard";
 
 /// How many slots the scoreboard has: the most workers that can be alive at once, counting
 /// those of an old generation still draining and successors booting. Two full generations (a
@@ -90,6 +109,12 @@ pub(crate) struct Slot {
     oldest: RequestRecord,
     /// The request whose handler ran last (running now if `in_handler` is 1).
     running: RequestRecord,
+    /// Connections parked (idle, their protocol's buffers let go), among `connections`.
+    parked: AtomicU32,
+    /// 1 once the worker was told to stop and drains its connections.
+    draining: AtomicU32,
+    /// The requests it served, for the metrics (see [`counters`]).
+    pub(crate) counters: Counters,
 }
 
 /// A request line published under a sequence lock: odd `seq` while it is being written.
@@ -181,32 +206,63 @@ impl Line {
     }
 }
 
-/// The shared mapping. It is never unmapped: the master and every worker use it until they
-/// exit.
+/// The shared mapping: the header, then [`SLOTS`] slots. It is never unmapped: the master
+/// and every worker use it until they exit.
 pub(crate) struct Scoreboard {
+    header: &'static Header,
     slots: &'static [Slot],
+    /// The memfd, kept open for the master's life (and closed on exec): what
+    /// `forkserve status` finds in `/proc/PID/fd`. The mapping itself does not need it.
+    #[cfg_attr(not(test), allow(dead_code))]
+    fd: std::os::fd::RawFd,
+}
+
+/// The header's size, rounded up so that the slots start on a cache line.
+const HEADER_BYTES: usize = size_of::<Header>().div_ceil(64) * 64;
+
+/// The mapping's size in bytes.
+const fn mapping_bytes() -> usize {
+    HEADER_BYTES + SLOTS * size_of::<Slot>()
 }
 
 impl Scoreboard {
-    /// Maps a zeroed scoreboard, shared with every process forked after this.
+    /// Maps a zeroed scoreboard, shared with every process forked after this, and stamps its
+    /// header with this process as the master.
     pub(crate) fn new() -> io::Result<Scoreboard> {
-        let bytes = NonZeroUsize::new(SLOTS * size_of::<Slot>()).expect("slots are not empty");
-        // SAFETY: a fresh anonymous mapping aliases no Rust object, so creating it cannot break
-        // any reference.
-        let ptr = unsafe {
-            mmap_anonymous(
-                None,
-                bytes,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-            )
-        }?;
-        // SAFETY: the mapping is page-aligned, `SLOTS * size_of::<Slot>()` bytes long and
-        // zero-filled by the kernel; a `Slot` is atomics only, for which zero is a valid value,
-        // and atomics may be shared between processes. It is never unmapped, so `'static`
-        // holds; all access goes through the atomics, never through `&mut`.
-        let slots = unsafe { std::slice::from_raw_parts(ptr.as_ptr().cast::<Slot>(), SLOTS) };
-        Ok(Scoreboard { slots })
+        use nix::sys::memfd::{MFdFlags, memfd_create};
+        let fd = memfd_create(MEMFD_NAME, MFdFlags::MFD_CLOEXEC | MFdFlags::MFD_ALLOW_SEALING)?;
+        nix::unistd::ftruncate(&fd, mapping_bytes() as i64)?;
+        // Its size is fixed: a process that could write the memfd (only this user's) cannot
+        // shrink it under the mappings, which would kill every process that reads it.
+        let seals = nix::fcntl::SealFlag::F_SEAL_SHRINK
+            | nix::fcntl::SealFlag::F_SEAL_GROW
+            | nix::fcntl::SealFlag::F_SEAL_SEAL;
+        nix::fcntl::fcntl(&fd, nix::fcntl::F_ADD_SEALS(seals))?;
+        let mut board = Scoreboard::map(&fd, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE)?;
+        board.fd = std::os::fd::IntoRawFd::into_raw_fd(fd);
+        board.header.stamp(SLOTS, size_of::<Slot>());
+        Ok(board)
+    }
+
+    /// Maps a scoreboard's memfd, all of it.
+    fn map(fd: &impl std::os::fd::AsFd, prot: ProtFlags) -> io::Result<Scoreboard> {
+        let bytes = NonZeroUsize::new(mapping_bytes()).expect("the mapping is not empty");
+        // SAFETY: a fresh shared mapping of a memfd aliases no Rust object, so creating it
+        // cannot break any reference.
+        let ptr = unsafe { mmap(None, bytes, prot, MapFlags::MAP_SHARED, fd, 0) }?;
+        // SAFETY: the mapping is page-aligned and `mapping_bytes()` long, which the memfd's
+        // size (fixed by its seals, or checked by the reader) covers; the kernel zero-filled
+        // it. `Header` and `Slot` are atomics only, for which zero is a valid value, and
+        // atomics may be shared between processes (and loaded from read-only memory). It is
+        // never unmapped, so `'static` holds; all access goes through the atomics, never
+        // through `&mut`. The slots start at `HEADER_BYTES`, a multiple of their alignment.
+        let (header, slots) = unsafe {
+            let base = ptr.as_ptr().cast::<u8>();
+            let header = &*base.cast::<Header>();
+            let slots = std::slice::from_raw_parts(base.add(HEADER_BYTES).cast::<Slot>(), SLOTS);
+            (header, slots)
+        };
+        Ok(Scoreboard { header, slots, fd: -1 })
     }
 
     /// Takes a free slot for a worker about to be forked; `None` if all are taken.
@@ -214,6 +270,7 @@ impl Scoreboard {
         let index = self.slots.iter().position(|s| s.worker.load(Ordering::Relaxed) == 0)?;
         let slot = &self.slots[index];
         slot.reset();
+        self.header.high_water.fetch_max(index as u64 + 1, Ordering::Relaxed);
         slot.generation.store(generation, Ordering::Relaxed);
         slot.spawned_ms.store(now_ms(), Ordering::Relaxed);
         slot.worker.store(worker, Ordering::Release);
@@ -225,11 +282,42 @@ impl Scoreboard {
         self.slots[index].pid.store(pid, Ordering::Relaxed);
     }
 
-    /// Frees the slot of a worker that has been reaped (or was never started).
+    /// Frees the slot of a worker that has been reaped (or was never started), keeping its
+    /// request counters in the totals.
     pub(crate) fn release(&self, index: usize) {
         let slot = &self.slots[index];
+        let header = self.header;
+        let seq = header.seq.load(Ordering::Relaxed);
+        header.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
+        fence(Ordering::Release);
+        header.retired.absorb(&slot.counters);
         slot.reset();
         slot.worker.store(0, Ordering::Release);
+        header.seq.store(seq.wrapping_add(2), Ordering::Release);
+    }
+
+    /// A slot, as its worker or a reader sees it.
+    pub(crate) fn slot(&self, index: usize) -> &'static Slot {
+        &self.slots[index]
+    }
+
+    /// Publishes the generation the master serves (or is starting), and whether a reload is
+    /// under way.
+    pub(crate) fn set_generation(&self, generation: u64, reloading: bool) {
+        self.header.generation.store(generation, Ordering::Relaxed);
+        self.header.reloading.store(u32::from(reloading), Ordering::Relaxed);
+    }
+
+    /// Counts a reload that ended.
+    pub(crate) fn reload_ended(&self, result: ReloadResult) {
+        let i = ReloadResult::ALL.iter().position(|r| *r == result).expect("listed");
+        self.header.reloads[i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a worker's exit.
+    pub(crate) fn worker_exited(&self, cause: ExitCause) {
+        let i = ExitCause::ALL.iter().position(|c| *c == cause).expect("listed");
+        self.header.exits[i].fetch_add(1, Ordering::Relaxed);
     }
 
     /// What the worker in a slot last published.
@@ -258,7 +346,6 @@ impl Scoreboard {
         self.slots[index].rss_kib.load(Ordering::Relaxed)
     }
 
-    /// The slot a worker writes to, in the worker.
     /// Every slot.
     pub(crate) fn all(&self) -> &'static [Slot] {
         self.slots
@@ -277,9 +364,17 @@ impl Slot {
         ] {
             field.store(0, Ordering::Relaxed);
         }
-        for field in [&self.pid, &self.connections, &self.in_flight, &self.in_handler] {
+        for field in [
+            &self.pid,
+            &self.connections,
+            &self.in_flight,
+            &self.in_handler,
+            &self.parked,
+            &self.draining,
+        ] {
             field.store(0, Ordering::Relaxed);
         }
+        self.counters.clear();
         // The worker is gone or not started: no writer. A worker that died while writing
         // left its sequence odd; start even again.
         for record in [&self.oldest, &self.running] {
