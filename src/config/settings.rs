@@ -1,5 +1,5 @@
-//! Every setting of the `[server]`, `[http]`, `[python]` and `[log]` tables, declared once: its key, type
-//! and default, its docs, how it is read and checked, its flag and its `--help` text. The
+//! Every setting of the `[server]`, `[http]`, `[python]`, `[log]` and `[metrics]` tables,
+//! declared once: its key, type and default, its docs, how it is read and checked, its flag and its `--help` text. The
 //! `settings!` macro (in `declare`) writes the tables' structs, the [`Overrides`] and
 //! [`Overrides::apply`] from them; the checks the declarations name are here too.
 //!
@@ -357,6 +357,19 @@ settings! {
             flag #39 log_access_format: value, alias "access-logformat", value "FORMAT",
             help "Access log format: combined, common, json, or Gunicorn's atoms \
                   ('%(h)s \"%(r)s\" %(s)s %(D)s')";
+    }
+
+    /// The `[metrics]` table: the Prometheus endpoint (see [`crate::metrics`]).
+    [metrics] MetricsConfig {
+        /// The address the workers serve Prometheus metrics on (`GET /metrics`), a socket of
+        /// its own, bound by the master like `[server] bind`. Off without it: then nothing
+        /// is counted either.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        bind: Option<Bind> = None,
+            read Typed<Bind>,
+            flag #40 metrics_bind: optional, value "ADDR",
+            help "Serve Prometheus metrics at http://ADDR/metrics (HOST:PORT or unix:/path); \
+                  off without it";
     }
 }
 

@@ -265,6 +265,12 @@ impl Scoreboard {
         Ok(Scoreboard { header, slots, fd: -1 })
     }
 
+    /// Another handle on the same mapping, for a worker: what the metrics read (see
+    /// [`Scoreboard::report`]). It does not own the memfd, which stays the master's.
+    pub(crate) fn shared(&self) -> Scoreboard {
+        Scoreboard { header: self.header, slots: self.slots, fd: -1 }
+    }
+
     /// Takes a free slot for a worker about to be forked; `None` if all are taken.
     pub(crate) fn claim(&self, worker: u64, generation: u64) -> Option<usize> {
         let index = self.slots.iter().position(|s| s.worker.load(Ordering::Relaxed) == 0)?;
