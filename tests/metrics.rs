@@ -265,6 +265,39 @@ fn the_listen_queue_depth_counts_connections_no_worker_accepts() {
     samples_when(metrics, "the queue empty", |s| s.value(&depth) == 0.0);
 }
 
+#[test]
+fn a_binary_upgrade_hands_the_metrics_socket_to_the_new_master_whose_counters_start_afresh() {
+    let server = start("1", &[]);
+    let (app, metrics) = (server.addr(), metrics_addr(&server));
+    for _ in 0..3 {
+        assert_eq!(http::get(app, "/").unwrap().status, 200);
+    }
+    let count = |s: &common::metrics::Samples| s.value("forkserve_request_duration_seconds_count");
+    samples_when(metrics, "3 requests", |s| count(s) == 3.0);
+    let old_master = server.pid().as_raw();
+    let old_workers = server.wait_workers(1);
+    server.signal(Signal::SIGUSR2);
+    let started = server.wait_for("upgrade: started a new master");
+    let new_master = started.split("pid=").nth(1).unwrap().split(' ').next().unwrap();
+    server.wait_for("upgrade complete: the new master serves");
+    wait_until(|| (!alive(old_master)).then_some(())).expect("the old master exits");
+    // The new master took the same socket over rather than binding it.
+    server.wait_for(&format!("listening for metrics address={metrics} inherited=true"));
+
+    // The same address answers, from the new master's scoreboard: its workers, and fresh
+    // counters (which Prometheus's rate() reads as a counter reset).
+    let old = |s: &common::metrics::Samples| {
+        old_workers.iter().any(|pid| s.0.contains(&format!("pid=\"{pid}\"")))
+    };
+    let fresh = samples_when(metrics, "only the new master's workers", |s| {
+        s.0.contains("forkserve_worker_state{") && !old(s)
+    });
+    assert_eq!(count(&fresh), 0.0);
+    let workers = common::children(new_master.parse().unwrap());
+    let worker = workers.iter().next().expect("a worker of the new master");
+    assert!(fresh.0.contains(&format!("pid=\"{worker}\"")), "{}", fresh.0);
+}
+
 /// Sends GETs to `app` from one client until `stop` is set.
 fn load(app: SocketAddr, stop: Arc<AtomicBool>) -> thread::JoinHandle<usize> {
     thread::spawn(move || {

@@ -359,7 +359,7 @@ settings! {
                   ('%(h)s \"%(r)s\" %(s)s %(D)s')";
     }
 
-    /// The `[metrics]` table: the Prometheus endpoint (see [`crate::metrics`]).
+    /// The `[metrics]` table: the Prometheus endpoint ("Metrics" in the README).
     [metrics] MetricsConfig {
         /// The address the workers serve Prometheus metrics on (`GET /metrics`), a socket of
         /// its own, bound by the master like `[server] bind`. Off without it: then nothing

@@ -302,7 +302,9 @@ impl Scoreboard {
         header.seq.store(seq.wrapping_add(2), Ordering::Release);
     }
 
-    /// A slot, as its worker or a reader sees it.
+    /// A slot, as its worker or a reader sees it. (Workers reach theirs through
+    /// [`Board`], readers through [`Scoreboard::report`]: only the tests look at one directly.)
+    #[cfg(test)]
     pub(crate) fn slot(&self, index: usize) -> &'static Slot {
         &self.slots[index]
     }
