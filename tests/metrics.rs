@@ -182,6 +182,55 @@ fn counters_survive_worker_restarts_and_exits_and_reloads_are_counted() {
 }
 
 #[test]
+fn a_metrics_address_in_use_stops_the_start_like_a_server_address() {
+    let taken = std::net::TcpListener::bind(LOCAL).unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let mut server = Server::spawn(&example("demo"), &["-b", LOCAL, "--metrics-bind", &addr]);
+    let output = server.output();
+    assert_eq!(server.wait_exit(common::WAIT).unwrap().code(), Some(1), "{output}");
+    let error = format!("error: cannot listen on {addr} ([metrics] bind): Address already in use");
+    assert!(output.contains(&error), "{output}");
+    assert!(!output.contains("listening address="), "the app's socket was closed again: {output}");
+}
+
+#[test]
+fn a_reload_moves_the_metrics_and_refuses_an_address_in_use() {
+    let dir = tempdir();
+    let config = |metrics: &str| {
+        format!("[server]\nworkers = 1\nbind = [\"{LOCAL}\"]\n[metrics]\nbind = \"{metrics}\"\n")
+    };
+    let path = write(dir.path(), "app.toml", &config(LOCAL));
+    let server = Server::start(&example("demo"), &[&path]);
+    let tcp = metrics_addr(&server);
+
+    // An address that cannot be bound: the reload is rejected, and the metrics stay.
+    let taken = std::net::TcpListener::bind(LOCAL).unwrap();
+    let busy = taken.local_addr().unwrap();
+    write(dir.path(), "app.toml", &config(&busy.to_string()));
+    server.signal(Signal::SIGHUP);
+    let line = server.wait_for("reload rejected");
+    assert!(line.contains(&format!("cannot listen on {busy} ([metrics] bind)")), "{line}");
+    // (Counted just after it is logged.)
+    samples_when(tcp, "the rejection counted", |s| {
+        s.value("forkserve_reloads_total{result=\"rejected\"}") == 1.0
+    });
+
+    // Another address: bound by the reload; the old one closed once the old worker is gone.
+    let sock = dir.path().join("metrics.sock");
+    write(dir.path(), "app.toml", &config(&format!("unix:{}", sock.display())));
+    let old = server.wait_workers(1);
+    server.signal(Signal::SIGHUP);
+    server.wait_for("reload complete");
+    wait_until(|| old.iter().all(|&pid| !alive(pid)).then_some(())).expect("the old worker exits");
+    let mut conn = Conn::over(std::os::unix::net::UnixStream::connect(&sock).unwrap());
+    let response = conn.get("/metrics").unwrap();
+    assert_eq!(response.status, 200);
+    assert!(response.text().contains("forkserve_reloads_total{result=\"completed\"} 1\n"));
+    assert!(TcpStream::connect(tcp).is_err(), "the old metrics address is closed");
+    assert!(response.text().contains("forkserve_generation 2\n"), "{}", response.text());
+}
+
+#[test]
 fn a_worker_recycled_by_max_requests_is_counted_as_recycled() {
     let server = start("1", &["--max-requests", "5"]);
     let (app, metrics) = (server.addr(), metrics_addr(&server));
