@@ -185,7 +185,8 @@ async fn serve<F: Factory>(setup: Setup<'_, F>) -> i32 {
                 Acceptor::Unix(_) => None,
             })
             .collect();
-        let source = crate::metrics::Source { scoreboard, listeners };
+        let path = ctx.config().metrics.path.clone();
+        let source = crate::metrics::Source { path, scoreboard, listeners };
         match crate::metrics::serve(metrics, source, &conns) {
             Ok(endpoint) => Some(endpoint),
             Err(_) if crate::signals::listeners_released() => return 0,

@@ -106,6 +106,24 @@ fn requests_are_counted_by_method_status_duration_and_bytes_and_scrapes_are_not(
 }
 
 #[test]
+fn metrics_path_moves_the_endpoint_and_must_be_a_path() {
+    let server = start("1", &["--metrics-path", "/internal/prom"]);
+    let metrics = metrics_addr(&server);
+    let response = http::get(metrics, "/internal/prom").unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+    assert!(response.text().contains("# TYPE forkserve_requests_total counter\n"));
+    let elsewhere = http::get(metrics, "/metrics").unwrap();
+    assert_eq!(elsewhere.status, 404);
+    assert_eq!(elsewhere.text(), "not found: the metrics are at /internal/prom\n");
+
+    let mut refused = Server::spawn(&example("demo"), &["--metrics-path", "metrics"]);
+    let output = refused.output();
+    assert_eq!(refused.exit_code(), 2, "{output}");
+    assert!(output.contains("metrics path must start with /"), "{output}");
+}
+
+#[test]
 fn a_parked_connection_is_counted_until_it_wakes_or_closes() {
     let server = start("1", &["--keepalive", "30"]);
     let (app, metrics) = (server.addr(), metrics_addr(&server));
@@ -252,24 +270,27 @@ fn metrics_answer_every_scrape_while_hups_reload_the_workers() {
     let metrics = metrics_addr(&server);
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let scraper = {
-        let (stop, ok, failed) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed));
-        thread::spawn(move || {
-            let mut failures = Vec::new();
-            while !stop.load(Ordering::Relaxed) {
-                match scrape(metrics) {
-                    Ok(r) if r.status == 200 && r.text().contains("forkserve_generation ") => {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    }
-                    other => {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        failures.push(format!("{other:?}"));
+    // Three clients, each scraping on fresh connections as fast as it can.
+    let scrapers: Vec<_> = (0..3)
+        .map(|_| {
+            let (stop, ok, failed) = (Arc::clone(&stop), Arc::clone(&ok), Arc::clone(&failed));
+            thread::spawn(move || {
+                let mut failures = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    match scrape(metrics) {
+                        Ok(r) if r.status == 200 && r.text().contains("forkserve_generation ") => {
+                            ok.fetch_add(1, Ordering::Relaxed);
+                        }
+                        other => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                            failures.push(format!("{other:?}"));
+                        }
                     }
                 }
-            }
-            failures
+                failures
+            })
         })
-    };
+        .collect();
     for n in 1..=3 {
         let before = ok.load(Ordering::Relaxed);
         server.signal(Signal::SIGHUP);
@@ -281,7 +302,7 @@ fn metrics_answer_every_scrape_while_hups_reload_the_workers() {
             .expect("scrapes go on");
     }
     stop.store(true, Ordering::Relaxed);
-    let failures = scraper.join().unwrap();
+    let failures: Vec<String> = scrapers.into_iter().flat_map(|s| s.join().unwrap()).collect();
     assert!(failures.is_empty(), "{} scrapes failed: {failures:#?}", failures.len());
     assert_eq!(failed.load(Ordering::Relaxed), 0);
     let s = samples(metrics);

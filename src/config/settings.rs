@@ -370,6 +370,12 @@ settings! {
             flag #40 metrics_bind: optional, value "ADDR",
             help "Serve Prometheus metrics at http://ADDR/metrics (HOST:PORT or unix:/path); \
                   off without it";
+
+        /// The path the metrics are served at; any other is answered `404`.
+        path: String = "/metrics".into(),
+            read Typed<String>, check check_metrics_path,
+            flag #41 metrics_path: value, value "PATH",
+            help "The path of the metrics on --metrics-bind's address";
     }
 }
 
@@ -458,6 +464,18 @@ fn check_binds(binds: Vec<Bind>) -> Result<Vec<Bind>, String> {
         }
     }
     Ok(binds)
+}
+
+/// Checks the metrics' path: an absolute path, as a request target names it (no query, no
+/// space or control character, which no request line could carry).
+fn check_metrics_path(path: String) -> Result<String, String> {
+    let printable = path.bytes().all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
+    if !path.starts_with('/') || !printable {
+        return Err(format!(
+            "metrics path must start with / and hold no space, control character, ? or #: {path:?}"
+        ));
+    }
+    Ok(path)
 }
 
 /// Checks a backlog value: the kernel takes 1 to 65535 (and caps it at `net.core.somaxconn`).

@@ -1,5 +1,5 @@
 //! The Prometheus endpoint (`[metrics] bind`): `GET /metrics` in the text exposition format
-//! 0.0.4, answered by the workers from the scoreboard.
+//! 0.0.4, answered by the workers from the scoreboard (at `[metrics] path`).
 //!
 //! The master never serves: it binds the metrics socket like the app's (see
 //! [`crate::listener::Role`]) and every worker inherits it and accepts on it beside the app's
@@ -46,8 +46,11 @@ pub(crate) fn count_requests(hooks: &Hooks, counters: &'static Counters) {
     }));
 }
 
-/// What a worker's endpoint reads: the scoreboard, and its app's listening sockets.
+/// What a worker's endpoint reads: the scoreboard, and its app's listening sockets; and
+/// where it answers.
 pub(crate) struct Source {
+    /// `[metrics] path`.
+    pub(crate) path: String,
     pub(crate) scoreboard: Scoreboard,
     /// The worker's app sockets, by address: held weakly, so that a socket the worker closed
     /// (it drains) is neither kept open nor read under a number since reused.

@@ -1,6 +1,6 @@
 //! A worker's side of the endpoint: it accepts on the inherited metrics sockets until it
-//! drains, and answers each connection's one request with hyper: `GET /metrics` (or `HEAD`)
-//! the rendered metrics, any other path `404`, another method `405`. One request per
+//! drains, and answers each connection's one request with hyper: `GET /metrics` (or `HEAD`;
+//! `[metrics] path`) the rendered metrics, any other path `404`, another method `405`. One request per
 //! connection (Prometheus opens a connection per scrape when told to close), a short header
 //! timeout, and a bound on the whole exchange: a scrape never holds a worker's descriptors or
 //! its drain for long.
@@ -70,16 +70,17 @@ impl Endpoint {
 
     /// Answers one request.
     fn answer(&self, request: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
-        let reply = |status: StatusCode, body: &'static str| {
-            let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+        let reply = |status: StatusCode, body: String| {
+            let mut response = Response::new(Full::new(Bytes::from(body)));
             *response.status_mut() = status;
             response
         };
-        if request.uri().path() != "/metrics" {
-            return reply(StatusCode::NOT_FOUND, "not found: the metrics are at /metrics\n");
+        let path = &self.source.path;
+        if request.uri().path() != path {
+            return reply(StatusCode::NOT_FOUND, format!("not found: the metrics are at {path}\n"));
         }
         if request.method() != Method::GET && request.method() != Method::HEAD {
-            let mut response = reply(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+            let mut response = reply(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n".into());
             response.headers_mut().insert(header::ALLOW, "GET, HEAD".parse().expect("valid"));
             return response;
         }
