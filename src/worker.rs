@@ -175,23 +175,11 @@ async fn serve<F: Factory>(setup: Setup<'_, F>) -> i32 {
         &ctx.config().http,
         sink,
     ));
-    let endpoint = if metrics.is_empty() {
-        None
-    } else {
-        let listeners = acceptors
-            .iter()
-            .filter_map(|a| match &**a {
-                Acceptor::Tcp(l) => Some((l.local_addr().ok()?.to_string(), Rc::downgrade(a))),
-                Acceptor::Unix(_) => None,
-            })
-            .collect();
-        let path = ctx.config().metrics.path.clone();
-        let source = crate::metrics::Source { path, scoreboard, listeners };
-        match crate::metrics::serve(metrics, source, &conns) {
-            Ok(endpoint) => Some(endpoint),
-            Err(_) if crate::signals::listeners_released() => return 0,
-            Err(e) => return boot_failed(format!("cannot use the inherited metrics socket: {e}")),
-        }
+    let config = &ctx.config().metrics;
+    let endpoint = match crate::metrics::start(metrics, scoreboard, config, &acceptors, &conns) {
+        Ok(endpoint) => endpoint,
+        Err(_) if crate::signals::listeners_released() => return 0,
+        Err(e) => return boot_failed(format!("cannot use the inherited metrics socket: {e}")),
     };
     for acceptor in acceptors {
         tokio::task::spawn_local(accept_loop(acceptor, Rc::clone(&pipeline)));

@@ -17,12 +17,16 @@
 mod render;
 mod serve;
 
+use std::io;
 use std::os::fd::AsRawFd;
-use std::rc::Weak;
+use std::rc::{Rc, Weak};
 
-pub(crate) use serve::serve;
+pub(crate) use serve::Endpoint;
 
+use crate::config::MetricsConfig;
 use crate::conn::accept::Acceptor;
+use crate::conn::drain::Conns;
+use crate::listener::Listener;
 use crate::request_end::{Ending, Hooks};
 use crate::scoreboard::Scoreboard;
 use crate::scoreboard::counters::{Counted, Counters, method_index};
@@ -46,15 +50,40 @@ pub(crate) fn count_requests(hooks: &Hooks, counters: &'static Counters) {
     }));
 }
 
+/// Starts a worker's endpoint on its metrics `sockets` (none: the metrics are off, and so is
+/// this), reading `scoreboard` and the queues of the worker's `app` sockets; it accepts until
+/// the worker drains (`conns`). `Err` if a socket cannot be used by the worker's runtime.
+pub(crate) fn start(
+    sockets: Vec<Listener>,
+    scoreboard: Scoreboard,
+    config: &MetricsConfig,
+    app: &[Rc<Acceptor>],
+    conns: &Conns,
+) -> io::Result<Option<Rc<Endpoint>>> {
+    if sockets.is_empty() {
+        return Ok(None);
+    }
+    let listeners = app
+        .iter()
+        .filter_map(|a| match &**a {
+            Acceptor::Tcp(l) => Some((l.local_addr().ok()?.to_string(), Rc::downgrade(a))),
+            Acceptor::Unix(_) => None,
+        })
+        .collect();
+    let source = Source { path: config.path.clone(), scoreboard, listeners };
+    serve::serve(sockets, source, conns).map(Some)
+}
+
 /// What a worker's endpoint reads: the scoreboard, and its app's listening sockets; and
 /// where it answers.
-pub(crate) struct Source {
+struct Source {
     /// `[metrics] path`.
-    pub(crate) path: String,
-    pub(crate) scoreboard: Scoreboard,
-    /// The worker's app sockets, by address: held weakly, so that a socket the worker closed
-    /// (it drains) is neither kept open nor read under a number since reused.
-    pub(crate) listeners: Vec<(String, Weak<Acceptor>)>,
+    path: String,
+    scoreboard: Scoreboard,
+    /// The worker's app sockets (TCP only: see [`Source::queues`]), by address: held weakly,
+    /// so that a socket the worker closed (it drains) is neither kept open nor read under a
+    /// number since reused.
+    listeners: Vec<(String, Weak<Acceptor>)>,
 }
 
 /// A listening socket's accept queue: connections waiting, and how many it may hold.
@@ -73,7 +102,6 @@ impl Source {
             .iter()
             .filter_map(|(listener, acceptor)| {
                 let acceptor = acceptor.upgrade()?;
-                let Acceptor::Tcp(_) = &*acceptor else { return None };
                 let (depth, limit) = listen_queue(acceptor.fd().as_raw_fd())?;
                 Some(Queue { listener: listener.clone(), depth, limit })
             })

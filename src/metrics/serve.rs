@@ -28,7 +28,7 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a whole scrape may take, head, rendering and response.
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a worker that drained waits for the scrapes it is answering before it exits.
-pub(crate) const FINISH_TIMEOUT: Duration = Duration::from_secs(2);
+const FINISH_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The content type of the text exposition format.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -43,7 +43,7 @@ pub(crate) struct Endpoint {
 
 /// Starts accepting on the metrics `sockets` until the worker drains (`conns`); `Err` if a
 /// socket cannot be used by the worker's runtime.
-pub(crate) fn serve(
+pub(super) fn serve(
     sockets: Vec<Listener>,
     source: Source,
     conns: &Conns,
