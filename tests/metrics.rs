@@ -314,58 +314,46 @@ fn metrics_answer_every_scrape_while_hups_reload_the_workers() {
 
 #[test]
 fn the_listen_queue_depth_counts_connections_no_worker_accepts() {
-    // One worker that holds one connection at most: the next ones wait in the queue.
-    let server = start("1", &["--worker-connections", "1", "--keepalive", "60", "--backlog", "64"]);
+    // One worker that holds one connection at most: the next ones wait in the queues, of a
+    // TCP socket and a unix one.
+    let dir = tempdir();
+    let sock = dir.path().join("app.sock");
+    let unix = format!("unix:{}", sock.display());
+    let args = ["-b", &unix, "--worker-connections", "1", "--keepalive", "60", "--backlog", "64"];
+    let server = start("1", &args);
     let (app, metrics) = (server.addr(), metrics_addr(&server));
-    let depth = format!("forkserve_listen_queue_depth{{listener=\"{app}\"}}");
-    let limit = format!("forkserve_listen_queue_limit{{listener=\"{app}\"}}");
+    let queue = |what: &str, listener: &str| {
+        format!("forkserve_listen_queue_{what}{{listener=\"{listener}\"}}")
+    };
+    let (tcp_depth, unix_depth) = (queue("depth", &app.to_string()), queue("depth", &unix));
     let idle = samples(metrics);
-    assert_eq!(idle.value(&depth), 0.0);
-    assert_eq!(idle.value(&limit), 64.0, "the backlog");
+    assert_eq!(idle.value(&tcp_depth), 0.0);
+    assert_eq!(idle.value(&unix_depth), 0.0);
+    assert_eq!(idle.value(&queue("limit", &app.to_string())), 64.0, "the backlog");
+    assert_eq!(idle.value(&queue("limit", &unix)), 64.0);
 
+    // Each socket's accept loop checks the cap before it waits to accept: one connection on
+    // each, served, leaves both loops at the cap.
     let mut held = Conn::open(app).unwrap();
     assert_eq!(held.get("/").unwrap().status, 200);
+    let mut held_unix = Conn::over(std::os::unix::net::UnixStream::connect(&sock).unwrap());
+    assert_eq!(held_unix.get("/").unwrap().status, 200);
     let waiting: Vec<TcpStream> = (0..3).map(|_| TcpStream::connect(app).unwrap()).collect();
-    let full = samples_when(metrics, "3 connections queued", |s| s.value(&depth) == 3.0);
-    assert_eq!(full.value("forkserve_connections_open"), 1.0);
+    let waiting_unix: Vec<_> =
+        (0..2).map(|_| std::os::unix::net::UnixStream::connect(&sock).unwrap()).collect();
+    let full = samples_when(metrics, "5 connections queued", |s| {
+        s.value(&tcp_depth) == 3.0 && s.value(&unix_depth) == 2.0
+    });
+    assert_eq!(full.value("forkserve_connections_open"), 2.0);
 
     drop(held);
+    drop(held_unix);
     // Freed, the worker takes them one at a time as each closes: drop them all.
     drop(waiting);
-    samples_when(metrics, "the queue empty", |s| s.value(&depth) == 0.0);
-}
-
-#[test]
-fn a_binary_upgrade_hands_the_metrics_socket_to_the_new_master_whose_counters_start_afresh() {
-    let server = start("1", &[]);
-    let (app, metrics) = (server.addr(), metrics_addr(&server));
-    for _ in 0..3 {
-        assert_eq!(http::get(app, "/").unwrap().status, 200);
-    }
-    let count = |s: &common::metrics::Samples| s.value("forkserve_request_duration_seconds_count");
-    samples_when(metrics, "3 requests", |s| count(s) == 3.0);
-    let old_master = server.pid().as_raw();
-    let old_workers = server.wait_workers(1);
-    server.signal(Signal::SIGUSR2);
-    let started = server.wait_for("upgrade: started a new master");
-    let new_master = started.split("pid=").nth(1).unwrap().split(' ').next().unwrap();
-    server.wait_for("upgrade complete: the new master serves");
-    wait_until(|| (!alive(old_master)).then_some(())).expect("the old master exits");
-    // The new master took the same socket over rather than binding it.
-    server.wait_for(&format!("listening for metrics address={metrics} inherited=true"));
-
-    // The same address answers, from the new master's scoreboard: its workers, and fresh
-    // counters (which Prometheus's rate() reads as a counter reset).
-    let old = |s: &common::metrics::Samples| {
-        old_workers.iter().any(|pid| s.0.contains(&format!("pid=\"{pid}\"")))
-    };
-    let fresh = samples_when(metrics, "only the new master's workers", |s| {
-        s.0.contains("forkserve_worker_state{") && !old(s)
+    drop(waiting_unix);
+    samples_when(metrics, "the queues empty", |s| {
+        s.value(&tcp_depth) == 0.0 && s.value(&unix_depth) == 0.0
     });
-    assert_eq!(count(&fresh), 0.0);
-    let workers = common::children(new_master.parse().unwrap());
-    let worker = workers.iter().next().expect("a worker of the new master");
-    assert!(fresh.0.contains(&format!("pid=\"{worker}\"")), "{}", fresh.0);
 }
 
 /// Sends GETs to `app` from one client until `stop` is set.

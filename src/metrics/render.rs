@@ -97,7 +97,7 @@ pub(crate) fn render(report: &Report, queues: &[Queue], version: &str) -> String
     out.family(
         "forkserve_listen_queue_depth",
         "gauge",
-        "Connections waiting to be accepted on a listening TCP socket",
+        "Connections waiting to be accepted on a listening socket",
     );
     for q in queues {
         out.sample("forkserve_listen_queue_depth", &[("listener", &q.listener)], q.depth.into());
@@ -105,7 +105,7 @@ pub(crate) fn render(report: &Report, queues: &[Queue], version: &str) -> String
     out.family(
         "forkserve_listen_queue_limit",
         "gauge",
-        "How many connections a listening TCP socket's queue holds (backlog, capped by somaxconn)",
+        "How many connections a listening socket's queue holds (backlog, capped by somaxconn)",
     );
     for q in queues {
         out.sample("forkserve_listen_queue_limit", &[("listener", &q.listener)], q.limit.into());
