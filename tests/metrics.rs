@@ -124,6 +124,23 @@ fn metrics_path_moves_the_endpoint_and_must_be_a_path() {
 }
 
 #[test]
+fn a_scrape_whose_head_never_ends_is_closed_after_the_header_timeout() {
+    let server = start("1", &[]);
+    let metrics = metrics_addr(&server);
+    let mut slow = TcpStream::connect(metrics).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    std::io::Write::write_all(&mut slow, b"GET /metrics HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let read = std::io::Read::read_to_end(&mut slow, &mut rest);
+    let waited = started.elapsed();
+    assert!(read.is_ok() && rest.is_empty(), "closed, unanswered: {read:?} {rest:?}");
+    assert!(waited >= Duration::from_secs(4) && waited < Duration::from_secs(9), "{waited:?}");
+    // The worker answers on.
+    assert_eq!(scrape(metrics).unwrap().status, 200);
+}
+
+#[test]
 fn a_parked_connection_is_counted_until_it_wakes_or_closes() {
     let server = start("1", &["--keepalive", "30"]);
     let (app, metrics) = (server.addr(), metrics_addr(&server));
