@@ -387,4 +387,52 @@ mod tests {
         assert!(conns.inner.stalled.borrow().is_empty());
         assert_eq!(conns.open_count(), 0);
     }
+
+    /// Counts what it is told, as the scoreboard slot does.
+    #[derive(Default)]
+    struct Counts {
+        open: Cell<i64>,
+        parked: Cell<i64>,
+    }
+
+    impl Tally for Counts {
+        fn opened(&self) {
+            self.open.set(self.open.get() + 1);
+        }
+        fn closed(&self) {
+            self.open.set(self.open.get() - 1);
+        }
+        fn parked(&self) {
+            self.parked.set(self.parked.get() + 1);
+        }
+        fn unparked(&self) {
+            self.parked.set(self.parked.get() - 1);
+        }
+    }
+
+    #[test]
+    fn every_park_has_one_unpark_whatever_the_protocol_calls_and_as_a_parked_connection_closes() {
+        let conns = Conns::default();
+        let counts = Rc::new(Counts::default());
+        let tally = || Some(Rc::clone(&counts) as Rc<dyn Tally>);
+        let (a, b) = (conns.open(tally()), conns.open(tally()));
+        assert_eq!((counts.open.get(), counts.parked.get()), (2, 0));
+        a.slot().set_parked(true);
+        a.slot().set_parked(true);
+        b.slot().set_parked(false);
+        assert_eq!(counts.parked.get(), 1, "a change is counted once; no unpark without a park");
+        a.slot().set_parked(false);
+        a.slot().set_parked(false);
+        assert_eq!(counts.parked.get(), 0);
+        a.slot().set_parked(true);
+        b.slot().set_parked(true);
+        assert_eq!(counts.parked.get(), 2);
+        // The slot outlives the connection (the parking sweep holds it): closing unparks.
+        let kept = Rc::clone(a.slot());
+        drop(a);
+        assert_eq!((counts.open.get(), counts.parked.get()), (1, 1));
+        drop(kept);
+        drop(b);
+        assert_eq!((counts.open.get(), counts.parked.get()), (0, 0));
+    }
 }
