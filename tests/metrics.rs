@@ -330,6 +330,26 @@ fn metrics_answer_every_scrape_while_hups_reload_the_workers() {
 }
 
 #[test]
+fn a_scrape_under_way_when_its_worker_is_told_to_stop_is_answered_before_it_exits() {
+    let server = start("2", &[]);
+    let metrics = metrics_addr(&server);
+    // Scrapes half sent: accepted by the only workers there are, which a reload then stops.
+    let mut halves: Vec<Conn> = (0..4).map(|_| Conn::open(metrics).unwrap()).collect();
+    for conn in &mut halves {
+        conn.send(b"GET /metrics HTTP/1.1\r\n").unwrap();
+    }
+    let old = server.wait_workers(2);
+    server.signal(Signal::SIGHUP);
+    server.wait_for("reload complete");
+    for conn in &mut halves {
+        conn.send(b"Host: x\r\n\r\n").unwrap();
+        let response = conn.read_response(false).unwrap();
+        assert_eq!(response.status, 200, "{}", response.text());
+    }
+    wait_until(|| old.iter().all(|&pid| !alive(pid)).then_some(())).expect("the old workers exit");
+}
+
+#[test]
 fn the_listen_queue_depth_counts_connections_no_worker_accepts() {
     // One worker that holds one connection at most: the next ones wait in the queues, of a
     // TCP socket and a unix one.
