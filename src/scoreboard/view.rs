@@ -122,10 +122,15 @@ impl Scoreboard {
     pub(crate) fn report(&self) -> Report {
         let h = self.header;
         let high_water = (h.high_water.load(Ordering::Relaxed) as usize).min(SLOTS);
+        // A move takes the master microseconds; one that never ends (a master killed in the
+        // middle of one) must not hang the reader: after this many tries, what was read last
+        // is reported, at worst one reaped worker's counts off.
+        let mut attempt = 0u32;
         loop {
+            attempt += 1;
             let before = h.seq.load(Ordering::Acquire);
-            if before % 2 == 1 {
-                std::hint::spin_loop();
+            if before % 2 == 1 && attempt < 1000 {
+                std::thread::yield_now();
                 continue;
             }
             let now = now_ms();
@@ -141,7 +146,7 @@ impl Scoreboard {
                 workers.push(slot.view(worker, now));
             }
             fence(Ordering::Acquire);
-            if h.seq.load(Ordering::Relaxed) != before {
+            if h.seq.load(Ordering::Relaxed) != before && attempt < 1000 {
                 continue;
             }
             workers.sort_by_key(|w| w.worker);
