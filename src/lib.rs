@@ -104,6 +104,7 @@ mod program;
 mod request_end;
 mod scoreboard;
 mod signals;
+mod status;
 mod worker;
 
 use std::process::ExitCode;

@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::Server;
 use crate::app::{Factory, route_kinds};
-use crate::cli::{Cli, Identity};
+use crate::cli::{Cli, Command, Identity};
 use crate::config::Schema;
 use crate::error::Error;
 
@@ -155,6 +155,12 @@ impl Program {
 
     fn try_run<F: Factory>(self, factory: F) -> Result<(), Error> {
         let cli = Cli::from_env_as(&self.identity)?;
+        match &cli.command {
+            Some(Command::Status(args)) => {
+                return crate::status::run(args, self.schema, self.identity.name());
+            }
+            None => {}
+        }
         let server = Server::from_source(cli.source(self.schema))?;
         if cli.print_config {
             print!("{}", server.config().to_toml());

@@ -399,7 +399,8 @@ pub(crate) struct Snapshot {
 /// A request as the scoreboard shows it.
 #[derive(Debug, Clone)]
 pub(crate) struct RequestSeen {
-    id: u64,
+    /// The worker-local request number: the same request in two records has the same one.
+    pub(crate) id: u64,
     pub(crate) line: String,
     pub(crate) age: Duration,
 }
