@@ -232,6 +232,35 @@ mod tests {
     }
 
     #[test]
+    fn status_is_a_command_as_the_first_argument_only() {
+        let cli = Cli::from_args(["forkserve", "status", "--pid", "12", "--json"]).unwrap();
+        let Some(Command::Status(args)) = cli.command else { panic!("{cli:?}") };
+        assert_eq!((args.target, args.json), (Some(Target::Pid(12)), true));
+        let cli = Cli::from_args(["forkserve", "status", "-p", "run/fs.pid"]).unwrap();
+        let Some(Command::Status(args)) = cli.command else { panic!("{cli:?}") };
+        assert_eq!(args.target, Some(Target::Pidfile("run/fs.pid".into())));
+        let cli = Cli::from_args(["forkserve", "status", "app.toml"]).unwrap();
+        let Some(Command::Status(args)) = cli.command else { panic!("{cli:?}") };
+        assert_eq!(args.config.as_deref(), Some(Path::new("app.toml")));
+        // A config file, however it is named, when it is not the first argument.
+        for args in [&["forkserve", "./status"][..], &["forkserve", "-w", "2", "status"]] {
+            let cli = Cli::from_args(args.iter().copied()).unwrap();
+            assert!(cli.command.is_none(), "{args:?}");
+            assert_eq!(cli.config.as_deref().and_then(Path::file_name), Some("status".as_ref()));
+        }
+        // `help` is not a command: `--help` is the help.
+        let cli = Cli::from_args(["forkserve", "help"]).unwrap();
+        assert_eq!(cli.config.as_deref(), Some(Path::new("help")));
+        // Naming the server twice is a usage error.
+        let twice = Cli::from_args(["forkserve", "status", "--pid", "1", "app.toml"]);
+        assert!(matches!(twice, Err(Error::Usage(_))), "{twice:?}");
+        // A program built on forkserve has the command too, under its own name.
+        let identity = Identity::Program { name: "greeter", version: None, about: None };
+        let cli = Cli::from_args_as(&identity, ["greeter", "status", "--pid", "7"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Status(_))));
+    }
+
+    #[test]
     fn bad_flags_are_usage_errors() {
         for args in [
             &["forkserve", "-w", "0"][..],
