@@ -104,6 +104,9 @@ fn the_table_and_the_json_list_exactly_the_running_workers() {
     let master = server.pid().as_raw().to_string();
     let pidfile = dir.path().join("fs.pid");
     let pidfile = pidfile.to_str().unwrap();
+    for _ in 0..5 {
+        assert_eq!(common::http::get(server.addr(), "/").unwrap().status, 200);
+    }
 
     for args in [&["--pid", &master][..], &["--pid", pidfile], &["--pidfile", pidfile], &[&config]]
     {
@@ -115,6 +118,8 @@ fn the_table_and_the_json_list_exactly_the_running_workers() {
         );
         let workers: Vec<&Value> = workers_of(&report).iter().collect();
         assert_eq!(pids(&workers), children, "{args:?}: the master's children");
+        let taken: u64 = workers.iter().map(|w| w["requests"].as_u64().unwrap()).sum();
+        assert_eq!((report["requests_total"].as_u64(), taken), (Some(5), 5), "{report}");
         for w in &workers {
             assert_eq!(
                 (&w["generation"], &w["state"]),
@@ -130,7 +135,7 @@ fn the_table_and_the_json_list_exactly_the_running_workers() {
     assert!(out.status.success(), "{}", stderr(&out));
     let table = stdout(&out);
     assert!(table.starts_with(&format!("master {master}, generation 1, up ")), "{table}");
-    assert!(table.contains("3 workers"), "{table}");
+    assert!(table.contains("3 workers, 5 requests served"), "{table}");
     let rows: Vec<&str> = table.lines().filter(|l| l.contains(" idle ")).collect();
     let listed: BTreeSet<i32> =
         rows.iter().map(|r| r.split_whitespace().nth(1).unwrap().parse().unwrap()).collect();

@@ -291,6 +291,10 @@ impl Scoreboard {
         header.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
         fence(Ordering::Release);
         header.retired.absorb(&slot.counters);
+        // The master is the header's only writer: no locked instruction needed.
+        let requests = header.retired_requests.load(Ordering::Relaxed);
+        let served = slot.requests.load(Ordering::Relaxed);
+        header.retired_requests.store(requests.wrapping_add(served), Ordering::Relaxed);
         slot.reset();
         slot.worker.store(0, Ordering::Release);
         header.seq.store(seq.wrapping_add(2), Ordering::Release);

@@ -31,7 +31,7 @@ pub(crate) fn table(report: &Report) -> String {
     );
     let mut facts = vec![
         plural(report.workers.len() as u64, "worker"),
-        format!("{} served", plural(report.totals.count(), "request")),
+        format!("{} served", plural(report.requests, "request")),
     ];
     if let Some(reloads) = counted(&report.reloads, ReloadResult::ALL.map(ReloadResult::as_str)) {
         facts.push(format!("reloads: {reloads}"));
@@ -185,7 +185,7 @@ pub(crate) fn json(report: &Report) -> String {
         report.reloading,
         report.uptime.as_millis(),
         report.started_unix_ms,
-        report.totals.count(),
+        report.requests,
     );
     out.push_str(",\"reloads\":");
     object(&mut out, &report.reloads, ReloadResult::ALL.map(ReloadResult::as_str));
@@ -285,8 +285,6 @@ mod tests {
     /// A server in the middle of a reload: an old worker idle, one busy in a handler with two
     /// more requests behind, one busy waiting (its handler returned), a new one booting.
     fn reloading() -> Report {
-        let mut totals = Totals::default();
-        totals.buckets[0] = 1532;
         let idle = WorkerView {
             requests: 1200,
             connections: 2,
@@ -323,7 +321,8 @@ mod tests {
             started_unix_ms: 1_764_495_642_000,
             reloads: [1, 0, 0],
             exits: [2, 0, 1, 0, 0],
-            totals,
+            totals: Totals::default(),
+            requests: 1532,
             workers: vec![idle, stuck, waiting, worker(13, 4191, 2, WorkerPhase::Booting)],
         }
     }
@@ -354,7 +353,7 @@ code is running now.
             reloading: false,
             reloads: [0; 3],
             exits: [0; 5],
-            totals: Totals::default(),
+            requests: 0,
             workers: Vec::new(),
             ..reloading()
         };
