@@ -131,6 +131,18 @@ fn the_table_and_the_json_list_exactly_the_running_workers() {
         }
     }
 
+    // A worker's pid finds its master, and says so.
+    let worker = children.first().unwrap().to_string();
+    let out = status(&["--pid", &worker, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["master_pid"].to_string(), master);
+    assert!(
+        stderr(&out).contains(&format!("process {worker} is not the master")),
+        "{}",
+        stderr(&out)
+    );
+
     let out = status(&["--pid", pidfile]);
     assert!(out.status.success(), "{}", stderr(&out));
     let table = stdout(&out);
