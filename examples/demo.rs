@@ -21,6 +21,8 @@
 //! - `DEMO_FAIL_BOOT_FILE=PATH`: it fails while that file exists (to make only the workers of a
 //!   reload, or the replacements of dead workers, fail);
 //! - `DEMO_BOOT_SLEEP_MS=MS`: the factory takes MS milliseconds (to try `boot_timeout`);
+//! - `DEMO_BOOT_HOLD_FILE=PATH`: the factory waits while that file exists, saying so once (to
+//!   hold a reload's new workers in booting for as long as a test looks at them);
 //! - `DEMO_CRASH_AFTER_MS=MS`: each worker aborts MS milliseconds after it has booted (a crash
 //!   loop);
 //! - `DEMO_REQUEST_END_FILE=PATH`: each request's end event is appended to PATH as one line of
@@ -226,6 +228,15 @@ fn main() -> std::process::ExitCode {
         }
         if let Some(ms) = env_millis("DEMO_BOOT_SLEEP_MS") {
             std::thread::sleep(Duration::from_millis(ms));
+        }
+        if let Some(path) = std::env::var_os("DEMO_BOOT_HOLD_FILE") {
+            let path = std::path::Path::new(&path);
+            if path.exists() {
+                tracing::info!("DEMO_BOOT_HOLD_FILE exists: holding the boot");
+                while path.exists() {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
         }
         if let Some(ms) = env_millis("DEMO_CRASH_AFTER_MS") {
             // The factory runs in the worker's runtime: a task it spawns runs once it serves.

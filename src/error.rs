@@ -37,6 +37,10 @@ pub enum Error {
         /// What is wrong.
         message: String,
     },
+    /// A running server could not be read (`forkserve status`): it is not running, its
+    /// pidfile is stale, or it cannot be read by this user or this build.
+    #[error("{0}")]
+    Status(String),
     /// No worker of the first generation could boot; the server never came up.
     #[error("worker failed to boot: {0}")]
     Boot(String),

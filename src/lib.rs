@@ -39,6 +39,16 @@
 //! factory reads, checked, with [`Config::table`]:
 //! `forkserve::Program::new("myapp").version(…).table::<MyConfig>("myapp").run(factory)`.
 //!
+//! # Seeing a running server
+//!
+//! `forkserve status --pid PID` (or `--pid PIDFILE`, or the server's config file, whose
+//! `[server] pidfile` names it) prints the master, its generation, and a row per worker: its
+//! state (booting, idle, busy, draining), requests, connections, memory, and the request it is
+//! busy with and for how long; `--json` for scripts. It maps the master's scoreboard read-only,
+//! never signalling or asking the master anything. A [`Program`] has the command too, under its
+//! own name (`myapp status`). `status` is a command only as the first argument: a config file
+//! named `status` is `./status`.
+//!
 //! # Signals of the master
 //!
 //! | signal | action |
@@ -67,12 +77,13 @@
 //! | module | owns |
 //! |---|---|
 //! | `program` | [`Program`]: a program's name, version and description, its own config tables, and running it |
-//! | [`cli`] | the command line: the config file, `--check-config`, `--print-config`; the setting flags come from `config` |
+//! | `status` | `forkserve status`: finding a running master (pid, pidfile, config), reading its scoreboard, the table and the JSON |
+//! | [`cli`] | the command line: the config file, `--check-config`, `--print-config`, the `status` command; the setting flags come from `config` |
 //! | [`config`] | each setting declared once (key, default, flag, help, check); the TOML schema, the app kinds' and a program's tables given to it as a [`Schema`](config::Schema), validation, `file:line:col` errors |
 //! | `master` | the supervising loop and its verbs; its lifecycle phase, the pool's pure decisions, reload, binary upgrade, with a preloaded app each generation's mold (the template process its workers fork from), and the files `python.reload` watches |
 //! | `listener` | binding TCP and unix sockets before any fork |
 //! | `handoff` | descriptors passed across exec: socket activation, and the sockets a binary upgrade hands on |
-//! | `scoreboard` | the shared memory where workers publish heartbeats and requests for the master |
+//! | `scoreboard` | the shared memory where workers publish heartbeats and requests for the master, the metrics and `status`; another master's, mapped read-only |
 //! | `ipc` | messages from workers to the master: ready, boot failure, due for recycling, an app's request to be replaced |
 //! | `signals` | which signal means what, for the master and for a worker |
 //! | `process` | fork, wait, kill; with the signal registrations in `signals`, the scoreboard's mapping, `handoff`, the log file's reopen from a signal handler (`logging::file`) and the embedded interpreter's start (`app::python`), the only `unsafe` |
@@ -109,6 +120,7 @@ mod program;
 mod request_end;
 mod scoreboard;
 mod signals;
+mod status;
 mod worker;
 
 use std::process::ExitCode;

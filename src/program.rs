@@ -11,7 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::Server;
 use crate::app::{Factory, route_kinds};
-use crate::cli::{Cli, Identity};
+use crate::cli::{Cli, Command, Identity};
 use crate::config::Schema;
 use crate::error::Error;
 
@@ -137,11 +137,11 @@ impl Program {
         &self.schema
     }
 
-    /// Runs the program: parses its command line, loads the config file, handles
-    /// `--check-config` and `--print-config`, and runs the master until it stops, calling
-    /// `factory` in each worker to build the service it serves. Errors are printed as
-    /// `NAME: error: …`; the exit code is 0, 1 (runtime error), 2 (usage or config error) or 3
-    /// (workers could not boot). See [`crate::run`] for where to call it from.
+    /// Runs the program: parses its command line, runs `status` if it is the command, loads
+    /// the config file, handles `--check-config` and `--print-config`, and runs the master
+    /// until it stops, calling `factory` in each worker to build the service it serves. Errors
+    /// are printed as `NAME: error: …`; the exit code is 0, 1 (runtime error), 2 (usage or
+    /// config error) or 3 (workers could not boot). See [`crate::run`] for where to call it from.
     pub fn run<F: Factory>(self, factory: F) -> ExitCode {
         let name = self.identity.name();
         match self.try_run(factory) {
@@ -155,6 +155,9 @@ impl Program {
 
     fn try_run<F: Factory>(self, factory: F) -> Result<(), Error> {
         let cli = Cli::from_env_as(&self.identity)?;
+        if let Some(Command::Status(args)) = &cli.command {
+            return crate::status::run(args, self.schema, self.identity.name());
+        }
         let server = Server::from_source(cli.source(self.schema))?;
         if cli.print_config {
             print!("{}", server.config().to_toml());

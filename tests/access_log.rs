@@ -469,7 +469,12 @@ fn usr1_moves_every_worker_to_a_new_file() {
     std::fs::rename(&file, &rotated).unwrap();
     server.signal(Signal::SIGUSR1);
     server.wait_for("usr1: the workers reopen the access log");
-    std::thread::sleep(Duration::from_millis(300));
+    // Each worker reopens in its signal handler: once none holds the renamed file open, every
+    // line from now on goes to the new one.
+    let workers = server.workers();
+    assert_eq!(workers.len(), 2);
+    common::wait_until(|| (!workers.iter().any(|&pid| holds(pid, &rotated))).then_some(()))
+        .expect("every worker reopened the access log");
     for n in 10..20 {
         assert_eq!(get(n), 404);
     }
@@ -478,4 +483,10 @@ fn usr1_moves_every_worker_to_a_new_file() {
     let (old, new) = (lines(&rotated), lines(&file));
     assert_eq!((old.len(), new.len()), (10, 10), "{old:#?}\n{new:#?}");
     assert!(new.iter().all(|l| !l.contains("GET /r0 ")), "{new:#?}");
+}
+
+/// Whether process `pid` has `path` open.
+fn holds(pid: i32, path: &std::path::Path) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    fds.flatten().any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| target == path))
 }

@@ -9,7 +9,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::thread;
-use std::time::Duration;
 
 use common::http;
 use common::{Server, forkserve, tempdir, wait_until, write};
@@ -166,7 +165,8 @@ fn usr1_after_a_rename_moves_master_and_workers_to_a_new_file_and_loses_no_line(
     // A worker forked after the rotation writes there too, and so does the master.
     server.signal(Signal::SIGTTIN);
     wait_in(&log, "worker booted", 1);
-    thread::sleep(Duration::from_millis(300));
+    wait_until(|| json_lines(&log).iter().any(|v| v["worker"].as_u64() == Some(3)).then_some(()))
+        .expect("the TTIN worker logs to the new file");
 
     stop.store(true, Ordering::SeqCst);
     for client in clients {

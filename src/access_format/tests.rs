@@ -132,3 +132,21 @@ fn header_atoms_read_the_headers_copied_into_the_event() {
     bound.write(&mut out, &e, &stamp);
     assert_eq!(String::from_utf8(out).unwrap(), "r1 text/plain r1 - ua\n");
 }
+
+#[test]
+fn numbers_addresses_and_escapes_are_written_as_display_would() {
+    for n in [0u64, 7, 10, 99, 200, 65535, u64::MAX] {
+        let mut out = Vec::new();
+        super::push_u64(&mut out, n);
+        assert_eq!(out, n.to_string().as_bytes());
+    }
+    for ip in ["0.0.0.0", "127.0.0.1", "10.200.3.255", "::1", "2001:db8::8:800:200c:417a"] {
+        let ip: std::net::IpAddr = ip.parse().unwrap();
+        let mut out = Vec::new();
+        super::push_ip(&mut out, ip);
+        assert_eq!(out, ip.to_string().as_bytes());
+    }
+    let mut out = Vec::new();
+    super::escaped(&mut out, b"a \"q\" \\ \x01\x7f\xff end");
+    assert_eq!(out, br#"a \x22q\x22 \x5C \x01\x7F\xFF end"#);
+}

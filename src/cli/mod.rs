@@ -1,6 +1,7 @@
 //! The command line: the config file's path, the [`Overrides`] of its settings, and what to do
-//! with them (`--check-config`, `--print-config`); and who the program says it is in `--help`,
-//! `--version` and its errors (`Identity`): forkserve, or a program built on it.
+//! with them (`--check-config`, `--print-config`), or a [`Command`] instead of serving
+//! (`forkserve status`); and who the program says it is in `--help`, `--version` and its errors
+//! (`Identity`): forkserve, or a program built on it.
 //!
 //! The setting flags are not written here: each comes from its setting's declaration in the
 //! config (see [`crate::config`]), with its help text and its check. Flags win over the file,
@@ -14,6 +15,10 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 pub use crate::config::Overrides;
 use crate::config::{ConfigSource, Schema};
 use crate::error::Error;
+
+mod command;
+
+pub use self::command::{Command, StatusArgs, Target};
 
 /// Who the command line says the program is: in `--help`, `--version`, usage lines and the
 /// prefix of its errors.
@@ -62,6 +67,9 @@ impl Identity {
 /// worker processes, each running a hyper server on its own single-threaded tokio runtime.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "forkserve", version, max_term_width = 100)]
+// A command is only the first argument: after a flag, `status` is a config file's name, as it
+// was before commands existed; `help` stays a file's name too (`--help` is the help).
+#[command(args_conflicts_with_subcommands = true, disable_help_subcommand = true)]
 #[command(after_help = "\
 Signals to the master:
   HUP        reload: re-read the config, start new workers, gracefully stop the old ones
@@ -71,6 +79,9 @@ Signals to the master:
              counts as fewer: send one, wait for its log line, then the next
   USR2       binary upgrade: start a new master from the binary, hand over once it serves
   WINCH      after a manual upgrade: stop this (old) master's workers
+
+`forkserve status` shows a running server's workers (see `forkserve status --help`); a config
+file named status is `./status`.
 
 Each flag is a config key in kebab case; flags override the config file. Exit codes: 0 ok, 1 runtime error, 2 usage or config error,
 3 workers failed to boot.")]
@@ -90,6 +101,10 @@ pub struct Cli {
     /// Print the effective config (file and flags merged) as TOML and exit.
     #[arg(long)]
     pub print_config: bool,
+
+    /// A command to run instead of serving.
+    #[command(subcommand)]
+    pub command: Option<Command>,
 }
 
 impl Cli {
@@ -214,6 +229,35 @@ mod tests {
         // Gunicorn's spelling of the pidfile flag works too.
         let cli = Cli::from_args(["forkserve", "--pid", "/tmp/y.pid"]).unwrap();
         assert_eq!(cli.overrides.pidfile.as_deref(), Some(Path::new("/tmp/y.pid")));
+    }
+
+    #[test]
+    fn status_is_a_command_as_the_first_argument_only() {
+        let cli = Cli::from_args(["forkserve", "status", "--pid", "12", "--json"]).unwrap();
+        let Some(Command::Status(args)) = cli.command else { panic!("{cli:?}") };
+        assert_eq!((args.target, args.json), (Some(Target::Pid(12)), true));
+        let cli = Cli::from_args(["forkserve", "status", "-p", "run/fs.pid"]).unwrap();
+        let Some(Command::Status(args)) = cli.command else { panic!("{cli:?}") };
+        assert_eq!(args.target, Some(Target::Pidfile("run/fs.pid".into())));
+        let cli = Cli::from_args(["forkserve", "status", "app.toml"]).unwrap();
+        let Some(Command::Status(args)) = cli.command else { panic!("{cli:?}") };
+        assert_eq!(args.config.as_deref(), Some(Path::new("app.toml")));
+        // A config file, however it is named, when it is not the first argument.
+        for args in [&["forkserve", "./status"][..], &["forkserve", "-w", "2", "status"]] {
+            let cli = Cli::from_args(args.iter().copied()).unwrap();
+            assert!(cli.command.is_none(), "{args:?}");
+            assert_eq!(cli.config.as_deref().and_then(Path::file_name), Some("status".as_ref()));
+        }
+        // `help` is not a command: `--help` is the help.
+        let cli = Cli::from_args(["forkserve", "help"]).unwrap();
+        assert_eq!(cli.config.as_deref(), Some(Path::new("help")));
+        // Naming the server twice is a usage error.
+        let twice = Cli::from_args(["forkserve", "status", "--pid", "1", "app.toml"]);
+        assert!(matches!(twice, Err(Error::Usage(_))), "{twice:?}");
+        // A program built on forkserve has the command too, under its own name.
+        let identity = Identity::Program { name: "greeter", version: None, about: None };
+        let cli = Cli::from_args_as(&identity, ["greeter", "status", "--pid", "7"]).unwrap();
+        assert!(matches!(cli.command, Some(Command::Status(_))));
     }
 
     #[test]

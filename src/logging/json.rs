@@ -113,7 +113,7 @@ impl Visit for Fields {
 }
 
 /// Writes `s` as a JSON string, quoted and escaped.
-fn write_str(out: &mut impl Write, s: &str) -> fmt::Result {
+pub(crate) fn write_str(out: &mut impl Write, s: &str) -> fmt::Result {
     out.write_char('"')?;
     let mut rest = s;
     while let Some(at) = rest.find(|c: char| c == '"' || c == '\\' || c < ' ') {

@@ -32,7 +32,7 @@ use tracing_subscriber::{Registry, reload};
 use crate::config::{LogConfig, LogFormat};
 
 pub(crate) use self::file::{reopen_from_handler, reopen_on_usr1};
-pub(crate) use self::json::set_worker;
+pub(crate) use self::json::{set_worker, write_str as write_json_str};
 
 /// Whether lines are written as JSON; read for every line, so that a reload can change it.
 static JSON: AtomicBool = AtomicBool::new(false);

@@ -14,7 +14,7 @@ pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"forkserv");
 
 /// The layout's version: raised whenever a field of the header, a slot or the counters moves,
 /// so that `forkserve status` of another build refuses a scoreboard it would misread.
-pub(crate) const LAYOUT: u64 = 1;
+pub(crate) const LAYOUT: u64 = 2;
 
 /// Why a worker exited, as the metrics count it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +106,10 @@ pub(crate) struct Header {
     pub(super) seq: AtomicU64,
     /// The counters of every worker reaped so far.
     pub(super) retired: Counters,
+    /// The requests every worker reaped so far had started (their slots' `requests`): with
+    /// the live slots', every request the server took, counted whether or not the metrics
+    /// (which keep `retired`) are on. Moved under `seq` too.
+    pub(super) retired_requests: AtomicU64,
 }
 
 impl Header {

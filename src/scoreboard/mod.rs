@@ -297,6 +297,10 @@ impl Scoreboard {
         header.seq.store(seq.wrapping_add(1), Ordering::Relaxed);
         fence(Ordering::Release);
         header.retired.absorb(&slot.counters);
+        // The master is the header's only writer: no locked instruction needed.
+        let requests = header.retired_requests.load(Ordering::Relaxed);
+        let served = slot.requests.load(Ordering::Relaxed);
+        header.retired_requests.store(requests.wrapping_add(served), Ordering::Relaxed);
         slot.reset();
         slot.worker.store(0, Ordering::Release);
         header.seq.store(seq.wrapping_add(2), Ordering::Release);
@@ -407,7 +411,8 @@ pub(crate) struct Snapshot {
 /// A request as the scoreboard shows it.
 #[derive(Debug, Clone)]
 pub(crate) struct RequestSeen {
-    id: u64,
+    /// The worker-local request number: the same request in two records has the same one.
+    pub(crate) id: u64,
     pub(crate) line: String,
     pub(crate) age: Duration,
 }

@@ -79,8 +79,11 @@ pub(crate) struct Report {
     pub(crate) reloads: [u64; ReloadResult::ALL.len()],
     /// By [`ExitCause::ALL`].
     pub(crate) exits: [u64; ExitCause::ALL.len()],
-    /// Every request counted, by the workers alive and those reaped.
+    /// Every request counted, by the workers alive and those reaped (only while the
+    /// metrics are on: their request-end hook counts them).
     pub(crate) totals: Totals,
+    /// Every request the workers took, alive or reaped, in flight or over: always kept.
+    pub(crate) requests: u64,
     /// Sorted by worker id.
     pub(crate) workers: Vec<WorkerView>,
 }
@@ -122,15 +125,21 @@ impl Scoreboard {
     pub(crate) fn report(&self) -> Report {
         let h = self.header;
         let high_water = (h.high_water.load(Ordering::Relaxed) as usize).min(SLOTS);
+        // A move takes the master microseconds; one that never ends (a master killed in the
+        // middle of one) must not hang the reader: after this many tries, what was read last
+        // is reported, at worst one reaped worker's counts off.
+        let mut attempt = 0u32;
         loop {
+            attempt += 1;
             let before = h.seq.load(Ordering::Acquire);
-            if before % 2 == 1 {
-                std::hint::spin_loop();
+            if before % 2 == 1 && attempt < 1000 {
+                std::thread::yield_now();
                 continue;
             }
             let now = now_ms();
             let mut totals = Totals::default();
             h.retired.add_to(&mut totals);
+            let mut requests = h.retired_requests.load(Ordering::Relaxed);
             let mut workers = Vec::new();
             for slot in &self.slots[..high_water] {
                 let worker = slot.worker.load(Ordering::Acquire);
@@ -138,10 +147,12 @@ impl Scoreboard {
                     continue;
                 }
                 slot.counters.add_to(&mut totals);
-                workers.push(slot.view(worker, now));
+                let view = slot.view(worker, now);
+                requests += view.requests;
+                workers.push(view);
             }
             fence(Ordering::Acquire);
-            if h.seq.load(Ordering::Relaxed) != before {
+            if h.seq.load(Ordering::Relaxed) != before && attempt < 1000 {
                 continue;
             }
             workers.sort_by_key(|w| w.worker);
@@ -159,6 +170,7 @@ impl Scoreboard {
                 reloads: load(&h.reloads).try_into().expect("same length"),
                 exits: load(&h.exits).try_into().expect("same length"),
                 totals,
+                requests,
                 workers,
             };
         }
@@ -312,6 +324,25 @@ mod tests {
         worker.draining();
         let w = attached.report().workers.into_iter().find(|w| w.worker == 11).unwrap();
         assert_eq!(w.phase, WorkerPhase::Draining);
+    }
+
+    #[test]
+    fn the_requests_taken_stay_in_the_total_when_a_worker_is_reaped() {
+        let board = Scoreboard::new().unwrap();
+        let (a, b) = (board.claim(1, 1).unwrap(), board.claim(2, 1).unwrap());
+        let (first, second) = (Board::new(board.all(), a, 64), Board::new(board.all(), b, 64));
+        for _ in 0..3 {
+            let id = first.request_started(Line::new("GET", "/"));
+            first.request_finished(id);
+        }
+        let _in_flight = second.request_started(Line::new("GET", "/slow"));
+        assert_eq!(board.report().requests, 4, "in flight included");
+        board.release(a);
+        let report = board.report();
+        assert_eq!((report.requests, report.workers.len()), (4, 1), "the reaped worker's 3 kept");
+        let c = board.claim(3, 2).unwrap();
+        assert_eq!(c, a);
+        assert_eq!(board.report().requests, 4, "a reused slot starts at 0");
     }
 
     #[test]
