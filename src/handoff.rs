@@ -32,7 +32,8 @@ pub(crate) const UPGRADE_FD_VAR: &str = "FORKSERVE_UPGRADE_FD";
 pub(crate) const OLD_MASTER_VAR: &str = "FORKSERVE_OLD_MASTER";
 /// The environment variable describing each passed socket, one per line: `OWNER:BIND`, where
 /// the owner (`own`, `manager`, `pinned`, see [`Owner`]) says whose its unix path is and whether
-/// it is served though no `bind` names it.
+/// it is served though no `bind` names it; `BIND` is `metrics=ADDR` for the metrics endpoint's
+/// socket (see `listener::Addr`).
 pub(crate) const BINDS_VAR: &str = "FORKSERVE_LISTEN_BINDS";
 /// systemd's socket-activation variables: how many sockets, for which process, their names.
 const LISTEN_FDS: &str = "LISTEN_FDS";

@@ -91,9 +91,13 @@
 //! | `worker` | everything after fork: runtime, the app's factory, heartbeat, memory watch, drain, exit code |
 //! | `conn` | one connection, one way through: accept, preamble (PROXY), transport (facts set once), the protocol (HTTP/1: the gate's `[http]` limits, strict framing and timeouts, hyper, parking), the service stack every protocol shares (who the client is: the [`Client`] extension; deadline `504`, panic `500`, accounting), the open connections (cap, drain, reclaim) |
 //! | `access_format`, `access_log` | the access log's formats, parsed with the config; the access log each worker installs on the request-end hooks, buffers and writes in whole lines |
+//! | `metrics` | the Prometheus endpoint (`[metrics] bind`): the request-end hook that counts requests into the worker's slot, and `GET /metrics`, answered by every worker from the scoreboard |
 //! | `request_end` | the one event every request ends in ([`RequestEnd`]), and the hooks that receive it: written by `conn`, registered through the app's [`WorkerContext`], read by logs and metrics |
 //! | `panics` | catching the app's panics, and the message logged with its request |
 //! | [`app`] | what a worker serves: the seam (service, factory, async and tower adapters), the binary's router with its app kinds (`respond`, `static_files`, and `python`: WSGI apps on the worker's embedded CPython, with the `python` feature), each with its config keys, and what a mold preloads (`preload`) |
+
+// The `settings!` macro recurses once per setting, past the default limit of 128.
+#![recursion_limit = "256"]
 
 mod access_format;
 mod access_log;
@@ -107,6 +111,7 @@ mod ipc;
 mod listener;
 mod logging;
 mod master;
+mod metrics;
 mod notify;
 mod panics;
 mod pidfile;
@@ -138,7 +143,7 @@ pub use hyper;
 pub use tokio;
 
 use crate::config::ConfigSource;
-use crate::listener::Listeners;
+use crate::listener::{Addr, Listeners};
 use crate::pidfile::Pidfile;
 
 /// Runs a server with the forkserve command line: parses the arguments, loads the config file,
@@ -204,7 +209,8 @@ impl Server {
         // Handlers next: a signal sent while the server starts is queued, not fatal.
         let plumbing = master::Plumbing::new()?;
         let server = &self.config.server;
-        let mut listeners = Listeners::open(&server.bind, server.backlog, inherited)?;
+        let addrs = Addr::all(&self.config);
+        let mut listeners = Listeners::open(&addrs, server.backlog, inherited)?;
         let pidfile = match server.pidfile.as_deref().map(Pidfile::create).transpose() {
             Ok(pidfile) => pidfile,
             Err(e) => {

@@ -4,6 +4,11 @@
 //! Sockets passed at exec (socket activation, a binary upgrade) come from [`crate::handoff`],
 //! which also hands them on; this module decides which address each serves and whose unix path
 //! it removes when it closes one.
+//!
+//! Each address has a [`Role`]: the app's (`[server] bind`) or the metrics endpoint's
+//! (`[metrics] bind`). Both are bound, kept across reloads and handed over alike; a worker
+//! takes each role's sockets apart ([`Sockets`]), so that the metrics socket never reaches the
+//! app, even on the same address as one of the app's with port 0.
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
@@ -18,7 +23,7 @@ use nix::sys::socket::{
     SockaddrStorage, UnixAddr, bind, getsockname, getsockopt, listen, setsockopt, socket, sockopt,
 };
 
-use crate::config::Bind;
+use crate::config::{Bind, Config};
 use crate::error::Error;
 use crate::handoff::{Inherited, Outgoing, Owner, PassedFd, passed_fd_error};
 
@@ -63,14 +68,78 @@ impl Listener {
     }
 }
 
+/// What a listening socket is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// The app's: `[server] bind`.
+    App,
+    /// The metrics endpoint's: `[metrics] bind`.
+    Metrics,
+}
+
+/// A configured address, and what it is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Addr {
+    pub(crate) role: Role,
+    pub(crate) bind: Bind,
+}
+
+impl Addr {
+    /// Every address `config` listens on: the app's, then the metrics endpoint's.
+    pub(crate) fn all(config: &Config) -> Vec<Addr> {
+        let app = config.server.bind.iter().map(|b| Addr { role: Role::App, bind: b.clone() });
+        let metrics =
+            config.metrics.bind.iter().map(|b| Addr { role: Role::Metrics, bind: b.clone() });
+        app.chain(metrics).collect()
+    }
+
+    /// The name a binary upgrade hands the socket over with (see [`crate::handoff`]): the
+    /// `bind` address, marked for the metrics. A master of an older build, which knows no
+    /// such mark, matches it to no address of its own and closes it once in charge.
+    fn passed_name(&self) -> String {
+        match self.role {
+            Role::App => self.bind.to_string(),
+            Role::Metrics => format!("metrics={}", self.bind),
+        }
+    }
+
+    /// The address as errors name it.
+    fn described(&self) -> String {
+        match self.role {
+            Role::App => self.bind.to_string(),
+            Role::Metrics => format!("{} ([metrics] bind)", self.bind),
+        }
+    }
+}
+
+/// A worker's sockets, by role.
+#[derive(Debug, Default)]
+pub(crate) struct Sockets {
+    pub(crate) app: Vec<Listener>,
+    pub(crate) metrics: Vec<Listener>,
+}
+
+/// Logs a socket that is being listened on, saying what for, and if it was passed at exec.
+fn log_listening(role: Role, l: &Listener, inherited: bool) {
+    let address = l.local_addr();
+    match (role, inherited) {
+        (Role::App, false) => tracing::info!(address = %address, "listening"),
+        (Role::App, true) => tracing::info!(address = %address, inherited, "listening"),
+        (Role::Metrics, false) => tracing::info!(address = %address, "listening for metrics"),
+        (Role::Metrics, true) => {
+            tracing::info!(address = %address, inherited, "listening for metrics");
+        }
+    }
+}
+
 /// The master's listening sockets, grouped by the configured address that produced them (a
 /// host name can resolve to several addresses).
 #[derive(Debug, Default)]
 pub struct Listeners {
-    groups: Vec<(Bind, Vec<Listener>)>,
-    /// Addresses of sockets the service manager handed over that no `bind` names: served for
-    /// the master's life, whatever a reload's config says.
-    pinned: Vec<Bind>,
+    groups: Vec<(Addr, Vec<Listener>)>,
+    /// Addresses of sockets the service manager handed over that no `bind` names: served (as
+    /// the app's) for the master's life, whatever a reload's config says.
+    pinned: Vec<Addr>,
     /// Unix socket paths that are not the master's to remove (the service manager's).
     foreign_paths: Vec<PathBuf>,
     /// Unix socket paths passed by an upgrading master: not removed unless this master has
@@ -138,7 +207,7 @@ impl Listeners {
     /// Passed sockets no address names are served too when the service manager passed them,
     /// and closed when an upgrading master did (its config no longer has them).
     pub(crate) fn open(
-        binds: &[Bind],
+        addrs: &[Addr],
         backlog: u32,
         inherited: Inherited,
     ) -> Result<Listeners, Error> {
@@ -150,22 +219,22 @@ impl Listeners {
                 Listener::from_passed(fd).map_err(|e| passed_fd_error(format!("fd {raw}: {e}")))?;
             pool.push((name, owner, listener));
         }
-        for b in binds {
-            let name = b.to_string();
-            let (matching, rest): (Vec<_>, Vec<_>) = pool
-                .into_iter()
-                .partition(|(n, o, l)| *o != Owner::ManagerPinned && (*n == name || l.serves(b)));
+        for a in addrs {
+            let name = a.passed_name();
+            let (matching, rest): (Vec<_>, Vec<_>) = pool.into_iter().partition(|(n, o, l)| {
+                *o != Owner::ManagerPinned && (*n == name || l.serves(&a.bind))
+            });
             pool = rest;
             if matching.is_empty() {
                 continue;
             }
             let mut sockets = Vec::new();
             for (_, owner, l) in matching {
-                tracing::info!(address = %l.local_addr(), inherited = true, "listening");
+                log_listening(a.role, &l, true);
                 listeners.note_owner(&l, owner, inherited.upgrade);
                 sockets.push(l);
             }
-            listeners.groups.push((b.clone(), sockets));
+            listeners.groups.push((a.clone(), sockets));
         }
         for (_, owner, l) in pool {
             if owner == Owner::Master {
@@ -175,13 +244,13 @@ impl Listeners {
                 listeners.retiring.push(l);
                 continue;
             }
-            let b = l.bind();
+            let a = Addr { role: Role::App, bind: l.bind() };
             tracing::info!(address = %l.local_addr(), inherited = true, "listening (passed by the service manager, not in bind)");
             listeners.note_owner(&l, Owner::ManagerPinned, inherited.upgrade);
-            listeners.pinned.push(b.clone());
-            listeners.groups.push((b, vec![l]));
+            listeners.pinned.push(a.clone());
+            listeners.groups.push((a, vec![l]));
         }
-        listeners.open_at_start(binds, backlog).inspect_err(|_| listeners.close_all())?;
+        listeners.open_at_start(addrs, backlog).inspect_err(|_| listeners.close_all())?;
         Ok(listeners)
     }
 
@@ -190,11 +259,11 @@ impl Listeners {
     /// races that predecessor's orphaned workers, which let go of the sockets from a signal
     /// handler (see `signals::bound_orphan_life`) a moment later. Not for a reload, which must
     /// not hold up the master's loop: it is refused at once.
-    fn open_at_start(&mut self, binds: &[Bind], backlog: u32) -> Result<(), Error> {
+    fn open_at_start(&mut self, addrs: &[Addr], backlog: u32) -> Result<(), Error> {
         let give_up = Instant::now() + BIND_RETRY_FOR;
         let mut warned = false;
         loop {
-            match self.open_missing(binds, backlog) {
+            match self.open_missing(addrs, backlog) {
                 Err(Error::Bind { addr, source })
                     if source.kind() == io::ErrorKind::AddrInUse && Instant::now() < give_up =>
                 {
@@ -235,16 +304,16 @@ impl Listeners {
     pub(crate) fn passed_fds(&self) -> Vec<Outgoing<'_>> {
         self.groups
             .iter()
-            .flat_map(|(b, sockets)| {
+            .flat_map(|(a, sockets)| {
                 sockets.iter().map(move |l| {
                     let owner = match l {
-                        _ if self.pinned.contains(b) => Owner::ManagerPinned,
+                        _ if self.pinned.contains(a) => Owner::ManagerPinned,
                         Listener::Unix(_, path) if self.foreign_paths.contains(path) => {
                             Owner::Manager
                         }
                         _ => Owner::Master,
                     };
-                    Outgoing { owner, bind: b.to_string(), fd: l.fd() }
+                    Outgoing { owner, bind: a.passed_name(), fd: l.fd() }
                 })
             })
             .collect()
@@ -253,20 +322,20 @@ impl Listeners {
     /// Binds the addresses of `binds` that are not open yet, all or none: on error, the ones
     /// just bound are closed again and nothing changes. Open sockets are kept as they are (same
     /// fd), so whatever waits in their queues is served by the next generation.
-    pub fn open_missing(&mut self, binds: &[Bind], backlog: u32) -> Result<(), Error> {
-        let mut fresh: Vec<(Bind, Vec<Listener>)> = Vec::new();
-        for b in binds.iter().filter(|b| !self.has(b)) {
-            match bind_one(b, backlog) {
-                Ok(sockets) => fresh.push((b.clone(), sockets)),
+    pub(crate) fn open_missing(&mut self, addrs: &[Addr], backlog: u32) -> Result<(), Error> {
+        let mut fresh: Vec<(Addr, Vec<Listener>)> = Vec::new();
+        for a in addrs.iter().filter(|a| !self.has(a)) {
+            match bind_one(&a.bind, backlog) {
+                Ok(sockets) => fresh.push((a.clone(), sockets)),
                 Err(source) => {
                     fresh.into_iter().flat_map(|(_, s)| s).for_each(|l| self.close(l));
-                    return Err(Error::Bind { addr: b.to_string(), source });
+                    return Err(Error::Bind { addr: a.described(), source });
                 }
             }
         }
-        for (_, sockets) in &fresh {
+        for (a, sockets) in &fresh {
             for l in sockets {
-                tracing::info!(address = %l.local_addr(), "listening");
+                log_listening(a.role, l, false);
             }
         }
         self.groups.extend(fresh);
@@ -274,16 +343,16 @@ impl Listeners {
         Ok(())
     }
 
-    /// Closes the master's copies of every socket not in `binds` (workers that hold one keep
+    /// Closes the master's copies of every socket not in `addrs` (workers that hold one keep
     /// serving what they accepted), and applies `backlog` to the others.
-    pub fn retain_only(&mut self, binds: &[Bind], backlog: u32) {
+    pub(crate) fn retain_only(&mut self, addrs: &[Addr], backlog: u32) {
         let pinned = std::mem::take(&mut self.pinned);
         let (kept, closed): (Vec<_>, Vec<_>) = std::mem::take(&mut self.groups)
             .into_iter()
-            .partition(|(b, _)| binds.contains(b) || pinned.contains(b));
+            .partition(|(a, _)| addrs.contains(a) || pinned.contains(a));
         self.pinned = pinned;
-        for (b, sockets) in closed {
-            tracing::info!(address = %b, "closing listener no longer configured");
+        for (a, sockets) in closed {
+            tracing::info!(address = %a.described(), "closing listener no longer configured");
             sockets.into_iter().for_each(|l| self.close(l));
         }
         for l in kept.iter().flat_map(|(_, s)| s) {
@@ -293,8 +362,8 @@ impl Listeners {
         self.groups = kept;
     }
 
-    fn has(&self, bind: &Bind) -> bool {
-        self.groups.iter().any(|(have, _)| have == bind)
+    fn has(&self, addr: &Addr) -> bool {
+        self.groups.iter().any(|(have, _)| have == addr)
     }
 
     /// Closes every socket (the master's copies), removing the unix socket paths it bound.
@@ -318,22 +387,27 @@ impl Listeners {
         }
     }
 
-    /// In a forked mold (see `master::mold`): keeps the sockets of `binds` (and the pinned
+    /// In a forked mold (see `master::mold`): keeps the sockets of `addrs` (and the pinned
     /// ones) for the workers it forks, and closes its copies of the others (without removing any
     /// path), so that an address a reload dropped is not held open by the new generation's mold.
-    pub(crate) fn keep_only_for(&mut self, binds: &[Bind]) {
+    pub(crate) fn keep_only_for(&mut self, addrs: &[Addr]) {
         let pinned = &self.pinned;
-        self.groups.retain(|(have, _)| binds.contains(have) || pinned.contains(have));
+        self.groups.retain(|(have, _)| addrs.contains(have) || pinned.contains(have));
     }
 
-    /// In a forked worker: takes the sockets of `binds` (and the pinned ones), in that order,
-    /// and closes its copies of the others (without removing any path: they are the master's).
-    pub(crate) fn into_sockets_for(self, binds: &[Bind]) -> Vec<Listener> {
+    /// In a forked worker: takes the sockets of `addrs` (and the pinned ones), in that order,
+    /// by role, and closes its copies of the others (without removing any path: they are the
+    /// master's).
+    pub(crate) fn into_sockets_for(self, addrs: &[Addr]) -> Sockets {
         let mut groups = self.groups;
-        let mut out = Vec::new();
-        for b in binds.iter().chain(&self.pinned) {
-            if let Some(i) = groups.iter().position(|(have, _)| have == b) {
-                out.extend(groups.swap_remove(i).1);
+        let mut out = Sockets::default();
+        for a in addrs.iter().chain(&self.pinned) {
+            if let Some(i) = groups.iter().position(|(have, _)| have == a) {
+                let sockets = groups.swap_remove(i).1;
+                match a.role {
+                    Role::App => out.app.extend(sockets),
+                    Role::Metrics => out.metrics.extend(sockets),
+                }
             }
         }
         drop(groups);

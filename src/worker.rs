@@ -1,6 +1,7 @@
 //! Everything a worker does after `fork`: leave the master behind, build its own single-threaded
-//! tokio runtime, build the app, serve the inherited listeners (through [`crate::conn`]), beat,
-//! watch its memory, drain on `TERM`, and exit. A worker never returns into the master's code:
+//! tokio runtime, build the app, serve the inherited listeners (through [`crate::conn`]) and
+//! the metrics endpoint if on ([`crate::metrics`]), beat, watch its memory, drain on `TERM`,
+//! and exit. A worker never returns into the master's code:
 //! [`run`] ends in `process::exit`.
 //!
 //! Exit codes a worker uses: 0 after a stop, [`EXIT_BOOT_FAILED`] when the app could not be
@@ -26,7 +27,7 @@ use crate::conn::service::Requests;
 use crate::ipc::{Message, Outbox};
 use crate::listener::Listener;
 use crate::process;
-use crate::scoreboard::{Board, MemoryLevel, Slot};
+use crate::scoreboard::{Board, MemoryLevel, Scoreboard};
 
 /// Exit code of a worker whose app factory failed or panicked.
 pub const EXIT_BOOT_FAILED: i32 = 3;
@@ -35,13 +36,15 @@ pub const EXIT_BOOT_FAILED: i32 = 3;
 pub(crate) struct Setup<'f, F> {
     pub(crate) ctx: WorkerContext,
     pub(crate) listeners: Vec<Listener>,
+    /// The metrics endpoint's sockets: none with `[metrics] bind` unset.
+    pub(crate) metrics: Vec<Listener>,
     pub(crate) master: Pid,
     /// The master's signal mask, restored once the worker's handlers are in place.
     pub(crate) signal_mask: SigSet,
     pub(crate) outbox: Outbox,
     pub(crate) factory: &'f F,
     /// The scoreboard, and the worker's slot on it.
-    pub(crate) slots: &'static [Slot],
+    pub(crate) scoreboard: Scoreboard,
     pub(crate) slot: usize,
     /// `max_requests` plus this worker's jitter; `None` for no limit.
     pub(crate) recycle_after: Option<u64>,
@@ -68,7 +71,8 @@ fn boot_and_serve<F: Factory>(setup: Setup<'_, F>) -> i32 {
     // The master would kill it this long after telling it to stop; an orphan kills itself,
     // and lets go of the listening sockets at once.
     let orphan_limit = setup.ctx.config().server.graceful_timeout.0 + crate::process::KILL_MARGIN;
-    let listening: Vec<_> = setup.listeners.iter().map(Listener::raw_fd).collect();
+    let listening: Vec<_> =
+        setup.listeners.iter().chain(&setup.metrics).map(Listener::raw_fd).collect();
     if let Err(e) = crate::signals::bound_orphan_life(setup.master, orphan_limit, &listening) {
         tracing::warn!("cannot bound what this worker does once its master is gone: {e}");
     }
@@ -83,11 +87,22 @@ fn boot_and_serve<F: Factory>(setup: Setup<'_, F>) -> i32 {
 }
 
 async fn serve<F: Factory>(setup: Setup<'_, F>) -> i32 {
-    let Setup { ctx, listeners, outbox, factory, master, signal_mask, slots, slot, recycle_after } =
-        setup;
+    let Setup {
+        ctx,
+        listeners,
+        metrics,
+        outbox,
+        factory,
+        master,
+        signal_mask,
+        scoreboard,
+        slot,
+        recycle_after,
+    } = setup;
     // Peers are looked for among four times as many slots as workers: room for a reload's two
     // generations and successors; workers added with TTIN beyond that are not balanced against.
-    let board = Board::new(slots, slot, (ctx.config().server.workers.resolve() * 4).max(64));
+    let peer_slots = (ctx.config().server.workers.resolve() * 4).max(64);
+    let board = Board::new(scoreboard.all(), slot, peer_slots);
     let boot_failed = |reason: String| {
         // The master logs it with the worker's exit (once, for a streak of identical ones);
         // the worker says it itself when the master cannot be told.
@@ -113,6 +128,10 @@ async fn serve<F: Factory>(setup: Setup<'_, F>) -> i32 {
             Ok(log) => log,
             Err(e) => return boot_failed(format!("cannot open the access log: {e}")),
         };
+    // Requests are counted only for the metrics, and only with them on.
+    if !metrics.is_empty() {
+        crate::metrics::count_requests(hooks, board.counters());
+    }
     if let Err(e) = crate::signals::restore(&signal_mask) {
         return boot_failed(format!("cannot restore the signal mask: {e}"));
     }
@@ -142,7 +161,7 @@ async fn serve<F: Factory>(setup: Setup<'_, F>) -> i32 {
     let mut acceptors = Vec::with_capacity(listeners.len());
     for listener in listeners {
         match Acceptor::new(listener) {
-            Ok(a) => acceptors.push(a),
+            Ok(a) => acceptors.push(Rc::new(a)),
             // Orphaned while booting: the sockets are gone, and so is the master.
             Err(_) if crate::signals::listeners_released() => return 0,
             Err(e) => return boot_failed(format!("cannot use an inherited listener: {e}")),
@@ -156,6 +175,12 @@ async fn serve<F: Factory>(setup: Setup<'_, F>) -> i32 {
         &ctx.config().http,
         sink,
     ));
+    let config = &ctx.config().metrics;
+    let endpoint = match crate::metrics::start(metrics, scoreboard, config, &acceptors, &conns) {
+        Ok(endpoint) => endpoint,
+        Err(_) if crate::signals::listeners_released() => return 0,
+        Err(e) => return boot_failed(format!("cannot use the inherited metrics socket: {e}")),
+    };
     for acceptor in acceptors {
         tokio::task::spawn_local(accept_loop(acceptor, Rc::clone(&pipeline)));
     }
@@ -194,6 +219,9 @@ async fn serve<F: Factory>(setup: Setup<'_, F>) -> i32 {
             connections = conns.open_count(),
             "graceful_timeout reached, closing the remaining connections"
         );
+    }
+    if let Some(endpoint) = endpoint {
+        endpoint.finished().await;
     }
     ctx.at_exit().run();
     // The requests that ended while draining are logged.

@@ -3,9 +3,9 @@
 //!
 //! Each setting is declared once, in `settings`: its key, type, default, docs, check, flag and
 //! `--help` text. The `settings!` macro (`declare`) writes from those the table structs
-//! ([`ServerConfig`], [`HttpConfig`], [`LogConfig`]), how the file fills them, and the
-//! [`Overrides`] the command line fills; tests hold `config/app.toml` and the README to the
-//! declarations.
+//! ([`ServerConfig`], [`HttpConfig`], [`LogConfig`], [`MetricsConfig`]), how the file fills
+//! them, and the [`Overrides`] the command line fills; tests hold `config/app.toml` and the
+//! README to the declarations.
 //!
 //! What else a file may hold is given to the loader as a [`Schema`] (`schema`): the app kinds a
 //! `[[route]]` can name, each declaring its key and how its value is read in its own module
@@ -61,7 +61,8 @@ pub use self::routes::Route;
 pub use self::schema::Schema;
 pub(crate) use self::schema::{KindReader, KindValue, RouteKind};
 pub use self::settings::{
-    HttpConfig, LogConfig, MAX_REQUEST_FIELDS, MIN_TIMEOUT, Overrides, PythonConfig, ServerConfig,
+    HttpConfig, LogConfig, MAX_REQUEST_FIELDS, MIN_TIMEOUT, MetricsConfig, Overrides, PythonConfig,
+    ServerConfig,
 };
 pub use self::source::{ConfigSource, MAX_CONFIG_BYTES};
 pub(crate) use self::span::SpannedError;
@@ -89,6 +90,8 @@ pub struct Config {
     pub log: LogConfig,
     /// How the workers run Python apps.
     pub python: PythonConfig,
+    /// The Prometheus endpoint.
+    pub metrics: MetricsConfig,
     /// The routes the `forkserve` binary serves. Library apps may ignore them.
     pub routes: Vec<Route>,
     /// The program's own tables (see [`Config::table`]), in the order it declared them.
@@ -107,6 +110,8 @@ struct RawConfig {
     python: PythonConfig,
     #[serde(default)]
     log: LogConfig,
+    #[serde(default)]
+    metrics: MetricsConfig,
 }
 
 /// Whether an access log path (`[log] access`) means stdout: `-`.
@@ -168,12 +173,16 @@ impl Config {
         }
         let mut python = raw.python;
         python.resolve_against(base);
+        let mut metrics = raw.metrics;
+        if let Some(bind) = &mut metrics.bind {
+            bind.resolve_against(base);
+        }
         let routes = routes::routes(routes, base, schema)?;
         let tables = tables
             .into_iter()
             .map(|(table, value)| Ok((table.name, (table.read)(value)?)))
             .collect::<Result<_, SpannedError>>()?;
-        Ok(Config { server, http: raw.http, log, python, routes, tables })
+        Ok(Config { server, http: raw.http, log, python, metrics, routes, tables })
     }
 
     /// The program's table `[name]`, as the `T` it was declared with (see
@@ -199,11 +208,12 @@ impl Config {
 /// As the file writes it: forkserve's tables, the routes, then the program's tables.
 impl Serialize for Config {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut config = s.serialize_struct("Config", 5 + self.tables.len())?;
+        let mut config = s.serialize_struct("Config", 6 + self.tables.len())?;
         config.serialize_field("server", &self.server)?;
         config.serialize_field("http", &self.http)?;
         config.serialize_field("log", &self.log)?;
         config.serialize_field("python", &self.python)?;
+        config.serialize_field("metrics", &self.metrics)?;
         if self.routes.is_empty() {
             config.skip_field("route")?;
         } else {

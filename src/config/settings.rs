@@ -1,5 +1,5 @@
-//! Every setting of the `[server]`, `[http]`, `[python]` and `[log]` tables, declared once: its key, type
-//! and default, its docs, how it is read and checked, its flag and its `--help` text. The
+//! Every setting of the `[server]`, `[http]`, `[python]`, `[log]` and `[metrics]` tables,
+//! declared once: its key, type and default, its docs, how it is read and checked, its flag and its `--help` text. The
 //! `settings!` macro (in `declare`) writes the tables' structs, the [`Overrides`] and
 //! [`Overrides::apply`] from them; the checks the declarations name are here too.
 //!
@@ -358,6 +358,25 @@ settings! {
             help "Access log format: combined, common, json, or Gunicorn's atoms \
                   ('%(h)s \"%(r)s\" %(s)s %(D)s')";
     }
+
+    /// The `[metrics]` table: the Prometheus endpoint ("Metrics" in the README).
+    [metrics] MetricsConfig {
+        /// The address the workers serve Prometheus metrics on (`GET /metrics`), a socket of
+        /// its own, bound by the master like `[server] bind`. Off without it: then nothing
+        /// is counted either.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        bind: Option<Bind> = None,
+            read Typed<Bind>,
+            flag #40 metrics_bind: optional, value "ADDR",
+            help "Serve Prometheus metrics at http://ADDR/metrics (HOST:PORT or unix:/path); \
+                  off without it";
+
+        /// The path the metrics are served at; any other is answered `404`.
+        path: String = "/metrics".into(),
+            read Typed<String>, check check_metrics_path,
+            flag #41 metrics_path: value, value "PATH",
+            help "The path of the metrics on --metrics-bind's address";
+    }
 }
 
 const fn secs(n: u64) -> Seconds {
@@ -445,6 +464,18 @@ fn check_binds(binds: Vec<Bind>) -> Result<Vec<Bind>, String> {
         }
     }
     Ok(binds)
+}
+
+/// Checks the metrics' path: an absolute path, as a request target names it (no query, no
+/// space or control character, which no request line could carry).
+fn check_metrics_path(path: String) -> Result<String, String> {
+    let printable = path.bytes().all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
+    if !path.starts_with('/') || !printable {
+        return Err(format!(
+            "metrics path must start with / and hold no space, control character, ? or #: {path:?}"
+        ));
+    }
+    Ok(path)
 }
 
 /// Checks a backlog value: the kernel takes 1 to 65535 (and caps it at `net.core.somaxconn`).

@@ -25,15 +25,19 @@ pub(crate) enum Acceptor {
 }
 
 impl Acceptor {
+    /// The listening socket.
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        match self {
+            Acceptor::Tcp(l) => l.as_fd(),
+            Acceptor::Unix(l) => l.as_fd(),
+        }
+    }
+
     /// Whether a connection is waiting to be accepted: the socket is readable now. One
     /// `poll(2)`, which accepts nothing: the connection stays for whichever worker accepts.
     fn has_waiting(&self) -> bool {
-        use std::os::fd::AsFd;
-        let fd = match self {
-            Acceptor::Tcp(l) => l.as_fd(),
-            Acceptor::Unix(l) => l.as_fd(),
-        };
-        let mut fds = [nix::poll::PollFd::new(fd, nix::poll::PollFlags::POLLIN)];
+        let mut fds = [nix::poll::PollFd::new(self.fd(), nix::poll::PollFlags::POLLIN)];
         matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO), Ok(n) if n > 0)
     }
 
@@ -58,11 +62,12 @@ impl Drop for Acceptor {
 }
 
 /// Accepts connections until the worker drains; then drops the listener, which closes this
-/// worker's copy of the socket. At `worker_connections`, it waits for one to close, leaving new
-/// connections to the other workers.
-pub(crate) async fn accept_loop<S: HttpService>(acceptor: Acceptor, pipeline: Rc<Pipeline<S>>) {
+/// worker's copy of the socket (the metrics, which look at its queue, hold it only weakly).
+/// At `worker_connections`, it waits for one to close, leaving new connections to the other
+/// workers.
+pub(crate) async fn accept_loop<S: HttpService>(acceptor: Rc<Acceptor>, pipeline: Rc<Pipeline<S>>) {
     // Read once, not per connection (see `Facts::listener`).
-    let listener = match &acceptor {
+    let listener = match &*acceptor {
         Acceptor::Tcp(l) => l.local_addr().ok(),
         Acceptor::Unix(_) => None,
     };
@@ -91,7 +96,7 @@ pub(crate) async fn accept_loop<S: HttpService>(acceptor: Acceptor, pipeline: Rc
             }
             continue;
         }
-        match &acceptor {
+        match &*acceptor {
             Acceptor::Tcp(l) => {
                 let accepted = tokio::select! {
                     biased;
@@ -160,7 +165,7 @@ const ACCEPT_DEFERRALS: u32 = 3;
 /// Failures are logged at most once every [`ACCEPT_LOG_EVERY`], and so is the recovery: a
 /// worker out of descriptors under load fails every pause, and accepts again each time a
 /// connection closes, and a line each time would flood the log without saying more.
-async fn accept_failed(e: io::Error) {
+pub(crate) async fn accept_failed(e: io::Error) {
     if e.kind() == io::ErrorKind::ConnectionAborted || e.kind() == io::ErrorKind::Interrupted {
         return;
     }

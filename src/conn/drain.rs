@@ -84,20 +84,27 @@ pub(crate) struct Slot {
     /// Set while draining, when the drain waits on `changed`.
     watched: Cell<bool>,
     changed: Notify,
+    /// Parked by its protocol (see [`Slot::set_parked`]). Written by the protocol, and by
+    /// [`Open`] as the connection closes.
+    parked: Cell<bool>,
+    /// Where else the connection is counted, open and parked.
+    tally: Option<Rc<dyn Tally>>,
 }
 
 /// Counts one open connection for as long as it lives, in the worker and on the scoreboard.
 pub(crate) struct Open {
     slot: Rc<Slot>,
-    tally: Option<Rc<dyn Tally>>,
 }
 
 /// Where else open connections are counted (the worker's scoreboard slot, by the service
-/// stack's requests): told when one opens and when it closes. A trait, so that the drain does
-/// not depend on the service stack that depends on it.
+/// stack's requests): told when one opens and when it closes, and when it is parked and no
+/// longer is (woken, or closed while parked). A trait, so that the drain does not depend on
+/// the service stack that depends on it.
 pub(crate) trait Tally {
     fn opened(&self);
     fn closed(&self);
+    fn parked(&self);
+    fn unparked(&self);
 }
 
 impl Open {
@@ -114,7 +121,7 @@ impl Conns {
         if let Some(tally) = &tally {
             tally.opened();
         }
-        Open { slot: Rc::new(Slot::new(self)), tally }
+        Open { slot: Rc::new(Slot::new(self, tally)) }
     }
 
     /// At `worker_connections`, with a new connection waiting: closes the connection whose
@@ -205,7 +212,9 @@ impl Drop for Open {
                 prune(&mut stalled);
             }
         }
-        if let Some(tally) = &self.tally {
+        // A connection that closes parked is not parked any more: each park has its unpark.
+        self.slot.set_parked(false);
+        if let Some(tally) = &self.slot.tally {
             tally.closed();
         }
         let open = inner.open.get() - 1;
@@ -221,7 +230,7 @@ impl Drop for Open {
 }
 
 impl Slot {
-    fn new(conns: &Conns) -> Slot {
+    fn new(conns: &Conns, tally: Option<Rc<dyn Tally>>) -> Slot {
         Slot {
             conns: conns.clone(),
             started: Cell::new(0),
@@ -235,6 +244,20 @@ impl Slot {
             evicted: Cell::new(false),
             watched: Cell::new(false),
             changed: Notify::new(),
+            parked: Cell::new(false),
+            tally,
+        }
+    }
+
+    /// The protocol parked the connection (idle, its buffers let go), or ended that: counted
+    /// once per change, whatever the protocol calls, so that every park has one unpark (the
+    /// last one, if need be, as the connection closes: see [`Open`]).
+    pub(crate) fn set_parked(&self, parked: bool) {
+        if self.parked.replace(parked) == parked {
+            return;
+        }
+        if let Some(tally) = &self.tally {
+            if parked { tally.parked() } else { tally.unparked() }
         }
     }
 
@@ -363,5 +386,53 @@ mod tests {
         drop(open);
         assert!(conns.inner.stalled.borrow().is_empty());
         assert_eq!(conns.open_count(), 0);
+    }
+
+    /// Counts what it is told, as the scoreboard slot does.
+    #[derive(Default)]
+    struct Counts {
+        open: Cell<i64>,
+        parked: Cell<i64>,
+    }
+
+    impl Tally for Counts {
+        fn opened(&self) {
+            self.open.set(self.open.get() + 1);
+        }
+        fn closed(&self) {
+            self.open.set(self.open.get() - 1);
+        }
+        fn parked(&self) {
+            self.parked.set(self.parked.get() + 1);
+        }
+        fn unparked(&self) {
+            self.parked.set(self.parked.get() - 1);
+        }
+    }
+
+    #[test]
+    fn every_park_has_one_unpark_whatever_the_protocol_calls_and_as_a_parked_connection_closes() {
+        let conns = Conns::default();
+        let counts = Rc::new(Counts::default());
+        let tally = || Some(Rc::clone(&counts) as Rc<dyn Tally>);
+        let (a, b) = (conns.open(tally()), conns.open(tally()));
+        assert_eq!((counts.open.get(), counts.parked.get()), (2, 0));
+        a.slot().set_parked(true);
+        a.slot().set_parked(true);
+        b.slot().set_parked(false);
+        assert_eq!(counts.parked.get(), 1, "a change is counted once; no unpark without a park");
+        a.slot().set_parked(false);
+        a.slot().set_parked(false);
+        assert_eq!(counts.parked.get(), 0);
+        a.slot().set_parked(true);
+        b.slot().set_parked(true);
+        assert_eq!(counts.parked.get(), 2);
+        // The slot outlives the connection (the parking sweep holds it): closing unparks.
+        let kept = Rc::clone(a.slot());
+        drop(a);
+        assert_eq!((counts.open.get(), counts.parked.get()), (1, 1));
+        drop(kept);
+        drop(b);
+        assert_eq!((counts.open.get(), counts.parked.get()), (0, 0));
     }
 }

@@ -497,7 +497,10 @@ impl<'f, F: Factory> Master<'f, F> {
 fn warn_fd_headroom(config: &Config) {
     let Some(limit) = process::open_files_limit() else { return };
     let statics = config.route_descriptors();
-    let allowed = process::connections_allowed(limit, config.server.bind.len(), statics);
+    // The metrics endpoint's socket, and the scrapes a worker serves at once.
+    let metrics = config.metrics.bind.as_ref().map_or(0, |_| 1 + crate::metrics::SCRAPES_AT_ONCE);
+    let listeners = config.server.bind.len() + metrics;
+    let allowed = process::connections_allowed(limit, listeners, statics);
     let wanted = u64::from(config.server.worker_connections);
     if wanted > allowed {
         warn!(

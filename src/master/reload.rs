@@ -14,6 +14,7 @@ use super::pool::{Decision, Why};
 use super::{Master, warn_fd_headroom};
 use crate::app::Factory;
 use crate::config::ConfigSource;
+use crate::listener::Addr;
 use crate::pidfile::Pidfile;
 use crate::scoreboard::ReloadResult;
 
@@ -53,7 +54,7 @@ impl<F: Factory> Master<'_, F> {
         }
         // New addresses are bound now; the ones dropped stay open until the reload completes,
         // for the old generation's replacements and in case it has to take over again.
-        if let Err(e) = self.listeners.open_missing(&config.server.bind, config.server.backlog) {
+        if let Err(e) = self.listeners.open_missing(&Addr::all(&config), config.server.backlog) {
             if let Err(e) = self.log.apply(&self.current.config.log) {
                 error!("keeping the new log file: {e}");
             }
@@ -116,8 +117,8 @@ impl<F: Factory> Master<'_, F> {
         let old = self.pool.complete_reload(self.current.number);
         let stopping = old.len();
         self.execute_all(old);
-        let server = &self.current.config.server;
-        self.listeners.retain_only(&server.bind, server.backlog);
+        let config = &self.current.config;
+        self.listeners.retain_only(&Addr::all(config), config.server.backlog);
         self.move_pidfile();
         self.scoreboard.reload_ended(ReloadResult::Completed);
         self.publish_generation();
@@ -136,8 +137,8 @@ impl<F: Factory> Master<'_, F> {
         let Some(reload) = self.phase.end_reload() else { return };
         let failed = std::mem::replace(&mut self.current, reload.previous);
         self.execute_all(self.pool.retire_generation(failed.number, &Why::RolledBack));
-        let server = &self.current.config.server;
-        self.listeners.retain_only(&server.bind, server.backlog);
+        let config = &self.current.config;
+        self.listeners.retain_only(&Addr::all(config), config.server.backlog);
         if let Err(e) = self.log.apply(&self.current.config.log) {
             error!("rolling back: keeping the new log file: {e}");
         }

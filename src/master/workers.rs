@@ -14,6 +14,7 @@ use super::upgrade::{FirstServing, Succession};
 use super::{KILL_MARGIN, Master, deadline};
 use crate::app::{Factory, WorkerContext};
 use crate::config::UpgradeMode;
+use crate::listener::Addr;
 use crate::process::{self, Forked};
 use crate::scoreboard::SLOTS;
 use crate::worker::{self, Setup};
@@ -224,14 +225,16 @@ impl<F: Factory> Master<'_, F> {
             pidfile.close_in_worker();
         }
         let listeners = std::mem::take(&mut self.listeners);
+        let sockets = listeners.into_sockets_for(&Addr::all(&generation.config));
         worker::run(Setup {
             ctx: WorkerContext::new(id, generation.number, Arc::clone(&generation.config)),
-            listeners: listeners.into_sockets_for(&generation.config.server.bind),
+            listeners: sockets.app,
+            metrics: sockets.metrics,
             master: self.pid,
             signal_mask: mask,
             outbox: inbox.into_outbox(),
             factory: self.factory,
-            slots: self.scoreboard.all(),
+            scoreboard: self.scoreboard.shared(),
             slot,
             recycle_after: recycle_after(&generation.config.server, id),
         })

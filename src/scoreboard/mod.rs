@@ -265,6 +265,12 @@ impl Scoreboard {
         Ok(Scoreboard { header, slots, fd: -1 })
     }
 
+    /// Another handle on the same mapping, for a worker: what the metrics read (see
+    /// [`Scoreboard::report`]). It does not own the memfd, which stays the master's.
+    pub(crate) fn shared(&self) -> Scoreboard {
+        Scoreboard { header: self.header, slots: self.slots, fd: -1 }
+    }
+
     /// Takes a free slot for a worker about to be forked; `None` if all are taken.
     pub(crate) fn claim(&self, worker: u64, generation: u64) -> Option<usize> {
         let index = self.slots.iter().position(|s| s.worker.load(Ordering::Relaxed) == 0)?;
@@ -300,7 +306,9 @@ impl Scoreboard {
         header.seq.store(seq.wrapping_add(2), Ordering::Release);
     }
 
-    /// A slot, as its worker or a reader sees it.
+    /// A slot, as its worker or a reader sees it. (Workers reach theirs through
+    /// [`Board`], readers through [`Scoreboard::report`]: only the tests look at one directly.)
+    #[cfg(test)]
     pub(crate) fn slot(&self, index: usize) -> &'static Slot {
         &self.slots[index]
     }

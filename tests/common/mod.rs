@@ -8,6 +8,8 @@
 pub mod framework_scenarios;
 pub mod frameworks;
 pub mod http;
+pub mod metrics;
+pub mod prometheus;
 pub mod wsgi;
 
 use std::collections::BTreeSet;

@@ -337,6 +337,7 @@ impl<I: AsyncRead> AsyncRead for Gate<I> {
                 && g.slot.park_due()
             {
                 *this.parked = true;
+                g.slot.set_parked(true);
                 g.raw = Vec::new();
                 return Poll::Ready(Ok(()));
             }
@@ -412,6 +413,7 @@ impl<I> Gate<I> {
     /// Ends the parking: a new hyper connection reads from here, or the connection is closed.
     pub(crate) fn unpark(&mut self) {
         self.parked = false;
+        self.s.slot.set_parked(false);
     }
 
     /// Whether a request (or the empty lines before one) is ready for hyper.

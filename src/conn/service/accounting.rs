@@ -49,6 +49,14 @@ impl Tally for Requests {
     fn closed(&self) {
         self.board.connection_closed();
     }
+
+    fn parked(&self) {
+        self.board.connection_parked();
+    }
+
+    fn unparked(&self) {
+        self.board.connection_unparked();
+    }
 }
 
 impl Requests {

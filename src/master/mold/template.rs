@@ -17,6 +17,7 @@ use super::super::phase::Generation;
 use super::super::upgrade::Succession;
 use super::channel::{Channel, Reply, Request};
 use crate::app::{Factory, Preload, Side};
+use crate::listener::Addr;
 use crate::process::{self, Forked};
 use crate::worker::EXIT_BOOT_FAILED;
 
@@ -90,7 +91,7 @@ impl<F: Factory> Master<'_, F> {
         if let Some(pidfile) = self.pidfile.take() {
             pidfile.close_in_worker();
         }
-        self.listeners.keep_only_for(&generation.config.server.bind);
+        self.listeners.keep_only_for(&Addr::all(&generation.config));
         crate::logging::in_child(generation.config.log.file.as_deref());
         // TERM, INT and QUIT end a mold, as an operator expects, and ABRT (the master's, when
         // it loads past boot_timeout) makes Python's faulthandler print where it is stuck;
