@@ -292,6 +292,7 @@ impl<F: Factory> Master<'_, F> {
         if self.phase.is_stopping() {
             return;
         }
+        self.notice_pause(self.turn_started);
         let mut hung = Vec::new();
         for w in self.pool.workers.iter().filter(|w| w.is_active()) {
             let Some(server) = self.generation(w.generation).map(|g| &g.config.server) else {

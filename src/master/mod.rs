@@ -98,6 +98,8 @@ pub(crate) struct Master<'f, F> {
     /// again, as their silence was the master's own.
     wake_by: Instant,
     resumed: Instant,
+    /// When the loop's current turn began (see [`Master::notice_pause`]).
+    turn_started: Instant,
     scoreboard: Scoreboard,
     notifier: Option<Notifier>,
     /// This master's own binary upgrade (`USR2`), as the old master. Idle once it stops: the
@@ -179,6 +181,7 @@ impl<'f, F: Factory> Master<'f, F> {
             boot_failures: None,
             wake_by: now,
             resumed: now,
+            turn_started: now,
             scoreboard: plumbing.scoreboard,
             notifier: plumbing.notifier,
             old_master: plumbing.handover.as_ref().map(|h| h.old_master),
@@ -201,6 +204,7 @@ impl<'f, F: Factory> Master<'f, F> {
         info!(pid = self.pid.as_raw(), workers = self.current.target, "master started");
         warn_fd_headroom(&self.current.config);
         self.publish_generation();
+        self.turn_started = Instant::now();
         // The first look at the app's files comes before any worker imports them: an edit
         // saved while they boot is then a change like any later one.
         self.watch_code();
@@ -214,7 +218,7 @@ impl<'f, F: Factory> Master<'f, F> {
                 break;
             }
             self.sleep();
-            self.notice_pause();
+            self.notice_pause(self.wake_by);
             self.handle_signals();
             // Reads the workers' messages first, then collects the dead.
             self.reap_workers();
@@ -279,9 +283,14 @@ impl<'f, F: Factory> Master<'f, F> {
 
     /// Notices that the master was not running (stopped with its process group, a paused
     /// container, a starved machine): the workers did not beat meanwhile either, most likely.
-    fn notice_pause(&mut self) {
+    /// Looked at as the loop wakes, against the time it asked to be woken by, and again before
+    /// any worker is judged by its heartbeats ([`Master::murder_hung`]), against the time the
+    /// turn began: a stop in the middle of a turn would otherwise be found only at the next
+    /// wake, after the hung check had taken the workers' silence during it for theirs.
+    pub(super) fn notice_pause(&mut self, since: Instant) {
         let now = Instant::now();
-        let late = now.saturating_duration_since(self.wake_by);
+        let late = now.saturating_duration_since(since);
+        self.turn_started = now;
         if late >= LATE_WAKE {
             warn!(
                 "the master did not run for {:.1} s more than it slept (stopped or starved): \
