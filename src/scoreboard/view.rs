@@ -148,7 +148,7 @@ impl Scoreboard {
                 }
                 slot.counters.add_to(&mut totals);
                 let view = slot.view(worker, now);
-                requests += view.requests;
+                requests = requests.wrapping_add(view.requests);
                 workers.push(view);
             }
             fence(Ordering::Acquire);
