@@ -257,6 +257,40 @@ fn a_reload_in_progress_shows_both_generations_and_the_booting_workers() {
 }
 
 #[test]
+fn every_reload_is_counted_once_a_superseded_one_too() {
+    let dir = tempdir();
+    let config = config(dir.path(), 1);
+    let hold = dir.path().join("hold");
+    let hold_env = hold.to_str().unwrap();
+    let server =
+        Server::start_with(&example("demo"), &[&config], &[("DEMO_BOOT_HOLD_FILE", hold_env)]);
+    server.wait_workers(1);
+    let master = server.pid().as_raw().to_string();
+
+    // A reload whose worker is held booting, overtaken by a second HUP.
+    std::fs::write(&hold, "").unwrap();
+    server.signal(Signal::SIGHUP);
+    server.wait_for_nth("holding the boot", 1);
+    server.signal(Signal::SIGHUP);
+    server.wait_for_nth("holding the boot", 2);
+    let report = json(&["--pid", &master]);
+    assert_eq!(
+        (&report["generation"], &report["reloading"]),
+        (&Value::from(3), &Value::Bool(true))
+    );
+    assert_eq!(report["reloads"]["superseded"], 1, "{report}");
+    assert_eq!(report["reloads"]["completed"], 0, "{report}");
+
+    std::fs::remove_file(&hold).unwrap();
+    server.wait_for("reload complete generation=3");
+    let reloads = json(&["--pid", &master])["reloads"].clone();
+    let counted: u64 = reloads.as_object().unwrap().values().map(|n| n.as_u64().unwrap()).sum();
+    assert_eq!((reloads["completed"].as_u64(), counted), (Some(1), 2), "two HUPs: {reloads}");
+    let table = stdout(&status(&["--pid", &master]));
+    assert!(table.contains("reloads: 1 completed, 1 superseded"), "{table}");
+}
+
+#[test]
 fn a_server_that_is_not_running_is_a_clear_error() {
     let dir = tempdir();
     let pidfile = dir.path().join("fs.pid");

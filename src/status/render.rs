@@ -326,7 +326,7 @@ mod tests {
             reloading: true,
             uptime: Duration::from_secs(3662),
             started_unix_ms: 1_764_495_642_000,
-            reloads: [1, 0, 0],
+            reloads: [1, 0, 0, 0],
             exits: [2, 0, 1, 0, 0],
             totals: Totals::default(),
             requests: 1532,
@@ -358,7 +358,7 @@ code is running now.
     fn a_server_without_workers_and_history_is_two_lines() {
         let report = Report {
             reloading: false,
-            reloads: [0; 3],
+            reloads: [0; 4],
             exits: [0; 5],
             requests: 0,
             workers: Vec::new(),
@@ -382,7 +382,7 @@ code is running now.
         assert_eq!(v["requests_total"], 1532);
         assert_eq!(
             v["reloads"],
-            serde_json::json!({"completed": 1, "rejected": 0, "rolled_back": 0})
+            serde_json::json!({"completed": 1, "rejected": 0, "rolled_back": 0, "superseded": 0})
         );
         assert_eq!(
             v["worker_exits"],
