@@ -332,6 +332,51 @@ fn a_server_that_is_not_running_is_a_clear_error() {
 }
 
 #[test]
+fn a_killed_master_not_yet_reaped_has_exited_and_its_workers_say_so() {
+    let dir = tempdir();
+    let config = config(dir.path(), 1);
+    let server = Server::start(&example("demo"), &[&config]);
+    let worker = server.wait_workers(1).into_iter().next().unwrap().to_string();
+    let master = server.pid().as_raw().to_string();
+    // A request keeps the worker draining after the kernel tells it its master died.
+    let mut slow = Conn::open(server.addr()).unwrap();
+    slow.send_get("/sleep/8000").unwrap();
+    wait_until(|| json(&["--pid", &master])["requests_total"].as_u64().filter(|&n| n == 1))
+        .expect("the request taken");
+
+    // The test is the master's parent and does not reap it yet: a zombie, without descriptors.
+    server.signal(Signal::SIGKILL);
+    let zombie = wait_until(|| {
+        let stat = std::fs::read_to_string(format!("/proc/{master}/stat")).ok()?;
+        stat.rsplit_once(')')?.1.trim_start().starts_with('Z').then_some(())
+    });
+    assert!(zombie.is_some(), "the master is a zombie");
+    let out = status(&["--pid", &worker, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("master {master}'s processes, but that master has exited")),
+        "{}",
+        stderr(&out)
+    );
+    let (code, err) = failure(&status(&["--pid", &master]));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("process {master} (demo) has exited: the server is not running")),
+        "{err}"
+    );
+    let pidfile = dir.path().join("fs.pid");
+    let (code, err) = failure(&status(&["--pid", pidfile.to_str().unwrap()]));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!(
+            "stale pidfile {}: process {master} (demo) has exited",
+            pidfile.display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
 fn usage_errors_say_how_to_name_the_server() {
     let dir = tempdir();
     let (code, err) = failure(&status(&[]));
