@@ -257,6 +257,40 @@ fn a_reload_in_progress_shows_both_generations_and_the_booting_workers() {
 }
 
 #[test]
+fn every_reload_is_counted_once_a_superseded_one_too() {
+    let dir = tempdir();
+    let config = config(dir.path(), 1);
+    let hold = dir.path().join("hold");
+    let hold_env = hold.to_str().unwrap();
+    let server =
+        Server::start_with(&example("demo"), &[&config], &[("DEMO_BOOT_HOLD_FILE", hold_env)]);
+    server.wait_workers(1);
+    let master = server.pid().as_raw().to_string();
+
+    // A reload whose worker is held booting, overtaken by a second HUP.
+    std::fs::write(&hold, "").unwrap();
+    server.signal(Signal::SIGHUP);
+    server.wait_for_nth("holding the boot", 1);
+    server.signal(Signal::SIGHUP);
+    server.wait_for_nth("holding the boot", 2);
+    let report = json(&["--pid", &master]);
+    assert_eq!(
+        (&report["generation"], &report["reloading"]),
+        (&Value::from(3), &Value::Bool(true))
+    );
+    assert_eq!(report["reloads"]["superseded"], 1, "{report}");
+    assert_eq!(report["reloads"]["completed"], 0, "{report}");
+
+    std::fs::remove_file(&hold).unwrap();
+    server.wait_for("reload complete generation=3");
+    let reloads = json(&["--pid", &master])["reloads"].clone();
+    let counted: u64 = reloads.as_object().unwrap().values().map(|n| n.as_u64().unwrap()).sum();
+    assert_eq!((reloads["completed"].as_u64(), counted), (Some(1), 2), "two HUPs: {reloads}");
+    let table = stdout(&status(&["--pid", &master]));
+    assert!(table.contains("reloads: 1 completed, 1 superseded"), "{table}");
+}
+
+#[test]
 fn a_server_that_is_not_running_is_a_clear_error() {
     let dir = tempdir();
     let pidfile = dir.path().join("fs.pid");
@@ -293,6 +327,51 @@ fn a_server_that_is_not_running_is_a_clear_error() {
     assert_eq!(code, 1);
     assert!(
         err.contains(&format!("process {} (sleep) is not a forkserve master", sleep.id())),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_killed_master_not_yet_reaped_has_exited_and_its_workers_say_so() {
+    let dir = tempdir();
+    let config = config(dir.path(), 1);
+    let server = Server::start(&example("demo"), &[&config]);
+    let worker = server.wait_workers(1).into_iter().next().unwrap().to_string();
+    let master = server.pid().as_raw().to_string();
+    // A request keeps the worker draining after the kernel tells it its master died.
+    let mut slow = Conn::open(server.addr()).unwrap();
+    slow.send_get("/sleep/8000").unwrap();
+    wait_until(|| json(&["--pid", &master])["requests_total"].as_u64().filter(|&n| n == 1))
+        .expect("the request taken");
+
+    // The test is the master's parent and does not reap it yet: a zombie, without descriptors.
+    server.signal(Signal::SIGKILL);
+    let zombie = wait_until(|| {
+        let stat = std::fs::read_to_string(format!("/proc/{master}/stat")).ok()?;
+        stat.rsplit_once(')')?.1.trim_start().starts_with('Z').then_some(())
+    });
+    assert!(zombie.is_some(), "the master is a zombie");
+    let out = status(&["--pid", &worker, "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("master {master}'s processes, but that master has exited")),
+        "{}",
+        stderr(&out)
+    );
+    let (code, err) = failure(&status(&["--pid", &master]));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!("process {master} (demo) has exited: the server is not running")),
+        "{err}"
+    );
+    let pidfile = dir.path().join("fs.pid");
+    let (code, err) = failure(&status(&["--pid", pidfile.to_str().unwrap()]));
+    assert_eq!(code, 1);
+    assert!(
+        err.contains(&format!(
+            "stale pidfile {}: process {master} (demo) has exited",
+            pidfile.display()
+        )),
         "{err}"
     );
 }

@@ -74,6 +74,9 @@ impl<F: Factory> Master<'_, F> {
             // to fall back to is still the one that served before it.
             reload.started = started;
             self.execute_all(self.pool.retire_generation(superseded.number, &Why::Superseded));
+            // It ended here, neither completed nor rolled back: counted, so that every reload
+            // started is counted once.
+            self.scoreboard.reload_ended(ReloadResult::Superseded);
         } else {
             let mut previous = superseded;
             if self.upgrading.workers_stopped() {

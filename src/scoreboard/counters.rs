@@ -116,20 +116,22 @@ impl Counters {
         }
     }
 
-    /// Adds these counters to a copy.
+    /// Adds these counters to a copy, wrapping as the counters themselves do (see [`bump`]):
+    /// what shared memory holds is not trusted not to overflow, and a sum must not panic.
     pub(crate) fn add_to(&self, total: &mut Totals) {
+        let add = |sum: &mut u64, n: &AtomicU64| *sum = sum.wrapping_add(n.load(Ordering::Relaxed));
         for (m, row) in self.requests.iter().enumerate() {
             for (c, n) in row.iter().enumerate() {
-                total.requests[m][c] += n.load(Ordering::Relaxed);
+                add(&mut total.requests[m][c], n);
             }
         }
         for (b, n) in self.buckets.iter().enumerate() {
-            total.buckets[b] += n.load(Ordering::Relaxed);
+            add(&mut total.buckets[b], n);
         }
-        total.duration_us += self.duration_us.load(Ordering::Relaxed);
-        total.bytes_in += self.bytes_in.load(Ordering::Relaxed);
-        total.bytes_out += self.bytes_out.load(Ordering::Relaxed);
-        total.cut += self.cut.load(Ordering::Relaxed);
+        add(&mut total.duration_us, &self.duration_us);
+        add(&mut total.bytes_in, &self.bytes_in);
+        add(&mut total.bytes_out, &self.bytes_out);
+        add(&mut total.cut, &self.cut);
     }
 }
 
@@ -149,7 +151,7 @@ pub(crate) struct Totals {
 impl Totals {
     /// Every request counted.
     pub(crate) fn count(&self) -> u64 {
-        self.buckets.iter().sum()
+        self.buckets.iter().fold(0, |sum, n| sum.wrapping_add(*n))
     }
 }
 
@@ -175,6 +177,28 @@ mod tests {
         assert_eq!(bucket_index(501), 1);
         assert_eq!(bucket_index(10_000_000), 13);
         assert_eq!(bucket_index(10_000_001), 14, "+Inf");
+    }
+
+    #[test]
+    fn sums_of_counters_near_the_top_wrap_instead_of_panicking() {
+        let board = Scoreboard::new().unwrap();
+        let (a, b) = (board.claim(1, 1).unwrap(), board.claim(2, 1).unwrap());
+        for slot in [a, b] {
+            let huge = Counted {
+                method: Some(0),
+                status: Some(200),
+                duration: Duration::from_micros(1),
+                bytes_in: u64::MAX,
+                bytes_out: u64::MAX,
+                cut: false,
+            };
+            board.slot(slot).counters.record(&huge);
+            board.slot(slot).requests.store(u64::MAX, Ordering::Relaxed);
+        }
+        let report = board.report();
+        assert_eq!(report.totals.bytes_in, u64::MAX.wrapping_mul(2));
+        assert_eq!(report.requests, u64::MAX.wrapping_mul(2));
+        assert_eq!(report.totals.count(), 2);
     }
 
     #[test]

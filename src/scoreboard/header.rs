@@ -14,7 +14,7 @@ pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"forkserv");
 
 /// The layout's version: raised whenever a field of the header, a slot or the counters moves,
 /// so that `forkserve status` of another build refuses a scoreboard it would misread.
-pub(crate) const LAYOUT: u64 = 2;
+pub(crate) const LAYOUT: u64 = 3;
 
 /// Why a worker exited, as the metrics count it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,11 +63,18 @@ pub(crate) enum ReloadResult {
     Rejected,
     /// The new generation could not boot: the old one serves on.
     RolledBack,
+    /// Overtaken by a newer reload before its generation was ready: its workers are stopped,
+    /// and the newer one carries on (and is counted when it ends).
+    Superseded,
 }
 
 impl ReloadResult {
-    pub(crate) const ALL: [ReloadResult; 3] =
-        [ReloadResult::Completed, ReloadResult::Rejected, ReloadResult::RolledBack];
+    pub(crate) const ALL: [ReloadResult; 4] = [
+        ReloadResult::Completed,
+        ReloadResult::Rejected,
+        ReloadResult::RolledBack,
+        ReloadResult::Superseded,
+    ];
 
     /// The metrics' label value.
     pub(crate) fn as_str(self) -> &'static str {
@@ -75,6 +82,7 @@ impl ReloadResult {
             ReloadResult::Completed => "completed",
             ReloadResult::Rejected => "rejected",
             ReloadResult::RolledBack => "rolled_back",
+            ReloadResult::Superseded => "superseded",
         }
     }
 }

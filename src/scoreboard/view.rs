@@ -148,7 +148,7 @@ impl Scoreboard {
                 }
                 slot.counters.add_to(&mut totals);
                 let view = slot.view(worker, now);
-                requests += view.requests;
+                requests = requests.wrapping_add(view.requests);
                 workers.push(view);
             }
             fence(Ordering::Acquire);
@@ -262,6 +262,15 @@ impl Attached {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(AttachError::NoProcess),
             Err(e) => return Err(AttachError::Io(path, e)),
         };
+        // A master seals its memfd against shrinking; one that is not sealed (any process can
+        // name a memfd so) could be cut short after the size is checked, and reading past its
+        // end would kill this process with SIGBUS.
+        let seals = nix::fcntl::fcntl(&file, nix::fcntl::F_GET_SEALS).unwrap_or(0);
+        if !nix::fcntl::SealFlag::from_bits_truncate(seals)
+            .contains(nix::fcntl::SealFlag::F_SEAL_SHRINK)
+        {
+            return Err(AttachError::NotAMaster);
+        }
         let len = file.metadata().map_err(|e| AttachError::Io(path.clone(), e))?.len();
         // Checked before mapping: reading past the end of a shorter file would be a SIGBUS,
         // not an error.
@@ -343,6 +352,21 @@ mod tests {
         let c = board.claim(3, 2).unwrap();
         assert_eq!(c, a);
         assert_eq!(board.report().requests, 4, "a reused slot starts at 0");
+    }
+
+    #[test]
+    fn a_memfd_named_so_but_not_sealed_against_shrinking_is_not_mapped() {
+        use nix::sys::memfd::{MFdFlags, memfd_create};
+        // Right name, right size, right header: only the seal is missing, so whoever made it
+        // could shrink it under the mapping (SIGBUS in the reader).
+        let fd = memfd_create(MEMFD_NAME, MFdFlags::MFD_CLOEXEC).unwrap();
+        nix::unistd::ftruncate(&fd, mapping_bytes() as i64).unwrap();
+        let fake = Scoreboard::map(&fd, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE).unwrap();
+        fake.header.stamp(SLOTS, size_of::<Slot>());
+        let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+        let path = PathBuf::from(format!("/proc/{}/fd/{raw}", std::process::id()));
+        let result = Attached::map(path, 0);
+        assert!(matches!(result, Err(AttachError::NotAMaster)), "{:?}", result.err());
     }
 
     #[test]

@@ -35,10 +35,19 @@ pub(crate) fn run(args: &StatusArgs, schema: Schema, name: &str) -> Result<(), E
     let report = Attached::open(master.pid).map_err(|e| attach_error(&master, e))?.report();
     if report.master_pid != master.pid {
         // A worker (or a mold) keeps the scoreboard it inherited: it names its master.
-        eprintln!(
-            "{name}: note: process {} is not the master but one of its processes: showing master {}",
-            master.pid, report.master_pid
-        );
+        if exited(report.master_pid) {
+            // Killed: its workers, told by the kernel, are finishing their requests.
+            eprintln!(
+                "{name}: note: process {} is one of master {}'s processes, but that master has \
+                 exited: showing what its remaining workers publish as they stop",
+                master.pid, report.master_pid
+            );
+        } else {
+            eprintln!(
+                "{name}: note: process {} is not the master but one of its processes: showing master {}",
+                master.pid, report.master_pid
+            );
+        }
     }
     let text = if args.json { render::json(&report) } else { render::table(&report) };
     match io::stdout().lock().write_all(text.as_bytes()) {
@@ -114,12 +123,13 @@ fn from_pidfile(path: &Path) -> Result<Master, Error> {
         (Some(pid), true) => Ok(Master { pid, pidfile: Some(path.to_path_buf()) }),
         (None, true) => Err(fail(format!("holds no pid ({:?})", text.trim()))),
         (None, false) => Err(stale("it holds no pid and no server holds its lock".into())),
-        (Some(pid), false) => match command_name(pid) {
-            Some(comm) => Err(stale(format!(
-                "no server holds its lock, so process {pid} ({comm}) is not its master"
-            ))),
-            None => Err(stale(format!("no process {pid}"))),
-        },
+        (Some(pid), false) => Err(stale(match command_name(pid) {
+            None => format!("no process {pid}"),
+            Some(comm) if exited(pid) => format!("process {pid} ({comm}) has exited"),
+            Some(comm) => {
+                format!("no server holds its lock, so process {pid} ({comm}) is not its master")
+            }
+        })),
     }
 }
 
@@ -141,6 +151,20 @@ fn command_name(pid: u32) -> Option<String> {
     Some(comm.trim_end().to_string())
 }
 
+/// Whether process `pid` has exited: gone, or a zombie whose parent has not reaped it yet (a
+/// master killed under a supervisor that is slow to wait for it), which has no descriptors
+/// left and would otherwise look like some other program.
+fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold anything.
+        Ok(stat) => matches!(
+            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()),
+            Some("Z" | "X")
+        ),
+        Err(e) => e.kind() == io::ErrorKind::NotFound,
+    }
+}
+
 /// What went wrong reading the master's scoreboard, as one line.
 fn attach_error(master: &Master, e: AttachError) -> Error {
     let pid = master.pid;
@@ -152,7 +176,11 @@ fn attach_error(master: &Master, e: AttachError) -> Error {
         AttachError::NoProcess => format!("no process {pid}{named}: the server is not running"),
         AttachError::NotAMaster => {
             let comm = command_name(pid).map(|c| format!(" ({c})")).unwrap_or_default();
-            format!("process {pid}{comm}{named} is not a forkserve master")
+            if exited(pid) {
+                format!("process {pid}{comm}{named} has exited: the server is not running")
+            } else {
+                format!("process {pid}{comm}{named} is not a forkserve master")
+            }
         }
         e @ (AttachError::NotPermitted { .. } | AttachError::OtherLayout | AttachError::Io(..)) => {
             format!("process {pid}{named}: {e}")

@@ -86,7 +86,7 @@ fn row(w: &WorkerView) -> [String; 10] {
     };
     [
         w.worker.to_string(),
-        w.pid.to_string(),
+        pid_or(w.pid, "-"),
         w.generation.to_string(),
         w.phase.as_str().to_string(),
         w.requests.to_string(),
@@ -128,6 +128,13 @@ fn cut(text: &str, room: usize) -> String {
 /// whatever the scoreboard says.
 fn printable(line: &str) -> String {
     line.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+}
+
+/// A worker's pid, or `none` while it is 0: the master claims a slot before the fork and
+/// writes the pid right after, so a worker being forked has none yet. Printed as 0 it would be
+/// worse than missing: `kill 0` signals the caller's whole process group.
+fn pid_or(pid: u32, none: &str) -> String {
+    if pid == 0 { none.to_string() } else { pid.to_string() }
 }
 
 /// `3 stopped, 1 hung`: the causes counted at least once; `None` if none was.
@@ -208,7 +215,7 @@ fn worker_json(out: &mut String, w: &WorkerView) {
         "{{\"worker\":{},\"pid\":{},\"generation\":{},\"state\":\"{}\",\"requests\":{},\
          \"connections\":{},\"parked\":{},\"in_flight\":{},\"rss_kib\":{},\"age_ms\":{}",
         w.worker,
-        w.pid,
+        pid_or(w.pid, "null"),
         w.generation,
         w.phase.as_str(),
         w.requests,
@@ -319,7 +326,7 @@ mod tests {
             reloading: true,
             uptime: Duration::from_secs(3662),
             started_unix_ms: 1_764_495_642_000,
-            reloads: [1, 0, 0],
+            reloads: [1, 0, 0, 0],
             exits: [2, 0, 1, 0, 0],
             totals: Totals::default(),
             requests: 1532,
@@ -351,7 +358,7 @@ code is running now.
     fn a_server_without_workers_and_history_is_two_lines() {
         let report = Report {
             reloading: false,
-            reloads: [0; 3],
+            reloads: [0; 4],
             exits: [0; 5],
             requests: 0,
             workers: Vec::new(),
@@ -375,7 +382,7 @@ code is running now.
         assert_eq!(v["requests_total"], 1532);
         assert_eq!(
             v["reloads"],
-            serde_json::json!({"completed": 1, "rejected": 0, "rolled_back": 0})
+            serde_json::json!({"completed": 1, "rejected": 0, "rolled_back": 0, "superseded": 0})
         );
         assert_eq!(
             v["worker_exits"],
@@ -404,6 +411,17 @@ code is running now.
         assert_eq!(workers[2]["request"]["handler_running"], false);
         assert_eq!(workers[2]["in_handler"], serde_json::Value::Null);
         assert_eq!(workers[3]["state"], "booting");
+    }
+
+    #[test]
+    fn a_worker_being_forked_has_no_pid_rather_than_pid_0() {
+        let forking = worker(14, 0, 2, WorkerPhase::Booting);
+        let report = Report { workers: vec![forking], ..reloading() };
+        let v: serde_json::Value = serde_json::from_str(&json(&report)).unwrap();
+        assert_eq!(v["workers"][0]["pid"], serde_json::Value::Null, "{v}");
+        let table = table(&report);
+        let row = table.lines().find(|l| l.trim_start().starts_with("14 ")).unwrap();
+        assert_eq!(row.split_whitespace().nth(1), Some("-"), "{table}");
     }
 
     #[test]
