@@ -23,6 +23,27 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::error::Error;
 
+/// How long a master starting tries for the pidfile's lock: `forkserve status` takes a shared
+/// lock for a moment to tell a stale pidfile from a live one, and a start that met it would
+/// otherwise fail as if a server were running. A running server holds the lock for good, so
+/// waiting this long only delays that refusal.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Takes the exclusive lock on `file`, trying again for [`LOCK_PATIENCE`] while it is held.
+fn lock_exclusive(file: File) -> Result<Flock<File>, (File, Errno)> {
+    let until = std::time::Instant::now() + LOCK_PATIENCE;
+    let mut file = file;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Err((back, Errno::EWOULDBLOCK)) if std::time::Instant::now() < until => {
+                file = back;
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            result => return result,
+        }
+    }
+}
+
 /// A pidfile this master wrote and holds locked.
 #[derive(Debug)]
 pub(crate) struct Pidfile {
@@ -43,7 +64,7 @@ impl Pidfile {
             .mode(0o644)
             .open(path)
             .map_err(|e| err(e.to_string()))?;
-        let mut file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        let mut file = match lock_exclusive(file) {
             Ok(locked) => locked,
             Err((_, Errno::EWOULDBLOCK)) => {
                 let holder = std::fs::read_to_string(path).unwrap_or_default();
@@ -152,6 +173,28 @@ fn remove_if_stale(path: &Path, file: File) -> io::Result<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_start_waits_out_a_moment_s_shared_lock_but_not_a_held_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("forkserve.pid");
+        std::fs::write(&path, "999999\n").unwrap();
+        // As `forkserve status` probes a stale pidfile: a shared lock, released at once.
+        let probe = Flock::lock(File::open(&path).unwrap(), FlockArg::LockSharedNonblock).unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            drop(probe);
+        });
+        let pidfile = Pidfile::create(&path).expect("the probe's lock is waited out");
+        release.join().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), format!("{}\n", std::process::id()));
+        // A lock that stays (a running server's) still refuses the start.
+        let started = std::time::Instant::now();
+        let second = Pidfile::create(&path).unwrap_err().to_string();
+        assert!(second.contains("is locked by a running forkserve"), "{second}");
+        assert!(started.elapsed() >= LOCK_PATIENCE);
+        drop(pidfile);
+    }
 
     #[test]
     fn a_stale_pidfile_is_removed_but_not_one_that_replaced_it_meanwhile() {
