@@ -32,6 +32,17 @@ impl ConfigSource {
         };
         self.overrides.apply(&mut config)?;
         config.python.check(&config.routes).map_err(Error::Usage)?;
+        // Last, once the flags have said which files: every pair is loaded and checked now, in
+        // the master, at start, on HUP and with --check-config alike.
+        config.load_tls().map_err(|message| match &self.path {
+            Some(path) => Error::Config(crate::error::ConfigError {
+                path: path.clone(),
+                line: 0,
+                column: 0,
+                message,
+            }),
+            None => Error::Usage(message),
+        })?;
         // Made absolute here, in the master, whose directory never changes: a worker opens
         // the access log after a preloaded Python app's `chdir` has moved its mold.
         if let Some(access) = &mut config.log.access {

@@ -1,0 +1,118 @@
+//! HTTPS: what the master loads and checks of the `[tls]` table, and what each worker builds
+//! from it. The master loads every certificate and key when it loads a config (at start, on
+//! `HUP`, with `--check-config`), before it binds or forks anything, so that a bad pair is an
+//! error at start and a rejected reload, never a worker that cannot serve. Workers inherit the
+//! checked pairs by `fork` and never read key files themselves.
+//!
+//! [`certs`] loads and checks one pair, [`sni`] picks one by the name a client asks for,
+//! [`tickets`] makes session tickets any worker of the server can open, and
+//! [`Material::server_config`] puts them together into rustls' config, in each worker.
+
+pub(crate) mod certs;
+pub(crate) mod sni;
+pub(crate) mod tickets;
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use rustls::crypto::CryptoProvider;
+
+use self::certs::{CertError, Loaded};
+use self::sni::Sni;
+use crate::config::{TlsConfig, TlsVersion};
+
+/// The ALPN protocols a TLS listener offers, in order of preference. HTTP/1.1 only for now:
+/// `h2` goes first once HTTP/2 is served.
+pub(crate) const ALPN: &[&[u8]] = &[b"http/1.1"];
+
+/// The checked `[tls]` of one config: its pairs, ready to serve, and its settings.
+#[derive(Debug)]
+pub struct Material {
+    sni: Arc<Sni>,
+    min_version: TlsVersion,
+    session_tickets: bool,
+}
+
+/// A certificate this close to its notAfter is warned about when loaded.
+const EXPIRY_WARNING_SECS: i64 = 7 * 24 * 3600;
+
+/// Why a `[tls]` table cannot serve.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum TlsError {
+    #[error("tls.key is set but tls.cert is not")]
+    KeyWithoutCert,
+    #[error("tls.cert is set but tls.key is not")]
+    CertWithoutKey,
+    #[error("tls.sni needs tls.cert and tls.key: the first pair is the default")]
+    SniWithoutDefault,
+    #[error("{0}")]
+    Pair(#[from] CertError),
+}
+
+/// The one crypto provider: ring's, with its defaults (AEAD suites only: AES-GCM and
+/// ChaCha20-Poly1305, with ECDHE; TLS 1.2 and 1.3).
+pub(crate) fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl Material {
+    /// Loads and checks every pair `config` names at `now`; `None` without `[tls] cert`.
+    pub(crate) fn load(config: &TlsConfig, now: SystemTime) -> Result<Option<Material>, TlsError> {
+        let (cert, key) = match (&config.cert, &config.key) {
+            (Some(cert), Some(key)) => (cert, key),
+            (None, Some(_)) => return Err(TlsError::KeyWithoutCert),
+            (Some(_), None) => return Err(TlsError::CertWithoutKey),
+            (None, None) if !config.sni.is_empty() => return Err(TlsError::SniWithoutDefault),
+            (None, None) => return Ok(None),
+        };
+        let provider = provider();
+        let mut pairs: Vec<Loaded> = vec![certs::load(cert, key, &provider, now)?];
+        for pair in &config.sni {
+            pairs.push(certs::load(&pair.cert, &pair.key, &provider, now)?);
+        }
+        let unix = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
+        for (p, file) in pairs.iter().zip(std::iter::once(cert).chain(config.sni.iter().map(|p| &p.cert))) {
+            if p.not_after - unix < EXPIRY_WARNING_SECS {
+                let days = (p.not_after - unix) / 86400;
+                tracing::warn!(cert = %file.display(), days, "certificate expires within 7 days");
+            }
+        }
+        let sni = Sni::new(&pairs).map(Arc::new).ok_or(TlsError::CertWithoutKey)?;
+        Ok(Some(Material {
+            sni,
+            min_version: config.min_version,
+            session_tickets: config.session_tickets,
+        }))
+    }
+
+    /// rustls' config for a worker's TLS listeners: built in the worker, at boot, from what
+    /// the master checked and the ticket secret it made before forking.
+    pub(crate) fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
+        let versions: &[&rustls::SupportedProtocolVersion] = match self.min_version {
+            TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+            TlsVersion::Tls13 => &[&rustls::version::TLS13],
+        };
+        let mut c = rustls::ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(versions)?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::clone(&self.sni) as Arc<_>);
+        c.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+        // A session-ID cache would resume only on the worker that made the session: tickets
+        // resume on any (TLS 1.2 and 1.3); without them, every handshake is a full one.
+        c.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        match tickets::secret() {
+            Some(secret) if self.session_tickets => {
+                c.ticketer = Arc::new(tickets::Ticketer::new(secret));
+                // rustls' default of 2 costs a second ticket encryption per handshake.
+                c.send_tls13_tickets = 1;
+            }
+            _ => c.send_tls13_tickets = 0,
+        }
+        // No 0-RTT: early data can be replayed.
+        c.max_early_data_size = 0;
+        Ok(Arc::new(c))
+    }
+}
+
+#[cfg(test)]
+mod tests;
