@@ -208,6 +208,9 @@ impl Server {
             .map_err(|_| Error::Usage("cannot make the session ticket secret".into()))?;
         let log = logging::init(&self.config.log)
             .map_err(|e| Error::os("opening the log file ([log] file, --log-file)", e))?;
+        if let Some(tls) = self.config.tls_material() {
+            tls.warn_expiring();
+        }
         process::raise_fd_limit();
         // Before anything is bound: a log that cannot be written is a startup error.
         access_log::check(self.config.log.access.as_deref())?;

@@ -23,8 +23,8 @@ use crate::config::ServerConfig;
 use crate::conn::Pipeline;
 use crate::conn::accept::{Acceptor, accept_loop};
 use crate::conn::drain::Conns;
-use crate::conn::transport::Transport;
 use crate::conn::service::Requests;
+use crate::conn::transport::Transport;
 use crate::ipc::{Message, Outbox};
 use crate::listener::Listener;
 use crate::process;
@@ -73,8 +73,13 @@ fn boot_and_serve<F: Factory>(setup: Setup<'_, F>) -> i32 {
     // The master would kill it this long after telling it to stop; an orphan kills itself,
     // and lets go of the listening sockets at once.
     let orphan_limit = setup.ctx.config().server.graceful_timeout.0 + crate::process::KILL_MARGIN;
-    let listening: Vec<_> =
-        setup.listeners.iter().map(|(l, _)| l).chain(&setup.metrics).map(Listener::raw_fd).collect();
+    let listening: Vec<_> = setup
+        .listeners
+        .iter()
+        .map(|(l, _)| l)
+        .chain(&setup.metrics)
+        .map(Listener::raw_fd)
+        .collect();
     if let Err(e) = crate::signals::bound_orphan_life(setup.master, orphan_limit, &listening) {
         tracing::warn!("cannot bound what this worker does once its master is gone: {e}");
     }

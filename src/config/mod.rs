@@ -65,10 +65,10 @@ pub use self::settings::{
     HttpConfig, LogConfig, MAX_REQUEST_FIELDS, MIN_TIMEOUT, MetricsConfig, Overrides, PythonConfig,
     ServerConfig, TlsConfig,
 };
-pub(crate) use self::tls::Certificates;
-pub use self::tls::{Listen, Scheme, SniPair, TlsVersion};
 pub use self::source::{ConfigSource, MAX_CONFIG_BYTES};
 pub(crate) use self::span::SpannedError;
+pub(crate) use self::tls::Certificates;
+pub use self::tls::{Listen, Scheme, SniPair, TlsVersion};
 pub use self::values::{Bind, LogFormat, LogLevel, MAX_WORKERS, Seconds, UpgradeMode, Workers};
 pub use crate::access_format::AccessFormat;
 
@@ -201,7 +201,17 @@ impl Config {
             pair.resolve_against(base);
         }
         let certificates = Certificates::default();
-        Ok(Config { server, http: raw.http, log, python, metrics, tls, routes, tables, certificates })
+        Ok(Config {
+            server,
+            http: raw.http,
+            log,
+            python,
+            metrics,
+            tls,
+            routes,
+            tables,
+            certificates,
+        })
     }
 
     /// The program's table `[name]`, as the `T` it was declared with (see

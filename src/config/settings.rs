@@ -15,8 +15,8 @@ use crate::access_format::AccessFormat;
 
 use super::declare::{Count, List, Ranged, Read, Typed, settings};
 use super::python::{EnvVar, PythonApp};
-use super::values::check_workers;
 use super::tls::{Listen, SniPair, TlsVersion};
+use super::values::check_workers;
 use super::{AllowList, Bind, Config, LogFormat, LogLevel, Seconds, UpgradeMode, Workers};
 
 settings! {

@@ -31,6 +31,8 @@ pub struct Material {
     sni: Arc<Sni>,
     min_version: TlsVersion,
     session_tickets: bool,
+    /// Certificates that expire within [`EXPIRY_WARNING_SECS`]: each file, and its days left.
+    expiring: Vec<(String, i64)>,
 }
 
 /// A certificate this close to its notAfter is warned about when loaded.
@@ -71,18 +73,28 @@ impl Material {
             pairs.push(certs::load(&pair.cert, &pair.key, &provider, now)?);
         }
         let unix = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        for (p, file) in pairs.iter().zip(std::iter::once(cert).chain(config.sni.iter().map(|p| &p.cert))) {
-            if p.not_after - unix < EXPIRY_WARNING_SECS {
-                let days = (p.not_after - unix) / 86400;
-                tracing::warn!(cert = %file.display(), days, "certificate expires within 7 days");
-            }
-        }
+        let files = std::iter::once(cert).chain(config.sni.iter().map(|p| &p.cert));
+        let expiring = pairs
+            .iter()
+            .zip(files)
+            .filter(|(p, _)| p.not_after - unix < EXPIRY_WARNING_SECS)
+            .map(|(p, file)| (file.display().to_string(), (p.not_after - unix) / 86400))
+            .collect();
         let sni = Sni::new(&pairs).map(Arc::new).ok_or(TlsError::CertWithoutKey)?;
         Ok(Some(Material {
             sni,
             min_version: config.min_version,
             session_tickets: config.session_tickets,
+            expiring,
         }))
+    }
+
+    /// Warns of each certificate that expires within 7 days: the master says so once the
+    /// config is loaded, where its log goes (at start, the log is set up after the load).
+    pub(crate) fn warn_expiring(&self) {
+        for (cert, days) in &self.expiring {
+            tracing::warn!(cert = %cert, days, "certificate expires within 7 days");
+        }
     }
 
     /// rustls' config for a worker's TLS listeners: built in the worker, at boot, from what

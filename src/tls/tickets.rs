@@ -8,7 +8,7 @@
 use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::hkdf;
 use ring::rand::{SecureRandom, SystemRandom};
 
@@ -74,7 +74,12 @@ impl Ticketer {
         let prk = hkdf::Salt::new(hkdf::HKDF_SHA256, b"forkserve tickets v1").extract(&secret.0);
         let w = now() / WINDOW_SECS;
         let keys = [derive(&prk, w), derive(&prk, w.wrapping_sub(1))];
-        Ticketer { secret: prk, rng: SystemRandom::new(), keys: std::sync::Mutex::new((w, keys)), now }
+        Ticketer {
+            secret: prk,
+            rng: SystemRandom::new(),
+            keys: std::sync::Mutex::new((w, keys)),
+            now,
+        }
     }
 
     /// Runs `f` with the keys of the current window and the one before.
@@ -99,9 +104,13 @@ fn derive(prk: &hkdf::Prk, window: u64) -> LessSafeKey {
 /// A ticket: window (8 bytes, big-endian) | nonce (12) | ciphertext | tag (16). The window
 /// picks the key and is authenticated as associated data.
 impl rustls::server::ProducesTickets for Ticketer {
-    fn enabled(&self) -> bool { true }
+    fn enabled(&self) -> bool {
+        true
+    }
 
-    fn lifetime(&self) -> u32 { WINDOW_SECS as u32 }
+    fn lifetime(&self) -> u32 {
+        WINDOW_SECS as u32
+    }
 
     fn encrypt(&self, plain: &[u8]) -> Option<Vec<u8>> {
         let mut nonce = [0u8; NONCE_LEN];
@@ -113,7 +122,11 @@ impl rustls::server::ProducesTickets for Ticketer {
             out.extend_from_slice(&nonce);
             out.extend_from_slice(plain);
             let tag = keys[0]
-                .seal_in_place_separate_tag(Nonce::assume_unique_for_key(nonce), Aad::from(header), &mut out[8 + NONCE_LEN..])
+                .seal_in_place_separate_tag(
+                    Nonce::assume_unique_for_key(nonce),
+                    Aad::from(header),
+                    &mut out[8 + NONCE_LEN..],
+                )
                 .ok()?;
             out.extend_from_slice(tag.as_ref());
             Some(out)
@@ -121,12 +134,20 @@ impl rustls::server::ProducesTickets for Ticketer {
     }
 
     fn decrypt(&self, cipher: &[u8]) -> Option<Vec<u8>> {
-        if cipher.len() < 8 + NONCE_LEN + AES_256_GCM.tag_len() { return None }
+        if cipher.len() < 8 + NONCE_LEN + AES_256_GCM.tag_len() {
+            return None;
+        }
         let header: [u8; 8] = cipher[..8].try_into().ok()?;
         let window = u64::from_be_bytes(header);
         let nonce = Nonce::try_assume_unique_for_key(&cipher[8..8 + NONCE_LEN]).ok()?;
         self.with_keys(|w, keys| {
-            let key = if window == w { &keys[0] } else if window == w.wrapping_sub(1) { &keys[1] } else { return None };
+            let key = if window == w {
+                &keys[0]
+            } else if window == w.wrapping_sub(1) {
+                &keys[1]
+            } else {
+                return None;
+            };
             let mut buf = cipher[8 + NONCE_LEN..].to_vec();
             let plain = key.open_in_place(nonce, Aad::from(header), &mut buf).ok()?;
             let n = plain.len();
@@ -135,4 +156,3 @@ impl rustls::server::ProducesTickets for Ticketer {
         })
     }
 }
-
