@@ -309,7 +309,7 @@ fn served_serial(addr: SocketAddr) -> String {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    x509.stdin.take().unwrap().write_all(out[pem_start..pem_end].as_bytes()).unwrap();
+    x509.stdin.take().unwrap().write_all(&out.as_bytes()[pem_start..pem_end]).unwrap();
     String::from_utf8(x509.wait_with_output().unwrap().stdout).unwrap().trim().to_string()
 }
 
@@ -557,4 +557,18 @@ fn bad_input_closes_only_that_connection_and_a_stall_ends_at_header_timeout() {
     server.wait_for("tls handshake failed");
     assert_eq!(server.workers().len(), 1);
     assert_eq!(server.count("worker exited"), 0, "{}", server.logs().join("\n"));
+}
+
+#[cfg(feature = "python")]
+#[test]
+fn python_sees_https_unless_a_trusted_proxy_says_otherwise() {
+    use common::wsgi;
+    let pki = Pki::new();
+    let (cert, key) = pki.leaf("localhost", &["localhost"], None);
+    let server = wsgi::start("pep:app", &["-w", "1", "--tls-cert", &cert, "--tls-key", &key]);
+    let url = format!("https://{}/environ", server.addr());
+    let env = wsgi::fields(&curl(&url, &[]).unwrap());
+    assert_eq!(env["wsgi.url_scheme"], "\"https\"", "{env:#?}");
+    let proxied = curl(&url, &["-H", "X-Forwarded-Proto: http"]).unwrap();
+    assert_eq!(wsgi::fields(&proxied)["wsgi.url_scheme"], "\"http\"", "a trusted proxy's word");
 }
