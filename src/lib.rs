@@ -201,7 +201,7 @@ impl Server {
         // A config built in code has not been through the file's or the flags' checks.
         self.config.server.check().map_err(Error::Usage)?;
         if self.source.is_none() {
-            self.config.load_tls().map_err(Error::Usage)?;
+            self.config.load_tls().map_err(|(_, message)| Error::Usage(message))?;
         }
         // Before the first fork, so that every worker of this master shares it.
         tls::tickets::init()

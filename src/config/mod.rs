@@ -103,6 +103,8 @@ pub struct Config {
     tables: Vec<(&'static str, Held)>,
     /// `[tls]`'s pairs as the master loaded and checked them ([`Config::load_tls`]).
     pub(crate) certificates: Certificates,
+    /// Where the file named `[tls]`'s paths, for errors about them.
+    tls_places: tls::Places,
 }
 
 /// The file's own tables, with the program's and the routes taken out (see [`Config::parse`]).
@@ -156,6 +158,8 @@ impl Config {
             return Err(SpannedError::at(key.span(), unknown_field(key.get_ref(), &names)));
         }
         let routes = document.remove("route");
+        let tls_places =
+            tls::Places::read(document.get("tls"), base, |at| span::line_col(text, at));
         let tables: Vec<_> = schema.tables().iter().map(|t| (t, document.remove(t.name))).collect();
 
         let raw =
@@ -211,6 +215,7 @@ impl Config {
             routes,
             tables,
             certificates,
+            tls_places,
         })
     }
 
@@ -228,14 +233,18 @@ impl Config {
         self.routes.iter().map(Route::descriptors).sum()
     }
 
-    /// Loads and checks `[tls]`'s pairs (see [`crate::tls`]), for the workers to serve; the
-    /// error names the file. The master calls it with every config it loads, before it binds
-    /// or forks anything with it.
-    pub(crate) fn load_tls(&mut self) -> Result<(), String> {
+    /// Loads and checks `[tls]`'s pairs (see [`crate::tls`]), for the workers to serve. The
+    /// error names the file, and where the config file named it (`line`, `column`), if it
+    /// did (not a flag). The master calls it with every config it loads, before it binds or
+    /// forks anything with it.
+    pub(crate) fn load_tls(&mut self) -> Result<(), (Option<(usize, usize)>, String)> {
         let material = crate::tls::Material::load(&self.tls, std::time::SystemTime::now())
-            .map_err(|e| format!("[tls]: {e}"))?;
+            .map_err(|e| match e.file().and_then(|(role, f)| self.tls_places.of(role, f)) {
+                Some((setting, at)) => (Some(at), format!("{setting}: {e}")),
+                None => (None, format!("[tls]: {e}")),
+            })?;
         if material.is_none() && self.server.bind.iter().any(|l| l.scheme == Scheme::Https) {
-            return Err("bind: an https:// address needs [tls] cert and key".into());
+            return Err((None, "bind: an https:// address needs [tls] cert and key".into()));
         }
         self.certificates = Certificates(material.map(std::sync::Arc::new));
         Ok(())

@@ -10,9 +10,12 @@ use std::sync::Arc;
 
 use serde::de::Deserializer;
 use serde::{Deserialize, Serialize, Serializer};
+use toml::Spanned;
+use toml::de::DeValue;
 
 use super::Bind;
 use crate::tls::Material;
+use crate::tls::certs::Role;
 
 /// `tls.min_version`: the oldest TLS version accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -177,5 +180,54 @@ impl PartialEq for Certificates {
             (None, None) => true,
             _ => false,
         }
+    }
+}
+
+/// Where the file named each `[tls]` path: the path (as resolved) and its `line:col`, so that
+/// an error about the file can point at the setting that named it. Not part of the config's
+/// meaning: two configs that differ only here are equal.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Places(Vec<(&'static str, Role, PathBuf, (usize, usize))>);
+
+impl PartialEq for Places {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Places {
+    /// Reads the places from the file's `[tls]` table, as parsed (before it is deserialized);
+    /// `line_col` turns a byte offset into the text's `line:col`.
+    pub(super) fn read(
+        tls: Option<&Spanned<DeValue<'_>>>,
+        base: &Path,
+        line_col: impl Fn(usize) -> (usize, usize),
+    ) -> Places {
+        let mut found = Vec::new();
+        let Some(DeValue::Table(table)) = tls.map(Spanned::get_ref) else { return Places(found) };
+        let mut path = |setting, role, value: Option<&Spanned<DeValue<'_>>>| {
+            if let Some(v) = value {
+                if let DeValue::String(s) = v.get_ref() {
+                    found.push((setting, role, base.join(&**s), line_col(v.span().start)));
+                }
+            }
+        };
+        path("tls.cert", Role::Cert, table.get("cert"));
+        path("tls.key", Role::Key, table.get("key"));
+        if let Some(DeValue::Array(pairs)) = table.get("sni").map(Spanned::get_ref) {
+            for pair in pairs {
+                if let DeValue::Table(pair) = pair.get_ref() {
+                    path("tls.sni", Role::Cert, pair.get("cert"));
+                    path("tls.sni", Role::Key, pair.get("key"));
+                }
+            }
+        }
+        Places(found)
+    }
+
+    /// The setting that named `file` as a pair's `role`, and where, if the file named it.
+    pub(crate) fn of(&self, role: Role, file: &Path) -> Option<(&'static str, (usize, usize))> {
+        let found = self.0.iter().find(|(_, r, p, _)| *r == role && p == file);
+        found.map(|(setting, _, _, at)| (*setting, *at))
     }
 }

@@ -30,11 +30,11 @@ pub(crate) struct Loaded {
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CertError {
     #[error("{file}: {source}")]
-    Read { file: String, source: std::io::Error },
+    Read { file: String, source: std::io::Error, role: Role },
     #[error("{file}: no CERTIFICATE in the file")]
     NoCertificate { file: String },
     #[error("{file}: not PEM: {why}")]
-    Pem { file: String, why: String },
+    Pem { file: String, why: String, role: Role },
     #[error("{file}: no private key in the file (PKCS#8, RSA or EC PEM)")]
     NoKey { file: String },
     #[error("{file}: key not supported: {why}")]
@@ -49,9 +49,33 @@ pub(crate) enum CertError {
     NotYetValid { file: String, when: String },
 }
 
+/// Which file of a pair.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Role {
+    Cert,
+    Key,
+}
+
+impl CertError {
+    /// The file the error is about, and which of the pair it is; `None` for a pair that does
+    /// not match (both are).
+    pub(crate) fn file(&self) -> Option<(Role, &Path)> {
+        let (role, file) = match self {
+            CertError::Read { file, role, .. } | CertError::Pem { file, role, .. } => (*role, file),
+            CertError::NoKey { file } | CertError::Unsupported { file, .. } => (Role::Key, file),
+            CertError::NoCertificate { file }
+            | CertError::Parse { file, .. }
+            | CertError::Expired { file, .. }
+            | CertError::NotYetValid { file, .. } => (Role::Cert, file),
+            CertError::Mismatch { .. } => return None,
+        };
+        Some((role, Path::new(file)))
+    }
+}
+
 /// Reads a regular file of at most [`MAX_PEM_BYTES`] (a FIFO would block the master).
-fn read_small(path: &Path) -> Result<Vec<u8>, CertError> {
-    let err = |source| CertError::Read { file: path.display().to_string(), source };
+fn read_small(path: &Path, role: Role) -> Result<Vec<u8>, CertError> {
+    let err = |source| CertError::Read { file: path.display().to_string(), source, role };
     use std::os::unix::fs::OpenOptionsExt;
     // Opened without blocking: a FIFO in the file's place must not hold the master in open(2).
     let file = std::fs::OpenOptions::new()
@@ -71,6 +95,12 @@ fn read_small(path: &Path) -> Result<Vec<u8>, CertError> {
     Ok(bytes)
 }
 
+/// A time as errors write it (`Mon, 01 Jan 2001 00:00:00 GMT`).
+fn date(unix: i64) -> String {
+    let at = UNIX_EPOCH + std::time::Duration::from_secs(unix.max(0) as u64);
+    httpdate::fmt_http_date(at)
+}
+
 /// Loads and checks one pair at `now`.
 pub(crate) fn load(
     cert: &Path,
@@ -80,17 +110,18 @@ pub(crate) fn load(
 ) -> Result<Loaded, CertError> {
     let cert_file = cert.display().to_string();
     let key_file = key.display().to_string();
-    let pem = read_small(cert)?;
-    let chain = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| CertError::Pem { file: cert_file.clone(), why: e.to_string() })?;
+    let pem = read_small(cert, Role::Cert)?;
+    let chain =
+        CertificateDer::pem_slice_iter(&pem).collect::<Result<Vec<_>, _>>().map_err(|e| {
+            CertError::Pem { file: cert_file.clone(), why: e.to_string(), role: Role::Cert }
+        })?;
     if chain.is_empty() {
         return Err(CertError::NoCertificate { file: cert_file });
     }
     // PKCS#8, PKCS#1 (RSA) or SEC1 (EC): whichever the file holds first.
-    let der = PrivateKeyDer::from_pem_slice(&read_small(key)?).map_err(|e| match e {
+    let der = PrivateKeyDer::from_pem_slice(&read_small(key, Role::Key)?).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => CertError::NoKey { file: key_file.clone() },
-        e => CertError::Pem { file: key_file.clone(), why: e.to_string() },
+        e => CertError::Pem { file: key_file.clone(), why: e.to_string(), role: Role::Key },
     })?;
     let signing = provider
         .key_provider
@@ -109,10 +140,10 @@ pub(crate) fn load(
     let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
     let not_after = validity.not_after.timestamp();
     if now > not_after {
-        return Err(CertError::Expired { file: cert_file, when: validity.not_after.to_string() });
+        return Err(CertError::Expired { file: cert_file, when: date(not_after) });
     }
     if now < validity.not_before.timestamp() {
-        let when = validity.not_before.to_string();
+        let when = date(validity.not_before.timestamp());
         return Err(CertError::NotYetValid { file: cert_file, when });
     }
     let mut names = Vec::new();

@@ -51,6 +51,16 @@ pub(crate) enum TlsError {
     Pair(#[from] CertError),
 }
 
+impl TlsError {
+    /// The file the error is about, if it is about one, and which of its pair it is.
+    pub(crate) fn file(&self) -> Option<(certs::Role, &std::path::Path)> {
+        match self {
+            TlsError::Pair(e) => e.file(),
+            _ => None,
+        }
+    }
+}
+
 /// The one crypto provider: ring's, with its defaults (AEAD suites only: AES-GCM and
 /// ChaCha20-Poly1305, with ECDHE; TLS 1.2 and 1.3).
 pub(crate) fn provider() -> Arc<CryptoProvider> {
