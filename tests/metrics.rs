@@ -349,6 +349,32 @@ fn a_scrape_under_way_when_its_worker_is_told_to_stop_is_answered_before_it_exit
     wait_until(|| old.iter().all(|&pid| !alive(pid)).then_some(())).expect("the old workers exit");
 }
 
+/// How many sockets the process `pid` has open.
+fn sockets(pid: i32) -> usize {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap();
+    fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("socket:"))
+        .count()
+}
+
+#[test]
+fn a_scrape_that_never_ends_does_not_keep_a_stopping_worker_past_graceful_timeout() {
+    let server = start("1", &["--graceful-timeout", "0.5"]);
+    let metrics = metrics_addr(&server);
+    let old = *server.wait_workers(1).first().unwrap();
+    let before = sockets(old);
+    // A client that connects and sends nothing: the worker holds it for the 5 s header timeout.
+    let _silent = TcpStream::connect(metrics).unwrap();
+    wait_until(|| (sockets(old) > before).then_some(())).expect("the worker accepts it");
+    server.signal(Signal::SIGHUP);
+    // The master kills a worker still there 0.5 s + 1 s after telling it to stop: it must
+    // have exited by itself, its exit hooks run, without waiting 2 s for the scrape.
+    let exited = server.wait_for("worker exited");
+    assert!(exited.contains(&format!("pid={old}")), "{exited}");
+    assert!(!exited.contains("SIGKILL"), "{exited}");
+    assert_eq!(server.count("did not exit in time"), 0, "{:#?}", server.logs());
+}
+
 #[test]
 fn the_listen_queue_depth_counts_connections_no_worker_accepts() {
     // One worker that holds one connection at most: the next ones wait in the queues, of a

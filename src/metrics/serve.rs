@@ -57,15 +57,19 @@ pub(super) fn serve(
 }
 
 impl Endpoint {
-    /// Waits, [`FINISH_TIMEOUT`] at most, for the scrapes under way: a worker that drained
-    /// finishes them before it exits, so that a reload cuts none.
-    pub(crate) async fn finished(&self) {
+    /// Waits, [`FINISH_TIMEOUT`] at most and never past `deadline` (the end of the worker's
+    /// `graceful_timeout`), for the scrapes under way: a worker that drained finishes them
+    /// before it exits, so that a reload cuts none; but a scrape that never ends (a client
+    /// that sends nothing) must not keep the worker past the time the master kills it, which
+    /// would lose its exit hooks and its last access log lines.
+    pub(crate) async fn finished(&self, deadline: tokio::time::Instant) {
         let all_done = async {
             while self.in_flight.get() > 0 {
                 self.one_done.notified().await;
             }
         };
-        let _ = tokio::time::timeout(FINISH_TIMEOUT, all_done).await;
+        let deadline = deadline.min(tokio::time::Instant::now() + FINISH_TIMEOUT);
+        let _ = tokio::time::timeout_at(deadline, all_done).await;
     }
 
     /// Answers one request.
