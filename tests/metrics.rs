@@ -229,6 +229,21 @@ fn a_metrics_address_in_use_stops_the_start_like_a_server_address() {
 }
 
 #[test]
+fn a_metrics_address_that_is_also_a_server_address_is_refused_as_such() {
+    let dir = tempdir();
+    let tcp = std::net::TcpListener::bind(LOCAL).unwrap().local_addr().unwrap().to_string();
+    let unix = format!("unix:{}", dir.path().join("both.sock").display());
+    for addr in [tcp.as_str(), unix.as_str()] {
+        let mut server = Server::spawn(&example("demo"), &["-b", addr, "--metrics-bind", addr]);
+        let output = server.output();
+        assert_eq!(server.exit_code(), 2, "{output}");
+        let error = format!("metrics.bind {addr} is also in server.bind");
+        assert!(output.contains(&error), "{output}");
+        assert!(!output.contains("retrying"), "refused at once: {output}");
+    }
+}
+
+#[test]
 fn a_reload_moves_the_metrics_and_refuses_an_address_in_use() {
     let dir = tempdir();
     let config = |metrics: &str| {
