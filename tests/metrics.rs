@@ -391,6 +391,39 @@ fn a_scrape_that_never_ends_does_not_keep_a_stopping_worker_past_graceful_timeou
 }
 
 #[test]
+fn while_a_manual_upgrade_has_both_masters_serving_only_the_new_ones_workers_answer() {
+    let server = start("2", &["--upgrade", "manual"]);
+    let (app, metrics) = (server.addr(), metrics_addr(&server));
+    for _ in 0..5 {
+        assert_eq!(http::get(app, "/").unwrap().status, 200);
+    }
+    let count = "forkserve_request_duration_seconds_count";
+    let old = samples_when(metrics, "5 requests", |s| s.value(count) == 5.0);
+    let start = "forkserve_start_time_seconds";
+    let old_start = old.value(start);
+    server.signal(Signal::SIGUSR2);
+    let line = server.wait_for("the new master serves beside this one");
+    let new_master = line.split("new_master=").nth(1).unwrap().split_whitespace().next().unwrap();
+    // Within a poll, the old master's workers leave the scrapes to the new master's: were
+    // both to answer, the counters would swing between 5 and 0, a counter reset each time.
+    server.wait_for_nth("leaving the metrics to its workers", 2);
+    for _ in 0..20 {
+        let s = samples(metrics);
+        assert_ne!(s.value(start), old_start, "a scrape answered by the old master:\n{}", s.0);
+    }
+    // The upgrade given up, the old master's workers answer again, with its counts.
+    let new_master: i32 = new_master.parse().unwrap();
+    let new_workers = common::children(new_master);
+    assert_eq!(new_workers.len(), 2, "{new_workers:?}");
+    kill(Pid::from_raw(new_master), Signal::SIGQUIT).unwrap();
+    server.wait_for_nth("answering the metrics again", 2);
+    let gone = || new_workers.iter().chain([&new_master]).all(|&pid| !alive(pid));
+    wait_until(|| gone().then_some(())).expect("the new master and its workers exit");
+    let back = samples(metrics);
+    assert_eq!((back.value(start), back.value(count)), (old_start, 5.0));
+}
+
+#[test]
 fn the_listen_queue_depth_counts_connections_no_worker_accepts() {
     // One worker that holds one connection at most: the next ones wait in the queues, of a
     // TCP socket and a unix one.
