@@ -404,7 +404,7 @@ settings! {
         /// subjectAltName DNS names (`*.example.com` covers one label); any other name, or
         /// none, gets `cert`/`key`.
         sni: Vec<SniPair> = Vec::new(),
-            read List<SniPair>, check check_sni,
+            read List<SniPair>, check SniPair::check_list,
             flag #44 tls_sni: list, value "CERT,KEY",
             help "Another certificate and key, chosen by SNI (repeat for several; replaces the \
                   file's list)";
@@ -513,16 +513,6 @@ fn check_binds(binds: Vec<Listen>) -> Result<Vec<Listen>, String> {
     Ok(binds)
 }
 
-/// Checks the SNI pairs: none twice.
-fn check_sni(pairs: Vec<SniPair>) -> Result<Vec<SniPair>, String> {
-    for (i, p) in pairs.iter().enumerate() {
-        if pairs[..i].contains(p) {
-            return Err(format!("certificate {} is listed twice", p.cert.display()));
-        }
-    }
-    Ok(pairs)
-}
-
 /// Checks the metrics' path: an absolute path, as a request target names it (no query, no
 /// space or control character, which no request line could carry).
 fn check_metrics_path(path: String) -> Result<String, String> {
@@ -561,6 +551,26 @@ fn in_range(setting: &str, n: u64, min: u64, max: u64) -> Result<u64, String> {
         Ok(n)
     } else {
         Err(format!("{setting} must be between {min} and {max}, not {n}"))
+    }
+}
+
+impl MetricsConfig {
+    /// Checks the endpoint's address against the app's `binds`: the same address twice could
+    /// never be bound (the second bind fails as "in use", or, for a unix path, as another
+    /// process's), so it is refused as the mistake it is. Port 0 is a fresh port each time.
+    pub(crate) fn check(&self, binds: &[Listen]) -> Result<(), String> {
+        match &self.bind {
+            Some(b)
+                if binds.iter().any(|l| l.bind == *b)
+                    && !matches!(b, Bind::Tcp { port: 0, .. }) =>
+            {
+                Err(format!(
+                    "metrics.bind {b} is also in server.bind: the metrics need an address of \
+                     their own"
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 }
 

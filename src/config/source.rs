@@ -32,6 +32,7 @@ impl ConfigSource {
         };
         self.overrides.apply(&mut config)?;
         config.python.check(&config.routes).map_err(Error::Usage)?;
+        config.metrics.check(&config.server.bind).map_err(Error::Usage)?;
         // Last, once the flags have said which files: every pair is loaded and checked now, in
         // the master, at start, on HUP and with --check-config alike.
         config.load_tls().map_err(|(at, message)| match &self.path {

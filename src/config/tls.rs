@@ -67,6 +67,15 @@ pub struct SniPair {
 }
 
 impl SniPair {
+    /// Checks the `sni` list: no pair twice.
+    pub(super) fn check_list(pairs: Vec<SniPair>) -> Result<Vec<SniPair>, String> {
+        for (i, p) in pairs.iter().enumerate() {
+            if pairs[..i].contains(p) {
+                return Err(format!("certificate {} is listed twice", p.cert.display()));
+            }
+        }
+        Ok(pairs)
+    }
     /// Makes relative paths relative to `base`.
     pub(super) fn resolve_against(&mut self, base: &Path) {
         for p in [&mut self.cert, &mut self.key] {
