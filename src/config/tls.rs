@@ -41,8 +41,7 @@ impl FromStr for TlsVersion {
 
 impl<'de> Deserialize<'de> for TlsVersion {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        super::values::from_str(d, "\"1.2\" or \"1.3\"")
     }
 }
 
@@ -165,8 +164,11 @@ impl fmt::Display for Listen {
 
 impl<'de> Deserialize<'de> for Listen {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
+        // Checked inside the visitor, so that the error points at the entry, not its list.
+        super::values::from_str(
+            d,
+            "an address: HOST:PORT, [IPV6]:PORT, unix:/path/to.sock, or one of them after http:// or https://",
+        )
     }
 }
 
