@@ -238,8 +238,19 @@ impl Config {
     /// did (not a flag). The master calls it with every config it loads, before it binds or
     /// forks anything with it.
     pub(crate) fn load_tls(&mut self) -> Result<(), (Option<(usize, usize)>, String)> {
-        let material = crate::tls::Material::load(&self.tls, std::time::SystemTime::now())
-            .map_err(|e| match e.file().and_then(|(role, f)| self.tls_places.of(role, f)) {
+        let t = &self.tls;
+        let spec = crate::tls::Spec {
+            cert: t.cert.as_deref(),
+            key: t.key.as_deref(),
+            sni: t.sni.iter().map(|p| (p.cert.as_path(), p.key.as_path())).collect(),
+            tls13_only: t.min_version == TlsVersion::Tls13,
+            session_tickets: t.session_tickets,
+        };
+        let material =
+            crate::tls::Material::load(&spec, std::time::SystemTime::now()).map_err(|e| match e
+                .file()
+                .and_then(|(role, f)| self.tls_places.of(role, f))
+            {
                 Some((setting, at)) => (Some(at), format!("{setting}: {e}")),
                 None => (None, format!("[tls]: {e}")),
             })?;

@@ -12,6 +12,7 @@ pub(crate) mod certs;
 pub(crate) mod sni;
 pub(crate) mod tickets;
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -19,17 +20,29 @@ use rustls::crypto::CryptoProvider;
 
 use self::certs::{CertError, Loaded};
 use self::sni::Sni;
-use crate::config::{TlsConfig, TlsVersion};
 
 /// The ALPN protocols a TLS listener offers, in order of preference. HTTP/1.1 only for now:
 /// `h2` goes first once HTTP/2 is served.
 pub(crate) const ALPN: &[&[u8]] = &[b"http/1.1"];
 
+/// What a config's `[tls]` table asks for (the config module makes it: this module knows
+/// nothing of configs, so that data flows one way).
+#[derive(Debug)]
+pub(crate) struct Spec<'a> {
+    pub(crate) cert: Option<&'a Path>,
+    pub(crate) key: Option<&'a Path>,
+    /// More pairs for SNI: (certificate, key).
+    pub(crate) sni: Vec<(&'a Path, &'a Path)>,
+    /// TLS 1.3 only, else 1.2 too.
+    pub(crate) tls13_only: bool,
+    pub(crate) session_tickets: bool,
+}
+
 /// The checked `[tls]` of one config: its pairs, ready to serve, and its settings.
 #[derive(Debug)]
 pub struct Material {
     sni: Arc<Sni>,
-    min_version: TlsVersion,
+    tls13_only: bool,
     session_tickets: bool,
     /// Certificates that expire within [`EXPIRY_WARNING_SECS`]: each file, and its days left.
     expiring: Vec<(String, i64)>,
@@ -53,7 +66,7 @@ pub(crate) enum TlsError {
 
 impl TlsError {
     /// The file the error is about, if it is about one, and which of its pair it is.
-    pub(crate) fn file(&self) -> Option<(certs::Role, &std::path::Path)> {
+    pub(crate) fn file(&self) -> Option<(certs::Role, &Path)> {
         match self {
             TlsError::Pair(e) => e.file(),
             _ => None,
@@ -68,22 +81,22 @@ pub(crate) fn provider() -> Arc<CryptoProvider> {
 }
 
 impl Material {
-    /// Loads and checks every pair `config` names at `now`; `None` without `[tls] cert`.
-    pub(crate) fn load(config: &TlsConfig, now: SystemTime) -> Result<Option<Material>, TlsError> {
-        let (cert, key) = match (&config.cert, &config.key) {
+    /// Loads and checks every pair `spec` names at `now`; `None` without `[tls] cert`.
+    pub(crate) fn load(spec: &Spec<'_>, now: SystemTime) -> Result<Option<Material>, TlsError> {
+        let (cert, key) = match (spec.cert, spec.key) {
             (Some(cert), Some(key)) => (cert, key),
             (None, Some(_)) => return Err(TlsError::KeyWithoutCert),
             (Some(_), None) => return Err(TlsError::CertWithoutKey),
-            (None, None) if !config.sni.is_empty() => return Err(TlsError::SniWithoutDefault),
+            (None, None) if !spec.sni.is_empty() => return Err(TlsError::SniWithoutDefault),
             (None, None) => return Ok(None),
         };
         let provider = provider();
         let mut pairs: Vec<Loaded> = vec![certs::load(cert, key, &provider, now)?];
-        for pair in &config.sni {
-            pairs.push(certs::load(&pair.cert, &pair.key, &provider, now)?);
+        for (cert, key) in &spec.sni {
+            pairs.push(certs::load(cert, key, &provider, now)?);
         }
         let unix = now.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        let files = std::iter::once(cert).chain(config.sni.iter().map(|p| &p.cert));
+        let files = std::iter::once(cert).chain(spec.sni.iter().map(|(cert, _)| *cert));
         let expiring = pairs
             .iter()
             .zip(files)
@@ -93,8 +106,8 @@ impl Material {
         let sni = Sni::new(&pairs).map(Arc::new).ok_or(TlsError::CertWithoutKey)?;
         Ok(Some(Material {
             sni,
-            min_version: config.min_version,
-            session_tickets: config.session_tickets,
+            tls13_only: spec.tls13_only,
+            session_tickets: spec.session_tickets,
             expiring,
         }))
     }
@@ -110,9 +123,10 @@ impl Material {
     /// rustls' config for a worker's TLS listeners: built in the worker, at boot, from what
     /// the master checked and the ticket secret it made before forking.
     pub(crate) fn server_config(&self) -> Result<Arc<rustls::ServerConfig>, rustls::Error> {
-        let versions: &[&rustls::SupportedProtocolVersion] = match self.min_version {
-            TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
-            TlsVersion::Tls13 => &[&rustls::version::TLS13],
+        let versions: &[&rustls::SupportedProtocolVersion] = if self.tls13_only {
+            &[&rustls::version::TLS13]
+        } else {
+            &[&rustls::version::TLS13, &rustls::version::TLS12]
         };
         let mut c = rustls::ServerConfig::builder_with_provider(provider())
             .with_protocol_versions(versions)?
