@@ -595,3 +595,42 @@ fn python_sees_https_unless_a_trusted_proxy_says_otherwise() {
     let proxied = curl(&url, &["-H", "X-Forwarded-Proto: http"]).unwrap();
     assert_eq!(wsgi::fields(&proxied)["wsgi.url_scheme"], "\"http\"", "a trusted proxy's word");
 }
+
+/// Runs openssl with `args` in `dir`; panics if it fails.
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().unwrap();
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn rsa_pkcs1_and_ec_sec1_keys_load_as_pkcs8_does() {
+    let pki = Pki::new();
+    let dir = pki.dir.path();
+    // An RSA pair (ring cannot make RSA keys): its key written as PKCS#1.
+    openssl(
+        dir,
+        &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "rsa8.key"],
+    );
+    openssl(
+        dir,
+        &["req", "-x509", "-key", "rsa8.key", "-out", "rsa.pem", "-subj", "/CN=rsa", "-days", "2"],
+    );
+    openssl(dir, &["rsa", "-in", "rsa8.key", "-out", "rsa1.key", "-traditional"]);
+    // An EC pair from the CA, its key written as SEC1.
+    let (ec, ec8) = pki.leaf("ec", &["localhost"], None);
+    openssl(dir, &["ec", "-in", &ec8, "-out", "ec1.key"]);
+    let rsa = pki.path("rsa.pem");
+    for (cert, key, header, cn) in [
+        (rsa.to_str().unwrap(), "rsa1.key", "BEGIN RSA PRIVATE KEY", "rsa"),
+        (ec.as_str(), "ec1.key", "BEGIN EC PRIVATE KEY", "ec"),
+    ] {
+        let key = dir.join(key);
+        assert!(std::fs::read_to_string(&key).unwrap().contains(header));
+        let key = key.to_str().unwrap();
+        let server = Server::start(
+            &example("demo"),
+            &["-w", "1", "-b", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key],
+        );
+        assert_eq!(served_cn(server.addr(), None), cn);
+    }
+}
