@@ -1,6 +1,6 @@
 //! One connection, one way through: accept ([`accept`]) → preamble ([`preamble`]: PROXY v1/v2,
 //! before any transport, because it comes first on the wire) → transport ([`transport`]: plain
-//! TCP or unix today, TLS next; the connection's [`Facts`], set once) → protocol ([`http1`]: the
+//! TCP or unix, or TLS; the connection's [`Facts`], set once) → protocol ([`http1`]: the
 //! gate, hyper, parking; HTTP/2 next, chosen in [`Pipeline`] like HTTP/1) → the service stack
 //! ([`service`]: client identity, accounting, deadline, panic guard, the app; the same under
 //! every protocol, which it sees only as an [`Exchange`](service::Exchange)) → one
