@@ -121,6 +121,7 @@ mod request_end;
 mod scoreboard;
 mod signals;
 mod status;
+mod tls;
 mod worker;
 
 use std::process::ExitCode;
@@ -194,13 +195,22 @@ impl Server {
 
     /// Binds the listeners, writes the pidfile, forks the workers and supervises them until
     /// the server is stopped by a signal.
-    pub fn run<F: Factory>(self, factory: F) -> Result<(), Error> {
+    pub fn run<F: Factory>(mut self, factory: F) -> Result<(), Error> {
         ensure_outside_a_runtime()?;
         process::ensure_single_threaded().map_err(Error::Usage)?;
         // A config built in code has not been through the file's or the flags' checks.
         self.config.server.check().map_err(Error::Usage)?;
+        if self.source.is_none() {
+            self.config.load_tls().map_err(|(_, message)| Error::Usage(message))?;
+        }
+        // Before the first fork, so that every worker of this master shares it.
+        tls::tickets::init()
+            .map_err(|_| Error::Usage("cannot make the session ticket secret".into()))?;
         let log = logging::init(&self.config.log)
             .map_err(|e| Error::os("opening the log file ([log] file, --log-file)", e))?;
+        if let Some(tls) = self.config.tls_material() {
+            tls.warn_expiring();
+        }
         process::raise_fd_limit();
         // Before anything is bound: a log that cannot be written is a startup error.
         access_log::check(self.config.log.access.as_deref())?;

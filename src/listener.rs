@@ -77,19 +77,39 @@ pub(crate) enum Role {
     Metrics,
 }
 
-/// A configured address, and what it is for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A configured address, what it is for, and whether its generation serves TLS on it.
+#[derive(Debug, Clone)]
 pub(crate) struct Addr {
     pub(crate) role: Role,
     pub(crate) bind: Bind,
+    /// Not part of the socket's identity (see `PartialEq`): a reload that turns TLS on or off
+    /// for an address keeps its socket, and what is queued on it.
+    pub(crate) tls: bool,
 }
 
+impl PartialEq for Addr {
+    fn eq(&self, other: &Self) -> bool {
+        self.role == other.role && self.bind == other.bind
+    }
+}
+
+impl Eq for Addr {}
+
 impl Addr {
-    /// Every address `config` listens on: the app's, then the metrics endpoint's.
+    /// Every address `config` listens on: the app's, then the metrics endpoint's (always
+    /// cleartext).
     pub(crate) fn all(config: &Config) -> Vec<Addr> {
-        let app = config.server.bind.iter().map(|b| Addr { role: Role::App, bind: b.clone() });
-        let metrics =
-            config.metrics.bind.iter().map(|b| Addr { role: Role::Metrics, bind: b.clone() });
+        let tls_on = config.tls_material().is_some();
+        let app = config.server.bind.iter().map(|l| Addr {
+            role: Role::App,
+            bind: l.bind.clone(),
+            tls: l.is_tls(tls_on),
+        });
+        let metrics = config.metrics.bind.iter().map(|b| Addr {
+            role: Role::Metrics,
+            bind: b.clone(),
+            tls: false,
+        });
         app.chain(metrics).collect()
     }
 
@@ -115,7 +135,8 @@ impl Addr {
 /// A worker's sockets, by role.
 #[derive(Debug, Default)]
 pub(crate) struct Sockets {
-    pub(crate) app: Vec<Listener>,
+    /// The app's, each with whether it serves TLS.
+    pub(crate) app: Vec<(Listener, bool)>,
     pub(crate) metrics: Vec<Listener>,
 }
 
@@ -244,7 +265,7 @@ impl Listeners {
                 listeners.retiring.push(l);
                 continue;
             }
-            let a = Addr { role: Role::App, bind: l.bind() };
+            let a = Addr { role: Role::App, bind: l.bind(), tls: false };
             tracing::info!(address = %l.local_addr(), inherited = true, "listening (passed by the service manager, not in bind)");
             listeners.note_owner(&l, Owner::ManagerPinned, inherited.upgrade);
             listeners.pinned.push(a.clone());
@@ -405,7 +426,7 @@ impl Listeners {
             if let Some(i) = groups.iter().position(|(have, _)| have == a) {
                 let sockets = groups.swap_remove(i).1;
                 match a.role {
-                    Role::App => out.app.extend(sockets),
+                    Role::App => out.app.extend(sockets.into_iter().map(|l| (l, a.tls))),
                     Role::Metrics => out.metrics.extend(sockets),
                 }
             }

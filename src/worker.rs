@@ -24,6 +24,7 @@ use crate::conn::Pipeline;
 use crate::conn::accept::{Acceptor, accept_loop};
 use crate::conn::drain::Conns;
 use crate::conn::service::Requests;
+use crate::conn::transport::Transport;
 use crate::ipc::{Message, Outbox};
 use crate::listener::Listener;
 use crate::process;
@@ -35,7 +36,8 @@ pub const EXIT_BOOT_FAILED: i32 = 3;
 /// What a new worker takes from the master.
 pub(crate) struct Setup<'f, F> {
     pub(crate) ctx: WorkerContext,
-    pub(crate) listeners: Vec<Listener>,
+    /// The app's sockets, each with whether it serves TLS.
+    pub(crate) listeners: Vec<(Listener, bool)>,
     /// The metrics endpoint's sockets: none with `[metrics] bind` unset.
     pub(crate) metrics: Vec<Listener>,
     pub(crate) master: Pid,
@@ -71,8 +73,13 @@ fn boot_and_serve<F: Factory>(setup: Setup<'_, F>) -> i32 {
     // The master would kill it this long after telling it to stop; an orphan kills itself,
     // and lets go of the listening sockets at once.
     let orphan_limit = setup.ctx.config().server.graceful_timeout.0 + crate::process::KILL_MARGIN;
-    let listening: Vec<_> =
-        setup.listeners.iter().chain(&setup.metrics).map(Listener::raw_fd).collect();
+    let listening: Vec<_> = setup
+        .listeners
+        .iter()
+        .map(|(l, _)| l)
+        .chain(&setup.metrics)
+        .map(Listener::raw_fd)
+        .collect();
     if let Err(e) = crate::signals::bound_orphan_life(setup.master, orphan_limit, &listening) {
         tracing::warn!("cannot bound what this worker does once its master is gone: {e}");
     }
@@ -158,8 +165,20 @@ async fn serve<F: Factory>(setup: Setup<'_, F>) -> i32 {
         sink.clone(),
     ));
     let conns = Conns::default();
+    // rustls' config, built here from the pairs the master checked: the master holds no live
+    // TLS state, and nothing is read from disk.
+    let tls = match ctx.config().tls_material().map(|m| m.server_config()).transpose() {
+        Ok(tls) => tls.map(tokio_rustls::TlsAcceptor::from),
+        Err(e) => return boot_failed(format!("cannot set up TLS: {e}")),
+    };
     let mut acceptors = Vec::with_capacity(listeners.len());
-    for listener in listeners {
+    let mut transports = Vec::with_capacity(listeners.len());
+    for (listener, is_tls) in listeners {
+        let transport = match (&tls, is_tls) {
+            (Some(tls), true) => Transport::Tls(tls.clone()),
+            _ => Transport::Plain,
+        };
+        transports.push(transport);
         match Acceptor::new(listener) {
             Ok(a) => acceptors.push(Rc::new(a)),
             // Orphaned while booting: the sockets are gone, and so is the master.
@@ -181,8 +200,8 @@ async fn serve<F: Factory>(setup: Setup<'_, F>) -> i32 {
         Err(_) if crate::signals::listeners_released() => return 0,
         Err(e) => return boot_failed(format!("cannot use the inherited metrics socket: {e}")),
     };
-    for acceptor in acceptors {
-        tokio::task::spawn_local(accept_loop(acceptor, Rc::clone(&pipeline)));
+    for (acceptor, transport) in acceptors.into_iter().zip(transports) {
+        tokio::task::spawn_local(accept_loop(acceptor, transport, Rc::clone(&pipeline)));
     }
     requests.board.booted();
     if let Err(e) = requests.board.watch_memory(server.max_worker_memory) {

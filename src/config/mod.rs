@@ -45,6 +45,7 @@ mod schema;
 mod settings;
 mod source;
 mod span;
+mod tls;
 mod values;
 
 use std::path::Path;
@@ -62,10 +63,12 @@ pub use self::schema::Schema;
 pub(crate) use self::schema::{KindReader, KindValue, RouteKind};
 pub use self::settings::{
     HttpConfig, LogConfig, MAX_REQUEST_FIELDS, MIN_TIMEOUT, MetricsConfig, Overrides, PythonConfig,
-    ServerConfig,
+    ServerConfig, TlsConfig,
 };
 pub use self::source::{ConfigSource, MAX_CONFIG_BYTES};
 pub(crate) use self::span::SpannedError;
+pub(crate) use self::tls::Certificates;
+pub use self::tls::{Listen, Scheme, SniPair, TlsVersion};
 pub use self::values::{Bind, LogFormat, LogLevel, MAX_WORKERS, Seconds, UpgradeMode, Workers};
 pub use crate::access_format::AccessFormat;
 
@@ -92,10 +95,16 @@ pub struct Config {
     pub python: PythonConfig,
     /// The Prometheus endpoint.
     pub metrics: MetricsConfig,
+    /// HTTPS.
+    pub tls: TlsConfig,
     /// The routes the `forkserve` binary serves. Library apps may ignore them.
     pub routes: Vec<Route>,
     /// The program's own tables (see [`Config::table`]), in the order it declared them.
     tables: Vec<(&'static str, Held)>,
+    /// `[tls]`'s pairs as the master loaded and checked them ([`Config::load_tls`]).
+    pub(crate) certificates: Certificates,
+    /// Where the file named `[tls]`'s paths, for errors about them.
+    tls_places: tls::Places,
 }
 
 /// The file's own tables, with the program's and the routes taken out (see [`Config::parse`]).
@@ -112,6 +121,8 @@ struct RawConfig {
     log: LogConfig,
     #[serde(default)]
     metrics: MetricsConfig,
+    #[serde(default)]
+    tls: TlsConfig,
 }
 
 /// Whether an access log path (`[log] access`) means stdout: `-`.
@@ -147,13 +158,15 @@ impl Config {
             return Err(SpannedError::at(key.span(), unknown_field(key.get_ref(), &names)));
         }
         let routes = document.remove("route");
+        let tls_places =
+            tls::Places::read(document.get("tls"), base, |at| span::line_col(text, at));
         let tables: Vec<_> = schema.tables().iter().map(|t| (t, document.remove(t.name))).collect();
 
         let raw =
             RawConfig::deserialize(toml::de::Deserializer::from(Spanned::new(span, document)))?;
         let mut server = raw.server;
-        for bind in &mut server.bind {
-            bind.resolve_against(base);
+        for listen in &mut server.bind {
+            listen.bind.resolve_against(base);
         }
         if let Some(pidfile) = &mut server.pidfile {
             if pidfile.is_relative() {
@@ -182,7 +195,28 @@ impl Config {
             .into_iter()
             .map(|(table, value)| Ok((table.name, (table.read)(value)?)))
             .collect::<Result<_, SpannedError>>()?;
-        Ok(Config { server, http: raw.http, log, python, metrics, routes, tables })
+        let mut tls = raw.tls;
+        for path in [&mut tls.cert, &mut tls.key].into_iter().flatten() {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
+        for pair in &mut tls.sni {
+            pair.resolve_against(base);
+        }
+        let certificates = Certificates::default();
+        Ok(Config {
+            server,
+            http: raw.http,
+            log,
+            python,
+            metrics,
+            tls,
+            routes,
+            tables,
+            certificates,
+            tls_places,
+        })
     }
 
     /// The program's table `[name]`, as the `T` it was declared with (see
@@ -199,6 +233,39 @@ impl Config {
         self.routes.iter().map(Route::descriptors).sum()
     }
 
+    /// Loads and checks `[tls]`'s pairs (see [`crate::tls`]), for the workers to serve. The
+    /// error names the file, and where the config file named it (`line`, `column`), if it
+    /// did (not a flag). The master calls it with every config it loads, before it binds or
+    /// forks anything with it.
+    pub(crate) fn load_tls(&mut self) -> Result<(), (Option<(usize, usize)>, String)> {
+        let t = &self.tls;
+        let spec = crate::tls::Spec {
+            cert: t.cert.as_deref(),
+            key: t.key.as_deref(),
+            sni: t.sni.iter().map(|p| (p.cert.as_path(), p.key.as_path())).collect(),
+            tls13_only: t.min_version == TlsVersion::Tls13,
+            session_tickets: t.session_tickets,
+        };
+        let material =
+            crate::tls::Material::load(&spec, std::time::SystemTime::now()).map_err(|e| match e
+                .file()
+                .and_then(|(role, f)| self.tls_places.of(role, f))
+            {
+                Some((setting, at)) => (Some(at), format!("{setting}: {e}")),
+                None => (None, format!("[tls]: {e}")),
+            })?;
+        if material.is_none() && self.server.bind.iter().any(|l| l.scheme == Scheme::Https) {
+            return Err((None, "bind: an https:// address needs [tls] cert and key".into()));
+        }
+        self.certificates = Certificates(material.map(std::sync::Arc::new));
+        Ok(())
+    }
+
+    /// `[tls]`'s checked pairs, if it has any.
+    pub(crate) fn tls_material(&self) -> Option<&std::sync::Arc<crate::tls::Material>> {
+        self.certificates.0.as_ref()
+    }
+
     /// The config as TOML, for `--print-config`.
     pub fn to_toml(&self) -> String {
         toml::to_string_pretty(self).expect("the config always serializes")
@@ -208,12 +275,13 @@ impl Config {
 /// As the file writes it: forkserve's tables, the routes, then the program's tables.
 impl Serialize for Config {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut config = s.serialize_struct("Config", 6 + self.tables.len())?;
+        let mut config = s.serialize_struct("Config", 7 + self.tables.len())?;
         config.serialize_field("server", &self.server)?;
         config.serialize_field("http", &self.http)?;
         config.serialize_field("log", &self.log)?;
         config.serialize_field("python", &self.python)?;
         config.serialize_field("metrics", &self.metrics)?;
+        config.serialize_field("tls", &self.tls)?;
         if self.routes.is_empty() {
             config.skip_field("route")?;
         } else {

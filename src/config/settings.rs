@@ -1,4 +1,4 @@
-//! Every setting of the `[server]`, `[http]`, `[python]`, `[log]` and `[metrics]` tables,
+//! Every setting of the `[server]`, `[http]`, `[python]`, `[log]`, `[metrics]` and `[tls]` tables,
 //! declared once: its key, type and default, its docs, how it is read and checked, its flag and its `--help` text. The
 //! `settings!` macro (in `declare`) writes the tables' structs, the [`Overrides`] and
 //! [`Overrides::apply`] from them; the checks the declarations name are here too.
@@ -15,18 +15,20 @@ use crate::access_format::AccessFormat;
 
 use super::declare::{Count, List, Ranged, Read, Typed, settings};
 use super::python::{EnvVar, PythonApp};
+use super::tls::{Listen, SniPair, TlsVersion};
 use super::values::check_workers;
 use super::{AllowList, Bind, Config, LogFormat, LogLevel, Seconds, UpgradeMode, Workers};
 
 settings! {
     /// The `[server]` table: the process model, the listening sockets, timeouts and recycling.
     [server] ServerConfig {
-        /// Addresses to listen on, bound by the master before any worker is forked.
-        bind: Vec<Bind> = vec![Bind::Tcp { host: "127.0.0.1".into(), port: 8000 }],
-            read List<Bind>, check check_binds,
+        /// Addresses to listen on, bound by the master before any worker is forked. Under
+        /// `[tls]`, each serves TLS unless written `http://ADDR`; `https://ADDR` needs `[tls]`.
+        bind: Vec<Listen> = vec![Bind::Tcp { host: "127.0.0.1".into(), port: 8000 }.into()],
+            read List<Listen>, check check_binds,
             flag #1 bind: list, short 'b', value "ADDR",
-            help "Address to listen on: HOST:PORT, [IPV6]:PORT or unix:/path. Repeat for several; \
-                  replaces the file's list";
+            help "Address to listen on: HOST:PORT, [IPV6]:PORT or unix:/path; with --tls-cert, \
+                  http://ADDR stays cleartext. Repeat for several; replaces the file's list";
 
         /// How many workers to run: 1 to [`MAX_WORKERS`](super::MAX_WORKERS).
         workers: Workers = Workers::Auto,
@@ -377,6 +379,50 @@ settings! {
             flag #41 metrics_path: value, value "PATH",
             help "The path of the metrics on --metrics-bind's address";
     }
+
+    /// The `[tls]` table: HTTPS on the `bind` addresses ("TLS" in the README). The master
+    /// loads and checks every pair at start, on `HUP` and with `--check-config`.
+    [tls] TlsConfig {
+        /// The certificate chain (PEM, leaf first), relative to the config file. Setting it
+        /// turns TLS on for every `bind` address not written `http://…`.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cert: Option<PathBuf> = None,
+            read Typed<PathBuf>,
+            flag #42 tls_cert: optional, alias "certfile", value "FILE",
+            help "Serve HTTPS with this PEM certificate chain (leaf first) on every bind address \
+                  not written http://";
+
+        /// The certificate's private key (PEM: PKCS#8, RSA or EC), relative to the config
+        /// file.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        key: Option<PathBuf> = None,
+            read Typed<PathBuf>,
+            flag #43 tls_key: optional, alias "keyfile", value "FILE",
+            help "The private key of --tls-cert (PEM: PKCS#8, RSA or EC)";
+
+        /// More pairs, chosen by the name a client asks for (SNI) among each leaf's
+        /// subjectAltName DNS names (`*.example.com` covers one label); any other name, or
+        /// none, gets `cert`/`key`.
+        sni: Vec<SniPair> = Vec::new(),
+            read List<SniPair>, check SniPair::check_list,
+            flag #44 tls_sni: list, value "CERT,KEY",
+            help "Another certificate and key, chosen by SNI (repeat for several; replaces the \
+                  file's list)";
+
+        /// The oldest TLS version accepted: `"1.2"` or `"1.3"`.
+        min_version: TlsVersion = TlsVersion::Tls12,
+            read Typed<TlsVersion>,
+            flag #45 tls_min_version: value, value "1.2|1.3",
+            help "The oldest TLS version accepted: 1.2 or 1.3";
+
+        /// Stateless session resumption (TLS 1.2 and 1.3) that every worker can resume, with
+        /// keys derived from a secret the master makes at start.
+        session_tickets: bool = true,
+            read Typed<bool>,
+            flag #46 tls_session_tickets: switch, value "BOOL",
+            help "Session tickets any worker can resume (keys from a secret the master makes at \
+                  start; rotated every 6 hours)";
+    }
 }
 
 const fn secs(n: u64) -> Seconds {
@@ -453,14 +499,15 @@ fn check_env(env: Vec<EnvVar>) -> Result<Vec<EnvVar>, String> {
     Ok(env)
 }
 
-/// Checks a list of bind addresses: at least one, no duplicates.
-fn check_binds(binds: Vec<Bind>) -> Result<Vec<Bind>, String> {
+/// Checks a list of bind addresses: at least one, no address twice (whatever its scheme: it
+/// is one socket).
+fn check_binds(binds: Vec<Listen>) -> Result<Vec<Listen>, String> {
     if binds.is_empty() {
         return Err("bind needs at least one address".into());
     }
     for (i, b) in binds.iter().enumerate() {
-        if binds[..i].contains(b) {
-            return Err(format!("bind address {b} is listed twice"));
+        if binds[..i].iter().any(|a| a.bind == b.bind) {
+            return Err(format!("bind address {} is listed twice", b.bind));
         }
     }
     Ok(binds)
@@ -511,9 +558,12 @@ impl MetricsConfig {
     /// Checks the endpoint's address against the app's `binds`: the same address twice could
     /// never be bound (the second bind fails as "in use", or, for a unix path, as another
     /// process's), so it is refused as the mistake it is. Port 0 is a fresh port each time.
-    pub(crate) fn check(&self, binds: &[Bind]) -> Result<(), String> {
+    pub(crate) fn check(&self, binds: &[Listen]) -> Result<(), String> {
         match &self.bind {
-            Some(b) if binds.contains(b) && !matches!(b, Bind::Tcp { port: 0, .. }) => {
+            Some(b)
+                if binds.iter().any(|l| l.bind == *b)
+                    && !matches!(b, Bind::Tcp { port: 0, .. }) =>
+            {
                 Err(format!(
                     "metrics.bind {b} is also in server.bind: the metrics need an address of \
                      their own"

@@ -33,6 +33,20 @@ impl ConfigSource {
         self.overrides.apply(&mut config)?;
         config.python.check(&config.routes).map_err(Error::Usage)?;
         config.metrics.check(&config.server.bind).map_err(Error::Usage)?;
+        // Last, once the flags have said which files: every pair is loaded and checked now, in
+        // the master, at start, on HUP and with --check-config alike.
+        config.load_tls().map_err(|(at, message)| match &self.path {
+            Some(path) => {
+                let (line, column) = at.unwrap_or((0, 0));
+                Error::Config(crate::error::ConfigError {
+                    path: path.clone(),
+                    line,
+                    column,
+                    message,
+                })
+            }
+            None => Error::Usage(message),
+        })?;
         // Made absolute here, in the master, whose directory never changes: a worker opens
         // the access log after a preloaded Python app's `chdir` has moved its mold.
         if let Some(access) = &mut config.log.access {

@@ -129,8 +129,8 @@ fn full_server_table() {
     assert_eq!(s.request_timeout.0, Duration::from_millis(2500));
     assert_eq!((s.max_requests, s.max_requests_jitter, s.max_worker_memory), (1000, 50, 512));
     assert_eq!((s.max_worker_lifetime.0, s.worker_connections), (secs(3600), 64));
-    assert_eq!(c.server.bind[1], Bind::Tcp { host: "::1".into(), port: 8080 });
-    assert_eq!(c.server.bind[2], Bind::Unix("/run/app.sock".into()));
+    assert_eq!(c.server.bind[1].bind, Bind::Tcp { host: "::1".into(), port: 8080 });
+    assert_eq!(c.server.bind[2].bind, Bind::Unix("/run/app.sock".into()));
     assert_eq!(c.server.workers.resolve(), 3);
     assert_eq!(c.server.graceful_timeout.0, Duration::from_millis(500));
     assert_eq!(c.log.level, LogLevel::Debug);
@@ -158,6 +158,29 @@ fn bind_forms() {
     for bad in ["", ":80", "host", "host:", "host:99999", "::1:80", "[zz]:80", "unix:"] {
         assert!(bad.parse::<Bind>().is_err(), "{bad:?} should be rejected");
     }
+}
+
+#[test]
+fn bind_schemes_keep_the_socket_address_bare() {
+    use super::{Listen, Scheme};
+    for (text, scheme, bare, tls_under_tls) in [
+        ("127.0.0.1:443", Scheme::Default, "127.0.0.1:443", true),
+        ("http://[::1]:80", Scheme::Http, "[::1]:80", false),
+        ("https://unix:/run/s.sock", Scheme::Https, "unix:/run/s.sock", true),
+    ] {
+        let l: Listen = text.parse().unwrap();
+        assert_eq!((l.scheme, l.bind.to_string()), (scheme, bare.to_string()), "{text}");
+        assert_eq!(l.to_string(), text, "written back as given");
+        assert_eq!(l.is_tls(true), tls_under_tls, "{text}");
+    }
+    assert!(!"127.0.0.1:443".parse::<Listen>().unwrap().is_tls(false), "no [tls]: cleartext");
+    assert!("ftp://x:1".parse::<Listen>().is_err());
+    let dup = Config::from_toml(
+        "[server]\nbind = [\"127.0.0.1:1\", \"http://127.0.0.1:1\"]\n",
+        Path::new(""),
+        &Schema::default(),
+    );
+    assert!(dup.unwrap_err().to_string().contains("listed twice"), "one socket, two schemes");
 }
 
 #[test]
@@ -264,7 +287,7 @@ fn a_program_table_is_read_checked_and_printed() {
         (
             "[greeterr]\n",
             (1, 2),
-            "unknown field `greeterr`, expected one of `server`, `http`, `log`, `python`, `metrics`, \
+            "unknown field `greeterr`, expected one of `server`, `http`, `log`, `python`, `metrics`, `tls`, \
              `route`, `greeter`",
         ),
     ] {
@@ -279,7 +302,7 @@ fn a_program_table_is_read_checked_and_printed() {
     let e = parse("[greeter]\ngreeting = \"hi\"\n").unwrap_err();
     assert_eq!(
         e.message,
-        "unknown field `greeter`, expected one of `server`, `http`, `log`, `python`, `metrics`, \
+        "unknown field `greeter`, expected one of `server`, `http`, `log`, `python`, `metrics`, `tls`, \
          `route`"
     );
 }

@@ -339,7 +339,7 @@ impl Serialize for LogFormat {
 
 /// Deserializes a string through `FromStr`. The parse runs inside the visitor, so that the
 /// `toml` deserializer attaches the string's own span to a parse error.
-fn from_str<'de, D, T>(d: D, expecting: &'static str) -> Result<T, D::Error>
+pub(super) fn from_str<'de, D, T>(d: D, expecting: &'static str) -> Result<T, D::Error>
 where
     D: Deserializer<'de>,
     T: FromStr<Err = String>,

@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, UnixListener};
 
 use super::Pipeline;
 use super::drain::Conns;
-use super::transport::Facts;
+use super::transport::{Facts, Transport};
 use crate::app::HttpService;
 use crate::listener::Listener;
 
@@ -65,7 +65,11 @@ impl Drop for Acceptor {
 /// worker's copy of the socket (the metrics, which look at its queue, hold it only weakly).
 /// At `worker_connections`, it waits for one to close, leaving new connections to the other
 /// workers.
-pub(crate) async fn accept_loop<S: HttpService>(acceptor: Rc<Acceptor>, pipeline: Rc<Pipeline<S>>) {
+pub(crate) async fn accept_loop<S: HttpService>(
+    acceptor: Rc<Acceptor>,
+    transport: Transport,
+    pipeline: Rc<Pipeline<S>>,
+) {
     // Read once, not per connection (see `Facts::listener`).
     let listener = match &*acceptor {
         Acceptor::Tcp(l) => l.local_addr().ok(),
@@ -107,8 +111,8 @@ pub(crate) async fn accept_loop<S: HttpService>(acceptor: Rc<Acceptor>, pipeline
                     Ok((stream, peer)) => {
                         note_accepted();
                         let _ = stream.set_nodelay(true);
-                        let facts = Facts { peer: Some(peer), listener, proxied: None };
-                        pipeline.spawn(stream, facts);
+                        let facts = Facts { peer: Some(peer), listener, proxied: None, tls: None };
+                        pipeline.spawn(stream, facts, &transport);
                     }
                     // An orphan that has let go of its sockets: it is draining.
                     Err(_) if crate::signals::listeners_released() => return,
@@ -124,7 +128,7 @@ pub(crate) async fn accept_loop<S: HttpService>(acceptor: Rc<Acceptor>, pipeline
                 match accepted {
                     Ok((stream, _peer)) => {
                         note_accepted();
-                        pipeline.spawn(stream, Facts::default());
+                        pipeline.spawn(stream, Facts::default(), &transport);
                     }
                     Err(_) if crate::signals::listeners_released() => return,
                     Err(e) => accept_failed(e).await,

@@ -1,6 +1,6 @@
 //! One connection, one way through: accept ([`accept`]) → preamble ([`preamble`]: PROXY v1/v2,
 //! before any transport, because it comes first on the wire) → transport ([`transport`]: plain
-//! TCP or unix today, TLS next; the connection's [`Facts`], set once) → protocol ([`http1`]: the
+//! TCP or unix, or TLS; the connection's [`Facts`], set once) → protocol ([`http1`]: the
 //! gate, hyper, parking; HTTP/2 next, chosen in [`Pipeline`] like HTTP/1) → the service stack
 //! ([`service`]: client identity, accounting, deadline, panic guard, the app; the same under
 //! every protocol, which it sees only as an [`Exchange`](service::Exchange)) → one
@@ -33,7 +33,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use self::drain::{Conns, DRAIN_LINGER, Open, Tally};
 use self::preamble::Expect;
 use self::service::{Requests, Stack};
-use self::transport::Facts;
+use self::transport::{Facts, Transport};
 use crate::app::HttpService;
 use crate::config::{AllowList, HttpConfig};
 use crate::request_end::Sink;
@@ -89,21 +89,33 @@ impl<S: HttpService> Pipeline<S> {
     }
 
     /// Serves one accepted connection in a task of its own.
-    pub(crate) fn spawn<I>(self: &Rc<Self>, io: I, facts: Facts)
+    pub(crate) fn spawn<I>(self: &Rc<Self>, io: I, facts: Facts, transport: &Transport)
     where
         I: AsyncRead + AsyncWrite + Unpin + 'static,
     {
         let open = self.conns.open(Some(Rc::clone(&self.requests) as Rc<dyn Tally>));
-        tokio::task::spawn_local(Rc::clone(self).serve(io, facts, Instant::now(), open));
+        let transport = transport.clone();
+        tokio::task::spawn_local(Rc::clone(self).serve(io, facts, transport, Instant::now(), open));
+    }
+
+    /// Resolves a moment after the worker starts draining.
+    async fn drained(&self) {
+        self.conns.draining().await;
+        tokio::time::sleep(DRAIN_LINGER).await;
     }
 
     /// The steps, in order, for a connection that started at `since`; `open` counts it until
     /// the end.
-    async fn serve<I>(self: Rc<Self>, mut io: I, mut facts: Facts, since: Instant, open: Open)
-    where
+    async fn serve<I>(
+        self: Rc<Self>,
+        mut io: I,
+        mut facts: Facts,
+        transport: Transport,
+        since: Instant,
+        open: Open,
+    ) where
         I: AsyncRead + AsyncWrite + Unpin + 'static,
     {
-        let slot = Rc::clone(open.slot());
         let mut early = Vec::new();
         if let Some(allowed) = &self.proxy {
             let expect = match facts.peer {
@@ -112,14 +124,10 @@ impl<S: HttpService> Pipeline<S> {
                 _ => Expect::Header,
             };
             let deadline = self.header_timeout.map(|t| since + t);
-            let drained = async {
-                self.conns.draining().await;
-                tokio::time::sleep(DRAIN_LINGER).await;
-            };
             let read = tokio::select! {
                 biased;
                 read = preamble::read(&mut io, expect, deadline) => read,
-                () = drained => Err(preamble::Ended::Closed),
+                () = self.drained() => Err(preamble::Ended::Closed),
             };
             match read {
                 Ok((source, rest)) => {
@@ -137,7 +145,28 @@ impl<S: HttpService> Pipeline<S> {
                 }
             }
         }
-        // The transport: plain today. TLS goes here, its facts added to `facts`.
+        // The transport: TLS adds its facts, and then carries the protocol's bytes.
+        match transport {
+            Transport::Plain => self.protocol(io, facts, since, early, open).await,
+            Transport::Tls(acceptor) => {
+                let deadline = self.header_timeout.map(|t| since + t);
+                match transport::handshake(&acceptor, io, early, deadline, self.drained()).await {
+                    Ok((io, tls)) => {
+                        facts.tls = Some(tls);
+                        self.protocol(io, facts, since, Vec::new(), open).await;
+                    }
+                    Err(e) => tracing::debug!("tls handshake failed: {e}"),
+                }
+            }
+        }
+    }
+
+    /// The protocol, over the transport's bytes, with `early` already read of them.
+    async fn protocol<I>(&self, io: I, facts: Facts, since: Instant, early: Vec<u8>, open: Open)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + 'static,
+    {
+        let slot = Rc::clone(open.slot());
         let stack = Stack {
             service: Rc::clone(&self.service),
             requests: Rc::clone(&self.requests),
@@ -145,8 +174,8 @@ impl<S: HttpService> Pipeline<S> {
             facts: Rc::new(facts),
         };
         // The protocol, the one place it is chosen: HTTP/1 is the only one today. HTTP/2 (by
-        // ALPN under TLS, or by its preface) is another arm here, served by a module beside
-        // `http1` over the same stack.
+        // ALPN under TLS, `facts.tls`'s `alpn`, or by its preface) is another arm here, served
+        // by a module beside `http1` over the same stack.
         self.http1.serve(io, stack, since, early, &self.conns).await;
         drop(open);
     }

@@ -46,6 +46,9 @@ impl<F: Factory> Master<'_, F> {
                 return self.reload_rejected();
             }
         };
+        if let Some(tls) = config.tls_material() {
+            tls.warn_expiring();
+        }
         // The new log file is opened first (the master's lines go there from now on): a path
         // that cannot be opened is a config that cannot serve as asked.
         if let Err(e) = self.log.apply(&config.log) {

@@ -37,7 +37,8 @@ impl Client {
         self.peer
     }
 
-    /// `"https"` if a trusted proxy said the client used it, else `"http"`.
+    /// `"https"` if the connection is TLS or a trusted proxy said the client used it (a
+    /// trusted proxy's word wins either way), else `"http"`.
     pub fn scheme(&self) -> &'static str {
         if self.https { "https" } else { "http" }
     }
@@ -57,9 +58,11 @@ const FORWARDED: [&str; 4] =
 /// client's address, for the request's end event.
 ///
 /// With `extension` false (an app that never reads it), only the untrusted headers are removed.
+/// `https` is the transport's scheme: whether the connection is TLS.
 pub(crate) fn identify<B>(
     req: &mut Request<B>,
     peer: Option<SocketAddr>,
+    https: bool,
     trusted: &AllowList,
     extension: bool,
 ) -> Option<IpAddr> {
@@ -71,7 +74,7 @@ pub(crate) fn identify<B>(
     }
     // A unix socket's peer is a local process, such as the proxy in front.
     let believed = peer_ip.is_none_or(|ip| trusted.allows(ip));
-    let mut client = Client { addr: peer_ip, peer, https: false, host: None };
+    let mut client = Client { addr: peer_ip, peer, https, host: None };
     let headers = req.headers_mut();
     if forwarded && !believed {
         for name in FORWARDED {
@@ -196,7 +199,7 @@ mod tests {
         for (k, v) in headers {
             req.headers_mut().append(*k, v.parse().unwrap());
         }
-        identify(&mut req, Some(peer.parse().unwrap()), &trusted.parse().unwrap(), true);
+        identify(&mut req, Some(peer.parse().unwrap()), false, &trusted.parse().unwrap(), true);
         let c = req.extensions().get::<Client>().unwrap().clone();
         (c, req.headers().clone())
     }
@@ -237,6 +240,7 @@ mod tests {
         identify(
             &mut req,
             Some("198.51.100.1:9".parse().unwrap()),
+            false,
             &"127.0.0.1".parse().unwrap(),
             false,
         );
@@ -245,6 +249,7 @@ mod tests {
         identify(
             &mut trusted_req,
             Some("127.0.0.1:9".parse().unwrap()),
+            false,
             &"127.0.0.1".parse().unwrap(),
             false,
         );

@@ -121,6 +121,7 @@ impl<S: HttpService, X: Exchange> hyper::service::Service<Request<Incoming>> for
         let client = client::identify(
             &mut req,
             self.conn.facts.client(),
+            self.conn.facts.tls.is_some(),
             &requests.forwarded,
             requests.client,
         );
