@@ -3,7 +3,7 @@
 //!
 //! Each setting is declared once, in `settings`: its key, type, default, docs, check, flag and
 //! `--help` text. The `settings!` macro (`declare`) writes from those the table structs
-//! ([`ServerConfig`], [`HttpConfig`], [`LogConfig`], [`MetricsConfig`]), how the file fills
+//! ([`ServerConfig`], [`HttpConfig`], [`Http2Config`], [`LogConfig`], [`MetricsConfig`]), how the file fills
 //! them, and the [`Overrides`] the command line fills; tests hold `config/app.toml` and the
 //! README to the declarations.
 //!
@@ -61,8 +61,8 @@ pub use self::routes::Route;
 pub use self::schema::Schema;
 pub(crate) use self::schema::{KindReader, KindValue, RouteKind};
 pub use self::settings::{
-    HttpConfig, LogConfig, MAX_REQUEST_FIELDS, MIN_TIMEOUT, MetricsConfig, Overrides, PythonConfig,
-    ServerConfig,
+    Http2Config, HttpConfig, LogConfig, MAX_REQUEST_FIELDS, MIN_TIMEOUT, MetricsConfig, Overrides,
+    PythonConfig, ServerConfig,
 };
 pub use self::source::{ConfigSource, MAX_CONFIG_BYTES};
 pub(crate) use self::span::SpannedError;
@@ -86,6 +86,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// What a request must be to reach the app: limits and timeouts.
     pub http: HttpConfig,
+    /// HTTP/2's own settings.
+    pub http2: Http2Config,
     /// Logging.
     pub log: LogConfig,
     /// How the workers run Python apps.
@@ -106,6 +108,8 @@ struct RawConfig {
     server: ServerConfig,
     #[serde(default)]
     http: HttpConfig,
+    #[serde(default)]
+    http2: Http2Config,
     #[serde(default)]
     python: PythonConfig,
     #[serde(default)]
@@ -182,7 +186,16 @@ impl Config {
             .into_iter()
             .map(|(table, value)| Ok((table.name, (table.read)(value)?)))
             .collect::<Result<_, SpannedError>>()?;
-        Ok(Config { server, http: raw.http, log, python, metrics, routes, tables })
+        Ok(Config {
+            server,
+            http: raw.http,
+            http2: raw.http2,
+            log,
+            python,
+            metrics,
+            routes,
+            tables,
+        })
     }
 
     /// The program's table `[name]`, as the `T` it was declared with (see
@@ -208,9 +221,10 @@ impl Config {
 /// As the file writes it: forkserve's tables, the routes, then the program's tables.
 impl Serialize for Config {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut config = s.serialize_struct("Config", 6 + self.tables.len())?;
+        let mut config = s.serialize_struct("Config", 7 + self.tables.len())?;
         config.serialize_field("server", &self.server)?;
         config.serialize_field("http", &self.http)?;
+        config.serialize_field("http2", &self.http2)?;
         config.serialize_field("log", &self.log)?;
         config.serialize_field("python", &self.python)?;
         config.serialize_field("metrics", &self.metrics)?;

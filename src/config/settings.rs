@@ -1,4 +1,4 @@
-//! Every setting of the `[server]`, `[http]`, `[python]`, `[log]` and `[metrics]` tables,
+//! Every setting of the `[server]`, `[http]`, `[http2]`, `[python]`, `[log]` and `[metrics]` tables,
 //! declared once: its key, type and default, its docs, how it is read and checked, its flag and its `--help` text. The
 //! `settings!` macro (in `declare`) writes the tables' structs, the [`Overrides`] and
 //! [`Overrides::apply`] from them; the checks the declarations name are here too.
@@ -239,6 +239,83 @@ settings! {
             read Typed<AllowList>,
             flag #24 proxy_allow_ips: value, value "IPS",
             help "Peers allowed to send a PROXY protocol header: IPs, networks, \"*\"";
+
+        /// Cleartext listeners also serve HTTP/2 with prior knowledge (h2c): a connection
+        /// that starts with HTTP/2's 24-byte preface is served as HTTP/2 (see `[http2]`), any
+        /// other as HTTP/1, unchanged. No `Upgrade: h2c` (RFC 9113 deprecates it).
+        h2c: bool = false,
+            read Typed<bool>,
+            flag #48 h2c: switch, value "BOOL",
+            help "Cleartext listeners also serve HTTP/2 with prior knowledge (h2c: a connection \
+                  starting with HTTP/2's preface)";
+    }
+
+    /// The `[http2]` table: HTTP/2's own settings ("HTTP/2" in the README). The `[http]`
+    /// limits apply to HTTP/2 requests too, as far as they map.
+    [http2] Http2Config {
+        /// Streams (requests) a client may have open at once on one connection; one more is
+        /// refused (`RST_STREAM(REFUSED_STREAM)`).
+        // nginx's and Go's default; hyper's is 200.
+        max_concurrent_streams: u32 = 100,
+            read Ranged, check check_streams,
+            flag #49 http2_max_concurrent_streams: value, value "N",
+            help "Streams a client may have open at once on one HTTP/2 connection (1 to 1000)";
+
+        /// Bytes of one request body a client may send before the app reads them (the
+        /// stream's flow-control window), 65535 to 16 MiB.
+        // Bounds what one upload buffers in the worker; hyper's 1 MiB × 100 streams would be
+        // the connection's window anyway.
+        initial_stream_window: u32 = 256 * 1024,
+            read Ranged, check check_stream_window,
+            flag #50 http2_initial_stream_window: value, value "BYTES",
+            help "Bytes of one HTTP/2 request body buffered before the app reads them (65535 to \
+                  16 MiB)";
+
+        /// Bytes of request bodies, all streams together, a connection may send before the
+        /// apps read them: the most request-body data one connection makes the worker hold.
+        /// 65535 to 1 GiB.
+        initial_connection_window: u32 = 1024 * 1024,
+            read Ranged, check check_connection_window,
+            flag #51 http2_initial_connection_window: value, value "BYTES",
+            help "Bytes of request bodies, all streams together, one HTTP/2 connection may send \
+                  before the apps read them (65535 to 1 GiB)";
+
+        /// Bytes of one response body buffered for a client that does not read, per stream:
+        /// a connection holds at most `max_concurrent_streams` times this. 1024 to 16 MiB.
+        // hyper's 400 KiB × 100 streams is 40 MiB per slow reader.
+        max_send_buf: u32 = 64 * 1024,
+            read Ranged, check check_send_buf,
+            flag #52 http2_max_send_buf: value, value "BYTES",
+            help "Bytes of one HTTP/2 response buffered for a client that does not read (1024 to \
+                  16 MiB)";
+
+        /// Streams a client may open and reset before the server has accepted them; more, and
+        /// the connection ends with `GOAWAY(ENHANCE_YOUR_CALM)`: the rapid reset attack
+        /// (CVE-2023-44487). 1 to 10000.
+        // h2's default.
+        max_pending_accept_reset_streams: u32 = 20,
+            read Ranged, check check_reset_streams,
+            flag #53 http2_max_pending_accept_reset_streams: value, value "N",
+            help "Streams a client may open and reset before they are served; more ends the \
+                  HTTP/2 connection (rapid reset; 1 to 10000)";
+
+        /// Streams the server may reset for a client's errors on one connection; more, and the
+        /// connection ends with `GOAWAY(ENHANCE_YOUR_CALM)`. 1 to 100000.
+        // h2's default.
+        max_local_error_reset_streams: u32 = 1024,
+            read Ranged, check check_error_resets,
+            flag #54 http2_max_local_error_reset_streams: value, value "N",
+            help "Streams the server may reset for a client's errors on one HTTP/2 connection; \
+                  more ends it (1 to 100000)";
+
+        /// Seconds between PINGs on a connection with nothing received, to find dead peers (a
+        /// PING unanswered for 20 s closes the connection). 0: off; an idle connection is
+        /// closed at `keepalive` anyway.
+        keepalive_ping: Seconds = secs(0),
+            read Typed<Seconds>,
+            flag #55 http2_keepalive_ping: value, value "SECS",
+            help "Seconds between HTTP/2 PINGs to a quiet peer (unanswered for 20 s: closed; 0: \
+                  off)";
     }
 
     /// The `[python]` table: how the workers run Python apps (the `wsgi` routes, and
@@ -481,6 +558,36 @@ fn check_metrics_path(path: String) -> Result<String, String> {
 /// Checks a backlog value: the kernel takes 1 to 65535 (and caps it at `net.core.somaxconn`).
 fn check_backlog(n: u64) -> Result<u32, String> {
     in_range("backlog", n, 1, 65535).map(|n| n as u32)
+}
+
+/// Checks a `max_concurrent_streams` value.
+fn check_streams(n: u64) -> Result<u32, String> {
+    in_range("max_concurrent_streams", n, 1, 1000).map(|n| n as u32)
+}
+
+/// Checks an `initial_stream_window` value: HTTP/2's smallest window (RFC 9113 §6.9.2) to 16 MiB.
+fn check_stream_window(n: u64) -> Result<u32, String> {
+    in_range("initial_stream_window", n, 65535, 16 << 20).map(|n| n as u32)
+}
+
+/// Checks an `initial_connection_window` value.
+fn check_connection_window(n: u64) -> Result<u32, String> {
+    in_range("initial_connection_window", n, 65535, 1 << 30).map(|n| n as u32)
+}
+
+/// Checks a `max_send_buf` value.
+fn check_send_buf(n: u64) -> Result<u32, String> {
+    in_range("max_send_buf", n, 1024, 16 << 20).map(|n| n as u32)
+}
+
+/// Checks a `max_pending_accept_reset_streams` value.
+fn check_reset_streams(n: u64) -> Result<u32, String> {
+    in_range("max_pending_accept_reset_streams", n, 1, 10_000).map(|n| n as u32)
+}
+
+/// Checks a `max_local_error_reset_streams` value.
+fn check_error_resets(n: u64) -> Result<u32, String> {
+    in_range("max_local_error_reset_streams", n, 1, 100_000).map(|n| n as u32)
 }
 
 /// Checks a `worker_connections` value.

@@ -1,7 +1,7 @@
 //! One connection, one way through: accept ([`accept`]) → preamble ([`preamble`]: PROXY v1/v2,
 //! before any transport, because it comes first on the wire) → transport ([`transport`]: plain
 //! TCP or unix today, TLS next; the connection's [`Facts`], set once) → protocol ([`http1`]: the
-//! gate, hyper, parking; HTTP/2 next, chosen in [`Pipeline`] like HTTP/1) → the service stack
+//! gate, hyper, parking; [`http2`]: hyper's h2, chosen in [`Pipeline`] by the preface) → the service stack
 //! ([`service`]: client identity, accounting, deadline, panic guard, the app; the same under
 //! every protocol, which it sees only as an [`Exchange`](service::Exchange)) → one
 //! [`RequestEnd`](crate::RequestEnd) event per request ([`request_end`](crate::request_end)).
@@ -20,6 +20,7 @@
 pub(crate) mod accept;
 pub(crate) mod drain;
 pub(crate) mod http1;
+pub(crate) mod http2;
 pub(crate) mod parking;
 pub(crate) mod preamble;
 pub(crate) mod service;
@@ -31,11 +32,12 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use self::drain::{Conns, DRAIN_LINGER, Open, Tally};
+use self::http2::preface::{Prefixed, Sniff, read_until_known};
 use self::preamble::Expect;
 use self::service::{Requests, Stack};
 use self::transport::Facts;
 use crate::app::HttpService;
-use crate::config::{AllowList, HttpConfig};
+use crate::config::{AllowList, Http2Config, HttpConfig};
 use crate::request_end::Sink;
 
 /// How far a response body may run ahead of the client: hyper is given another frame of a
@@ -61,6 +63,10 @@ pub(crate) struct Pipeline<S> {
     pub(crate) limit: usize,
     /// HTTP/1's settings and limits, shared by its connections.
     http1: http1::Protocol,
+    /// HTTP/2's, shared likewise.
+    http2: http2::Protocol,
+    /// `http.h2c`: whether a cleartext connection may start with HTTP/2's preface.
+    h2c: bool,
     /// Peers that must (and the only ones that may) start with a PROXY protocol header;
     /// `None` when `proxy_protocol` is off.
     proxy: Option<AllowList>,
@@ -75,6 +81,7 @@ impl<S: HttpService> Pipeline<S> {
         conns: Conns,
         limit: usize,
         config: &HttpConfig,
+        h2: &Http2Config,
         sink: Option<Rc<Sink>>,
     ) -> Self {
         Pipeline {
@@ -82,7 +89,9 @@ impl<S: HttpService> Pipeline<S> {
             requests,
             conns,
             limit,
-            http1: http1::Protocol::new(config, sink),
+            http1: http1::Protocol::new(config, sink.clone()),
+            http2: http2::Protocol::new(config, h2, sink),
+            h2c: config.h2c,
             proxy: config.proxy_protocol.then(|| config.proxy_allow_ips.clone()),
             header_timeout: crate::config::ServerConfig::limit(config.header_timeout),
         }
@@ -138,16 +147,57 @@ impl<S: HttpService> Pipeline<S> {
             }
         }
         // The transport: plain today. TLS goes here, its facts added to `facts`.
+        // The protocol, the one place it is chosen: on a cleartext connection, HTTP/2 by its
+        // preface when `h2c` is on (under TLS, later, by ALPN); else HTTP/1.
+        let protocol = if self.h2c {
+            let deadline = self.header_timeout.map(|t| since + t);
+            let known = async {
+                match deadline {
+                    Some(at) => {
+                        tokio::time::timeout_at(at.into(), read_until_known(&mut io, &mut early))
+                            .await
+                            .ok()
+                            .flatten()
+                    }
+                    None => read_until_known(&mut io, &mut early).await,
+                }
+            };
+            let drained = async {
+                self.conns.draining().await;
+                tokio::time::sleep(DRAIN_LINGER).await;
+            };
+            let known = tokio::select! {
+                biased;
+                known = known => known,
+                () = drained => None,
+            };
+            match known {
+                Some(known) => known,
+                None => {
+                    // Closed, nothing in time, or drained before a byte told.
+                    let close =
+                        std::future::poll_fn(|cx| std::pin::Pin::new(&mut io).poll_shutdown(cx));
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
+                    return;
+                }
+            }
+        } else {
+            Sniff::Http1
+        };
         let stack = Stack {
             service: Rc::clone(&self.service),
             requests: Rc::clone(&self.requests),
             slot,
             facts: Rc::new(facts),
         };
-        // The protocol, the one place it is chosen: HTTP/1 is the only one today. HTTP/2 (by
-        // ALPN under TLS, or by its preface) is another arm here, served by a module beside
-        // `http1` over the same stack.
-        self.http1.serve(io, stack, since, early, &self.conns).await;
+        match protocol {
+            Sniff::Http2 => {
+                self.http2.serve(Prefixed::new(early, io), stack, since, &self.conns).await;
+            }
+            Sniff::Http1 | Sniff::Incomplete => {
+                self.http1.serve(io, stack, since, early, &self.conns).await;
+            }
+        }
         drop(open);
     }
 }

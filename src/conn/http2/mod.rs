@@ -1,0 +1,212 @@
+//! HTTP/2: hyper's h2 server on the worker's `LocalSet`, under the `[http2]` settings and the
+//! `[http]` limits as far as they map. [`Protocol::serve`] serves one connection: hyper runs
+//! each stream in a task of its own through [`LocalExec`] (the app's service is `!Send`); the
+//! request layer ([`request`]) applies the head limits and hands the request to the same
+//! service stack as HTTP/1's, which sees the connection's streams as one
+//! [`Exchange`](super::service::Exchange) ([`streams`]).
+//!
+//! The connection's life, in [`drive`]: no request within `header_timeout` of the accept, or
+//! no stream open for `keepalive`, and it ends with GOAWAY; a draining worker sends GOAWAY at
+//! once (hyper's graceful shutdown: `GOAWAY(2^31-1)`, a PING round trip, then the last stream
+//! id it accepted) and lets the open streams finish. h2 connections are never parked: h2's
+//! state (HPACK tables, windows) cannot be dropped and rebuilt as HTTP/1's connection is.
+//!
+//! How a connection comes here: on a cleartext listener with `http.h2c`, by its preface
+//! ([`preface`]); under TLS (later), by ALPN. The protocol gets an `AsyncRead + AsyncWrite`
+//! and the connection's facts, and knows nothing of the transport.
+
+pub(crate) mod preface;
+mod request;
+mod streams;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use hyper::server::conn::http2;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use self::request::{Layer, Limits};
+use self::streams::Streams;
+use super::drain::{Conns, Slot};
+use super::service::Stack;
+use crate::app::HttpService;
+use crate::config::{Http2Config, HttpConfig, ServerConfig};
+use crate::request_end::Sink;
+
+/// How long a connection ending on its own (idle, or no request in time) may take to say
+/// GOAWAY and close.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a PING sent by `keepalive_ping` may go unanswered.
+const PING_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// The most header list a request may have, whatever the limits: HTTP/1's cap on a head.
+const HEAD_CAP: u64 = 384 * 1024;
+
+/// Runs the tasks hyper's h2 server hands it (one per stream) on the worker's `LocalSet`:
+/// hyper needs an `Executor` for its stream futures, which are `!Send` as the app's service
+/// is; this one takes any future.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct LocalExec;
+
+impl<F> hyper::rt::Executor<F> for LocalExec
+where
+    F: Future + 'static,
+{
+    fn execute(&self, fut: F) {
+        tokio::task::spawn_local(fut);
+    }
+}
+
+/// What every HTTP/2 connection of a worker shares.
+pub(crate) struct Protocol {
+    /// hyper's settings.
+    http: http2::Builder<LocalExec>,
+    /// The `[http]` head limits every request passes.
+    limits: Rc<Limits>,
+    /// `header_timeout`: from the accept to the connection's first request.
+    header_timeout: Option<Duration>,
+    /// `keepalive`: how long a connection may have no stream open.
+    keepalive: Option<Duration>,
+}
+
+impl Protocol {
+    /// The worker's HTTP/2, under `http` and `http2`; refused requests' ends go to `sink`.
+    pub(crate) fn new(http: &HttpConfig, http2: &Http2Config, sink: Option<Rc<Sink>>) -> Self {
+        Protocol {
+            http: builder(http, http2),
+            limits: Rc::new(Limits::new(http, sink)),
+            header_timeout: ServerConfig::limit(http.header_timeout),
+            keepalive: ServerConfig::limit(http.keepalive),
+        }
+    }
+
+    /// Serves a connection's streams through `stack` until the connection ends. `since` is
+    /// when it was accepted.
+    pub(crate) async fn serve<I, S>(&self, io: I, stack: Stack<S>, since: Instant, conns: &Conns)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + 'static,
+        S: HttpService,
+    {
+        let streams = Rc::new(Streams::new(self.limits.sink.is_some()));
+        let slot = Rc::clone(&stack.slot);
+        let facts = Rc::clone(&stack.facts);
+        let layer = Layer {
+            stack: stack.over(Rc::clone(&streams)),
+            streams,
+            limits: Rc::clone(&self.limits),
+            facts,
+        };
+        let conn = self.http.serve_connection(TokioIo::new(io), layer);
+        let times = Times { since, header_timeout: self.header_timeout, keepalive: self.keepalive };
+        if let Err(e) = drive(std::pin::pin!(conn), &slot, conns, times).await {
+            tracing::debug!("http/2 connection closed: {e}");
+        }
+    }
+}
+
+/// hyper's h2 settings from `[http2]`, with `[http]`'s head limits.
+fn builder(http: &HttpConfig, h2: &Http2Config) -> http2::Builder<LocalExec> {
+    let mut b = http2::Builder::new(LocalExec);
+    // h2 counts a field as its name, its value and 32 bytes (RFC 7541 §4.1); beyond the list
+    // size it answers 431 itself. The layer checks each field and the count exactly.
+    let field = match http.limit_request_field_size {
+        0 => HEAD_CAP,
+        n => n + 32,
+    };
+    let list = http.limit_request_fields.saturating_mul(field).min(HEAD_CAP) as u32;
+    b.timer(TokioTimer::new())
+        .max_concurrent_streams(h2.max_concurrent_streams)
+        .max_header_list_size(list)
+        .initial_stream_window_size(h2.initial_stream_window)
+        .initial_connection_window_size(h2.initial_connection_window)
+        .max_send_buf_size(h2.max_send_buf as usize)
+        .max_pending_accept_reset_streams(h2.max_pending_accept_reset_streams as usize)
+        .max_local_error_reset_streams(Some(h2.max_local_error_reset_streams as usize))
+        .keep_alive_interval(ServerConfig::limit(h2.keepalive_ping))
+        .keep_alive_timeout(PING_TIMEOUT);
+    b
+}
+
+/// The timers of one connection.
+#[derive(Clone, Copy)]
+struct Times {
+    since: Instant,
+    header_timeout: Option<Duration>,
+    keepalive: Option<Duration>,
+}
+
+/// Drives a connection to its end: ends it (GOAWAY) when no request came within
+/// `header_timeout`, when it has had no stream open for `keepalive`, or when the worker
+/// drains; then lets its open streams finish.
+async fn drive<C>(
+    mut conn: Pin<&mut C>,
+    slot: &Slot,
+    conns: &Conns,
+    times: Times,
+) -> hyper::Result<()>
+where
+    C: Future<Output = hyper::Result<()>> + Graceful,
+{
+    slot.watch();
+    let mut idle_since = times.since;
+    let mut was_busy = false;
+    let draining = loop {
+        let busy = slot.busy();
+        if was_busy && !busy {
+            idle_since = Instant::now();
+        }
+        was_busy = busy;
+        let deadline = if slot.started() == 0 {
+            times.header_timeout.map(|t| times.since + t)
+        } else if busy {
+            None
+        } else {
+            times.keepalive.map(|t| idle_since + t)
+        };
+        let changed = slot.changed();
+        let timer = async {
+            match deadline {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            result = conn.as_mut() => return result,
+            () = conns.draining() => break true,
+            () = changed => {}
+            () = timer => break false,
+        }
+    };
+    conn.as_mut().graceful_shutdown();
+    if draining {
+        // The worker's graceful_timeout bounds this.
+        return conn.await;
+    }
+    match tokio::time::timeout(CLOSE_TIMEOUT, conn).await {
+        Ok(result) => result,
+        Err(_) => Ok(()),
+    }
+}
+
+/// A connection that can be asked to finish gracefully.
+trait Graceful {
+    fn graceful_shutdown(self: Pin<&mut Self>);
+}
+
+impl<I, S> Graceful for http2::Connection<I, S, LocalExec>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming>,
+    S::ResBody: 'static,
+    <S::ResBody as hyper::body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    LocalExec: hyper::rt::bounds::Http2ServerConnExec<S::Future, S::ResBody>,
+{
+    fn graceful_shutdown(self: Pin<&mut Self>) {
+        http2::Connection::graceful_shutdown(self);
+    }
+}

@@ -1,0 +1,337 @@
+//! HTTP/2 with prior knowledge (h2c) on the real binary: curl, the nghttp2 tools (`h2load`,
+//! `nghttp`) and raw frames written by the tests (`common::h2`), for what no client sends.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::h2::{self, Frame, Raw};
+use common::{Server, WAIT, example, tempdir, wsgi};
+use nix::sys::signal::Signal;
+
+const LOCAL: &str = "127.0.0.1:0";
+
+/// curl's answer to `url` and its `extra` options: (status, HTTP version, body).
+fn curl(url: &str, extra: &[&str]) -> (u16, String, String) {
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "15", "-w", "\n%{http_code} %{http_version}"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, tail) = text.rsplit_once('\n').unwrap();
+    let (code, version) = tail.split_once(' ').unwrap();
+    (code.parse().unwrap(), version.to_string(), body.to_string())
+}
+
+/// curl over HTTP/2 with prior knowledge.
+fn h2c(server: &Server, path: &str, extra: &[&str]) -> (u16, String, String) {
+    let url = format!("http://{}{path}", server.addr());
+    let mut args = vec!["--http2-prior-knowledge"];
+    args.extend_from_slice(extra);
+    curl(&url, &args)
+}
+
+fn demo(extra: &[&str]) -> Server {
+    let mut args = vec!["-w", "1", "-b", LOCAL, "--h2c"];
+    args.extend_from_slice(extra);
+    Server::start(&example("demo"), &args)
+}
+
+#[test]
+fn h2c_is_told_by_its_preface_and_http1_is_unchanged() {
+    let server = demo(&[]);
+    let (status, version, body) = h2c(&server, "/", &[]);
+    assert_eq!((status, version.as_str()), (200, "2"), "{body}");
+    assert!(body.starts_with("hello from worker 1"), "{body}");
+    let (status, version, _) = curl(&format!("http://{}/", server.addr()), &["--http1.1"]);
+    assert_eq!((status, version.as_str()), (200, "1.1"), "HTTP/1 on the same port");
+    let (status, version, _) = curl(&format!("http://{}/", server.addr()), &["--http1.0"]);
+    assert_eq!((status, version.as_str()), (200, "1"), "curl writes 1.0 as 1");
+
+    // Off by default: the preface is HTTP/1's to answer, and no SETTINGS frame comes back.
+    let plain = Server::start(&example("demo"), &["-w", "1", "-b", LOCAL]);
+    let mut raw = Raw::open(plain.addr());
+    let mut first = [0u8; 9];
+    let n = std::io::Read::read(&mut raw.stream, &mut first).unwrap_or(0);
+    assert!(n == 0 || first.starts_with(b"HTTP/1.1 "), "not HTTP/2: {:?}", &first[..n]);
+    let (status, ..) = curl(&format!("http://{}/", plain.addr()), &["--http2-prior-knowledge"]);
+    assert_eq!(status, 0, "no HTTP/2 without h2c");
+}
+
+#[test]
+fn the_http_head_limits_apply_to_h2_requests() {
+    let server = demo(&[
+        "--limit-request-line",
+        "100",
+        "--limit-request-fields",
+        "4",
+        "--limit-request-field-size",
+        "200",
+        "--max-body-size",
+        "10",
+    ]);
+    assert_eq!(h2c(&server, "/", &[]).0, 200);
+    let long = format!("/{}", "a".repeat(100));
+    assert_eq!(h2c(&server, &long, &[]).0, 414, "the request line, as HTTP/1 would write it");
+    let field = format!("X-Long: {}", "b".repeat(200));
+    assert_eq!(h2c(&server, "/", &["-H", &field]).0, 431, "one field too long");
+    // curl sends user-agent and accept: with three more, five fields.
+    let fields = ["-H", "a: 1", "-H", "b: 2", "-H", "c: 3"];
+    assert_eq!(h2c(&server, "/", &fields).0, 431, "too many fields");
+    let (status, _, body) = h2c(&server, "/echo", &["--data-binary", "0123456789"]);
+    assert_eq!((status, body.as_str()), (200, "0123456789"), "a body at the limit");
+    let (status, _, body) = h2c(&server, "/echo", &["--data-binary", "0123456789X"]);
+    assert_eq!((status, body.as_str()), (413, "Payload Too Large\n"), "declared too long");
+    assert_eq!(h2c(&server, "/", &[]).0, 200, "the worker serves on");
+}
+
+#[test]
+fn python_apps_see_h2_requests_as_http1_ones() {
+    let server = wsgi::start("pep:app", &["--h2c"]);
+    let addr = server.addr();
+    let (status, version, body) = h2c(&server, "/environ/x?y=1", &[]);
+    assert_eq!((status, version.as_str()), (200, "2"), "{body}");
+    let env = wsgi::fields(&body);
+    assert_eq!(env["SERVER_PROTOCOL"], "\"HTTP/2\"");
+    assert_eq!(env["HTTP_HOST"], format!("\"{addr}\""), "Host from :authority");
+    assert_eq!(env["SERVER_NAME"], "\"127.0.0.1\"");
+    assert_eq!(env["PATH_INFO"], "\"/environ/x\"");
+    assert_eq!(env["QUERY_STRING"], "\"y=1\"");
+    assert_eq!(env["wsgi.url_scheme"], "\"http\"");
+    let upload = "z".repeat(100_000);
+    let (status, _, body) = h2c(&server, "/input", &["--data-binary", &upload]);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(wsgi::fields(&body)["len"], "100000");
+    let problems = h2c(&server, "/problems", &[]).2;
+    assert!(problems.is_empty(), "PEP 3333 problems: {problems}");
+}
+
+/// The request-end events the demo wrote to `file`, one per line.
+fn events(file: &Path) -> Vec<String> {
+    std::fs::read_to_string(file).unwrap_or_default().lines().map(str::to_string).collect()
+}
+
+fn wait_lines(file: &Path, n: usize) -> Vec<String> {
+    let started = Instant::now();
+    loop {
+        let lines = events(file);
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(started.elapsed() < WAIT, "{} of {n} lines: {lines:?}", lines.len());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn each_stream_is_one_request_end_event_and_one_access_log_line() {
+    let dir = tempdir();
+    let ends = dir.path().join("ends");
+    let access = dir.path().join("access.log");
+    let server = Server::start_with(
+        &example("demo"),
+        &["-w", "1", "-b", LOCAL, "--h2c", "--log-access", access.to_str().unwrap()],
+        &[("DEMO_REQUEST_END_FILE", ends.to_str().unwrap())],
+    );
+    assert_eq!(h2c(&server, "/echo?q", &["--data-binary", "hello"]).0, 200);
+    let event = &wait_lines(&ends, 1)[0];
+    for field in [
+        "by=App",
+        "ending=Complete",
+        "status=200",
+        "method=POST",
+        "target=/echo?q",
+        "version=HTTP/2.0",
+        "request_bytes=5",
+        "response_bytes=5",
+    ] {
+        assert!(event.contains(field), "{field} in {event}");
+    }
+    let field = format!("X-Long: {}", "b".repeat(9000));
+    assert_eq!(h2c(&server, "/", &["-H", &field]).0, 431);
+    let refused = &wait_lines(&ends, 2)[1];
+    assert!(refused.contains("by=Gate") && refused.contains("status=431"), "{refused}");
+
+    let Some(h2load) = h2::tool("h2load") else { return };
+    let out = Command::new(h2load)
+        .args(["-n", "100", "-c", "1", "-m", "10", &format!("http://{}/count", server.addr())])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("100 succeeded, 0 failed"), "{said}");
+    let lines = wait_lines(&ends, 102);
+    assert_eq!(lines.iter().filter(|l| l.contains("target=/count")).count(), 100);
+    let log = wait_lines(&access, 102);
+    let count_lines = log.iter().filter(|l| l.contains("\"GET /count HTTP/2.0\" 200 ")).count();
+    assert_eq!(count_lines, 100, "{log:?}");
+    assert!(log[0].contains("\"POST /echo?q HTTP/2.0\" 200 5 "), "{}", log[0]);
+}
+
+/// The `:status` of each stream `nghttp` fetched, in stream order, from its verbose output.
+fn nghttp_statuses(said: &str) -> Vec<(u32, String)> {
+    let mut found: Vec<(u32, String)> = said
+        .lines()
+        .filter_map(|l| {
+            let rest = l.split("recv (stream_id=").nth(1)?;
+            let (id, field) = rest.split_once(") ")?;
+            let status = field.strip_prefix(":status: ")?;
+            Some((id.parse().ok()?, status.trim().to_string()))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn request_timeout_answers_504_on_that_stream_only() {
+    let Some(nghttp) = h2::tool("nghttp") else { return };
+    let server = demo(&["--request-timeout", "1"]);
+    let base = format!("http://{}", server.addr());
+    // One connection, two streams at once: the slow one times out, the other is answered.
+    let out = Command::new(nghttp)
+        .args(["-nv", &format!("{base}/sleep/5000"), &format!("{base}/count")])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    let statuses: Vec<String> = nghttp_statuses(&said).into_iter().map(|(_, s)| s).collect();
+    assert_eq!(statuses, ["504", "200"], "{said}");
+    assert_eq!(said.matches("send SETTINGS frame").count(), 2, "one connection (and its ack)");
+}
+
+#[test]
+fn a_draining_worker_sends_goaway_and_finishes_its_open_streams() {
+    for signal in [Signal::SIGHUP, Signal::SIGTERM] {
+        let mut server = demo(&["--log-level", "debug"]);
+        let mut raw = Raw::open(server.addr());
+        raw.send(&h2::get(1, "/sleep/1500"));
+        server.wait_for("sleeping 1500 ms");
+        let sent = Instant::now();
+        server.signal(signal);
+        let before = raw.until(|f| f.goaway().is_some());
+        assert!(!before.iter().any(|f| f.stream == 1), "{signal}: nothing of the stream yet");
+        let after = raw.to_end();
+        let head = after.iter().find(|f| f.stream == 1 && f.kind == h2::HEADERS);
+        assert!(head.is_some_and(Frame::is_200), "{signal}: {after:?}");
+        let last = after.iter().rfind(|f| f.stream == 1).unwrap();
+        assert!(last.kind == h2::DATA && last.flags & h2::END_STREAM != 0, "{after:?}");
+        assert!(sent.elapsed() >= Duration::from_millis(1000), "the stream ran its course");
+        if signal == Signal::SIGTERM {
+            assert_eq!(server.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
+        } else {
+            server.wait_for("worker exited");
+        }
+    }
+}
+
+#[test]
+fn reset_and_continuation_floods_end_only_their_connection() {
+    let server = demo(&[]);
+    let pid = h2c(&server, "/pid", &[]).2;
+
+    // Rapid reset (CVE-2023-44487): streams opened and reset at once, in one burst.
+    let mut raw = Raw::open(server.addr());
+    let mut burst = Vec::new();
+    for i in 0..5000u32 {
+        let id = 2 * i + 1;
+        burst.extend(h2::get(id, "/"));
+        burst.extend(h2::frame(h2::RST_STREAM, 0, id, &8u32.to_be_bytes()));
+    }
+    raw.try_send(&burst);
+    let frames = raw.until(|f| f.goaway().is_some());
+    let (_, code) = frames.last().unwrap().goaway().unwrap();
+    assert_eq!(code, h2::ENHANCE_YOUR_CALM, "{:?}", frames.last());
+    assert!(raw.to_end().iter().all(|f| f.kind != h2::HEADERS), "no more streams served");
+
+    // A CONTINUATION flood: one header block that never ends.
+    let mut raw = Raw::open(server.addr());
+    let head = h2::block(&[(":method", "GET"), (":scheme", "http"), (":path", "/")]);
+    raw.send(&h2::frame(h2::HEADERS, h2::END_STREAM, 1, &head));
+    let filler = h2::block(&[("x-filler", &"f".repeat(100))]);
+    let mut flood = Vec::new();
+    for _ in 0..20_000 {
+        flood.extend(h2::frame(h2::CONTINUATION, 0, 1, &filler));
+    }
+    raw.try_send(&flood);
+    let frames = raw.until(|f| f.goaway().is_some());
+    let (_, code) = frames.last().unwrap().goaway().unwrap();
+    assert_eq!(code, h2::ENHANCE_YOUR_CALM, "{:?}", frames.last());
+    assert!(raw.to_end().iter().all(|f| f.kind != h2::HEADERS));
+
+    let started = Instant::now();
+    assert_eq!(h2c(&server, "/pid", &[]).2, pid, "the same worker serves on");
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn silent_and_idle_connections_end_with_goaway() {
+    let server = demo(&["--header-timeout", "1", "--keepalive", "1"]);
+    // No request at all: header_timeout.
+    let started = Instant::now();
+    let mut raw = Raw::open(server.addr());
+    raw.until(|f| f.goaway() == Some((0, h2::NO_ERROR)));
+    raw.to_end();
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(4), "{waited:?}");
+
+    // One request, then nothing: keepalive, counted from the response.
+    let mut raw = Raw::open(server.addr());
+    raw.send(&h2::get(1, "/sleep/1500"));
+    raw.until(|f| f.stream == 1 && f.flags & h2::END_STREAM != 0);
+    let answered = Instant::now();
+    let rest = raw.to_end();
+    assert!(rest.iter().any(|f| f.goaway() == Some((1, h2::NO_ERROR))), "{rest:?}");
+    let idle = answered.elapsed();
+    assert!(idle >= Duration::from_millis(900) && idle < Duration::from_secs(4), "{idle:?}");
+}
+
+#[test]
+fn the_settings_frame_carries_the_http2_table_and_extra_streams_are_refused() {
+    let server = demo(&[
+        "--http2-max-concurrent-streams",
+        "3",
+        "--http2-initial-stream-window",
+        "100000",
+        "--limit-request-fields",
+        "10",
+        "--limit-request-field-size",
+        "1000",
+    ]);
+    let mut raw = Raw::open(server.addr());
+    let settings = raw.until(|f| f.kind == h2::SETTINGS && f.flags & 1 == 0).pop().unwrap();
+    let values = settings.settings();
+    for want in [(3, 3), (4, 100_000), (6, 10 * (1000 + 32))] {
+        assert!(values.contains(&want), "{want:?} in {values:?}");
+    }
+    raw.until(|f| f.kind == h2::SETTINGS && f.flags & 1 != 0);
+    let mut four = Vec::new();
+    for id in [1, 3, 5, 7] {
+        four.extend(h2::get(id, "/sleep/1000"));
+    }
+    raw.send(&four);
+    let frames = raw.until(|f| f.stream == 7 && f.reset().is_some());
+    assert_eq!(frames.last().unwrap().reset(), Some(h2::REFUSED_STREAM));
+    let done = raw.until(|f| f.stream == 5 && f.flags & h2::END_STREAM != 0);
+    let served = frames.iter().chain(&done).filter(|f| f.kind == h2::HEADERS && f.is_200());
+    assert_eq!(served.count(), 3, "the first three are served");
+}
+
+#[test]
+fn h2load_streams_are_all_served() {
+    let Some(h2load) = h2::tool("h2load") else { return };
+    let server = demo(&[]);
+    let run = |url: String, args: &[&str]| {
+        let out = Command::new(&h2load).args(args).arg(url).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let said = run(format!("http://{}/", server.addr()), &["-n", "2000", "-c", "4", "-m", "100"]);
+    assert!(said.contains("2000 succeeded, 0 failed"), "{said}");
+
+    // A Python app with two threads: 50 streams at once queue for them.
+    let python = wsgi::start("pep:app", &["--h2c", "--threads", "2"]);
+    let said = run(format!("http://{}/hello", python.addr()), &["-n", "200", "-c", "2", "-m", "50"]);
+    assert!(said.contains("200 succeeded, 0 failed"), "{said}");
+}
