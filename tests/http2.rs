@@ -213,7 +213,7 @@ fn a_draining_worker_sends_goaway_and_finishes_its_open_streams() {
         server.signal(signal);
         let before = raw.until(|f| f.goaway().is_some());
         assert!(!before.iter().any(|f| f.stream == 1), "{signal}: nothing of the stream yet");
-        let after = raw.to_end();
+        let after = raw.until_closed();
         let head = after.iter().find(|f| f.stream == 1 && f.kind == h2::HEADERS);
         assert!(head.is_some_and(Frame::is_200), "{signal}: {after:?}");
         let last = after.iter().rfind(|f| f.stream == 1).unwrap();
@@ -244,7 +244,7 @@ fn reset_and_continuation_floods_end_only_their_connection() {
     let frames = raw.until(|f| f.goaway().is_some());
     let (_, code) = frames.last().unwrap().goaway().unwrap();
     assert_eq!(code, h2::ENHANCE_YOUR_CALM, "{:?}", frames.last());
-    assert!(raw.to_end().iter().all(|f| f.kind != h2::HEADERS), "no more streams served");
+    assert!(raw.until_closed().iter().all(|f| f.kind != h2::HEADERS), "no more streams served");
 
     // A CONTINUATION flood: one header block that never ends.
     let mut raw = Raw::open(server.addr());
@@ -259,7 +259,7 @@ fn reset_and_continuation_floods_end_only_their_connection() {
     let frames = raw.until(|f| f.goaway().is_some());
     let (_, code) = frames.last().unwrap().goaway().unwrap();
     assert_eq!(code, h2::ENHANCE_YOUR_CALM, "{:?}", frames.last());
-    assert!(raw.to_end().iter().all(|f| f.kind != h2::HEADERS));
+    assert!(raw.until_closed().iter().all(|f| f.kind != h2::HEADERS));
 
     let started = Instant::now();
     assert_eq!(h2c(&server, "/pid", &[]).2, pid, "the same worker serves on");
@@ -273,7 +273,7 @@ fn silent_and_idle_connections_end_with_goaway() {
     let started = Instant::now();
     let mut raw = Raw::open(server.addr());
     raw.until(|f| f.goaway() == Some((0, h2::NO_ERROR)));
-    raw.to_end();
+    raw.until_closed();
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(4), "{waited:?}");
 
@@ -282,7 +282,7 @@ fn silent_and_idle_connections_end_with_goaway() {
     raw.send(&h2::get(1, "/sleep/1500"));
     raw.until(|f| f.stream == 1 && f.flags & h2::END_STREAM != 0);
     let answered = Instant::now();
-    let rest = raw.to_end();
+    let rest = raw.until_closed();
     assert!(rest.iter().any(|f| f.goaway() == Some((1, h2::NO_ERROR))), "{rest:?}");
     let idle = answered.elapsed();
     assert!(idle >= Duration::from_millis(900) && idle < Duration::from_secs(4), "{idle:?}");
@@ -332,6 +332,84 @@ fn h2load_streams_are_all_served() {
 
     // A Python app with two threads: 50 streams at once queue for them.
     let python = wsgi::start("pep:app", &["--h2c", "--threads", "2"]);
-    let said = run(format!("http://{}/hello", python.addr()), &["-n", "200", "-c", "2", "-m", "50"]);
+    let said =
+        run(format!("http://{}/hello", python.addr()), &["-n", "200", "-c", "2", "-m", "50"]);
     assert!(said.contains("200 succeeded, 0 failed"), "{said}");
+}
+
+#[test]
+fn a_body_over_max_body_size_without_content_length_ends_its_connection() {
+    let server = demo(&["--max-body-size", "1000", "--log-level", "debug"]);
+    let post = |stream| {
+        let head = h2::block(&[
+            (":method", "POST"),
+            (":scheme", "http"),
+            (":authority", "localhost"),
+            (":path", "/echo"),
+        ]);
+        h2::frame(h2::HEADERS, h2::END_HEADERS, stream, &head)
+    };
+    // Within the limit, in two frames: echoed.
+    let mut raw = Raw::open(server.addr());
+    raw.send(&post(1));
+    raw.send(&h2::frame(h2::DATA, 0, 1, &[b'a'; 600]));
+    raw.send(&h2::frame(h2::DATA, h2::END_STREAM, 1, &[b'b'; 400]));
+    let frames = raw.until(|f| f.stream == 1 && f.flags & h2::END_STREAM != 0);
+    let echoed: usize = frames.iter().filter(|f| f.kind == h2::DATA).map(|f| f.payload.len()).sum();
+    assert_eq!(echoed, 1000);
+    // One byte more: the connection ends before the app reads it.
+    raw.send(&post(3));
+    raw.send(&h2::frame(h2::DATA, 0, 3, &[b'a'; 600]));
+    raw.try_send(&h2::frame(h2::DATA, 0, 3, &[b'b'; 401]));
+    let rest = raw.until_closed();
+    assert!(!rest.iter().any(|f| f.stream == 3 && f.kind == h2::DATA), "{rest:?}");
+    assert!(rest.iter().any(|f| f.goaway().is_some()), "GOAWAY first: {rest:?}");
+    server.wait_for("stream 3's request body is over max_body_size");
+    assert_eq!(h2c(&server, "/", &[]).0, 200, "the worker serves on");
+}
+
+#[test]
+fn streams_reset_at_the_clients_pace_beyond_the_budget_end_the_connection() {
+    let server = demo(&["--log-level", "debug"]);
+    let mut raw = Raw::open(server.addr());
+    let started = Instant::now();
+    // Each stream reaches its handler (h2's own limit counts only streams reset before):
+    // 200 per 10 s are allowed, at twice the 100 streams a client may have open.
+    let mut sent = 0;
+    for i in 0..300u32 {
+        let id = 2 * i + 1;
+        if !raw.try_send(&h2::get(id, "/sleep/1000")) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+        if !raw.try_send(&h2::frame(h2::RST_STREAM, 0, id, &8u32.to_be_bytes())) {
+            break;
+        }
+        sent += 1;
+    }
+    raw.until_closed();
+    server.wait_for("the client reset too many streams");
+    assert!(sent > 200, "{sent} resets before the end");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(server.count("ENHANCE_YOUR_CALM"), 0, "not h2's own limit");
+    assert_eq!(h2c(&server, "/", &[]).0, 200, "the worker serves on");
+}
+
+#[test]
+fn a_header_block_that_drips_is_closed_at_header_timeout() {
+    let server = demo(&["--header-timeout", "1", "--keepalive", "30"]);
+    let mut raw = Raw::open(server.addr());
+    raw.send(&h2::get(1, "/"));
+    raw.until(|f| f.stream == 1 && f.flags & h2::END_STREAM != 0);
+    let head = h2::block(&[(":method", "GET"), (":scheme", "http"), (":path", "/")]);
+    raw.send(&h2::frame(h2::HEADERS, h2::END_STREAM, 3, &head));
+    let started = Instant::now();
+    let filler = h2::block(&[("x-drip", "d")]);
+    while raw.try_send(&h2::frame(h2::CONTINUATION, 0, 3, &filler)) {
+        assert!(started.elapsed() < Duration::from_secs(5), "still open");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900), "{waited:?}");
+    assert_eq!(h2c(&server, "/", &[]).0, 200, "the worker serves on");
 }

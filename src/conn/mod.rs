@@ -24,6 +24,7 @@ pub(crate) mod http2;
 pub(crate) mod parking;
 pub(crate) mod preamble;
 pub(crate) mod service;
+pub(crate) mod stall;
 pub(crate) mod transport;
 
 use std::rc::Rc;

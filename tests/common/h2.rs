@@ -57,7 +57,9 @@ impl Frame {
     pub fn settings(&self) -> Vec<(u16, u32)> {
         self.payload
             .chunks_exact(6)
-            .map(|c| (u16::from_be_bytes([c[0], c[1]]), u32::from_be_bytes(c[2..6].try_into().unwrap())))
+            .map(|c| {
+                (u16::from_be_bytes([c[0], c[1]]), u32::from_be_bytes(c[2..6].try_into().unwrap()))
+            })
             .collect()
     }
 
@@ -162,7 +164,7 @@ impl Raw {
     }
 
     /// Every frame up to the end of the connection.
-    pub fn to_end(&mut self) -> Vec<Frame> {
+    pub fn until_closed(&mut self) -> Vec<Frame> {
         let mut seen = Vec::new();
         while let Some(f) = self.read() {
             self.ack(&f);
@@ -191,7 +193,10 @@ pub fn tool(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let found = std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file());
     if found.is_none() {
-        assert!(std::env::var_os("CI").is_none(), "{name} is needed (apt-get install nghttp2-client)");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{name} is needed (apt-get install nghttp2-client)"
+        );
         eprintln!(
             "SKIPPED: {name} is not on PATH (apt-get install --no-install-recommends \
              nghttp2-client); set CI=1 to make this a failure"

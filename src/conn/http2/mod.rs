@@ -15,9 +15,11 @@
 //! ([`preface`]); under TLS (later), by ALPN. The protocol gets an `AsyncRead + AsyncWrite`
 //! and the connection's facts, and knows nothing of the transport.
 
+mod frames;
 pub(crate) mod preface;
 mod request;
 mod streams;
+mod wire;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,9 +29,12 @@ use std::time::{Duration, Instant};
 use hyper::server::conn::http2;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Notify;
 
+use self::frames::{Bounds, Scanner};
 use self::request::{Layer, Limits};
 use self::streams::Streams;
+use self::wire::Wire;
 use super::drain::{Conns, Slot};
 use super::service::Stack;
 use crate::app::HttpService;
@@ -39,6 +44,11 @@ use crate::request_end::Sink;
 /// How long a connection ending on its own (idle, or no request in time) may take to say
 /// GOAWAY and close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a connection that broke a limit (see [`frames`]) has to write the responses under
+/// way before it is closed: it reads nothing more, so a stream still waiting for its request
+/// body is cut then.
+const BREACH_LINGER: Duration = Duration::from_secs(1);
 
 /// How long a PING sent by `keepalive_ping` may go unanswered.
 const PING_TIMEOUT: Duration = Duration::from_secs(20);
@@ -71,6 +81,10 @@ pub(crate) struct Protocol {
     header_timeout: Option<Duration>,
     /// `keepalive`: how long a connection may have no stream open.
     keepalive: Option<Duration>,
+    /// `send_timeout`.
+    send_timeout: Option<Duration>,
+    /// What the frame scanner holds each connection to.
+    bounds: Bounds,
 }
 
 impl Protocol {
@@ -81,6 +95,8 @@ impl Protocol {
             limits: Rc::new(Limits::new(http, sink)),
             header_timeout: ServerConfig::limit(http.header_timeout),
             keepalive: ServerConfig::limit(http.keepalive),
+            send_timeout: ServerConfig::limit(http.send_timeout),
+            bounds: bounds(http, http2),
         }
     }
 
@@ -100,9 +116,18 @@ impl Protocol {
             limits: Rc::clone(&self.limits),
             facts,
         };
-        let conn = self.http.serve_connection(TokioIo::new(io), layer);
+        let stop = Rc::new(Notify::new());
+        let wire = Wire::new(
+            io,
+            Scanner::new(self.bounds),
+            Rc::clone(&slot),
+            self.header_timeout,
+            self.send_timeout,
+            Rc::clone(&stop),
+        );
+        let conn = self.http.serve_connection(TokioIo::new(wire), layer);
         let times = Times { since, header_timeout: self.header_timeout, keepalive: self.keepalive };
-        if let Err(e) = drive(std::pin::pin!(conn), &slot, conns, times).await {
+        if let Err(e) = drive(std::pin::pin!(conn), &slot, conns, &stop, times).await {
             tracing::debug!("http/2 connection closed: {e}");
         }
     }
@@ -131,6 +156,21 @@ fn builder(http: &HttpConfig, h2: &Http2Config) -> http2::Builder<LocalExec> {
     b
 }
 
+/// What the frame scanner holds a connection to: `max_body_size` for each stream's body (h2
+/// checks a declared length itself), and a reset budget of twice the streams a client may
+/// have open, at least 200, per 10 s: a client that cancels now and then (a browser leaving a
+/// page) never meets it; one that opens and resets streams at its own pace, each starting a
+/// handler (which h2's `max_pending_accept_reset_streams`, counting only streams reset
+/// before they are served, does not see), does.
+fn bounds(http: &HttpConfig, h2: &Http2Config) -> Bounds {
+    let streams = h2.max_concurrent_streams;
+    Bounds {
+        body: http.max_body_size,
+        resets: (2 * streams).max(200),
+        tracked: 2 * streams as usize,
+    }
+}
+
 /// The timers of one connection.
 #[derive(Clone, Copy)]
 struct Times {
@@ -146,6 +186,7 @@ async fn drive<C>(
     mut conn: Pin<&mut C>,
     slot: &Slot,
     conns: &Conns,
+    stop: &Notify,
     times: Times,
 ) -> hyper::Result<()>
 where
@@ -154,7 +195,7 @@ where
     slot.watch();
     let mut idle_since = times.since;
     let mut was_busy = false;
-    let draining = loop {
+    let end = loop {
         let busy = slot.busy();
         if was_busy && !busy {
             idle_since = Instant::now();
@@ -177,20 +218,18 @@ where
         tokio::select! {
             biased;
             result = conn.as_mut() => return result,
-            () = conns.draining() => break true,
+            () = conns.draining() => break None,
+            () = stop.notified() => break Some(BREACH_LINGER),
             () = changed => {}
-            () = timer => break false,
+            () = timer => break Some(CLOSE_TIMEOUT),
         }
     };
     conn.as_mut().graceful_shutdown();
-    if draining {
-        // The worker's graceful_timeout bounds this.
+    let Some(linger) = end else {
+        // Drained: the worker's graceful_timeout bounds this.
         return conn.await;
-    }
-    match tokio::time::timeout(CLOSE_TIMEOUT, conn).await {
-        Ok(result) => result,
-        Err(_) => Ok(()),
-    }
+    };
+    tokio::time::timeout(linger, conn).await.unwrap_or(Ok(()))
 }
 
 /// A connection that can be asked to finish gracefully.

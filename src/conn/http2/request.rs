@@ -212,7 +212,8 @@ mod tests {
     #[test]
     fn the_head_limits_apply_as_in_http1() {
         let l = limits();
-        let cases: [(&str, &[(&str, &str)], Result<u64, StatusCode>); 8] = [
+        type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], Result<u64, StatusCode>);
+        let cases: [Case<'_>; 8] = [
             ("http://a.test/x?y", &[], Ok(0)),
             ("http://a.test/x", &[("content-length", "100")], Ok(100)),
             ("http://a.test/x", &[("content-length", "101")], Err(StatusCode::PAYLOAD_TOO_LARGE)),
