@@ -5,6 +5,11 @@
 //! service stack as HTTP/1's, which sees the connection's streams as one
 //! [`Exchange`](super::service::Exchange) ([`streams`]).
 //!
+//! Under hyper, the [`wire`] passes the connection's bytes through a frame scanner
+//! ([`frames`]) for the limits h2 has no setting for (a body without `Content-Length` over
+//! `max_body_size`, a budget of stream resets, a header block left open), and holds writes to
+//! `send_timeout`.
+//!
 //! The connection's life, in [`drive`]: no request within `header_timeout` of the accept, or
 //! no stream open for `keepalive`, and it ends with GOAWAY; a draining worker sends GOAWAY at
 //! once (hyper's graceful shutdown: `GOAWAY(2^31-1)`, a PING round trip, then the last stream

@@ -8,7 +8,7 @@
 //! response handed over whole (see [`InFlight`], [`ResponseEnd`]); the response's body is a
 //! [`ResponseBody`] ([`body`]).
 //!
-//! What the stack needs from the protocol (HTTP/1 today, HTTP/2 next) is an [`Exchange`]: the
+//! What the stack needs from the protocol (HTTP/1, HTTP/2) is an [`Exchange`]: the
 //! protocol implements it, the stack is generic over it, and knows nothing else of the
 //! protocol's bookkeeping. The dependency runs one way: a protocol uses the stack.
 
