@@ -37,6 +37,7 @@
 //! command line are relative to the current directory (see [`crate::cli`]).
 
 mod allow_list;
+mod checks;
 mod declare;
 mod held;
 mod python;
@@ -56,13 +57,13 @@ use toml::de::DeTable;
 
 pub use self::allow_list::AllowList;
 pub(crate) use self::allow_list::canonical;
+pub use self::checks::{MAX_REQUEST_FIELDS, MIN_TIMEOUT};
 pub use self::python::{EnvVar, PythonApp};
 pub use self::routes::Route;
 pub use self::schema::Schema;
 pub(crate) use self::schema::{KindReader, KindValue, RouteKind};
 pub use self::settings::{
-    Http2Config, HttpConfig, LogConfig, MAX_REQUEST_FIELDS, MIN_TIMEOUT, MetricsConfig, Overrides,
-    PythonConfig, ServerConfig,
+    Http2Config, HttpConfig, LogConfig, MetricsConfig, Overrides, PythonConfig, ServerConfig,
 };
 pub use self::source::{ConfigSource, MAX_CONFIG_BYTES};
 pub(crate) use self::span::SpannedError;
