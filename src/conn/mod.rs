@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use self::drain::{Conns, DRAIN_LINGER, Open, Tally};
-use self::http2::preface::{Prefixed, Sniff, read_until_known};
+use self::http2::preface::{Prefixed, read_until_known};
 use self::preamble::Expect;
 use self::service::{Requests, Stack};
 use self::transport::Facts;
@@ -148,32 +148,11 @@ impl<S: HttpService> Pipeline<S> {
             }
         }
         // The transport: plain today. TLS goes here, its facts added to `facts`.
-        // The protocol, the one place it is chosen: on a cleartext connection, HTTP/2 by its
-        // preface when `h2c` is on (under TLS, later, by ALPN); else HTTP/1.
-        let protocol = if self.h2c {
-            let deadline = self.header_timeout.map(|t| since + t);
-            let known = async {
-                match deadline {
-                    Some(at) => {
-                        tokio::time::timeout_at(at.into(), read_until_known(&mut io, &mut early))
-                            .await
-                            .ok()
-                            .flatten()
-                    }
-                    None => read_until_known(&mut io, &mut early).await,
-                }
-            };
-            let drained = async {
-                self.conns.draining().await;
-                tokio::time::sleep(DRAIN_LINGER).await;
-            };
-            let known = tokio::select! {
-                biased;
-                known = known => known,
-                () = drained => None,
-            };
-            match known {
-                Some(known) => known,
+        // The protocol, the one place it is chosen: under TLS (later) by ALPN; on a cleartext
+        // connection, by HTTP/2's preface when `h2c` is on; else HTTP/1.
+        let protocol = match self.h2c {
+            true => match self.sniff(&mut io, &mut early, since).await {
+                Some(protocol) => protocol,
                 None => {
                     // Closed, nothing in time, or drained before a byte told.
                     let close =
@@ -181,9 +160,8 @@ impl<S: HttpService> Pipeline<S> {
                     let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
                     return;
                 }
-            }
-        } else {
-            Sniff::Http1
+            },
+            false => Protocol::Http1,
         };
         let stack = Stack {
             service: Rc::clone(&self.service),
@@ -192,13 +170,45 @@ impl<S: HttpService> Pipeline<S> {
             facts: Rc::new(facts),
         };
         match protocol {
-            Sniff::Http2 => {
+            Protocol::Http1 => self.http1.serve(io, stack, since, early, &self.conns).await,
+            Protocol::Http2 => {
                 self.http2.serve(Prefixed::new(early, io), stack, since, &self.conns).await;
-            }
-            Sniff::Http1 | Sniff::Incomplete => {
-                self.http1.serve(io, stack, since, early, &self.conns).await;
             }
         }
         drop(open);
     }
+
+    /// Reads a cleartext connection's first bytes into `early` until they tell its protocol
+    /// (see [`http2::preface`]), within `header_timeout` of `since`; `None` if the connection
+    /// ends, the time runs out or the worker drains first.
+    async fn sniff<I>(&self, io: &mut I, early: &mut Vec<u8>, since: Instant) -> Option<Protocol>
+    where
+        I: AsyncRead + Unpin,
+    {
+        let known = async {
+            match self.header_timeout {
+                Some(t) => {
+                    let at = (since + t).into();
+                    tokio::time::timeout_at(at, read_until_known(io, early)).await.ok().flatten()
+                }
+                None => read_until_known(io, early).await,
+            }
+        };
+        let drained = async {
+            self.conns.draining().await;
+            tokio::time::sleep(DRAIN_LINGER).await;
+        };
+        tokio::select! {
+            biased;
+            known = known => known,
+            () = drained => None,
+        }
+    }
+}
+
+/// The protocols a connection may speak, chosen once per connection in [`Pipeline`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    Http1,
+    Http2,
 }

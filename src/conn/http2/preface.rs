@@ -8,6 +8,8 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 
+use crate::conn::Protocol;
+
 /// What every HTTP/2 connection starts with (RFC 9113 §3.4).
 pub(crate) const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -41,12 +43,13 @@ pub(crate) fn sniff(early: &[u8]) -> Sniff {
 pub(crate) async fn read_until_known<I: AsyncRead + Unpin>(
     io: &mut I,
     early: &mut Vec<u8>,
-) -> Option<Sniff> {
+) -> Option<Protocol> {
     loop {
         if !early.is_empty() {
             match sniff(early) {
                 Sniff::Incomplete => {}
-                known => return Some(known),
+                Sniff::Http1 => return Some(Protocol::Http1),
+                Sniff::Http2 => return Some(Protocol::Http2),
             }
         }
         let mut chunk = [0u8; 512];
