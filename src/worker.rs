@@ -215,14 +215,16 @@ async fn serve<F: Factory>(setup: Setup<'_, F>) -> i32 {
     tracing::debug!(connections = conns.open_count(), "draining");
     requests.board.draining();
     conns.start_draining();
-    if tokio::time::timeout(grace, conns.closed()).await.is_err() {
+    // The master kills the worker `KILL_MARGIN` after this: the scrapes too must end by it.
+    let deadline = tokio::time::Instant::now() + grace;
+    if tokio::time::timeout_at(deadline, conns.closed()).await.is_err() {
         tracing::warn!(
             connections = conns.open_count(),
             "graceful_timeout reached, closing the remaining connections"
         );
     }
     if let Some(endpoint) = endpoint {
-        endpoint.finished().await;
+        endpoint.finished(deadline).await;
     }
     ctx.at_exit().run();
     // The requests that ended while draining are logged.

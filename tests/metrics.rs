@@ -229,6 +229,21 @@ fn a_metrics_address_in_use_stops_the_start_like_a_server_address() {
 }
 
 #[test]
+fn a_metrics_address_that_is_also_a_server_address_is_refused_as_such() {
+    let dir = tempdir();
+    let tcp = std::net::TcpListener::bind(LOCAL).unwrap().local_addr().unwrap().to_string();
+    let unix = format!("unix:{}", dir.path().join("both.sock").display());
+    for addr in [tcp.as_str(), unix.as_str()] {
+        let mut server = Server::spawn(&example("demo"), &["-b", addr, "--metrics-bind", addr]);
+        let output = server.output();
+        assert_eq!(server.exit_code(), 2, "{output}");
+        let error = format!("metrics.bind {addr} is also in server.bind");
+        assert!(output.contains(&error), "{output}");
+        assert!(!output.contains("retrying"), "refused at once: {output}");
+    }
+}
+
+#[test]
 fn a_reload_moves_the_metrics_and_refuses_an_address_in_use() {
     let dir = tempdir();
     let config = |metrics: &str| {
@@ -347,6 +362,65 @@ fn a_scrape_under_way_when_its_worker_is_told_to_stop_is_answered_before_it_exit
         assert_eq!(response.status, 200, "{}", response.text());
     }
     wait_until(|| old.iter().all(|&pid| !alive(pid)).then_some(())).expect("the old workers exit");
+}
+
+/// How many sockets the process `pid` has open.
+fn sockets(pid: i32) -> usize {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap();
+    fds.filter_map(|fd| std::fs::read_link(fd.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("socket:"))
+        .count()
+}
+
+#[test]
+fn a_scrape_that_never_ends_does_not_keep_a_stopping_worker_past_graceful_timeout() {
+    let server = start("1", &["--graceful-timeout", "0.5"]);
+    let metrics = metrics_addr(&server);
+    let old = *server.wait_workers(1).first().unwrap();
+    let before = sockets(old);
+    // A client that connects and sends nothing: the worker holds it for the 5 s header timeout.
+    let _silent = TcpStream::connect(metrics).unwrap();
+    wait_until(|| (sockets(old) > before).then_some(())).expect("the worker accepts it");
+    server.signal(Signal::SIGHUP);
+    // The master kills a worker still there 0.5 s + 1 s after telling it to stop: it must
+    // have exited by itself, its exit hooks run, without waiting 2 s for the scrape.
+    let exited = server.wait_for("worker exited");
+    assert!(exited.contains(&format!("pid={old}")), "{exited}");
+    assert!(!exited.contains("SIGKILL"), "{exited}");
+    assert_eq!(server.count("did not exit in time"), 0, "{:#?}", server.logs());
+}
+
+#[test]
+fn while_a_manual_upgrade_has_both_masters_serving_only_the_new_ones_workers_answer() {
+    let server = start("2", &["--upgrade", "manual"]);
+    let (app, metrics) = (server.addr(), metrics_addr(&server));
+    for _ in 0..5 {
+        assert_eq!(http::get(app, "/").unwrap().status, 200);
+    }
+    let count = "forkserve_request_duration_seconds_count";
+    let old = samples_when(metrics, "5 requests", |s| s.value(count) == 5.0);
+    let start = "forkserve_start_time_seconds";
+    let old_start = old.value(start);
+    server.signal(Signal::SIGUSR2);
+    let line = server.wait_for("the new master serves beside this one");
+    let new_master = line.split("new_master=").nth(1).unwrap().split_whitespace().next().unwrap();
+    // Within a poll, the old master's workers leave the scrapes to the new master's: were
+    // both to answer, the counters would swing between 5 and 0, a counter reset each time.
+    server.wait_for_nth("leaving the metrics to its workers", 2);
+    for _ in 0..20 {
+        let s = samples(metrics);
+        assert_ne!(s.value(start), old_start, "a scrape answered by the old master:\n{}", s.0);
+    }
+    // The upgrade given up, the old master's workers answer again, with its counts.
+    let new_master: i32 = new_master.parse().unwrap();
+    let new_workers = common::children(new_master);
+    assert_eq!(new_workers.len(), 2, "{new_workers:?}");
+    kill(Pid::from_raw(new_master), Signal::SIGQUIT).unwrap();
+    server.wait_for_nth("answering the metrics again", 2);
+    let gone = || new_workers.iter().chain([&new_master]).all(|&pid| !alive(pid));
+    wait_until(|| gone().then_some(())).expect("the new master and its workers exit");
+    let back = samples(metrics);
+    assert_eq!((back.value(start), back.value(count)), (old_start, 5.0));
 }
 
 #[test]

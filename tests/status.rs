@@ -22,20 +22,7 @@ fn run_status(args: &[&str], cwd: &Path, as_nobody: bool) -> Output {
     let mut cmd = Command::new(forkserve());
     cmd.arg("status").args(args).current_dir(cwd).stdin(Stdio::null()).process_group(0);
     if as_nobody {
-        // SAFETY: setgroups, setgid and setuid are plain system calls, async-signal-safe,
-        // and touch no memory of the parent.
-        unsafe {
-            cmd.pre_exec(|| {
-                use nix::libc;
-                if libc::setgroups(0, std::ptr::null()) != 0
-                    || libc::setgid(65534) != 0
-                    || libc::setuid(65534) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        common::as_nobody(&mut cmd);
     }
     cmd.output().expect("run forkserve status")
 }

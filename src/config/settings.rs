@@ -499,3 +499,20 @@ impl ServerConfig {
         (!seconds.0.is_zero()).then_some(seconds.0)
     }
 }
+
+impl MetricsConfig {
+    /// Checks the endpoint's address against the app's `binds`: the same address twice could
+    /// never be bound (the second bind fails as "in use", or, for a unix path, as another
+    /// process's), so it is refused as the mistake it is. Port 0 is a fresh port each time.
+    pub(crate) fn check(&self, binds: &[Bind]) -> Result<(), String> {
+        match &self.bind {
+            Some(b) if binds.contains(b) && !matches!(b, Bind::Tcp { port: 0, .. }) => {
+                Err(format!(
+                    "metrics.bind {b} is also in server.bind: the metrics need an address of \
+                     their own"
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+}

@@ -32,6 +32,7 @@ impl ConfigSource {
         };
         self.overrides.apply(&mut config)?;
         config.python.check(&config.routes).map_err(Error::Usage)?;
+        config.metrics.check(&config.server.bind).map_err(Error::Usage)?;
         // Made absolute here, in the master, whose directory never changes: a worker opens
         // the access log after a preloaded Python app's `chdir` has moved its mold.
         if let Some(access) = &mut config.log.access {

@@ -377,6 +377,10 @@ impl<F: Factory> Master<'_, F> {
             Heard::Ready => {
                 match self.upgrading.successor_ready(self.current.config.server.upgrade) {
                     Some(Served::BothServe) => {
+                        // Scrapes go to the new master's workers only: with both answering,
+                        // every counter would swing between the two masters' counts, which
+                        // Prometheus reads as a reset at each swing.
+                        self.scoreboard.set_successor_serves(true);
                         let old = self.pid.as_raw();
                         let new = self.upgrading.pid().map_or(0, Pid::as_raw);
                         info!(
@@ -409,6 +413,7 @@ impl<F: Factory> Master<'_, F> {
     pub(super) fn upgrade_failed(&mut self, why: &str) {
         let Some(successor) = self.upgrading.give_up() else { return };
         // This master serves again, with its workers, and speaks for the service.
+        self.scoreboard.set_successor_serves(false);
         self.notify_ready();
         self.stop_successor(successor, why);
     }

@@ -167,6 +167,9 @@ impl<F: Factory> Master<'_, F> {
             return self.pause_forking("no scoreboard slot");
         };
         self.next_id += 1;
+        // Before the fork: the child may be running (and booting) before the fork returns
+        // here, and its boot time is counted from when it was asked for.
+        let spawned = Instant::now();
         let forked = match Self::preloads(generation) {
             true => self.fork_from_mold(generation.number, id, slot).map(Forked::Parent),
             false => process::fork().map_err(|e| e.to_string()),
@@ -185,7 +188,7 @@ impl<F: Factory> Master<'_, F> {
                     pid,
                     generation: generation.number,
                     slot,
-                    spawned: Instant::now(),
+                    spawned,
                     grace: generation.config.server.graceful_timeout.0,
                     state: WorkerState::Booting { error: None },
                 });

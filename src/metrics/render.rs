@@ -79,7 +79,7 @@ pub(crate) fn render(report: &Report, queues: &[Queue], version: &str) -> String
     for (cause, n) in ExitCause::ALL.iter().zip(report.exits) {
         out.sample("forkserve_worker_exits_total", &[("cause", cause.as_str())], n);
     }
-    out.family("forkserve_reloads_total", "counter", "Reloads (HUP) that ended, by result: completed, rejected (the config), rolled_back (the new workers could not boot)");
+    out.family("forkserve_reloads_total", "counter", "Reloads (HUP) that ended, by result: completed, rejected (the config), rolled_back (the new workers could not boot), superseded (a newer reload took its place)");
     for (result, n) in ReloadResult::ALL.iter().zip(report.reloads) {
         out.sample("forkserve_reloads_total", &[("result", result.as_str())], n);
     }
@@ -129,8 +129,12 @@ pub(crate) fn render(report: &Report, queues: &[Queue], version: &str) -> String
 /// How one of a worker's values is read from its view.
 type PerWorker = fn(&WorkerView) -> u64;
 
-/// The metrics of each worker alive, labelled with its id, generation and pid.
+/// The metrics of each worker alive, labelled with its id, generation and pid. A worker being
+/// forked has no pid yet (its slot is claimed first): it is left out for the microseconds
+/// that takes, rather than written as a short-lived series with `pid="0"`
+/// (`forkserve_workers` counts it as booting).
 fn render_workers(out: &mut Out, workers: &[WorkerView]) {
+    let workers: Vec<&WorkerView> = workers.iter().filter(|w| w.pid != 0).collect();
     let ids: Vec<[String; 3]> = workers
         .iter()
         .map(|w| [w.worker.to_string(), w.generation.to_string(), w.pid.to_string()])
@@ -241,6 +245,17 @@ mod tests {
         let line = line.unwrap_or_else(|| panic!("no {series} in:\n{text}"));
         let number = line.rsplit_once(" ").unwrap().1;
         number.parse().unwrap_or_else(|e| panic!("{line}: {e}"))
+    }
+
+    #[test]
+    fn a_worker_being_forked_is_counted_as_booting_without_series_of_its_own() {
+        let board = Scoreboard::new().unwrap();
+        // Claimed, not forked yet: no pid.
+        board.claim(9, 1).unwrap();
+        let text = render(&board.report(), &[], "1.2.3");
+        assert_eq!(value(&text, r#"forkserve_workers{state="booting"}"#), 1.0);
+        assert!(!text.contains(r#"worker="9""#), "{text}");
+        assert!(!text.contains(r#"pid="0""#), "{text}");
     }
 
     #[test]

@@ -29,6 +29,9 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a worker that drained waits for the scrapes it is answering before it exits.
 const FINISH_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often a worker looks whether a new master serves beside its own (see
+/// [`successor_serves`]); between two looks, both masters' workers may answer.
+const SUCCESSOR_POLL: Duration = Duration::from_millis(250);
 
 /// The content type of the text exposition format.
 const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -57,15 +60,19 @@ pub(super) fn serve(
 }
 
 impl Endpoint {
-    /// Waits, [`FINISH_TIMEOUT`] at most, for the scrapes under way: a worker that drained
-    /// finishes them before it exits, so that a reload cuts none.
-    pub(crate) async fn finished(&self) {
+    /// Waits, [`FINISH_TIMEOUT`] at most and never past `deadline` (the end of the worker's
+    /// `graceful_timeout`), for the scrapes under way: a worker that drained finishes them
+    /// before it exits, so that a reload cuts none; but a scrape that never ends (a client
+    /// that sends nothing) must not keep the worker past the time the master kills it, which
+    /// would lose its exit hooks and its last access log lines.
+    pub(crate) async fn finished(&self, deadline: tokio::time::Instant) {
         let all_done = async {
             while self.in_flight.get() > 0 {
                 self.one_done.notified().await;
             }
         };
-        let _ = tokio::time::timeout(FINISH_TIMEOUT, all_done).await;
+        let deadline = deadline.min(tokio::time::Instant::now() + FINISH_TIMEOUT);
+        let _ = tokio::time::timeout_at(deadline, all_done).await;
     }
 
     /// Answers one request.
@@ -92,10 +99,23 @@ impl Endpoint {
     }
 }
 
-/// Accepts scrapes until the worker drains, [`SCRAPES_AT_ONCE`] at a time; then drops the
-/// socket, this worker's copy.
+/// Accepts scrapes until the worker drains, [`SCRAPES_AT_ONCE`] at a time, and none while a
+/// new master serves beside this worker's (a manual binary upgrade not yet committed: its
+/// workers answer, and go on counting); then drops the socket, this worker's copy.
 async fn accept_loop(acceptor: Acceptor, endpoint: Rc<Endpoint>, conns: Conns) {
+    let scoreboard = &endpoint.source.scoreboard;
     loop {
+        if scoreboard.successor_serves() {
+            tracing::info!("a new master serves: leaving the metrics to its workers");
+            while scoreboard.successor_serves() {
+                tokio::select! {
+                    biased;
+                    () = conns.draining() => return,
+                    () = tokio::time::sleep(SUCCESSOR_POLL) => {}
+                }
+            }
+            tracing::info!("the new master is gone: answering the metrics again");
+        }
         if endpoint.in_flight.get() >= SCRAPES_AT_ONCE {
             tokio::select! {
                 biased;
@@ -106,6 +126,7 @@ async fn accept_loop(acceptor: Acceptor, endpoint: Rc<Endpoint>, conns: Conns) {
         let accepted = tokio::select! {
             biased;
             () = conns.draining() => return,
+            () = successor_serves(scoreboard) => continue,
             accepted = accept(&acceptor) => accepted,
         };
         match accepted {
@@ -116,6 +137,16 @@ async fn accept_loop(acceptor: Acceptor, endpoint: Rc<Endpoint>, conns: Conns) {
             Err(_) if crate::signals::listeners_released() => return,
             Err(e) => accept_failed(e).await,
         }
+    }
+}
+
+/// Returns once a new master serves beside this worker's: then every counter must come from
+/// one master only, the new one, or each scrape could swing them between the two masters'
+/// counts, which Prometheus takes for a counter reset each time. Polled: the master's only
+/// way to tell its workers is the scoreboard, and a look every [`SUCCESSOR_POLL`] is a load.
+async fn successor_serves(scoreboard: &crate::scoreboard::Scoreboard) {
+    while !scoreboard.successor_serves() {
+        tokio::time::sleep(SUCCESSOR_POLL).await;
     }
 }
 

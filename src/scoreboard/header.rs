@@ -14,7 +14,7 @@ pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"forkserv");
 
 /// The layout's version: raised whenever a field of the header, a slot or the counters moves,
 /// so that `forkserve status` of another build refuses a scoreboard it would misread.
-pub(crate) const LAYOUT: u64 = 3;
+pub(crate) const LAYOUT: u64 = 4;
 
 /// Why a worker exited, as the metrics count it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -118,6 +118,10 @@ pub(crate) struct Header {
     /// the live slots', every request the server took, counted whether or not the metrics
     /// (which keep `retired`) are on. Moved under `seq` too.
     pub(super) retired_requests: AtomicU64,
+    /// 1 while a new master serves beside this one (a manual binary upgrade not yet
+    /// committed): this master's workers leave the metrics socket they share to the new
+    /// master's, whose counters are the ones that go on.
+    pub(super) successor_serves: AtomicU32,
 }
 
 impl Header {

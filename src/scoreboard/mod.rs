@@ -320,6 +320,16 @@ impl Scoreboard {
         self.header.reloading.store(u32::from(reloading), Ordering::Relaxed);
     }
 
+    /// Whether a new master serves beside this one (see `Header::successor_serves`).
+    pub(crate) fn set_successor_serves(&self, serves: bool) {
+        self.header.successor_serves.store(u32::from(serves), Ordering::Relaxed);
+    }
+
+    /// Whether a new master serves beside this one: read by the workers' metrics endpoint.
+    pub(crate) fn successor_serves(&self) -> bool {
+        self.header.successor_serves.load(Ordering::Relaxed) != 0
+    }
+
     /// Counts a reload that ended.
     pub(crate) fn reload_ended(&self, result: ReloadResult) {
         let i = ReloadResult::ALL.iter().position(|r| *r == result).expect("listed");

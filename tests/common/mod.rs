@@ -141,20 +141,7 @@ impl Server {
         let mut cmd = Command::new(bin);
         cmd.args(args);
         if nix::unistd::geteuid().is_root() {
-            // SAFETY: setgroups, setgid and setuid are plain system calls, async-signal-safe,
-            // and touch no memory of the parent.
-            unsafe {
-                cmd.pre_exec(|| {
-                    use nix::libc;
-                    if libc::setgroups(0, std::ptr::null()) != 0
-                        || libc::setgid(65534) != 0
-                        || libc::setuid(65534) != 0
-                    {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
+            as_nobody(&mut cmd);
         }
         Server::launch(cmd)
     }
@@ -416,4 +403,23 @@ pub fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write file");
     path.to_str().unwrap().to_string()
+}
+
+/// Has `cmd` run as uid and gid 65534 (nobody), with no supplementary groups: for tests that
+/// need a process without root's rights (the tests run as root).
+pub fn as_nobody(cmd: &mut Command) {
+    // SAFETY: setgroups, setgid and setuid are plain system calls, async-signal-safe, and
+    // touch no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            use nix::libc;
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(65534) != 0
+                || libc::setuid(65534) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
 }
