@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::h2::{self, Frame, Raw};
-use common::{Server, WAIT, example, forkserve, tempdir, wait_until, wsgi};
+use common::{Server, WAIT, example, forkserve, tempdir, wait_until, write, wsgi};
 use nix::sys::signal::Signal;
 
 const LOCAL: &str = "127.0.0.1:0";
@@ -447,4 +447,32 @@ fn a_header_block_that_drips_is_closed_at_header_timeout() {
     let waited = started.elapsed();
     assert!(waited >= Duration::from_millis(900), "{waited:?}");
     assert_eq!(h2c(&server, "/", &[]).0, 200, "the worker serves on");
+}
+
+#[test]
+fn a_client_that_does_not_read_is_closed_at_send_timeout() {
+    let dir = tempdir();
+    std::fs::create_dir(dir.path().join("files")).unwrap();
+    std::fs::write(dir.path().join("files/big.bin"), vec![b'x'; 32 << 20]).unwrap();
+    let config = write(
+        dir.path(),
+        "app.toml",
+        "[server]\nbind = [\"127.0.0.1:0\"]\nworkers = 1\n[http]\nh2c = true\nsend_timeout = 1\n\
+         [log]\nlevel = \"debug\"\n[[route]]\npath = \"/files/\"\nstatic = \"files\"\n",
+    );
+    let server = Server::start(&forkserve(), &[&config]);
+    let mut raw = Raw::open(server.addr());
+    // The largest windows, so that only the socket holds the response back.
+    let mut open = h2::frame(h2::SETTINGS, 0, 0, &[0, 4, 0x7f, 0xff, 0xff, 0xff]);
+    open.extend(h2::frame(h2::WINDOW_UPDATE, 0, 0, &(0x7fff_ffff - 65_535u32).to_be_bytes()));
+    open.extend(h2::get(1, "/files/big.bin"));
+    raw.send(&open);
+    let started = Instant::now();
+    server.wait_for("send_timeout reached");
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    // What the socket held arrives, then the end: not the whole file.
+    let frames = raw.until_closed();
+    let got: usize = frames.iter().filter(|f| f.kind == h2::DATA).map(|f| f.payload.len()).sum();
+    assert!(got < 32 << 20, "{got} bytes");
+    assert_eq!(h2c(&server, "/files/big.bin", &["-o", "/dev/null"]).0, 200, "the worker serves on");
 }
