@@ -124,8 +124,13 @@ impl Scanner {
                     self.forget_oldest();
                 }
             }
-            HEADERS if flags & END_HEADERS == 0 => self.block_since = Some(now),
-            HEADERS => self.block_since = None,
+            HEADERS => {
+                self.block_since = (flags & END_HEADERS == 0).then_some(now);
+                if flags & END_STREAM != 0 {
+                    // Trailers end a body as DATA's END_STREAM does.
+                    self.bodies.remove(&stream);
+                }
+            }
             CONTINUATION if flags & END_HEADERS != 0 => self.block_since = None,
             RST_STREAM => {
                 self.bodies.remove(&stream);
@@ -200,12 +205,14 @@ mod tests {
         s.feed(&frame(DATA, END_STREAM, 1, 90), now).unwrap();
         s.feed(&frame(DATA, 0, 3, 90), now).unwrap();
         s.feed(&frame(RST_STREAM, 0, 3, 4), now).unwrap();
-        assert!(s.bodies.is_empty());
-        for id in [5, 7, 9, 11, 13] {
+        s.feed(&frame(DATA, 0, 5, 90), now).unwrap();
+        s.feed(&frame(HEADERS, END_HEADERS | END_STREAM, 5, 10), now).unwrap();
+        assert!(s.bodies.is_empty(), "ended by DATA, by a reset, by trailers");
+        for id in [7, 9, 11, 13, 15] {
             s.feed(&frame(DATA, 0, id, 1), now).unwrap();
         }
         assert_eq!(s.bodies.len(), 4);
-        assert!(!s.bodies.contains_key(&5), "the oldest went");
+        assert!(!s.bodies.contains_key(&7), "the oldest went");
     }
 
     #[test]

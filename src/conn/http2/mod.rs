@@ -200,10 +200,13 @@ where
     slot.watch();
     let mut idle_since = times.since;
     let mut was_busy = false;
+    let mut seen = slot.started();
     let end = loop {
         let busy = slot.busy();
-        if was_busy && !busy {
+        // A request that started and ended between two looks counts too.
+        if (was_busy && !busy) || slot.started() != seen {
             idle_since = Instant::now();
+            seen = slot.started();
         }
         was_busy = busy;
         let deadline = if slot.started() == 0 {
