@@ -236,9 +236,12 @@ fn request_timeout_answers_504_on_that_stream_only() {
 #[test]
 fn a_draining_worker_sends_goaway_and_finishes_its_open_streams() {
     for signal in [Signal::SIGHUP, Signal::SIGTERM] {
-        let mut server = demo(&["--log-level", "debug"]);
+        let mut server = demo(&["--log-level", "debug", "--graceful-timeout", "20"]);
         let mut raw = Raw::open(server.addr());
         raw.send(&h2::get(1, "/sleep/1500"));
+        // And a connection that goes silent: it will not answer the GOAWAY's PING.
+        let mut silent = Raw::open(server.addr());
+        assert_eq!(silent.read().map(|f| f.kind), Some(h2::SETTINGS), "accepted");
         server.wait_for("sleeping 1500 ms");
         let sent = Instant::now();
         server.signal(signal);
@@ -250,11 +253,16 @@ fn a_draining_worker_sends_goaway_and_finishes_its_open_streams() {
         let last = after.iter().rfind(|f| f.stream == 1).unwrap();
         assert!(last.kind == h2::DATA && last.flags & h2::END_STREAM != 0, "{after:?}");
         assert!(sent.elapsed() >= Duration::from_millis(1000), "the stream ran its course");
+        // The silent one, which has not read its GOAWAY, does not hold the worker until
+        // graceful_timeout: it is closed a moment after the drain found nothing on it.
         if signal == Signal::SIGTERM {
             assert_eq!(server.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
         } else {
             server.wait_for("worker exited");
         }
+        assert!(sent.elapsed() < Duration::from_secs(6), "{signal}: {:?}", sent.elapsed());
+        let silent = silent.until_closed();
+        assert!(silent.iter().any(|f| f.goaway().is_some()), "{signal}: {silent:?}");
     }
 }
 

@@ -40,7 +40,7 @@ use self::frames::{Bounds, Scanner};
 use self::request::{Layer, Limits};
 use self::streams::Streams;
 use self::wire::Wire;
-use super::drain::{Conns, Slot};
+use super::drain::{Conns, DRAIN_LINGER, Slot};
 use super::service::Stack;
 use crate::app::HttpService;
 use crate::config::{Http2Config, HttpConfig, ServerConfig};
@@ -234,10 +234,41 @@ where
     };
     conn.as_mut().graceful_shutdown();
     let Some(linger) = end else {
-        // Drained: the worker's graceful_timeout bounds this.
-        return conn.await;
+        return drain(conn, slot).await;
     };
     tokio::time::timeout(linger, conn).await.unwrap_or(Ok(()))
+}
+
+/// Drives a draining connection, which has said GOAWAY, to its end: hyper ends it once its
+/// open streams are done (within the worker's `graceful_timeout`) and the client has answered
+/// the GOAWAY's PING. A client that sends nothing more, with no stream in progress, is closed
+/// after [`DRAIN_LINGER`], as an idle HTTP/1 connection is (the wire counts what is read while
+/// the worker drains).
+async fn drain<C>(mut conn: Pin<&mut C>, slot: &Slot) -> hyper::Result<()>
+where
+    C: Future<Output = hyper::Result<()>>,
+{
+    let mut quiet_since = Instant::now();
+    let mut seen = slot.read();
+    let mut was_busy = false;
+    loop {
+        let busy = slot.busy();
+        if busy || was_busy || slot.read() != seen {
+            // A stream is in progress or just ended (its last bytes may still be going out),
+            // or the client is sending.
+            quiet_since = Instant::now();
+            seen = slot.read();
+        } else if quiet_since.elapsed() >= DRAIN_LINGER {
+            return Ok(());
+        }
+        was_busy = busy;
+        let changed = slot.changed();
+        tokio::select! {
+            result = conn.as_mut() => return result,
+            () = changed => {}
+            () = tokio::time::sleep_until((quiet_since + DRAIN_LINGER).into()) => {}
+        }
+    }
 }
 
 /// A connection that can be asked to finish gracefully.

@@ -114,6 +114,10 @@ impl<I: AsyncRead + Unpin> AsyncRead for Wire<I> {
                     this.stop.notify_one();
                     return if at > 0 { Poll::Ready(Ok(())) } else { Poll::Pending };
                 }
+                if this.slot.closing() {
+                    // For the drain, which closes a connection on which nothing comes.
+                    this.slot.bytes_read(read.len());
+                }
                 if let (Some(since), Some(timeout)) =
                     (this.scanner.block_since(), this.header_timeout)
                 {
