@@ -8,7 +8,11 @@
 # 16), static files of 4 KiB and 1 MiB (keep-alive, 64 connections; nginx with sendfile on), then
 # keep-alive hello world with 2 workers, unpinned, then keep-alive hello world with an access log
 # to a file (forkserve's default `combined`; nginx's `combined` with `buffer=64k flush=1s`, both
-# writing whole buffers). Per run: requests/s, p50 and p99 latency,
+# writing whole buffers), then HTTP/2 with prior knowledge (h2c: forkserve's --h2c; nginx's
+# `listen … http2` on a port of its own, as nginx 1.22 serves h2c only there, without HTTP/1;
+# `http2 on`, which tells them apart by the preface as forkserve does, is nginx ≥ 1.25.1): h2load,
+# 16 connections of 100 streams each (when h2load is installed: nghttp2-client). Per run:
+# requests/s, p50 and p99 latency,
 # errors, and requests per server CPU-second (utime+stime of every process of the server, from
 # /proc), the figure wrk's own CPU use does not bound here.
 #
@@ -35,6 +39,7 @@
 #                                             # which): WSGI apps under forkserve, Gunicorn,
 #                                             # uWSGI and Granian; about 7 minutes more
 #   ONLY=python bench/compare.sh              # the Python rows alone
+#   ONLY=h2 bench/compare.sh                  # the h2c row alone, into bench/results/h2.md
 #
 # Prints the tables (markdown) and writes them to bench/results/latest.md, and the
 # forkserve/nginx ratios (and forkserve's against the Python servers) as a chart to
@@ -58,10 +63,11 @@ BODY='Hello, World!'
 IDLE_CONNS=${IDLE_CONNS:-10000}
 WITH_GUNICORN=${WITH_GUNICORN:-0}
 GUNICORN_PORT=${GUNICORN_PORT:-18492}
+NGINX_H2_PORT=${NGINX_H2_PORT:-18493}
 ONLY=${ONLY:-}     # "python": the Python rows alone
 PYTHON=${PYTHON:-0} # 1: the Python rows too
 [ "$ONLY" = python ] && PYTHON=1
-[ -z "$ONLY" ] || [ "$ONLY" = python ] || { echo "ONLY=$ONLY: only ONLY=python is known" >&2; exit 2; }
+[ -z "$ONLY" ] || [ "$ONLY" = python ] || [ "$ONLY" = h2 ] || { echo "ONLY=$ONLY: only ONLY=python or ONLY=h2 is known" >&2; exit 2; }
 NGINX_ROWS=1
 [ "$ONLY" = python ] && NGINX_ROWS=0
 
@@ -75,6 +81,11 @@ if [ "$NGINX_ROWS" = 1 ]; then
   NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 fi
 command -v python3 >/dev/null || { echo "python3 is required" >&2; exit 1; }
+# The h2c row: h2load, and an nginx with HTTP/2.
+H2_ROWS=0
+if [ "$NGINX_ROWS" = 1 ] && need h2load nghttp2-client && "$NGINX" -V 2>&1 | grep -q http_v2_module; then
+  H2_ROWS=1
+fi
 need pgrep procps || { echo "pgrep is required (apt-get install procps)" >&2; exit 1; }
 
 # Each idle connection is a file descriptor in the client and in the server.
@@ -179,6 +190,10 @@ http {
     location / { default_type text/plain; return 200 "$BODY"; }
     location /static/ { root $WORK; }
   }
+  server {
+    $([ "$H2_ROWS" = 1 ] && echo "listen 127.0.0.1:$NGINX_H2_PORT http2;" || echo "listen 127.0.0.1:$NGINX_H2_PORT;")
+    location / { default_type text/plain; return 200 "$BODY"; }
+  }
 }
 CONF
 }
@@ -242,6 +257,22 @@ measure() { # port connections wrk_cpus [lua] [path]
   echo "$rps $(to_ms "$p50") $(to_ms "$p99") $(awk -v n="$total" -v t=$((after - before)) -v hz="$hz" 'BEGIN { printf "%.0f", (t > 0 ? n / (t / hz) : 0) }') ${errors:-0}"
 }
 
+# One h2load run (h2c, prior knowledge) against the running server, in measure's format.
+# p50 and p99 are of each request's time (h2load's --log-file), from its start on the wire.
+measure_h2() { # port connections streams h2load_cpus
+  local before after out hz total errors
+  hz=$(getconf CLK_TCK)
+  before=$(cpu_ticks)
+  out=$(taskset -c "$4" h2load -c"$2" -m"$3" -D"$DURATION" --log-file="$WORK/h2load.log" "http://127.0.0.1:$1/")
+  after=$(cpu_ticks)
+  total=$(awk '/^requests:/ {print $8}' <<<"$out")
+  errors=$(awk '/^requests:/ {print $10 + $12}' <<<"$out")
+  errors=$((errors + $(awk '/^status codes:/ {print $5 + $7 + $9}' <<<"$out")))
+  read -r p50 p99 < <(awk '{print $3}' "$WORK/h2load.log" | sort -n |
+    awk '{a[NR] = $1} END { if (NR) printf "%.3f %.3f\n", a[int(NR * 0.5) + (NR * 0.5 > int(NR * 0.5))] / 1000, a[int(NR * 0.99) + (NR * 0.99 > int(NR * 0.99))] / 1000; else print "n/a n/a" }')
+  echo "$(awk '/^finished in/ {print $4}' <<<"$out") $p50 $p99 $(awk -v n="${total:-0}" -v t=$((after - before)) -v hz="$hz" 'BEGIN { printf "%.0f", (t > 0 ? n / (t / hz) : 0) }') ${errors:-0}"
+}
+
 to_ms() { # wrk's 1.23ms / 456.00us / 1.2s; "n/a" for the 0.00us wrk prints for some pipelined runs
   awk -v v="$1" 'BEGIN { n = v + 0; if (v ~ /us$/) n /= 1000; else if (v ~ /ms$/) n = n; else if (v ~ /s$/) n *= 1000; if (n > 0) printf "%.3f", n; else print "n/a" }'
 }
@@ -268,6 +299,23 @@ run_scenario() { # name workers server_cpus wrk_cpus connections [lua] [path] [g
     for server in "${servers[@]}"; do
       start_server "$server" "$2" "$3"
       RESULTS["$name|$server|$i"]=$(measure "$PORT" "$5" "$4" "${6:-}" "${7:-/}")
+      stop_server
+    done
+  done
+}
+
+# The h2c row: forkserve with --h2c on its port, nginx on its http2 port.
+run_h2_scenario() { # name connections streams
+  local i server
+  for i in $(seq "$ROUNDS"); do
+    for server in forkserve nginx; do
+      if [ "$server" = forkserve ]; then
+        start_forkserve 1 "$PIN_SERVER" --h2c=true
+        RESULTS["$1|$server|$i"]=$(measure_h2 "$FS_PORT" "$2" "$3" "$PIN_WRK")
+      else
+        start_nginx 1 "$PIN_SERVER"
+        RESULTS["$1|$server|$i"]=$(measure_h2 "$NGINX_H2_PORT" "$2" "$3" "$PIN_WRK")
+      fi
       stop_server
     done
   done
@@ -442,11 +490,17 @@ SCENARIOS=(
   "keep-alive, 64 conns, 1 worker pinned, access log|1|$PIN_SERVER|$PIN_WRK|64||/||1"
 )
 ACCESS_ROW="keep-alive, 64 conns, 1 worker pinned, access log"
-if [ "$NGINX_ROWS" = 1 ]; then
+H2_ROW="h2c, 16 conns × 100 streams (h2load), 1 worker pinned"
+if [ "$ONLY" = h2 ]; then
+  [ "$H2_ROWS" = 1 ] || { echo "ONLY=h2 needs h2load (nghttp2-client) and an nginx with HTTP/2" >&2; exit 1; }
+  SCENARIOS=()
+  run_h2_scenario "$H2_ROW" 16 100
+elif [ "$NGINX_ROWS" = 1 ]; then
   for s in "${SCENARIOS[@]}"; do
     IFS='|' read -r name workers server_cpus wrk_cpus conns lua path gunicorn log <<<"$s"
     ACCESS_LOG=$log run_scenario "$name" "$workers" "$server_cpus" "$wrk_cpus" "$conns" "$lua" "$path" "$gunicorn"
   done
+  if [ "$H2_ROWS" = 1 ]; then run_h2_scenario "$H2_ROW" 16 100; fi
   each_round memory_round
   each_round idle_round
   each_round startup_round
@@ -469,7 +523,12 @@ nginx_tables() { # the tables of the nginx rows
     echo "|---|---|---|---|---|---|---|---|---|---|"
   fi
   for s in "${SCENARIOS[@]}"; do report "${s%%|*}"; done
+  if [ "$H2_ROWS" = 1 ]; then report "$H2_ROW"; fi
   echo
+  if [ "$ONLY" = h2 ]; then
+    echo "nginx $NGINX_VERSION serves h2c on a \`listen … http2\` port of its own (prior knowledge only: HTTP/1 there fails); forkserve with --h2c on its one port, HTTP/1 too."
+    return
+  fi
   access_log_ratio
   echo
   echo "| memory and time | forkserve | nginx | ratio | target | met? |"
@@ -507,7 +566,10 @@ nginx_tables() { # the tables of the nginx rows
 OUT=bench/results/latest
 TITLE="forkserve ÷ nginx"
 SUBTITLE="forkserve $REV, nginx $NGINX_VERSION; medians of $ROUNDS interleaved runs; log scale; memory and time targets drawn relative to nginx"
-if [ "$ONLY" = python ]; then
+if [ "$ONLY" = h2 ]; then
+  OUT=bench/results/h2
+  TITLE="forkserve ÷ nginx, HTTP/2"
+elif [ "$ONLY" = python ]; then
   OUT=bench/results/python
   TITLE="forkserve ÷ Python WSGI servers"
   SUBTITLE="forkserve $REV; medians of $ROUNDS interleaved runs; log scale"

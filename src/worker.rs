@@ -192,6 +192,7 @@ async fn serve<F: Factory>(setup: Setup<'_, F>) -> i32 {
         conns.clone(),
         server.worker_connections as usize,
         &ctx.config().http,
+        &ctx.config().http2,
         sink,
     ));
     let config = &ctx.config().metrics;

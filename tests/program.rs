@@ -124,7 +124,7 @@ fn a_file_without_the_table_or_with_an_unknown_one_is_refused() {
         output,
         format!(
             "greeter: error: {path}:6:2: unknown field `greetr`, expected one of `server`, \
-             `http`, `log`, `python`, `metrics`, `tls`, `route`, `greeter`"
+             `http`, `http2`, `log`, `python`, `metrics`, `tls`, `route`, `greeter`"
         )
     );
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The Debian packages some tests drive, installed when missing (tests/run.sh runs this first):
-# prometheus, whose server and promtool tests/metrics.rs starts and runs. As root, or through
+# prometheus, whose server and promtool tests/metrics.rs starts and runs; nghttp2-client, whose
+# h2load and nghttp tests/http2.rs runs. As root, or through
 # sudo when it needs no password (-n: it fails rather than asks, with no one to type); without
 # either, it says what is missing, and those tests say so and pass, unless CI is set, where
 # they fail. The tests start their own Prometheus on 127.0.0.1: the package's service, which a
@@ -11,6 +12,10 @@ set -euo pipefail
 missing=()
 if ! command -v promtool >/dev/null || ! command -v prometheus >/dev/null; then
   missing+=(prometheus)
+fi
+# h2load and nghttp, which tests/http2.rs drives HTTP/2 with.
+if ! command -v h2load >/dev/null || ! command -v nghttp >/dev/null; then
+  missing+=(nghttp2-client)
 fi
 [ "${#missing[@]}" -eq 0 ] && exit 0
 

@@ -47,7 +47,9 @@ fn entries(text: &str) -> Vec<Entry> {
         };
         let Some((key, _)) = body.split_once('=') else { continue };
         let key = key.trim();
-        if key.is_empty() || !key.chars().all(|c| c.is_ascii_lowercase() || c == '_') {
+        // A key starts with a letter; digits follow in some (`h2c`).
+        let key_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
+        if !key.starts_with(|c: char| c.is_ascii_lowercase()) || !key.chars().all(key_char) {
             continue;
         }
         let value = match body.parse::<toml::Table>() {

@@ -3,7 +3,7 @@
 //!
 //! Each setting is declared once, in `settings`: its key, type, default, docs, check, flag and
 //! `--help` text. The `settings!` macro (`declare`) writes from those the table structs
-//! ([`ServerConfig`], [`HttpConfig`], [`LogConfig`], [`MetricsConfig`]), how the file fills
+//! ([`ServerConfig`], [`HttpConfig`], [`Http2Config`], [`LogConfig`], [`MetricsConfig`]), how the file fills
 //! them, and the [`Overrides`] the command line fills; tests hold `config/app.toml` and the
 //! README to the declarations.
 //!
@@ -37,6 +37,7 @@
 //! command line are relative to the current directory (see [`crate::cli`]).
 
 mod allow_list;
+mod checks;
 mod declare;
 mod held;
 mod python;
@@ -57,13 +58,14 @@ use toml::de::DeTable;
 
 pub use self::allow_list::AllowList;
 pub(crate) use self::allow_list::canonical;
+pub use self::checks::{MAX_REQUEST_FIELDS, MIN_TIMEOUT};
 pub use self::python::{EnvVar, PythonApp};
 pub use self::routes::Route;
 pub use self::schema::Schema;
 pub(crate) use self::schema::{KindReader, KindValue, RouteKind};
 pub use self::settings::{
-    HttpConfig, LogConfig, MAX_REQUEST_FIELDS, MIN_TIMEOUT, MetricsConfig, Overrides, PythonConfig,
-    ServerConfig, TlsConfig,
+    Http2Config, HttpConfig, LogConfig, MetricsConfig, Overrides, PythonConfig, ServerConfig,
+    TlsConfig,
 };
 pub use self::source::{ConfigSource, MAX_CONFIG_BYTES};
 pub(crate) use self::span::SpannedError;
@@ -89,6 +91,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// What a request must be to reach the app: limits and timeouts.
     pub http: HttpConfig,
+    /// HTTP/2's own settings.
+    pub http2: Http2Config,
     /// Logging.
     pub log: LogConfig,
     /// How the workers run Python apps.
@@ -115,6 +119,8 @@ struct RawConfig {
     server: ServerConfig,
     #[serde(default)]
     http: HttpConfig,
+    #[serde(default)]
+    http2: Http2Config,
     #[serde(default)]
     python: PythonConfig,
     #[serde(default)]
@@ -208,6 +214,7 @@ impl Config {
         Ok(Config {
             server,
             http: raw.http,
+            http2: raw.http2,
             log,
             python,
             metrics,
@@ -278,6 +285,7 @@ impl Serialize for Config {
         let mut config = s.serialize_struct("Config", 7 + self.tables.len())?;
         config.serialize_field("server", &self.server)?;
         config.serialize_field("http", &self.http)?;
+        config.serialize_field("http2", &self.http2)?;
         config.serialize_field("log", &self.log)?;
         config.serialize_field("python", &self.python)?;
         config.serialize_field("metrics", &self.metrics)?;

@@ -116,8 +116,8 @@ pub struct Schema {
 }
 
 /// The tables forkserve itself reads; a program's table may not take one of their names.
-pub(super) const OWN_TABLES: [&str; 7] =
-    ["server", "http", "log", "python", "metrics", "tls", "route"];
+pub(super) const OWN_TABLES: [&str; 8] =
+    ["server", "http", "http2", "log", "python", "metrics", "tls", "route"];
 
 impl Schema {
     /// Adds the app kinds `[[route]]`s may name.

@@ -1,7 +1,8 @@
-//! Every setting of the `[server]`, `[http]`, `[python]`, `[log]`, `[metrics]` and `[tls]` tables,
-//! declared once: its key, type and default, its docs, how it is read and checked, its flag and its `--help` text. The
-//! `settings!` macro (in `declare`) writes the tables' structs, the [`Overrides`] and
-//! [`Overrides::apply`] from them; the checks the declarations name are here too.
+//! Every setting of the `[server]`, `[http]`, `[http2]`, `[python]`, `[log]`, `[metrics]` and
+//! `[tls]` tables, declared once: its key, type and default, its docs, how it is read and
+//! checked, its flag and its `--help` text. The `settings!` macro (in `declare`) writes the
+//! tables' structs, the [`Overrides`] and [`Overrides::apply`] from them; the checks the
+//! declarations name are in `checks`.
 //!
 //! Two texts per setting, for two readers: the `///` docs are markdown for rustdoc, the `help`
 //! is the plain text `--help` prints. `config/app.toml` and the README document each setting at
@@ -13,6 +14,7 @@ use std::time::Duration;
 
 use crate::access_format::AccessFormat;
 
+use super::checks::*;
 use super::declare::{Count, List, Ranged, Read, Typed, settings};
 use super::python::{EnvVar, PythonApp};
 use super::tls::{Listen, SniPair, TlsVersion};
@@ -241,6 +243,83 @@ settings! {
             read Typed<AllowList>,
             flag #24 proxy_allow_ips: value, value "IPS",
             help "Peers allowed to send a PROXY protocol header: IPs, networks, \"*\"";
+
+        /// Cleartext listeners also serve HTTP/2 with prior knowledge (h2c): a connection
+        /// that starts with HTTP/2's 24-byte preface is served as HTTP/2 (see `[http2]`), any
+        /// other as HTTP/1, unchanged. No `Upgrade: h2c` (RFC 9113 deprecates it).
+        h2c: bool = false,
+            read Typed<bool>,
+            flag #48 h2c: switch, value "BOOL",
+            help "Cleartext listeners also serve HTTP/2 with prior knowledge (h2c: a connection \
+                  starting with HTTP/2's preface)";
+    }
+
+    /// The `[http2]` table: HTTP/2's own settings ("HTTP/2" in the README). The `[http]`
+    /// limits apply to HTTP/2 requests too, as far as they map.
+    [http2] Http2Config {
+        /// Streams (requests) a client may have open at once on one connection; one more is
+        /// refused (`RST_STREAM(REFUSED_STREAM)`).
+        // nginx's and Go's default; hyper's is 200.
+        max_concurrent_streams: u32 = 100,
+            read Ranged, check check_streams,
+            flag #49 http2_max_concurrent_streams: value, value "N",
+            help "Streams a client may have open at once on one HTTP/2 connection (1 to 1000)";
+
+        /// Bytes of one request body a client may send before the app reads them (the
+        /// stream's flow-control window), 65535 to 16 MiB.
+        // Bounds what one upload buffers in the worker; hyper's 1 MiB × 100 streams would be
+        // the connection's window anyway.
+        initial_stream_window: u32 = 256 * 1024,
+            read Ranged, check check_stream_window,
+            flag #50 http2_initial_stream_window: value, value "BYTES",
+            help "Bytes of one HTTP/2 request body buffered before the app reads them (65535 to \
+                  16 MiB)";
+
+        /// Bytes of request bodies, all streams together, a connection may send before the
+        /// apps read them: the most request-body data one connection makes the worker hold.
+        /// 65535 to 1 GiB.
+        initial_connection_window: u32 = 1024 * 1024,
+            read Ranged, check check_connection_window,
+            flag #51 http2_initial_connection_window: value, value "BYTES",
+            help "Bytes of request bodies, all streams together, one HTTP/2 connection may send \
+                  before the apps read them (65535 to 1 GiB)";
+
+        /// Bytes of one response body buffered for a client that does not read, per stream:
+        /// a connection holds at most `max_concurrent_streams` times this. 1024 to 16 MiB.
+        // hyper's 400 KiB × 100 streams is 40 MiB per slow reader.
+        max_send_buf: u32 = 64 * 1024,
+            read Ranged, check check_send_buf,
+            flag #52 http2_max_send_buf: value, value "BYTES",
+            help "Bytes of one HTTP/2 response buffered for a client that does not read (1024 to \
+                  16 MiB)";
+
+        /// Streams a client may open and reset before the server has accepted them; more, and
+        /// the connection ends with `GOAWAY(ENHANCE_YOUR_CALM)`: the rapid reset attack
+        /// (CVE-2023-44487). 1 to 10000.
+        // h2's default.
+        max_pending_accept_reset_streams: u32 = 20,
+            read Ranged, check check_reset_streams,
+            flag #53 http2_max_pending_accept_reset_streams: value, value "N",
+            help "Streams a client may open and reset before they are served; more ends the \
+                  HTTP/2 connection (rapid reset; 1 to 10000)";
+
+        /// Streams the server may reset for a client's errors on one connection; more, and the
+        /// connection ends with `GOAWAY(ENHANCE_YOUR_CALM)`. 1 to 100000.
+        // h2's default.
+        max_local_error_reset_streams: u32 = 1024,
+            read Ranged, check check_error_resets,
+            flag #54 http2_max_local_error_reset_streams: value, value "N",
+            help "Streams the server may reset for a client's errors on one HTTP/2 connection; \
+                  more ends it (1 to 100000)";
+
+        /// Seconds between PINGs on a connection with nothing received, to find dead peers (a
+        /// PING unanswered for 20 s closes the connection). 0: off; an idle connection is
+        /// closed at `keepalive` anyway.
+        keepalive_ping: Seconds = secs(0),
+            read Typed<Seconds>,
+            flag #55 http2_keepalive_ping: value, value "SECS",
+            help "Seconds between HTTP/2 PINGs to a quiet peer (unanswered for 20 s: closed; 0: \
+                  off)";
     }
 
     /// The `[python]` table: how the workers run Python apps (the `wsgi` routes, and
@@ -450,107 +529,21 @@ impl Read for Backlog {
     }
 }
 
-/// The shortest `timeout` other than 0 (off). Workers beat every `timeout`/4; below a second, an
-/// ordinary stall of a worker's loop (a page-fault burst, a loaded machine not scheduling it
-/// for a few hundred milliseconds) reads as a hang, and the kills outpace the master's own
-/// `SIGABRT`-to-`SIGKILL` second: `-t 0.001` killed thousands of healthy workers in seconds.
-pub const MIN_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Checks a `timeout` value: 0 (off) or at least [`MIN_TIMEOUT`].
-fn check_timeout(timeout: Seconds) -> Result<Seconds, String> {
-    if !timeout.0.is_zero() && timeout.0 < MIN_TIMEOUT {
-        return Err(format!(
-            "timeout must be 0 (off) or at least {} s, not {}: workers beat every timeout/4, and \
-             a shorter one kills workers for ordinary pauses",
-            MIN_TIMEOUT.as_secs(),
-            timeout.0.as_secs_f64()
-        ));
-    }
-    Ok(timeout)
-}
-
-/// Checks a `graceful_timeout` value: more than 0.
-fn check_graceful_timeout(grace: Seconds) -> Result<Seconds, String> {
-    if grace.0.is_zero() {
-        return Err("graceful_timeout must be more than 0: it is how long a stopping worker may \
-                    take to finish its requests (for a stop that does not wait, send INT or QUIT)"
-            .into());
-    }
-    Ok(grace)
-}
-
-/// Checks a `threads` value.
-fn check_threads(n: u64) -> Result<u32, String> {
-    in_range("threads", n, 1, 256).map(|n| n as u32)
-}
-
-/// Checks the `path` list: any directories (they need not exist yet).
-fn check_python_path(path: Vec<PathBuf>) -> Result<Vec<PathBuf>, String> {
-    Ok(path)
-}
-
-/// Checks the `env` list: no variable named twice.
-fn check_env(env: Vec<EnvVar>) -> Result<Vec<EnvVar>, String> {
-    for (i, var) in env.iter().enumerate() {
-        if env[..i].iter().any(|v| v.key == var.key) {
-            return Err(format!("environment variable {} is set twice", var.key));
+impl ServerConfig {
+    /// Checks what the file's and the flags' parsers check value by value, for a config built
+    /// in code, which has been through neither.
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if let Workers::Count(n) = self.workers {
+            check_workers(n.get())?;
         }
+        check_timeout(self.timeout)?;
+        check_graceful_timeout(self.graceful_timeout)?;
+        Ok(())
     }
-    Ok(env)
-}
 
-/// Checks a list of bind addresses: at least one, no address twice (whatever its scheme: it
-/// is one socket).
-fn check_binds(binds: Vec<Listen>) -> Result<Vec<Listen>, String> {
-    if binds.is_empty() {
-        return Err("bind needs at least one address".into());
-    }
-    for (i, b) in binds.iter().enumerate() {
-        if binds[..i].iter().any(|a| a.bind == b.bind) {
-            return Err(format!("bind address {} is listed twice", b.bind));
-        }
-    }
-    Ok(binds)
-}
-
-/// Checks the metrics' path: an absolute path, as a request target names it (no query, no
-/// space or control character, which no request line could carry).
-fn check_metrics_path(path: String) -> Result<String, String> {
-    let printable = path.bytes().all(|b| b.is_ascii_graphic() && b != b'?' && b != b'#');
-    if !path.starts_with('/') || !printable {
-        return Err(format!(
-            "metrics path must start with / and hold no space, control character, ? or #: {path:?}"
-        ));
-    }
-    Ok(path)
-}
-
-/// Checks a backlog value: the kernel takes 1 to 65535 (and caps it at `net.core.somaxconn`).
-fn check_backlog(n: u64) -> Result<u32, String> {
-    in_range("backlog", n, 1, 65535).map(|n| n as u32)
-}
-
-/// Checks a `worker_connections` value.
-fn check_worker_connections(n: u64) -> Result<u32, String> {
-    in_range("worker_connections", n, 1, 1_000_000).map(|n| n as u32)
-}
-
-/// The most `limit_request_fields` may be. The `http` crate's header map holds at most 24,576
-/// fields and panics beyond, and hyper, told to parse more than 100, allocates a table of that
-/// many entries for every request; 8192 fields is far more than any client sends.
-pub const MAX_REQUEST_FIELDS: u64 = 8192;
-
-/// Checks a `limit_request_fields` value.
-fn check_fields(n: u64) -> Result<u64, String> {
-    in_range("limit_request_fields", n, 1, MAX_REQUEST_FIELDS)
-}
-
-/// `n` if it is within `min..=max`, else an error naming the setting.
-fn in_range(setting: &str, n: u64, min: u64, max: u64) -> Result<u64, String> {
-    if (min..=max).contains(&n) {
-        Ok(n)
-    } else {
-        Err(format!("{setting} must be between {min} and {max}, not {n}"))
+    /// A limit that 0 turns off.
+    pub(crate) fn limit(seconds: Seconds) -> Option<Duration> {
+        (!seconds.0.is_zero()).then_some(seconds.0)
     }
 }
 
@@ -571,23 +564,5 @@ impl MetricsConfig {
             }
             _ => Ok(()),
         }
-    }
-}
-
-impl ServerConfig {
-    /// Checks what the file's and the flags' parsers check value by value, for a config built
-    /// in code, which has been through neither.
-    pub(crate) fn check(&self) -> Result<(), String> {
-        if let Workers::Count(n) = self.workers {
-            check_workers(n.get())?;
-        }
-        check_timeout(self.timeout)?;
-        check_graceful_timeout(self.graceful_timeout)?;
-        Ok(())
-    }
-
-    /// A limit that 0 turns off.
-    pub(crate) fn limit(seconds: Seconds) -> Option<Duration> {
-        (!seconds.0.is_zero()).then_some(seconds.0)
     }
 }

@@ -287,8 +287,8 @@ fn a_program_table_is_read_checked_and_printed() {
         (
             "[greeterr]\n",
             (1, 2),
-            "unknown field `greeterr`, expected one of `server`, `http`, `log`, `python`, `metrics`, `tls`, \
-             `route`, `greeter`",
+            "unknown field `greeterr`, expected one of `server`, `http`, `http2`, `log`, `python`, \
+             `metrics`, `tls`, `route`, `greeter`",
         ),
     ] {
         let e = parse_with(text, &schema).unwrap_err();
@@ -302,8 +302,8 @@ fn a_program_table_is_read_checked_and_printed() {
     let e = parse("[greeter]\ngreeting = \"hi\"\n").unwrap_err();
     assert_eq!(
         e.message,
-        "unknown field `greeter`, expected one of `server`, `http`, `log`, `python`, `metrics`, `tls`, \
-         `route`"
+        "unknown field `greeter`, expected one of `server`, `http`, `http2`, `log`, `python`, \
+         `metrics`, `tls`, `route`"
     );
 }
 

@@ -1,7 +1,7 @@
 //! One connection, one way through: accept ([`accept`]) → preamble ([`preamble`]: PROXY v1/v2,
 //! before any transport, because it comes first on the wire) → transport ([`transport`]: plain
 //! TCP or unix, or TLS; the connection's [`Facts`], set once) → protocol ([`http1`]: the
-//! gate, hyper, parking; HTTP/2 next, chosen in [`Pipeline`] like HTTP/1) → the service stack
+//! gate, hyper, parking; [`http2`]: hyper's h2; chosen once in [`Pipeline`]) → the service stack
 //! ([`service`]: client identity, accounting, deadline, panic guard, the app; the same under
 //! every protocol, which it sees only as an [`Exchange`](service::Exchange)) → one
 //! [`RequestEnd`](crate::RequestEnd) event per request ([`request_end`](crate::request_end)).
@@ -20,9 +20,11 @@
 pub(crate) mod accept;
 pub(crate) mod drain;
 pub(crate) mod http1;
+pub(crate) mod http2;
 pub(crate) mod parking;
 pub(crate) mod preamble;
 pub(crate) mod service;
+pub(crate) mod stall;
 pub(crate) mod transport;
 
 use std::rc::Rc;
@@ -31,11 +33,12 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use self::drain::{Conns, DRAIN_LINGER, Open, Tally};
+use self::http2::preface::{Prefixed, read_until_known};
 use self::preamble::Expect;
 use self::service::{Requests, Stack};
 use self::transport::{Facts, Transport};
 use crate::app::HttpService;
-use crate::config::{AllowList, HttpConfig};
+use crate::config::{AllowList, Http2Config, HttpConfig};
 use crate::request_end::Sink;
 
 /// How far a response body may run ahead of the client: hyper is given another frame of a
@@ -61,6 +64,10 @@ pub(crate) struct Pipeline<S> {
     pub(crate) limit: usize,
     /// HTTP/1's settings and limits, shared by its connections.
     http1: http1::Protocol,
+    /// HTTP/2's, shared likewise.
+    http2: http2::Protocol,
+    /// `http.h2c`: whether a cleartext connection may start with HTTP/2's preface.
+    h2c: bool,
     /// Peers that must (and the only ones that may) start with a PROXY protocol header;
     /// `None` when `proxy_protocol` is off.
     proxy: Option<AllowList>,
@@ -75,6 +82,7 @@ impl<S: HttpService> Pipeline<S> {
         conns: Conns,
         limit: usize,
         config: &HttpConfig,
+        h2: &Http2Config,
         sink: Option<Rc<Sink>>,
     ) -> Self {
         Pipeline {
@@ -82,7 +90,9 @@ impl<S: HttpService> Pipeline<S> {
             requests,
             conns,
             limit,
-            http1: http1::Protocol::new(config, sink),
+            http1: http1::Protocol::new(config, sink.clone()),
+            http2: http2::Protocol::new(config, h2, sink),
+            h2c: config.h2c,
             proxy: config.proxy_protocol.then(|| config.proxy_allow_ips.clone()),
             header_timeout: crate::config::ServerConfig::limit(config.header_timeout),
         }
@@ -162,21 +172,75 @@ impl<S: HttpService> Pipeline<S> {
     }
 
     /// The protocol, over the transport's bytes, with `early` already read of them.
-    async fn protocol<I>(&self, io: I, facts: Facts, since: Instant, early: Vec<u8>, open: Open)
-    where
+    async fn protocol<I>(
+        &self,
+        mut io: I,
+        facts: Facts,
+        since: Instant,
+        mut early: Vec<u8>,
+        open: Open,
+    ) where
         I: AsyncRead + AsyncWrite + Unpin + 'static,
     {
         let slot = Rc::clone(open.slot());
+        // The protocol, the one place it is chosen: under TLS by ALPN (only `http/1.1` is
+        // offered so far); on a cleartext connection, by HTTP/2's preface when `h2c` is on;
+        // else HTTP/1.
+        let protocol = match (&facts.tls, self.h2c) {
+            (Some(_), _) | (None, false) => Protocol::Http1,
+            (None, true) => match self.sniff(&mut io, &mut early, since).await {
+                Some(protocol) => protocol,
+                None => {
+                    // Closed, nothing in time, or drained before a byte told.
+                    let close =
+                        std::future::poll_fn(|cx| std::pin::Pin::new(&mut io).poll_shutdown(cx));
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, close).await;
+                    return;
+                }
+            },
+        };
         let stack = Stack {
             service: Rc::clone(&self.service),
             requests: Rc::clone(&self.requests),
             slot,
             facts: Rc::new(facts),
         };
-        // The protocol, the one place it is chosen: HTTP/1 is the only one today. HTTP/2 (by
-        // ALPN under TLS, `facts.tls`'s `alpn`, or by its preface) is another arm here, served
-        // by a module beside `http1` over the same stack.
-        self.http1.serve(io, stack, since, early, &self.conns).await;
+        match protocol {
+            Protocol::Http1 => self.http1.serve(io, stack, since, early, &self.conns).await,
+            Protocol::Http2 => {
+                self.http2.serve(Prefixed::new(early, io), stack, since, &self.conns).await;
+            }
+        }
         drop(open);
     }
+
+    /// Reads a cleartext connection's first bytes into `early` until they tell its protocol
+    /// (see [`http2::preface`]), within `header_timeout` of `since`; `None` if the connection
+    /// ends, the time runs out or the worker drains first.
+    async fn sniff<I>(&self, io: &mut I, early: &mut Vec<u8>, since: Instant) -> Option<Protocol>
+    where
+        I: AsyncRead + Unpin,
+    {
+        let known = async {
+            match self.header_timeout {
+                Some(t) => {
+                    let at = (since + t).into();
+                    tokio::time::timeout_at(at, read_until_known(io, early)).await.ok().flatten()
+                }
+                None => read_until_known(io, early).await,
+            }
+        };
+        tokio::select! {
+            biased;
+            known = known => known,
+            () = self.drained() => None,
+        }
+    }
+}
+
+/// The protocols a connection may speak, chosen once per connection in [`Pipeline`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Protocol {
+    Http1,
+    Http2,
 }

@@ -7,6 +7,7 @@
 
 pub mod framework_scenarios;
 pub mod frameworks;
+pub mod h2;
 pub mod http;
 pub mod metrics;
 pub mod prometheus;

@@ -42,11 +42,13 @@ use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll, Waker, ready};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use http::{StatusCode, Version};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Sleep;
+
+use crate::conn::stall::Stall;
 
 use super::link::Link;
 use super::scanner::{Limits, Refusal, Scanner, Stop, Wait};
@@ -82,49 +84,6 @@ pin_project_lite::pin_project! {
         parked: bool,
         // A write the client is not reading, for send_timeout.
         stall: Stall,
-    }
-}
-
-/// A response that cannot be written because the client is not reading: since when, and the
-/// timer that closes the connection `send_timeout` later, unless a write makes progress first.
-/// A worker at `worker_connections` may close it sooner, for a new connection (see
-/// `Conns::reclaim_slot`).
-#[derive(Default)]
-struct Stall {
-    since: Option<Instant>,
-    timer: Option<Pin<Box<Sleep>>>,
-}
-
-impl Stall {
-    /// After a write that could not proceed: an error once `timeout` has passed since the first
-    /// such write without progress in between, or once the worker needs the connection's slot.
-    fn poll(
-        &mut self,
-        cx: &mut Context<'_>,
-        timeout: Option<Duration>,
-        slot: &Rc<Slot>,
-    ) -> Poll<io::Error> {
-        if slot.evicted() {
-            return Poll::Ready(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "closed for a new connection: worker_connections reached, and the client is \
-                 not reading",
-            ));
-        }
-        let since = *self.since.get_or_insert_with(|| {
-            let now = Instant::now();
-            slot.write_stalled(now, cx.waker());
-            now
-        });
-        let Some(timeout) = timeout else { return Poll::Pending };
-        let deadline = (since + timeout).into();
-        let timer = self.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        if timer.deadline() != deadline {
-            timer.as_mut().reset(deadline);
-        }
-        ready!(timer.as_mut().poll(cx));
-        tracing::debug!("send_timeout reached: the client is not reading, closing");
-        Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, "send_timeout reached"))
     }
 }
 
@@ -572,9 +531,7 @@ fn wrote(
         Poll::Ready(Ok(n)) => {
             *wrote = true;
             *blocked = false;
-            if stall.since.take().is_some() {
-                s.slot.write_resumed();
-            }
+            stall.resumed(&s.slot);
             s.link.sent(*n);
             if s.slot.evicted() {
                 // Chosen to make room while stalled, and its slot is counted on: a write that

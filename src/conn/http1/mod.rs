@@ -6,8 +6,8 @@
 //! in progress and closes the rest.
 //!
 //! The bookkeeping between the gate and the service stack ([`Link`]) stays inside this
-//! protocol: the stack sees it only as its [`Exchange`](super::service::Exchange). HTTP/2 will
-//! sit beside this module, with its own.
+//! protocol: the stack sees it only as its [`Exchange`](super::service::Exchange). HTTP/2 sits
+//! beside this module ([`super::http2`]), with its own.
 
 mod body_rate;
 mod chunked;

@@ -8,7 +8,7 @@
 //! response handed over whole (see [`InFlight`], [`ResponseEnd`]); the response's body is a
 //! [`ResponseBody`] ([`body`]).
 //!
-//! What the stack needs from the protocol (HTTP/1 today, HTTP/2 next) is an [`Exchange`]: the
+//! What the stack needs from the protocol (HTTP/1, HTTP/2) is an [`Exchange`]: the
 //! protocol implements it, the stack is generic over it, and knows nothing else of the
 //! protocol's bookkeeping. The dependency runs one way: a protocol uses the stack.
 
@@ -41,6 +41,10 @@ use crate::error::BoxError;
 /// for what it means to the stack. Called on every request and every frame of a response
 /// body: the stack is generic over it, never behind `dyn`.
 pub(crate) trait Exchange {
+    /// Whether a response that ends its connection says so with `Connection: close` (HTTP/1);
+    /// HTTP/2 has no such header (hyper strips it) and ends a connection with GOAWAY.
+    const CLOSE_HEADER: bool = true;
+
     /// The app is about to be called for request `number` on the connection (1 for the
     /// first).
     fn request_started(&self, number: u64);
@@ -261,11 +265,13 @@ impl<F, X: Exchange> GuardedProj<'_, F, X> {
                 );
                 let reason = status.canonical_reason().unwrap_or("Error");
                 response = plain(status, format!("{reason}\n"));
-                response
-                    .headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                if X::CLOSE_HEADER {
+                    response
+                        .headers_mut()
+                        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                }
             }
-            if f.conn.slot.closing() {
+            if X::CLOSE_HEADER && f.conn.slot.closing() {
                 // Hyper closes the connection after a response that says so.
                 response
                     .headers_mut()
@@ -277,6 +283,13 @@ impl<F, X: Exchange> GuardedProj<'_, F, X> {
         }
         response.map(|inner| ResponseBody::new(inner, deadline, request, in_flight))
     }
+}
+
+/// A response of the protocol's own to a request it refused before the stack saw it (its
+/// reason phrase as a plain body), as the stack's responses are typed.
+pub(crate) fn refusal<B, X: Exchange>(status: StatusCode) -> Response<ResponseBody<B, X>> {
+    let reason = status.canonical_reason().unwrap_or("Error");
+    plain(status, format!("{reason}\n")).map(|inner| ResponseBody::new(inner, None, None, None))
 }
 
 fn internal_error<B>() -> Response<Either<B, Full<Bytes>>> {

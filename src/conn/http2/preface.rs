@@ -1,0 +1,149 @@
+//! Telling HTTP/2 with prior knowledge (h2c) from HTTP/1 on a cleartext connection: by its
+//! first bytes, against HTTP/2's 24-byte preface, and [`Prefixed`], which puts the bytes read
+//! to tell back in front of the connection for the protocol that serves it.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+
+use crate::conn::Protocol;
+
+/// What every HTTP/2 connection starts with (RFC 9113 §3.4).
+pub(crate) const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What the first bytes of a cleartext connection say, as far as they go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sniff {
+    /// A prefix of the preface so far: more bytes will tell.
+    Incomplete,
+    /// The preface, whole: HTTP/2.
+    Http2,
+    /// Anything else: HTTP/1 (or garbage, which HTTP/1's gate answers).
+    Http1,
+}
+
+/// Pure: `early`, the bytes read so far, against the preface. An HTTP/1 request tells at its
+/// first byte that differs (every method but `PRI` at the first).
+pub(crate) fn sniff(early: &[u8]) -> Sniff {
+    let n = early.len().min(PREFACE.len());
+    if early[..n] != PREFACE[..n] {
+        Sniff::Http1
+    } else if n == PREFACE.len() {
+        Sniff::Http2
+    } else {
+        Sniff::Incomplete
+    }
+}
+
+/// Reads into `early` until it tells the protocol; `None` if the connection ends first (or
+/// fails). With bytes already there (from the preamble's read), an HTTP/1 request costs no
+/// read at all.
+pub(crate) async fn read_until_known<I: AsyncRead + Unpin>(
+    io: &mut I,
+    early: &mut Vec<u8>,
+) -> Option<Protocol> {
+    loop {
+        if !early.is_empty() {
+            match sniff(early) {
+                Sniff::Incomplete => {}
+                Sniff::Http1 => return Some(Protocol::Http1),
+                Sniff::Http2 => return Some(Protocol::Http2),
+            }
+        }
+        let mut chunk = [0u8; 512];
+        match io.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => early.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// An IO with bytes already read from it put back in front.
+pub(crate) struct Prefixed<I> {
+    early: Vec<u8>,
+    /// How much of `early` has been read again.
+    at: usize,
+    io: I,
+}
+
+impl<I> Prefixed<I> {
+    pub(crate) fn new(early: Vec<u8>, io: I) -> Self {
+        Prefixed { early, at: 0, io }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.at < this.early.len() {
+            let n = (this.early.len() - this.at).min(buf.remaining());
+            buf.put_slice(&this.early[this.at..this.at + n]);
+            this.at += n;
+            if this.at == this.early.len() {
+                // Its memory goes once it is read.
+                this.early = Vec::new();
+                this.at = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        b: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, b)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_preface_tells_at_the_first_byte_that_differs() {
+        let table: [(&[u8], Sniff); 7] = [
+            (b"G", Sniff::Http1),
+            (b"GET / HTTP/1.1\r\n", Sniff::Http1),
+            (b"\r\n", Sniff::Http1),
+            (b"P", Sniff::Incomplete),
+            (b"PRI * HTTP/2.0\r\n", Sniff::Incomplete),
+            (b"POST / HTTP/1.1\r\n", Sniff::Http1),
+            (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00", Sniff::Http2),
+        ];
+        for (early, expected) in table {
+            assert_eq!(sniff(early), expected, "{:?}", String::from_utf8_lossy(early));
+        }
+        assert_eq!(sniff(PREFACE), Sniff::Http2);
+        assert_eq!(sniff(b"PRI * HTTP/2.0\r\n\r\nXX"), Sniff::Http1);
+    }
+
+    #[tokio::test]
+    async fn prefixed_reads_the_early_bytes_first() {
+        let (mut a, b) = tokio::io::duplex(64);
+        tokio::io::AsyncWriteExt::write_all(&mut a, b" world").await.unwrap();
+        drop(a);
+        let mut io = Prefixed::new(b"hello".to_vec(), b);
+        let mut all = String::new();
+        io.read_to_string(&mut all).await.unwrap();
+        assert_eq!(all, "hello world");
+    }
+}

@@ -1,0 +1,105 @@
+//! What an HTTP/2 connection tells the service stack ([`Exchange`]), for all its streams at
+//! once, keyed by the request number the stack gives each.
+//!
+//! hyper does not say which h2 stream a request is, and the app's body is hyper's own
+//! `Incoming`, which the stack cannot wrap; so what HTTP/1's gate measures byte by byte is
+//! simpler here (see "HTTP/2" in the README): a request's body size is the `Content-Length`
+//! it declared (a body sent without one counts 0), and a response is complete once its last
+//! frame is handed to h2, which writes it at the pace the client's flow control allows.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::task::{Context, Poll};
+
+use http::StatusCode;
+
+use crate::conn::service::{Exchange, ResponseEnd};
+
+/// One HTTP/2 connection's streams, as the service stack sees them.
+pub(crate) struct Streams {
+    /// Whether request-end events are sent (a hook is registered): only then are body sizes
+    /// kept, as only then are they read.
+    counting: bool,
+    /// The declared body length of the request the request layer is handing the stack now:
+    /// the stack numbers it synchronously ([`Exchange::request_started`]), on this thread.
+    declared: Cell<u64>,
+    /// Declared body lengths of requests in progress, by number, until their end event
+    /// reads them.
+    bodies: RefCell<HashMap<u64, u64>>,
+}
+
+impl Streams {
+    pub(crate) fn new(counting: bool) -> Self {
+        Streams { counting, declared: Cell::new(0), bodies: RefCell::new(HashMap::new()) }
+    }
+
+    /// The request about to be handed to the stack declared a body of `n` bytes.
+    pub(crate) fn declare_body(&self, n: u64) {
+        self.declared.set(n);
+    }
+}
+
+impl Exchange for Streams {
+    /// hyper strips `Connection` from h2 responses (RFC 9113 §8.2.2); a draining connection
+    /// says GOAWAY instead.
+    const CLOSE_HEADER: bool = false;
+
+    fn request_started(&self, number: u64) {
+        let declared = self.declared.replace(0);
+        if self.counting && declared > 0 {
+            self.bodies.borrow_mut().insert(number, declared);
+        }
+    }
+
+    fn request_finished(&self) {}
+
+    fn body_error(&self, _number: u64) -> Option<StatusCode> {
+        // A declared body over `max_body_size` is refused before the stack (see `request`).
+        None
+    }
+
+    fn body_bytes(&self, number: u64) -> u64 {
+        // Read once, by the request's end event: taken out then.
+        self.bodies.borrow_mut().remove(&number).unwrap_or(0)
+    }
+
+    fn poll_send_room(&self, _cx: &mut Context<'_>) -> Poll<()> {
+        // h2 polls a body for more only while the stream has send capacity: each stream
+        // holds at most `max_send_buf` and a frame.
+        Poll::Ready(())
+    }
+
+    fn handed(&self, _n: usize) {}
+
+    fn unsent(&self) -> usize {
+        // Not knowable per stream: a cut stream reports what it handed h2.
+        0
+    }
+
+    fn handed_whole(&self, end: ResponseEnd) {
+        end.written();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_declared_body_is_counted_for_the_request_it_was_declared_by() {
+        let streams = Streams::new(true);
+        streams.declare_body(10);
+        streams.request_started(1);
+        streams.request_started(2);
+        streams.declare_body(7);
+        streams.request_started(3);
+        assert_eq!(streams.body_bytes(2), 0);
+        assert_eq!(streams.body_bytes(3), 7);
+        assert_eq!(streams.body_bytes(1), 10);
+        assert_eq!(streams.body_bytes(1), 0, "taken out once read");
+        let quiet = Streams::new(false);
+        quiet.declare_body(10);
+        quiet.request_started(1);
+        assert!(quiet.bodies.borrow().is_empty(), "nothing kept without a reader");
+    }
+}

@@ -1,0 +1,165 @@
+//! The wire under hyper's h2: the connection's bytes pass through here, both ways. Reads go
+//! through the frame scanner ([`Scanner`]), which ends the connection on a request body over
+//! `max_body_size` or on resets beyond the client's budget (hyper never reads the frame at
+//! fault; the connection is told to stop, see [`Wire::new`]'s `stop`), or on a header block
+//! left open for `header_timeout` (a read error: no frame can be read meanwhile anyway). Writes that cannot
+//! proceed are a stall under `send_timeout` ([`Stall`], as HTTP/1's), which also lets a worker
+//! at `worker_connections` reclaim the connection.
+
+use std::io;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::Notify;
+use tokio::time::Sleep;
+
+use super::frames::{Breach, Scanner};
+use crate::conn::drain::Slot;
+use crate::conn::stall::Stall;
+
+/// One connection's wire.
+pub(crate) struct Wire<I> {
+    io: I,
+    scanner: Scanner,
+    slot: Rc<Slot>,
+    /// `header_timeout`, for a header block left open.
+    header_timeout: Option<Duration>,
+    /// Armed while a header block is open.
+    block_timer: Option<Pin<Box<Sleep>>>,
+    /// `send_timeout`.
+    send_timeout: Option<Duration>,
+    stall: Stall,
+    /// Told when the scanner found a breach: the connection is then ended with GOAWAY, the
+    /// responses under way given a moment to be written, and nothing more is read.
+    stop: Rc<Notify>,
+    stopped: bool,
+}
+
+impl<I> Wire<I> {
+    pub(crate) fn new(
+        io: I,
+        scanner: Scanner,
+        slot: Rc<Slot>,
+        header_timeout: Option<Duration>,
+        send_timeout: Option<Duration>,
+        stop: Rc<Notify>,
+    ) -> Self {
+        Wire {
+            io,
+            scanner,
+            slot,
+            header_timeout,
+            block_timer: None,
+            send_timeout,
+            stall: Stall::default(),
+            stop,
+            stopped: false,
+        }
+    }
+
+    /// An error once a header block has been open for `header_timeout`.
+    fn poll_block_timer(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
+        let (Some(since), Some(timeout)) = (self.scanner.block_since(), self.header_timeout) else {
+            self.block_timer = None;
+            return Poll::Pending;
+        };
+        let deadline = (since + timeout).into();
+        let timer =
+            self.block_timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => {
+                tracing::debug!("http/2 header block open for header_timeout, closing");
+                Poll::Ready(io::Error::new(io::ErrorKind::TimedOut, "header_timeout reached"))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Wire<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        if this.stopped {
+            // Nothing more is read; the connection ends (see `Wire::stop`).
+            return Poll::Pending;
+        }
+        let before = buf.filled().len();
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let read = &buf.filled()[before..];
+                let now = Instant::now();
+                if let Err((at, breach)) = this.scanner.feed(read, now) {
+                    // What precedes the frame at fault is hyper's (a request's head, which its
+                    // layer may refuse: a 413 written while the connection ends); the frame
+                    // and all after it are not: the app never reads past the limit.
+                    buf.set_filled(before + at);
+                    this.stopped = true;
+                    let why = match breach {
+                        Breach::Body(stream) => {
+                            format!("stream {stream}'s request body is over max_body_size")
+                        }
+                        Breach::Resets => "the client reset too many streams".to_string(),
+                    };
+                    tracing::debug!("http/2 connection ending: {why}");
+                    this.stop.notify_one();
+                    return if at > 0 { Poll::Ready(Ok(())) } else { Poll::Pending };
+                }
+                if this.slot.closing() {
+                    // For the drain, which closes a connection on which nothing comes.
+                    this.slot.bytes_read(read.len());
+                }
+                if let (Some(since), Some(timeout)) =
+                    (this.scanner.block_since(), this.header_timeout)
+                {
+                    // A block that drips in, one small CONTINUATION at a time.
+                    if now.duration_since(since) >= timeout {
+                        buf.set_filled(before);
+                        return this.poll_block_timer(cx).map(Err);
+                    }
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => this.poll_block_timer(cx).map(Err),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        }
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Wire<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bytes: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.io).poll_write(cx, bytes) {
+            Poll::Ready(Ok(n)) => {
+                this.stall.resumed(&this.slot);
+                if this.slot.evicted() {
+                    return this.stall.poll(cx, this.send_timeout, &this.slot).map(Err);
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending => this.stall.poll(cx, this.send_timeout, &this.slot).map(Err),
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
