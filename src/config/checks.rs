@@ -5,9 +5,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::Seconds;
 use super::python::EnvVar;
 use super::tls::Listen;
-use super::Seconds;
 
 /// The shortest `timeout` other than 0 (off). Workers beat every `timeout`/4; below a second, an
 /// ordinary stall of a worker's loop (a page-fault burst, a loaded machine not scheduling it
