@@ -33,10 +33,10 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use self::drain::{Conns, DRAIN_LINGER, Open, Tally};
-use self::http2::preface::{Prefixed, read_until_known};
+use self::http2::preface::read_until_known;
 use self::preamble::Expect;
 use self::service::{Requests, Stack};
-use self::transport::{Facts, Transport};
+use self::transport::{Facts, Prefixed, Transport};
 use crate::app::HttpService;
 use crate::config::{AllowList, Http2Config, HttpConfig};
 use crate::request_end::Sink;

@@ -1,12 +1,8 @@
 //! Telling HTTP/2 with prior knowledge (h2c) from HTTP/1 on a cleartext connection: by its
-//! first bytes, against HTTP/2's 24-byte preface, and [`Prefixed`], which puts the bytes read
-//! to tell back in front of the connection for the protocol that serves it.
+//! first bytes, against HTTP/2's 24-byte preface. The bytes read to tell go back in front of
+//! the connection for the protocol that serves it (the transport's `Prefixed`).
 
-use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::conn::Protocol;
 
@@ -60,60 +56,6 @@ pub(crate) async fn read_until_known<I: AsyncRead + Unpin>(
     }
 }
 
-/// An IO with bytes already read from it put back in front.
-pub(crate) struct Prefixed<I> {
-    early: Vec<u8>,
-    /// How much of `early` has been read again.
-    at: usize,
-    io: I,
-}
-
-impl<I> Prefixed<I> {
-    pub(crate) fn new(early: Vec<u8>, io: I) -> Self {
-        Prefixed { early, at: 0, io }
-    }
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        if this.at < this.early.len() {
-            let n = (this.early.len() - this.at).min(buf.remaining());
-            buf.put_slice(&this.early[this.at..this.at + n]);
-            this.at += n;
-            if this.at == this.early.len() {
-                // Its memory goes once it is read.
-                this.early = Vec::new();
-                this.at = 0;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.io).poll_read(cx, buf)
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        b: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, b)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,16 +76,5 @@ mod tests {
         }
         assert_eq!(sniff(PREFACE), Sniff::Http2);
         assert_eq!(sniff(b"PRI * HTTP/2.0\r\n\r\nXX"), Sniff::Http1);
-    }
-
-    #[tokio::test]
-    async fn prefixed_reads_the_early_bytes_first() {
-        let (mut a, b) = tokio::io::duplex(64);
-        tokio::io::AsyncWriteExt::write_all(&mut a, b" world").await.unwrap();
-        drop(a);
-        let mut io = Prefixed::new(b"hello".to_vec(), b);
-        let mut all = String::new();
-        io.read_to_string(&mut all).await.unwrap();
-        assert_eq!(all, "hello world");
     }
 }
