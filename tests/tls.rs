@@ -62,6 +62,14 @@ impl Pki {
     }
 }
 
+/// The demo app with one worker on a free port, serving HTTPS with `cert` and `key`, and
+/// `extra` flags.
+fn https(cert: &str, key: &str, extra: &[&str]) -> Server {
+    let mut args = vec!["-w", "1", "-b", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key];
+    args.extend_from_slice(extra);
+    Server::start(&example("demo"), &args)
+}
+
 /// Every address the server listens on, in the order logged.
 fn addrs(server: &Server, n: usize) -> Vec<SocketAddr> {
     server.wait_for_nth("listening address=", n);
@@ -171,10 +179,7 @@ fn certfile_keyfile_serve_https_and_http_prefixed_binds_stay_cleartext() {
 fn tls_12_and_13_only_with_modern_suites_and_min_version() {
     let pki = Pki::new();
     let (cert, key) = pki.leaf("localhost", &["localhost"], None);
-    let server = Server::start(
-        &example("demo"),
-        &["-w", "1", "-b", "127.0.0.1:0", "--tls-cert", &cert, "--tls-key", &key],
-    );
+    let server = https(&cert, &key, &[]);
     let addr = server.addr();
     assert!(s_client(addr, &["-brief", "-tls1_3"], "").contains("Protocol version: TLSv1.3"));
     let v12 = s_client(addr, &["-brief", "-tls1_2"], "");
@@ -186,13 +191,7 @@ fn tls_12_and_13_only_with_modern_suites_and_min_version() {
     assert!(!cbc.contains("Protocol version"), "CBC suites refused:\n{cbc}");
     drop(server);
 
-    let only13 = Server::start(
-        &example("demo"),
-        &["-w", "1", "-b", "127.0.0.1:0", "--tls-cert", &cert, "--tls-key", &key]
-            .into_iter()
-            .chain(["--tls-min-version", "1.3"])
-            .collect::<Vec<_>>(),
-    );
+    let only13 = https(&cert, &key, &["--tls-min-version", "1.3"]);
     let v12 = s_client(only13.addr(), &["-brief", "-tls1_2"], "");
     assert!(!v12.contains("Protocol version"), "min_version 1.3 refuses 1.2:\n{v12}");
     let v13 = s_client(only13.addr(), &["-brief", "-tls1_3"], "");
@@ -440,29 +439,12 @@ fn session_tickets_resume_on_other_workers_across_hup_but_not_another_server() {
     let after = s_client(addr, &["-tls1_3", "-sess_in", sess], GET);
     assert!(resumption(&after)[0].starts_with("Reused"), "{after}");
     // Another server (another secret) does not.
-    let other = Server::start(
-        &example("demo"),
-        &["-w", "1", "-b", "127.0.0.1:0", "--tls-cert", &cert, "--tls-key", &key],
-    );
+    let other = https(&cert, &key, &[]);
     let elsewhere = s_client(other.addr(), &["-tls1_3", "-sess_in", sess], GET);
     assert!(resumption(&elsewhere)[0].starts_with("New"), "{elsewhere}");
     // Off: every handshake is a full one.
     drop(other);
-    let off = Server::start(
-        &example("demo"),
-        &[
-            "-w",
-            "1",
-            "-b",
-            "127.0.0.1:0",
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &key,
-            "--tls-session-tickets",
-            "false",
-        ],
-    );
+    let off = https(&cert, &key, &["--tls-session-tickets", "false"]);
     let v12 = s_client(off.addr(), &["-tls1_2", "-reconnect"], "");
     assert!(resumption(&v12).iter().all(|l| l.starts_with("New")), "{v12}");
 }
@@ -484,20 +466,7 @@ fn client_config(pki: &Pki) -> Arc<rustls::ClientConfig> {
 fn a_proxy_protocol_header_is_read_before_the_handshake() {
     let pki = Pki::new();
     let (cert, key) = pki.leaf("localhost", &["localhost"], None);
-    let server = Server::start(
-        &example("demo"),
-        &[
-            "-w",
-            "1",
-            "-b",
-            "127.0.0.1:0",
-            "--tls-cert",
-            &cert,
-            "--tls-key",
-            &key,
-            "--proxy-protocol",
-        ],
-    );
+    let server = https(&cert, &key, &["--proxy-protocol"]);
     let mut tcp = TcpStream::connect(server.addr()).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     tcp.write_all(b"PROXY TCP4 203.0.113.7 127.0.0.1 4711 443\r\n").unwrap();
@@ -534,13 +503,19 @@ fn closed_after(addr: SocketAddr, bytes: &[u8], then_shutdown: bool) -> Duration
 fn bad_input_closes_only_that_connection_and_a_stall_ends_at_header_timeout() {
     let pki = Pki::new();
     let (cert, key) = pki.leaf("localhost", &["localhost"], None);
-    let server = Server::start(
-        &example("demo"),
-        &["-w", "1", "-b", "127.0.0.1:0", "--tls-cert", &cert, "--tls-key", &key]
-            .into_iter()
-            .chain(["--header-timeout", "1", "--log-access", "-", "--log-level", "debug"])
-            .chain(["--log-access-format", "access %(U)s %(s)s"])
-            .collect::<Vec<_>>(),
+    let server = https(
+        &cert,
+        &key,
+        &[
+            "--header-timeout",
+            "1",
+            "--log-access",
+            "-",
+            "--log-level",
+            "debug",
+            "--log-access-format",
+            "access %(U)s %(s)s",
+        ],
     );
     let addr = server.addr();
     let url = format!("https://{addr}/client");
@@ -627,10 +602,7 @@ fn rsa_pkcs1_and_ec_sec1_keys_load_as_pkcs8_does() {
         let key = dir.join(key);
         assert!(std::fs::read_to_string(&key).unwrap().contains(header));
         let key = key.to_str().unwrap();
-        let server = Server::start(
-            &example("demo"),
-            &["-w", "1", "-b", "127.0.0.1:0", "--tls-cert", cert, "--tls-key", key],
-        );
+        let server = https(cert, key, &[]);
         assert_eq!(served_cn(server.addr(), None), cn);
     }
 }
