@@ -7,60 +7,13 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::pki::Pki;
 use common::{Server, example, wait_until};
 use nix::sys::signal::Signal;
-
-/// A CA, and leaves it signs, written as PEM files in a directory of their own.
-struct Pki {
-    dir: tempfile::TempDir,
-    ca: rcgen::Certificate,
-    ca_key: rcgen::KeyPair,
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params.distinguished_name.push(rcgen::DnType::CommonName, "forkserve test CA");
-        let ca = params.self_signed(&ca_key).unwrap();
-        Pki { dir: common::tempdir(), ca, ca_key }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// Writes `NAME.pem` and `NAME.key`: a leaf for `names`, its common name `NAME`, valid
-    /// until `until` (year, month, day) or for a long while.
-    fn leaf(&self, name: &str, names: &[&str], until: Option<(i32, u8, u8)>) -> (String, String) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
-        let mut params = rcgen::CertificateParams::new(names).unwrap();
-        params.distinguished_name.push(rcgen::DnType::CommonName, name);
-        if let Some((y, m, d)) = until {
-            params.not_before = rcgen::date_time_ymd(2000, 1, 1);
-            params.not_after = rcgen::date_time_ymd(y, m, d);
-        }
-        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
-        let chain = format!("{}{}", cert.pem(), self.ca.pem());
-        let (c, k) = (self.path(&format!("{name}.pem")), self.path(&format!("{name}.key")));
-        std::fs::write(&c, chain).unwrap();
-        std::fs::write(&k, key.serialize_pem()).unwrap();
-        (c.to_str().unwrap().into(), k.to_str().unwrap().into())
-    }
-
-    fn ca_file(&self) -> String {
-        let p = self.path("ca.pem");
-        std::fs::write(&p, self.ca.pem()).unwrap();
-        p.to_str().unwrap().into()
-    }
-}
 
 /// The demo app with one worker on a free port, serving HTTPS with `cert` and `key`, and
 /// `extra` flags.
@@ -153,7 +106,7 @@ fn certfile_keyfile_serve_https_and_http_prefixed_binds_stay_cleartext() {
         "127.0.0.1 https - xff=none"
     );
     let version = curl(&format!("https://{tls}/"), &["-o", "/dev/null", "-w", "%{http_version}"]);
-    assert_eq!(version.unwrap(), "1.1", "ALPN offers http/1.1");
+    assert_eq!(version.unwrap(), "2", "ALPN offers h2 first");
     // A client that trusts the CA verifies the chain and the name.
     let ca = pki.ca_file();
     let url = format!("https://localhost:{}/client", tls.port());

@@ -252,6 +252,7 @@ impl Config {
             sni: t.sni.iter().map(|p| (p.cert.as_path(), p.key.as_path())).collect(),
             tls13_only: t.min_version == TlsVersion::Tls13,
             session_tickets: t.session_tickets,
+            http2: t.http2,
         };
         let material =
             crate::tls::Material::load(&spec, std::time::SystemTime::now()).map_err(|e| match e

@@ -501,6 +501,13 @@ settings! {
             flag #46 tls_session_tickets: switch, value "BOOL",
             help "Session tickets any worker can resume (keys from a secret the master makes at \
                   start; rotated every 6 hours)";
+
+        /// Offer HTTP/2 by ALPN (`h2`, then `http/1.1`): a client that asks for `h2` is served
+        /// HTTP/2 (see `[http2]`), any other HTTP/1.1. Off, only `http/1.1` is offered.
+        http2: bool = true,
+            read Typed<bool>,
+            flag #56 tls_http2: switch, value "BOOL",
+            help "Offer HTTP/2 over TLS by ALPN (h2, then http/1.1)";
     }
 }
 

@@ -36,7 +36,7 @@ use self::drain::{Conns, DRAIN_LINGER, Open, Tally};
 use self::http2::preface::read_until_known;
 use self::preamble::Expect;
 use self::service::{Requests, Stack};
-use self::transport::{Facts, Prefixed, Transport};
+use self::transport::{Alpn, Facts, Prefixed, TlsFacts, Transport};
 use crate::app::HttpService;
 use crate::config::{AllowList, Http2Config, HttpConfig};
 use crate::request_end::Sink;
@@ -183,10 +183,11 @@ impl<S: HttpService> Pipeline<S> {
         I: AsyncRead + AsyncWrite + Unpin + 'static,
     {
         let slot = Rc::clone(open.slot());
-        // The protocol, the one place it is chosen: under TLS by ALPN (only `http/1.1` is
-        // offered so far); on a cleartext connection, by HTTP/2's preface when `h2c` is on;
-        // else HTTP/1.
+        // The protocol, the one place it is chosen: under TLS by ALPN (`h2` is HTTP/2; a
+        // client that offered no ALPN speaks HTTP/1.1); on a cleartext connection, by
+        // HTTP/2's preface when `h2c` is on; else HTTP/1.
         let protocol = match (&facts.tls, self.h2c) {
+            (Some(TlsFacts { alpn: Some(Alpn::H2), .. }), _) => Protocol::Http2,
             (Some(_), _) | (None, false) => Protocol::Http1,
             (None, true) => match self.sniff(&mut io, &mut early, since).await {
                 Some(protocol) => protocol,

@@ -29,12 +29,14 @@ pub(crate) enum Transport {
     Tls(TlsAcceptor),
 }
 
-/// The protocol a TLS connection agreed on by ALPN. HTTP/1.1 is the only one offered for now;
-/// HTTP/2 (`h2`) becomes a variant here, and the protocol is chosen by a `match` on it.
+/// The protocol a TLS connection agreed on by ALPN (see [`crate::tls::alpn`] for what is
+/// offered); the protocol is chosen by a `match` on it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Alpn {
     /// `http/1.1`.
     Http11,
+    /// `h2`: HTTP/2 over TLS.
+    H2,
 }
 
 /// What the TLS handshake settled.
@@ -140,6 +142,7 @@ where
             version: conn.protocol_version().map_or(0, u16::from),
             alpn: match conn.alpn_protocol() {
                 Some(b"http/1.1") => Some(Alpn::Http11),
+                Some(b"h2") => Some(Alpn::H2),
                 _ => None,
             },
             resumed: conn.handshake_kind() == Some(rustls::HandshakeKind::Resumed),

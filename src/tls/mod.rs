@@ -21,9 +21,12 @@ use rustls::crypto::CryptoProvider;
 use self::certs::{CertError, Loaded};
 use self::sni::Sni;
 
-/// The ALPN protocols a TLS listener offers, in order of preference. HTTP/1.1 only for now:
-/// `h2` goes first once HTTP/2 is served.
-pub(crate) const ALPN: &[&[u8]] = &[b"http/1.1"];
+/// The ALPN protocols a TLS listener offers, in the server's order of preference (rustls
+/// picks the first of these the client also offers): `h2` first unless `tls.http2` is off.
+/// A client that offers no ALPN at all speaks HTTP/1.1.
+pub(crate) fn alpn(http2: bool) -> &'static [&'static [u8]] {
+    if http2 { &[b"h2", b"http/1.1"] } else { &[b"http/1.1"] }
+}
 
 /// What a config's `[tls]` table asks for (the config module makes it: this module knows
 /// nothing of configs, so that data flows one way).
@@ -36,6 +39,8 @@ pub(crate) struct Spec<'a> {
     /// TLS 1.3 only, else 1.2 too.
     pub(crate) tls13_only: bool,
     pub(crate) session_tickets: bool,
+    /// Offer HTTP/2 (`h2`) by ALPN.
+    pub(crate) http2: bool,
 }
 
 /// The checked `[tls]` of one config: its pairs, ready to serve, and its settings.
@@ -44,6 +49,7 @@ pub struct Material {
     sni: Arc<Sni>,
     tls13_only: bool,
     session_tickets: bool,
+    http2: bool,
     /// Certificates that expire within [`EXPIRY_WARNING_SECS`]: each file, and its days left.
     expiring: Vec<(String, i64)>,
 }
@@ -108,6 +114,7 @@ impl Material {
             sni,
             tls13_only: spec.tls13_only,
             session_tickets: spec.session_tickets,
+            http2: spec.http2,
             expiring,
         }))
     }
@@ -132,7 +139,7 @@ impl Material {
             .with_protocol_versions(versions)?
             .with_no_client_auth()
             .with_cert_resolver(Arc::clone(&self.sni) as Arc<_>);
-        c.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
+        c.alpn_protocols = alpn(self.http2).iter().map(|p| p.to_vec()).collect();
         // A session-ID cache would resume only on the worker that made the session: tickets
         // resume on any (TLS 1.2 and 1.3); without them, every handshake is a full one.
         c.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});

@@ -10,6 +10,7 @@ pub mod frameworks;
 pub mod h2;
 pub mod http;
 pub mod metrics;
+pub mod pki;
 pub mod prometheus;
 pub mod wsgi;
 

@@ -17,7 +17,7 @@
 //! state (HPACK tables, windows) cannot be dropped and rebuilt as HTTP/1's connection is.
 //!
 //! How a connection comes here: on a cleartext listener with `http.h2c`, by its preface
-//! ([`preface`]); under TLS (later), by ALPN. The protocol gets an `AsyncRead + AsyncWrite`
+//! ([`preface`]); under TLS, by ALPN `h2` (`tls.http2`). The protocol gets an `AsyncRead + AsyncWrite`
 //! and the connection's facts, and knows nothing of the transport.
 
 mod frames;
