@@ -40,6 +40,12 @@
 #                                             # uWSGI and Granian; about 7 minutes more
 #   ONLY=python bench/compare.sh              # the Python rows alone
 #   ONLY=h2 bench/compare.sh                  # the h2c row alone, into bench/results/h2.md
+#   ONLY=tls bench/compare.sh                 # the TLS rows alone (bench/tls.sh: HTTPS
+#                                             # keep-alive, full and resumed handshakes, h2
+#                                             # over TLS), into bench/results/tls.md
+#
+# The full run has the TLS rows too, in a table of their own (bench/tls.sh, same ROUNDS and
+# DURATION): forkserve and nginx with one ECDSA P-256 certificate made for the run.
 #
 # Prints the tables (markdown) and writes them to bench/results/latest.md, and the
 # forkserve/nginx ratios (and forkserve's against the Python servers) as a chart to
@@ -67,9 +73,15 @@ NGINX_H2_PORT=${NGINX_H2_PORT:-18493}
 ONLY=${ONLY:-}     # "python": the Python rows alone
 PYTHON=${PYTHON:-0} # 1: the Python rows too
 [ "$ONLY" = python ] && PYTHON=1
-[ -z "$ONLY" ] || [ "$ONLY" = python ] || [ "$ONLY" = h2 ] || { echo "ONLY=$ONLY: only ONLY=python or ONLY=h2 is known" >&2; exit 2; }
+case "$ONLY" in
+  ""|python|h2|tls) ;;
+  *) echo "ONLY=$ONLY: only ONLY=python, ONLY=h2 or ONLY=tls is known" >&2; exit 2 ;;
+esac
 NGINX_ROWS=1
 [ "$ONLY" = python ] && NGINX_ROWS=0
+TLS_ROWS=0
+{ [ -z "$ONLY" ] || [ "$ONLY" = tls ]; } && TLS_ROWS=1
+[ "$ONLY" = tls ] && NGINX_ROWS=0
 
 # shellcheck source=bench/lib.sh
 . bench/lib.sh
@@ -507,6 +519,9 @@ elif [ "$NGINX_ROWS" = 1 ]; then
   each_round reload_round
 fi
 if [ "$PYTHON" = 1 ]; then py_run; fi
+if [ "$TLS_ROWS" = 1 ]; then
+  ROUNDS=$ROUNDS DURATION=$DURATION BIN=$BIN bash bench/tls.sh >"$WORK/tls.md"
+fi
 
 CPU_MODEL=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 NGINX_VERSION=$("$NGINX" -v 2>&1 | sed 's/.*nginx\///' || true)
@@ -558,6 +573,12 @@ nginx_tables() { # the tables of the nginx rows
     py_report
     echo
   fi
+  if [ "$TLS_ROWS" = 1 ]; then
+    echo "TLS: forkserve $REV against nginx $NGINX_VERSION (OpenSSL $(openssl version | awk '{print $2}')) with the same ECDSA P-256 certificate, on $CPU_MODEL, $CPUS CPUs, $DATE; medians of $ROUNDS interleaved runs of ${DURATION}s; 1 worker pinned to CPU 0, the client to CPU 1 (bench/tls.sh)"
+    echo
+    cat "$WORK/tls.md"
+    echo
+  fi
   if [ "${#NOTES[@]}" -gt 0 ]; then
     for n in "${NOTES[@]}"; do echo "- $n"; done
   fi
@@ -566,7 +587,9 @@ nginx_tables() { # the tables of the nginx rows
 OUT=bench/results/latest
 TITLE="forkserve ÷ nginx"
 SUBTITLE="forkserve $REV, nginx $NGINX_VERSION; medians of $ROUNDS interleaved runs; log scale; memory and time targets drawn relative to nginx"
-if [ "$ONLY" = h2 ]; then
+if [ "$ONLY" = tls ]; then
+  OUT=bench/results/tls
+elif [ "$ONLY" = h2 ]; then
   OUT=bench/results/h2
   TITLE="forkserve ÷ nginx, HTTP/2"
 elif [ "$ONLY" = python ]; then
@@ -580,6 +603,7 @@ echo
 cat "$WORK/report.md"
 mkdir -p bench/results
 cp "$WORK/report.md" "$OUT.md"
+if [ "$ONLY" = tls ]; then echo; echo "wrote $OUT.md"; exit 0; fi
 python3 bench/chart.py --title "$TITLE: $CPU_MODEL, $CPUS CPUs, $DATE" --subtitle "$SUBTITLE" \
   <"$WORK/chart.tsv" >"$OUT.svg"
 echo

@@ -6,13 +6,16 @@
 #   - tls-handshakes: openssl s_time -new: a full handshake per connection (TLS 1.3, no
 #     resumption), nothing requested;
 #   - tls-resumed: openssl s_time -reuse -tls1_2: resumed handshakes (tickets; openssl 3.0's
-#     s_time does not resume TLS 1.3 sessions: every connection there is a full handshake).
+#     s_time does not resume TLS 1.3 sessions: every connection there is a full handshake);
+#   - h2-tls-100-streams: h2load -c16 -m100 over TLS (ALPN h2; nginx `listen … ssl http2`),
+#     hello world, when h2load (nghttp2-client) is installed.
 # Figures: per second, and per CPU-second of the server (utime+stime of every process of the
 # server, from /proc): s_time and wrk use CPU 1, so per second is bounded by the client too.
 #
 #   bench/tls.sh                       # ROUNDS=3 DURATION=5
 #   ROUNDS=1 DURATION=2 bench/tls.sh   # a quick check
 #   BIN=target/release/forkserve bench/tls.sh   # skip the build
+#   ONLY=tls bench/compare.sh          # the same, its table into bench/results/tls.md
 #
 # Servers listen on 127.0.0.1 only and are stopped by process group on every exit path.
 set -euo pipefail
@@ -21,13 +24,15 @@ cd "$(dirname "$0")/.."
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-5}
-FS_PORT=${FS_PORT:-18493}
-NGINX_PORT=${NGINX_PORT:-18494}
+FS_PORT=${TLS_FS_PORT:-18495}
+NGINX_PORT=${TLS_NGINX_PORT:-18496}
 BODY='Hello, World!'
 need wrk wrk || { echo "wrk is required" >&2; exit 1; }
 need nginx nginx-light || { echo "nginx is required" >&2; exit 1; }
 need taskset util-linux || { echo "taskset is required" >&2; exit 1; }
 NGINX=$(command -v nginx)
+ROWS="https-keepalive tls-handshakes tls-resumed"
+if need h2load nghttp2-client; then ROWS="$ROWS h2-tls-100-streams"; fi
 if [ -z "${BIN:-}" ]; then
   cargo build --release --quiet
   BIN=${CARGO_TARGET_DIR:-target}/release/forkserve
@@ -66,7 +71,7 @@ http {
   ssl_protocols TLSv1.2 TLSv1.3;
   ssl_session_tickets on;
   server {
-    listen 127.0.0.1:$NGINX_PORT ssl;
+    listen 127.0.0.1:$NGINX_PORT ssl http2;
     ssl_certificate $WORK/cert.pem;
     ssl_certificate_key $WORK/key.pem;
     location / { default_type text/plain; return 200 '$BODY'; }
@@ -114,6 +119,11 @@ run() { # server row: prints "per_second per_cpu_second"
       n=$(taskset -c 1 openssl s_time -connect "127.0.0.1:$PORT" -new -time "$DURATION" 2>/dev/null | awk '/real seconds/ {print $1 / $4; exit}') ;;
     tls-resumed)
       n=$(taskset -c 1 openssl s_time -connect "127.0.0.1:$PORT" -reuse -tls1_2 -time "$DURATION" 2>/dev/null | awk '/real seconds/ {print $1 / $4; exit}') ;;
+    h2-tls-100-streams)
+      taskset -c 1 h2load -c16 -m100 -D "$DURATION" "https://127.0.0.1:$PORT/" >"$WORK/h2load.txt" 2>&1 || true
+      grep -q '^Application protocol: h2' "$WORK/h2load.txt" || { echo "$1: h2load did not get h2:" >&2; cat "$WORK/h2load.txt" >&2; }
+      awk -v s="$1" '/succeeded,/ && ($10 + $12) > 0 {print s ": h2load: " $0 >"/dev/stderr"}' "$WORK/h2load.txt"
+      n=$(awk '/^finished in/ {gsub(",", "", $4); print $4; exit}' "$WORK/h2load.txt") ;;
   esac
   after=$(cpu_ticks)
   stop
@@ -123,7 +133,7 @@ run() { # server row: prints "per_second per_cpu_second"
 
 echo "| row | forkserve /s | nginx /s | forkserve per CPU-s | nginx per CPU-s | ratio (per CPU-s) |"
 echo "|---|---|---|---|---|---|"
-for row in https-keepalive tls-handshakes tls-resumed; do
+for row in $ROWS; do
   : >"$WORK/forkserve.$row"
   : >"$WORK/nginx.$row"
   for _ in $(seq "$ROUNDS"); do
