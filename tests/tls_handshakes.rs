@@ -1,8 +1,9 @@
 //! TLS handshakes on the real binary, one way each ends: done, plain HTTP on the TLS port,
 //! stalled, refused by rustls, cut by the client; as the metrics count them
-//! (`forkserve_tls_handshakes_total`, `forkserve_tls_handshake_failures_total`). And the bad
-//! input `tests/tls.rs` does not send: a client certificate the server never asked for, from a
-//! client configured with one, and sent unsolicited in the middle of a TLS 1.2 handshake.
+//! (`forkserve_tls_handshakes_total`, `forkserve_tls_handshake_failures_total`) and `forkserve
+//! status` shows them. And the bad input `tests/tls.rs` does not send: a client certificate
+//! the server never asked for, from a client configured with one, and sent unsolicited in the
+//! middle of a TLS 1.2 handshake.
 
 mod common;
 
@@ -150,6 +151,13 @@ fn each_handshake_is_counted_by_how_it_ended() {
 
     let s = samples_when(metrics, "7 handshakes", |s| handshakes(s)[..2] == [2.0, 5.0]);
     assert_eq!(handshakes(&s), [2.0, 5.0, 2.0, 1.0, 1.0, 1.0], "{}", s.0);
+    // forkserve status says so too.
+    let master = server.pid().to_string();
+    let out = Command::new(common::forkserve()).args(["status", "--pid", &master]).output();
+    let table = String::from_utf8_lossy(&out.unwrap().stdout).into_owned();
+    let line = "TLS handshakes: 2 ok, 5 failed (2 timeout, 1 plaintext http, 1 protocol error, \
+                1 closed)";
+    assert!(table.contains(line), "{table}");
 }
 
 #[test]
