@@ -159,3 +159,28 @@ fn the_ratchet_agrees_across_forks_and_forgets_what_it_passed() {
     master.advance_to(n - 5);
     assert_eq!(master.window(), n);
 }
+
+#[test]
+fn a_handed_over_ratchet_opens_the_tickets_of_both_windows_and_garbage_is_refused() {
+    let (_, now, pass) = clock!(3_000_000_000);
+    let mut old = Ratchet::start(now() / WINDOW_SECS).unwrap();
+    let old_worker = process(&old, now);
+    let previous = old_worker.encrypt(b"previous").unwrap();
+    pass(WINDOW_SECS);
+    let current = old_worker.encrypt(b"current").unwrap();
+    old.advance_to(now() / WINDOW_SECS);
+    // The new master takes the old one's place, and forks a worker.
+    let new = old.handed_over().expect("its own format");
+    assert_eq!(new.window(), old.window());
+    let new_worker = process(&new, now);
+    assert_eq!(new_worker.decrypt(&current).as_deref(), Some(&b"current"[..]));
+    assert_eq!(new_worker.decrypt(&previous).as_deref(), Some(&b"previous"[..]), "previous too");
+    let issued = new_worker.encrypt(b"new").unwrap();
+    assert_eq!(old_worker.decrypt(&issued).as_deref(), Some(&b"new"[..]), "both ways");
+    // A master in its first window has no previous key to hand over.
+    let fresh = Ratchet::start(now() / WINDOW_SECS).unwrap();
+    assert!(fresh.handed_over().is_some());
+    assert!(!super::tickets::adopt(b"tickets2 another version"));
+    assert!(!super::tickets::adopt(b""));
+    assert!(!super::tickets::adopt(&[0u8; 81]));
+}

@@ -14,9 +14,11 @@
 //! more than one window ago stay closed to them. The chain bytes are zeroed when a step
 //! replaces them; the AES keys are overwritten in place (ring does not scrub its own key
 //! schedules, nor can anyone scrub copies a move leaves on the stack: this is forgetting
-//! against a later leak of a process's state, not against a debugger attached now). A binary
-//! upgrade starts a new chain: the new master's workers do not open the old master's tickets,
-//! and those clients do one full handshake again.
+//! against a later leak of a process's state, not against a debugger attached now).
+//!
+//! A binary upgrade hands the old master's place on the chain to the new master ([`handover`],
+//! [`adopt`]), on the line between them, before the new master forks: its workers open the
+//! tickets the old master's issued, as a worker forked after a `HUP` does.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -25,7 +27,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::hkdf;
 use ring::rand::{SecureRandom, SystemRandom};
-use zeroize::Zeroize;
+use zeroize::{Zeroize, Zeroizing};
 
 /// How long one key issues tickets; it is accepted for one window more.
 pub(crate) const WINDOW_SECS: u64 = 6 * 3600;
@@ -39,14 +41,33 @@ fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
-/// One window's chain secret: what the window's key and the next chain are derived from.
-/// Zeroed when dropped, which is when a step replaces it.
+/// 32 secret bytes, zeroed when dropped (which is when a step replaces them).
 #[derive(Clone)]
-struct Chain([u8; 32]);
+struct Secret([u8; 32]);
 
-impl Drop for Chain {
+impl Drop for Secret {
     fn drop(&mut self) {
         self.0.zeroize();
+    }
+}
+
+/// One window's chain secret: what the window's key and the next chain are derived from.
+#[derive(Clone)]
+struct Chain(Secret);
+
+/// A window's ticket key: the key rustls' AEAD uses, and its bytes, which a binary upgrade
+/// hands over for the previous window (the new master cannot derive it: the chain only goes
+/// forward).
+#[derive(Clone)]
+struct Key {
+    aead: LessSafeKey,
+    bytes: Secret,
+}
+
+impl Key {
+    fn new(bytes: Secret) -> Key {
+        let aead = UnboundKey::new(&AES_256_GCM, &bytes.0).expect("AES-256 takes 32 bytes");
+        Key { aead: LessSafeKey::new(aead), bytes }
     }
 }
 
@@ -54,28 +75,30 @@ impl Chain {
     /// HKDF's pseudorandom key: the chain is uniformly random (or HKDF's output), so it is
     /// one as it is, with no extract step.
     fn prk(&self) -> hkdf::Prk {
-        hkdf::Prk::new_less_safe(hkdf::HKDF_SHA256, &self.0)
+        hkdf::Prk::new_less_safe(hkdf::HKDF_SHA256, &self.0.0)
     }
 
     /// The chain of `window + 1`, from this one, the chain of `window`.
     fn next(&self, window: u64) -> Chain {
-        let mut next = Chain([0; 32]);
+        let mut next = Chain(Secret([0; 32]));
         let w = window.to_be_bytes();
         let info = [&b"forkserve ticket chain"[..], &w[..]];
         // HKDF-SHA256 expands to at most 255 × 32 bytes: 32 always fits.
         let prk = self.prk();
         let okm = prk.expand(&info, hkdf::HKDF_SHA256).expect("32 bytes is within HKDF's bound");
-        okm.fill(&mut next.0).expect("the length is the algorithm's own");
+        okm.fill(&mut next.0.0).expect("the length is the algorithm's own");
         next
     }
 
     /// The ticket key of `window`, from its chain.
-    fn key(&self, window: u64) -> LessSafeKey {
+    fn key(&self, window: u64) -> Key {
         let w = window.to_be_bytes();
         let info = [&b"forkserve ticket key"[..], &w[..]];
         let prk = self.prk();
-        let okm = prk.expand(&info, &AES_256_GCM).expect("32 bytes is within HKDF's bound");
-        LessSafeKey::new(UnboundKey::from(okm))
+        let okm = prk.expand(&info, hkdf::HKDF_SHA256).expect("32 bytes is within HKDF's bound");
+        let mut bytes = Secret([0; 32]);
+        okm.fill(&mut bytes.0).expect("the length is the algorithm's own");
+        Key::new(bytes)
     }
 }
 
@@ -85,16 +108,16 @@ impl Chain {
 pub(crate) struct Ratchet {
     window: u64,
     chain: Chain,
-    current: LessSafeKey,
+    current: Key,
     /// `None` in the master's first window: nothing was issued before it.
-    previous: Option<LessSafeKey>,
+    previous: Option<Key>,
 }
 
 impl Ratchet {
     /// A new chain, at random, starting at `window`.
     pub(crate) fn start(window: u64) -> Result<Ratchet, ring::error::Unspecified> {
-        let mut chain = Chain([0; 32]);
-        SystemRandom::new().fill(&mut chain.0)?;
+        let mut chain = Chain(Secret([0; 32]));
+        SystemRandom::new().fill(&mut chain.0.0)?;
         let current = chain.key(window);
         Ok(Ratchet { window, chain, current, previous: None })
     }
@@ -121,7 +144,7 @@ impl Ratchet {
     /// The chain secret it holds now.
     #[cfg(test)]
     pub(crate) fn chain(&self) -> [u8; 32] {
-        self.chain.0
+        self.chain.0.0
     }
 
     /// Whether any key it holds opens `cipher`, whatever window the ticket names: what a
@@ -133,19 +156,53 @@ impl Ratchet {
         std::iter::once(&self.current).chain(&self.previous).any(|key| {
             let nonce = Nonce::try_assume_unique_for_key(nonce).unwrap();
             let mut buf = cipher[8 + NONCE_LEN..].to_vec();
-            key.open_in_place(nonce, Aad::from(header), &mut buf).is_ok()
+            key.aead.open_in_place(nonce, Aad::from(header), &mut buf).is_ok()
         })
     }
 
     /// The key of `window`, if it is the current or the previous one.
     fn key(&self, window: u64) -> Option<&LessSafeKey> {
         if window == self.window {
-            Some(&self.current)
+            Some(&self.current.aead)
         } else if window.checked_add(1) == Some(self.window) {
-            self.previous.as_ref()
+            self.previous.as_ref().map(|k| &k.aead)
         } else {
             None
         }
+    }
+
+    /// Its state as a binary upgrade hands it over: [`HANDOVER_TAG`], the window (8 bytes,
+    /// big-endian), the chain, then the previous key if there is one.
+    fn to_bytes(&self) -> Zeroizing<Vec<u8>> {
+        let mut out = Zeroizing::new(Vec::with_capacity(HANDOVER_MAX));
+        out.extend_from_slice(HANDOVER_TAG);
+        out.extend_from_slice(&self.window.to_be_bytes());
+        out.extend_from_slice(&self.chain.0.0);
+        if let Some(previous) = &self.previous {
+            out.extend_from_slice(&previous.bytes.0);
+        }
+        out
+    }
+
+    /// Its handover and back, as a new master takes it (tests).
+    #[cfg(test)]
+    pub(crate) fn handed_over(&self) -> Option<Ratchet> {
+        Ratchet::from_bytes(&self.to_bytes())
+    }
+
+    /// What [`Ratchet::to_bytes`] wrote; `None` for anything else (another version's).
+    fn from_bytes(bytes: &[u8]) -> Option<Ratchet> {
+        let rest = bytes.strip_prefix(HANDOVER_TAG)?;
+        let (window, rest) = rest.split_first_chunk::<8>()?;
+        let (chain, rest) = rest.split_first_chunk::<32>()?;
+        let previous = match rest.len() {
+            0 => None,
+            32 => Some(Key::new(Secret(rest.try_into().ok()?))),
+            _ => return None,
+        };
+        let window = u64::from_be_bytes(*window);
+        let chain = Chain(Secret(*chain));
+        Some(Ratchet { window, current: chain.key(window), chain, previous })
     }
 }
 
@@ -209,6 +266,27 @@ pub(crate) fn forget_unless_used() {
     }
 }
 
+/// What a handover starts with: its format's name and version.
+const HANDOVER_TAG: &[u8; 8] = b"tickets1";
+
+/// The longest handover: the tag, the window, the chain and the previous key.
+pub(crate) const HANDOVER_MAX: usize = 8 + 8 + 32 + 32;
+
+/// In a master starting its successor (binary upgrade): this process's place on the chain, to
+/// write on the line to the new master; `None` if it has none.
+pub(crate) fn handover() -> Option<Zeroizing<Vec<u8>>> {
+    let state = PROCESS.lock();
+    state.as_ref().map(Ratchet::to_bytes)
+}
+
+/// In a new master, before it forks: takes over the old master's place on the chain, which
+/// [`handover`] wrote, instead of its own. Returns whether `bytes` were one.
+pub(crate) fn adopt(bytes: &[u8]) -> bool {
+    let Some(ratchet) = Ratchet::from_bytes(bytes) else { return false };
+    *PROCESS.lock() = Some(ratchet);
+    true
+}
+
 /// Issues and opens tickets with the keys of the current window (and opens the previous
 /// window's), moving its ratchet forward as the clock says.
 pub(crate) struct Ticketer {
@@ -265,6 +343,7 @@ impl rustls::server::ProducesTickets for Ticketer {
             out.extend_from_slice(plain);
             let tag = r
                 .current
+                .aead
                 .seal_in_place_separate_tag(
                     Nonce::assume_unique_for_key(nonce),
                     Aad::from(header),

@@ -1,9 +1,9 @@
-//! TLS handshakes on the real binary, one way each ends: done, plain HTTP on the TLS port,
-//! stalled, refused by rustls, cut by the client; as the metrics count them
+//! TLS operations on the real binary. Handshakes, one way each ends: done, plain HTTP on the
+//! TLS port, stalled, refused by rustls, cut by the client; as the metrics count them
 //! (`forkserve_tls_handshakes_total`, `forkserve_tls_handshake_failures_total`) and `forkserve
-//! status` shows them. And the bad input `tests/tls.rs` does not send: a client certificate
-//! the server never asked for, from a client configured with one, and sent unsolicited in the
-//! middle of a TLS 1.2 handshake.
+//! status` shows them. The bad input `tests/tls.rs` does not send: a client certificate the
+//! server never asked for, from a client configured with one, and sent unsolicited in the
+//! middle of a TLS 1.2 handshake. Session tickets across a binary upgrade.
 
 mod common;
 
@@ -222,4 +222,51 @@ fn a_client_certificate_nobody_asked_for_is_served_or_refused_without_harm() {
     assert!(get(addr, pki.client(&[&rustls::version::TLS13], None)).starts_with("HTTP/1.1 200"));
     assert_eq!(server.workers().len(), 1);
     assert_eq!(server.count("worker exited"), 0, "{}", server.logs().join("\n"));
+}
+
+/// `openssl s_client` lines that say whether the session was resumed.
+fn resumption(out: &str) -> Vec<&str> {
+    out.lines().filter(|l| l.starts_with("New,") || l.starts_with("Reused,")).collect()
+}
+
+/// `openssl s_client` to `addr` with `args`, sending `GET` and reading until the server closes
+/// (so that a TLS 1.3 ticket, sent after the handshake, is saved with `-sess_out`).
+fn s_client(addr: SocketAddr, args: &[&str]) -> String {
+    let out = Command::new("timeout")
+        .args(["10", "openssl", "s_client", "-connect", &addr.to_string(), "-ign_eof"])
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            child.stdin.take().unwrap().write_all(GET)?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn session_tickets_resume_on_the_new_master_after_a_binary_upgrade() {
+    let pki = Pki::new();
+    let (cert, key, _, _) = pki.leaf("server");
+    let server = start(&cert, &key, &[]);
+    let addr = server.addr();
+    let old_master = server.pid().as_raw();
+    let sessions = ["-tls1_3", "-tls1_2"].map(|v| {
+        let file = pki.dir.path().join(v).to_str().unwrap().to_string();
+        let first = s_client(addr, &[v, "-sess_out", &file]);
+        assert!(resumption(&first)[0].starts_with("New,"), "{first}");
+        (v, file)
+    });
+    server.signal(nix::sys::signal::Signal::SIGUSR2);
+    server.wait_for("upgrade: session ticket keys taken over from the old master");
+    server.wait_for("upgrade complete: the new master serves");
+    common::wait_until(|| (!common::alive(old_master)).then_some(())).expect("old master exits");
+    for (v, file) in &sessions {
+        let after = s_client(addr, &[v, "-sess_in", file]);
+        assert!(resumption(&after)[0].starts_with("Reused,"), "{v}: {after}");
+        assert!(after.contains("https - xff=none"), "{after}");
+    }
 }
