@@ -11,9 +11,9 @@
 //!
 //! What this buys: whoever reads one process's memory learns the keys of the window before
 //! and of the windows to come, not older ones, so tickets (and the sessions they resume) of
-//! more than one window ago stay closed to them. The chain bytes are zeroed when a step
-//! replaces them; the AES keys are overwritten in place (ring does not scrub its own key
-//! schedules, nor can anyone scrub copies a move leaves on the stack: this is forgetting
+//! more than one window ago stay closed to them. The chain and key bytes are zeroed when a
+//! step drops them; ring's AES key schedules are overwritten in place, not scrubbed (ring does
+//! not scrub them, nor can anyone scrub copies a move leaves on the stack: this is forgetting
 //! against a later leak of a process's state, not against a debugger attached now).
 //!
 //! A binary upgrade hands the old master's place on the chain to the new master ([`handover`],
@@ -126,8 +126,8 @@ impl Ratchet {
     /// back (a clock stepped back keeps the window it reached).
     pub(crate) fn advance_to(&mut self, window: u64) {
         while self.window < window {
-            // Assigned in place: the old chain is dropped (zeroed), the old previous key is
-            // overwritten.
+            // Assigned in place: the old chain and the old previous key are dropped (their
+            // bytes zeroed) and their slots overwritten.
             self.chain = self.chain.next(self.window);
             self.window += 1;
             let current = self.chain.key(self.window);
