@@ -270,3 +270,31 @@ fn session_tickets_resume_on_the_new_master_after_a_binary_upgrade() {
         assert!(after.contains("https - xff=none"), "{after}");
     }
 }
+
+/// With a preloaded app the workers are forked by a mold, which holds the ticket keys it
+/// inherited and moves them on by itself: a worker it forks after another issued a ticket
+/// opens it.
+#[cfg(feature = "python")]
+#[test]
+fn session_tickets_resume_on_a_worker_the_mold_forked_later() {
+    let pki = Pki::new();
+    let (cert, key, _, _) = pki.leaf("server");
+    let tls = ["-w", "1", "--preload", "--tls-cert", &cert, "--tls-key", &key];
+    let server = common::wsgi::start("pep:app", &tls);
+    let addr = server.addr();
+    let file = pki.dir.path().join("s").to_str().unwrap().to_string();
+    let first = s_client(addr, &["-tls1_3", "-sess_out", &file]);
+    assert!(resumption(&first)[0].starts_with("New,"), "{first}");
+    // The workers are the mold's grandchildren; their pids are in the log.
+    let booted = |n| {
+        let line = server.wait_for_nth("worker booted pid=", n);
+        line.split("pid=").nth(1).unwrap().split(' ').next().unwrap().parse::<i32>().unwrap()
+    };
+    let first_worker = booted(1);
+    let kill = nix::sys::signal::kill;
+    kill(nix::unistd::Pid::from_raw(first_worker), nix::sys::signal::Signal::SIGKILL).unwrap();
+    let after = booted(2);
+    assert_ne!(after, first_worker);
+    let again = s_client(addr, &["-tls1_3", "-sess_in", &file]);
+    assert!(resumption(&again)[0].starts_with("Reused,"), "on {after}: {again}");
+}
