@@ -14,62 +14,35 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::metrics::{Samples, metrics_addr, samples_when};
-use common::{Server, example, tempdir};
+use common::pki::Pki;
+use common::{Server, example};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
 
-/// A CA and a leaf for `localhost` it signed, written as PEM files.
-struct Pki {
-    dir: tempfile::TempDir,
-    ca: rcgen::Certificate,
-    ca_key: rcgen::KeyPair,
+/// A client's certificate for `localhost`, signed by the test CA, and its key.
+fn client_pair(pki: &Pki) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    let cert = params.signed_by(&key, &pki.ca, &pki.ca_key).unwrap();
+    (cert.der().clone(), PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())))
 }
 
-impl Pki {
-    fn new() -> Pki {
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        let ca = params.self_signed(&ca_key).unwrap();
-        Pki { dir: tempdir(), ca, ca_key }
-    }
-
-    /// A leaf for `localhost`, written as `NAME.pem` and `NAME.key`: their paths, and the
-    /// certificate and key as a rustls client presents them.
-    fn leaf(
-        &self,
-        name: &str,
-    ) -> (String, String, CertificateDer<'static>, PrivateKeyDer<'static>) {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        let cert = params.signed_by(&key, &self.ca, &self.ca_key).unwrap();
-        let (c, k) = (
-            self.dir.path().join(format!("{name}.pem")),
-            self.dir.path().join(format!("{name}.key")),
-        );
-        std::fs::write(&c, cert.pem()).unwrap();
-        std::fs::write(&k, key.serialize_pem()).unwrap();
-        let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        (c.to_str().unwrap().into(), k.to_str().unwrap().into(), cert.der().clone(), der)
-    }
-
-    /// A rustls client of `versions` that trusts the CA, presenting `cert` if given.
-    fn client(
-        &self,
-        versions: &[&'static rustls::SupportedProtocolVersion],
-        cert: Option<(CertificateDer<'static>, PrivateKeyDer<'static>)>,
-    ) -> Arc<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        roots.add(self.ca.der().clone()).unwrap();
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let builder = rustls::ClientConfig::builder_with_provider(provider)
-            .with_protocol_versions(versions)
-            .unwrap()
-            .with_root_certificates(roots);
-        Arc::new(match cert {
-            Some((cert, key)) => builder.with_client_auth_cert(vec![cert], key).unwrap(),
-            None => builder.with_no_client_auth(),
-        })
-    }
+/// A rustls client of `versions` that trusts the test CA, presenting `cert` if given.
+fn client_config(
+    pki: &Pki,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    cert: Option<(CertificateDer<'static>, PrivateKeyDer<'static>)>,
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(pki.ca.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots);
+    Arc::new(match cert {
+        Some((cert, key)) => builder.with_client_auth_cert(vec![cert], key).unwrap(),
+        None => builder.with_no_client_auth(),
+    })
 }
 
 const GET: &[u8] = b"GET /client HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
@@ -125,7 +98,7 @@ fn handshakes(s: &Samples) -> [f64; 6] {
 #[test]
 fn each_handshake_is_counted_by_how_it_ended() {
     let pki = Pki::new();
-    let (cert, key, _, _) = pki.leaf("server");
+    let (cert, key) = pki.leaf("server", &["localhost"], None);
     let server = start(&cert, &key, &[]);
     let (addr, metrics) = (server.addr(), metrics_addr(&server));
     let none = samples_when(metrics, "a first scrape", |_| true);
@@ -133,7 +106,7 @@ fn each_handshake_is_counted_by_how_it_ended() {
 
     // Done: twice, TLS 1.3 and 1.2.
     for v in [&rustls::version::TLS13, &rustls::version::TLS12] {
-        assert!(get(addr, pki.client(&[v], None)).starts_with("HTTP/1.1 200"));
+        assert!(get(addr, client_config(&pki, &[v], None)).starts_with("HTTP/1.1 200"));
     }
     // Plain HTTP: answered 400.
     let (plain, _) = exchange(addr, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n", false);
@@ -163,8 +136,8 @@ fn each_handshake_is_counted_by_how_it_ended() {
 #[test]
 fn a_client_certificate_nobody_asked_for_is_served_or_refused_without_harm() {
     let pki = Pki::new();
-    let (cert, key, _, _) = pki.leaf("server");
-    let (_, _, client_cert, client_key) = pki.leaf("client");
+    let (cert, key) = pki.leaf("server", &["localhost"], None);
+    let (client_cert, client_key) = client_pair(&pki);
     let server = start(&cert, &key, &["--log-level", "debug"]);
     let (addr, metrics) = (server.addr(), metrics_addr(&server));
 
@@ -172,7 +145,7 @@ fn a_client_certificate_nobody_asked_for_is_served_or_refused_without_harm() {
     // none, and the handshake is done and the request served.
     for v in [&rustls::version::TLS13, &rustls::version::TLS12] {
         let pair = Some((client_cert.clone(), client_key.clone_key()));
-        let response = get(addr, pki.client(&[v], pair));
+        let response = get(addr, client_config(&pki, &[v], pair));
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
         assert!(response.ends_with("https - xff=none\n"), "{response}");
     }
@@ -182,7 +155,7 @@ fn a_client_certificate_nobody_asked_for_is_served_or_refused_without_harm() {
     let mut tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let name = ServerName::try_from("localhost").unwrap();
-    let config = pki.client(&[&rustls::version::TLS12], None);
+    let config = client_config(&pki, &[&rustls::version::TLS12], None);
     let mut client = rustls::ClientConnection::new(config, name).unwrap();
     client.write_tls(&mut tcp).unwrap();
     // The server's flight, up to ServerHelloDone: then the client has its own to send.
@@ -219,7 +192,10 @@ fn a_client_certificate_nobody_asked_for_is_served_or_refused_without_harm() {
     // The worker served on: one handshake refused, the others done, no worker lost.
     let s = samples_when(metrics, "4 handshakes", |s| handshakes(s)[..2] == [3.0, 1.0]);
     assert_eq!(handshakes(&s)[4], 1.0, "a protocol error: {}", s.0);
-    assert!(get(addr, pki.client(&[&rustls::version::TLS13], None)).starts_with("HTTP/1.1 200"));
+    assert!(
+        get(addr, client_config(&pki, &[&rustls::version::TLS13], None))
+            .starts_with("HTTP/1.1 200")
+    );
     assert_eq!(server.workers().len(), 1);
     assert_eq!(server.count("worker exited"), 0, "{}", server.logs().join("\n"));
 }
@@ -250,7 +226,7 @@ fn s_client(addr: SocketAddr, args: &[&str]) -> String {
 #[test]
 fn session_tickets_resume_on_the_new_master_after_a_binary_upgrade() {
     let pki = Pki::new();
-    let (cert, key, _, _) = pki.leaf("server");
+    let (cert, key) = pki.leaf("server", &["localhost"], None);
     let server = start(&cert, &key, &[]);
     let addr = server.addr();
     let old_master = server.pid().as_raw();
@@ -278,7 +254,7 @@ fn session_tickets_resume_on_the_new_master_after_a_binary_upgrade() {
 #[test]
 fn session_tickets_resume_on_a_worker_the_mold_forked_later() {
     let pki = Pki::new();
-    let (cert, key, _, _) = pki.leaf("server");
+    let (cert, key) = pki.leaf("server", &["localhost"], None);
     let tls = ["-w", "1", "--preload", "--tls-cert", &cert, "--tls-key", &key];
     let server = common::wsgi::start("pep:app", &tls);
     let addr = server.addr();
