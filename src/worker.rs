@@ -171,6 +171,8 @@ async fn serve<F: Factory>(setup: Setup<'_, F>) -> i32 {
         Ok(tls) => tls.map(tokio_rustls::TlsAcceptor::from),
         Err(e) => return boot_failed(format!("cannot set up TLS: {e}")),
     };
+    // A worker that issues no session tickets keeps no ticket keys in its memory.
+    crate::tls::tickets::forget_unless_used();
     let mut acceptors = Vec::with_capacity(listeners.len());
     let mut transports = Vec::with_capacity(listeners.len());
     for (listener, is_tls) in listeners {
@@ -269,6 +271,8 @@ async fn heartbeat(requests: Rc<Requests>, every: Duration) {
     loop {
         ticks.tick().await;
         requests.board.beat();
+        // Ticket keys move on with the clock even in a worker that issues none for a while.
+        crate::tls::tickets::advance();
     }
 }
 

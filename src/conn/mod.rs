@@ -160,7 +160,8 @@ impl<S: HttpService> Pipeline<S> {
             Transport::Plain => self.protocol(io, facts, since, early, open).await,
             Transport::Tls(acceptor) => {
                 let deadline = self.header_timeout.map(|t| since + t);
-                match transport::handshake(&acceptor, io, early, deadline, self.drained()).await {
+                let done = transport::handshake(&acceptor, io, early, deadline, self.drained());
+                match transport::counted(done.await, self.requests.board.counters()) {
                     Ok((io, tls)) => {
                         facts.tls = Some(tls);
                         self.protocol(io, facts, since, Vec::new(), open).await;

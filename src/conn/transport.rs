@@ -6,7 +6,8 @@
 //! Under TLS, the handshake ([`handshake`]) counts against `header_timeout` (one clock from
 //! accept to the first request head) and ends when the worker drains; a client that speaks
 //! plain HTTP to a TLS port is told so in plain HTTP ([`PLAIN_ON_TLS`]). Every failure closes
-//! that connection only, logged at debug level: scanners would flood a log at warn.
+//! that connection only, logged at debug level: scanners would flood a log at warn, and
+//! counted by how it ended ([`Failed::outcome`]) in the metrics.
 
 mod prefixed;
 
@@ -17,6 +18,8 @@ use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
+
+use crate::scoreboard::counters::{Counters, Handshake};
 
 pub(crate) use self::prefixed::Prefixed;
 
@@ -106,6 +109,29 @@ pub(crate) enum Failed {
     Draining,
     #[error("{0}")]
     Io(#[from] std::io::Error),
+}
+
+impl Failed {
+    /// How the metrics count it (see [`Handshake`]).
+    pub(crate) fn outcome(&self) -> Handshake {
+        match self {
+            Failed::Eof | Failed::Draining => Handshake::Closed,
+            Failed::PlainHttp => Handshake::PlaintextHttp,
+            Failed::Timeout => Handshake::Timeout,
+            // tokio-rustls reports what rustls refused as `InvalidData`; the rest is the
+            // connection's end (an EOF inside a record, a reset).
+            Failed::Io(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                Handshake::ProtocolError
+            }
+            Failed::Io(_) => Handshake::Closed,
+        }
+    }
+}
+
+/// `done`, once counted in `counters` by how it ended.
+pub(crate) fn counted<T>(done: Result<T, Failed>, counters: &Counters) -> Result<T, Failed> {
+    counters.handshake(done.as_ref().map_or_else(Failed::outcome, |_| Handshake::Ok));
+    done
 }
 
 /// Runs the TLS handshake on `io`, whose first bytes (after a PROXY header) are `early`,

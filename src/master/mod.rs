@@ -209,6 +209,8 @@ impl<'f, F: Factory> Master<'f, F> {
         // saved while they boot is then a change like any later one.
         self.watch_code();
         loop {
+            // Before any fork of this turn: what a worker inherits is the current window's.
+            crate::tls::tickets::advance();
             self.recycle_workers();
             self.manage_molds();
             self.manage_workers();

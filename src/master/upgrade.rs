@@ -214,7 +214,14 @@ enum Heard {
 impl Successor {
     /// Starts the new master. Returns in the old master only; the child execs or exits.
     fn start(program: &Program, listeners: &Listeners) -> io::Result<Successor> {
-        let (ours, theirs) = UnixStream::pair()?;
+        let (mut ours, theirs) = UnixStream::pair()?;
+        // The session ticket keys, first on the line: in the socket's buffer before the new
+        // master runs, so that it reads them without waiting (see `Handover::from_env`).
+        if let Some(keys) = crate::tls::tickets::handover() {
+            if let Err(e) = ours.write_all(&keys) {
+                warn!("upgrade: cannot hand over the session ticket keys: {e}");
+            }
+        }
         ours.set_nonblocking(true)?;
         let sockets = listeners.passed_fds();
         let old_master = std::process::id();
@@ -261,9 +268,11 @@ pub(super) struct Handover {
 }
 
 impl Handover {
-    /// The channel to the old master, if this process was started by an upgrade.
+    /// The channel to the old master, if this process was started by an upgrade. Takes the
+    /// old master's session ticket keys from it, if it wrote them: called before any fork.
     pub(super) fn from_env() -> Option<Handover> {
         let (channel, old_master) = handoff::upgrade_channel()?;
+        take_ticket_keys(&channel);
         Some(Handover { channel, old_master })
     }
 
@@ -272,6 +281,30 @@ impl Handover {
         if let Err(e) = self.channel.write_all(b"ready") {
             warn!("cannot tell the old master this one is ready: {e}");
         }
+    }
+}
+
+/// Reads what the old master wrote before it started this one, without waiting: its ticket
+/// keys, which this master's workers then share (a ticket the old master's workers issued
+/// resumes on the new ones). Nothing there (an old master of an earlier version), or anything
+/// else: this master keeps the chain it made, and clients do one full handshake.
+fn take_ticket_keys(channel: &UnixStream) {
+    let mut buf = zeroize::Zeroizing::new([0u8; crate::tls::tickets::HANDOVER_MAX + 1]);
+    let read = channel.set_nonblocking(true).and_then(|()| {
+        let n = (&*channel).read(&mut buf[..])?;
+        channel.set_nonblocking(false)?;
+        Ok(n)
+    });
+    match read {
+        Ok(n) if crate::tls::tickets::adopt(&buf[..n]) => {
+            info!("upgrade: session ticket keys taken over from the old master");
+        }
+        Ok(0) => {}
+        Ok(_) => warn!("upgrade: the old master's ticket keys are of another version: not taken"),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+            let _ = channel.set_nonblocking(false);
+        }
+        Err(e) => warn!("upgrade: cannot read the old master's ticket keys: {e}"),
     }
 }
 

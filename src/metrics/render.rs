@@ -7,7 +7,7 @@
 use std::fmt::Write;
 
 use super::Queue;
-use crate::scoreboard::counters::{BUCKETS_US, CLASSES, METHODS};
+use crate::scoreboard::counters::{BUCKETS_US, CLASSES, Handshake, METHODS};
 use crate::scoreboard::{ExitCause, ReloadResult, Report, WorkerPhase, WorkerView};
 
 /// The whole exposition.
@@ -50,6 +50,8 @@ pub(crate) fn render(report: &Report, queues: &[Queue], version: &str) -> String
         "Requests whose response did not go out whole: the connection closed first",
         t.cut,
     );
+
+    render_handshakes(&mut out, &t.handshakes);
 
     let sum = |f: fn(&WorkerView) -> u64| report.workers.iter().map(f).sum::<u64>();
     out.gauge(
@@ -124,6 +126,22 @@ pub(crate) fn render(report: &Report, queues: &[Queue], version: &str) -> String
     );
     out.sample("forkserve_build_info", &[("version", version)], 1);
     out.0
+}
+
+/// TLS handshakes: done or failed, and the failures by reason (written on a server without
+/// TLS too, all 0, as every fixed set is).
+fn render_handshakes(out: &mut Out, counts: &[u64; Handshake::ALL.len()]) {
+    let name = "forkserve_tls_handshakes_total";
+    out.family(name, "counter", "TLS handshakes that ended, by result: ok (done), failed (see forkserve_tls_handshake_failures_total)");
+    let ok = counts[Handshake::Ok as usize];
+    let failed = counts.iter().fold(0u64, |sum, n| sum.wrapping_add(*n)).wrapping_sub(ok);
+    out.sample(name, &[("result", "ok")], ok);
+    out.sample(name, &[("result", "failed")], failed);
+    let name = "forkserve_tls_handshake_failures_total";
+    out.family(name, "counter", "TLS handshakes that failed, by reason: timeout (not done by header_timeout), plaintext_http (plain HTTP on a TLS port), protocol_error (refused by rustls), closed (by the client first, or a draining worker)");
+    for (outcome, n) in Handshake::ALL.iter().zip(counts).skip(1) {
+        out.sample(name, &[("reason", outcome.as_str())], *n);
+    }
 }
 
 /// How one of a worker's values is read from its view.
@@ -279,6 +297,9 @@ mod tests {
                 cut: status.is_none(),
             });
         }
+        counters.handshake(Handshake::Ok);
+        counters.handshake(Handshake::PlaintextHttp);
+        counters.handshake(Handshake::PlaintextHttp);
         worker.connection_opened();
         worker.connection_parked();
         let queues = [Queue { listener: "127.0.0.1:8000".into(), depth: 3, limit: 128 }];
@@ -303,6 +324,12 @@ mod tests {
         assert_eq!(value(&text, "forkserve_request_body_bytes_total"), 21.0);
         assert_eq!(value(&text, "forkserve_response_body_bytes_total"), 300.0);
         assert_eq!(value(&text, "forkserve_responses_cut_total"), 1.0);
+        let handshakes = |labels: &str| value(&text, &format!("forkserve_tls_{labels}"));
+        assert_eq!(handshakes(r#"handshakes_total{result="ok"}"#), 1.0);
+        assert_eq!(handshakes(r#"handshakes_total{result="failed"}"#), 2.0);
+        assert_eq!(handshakes(r#"handshake_failures_total{reason="plaintext_http"}"#), 2.0);
+        assert_eq!(handshakes(r#"handshake_failures_total{reason="timeout"}"#), 0.0);
+        assert!(!text.contains(r#"reason="ok""#), "{text}");
         assert_eq!(value(&text, "forkserve_connections_open"), 1.0);
         assert_eq!(value(&text, "forkserve_connections_parked"), 1.0);
         assert_eq!(value(&text, r#"forkserve_workers{state="idle"}"#), 1.0);

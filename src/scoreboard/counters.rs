@@ -1,5 +1,6 @@
 //! The request counters a worker keeps in its slot for the metrics: requests by method and
-//! status class, a duration histogram, body bytes each way, and responses cut short.
+//! status class, a duration histogram, body bytes each way, responses cut short, and TLS
+//! handshakes by how they ended.
 //!
 //! A slot's counters have one writer, the slot's worker, which adds with a plain load and
 //! store (no locked instruction on the request path); any process reads them with atomic
@@ -27,6 +28,45 @@ pub(crate) const BUCKETS_US: [u64; 14] = [
     2_500_000, 5_000_000, 10_000_000,
 ];
 
+/// How a TLS handshake ended: done, or why not. A fixed set, as [`METHODS`]: whatever a client
+/// sends, the metrics' label values stay these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Handshake {
+    Ok,
+    /// Not done by `header_timeout` (a client that sends nothing, or half a record).
+    Timeout,
+    /// Plain HTTP on a TLS port (answered `400`).
+    PlaintextHttp,
+    /// Not TLS, or TLS that rustls refused (an old version, no common suite, a bad message):
+    /// closed with its alert.
+    ProtocolError,
+    /// The client closed or reset the connection first (a truncated record included), or
+    /// the worker was draining.
+    Closed,
+}
+
+impl Handshake {
+    /// Every outcome, in the counters' order.
+    pub(crate) const ALL: [Handshake; 5] = [
+        Handshake::Ok,
+        Handshake::Timeout,
+        Handshake::PlaintextHttp,
+        Handshake::ProtocolError,
+        Handshake::Closed,
+    ];
+
+    /// The metrics' label: `result="ok"`, else the failure's `reason`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Handshake::Ok => "ok",
+            Handshake::Timeout => "timeout",
+            Handshake::PlaintextHttp => "plaintext_http",
+            Handshake::ProtocolError => "protocol_error",
+            Handshake::Closed => "closed",
+        }
+    }
+}
+
 /// One set of counters, in shared memory. Zeroed memory is all counters at 0.
 #[repr(C)]
 pub(crate) struct Counters {
@@ -38,6 +78,8 @@ pub(crate) struct Counters {
     bytes_out: AtomicU64,
     /// Requests whose response did not go out whole.
     cut: AtomicU64,
+    /// TLS handshakes, by [`Handshake`] (its order).
+    handshakes: [AtomicU64; Handshake::ALL.len()],
 }
 
 /// One request, as the counters count it.
@@ -93,13 +135,18 @@ impl Counters {
         }
     }
 
+    /// Counts a TLS handshake that ended. Only the slot's worker calls it.
+    pub(crate) fn handshake(&self, outcome: Handshake) {
+        bump(&self.handshakes[outcome as usize], 1);
+    }
+
     fn fields(&self) -> impl Iterator<Item = &AtomicU64> {
-        self.requests.iter().flatten().chain(&self.buckets).chain([
-            &self.duration_us,
-            &self.bytes_in,
-            &self.bytes_out,
-            &self.cut,
-        ])
+        self.requests
+            .iter()
+            .flatten()
+            .chain(&self.buckets)
+            .chain([&self.duration_us, &self.bytes_in, &self.bytes_out, &self.cut])
+            .chain(&self.handshakes)
     }
 
     /// Adds `other` to these counters: the master, folding a reaped worker's counters into the
@@ -132,6 +179,9 @@ impl Counters {
         add(&mut total.bytes_in, &self.bytes_in);
         add(&mut total.bytes_out, &self.bytes_out);
         add(&mut total.cut, &self.cut);
+        for (h, n) in self.handshakes.iter().enumerate() {
+            add(&mut total.handshakes[h], n);
+        }
     }
 }
 
@@ -146,6 +196,8 @@ pub(crate) struct Totals {
     pub(crate) bytes_in: u64,
     pub(crate) bytes_out: u64,
     pub(crate) cut: u64,
+    /// TLS handshakes, by [`Handshake`].
+    pub(crate) handshakes: [u64; Handshake::ALL.len()],
 }
 
 impl Totals {
@@ -217,7 +269,11 @@ mod tests {
         board.slot(a).counters.record(&get(200, 1));
         board.slot(a).counters.record(&get(404, 30));
         board.slot(b).counters.record(&Counted { cut: true, status: None, ..get(0, 2) });
+        board.slot(a).counters.handshake(Handshake::Ok);
+        board.slot(b).counters.handshake(Handshake::Ok);
+        board.slot(a).counters.handshake(Handshake::Timeout);
         let before = board.report().totals;
+        assert_eq!(before.handshakes, [2, 1, 0, 0, 0]);
         assert_eq!(before.count(), 3);
         assert_eq!(before.requests[0][2..5], [1, 0, 1]);
         assert_eq!(before.requests[0][0], 1, "cut before a response: class none");
@@ -232,5 +288,6 @@ mod tests {
         let after = board.report().totals;
         assert_eq!(after.count(), 4);
         assert_eq!(after.requests[0][5], 1);
+        assert_eq!(after.handshakes, before.handshakes, "handshakes too");
     }
 }

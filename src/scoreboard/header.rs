@@ -14,7 +14,7 @@ pub(crate) const MAGIC: u64 = u64::from_le_bytes(*b"forkserv");
 
 /// The layout's version: raised whenever a field of the header, a slot or the counters moves,
 /// so that `forkserve status` of another build refuses a scoreboard it would misread.
-pub(crate) const LAYOUT: u64 = 4;
+pub(crate) const LAYOUT: u64 = 5;
 
 /// Why a worker exited, as the metrics count it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -10,6 +10,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use crate::logging::write_json_str;
+use crate::scoreboard::counters::Handshake;
 use crate::scoreboard::{ExitCause, ReloadResult, Report, RequestSeen, WorkerView};
 
 /// The widest a line of the table gets, in characters.
@@ -40,6 +41,9 @@ pub(crate) fn table(report: &Report) -> String {
         facts.push(format!("worker exits: {exits}"));
     }
     let _ = writeln!(out, "{}", facts.join(", "));
+    if let Some(line) = handshakes(&report.totals.handshakes) {
+        let _ = writeln!(out, "{line}");
+    }
     if report.workers.is_empty() {
         return out;
     }
@@ -148,6 +152,22 @@ fn counted(counts: &[u64], names: impl IntoIterator<Item = &'static str>) -> Opt
     (!parts.is_empty()).then(|| parts.join(", "))
 }
 
+/// `TLS handshakes: 3201 ok, 12 failed (9 timeout, 3 plaintext http)`; `None` before the
+/// first (a server without TLS).
+fn handshakes(counts: &[u64; Handshake::ALL.len()]) -> Option<String> {
+    let ok = counts[Handshake::Ok as usize];
+    let failures = &counts[1..];
+    let failed = failures.iter().fold(0u64, |sum, n| sum.wrapping_add(*n));
+    if ok == 0 && failed == 0 {
+        return None;
+    }
+    let mut line = format!("TLS handshakes: {ok} ok, {failed} failed");
+    if let Some(why) = counted(failures, Handshake::ALL[1..].iter().map(|h| h.as_str())) {
+        let _ = write!(line, " ({why})");
+    }
+    Some(line)
+}
+
 fn plural(n: u64, word: &str) -> String {
     if n == 1 { format!("1 {word}") } else { format!("{n} {word}s") }
 }
@@ -179,6 +199,7 @@ fn memory(kib: u64) -> String {
 /// The report as one JSON object, on one line:
 /// `{"master_pid":…,"generation":…,"reloading":…,"uptime_ms":…,"started_unix_ms":…,
 /// "requests_total":…,"reloads":{"completed":…,…},"worker_exits":{"stopped":…,…},
+/// "tls_handshakes":{"ok":…,"timeout":…,…},
 /// "workers":[{"worker":…,"pid":…,"generation":…,"state":"busy",…,"request":{…}|null,
 /// "in_handler":{…}|null}]}` (see the README for every key).
 pub(crate) fn json(report: &Report) -> String {
@@ -198,6 +219,8 @@ pub(crate) fn json(report: &Report) -> String {
     object(&mut out, &report.reloads, ReloadResult::ALL.map(ReloadResult::as_str));
     out.push_str(",\"worker_exits\":");
     object(&mut out, &report.exits, ExitCause::ALL.map(ExitCause::as_str));
+    out.push_str(",\"tls_handshakes\":");
+    object(&mut out, &report.totals.handshakes, Handshake::ALL.map(Handshake::as_str));
     out.push_str(",\"workers\":[");
     for (i, w) in report.workers.iter().enumerate() {
         if i > 0 {
@@ -328,7 +351,7 @@ mod tests {
             started_unix_ms: 1_764_495_642_000,
             reloads: [1, 0, 0, 0],
             exits: [2, 0, 1, 0, 0],
-            totals: Totals::default(),
+            totals: Totals { handshakes: [3201, 9, 3, 0, 0], ..Totals::default() },
             requests: 1532,
             workers: vec![idle, stuck, waiting, worker(13, 4191, 2, WorkerPhase::Booting)],
         }
@@ -340,6 +363,7 @@ mod tests {
         let expected = "\
 master 4123, generation 2 (reloading), up 1h01m
 4 workers, 1532 requests served, reloads: 1 completed, worker exits: 2 stopped, 1 hung
+TLS handshakes: 3201 ok, 12 failed (9 timeout, 3 plaintext http)
 
 WORKER   PID  GEN  STATE    REQUESTS  CONN    RSS    AGE    BUSY  REQUEST
      3  4130    1  idle         1200   2/1  12.1M  1h01m      -
@@ -360,6 +384,7 @@ code is running now.
             reloading: false,
             reloads: [0; 4],
             exits: [0; 5],
+            totals: Totals::default(),
             requests: 0,
             workers: Vec::new(),
             ..reloading()
@@ -387,6 +412,10 @@ code is running now.
         assert_eq!(
             v["worker_exits"],
             serde_json::json!({"stopped": 2, "recycled": 0, "hung": 1, "crashed": 0, "boot_failure": 0})
+        );
+        assert_eq!(
+            v["tls_handshakes"],
+            serde_json::json!({"ok": 3201, "timeout": 9, "plaintext_http": 3, "protocol_error": 0, "closed": 0})
         );
         let workers = v["workers"].as_array().unwrap();
         assert_eq!(workers.len(), 4);

@@ -168,9 +168,10 @@ impl Channel {
     }
 
     /// In the mold: the master's next request, waiting for it; `None` once the master closed
-    /// its end (or is gone).
-    pub(super) fn next_request(&self) -> io::Result<Option<Request>> {
+    /// its end (or is gone). `idle` runs each hour of waiting (and once first).
+    pub(super) fn next_request(&self, mut idle: impl FnMut()) -> io::Result<Option<Request>> {
         loop {
+            idle();
             match self.receive(Some(Duration::from_secs(3600))) {
                 Ok(Some(buf)) => {
                     return Request::decode(&buf)
@@ -193,7 +194,7 @@ mod tests {
     fn messages_survive_the_line_and_a_closed_end_reads_as_the_end() {
         let (master, mold) = Channel::pair().unwrap();
         master.request(&Request::Fork { worker: 7, slot: 3 }).unwrap();
-        assert_eq!(mold.next_request().unwrap(), Some(Request::Fork { worker: 7, slot: 3 }));
+        assert_eq!(mold.next_request(|| {}).unwrap(), Some(Request::Fork { worker: 7, slot: 3 }));
         let long = "é".repeat(MAX_MESSAGE);
         let replies = [
             Reply::Loaded,
@@ -212,7 +213,7 @@ mod tests {
         let Some(Reply::Failed { reason }) = master.next_reply(None).unwrap() else { panic!() };
         assert!(reason.len() < MAX_MESSAGE && long.starts_with(reason.as_str()));
         drop(master);
-        assert_eq!(mold.next_request().unwrap(), None, "the master's end closed");
+        assert_eq!(mold.next_request(|| {}).unwrap(), None, "the master's end closed");
         let (master, mold) = Channel::pair().unwrap();
         drop(mold);
         let gone = master.next_reply(Some(Duration::from_millis(100))).unwrap_err();

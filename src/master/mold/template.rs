@@ -118,7 +118,9 @@ impl<F: Factory> Master<'_, F> {
             return Err(0);
         }
         loop {
-            match line.next_request() {
+            // The ticket keys a worker inherits from the mold move on while it waits (each
+            // hour: windows last 6), so an idle mold does not keep old ones.
+            match line.next_request(crate::tls::tickets::advance) {
                 Ok(Some(Request::Fork { worker, slot })) => {
                     if let Some(order) = fork_worker(preload, line, worker, slot) {
                         return Ok(order);
