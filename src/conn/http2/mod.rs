@@ -24,6 +24,7 @@ mod frames;
 pub(crate) mod preface;
 mod request;
 mod streams;
+mod watch;
 mod wire;
 
 use std::future::Future;
@@ -39,6 +40,7 @@ use tokio::sync::Notify;
 use self::frames::{Bounds, Scanner};
 use self::request::{Layer, Limits};
 use self::streams::Streams;
+use self::watch::Watched;
 use self::wire::Wire;
 use super::drain::{Conns, DRAIN_LINGER, Slot};
 use super::service::Stack;
@@ -63,16 +65,18 @@ const HEAD_CAP: u64 = 384 * 1024;
 
 /// Runs the tasks hyper's h2 server hands it (one per stream) on the worker's `LocalSet`:
 /// hyper needs an `Executor` for its stream futures, which are `!Send` as the app's service
-/// is; this one takes any future.
+/// is; this one takes any future, and holds each to `send_timeout` ([`watch`]).
 #[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct LocalExec;
+pub(crate) struct LocalExec {
+    send_timeout: Option<Duration>,
+}
 
 impl<F> hyper::rt::Executor<F> for LocalExec
 where
     F: Future + 'static,
 {
     fn execute(&self, fut: F) {
-        tokio::task::spawn_local(fut);
+        tokio::task::spawn_local(Watched::new(fut, self.send_timeout));
     }
 }
 
@@ -140,7 +144,8 @@ impl Protocol {
 
 /// hyper's h2 settings from `[http2]`, with `[http]`'s head limits.
 fn builder(http: &HttpConfig, h2: &Http2Config) -> http2::Builder<LocalExec> {
-    let mut b = http2::Builder::new(LocalExec);
+    let send_timeout = ServerConfig::limit(http.send_timeout);
+    let mut b = http2::Builder::new(LocalExec { send_timeout });
     // h2 counts a field as its name, its value and 32 bytes (RFC 7541 §4.1); beyond the list
     // size it answers 431 itself. The layer checks each field and the count exactly.
     let field = match http.limit_request_field_size {

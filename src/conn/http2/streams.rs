@@ -13,6 +13,7 @@ use std::task::{Context, Poll};
 
 use http::StatusCode;
 
+use super::watch;
 use crate::conn::service::{Exchange, ResponseEnd};
 
 /// One HTTP/2 connection's streams, as the service stack sees them.
@@ -65,15 +66,19 @@ impl Exchange for Streams {
 
     fn poll_send_room(&self, _cx: &mut Context<'_>) -> Poll<()> {
         // h2 polls a body for more only while the stream has send capacity: each stream
-        // holds at most `max_send_buf` and a frame.
+        // holds at most `max_send_buf` and a frame. Being polled is the stream's progress.
+        watch::polled();
         Poll::Ready(())
     }
 
-    fn handed(&self, _n: usize) {}
+    fn handed(&self, n: usize) {
+        watch::handed(n);
+    }
 
     fn unsent(&self) -> usize {
-        // Not knowable per stream: a cut stream reports what it handed h2.
-        0
+        // The piece that waits for the stream's capacity; what h2 buffered before it is not
+        // knowable: a cut stream reports it as written.
+        watch::unsent()
     }
 
     fn handed_whole(&self, end: ResponseEnd) {

@@ -1,0 +1,102 @@
+//! HTTP/2 streams the client holds still, on the real binary with raw frames (`common::h2`):
+//! `send_timeout` per stream, for a client that never opens a stream's flow-control window;
+//! each such stream is reset, its request logged cut, while the connection's other streams
+//! and the worker's other connections are served.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::h2::{self, Frame, Raw};
+use common::{Server, WAIT, forkserve, tempdir, write};
+
+/// RST_STREAM's code for a stream the server gave up on.
+const CANCEL: u32 = 0x8;
+
+/// SETTINGS_INITIAL_WINDOW_SIZE = `n`.
+fn initial_window(n: u32) -> Vec<u8> {
+    let mut payload = vec![0, 4];
+    payload.extend_from_slice(&n.to_be_bytes());
+    h2::frame(h2::SETTINGS, 0, 0, &payload)
+}
+
+/// A GET of `path` on `stream`, with `window` bytes of flow control opened on it.
+fn get_opened(stream: u32, path: &str, window: u32) -> Vec<u8> {
+    let mut out = h2::get(stream, path);
+    out.extend(h2::frame(h2::WINDOW_UPDATE, 0, stream, &window.to_be_bytes()));
+    out
+}
+
+fn ended(stream: u32) -> impl Fn(&Frame) -> bool {
+    move |f| f.stream == stream && (f.flags & h2::END_STREAM != 0 || f.reset().is_some())
+}
+
+/// The access log's lines, once there are `n`.
+fn wait_lines(file: &Path, n: usize) -> Vec<String> {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        if text.lines().count() >= n {
+            return text.lines().map(str::to_string).collect();
+        }
+        assert!(started.elapsed() < WAIT, "{n} lines: {text:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A server with `send_timeout = 1`, a 4 MiB file (streamed) and a small one under `/files/`,
+/// and an access log that marks cut responses (`%(c)s`: `-`).
+fn server(dir: &Path) -> Server {
+    std::fs::create_dir(dir.join("files")).unwrap();
+    std::fs::write(dir.join("files/big.bin"), vec![b'x'; 4 << 20]).unwrap();
+    std::fs::write(dir.join("files/small.txt"), "small\n").unwrap();
+    let config = write(
+        dir,
+        "app.toml",
+        "[server]\nbind = [\"127.0.0.1:0\"]\nworkers = 1\n\
+         [http]\nh2c = true\nsend_timeout = 1\nkeepalive = 30\n\
+         [log]\nlevel = \"debug\"\naccess = \"access.log\"\n\
+         access_format = \"%(c)s [%(r)s] %(s)s\"\n\
+         [[route]]\npath = \"/files/\"\nstatic = \"files\"\n",
+    );
+    Server::start(&forkserve(), &[&config])
+}
+
+#[test]
+fn a_stream_left_without_a_window_is_reset_at_send_timeout_and_logged_cut() {
+    let dir = tempdir();
+    let server = server(dir.path());
+    let mut raw = Raw::open(server.addr());
+    // Every stream's window starts at zero; only those the client opens can send.
+    raw.send(&initial_window(0));
+    raw.until(|f| f.kind == h2::SETTINGS && f.flags & 1 != 0);
+    let asked = Instant::now();
+    raw.send(&h2::get(1, "/files/big.bin"));
+    raw.send(&get_opened(3, "/files/small.txt", 1 << 20));
+    let served = raw.until(ended(3));
+    assert!(served.last().unwrap().reset().is_none(), "stream 3 is served: {served:?}");
+    assert!(asked.elapsed() < Duration::from_millis(900), "at once, beside the stalled one");
+
+    // Another connection is served meanwhile.
+    let mut other = Raw::open(server.addr());
+    other.send(&h2::get(1, "/files/small.txt"));
+    assert!(other.until(ended(1)).last().unwrap().reset().is_none());
+
+    let frames = raw.until(|f| f.stream == 1 && f.reset().is_some());
+    let waited = asked.elapsed();
+    assert_eq!(frames.last().unwrap().reset(), Some(CANCEL));
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(5), "{waited:?}");
+    let head = served.iter().chain(&frames).find(|f| f.stream == 1 && f.kind == h2::HEADERS);
+    assert!(head.is_some_and(Frame::is_200), "its head was sent");
+    assert!(!frames.iter().any(|f| f.stream == 1 && f.kind == h2::DATA), "none of its body");
+    server.wait_for("client is not reading an http/2 stream");
+
+    // The connection goes on: a new stream with a window is served.
+    raw.send(&get_opened(5, "/files/small.txt", 1 << 20));
+    assert!(raw.until(ended(5)).last().unwrap().reset().is_none());
+    let log = wait_lines(&dir.path().join("access.log"), 4);
+    let big: Vec<_> = log.iter().filter(|l| l.contains("big.bin")).collect();
+    assert_eq!(big, ["- [GET /files/big.bin HTTP/2.0] 200"], "cut, with the status sent: {log:?}");
+    assert_eq!(log.iter().filter(|l| l.starts_with("OK [GET /files/small.txt")).count(), 3);
+}
