@@ -1,7 +1,8 @@
 //! HTTP/2 streams the client holds still, on the real binary with raw frames (`common::h2`):
-//! `send_timeout` per stream, for a client that never opens a stream's flow-control window;
-//! each such stream is reset, its request logged cut, while the connection's other streams
-//! and the worker's other connections are served.
+//! `send_timeout` per stream, for a client that never opens a stream's flow-control window,
+//! and `body_timeout` and `body_min_rate` per stream, for a request body that stalls or
+//! trickles; each such stream is reset, its request logged cut, while the connection's other
+//! streams and the worker's other connections are served.
 
 mod common;
 
@@ -9,10 +10,11 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::h2::{self, Frame, Raw};
-use common::{Server, WAIT, forkserve, tempdir, write};
+use common::{Server, WAIT, example, forkserve, tempdir, write};
 
-/// RST_STREAM's code for a stream the server gave up on.
+/// RST_STREAM's codes: a stream the server gave up on, a malformed one (see `late_body`).
 const CANCEL: u32 = 0x8;
+const PROTOCOL_ERROR: u32 = 0x1;
 
 /// SETTINGS_INITIAL_WINDOW_SIZE = `n`.
 fn initial_window(n: u32) -> Vec<u8> {
@@ -99,4 +101,85 @@ fn a_stream_left_without_a_window_is_reset_at_send_timeout_and_logged_cut() {
     let big: Vec<_> = log.iter().filter(|l| l.contains("big.bin")).collect();
     assert_eq!(big, ["- [GET /files/big.bin HTTP/2.0] 200"], "cut, with the status sent: {log:?}");
     assert_eq!(log.iter().filter(|l| l.starts_with("OK [GET /files/small.txt")).count(), 3);
+}
+
+/// The demo with `args`, and an access log in `dir` that marks cut responses.
+fn demo(dir: &Path, args: &[&str]) -> Server {
+    let access = dir.join("access.log");
+    let mut all = vec!["-w", "1", "-b", "127.0.0.1:0", "--h2c", "--log-level", "debug"];
+    all.extend(["--log-access", access.to_str().unwrap(), "--log-access-format"]);
+    all.push("%(c)s [%(r)s] %(s)s");
+    all.extend_from_slice(args);
+    Server::start(&example("demo"), &all)
+}
+
+/// A POST of `path`'s head on `stream`, its body to follow.
+fn post(stream: u32, path: &str) -> Vec<u8> {
+    let head = h2::block(&[
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":authority", "localhost"),
+        (":path", path),
+    ]);
+    h2::frame(h2::HEADERS, h2::END_HEADERS, stream, &head)
+}
+
+/// The stream a late request body was on ends alone: h2 resets it (it is handed a malformed
+/// frame for it, see `src/conn/http2/wire.rs`); the connection serves on.
+fn assert_late_body_reset(server: &Server, raw: &mut Raw, frames: &[Frame], dir: &Path) {
+    assert_eq!(frames.last().unwrap().reset(), Some(PROTOCOL_ERROR), "{frames:?}");
+    server.wait_for("request body late for body_timeout or body_min_rate");
+    raw.send(&h2::get(5, "/"));
+    let more = raw.until(ended(5));
+    assert!(more.last().unwrap().reset().is_none(), "the connection serves on: {more:?}");
+    let log = wait_lines(&dir.join("access.log"), 3);
+    let echo: Vec<_> = log.iter().filter(|l| l.contains("POST /echo")).collect();
+    assert!(echo.len() == 1 && echo[0].starts_with("- "), "logged cut: {log:?}");
+}
+
+#[test]
+fn a_request_body_that_stalls_ends_its_stream_at_body_timeout() {
+    let dir = tempdir();
+    let server = demo(dir.path(), &["--body-timeout", "1", "--body-min-rate", "0"]);
+    let mut raw = Raw::open(server.addr());
+    let started = Instant::now();
+    raw.send(&post(1, "/echo"));
+    raw.send(&h2::frame(h2::DATA, 0, 1, b"0123456789"));
+    raw.send(&h2::get(3, "/"));
+    let frames = raw.until(|f| f.stream == 1 && f.reset().is_some());
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(5), "{waited:?}");
+    let served = frames.iter().find(|f| f.stream == 3 && f.flags & h2::END_STREAM != 0);
+    assert!(served.is_some(), "stream 3 was served meanwhile: {frames:?}");
+    assert_late_body_reset(&server, &mut raw, &frames, dir.path());
+}
+
+#[test]
+fn a_request_body_that_trickles_below_body_min_rate_ends_its_stream() {
+    let dir = tempdir();
+    // 2 s of credit, 10 ms more per byte at 100 B/s, a byte every 200 ms: out after about 2 s,
+    // though no pause reaches body_timeout.
+    let server = demo(dir.path(), &["--body-timeout", "2", "--body-min-rate", "100"]);
+    let mut raw = Raw::open(server.addr());
+    raw.send(&post(1, "/echo"));
+    raw.send(&h2::get(3, "/"));
+    let started = Instant::now();
+    let mut writer = raw.stream.try_clone().unwrap();
+    let trickling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let still = std::sync::Arc::clone(&trickling);
+    let trickler = std::thread::spawn(move || {
+        while still.load(std::sync::atomic::Ordering::Relaxed) {
+            let byte = h2::frame(h2::DATA, 0, 1, b"x");
+            if std::io::Write::write_all(&mut writer, &byte).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let frames = raw.until(|f| f.stream == 1 && f.reset().is_some());
+    trickling.store(false, std::sync::atomic::Ordering::Relaxed);
+    trickler.join().unwrap();
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(1500) && waited < Duration::from_secs(6), "{waited:?}");
+    assert_late_body_reset(&server, &mut raw, &frames, dir.path());
 }

@@ -24,8 +24,10 @@ mod frames;
 pub(crate) mod preface;
 mod request;
 mod streams;
+mod uploads;
 mod watch;
 mod wire;
+mod written;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -40,6 +42,7 @@ use tokio::sync::Notify;
 use self::frames::{Bounds, Scanner};
 use self::request::{Layer, Limits};
 use self::streams::Streams;
+use self::uploads::Pace;
 use self::watch::Watched;
 use self::wire::Wire;
 use super::drain::{Conns, DRAIN_LINGER, Slot};
@@ -178,6 +181,7 @@ fn bounds(http: &HttpConfig, h2: &Http2Config) -> Bounds {
         body: http.max_body_size,
         resets: (2 * streams).max(200),
         tracked: 2 * streams as usize,
+        pace: Pace::new(http.body_timeout.0, http.body_min_rate, h2.initial_stream_window),
     }
 }
 
