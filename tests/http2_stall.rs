@@ -183,3 +183,28 @@ fn a_request_body_that_trickles_below_body_min_rate_ends_its_stream() {
     assert!(waited >= Duration::from_millis(1500) && waited < Duration::from_secs(6), "{waited:?}");
     assert_late_body_reset(&server, &mut raw, &frames, dir.path());
 }
+
+#[test]
+fn a_body_held_back_by_its_window_is_not_late() {
+    let dir = tempdir();
+    let server = demo(
+        dir.path(),
+        &["--body-timeout", "1", "--body-min-rate", "0", "--http2-initial-stream-window", "65535"],
+    );
+    let mut raw = Raw::open(server.addr());
+    // Once the connection's window is open wide (h2 opens it once its SETTINGS are acked)...
+    raw.until(|f| f.kind == h2::WINDOW_UPDATE && f.stream == 0);
+    // ...the stream's whole window, then nothing: an app that does not read keeps it closed,
+    // so the client may not send, and is not late while the app takes longer than
+    // body_timeout.
+    raw.send(&post(1, "/sleep/2500"));
+    let mut body = Vec::new();
+    for len in [16_384, 16_384, 16_384, 16_383] {
+        body.extend(h2::frame(h2::DATA, 0, 1, &vec![b'x'; len]));
+    }
+    raw.send(&body);
+    let frames = raw.until(ended(1));
+    let head = frames.iter().find(|f| f.stream == 1 && f.kind == h2::HEADERS);
+    assert!(head.is_some_and(Frame::is_200), "answered, not reset: {frames:?}");
+    assert_eq!(server.count("request body late"), 0);
+}
