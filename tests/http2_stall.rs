@@ -47,12 +47,14 @@ fn wait_lines(file: &Path, n: usize) -> Vec<String> {
     }
 }
 
-/// A server with `send_timeout = 1`, a 4 MiB file (streamed) and a small one under `/files/`,
+/// A server with `send_timeout = 1`, a 4 MiB file (streamed), one of 40 KB (one piece of body)
+/// and a small one under `/files/`,
 /// and an access log that marks cut responses (`%(c)s`: `-`).
 fn server(dir: &Path) -> Server {
     std::fs::create_dir(dir.join("files")).unwrap();
     std::fs::write(dir.join("files/big.bin"), vec![b'x'; 4 << 20]).unwrap();
     std::fs::write(dir.join("files/small.txt"), "small\n").unwrap();
+    std::fs::write(dir.join("files/mid.bin"), vec![b'y'; 40_000]).unwrap();
     let config = write(
         dir,
         "app.toml",
@@ -101,6 +103,31 @@ fn a_stream_left_without_a_window_is_reset_at_send_timeout_and_logged_cut() {
     let big: Vec<_> = log.iter().filter(|l| l.contains("big.bin")).collect();
     assert_eq!(big, ["- [GET /files/big.bin HTTP/2.0] 200"], "cut, with the status sent: {log:?}");
     assert_eq!(log.iter().filter(|l| l.starts_with("OK [GET /files/small.txt")).count(), 3);
+}
+
+#[test]
+fn a_response_whose_window_opens_a_little_then_no_more_is_reset_at_send_timeout() {
+    let dir = tempdir();
+    let server = server(dir.path());
+    let mut raw = Raw::open(server.addr());
+    // Room for 1000 bytes of each stream, never more: the 40 KB file is one piece of body,
+    // which h2 takes whole; its last byte, held apart, waits and is watched.
+    raw.send(&initial_window(1000));
+    raw.until(|f| f.kind == h2::SETTINGS && f.flags & 1 != 0);
+    let asked = Instant::now();
+    raw.send(&h2::get(1, "/files/mid.bin"));
+    let frames = raw.until(|f| f.stream == 1 && f.reset().is_some());
+    let waited = asked.elapsed();
+    assert_eq!(frames.last().unwrap().reset(), Some(CANCEL));
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(5), "{waited:?}");
+    let sent: usize = frames
+        .iter()
+        .filter(|f| f.stream == 1 && f.kind == h2::DATA)
+        .map(|f| f.payload.len())
+        .sum();
+    assert_eq!(sent, 1000, "what the window let through");
+    let log = wait_lines(&dir.path().join("access.log"), 1);
+    assert_eq!(log, ["- [GET /files/mid.bin HTTP/2.0] 200"], "cut, not complete");
 }
 
 /// The demo with `args`, and an access log in `dir` that marks cut responses.

@@ -97,6 +97,8 @@ pub(crate) struct Protocol {
     send_timeout: Option<Duration>,
     /// What the frame scanner holds each connection to.
     bounds: Bounds,
+    /// `max_send_buf`.
+    send_buf: usize,
 }
 
 impl Protocol {
@@ -109,6 +111,7 @@ impl Protocol {
             keepalive: ServerConfig::limit(http.keepalive),
             send_timeout: ServerConfig::limit(http.send_timeout),
             bounds: bounds(http, http2),
+            send_buf: http2.max_send_buf as usize,
         }
     }
 
@@ -119,7 +122,7 @@ impl Protocol {
         I: AsyncRead + AsyncWrite + Unpin + 'static,
         S: HttpService,
     {
-        let streams = Rc::new(Streams::new(self.limits.sink.is_some()));
+        let streams = Rc::new(Streams::new(self.limits.sink.is_some(), self.send_buf));
         let slot = Rc::clone(&stack.slot);
         let facts = Rc::clone(&stack.facts);
         let layer = Layer {

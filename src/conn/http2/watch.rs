@@ -20,27 +20,83 @@
 //! Progress is counted per piece handed to h2: a static file's 64 KiB chunk, an app's frame (up
 //! to 256 KiB). A stream on which the client reads less than a piece in `send_timeout` is reset
 //! too.
+//!
+//! No timer per stream: a response that flows waits for room between most pieces, and a timer
+//! armed and dropped for each cost more than the rest of this. Streams that have waited are
+//! listed worker-wide, and one task ([`sweep`]) looks at the list every [`SWEEP_EVERY`] while
+//! it is not empty, waking a stream whose wait has lasted `send_timeout`: it is reset within
+//! that much after.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::pin::Pin;
-use std::rc::Rc;
-use std::task::{Context, Poll, ready};
+use std::rc::{Rc, Weak};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
 use tokio::task::futures::TaskLocalFuture;
-use tokio::time::Sleep;
+
+/// How often the streams that have waited are looked at.
+const SWEEP_EVERY: Duration = Duration::from_millis(250);
 
 tokio::task_local! {
     /// The progress of the stream whose task is being polled (or dropped).
     static STREAM: Rc<Progress>;
 }
 
-/// One stream's response: since when the piece of body last handed over has waited to be
-/// sent, and its size, or `None` while the body is being polled, or has not started.
+thread_local! {
+    /// The worker's streams that have waited for room, while their tasks live; and whether
+    /// the task that sweeps them runs.
+    static WAITED: RefCell<(Vec<Weak<Progress>>, bool)> = const { RefCell::new((Vec::new(), false)) };
+}
+
+/// One stream's response.
 #[derive(Default)]
 pub(crate) struct Progress {
+    /// Since when the piece of body last handed over has waited to be sent, and its size, or
+    /// `None` while the body is being polled, or has not started.
     waiting: Cell<Option<(Instant, usize)>>,
+    /// `send_timeout`.
+    timeout: Option<Duration>,
+    /// The stream's task, woken by the sweep once its wait has lasted `send_timeout`; set
+    /// when it is listed in [`WAITED`].
+    waker: RefCell<Option<Waker>>,
+}
+
+impl Progress {
+    /// Whether a wait has lasted `send_timeout` at `now`.
+    fn overdue(&self, now: Instant) -> bool {
+        match (self.waiting.get(), self.timeout) {
+            (Some((since, _)), Some(timeout)) => now.duration_since(since) >= timeout,
+            _ => false,
+        }
+    }
+}
+
+/// Wakes the listed streams whose waits have lasted `send_timeout`, every [`SWEEP_EVERY`],
+/// until none is listed.
+async fn sweep() {
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        let now = Instant::now();
+        let more = WAITED.with(|w| {
+            let mut w = w.borrow_mut();
+            w.0.retain(|p| {
+                let Some(p) = p.upgrade() else { return false };
+                if p.overdue(now) {
+                    if let Some(waker) = p.waker.borrow().as_ref() {
+                        waker.wake_by_ref();
+                    }
+                }
+                true
+            });
+            w.1 = !w.0.is_empty();
+            w.1
+        });
+        if !more {
+            return;
+        }
+    }
 }
 
 /// The response body of the stream being polled is polled for more: what it handed before
@@ -56,7 +112,8 @@ pub(super) fn handed(n: usize) {
 }
 
 /// Bytes handed over by the stream being polled or dropped that are known not to have been
-/// written: the piece still waiting for capacity. (What h2 buffered before it is not known.)
+/// written: the piece still waiting for capacity, when the task is cut. (What h2 buffered
+/// before it is not known.)
 pub(super) fn unsent() -> usize {
     STREAM.try_with(|p| p.waiting.get().map_or(0, |(_, n)| n)).unwrap_or(0)
 }
@@ -65,19 +122,35 @@ pin_project_lite::pin_project! {
     /// One stream's task, under `send_timeout`.
     pub(crate) struct Watched<F> {
         #[pin]
-        task: TaskLocalFuture<Rc<Progress>, F>,
+        task: TaskLocalFuture<Rc<Progress>, Settled<F>>,
         progress: Rc<Progress>,
-        timeout: Option<Duration>,
-        // Armed at the first wait; reset only when it fires before the current wait's end, so
-        // that a response that flows does not touch the timer for every piece.
-        timer: Option<Pin<Box<Sleep>>>,
     }
 }
 
 impl<F: Future> Watched<F> {
     pub(crate) fn new(task: F, timeout: Option<Duration>) -> Self {
-        let progress = Rc::new(Progress::default());
-        Watched { task: STREAM.scope(Rc::clone(&progress), task), progress, timeout, timer: None }
+        let progress = Rc::new(Progress { timeout, ..Progress::default() });
+        let task = STREAM.scope(Rc::clone(&progress), Settled { task });
+        Watched { task, progress }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A stream's task that has run its course has sent what it took: nothing waits any more
+    /// when it is dropped (within its task-local, at once), unlike a task that is cut.
+    pub(crate) struct Settled<F> {
+        #[pin]
+        task: F,
+    }
+}
+
+impl<F: Future> Future for Settled<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let output = ready!(self.project().task.poll(cx));
+        polled();
+        Poll::Ready(output)
     }
 }
 
@@ -89,18 +162,27 @@ impl<F: Future> Future for Watched<F> {
         if this.task.poll(cx).is_ready() {
             return Poll::Ready(());
         }
-        let (Some(timeout), Some((since, _))) = (*this.timeout, this.progress.waiting.get()) else {
+        let progress = this.progress;
+        if progress.timeout.is_none() || progress.waiting.get().is_none() {
             return Poll::Pending;
-        };
-        let deadline = (since + timeout).into();
-        let timer = this.timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-        loop {
-            ready!(timer.as_mut().poll(cx));
-            if timer.deadline() >= deadline {
-                break;
+        }
+        if !progress.overdue(Instant::now()) {
+            let mut waker = progress.waker.borrow_mut();
+            match waker.as_mut() {
+                Some(w) => w.clone_from(cx.waker()),
+                None => {
+                    *waker = Some(cx.waker().clone());
+                    let start = WAITED.with(|w| {
+                        let mut w = w.borrow_mut();
+                        w.0.push(Rc::downgrade(progress));
+                        !std::mem::replace(&mut w.1, true)
+                    });
+                    if start {
+                        tokio::task::spawn_local(sweep());
+                    }
+                }
             }
-            // It was set for an earlier wait, which ended.
-            timer.as_mut().reset(deadline);
+            return Poll::Pending;
         }
         tracing::debug!(
             "send_timeout reached: the client is not reading an http/2 stream, resetting it"
