@@ -284,10 +284,15 @@ settings! {
             help "Bytes of request bodies, all streams together, one HTTP/2 connection may send \
                   before the apps read them (65535 to 1 GiB)";
 
-        /// Bytes of one response body buffered for a client that does not read, per stream:
-        /// a connection holds at most `max_concurrent_streams` times this. 1024 to 16 MiB.
-        // hyper's 400 KiB × 100 streams is 40 MiB per slow reader.
-        max_send_buf: u32 = 64 * 1024,
+        /// Bytes of one response h2 buffers per stream before it takes another piece of the
+        /// body (a piece is taken whole: a static file's 64 KiB chunk, an app's frame up to
+        /// 256 KiB). 1024 to 16 MiB.
+        // hyper's 400 KiB × 100 streams is 40 MiB per slow reader. Below a piece, this hardly
+        // changes what a client that does not read holds (about two pieces per stream: the one
+        // in h2, the next one hyper holds), but 64 KiB added a third: 20 MB per connection of
+        // 100 streams of large static files, 14 MB at 16 KiB (one DATA frame of h2's default
+        // size) or at 1 KiB, with the same h2load throughput.
+        max_send_buf: u32 = 16 * 1024,
             read Ranged, check check_send_buf,
             flag #52 http2_max_send_buf: value, value "BYTES",
             help "Bytes of one HTTP/2 response buffered for a client that does not read (1024 to \

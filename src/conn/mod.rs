@@ -18,6 +18,7 @@
 //! guard, [`drain::Open`], counts an open connection, in the worker and on the scoreboard.
 
 pub(crate) mod accept;
+pub(crate) mod body_rate;
 pub(crate) mod drain;
 pub(crate) mod http1;
 pub(crate) mod http2;

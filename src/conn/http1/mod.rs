@@ -9,7 +9,6 @@
 //! protocol: the stack sees it only as its [`Exchange`](super::service::Exchange). HTTP/2 sits
 //! beside this module ([`super::http2`]), with its own.
 
-mod body_rate;
 mod chunked;
 mod gate;
 mod head;

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use http::StatusCode;
 
-use super::body_rate::{BodyRate, BodyWait, nanos};
 use super::chunked::{ChunkLimits, ChunkScan, ChunkStep};
 use super::head::{self, Framing, HeadLimits, HeadScan, HeadStep, Persistence};
 use super::link::Link;
 use crate::config::HttpConfig;
+use crate::conn::body_rate::{BodyRate, BodyWait, nanos};
 use crate::conn::drain::Slot;
 use crate::request_end::Sink;
 

@@ -3,13 +3,15 @@
 //! for the limits h2 has no setting for: a request body without `Content-Length` larger than
 //! `max_body_size` (DATA counted per stream), streams the client resets at its own pace (a
 //! budget per connection: h2 stops only bursts, see `max_pending_accept_reset_streams`), and a
-//! header block left open (HEADERS without END_HEADERS, then CONTINUATIONs that drip).
+//! header block left open (HEADERS without END_HEADERS, then CONTINUATIONs that drip). It also
+//! tells the request bodies' pacing ([`Uploads`]) each body's frames.
 //! Pure: fed bytes and the time, it says when the connection must end.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use super::preface::PREFACE;
+use super::uploads::{Pace, Uploads};
 
 const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
@@ -40,6 +42,8 @@ pub(crate) struct Bounds {
     /// How many streams' body counts are kept: those of streams that ended without the
     /// scanner seeing it (the server reset them) go, oldest (lowest id) first, beyond it.
     pub(crate) tracked: usize,
+    /// `body_timeout` and `body_min_rate`.
+    pub(crate) pace: Pace,
 }
 
 /// One connection's scanner.
@@ -57,6 +61,10 @@ pub(crate) struct Scanner {
     /// Resets counted since `window_start`.
     resets: u32,
     window_start: Option<Instant>,
+    /// The highest stream id a client's head has opened: a HEADERS frame on a lower one is
+    /// trailers.
+    last_opened: u32,
+    uploads: Uploads,
 }
 
 impl Scanner {
@@ -71,7 +79,20 @@ impl Scanner {
             block_since: None,
             resets: 0,
             window_start: None,
+            last_opened: 0,
+            uploads: Uploads::new(bounds.pace, bounds.tracked),
         }
+    }
+
+    /// The request bodies in progress.
+    pub(crate) fn uploads(&mut self) -> &mut Uploads {
+        &mut self.uploads
+    }
+
+    /// Whether what was fed ends at a frame's end, outside any header block: where a frame
+    /// may be put in.
+    pub(crate) fn between_frames(&self) -> bool {
+        self.skip == 0 && self.have == 0 && self.block_since.is_none()
     }
 
     /// When the header block being read started, if one is open.
@@ -113,6 +134,7 @@ impl Scanner {
         self.skip = len;
         match kind {
             DATA => {
+                self.uploads.data(stream, len as u32, flags & END_STREAM != 0, now);
                 let total = self.bodies.entry(stream).or_insert(0);
                 *total += len as u64;
                 if self.bounds.body > 0 && *total > self.bounds.body {
@@ -126,6 +148,14 @@ impl Scanner {
             }
             HEADERS => {
                 self.block_since = (flags & END_HEADERS == 0).then_some(now);
+                if stream > self.last_opened {
+                    self.last_opened = stream;
+                    if flags & END_STREAM == 0 {
+                        self.uploads.opened(stream, now);
+                    }
+                } else {
+                    self.uploads.ended(stream);
+                }
                 if flags & END_STREAM != 0 {
                     // Trailers end a body as DATA's END_STREAM does.
                     self.bodies.remove(&stream);
@@ -134,6 +164,7 @@ impl Scanner {
             CONTINUATION if flags & END_HEADERS != 0 => self.block_since = None,
             RST_STREAM => {
                 self.bodies.remove(&stream);
+                self.uploads.ended(stream);
                 let start = *self.window_start.get_or_insert(now);
                 if now.duration_since(start) >= RESET_WINDOW {
                     self.window_start = Some(now);
@@ -168,7 +199,8 @@ mod tests {
     }
 
     fn scanner(body: u64, resets: u32) -> Scanner {
-        let mut s = Scanner::new(Bounds { body, resets, tracked: 4 });
+        let pace = Pace::new(std::time::Duration::ZERO, 0, 65_535);
+        let mut s = Scanner::new(Bounds { body, resets, tracked: 4, pace });
         s.feed(PREFACE, Instant::now()).unwrap();
         s
     }

@@ -24,7 +24,10 @@ mod frames;
 pub(crate) mod preface;
 mod request;
 mod streams;
+mod uploads;
+mod watch;
 mod wire;
+mod written;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -39,6 +42,8 @@ use tokio::sync::Notify;
 use self::frames::{Bounds, Scanner};
 use self::request::{Layer, Limits};
 use self::streams::Streams;
+use self::uploads::Pace;
+use self::watch::Watched;
 use self::wire::Wire;
 use super::drain::{Conns, DRAIN_LINGER, Slot};
 use super::service::Stack;
@@ -63,16 +68,18 @@ const HEAD_CAP: u64 = 384 * 1024;
 
 /// Runs the tasks hyper's h2 server hands it (one per stream) on the worker's `LocalSet`:
 /// hyper needs an `Executor` for its stream futures, which are `!Send` as the app's service
-/// is; this one takes any future.
+/// is; this one takes any future, and holds each to `send_timeout` ([`watch`]).
 #[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct LocalExec;
+pub(crate) struct LocalExec {
+    send_timeout: Option<Duration>,
+}
 
 impl<F> hyper::rt::Executor<F> for LocalExec
 where
     F: Future + 'static,
 {
     fn execute(&self, fut: F) {
-        tokio::task::spawn_local(fut);
+        tokio::task::spawn_local(Watched::new(fut, self.send_timeout));
     }
 }
 
@@ -90,6 +97,8 @@ pub(crate) struct Protocol {
     send_timeout: Option<Duration>,
     /// What the frame scanner holds each connection to.
     bounds: Bounds,
+    /// `max_send_buf`.
+    send_buf: usize,
 }
 
 impl Protocol {
@@ -102,6 +111,7 @@ impl Protocol {
             keepalive: ServerConfig::limit(http.keepalive),
             send_timeout: ServerConfig::limit(http.send_timeout),
             bounds: bounds(http, http2),
+            send_buf: http2.max_send_buf as usize,
         }
     }
 
@@ -112,7 +122,7 @@ impl Protocol {
         I: AsyncRead + AsyncWrite + Unpin + 'static,
         S: HttpService,
     {
-        let streams = Rc::new(Streams::new(self.limits.sink.is_some()));
+        let streams = Rc::new(Streams::new(self.limits.sink.is_some(), self.send_buf));
         let slot = Rc::clone(&stack.slot);
         let facts = Rc::clone(&stack.facts);
         let layer = Layer {
@@ -140,7 +150,8 @@ impl Protocol {
 
 /// hyper's h2 settings from `[http2]`, with `[http]`'s head limits.
 fn builder(http: &HttpConfig, h2: &Http2Config) -> http2::Builder<LocalExec> {
-    let mut b = http2::Builder::new(LocalExec);
+    let send_timeout = ServerConfig::limit(http.send_timeout);
+    let mut b = http2::Builder::new(LocalExec { send_timeout });
     // h2 counts a field as its name, its value and 32 bytes (RFC 7541 §4.1); beyond the list
     // size it answers 431 itself. The layer checks each field and the count exactly.
     let field = match http.limit_request_field_size {
@@ -173,6 +184,7 @@ fn bounds(http: &HttpConfig, h2: &Http2Config) -> Bounds {
         body: http.max_body_size,
         resets: (2 * streams).max(200),
         tracked: 2 * streams as usize,
+        pace: Pace::new(http.body_timeout.0, http.body_min_rate, h2.initial_stream_window),
     }
 }
 

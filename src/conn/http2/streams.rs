@@ -13,6 +13,7 @@ use std::task::{Context, Poll};
 
 use http::StatusCode;
 
+use super::watch;
 use crate::conn::service::{Exchange, ResponseEnd};
 
 /// One HTTP/2 connection's streams, as the service stack sees them.
@@ -26,11 +27,14 @@ pub(crate) struct Streams {
     /// Declared body lengths of requests in progress, by number, until their end event
     /// reads them.
     bodies: RefCell<HashMap<u64, u64>>,
+    /// `max_send_buf`: a body's last piece longer than this keeps its last byte apart (see
+    /// [`Exchange::hold_last_byte_over`]).
+    send_buf: usize,
 }
 
 impl Streams {
-    pub(crate) fn new(counting: bool) -> Self {
-        Streams { counting, declared: Cell::new(0), bodies: RefCell::new(HashMap::new()) }
+    pub(crate) fn new(counting: bool, send_buf: usize) -> Self {
+        Streams { counting, declared: Cell::new(0), bodies: RefCell::new(HashMap::new()), send_buf }
     }
 
     /// The request about to be handed to the stack declared a body of `n` bytes.
@@ -65,19 +69,38 @@ impl Exchange for Streams {
 
     fn poll_send_room(&self, _cx: &mut Context<'_>) -> Poll<()> {
         // h2 polls a body for more only while the stream has send capacity: each stream
-        // holds at most `max_send_buf` and a frame.
+        // holds at most `max_send_buf` and a frame. Being polled is the stream's progress.
+        watch::polled();
         Poll::Ready(())
     }
 
-    fn handed(&self, _n: usize) {}
+    fn handed(&self, n: usize) {
+        watch::handed(n);
+    }
+
+    fn hold_last_byte_over(&self) -> usize {
+        // h2 takes a piece whole once the stream has room for one byte, and hyper's stream
+        // task then ends, with no one to watch what h2 still holds. A last byte apart waits
+        // until the stream's window covers all that h2 holds for it, watched for
+        // `send_timeout`; what is left is at most `max_send_buf`, and only the socket can
+        // hold it back (the wire's `send_timeout`). Smaller last pieces are left whole: what
+        // they leave unwatched is as small.
+        self.send_buf
+    }
 
     fn unsent(&self) -> usize {
-        // Not knowable per stream: a cut stream reports what it handed h2.
-        0
+        // The piece that waits for the stream's capacity; what h2 buffered before it is not
+        // knowable: a cut stream reports it as written.
+        watch::unsent()
     }
 
     fn handed_whole(&self, end: ResponseEnd) {
-        end.written();
+        // Handed whole to hyper, and taken by h2 unless its stream was cut at `send_timeout`
+        // with the last piece still waiting for room.
+        match watch::unsent() {
+            0 => end.written(),
+            unsent => end.cut(unsent as u64),
+        }
     }
 }
 
@@ -87,7 +110,7 @@ mod tests {
 
     #[test]
     fn a_declared_body_is_counted_for_the_request_it_was_declared_by() {
-        let streams = Streams::new(true);
+        let streams = Streams::new(true, 16384);
         streams.declare_body(10);
         streams.request_started(1);
         streams.request_started(2);
@@ -97,7 +120,7 @@ mod tests {
         assert_eq!(streams.body_bytes(3), 7);
         assert_eq!(streams.body_bytes(1), 10);
         assert_eq!(streams.body_bytes(1), 0, "taken out once read");
-        let quiet = Streams::new(false);
+        let quiet = Streams::new(false, 16384);
         quiet.declare_body(10);
         quiet.request_started(1);
         assert!(quiet.bodies.borrow().is_empty(), "nothing kept without a reader");

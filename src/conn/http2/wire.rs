@@ -5,6 +5,15 @@
 //! left open for `header_timeout` (a read error: no frame can be read meanwhile anyway). Writes that cannot
 //! proceed are a stall under `send_timeout` ([`Stall`], as HTTP/1's), which also lets a worker
 //! at `worker_connections` reclaim the connection.
+//!
+//! A request body late for `body_timeout` or `body_min_rate` ([`Uploads`], told the windows h2
+//! opens by what is written, [`Written`]) ends its stream alone: the wire hands hyper, between
+//! two of the client's frames, an empty HEADERS frame without END_STREAM on that stream, as if
+//! the client had sent trailers that do not end the body: a malformed message, which h2 answers
+//! as RFC 9113 §8.1.1 says, by resetting the stream (`RST_STREAM(PROTOCOL_ERROR)`), with all
+//! its bookkeeping (the app's read of the body fails, frames the client still sends on the
+//! stream are dropped and their flow control counted). h2 has no API to reset a stream from
+//! outside its task.
 
 use std::io;
 use std::pin::Pin;
@@ -17,6 +26,8 @@ use tokio::sync::Notify;
 use tokio::time::Sleep;
 
 use super::frames::{Breach, Scanner};
+use super::uploads::Uploads;
+use super::written::{Sent, Written};
 use crate::conn::drain::Slot;
 use crate::conn::stall::Stall;
 
@@ -36,6 +47,10 @@ pub(crate) struct Wire<I> {
     /// responses under way given a moment to be written, and nothing more is read.
     stop: Rc<Notify>,
     stopped: bool,
+    /// What is written, for the request bodies' pacing.
+    written: Written,
+    /// Armed for the first request body to be late.
+    pace_timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl<I> Wire<I> {
@@ -57,7 +72,46 @@ impl<I> Wire<I> {
             stall: Stall::default(),
             stop,
             stopped: false,
+            written: Written::default(),
+            pace_timer: None,
         }
+    }
+
+    /// Ready once the first request body in progress is late.
+    fn poll_pace_timer(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let Some(deadline) = self.scanner.uploads().deadline() else {
+            self.pace_timer = None;
+            return Poll::Pending;
+        };
+        let deadline = deadline.into();
+        let timer =
+            self.pace_timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        timer.as_mut().poll(cx)
+    }
+
+    /// Ends the streams whose request bodies are late at `now`, if the client's bytes so far
+    /// end between two frames: for each, a frame h2 resets the stream for (see the module's
+    /// header), put in `buf`, as many as it has room for. Whether any was.
+    fn cut_late(&mut self, buf: &mut ReadBuf<'_>, now: Instant) -> bool {
+        if !self.scanner.between_frames()
+            || self.scanner.uploads().deadline().is_none_or(|at| at > now)
+        {
+            return false;
+        }
+        let late = self.scanner.uploads().late(now, buf.remaining() / CUT.len());
+        for &stream in &late {
+            tracing::debug!(
+                stream,
+                "http/2 request body late for body_timeout or body_min_rate, resetting its stream"
+            );
+            let mut frame = CUT;
+            frame[5..].copy_from_slice(&stream.to_be_bytes());
+            buf.put_slice(&frame);
+        }
+        !late.is_empty()
     }
 
     /// An error once a header block has been open for `header_timeout`.
@@ -79,6 +133,18 @@ impl<I> Wire<I> {
             }
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+/// The frame a late body's stream is ended with: HEADERS, an empty block, END_HEADERS without
+/// END_STREAM; its stream id goes in the last four bytes.
+const CUT: [u8; 9] = [0, 0, 0, 0x1, 0x4, 0, 0, 0, 0];
+
+/// What is written, told to the request bodies' pacing.
+fn tell(uploads: &mut Uploads, sent: Sent) {
+    match sent {
+        Sent::Window(stream, n) => uploads.opened_window(stream, n, Instant::now()),
+        Sent::Reset(stream) => uploads.ended(stream),
     }
 }
 
@@ -127,9 +193,22 @@ impl<I: AsyncRead + Unpin> AsyncRead for Wire<I> {
                         return this.poll_block_timer(cx).map(Err);
                     }
                 }
+                if !read.is_empty() {
+                    // A late body among busy streams: its timer is only polled while the
+                    // socket is empty.
+                    this.cut_late(buf, now);
+                }
                 Poll::Ready(Ok(()))
             }
-            Poll::Pending => this.poll_block_timer(cx).map(Err),
+            Poll::Pending => {
+                if let Poll::Ready(e) = this.poll_block_timer(cx) {
+                    return Poll::Ready(Err(e));
+                }
+                if this.poll_pace_timer(cx).is_ready() && this.cut_late(buf, Instant::now()) {
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Pending
+            }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
         }
     }
@@ -144,6 +223,8 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Wire<I> {
         let this = &mut *self;
         match Pin::new(&mut this.io).poll_write(cx, bytes) {
             Poll::Ready(Ok(n)) => {
+                let uploads = this.scanner.uploads();
+                this.written.feed(&bytes[..n.min(bytes.len())], |sent| tell(uploads, sent));
                 this.stall.resumed(&this.slot);
                 if this.slot.evicted() {
                     return this.stall.poll(cx, this.send_timeout, &this.slot).map(Err);

@@ -67,7 +67,7 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.project();
-        let inner = this.inner;
+        let mut inner = this.inner;
         // A client that is not reading gets no more than the connection may hold for it.
         let room =
             this.in_flight.as_ref().is_none_or(|f| f.conn.exchange.poll_send_room(cx).is_ready());
@@ -75,7 +75,7 @@ where
         let mut polled = match room.then(|| match rest {
             Some(rest) => Ok(Poll::Ready(Some(Ok(Frame::data(rest))))),
             None => crate::panics::in_handler(|| {
-                catch_unwind(AssertUnwindSafe(|| inner.poll_frame(cx)))
+                catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll_frame(cx)))
             }),
         }) {
             None => Poll::Pending,
@@ -90,8 +90,13 @@ where
         };
         if let Poll::Ready(Some(Ok(frame))) = &mut polled {
             if let Some(data) = frame.data_mut() {
+                let hold =
+                    this.in_flight.as_ref().map_or(0, |f| f.conn.exchange.hold_last_byte_over());
                 if data.len() > FRAME_MAX {
                     *this.rest = Some(data.split_off(FRAME_MAX));
+                } else if hold > 0 && data.len() > hold && inner.is_end_stream() {
+                    // Without a copy: `Bytes` slices share their memory.
+                    *this.rest = Some(data.split_off(data.len() - 1));
                 }
                 if let Some(f) = this.in_flight.as_mut() {
                     f.conn.exchange.handed(data.len());

@@ -66,6 +66,13 @@ pub(crate) trait Exchange {
     /// A response body handed the protocol `n` more bytes to write.
     fn handed(&self, n: usize);
 
+    /// A body's last frame longer than this is handed over in two, its last byte apart, so
+    /// that the body is not done before the protocol has taken the rest and has room for that
+    /// byte (HTTP/2: until then, its stream is watched for `send_timeout`). 0: never.
+    fn hold_last_byte_over(&self) -> usize {
+        0
+    }
+
     /// Bytes handed to the protocol and not written to the client yet.
     fn unsent(&self) -> usize;
 

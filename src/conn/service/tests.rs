@@ -32,6 +32,7 @@ struct Fake {
     room: Cell<bool>,
     handed: Cell<usize>,
     unsent: Cell<usize>,
+    hold: Cell<usize>,
     /// Responses handed over whole, waiting for the test to say they are written.
     whole: RefCell<Vec<ResponseEnd>>,
 }
@@ -63,6 +64,10 @@ impl Exchange for Fake {
 
     fn unsent(&self) -> usize {
         self.unsent.get()
+    }
+
+    fn hold_last_byte_over(&self) -> usize {
+        self.hold.get()
     }
 
     fn handed_whole(&self, end: ResponseEnd) {
@@ -109,6 +114,24 @@ fn poll<B: Body<Data = Bytes> + Unpin>(body: &mut B) -> Poll<Option<usize>> {
     Pin::new(body)
         .poll_frame(&mut cx)
         .map(|f| f.map(|f| f.ok().and_then(|f| f.into_data().ok()).map_or(0, |d| d.len())))
+}
+
+#[test]
+fn a_last_piece_over_what_the_protocol_asks_keeps_its_last_byte_apart() {
+    let (conn, fake, _seen, _open) = connection();
+    fake.room.set(true);
+    fake.hold.set(100);
+    let in_flight = InFlight::start(&conn, &Request::new(()), None);
+    let mut body = answered(in_flight, Full::new(Bytes::from(vec![b'x'; FRAME_MAX + 101])));
+    assert_eq!(poll(&mut body), Poll::Ready(Some(FRAME_MAX)), "not the last piece");
+    assert!(!body.is_end_stream());
+    assert_eq!(poll(&mut body), Poll::Ready(Some(100)));
+    assert!(!body.is_end_stream(), "its last byte is to come");
+    assert_eq!(poll(&mut body), Poll::Ready(Some(1)));
+    assert!(body.is_end_stream());
+    let in_flight = InFlight::start(&conn, &Request::new(()), None);
+    let mut small = answered(in_flight, Full::new(Bytes::from(vec![b'x'; 100])));
+    assert_eq!(poll(&mut small), Poll::Ready(Some(100)), "not over: whole");
 }
 
 #[test]

@@ -1,4 +1,6 @@
-//! `body_min_rate`'s token bucket of waiting time ([`BodyWait`]): pure code, told the time.
+//! `body_min_rate`'s token bucket of waiting time ([`BodyWait`]): pure code, told the time. One
+//! rule for a request body whatever carries it: HTTP/1's scanner waits on the socket, HTTP/2's
+//! on each stream's frames.
 
 use std::time::{Duration, Instant};
 
@@ -13,38 +15,38 @@ use std::time::{Duration, Instant};
 /// megabyte sent at once buy over an hour of trickling at 240 B/s.) Only waits count: an app
 /// that reads slowly holds its client back, and that is not the client's fault.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub(super) struct BodyWait {
+pub(crate) struct BodyWait {
     /// Nanoseconds of waiting left, as of the last read, or of `since` while waiting.
-    pub(super) credit: u64,
+    pub(crate) credit: u64,
     /// When the current wait began.
-    pub(super) since: Option<Instant>,
+    pub(crate) since: Option<Instant>,
 }
 
 /// What [`BodyWait`]'s bucket is made of.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct BodyRate {
+pub(crate) struct BodyRate {
     /// `body_min_rate`, in bytes per second: never 0.
-    pub(super) per_second: u64,
+    pub(crate) per_second: u64,
     /// `body_timeout` in nanoseconds: the credit a body starts with, and the most it may hold.
     /// A year at most (see `Seconds`), so that a deadline from it cannot overflow.
-    pub(super) cap: u64,
+    pub(crate) cap: u64,
 }
 
 impl BodyWait {
     /// A new body's: a full bucket.
-    pub(super) fn full(rate: BodyRate) -> BodyWait {
+    pub(crate) fn full(rate: BodyRate) -> BodyWait {
         BodyWait { credit: rate.cap, since: None }
     }
 
     /// The socket is empty while the app wants the body: a wait begins, unless one has.
-    pub(super) fn wait(&mut self, now: Instant) {
+    pub(crate) fn wait(&mut self, now: Instant) {
         self.since.get_or_insert(now);
     }
 
     /// `bytes` of the body were read at `now`: the wait they end is taken off the credit, then
     /// their worth is added, up to the cap. A division and a few saturating operations: this
     /// runs on every read of a body.
-    pub(super) fn read(&mut self, now: Instant, bytes: u64, rate: BodyRate) {
+    pub(crate) fn read(&mut self, now: Instant, bytes: u64, rate: BodyRate) {
         if let Some(since) = self.since.take() {
             self.credit = self.credit.saturating_sub(nanos(now.saturating_duration_since(since)));
         }
@@ -53,13 +55,13 @@ impl BodyWait {
     }
 
     /// When the current wait uses up the credit, if the gate is waiting.
-    pub(super) fn deadline(&self) -> Option<Instant> {
+    pub(crate) fn deadline(&self) -> Option<Instant> {
         self.since.map(|since| since + Duration::from_nanos(self.credit))
     }
 }
 
 /// A duration in nanoseconds, saturated (a year is 3.2e16 of them; `u64` holds 584 years).
-pub(super) fn nanos(d: Duration) -> u64 {
+pub(crate) fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
 }
 

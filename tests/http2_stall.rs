@@ -1,0 +1,237 @@
+//! HTTP/2 streams the client holds still, on the real binary with raw frames (`common::h2`):
+//! `send_timeout` per stream, for a client that never opens a stream's flow-control window,
+//! and `body_timeout` and `body_min_rate` per stream, for a request body that stalls or
+//! trickles; each such stream is reset, its request logged cut, while the connection's other
+//! streams and the worker's other connections are served.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::h2::{self, Frame, Raw};
+use common::{Server, WAIT, example, forkserve, tempdir, write};
+
+/// RST_STREAM's codes: a stream the server gave up on, a malformed one (see `late_body`).
+const CANCEL: u32 = 0x8;
+const PROTOCOL_ERROR: u32 = 0x1;
+
+/// SETTINGS_INITIAL_WINDOW_SIZE = `n`.
+fn initial_window(n: u32) -> Vec<u8> {
+    let mut payload = vec![0, 4];
+    payload.extend_from_slice(&n.to_be_bytes());
+    h2::frame(h2::SETTINGS, 0, 0, &payload)
+}
+
+/// A GET of `path` on `stream`, with `window` bytes of flow control opened on it.
+fn get_opened(stream: u32, path: &str, window: u32) -> Vec<u8> {
+    let mut out = h2::get(stream, path);
+    out.extend(h2::frame(h2::WINDOW_UPDATE, 0, stream, &window.to_be_bytes()));
+    out
+}
+
+fn ended(stream: u32) -> impl Fn(&Frame) -> bool {
+    move |f| f.stream == stream && (f.flags & h2::END_STREAM != 0 || f.reset().is_some())
+}
+
+/// The access log's lines, once there are `n`.
+fn wait_lines(file: &Path, n: usize) -> Vec<String> {
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        if text.lines().count() >= n {
+            return text.lines().map(str::to_string).collect();
+        }
+        assert!(started.elapsed() < WAIT, "{n} lines: {text:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A server with `send_timeout = 1`, a 4 MiB file (streamed), one of 40 KB (one piece of body)
+/// and a small one under `/files/`,
+/// and an access log that marks cut responses (`%(c)s`: `-`).
+fn server(dir: &Path) -> Server {
+    std::fs::create_dir(dir.join("files")).unwrap();
+    std::fs::write(dir.join("files/big.bin"), vec![b'x'; 4 << 20]).unwrap();
+    std::fs::write(dir.join("files/small.txt"), "small\n").unwrap();
+    std::fs::write(dir.join("files/mid.bin"), vec![b'y'; 40_000]).unwrap();
+    let config = write(
+        dir,
+        "app.toml",
+        "[server]\nbind = [\"127.0.0.1:0\"]\nworkers = 1\n\
+         [http]\nh2c = true\nsend_timeout = 1\nkeepalive = 30\n\
+         [log]\nlevel = \"debug\"\naccess = \"access.log\"\n\
+         access_format = \"%(c)s [%(r)s] %(s)s\"\n\
+         [[route]]\npath = \"/files/\"\nstatic = \"files\"\n",
+    );
+    Server::start(&forkserve(), &[&config])
+}
+
+#[test]
+fn a_stream_left_without_a_window_is_reset_at_send_timeout_and_logged_cut() {
+    let dir = tempdir();
+    let server = server(dir.path());
+    let mut raw = Raw::open(server.addr());
+    // Every stream's window starts at zero; only those the client opens can send.
+    raw.send(&initial_window(0));
+    raw.until(|f| f.kind == h2::SETTINGS && f.flags & 1 != 0);
+    let asked = Instant::now();
+    raw.send(&h2::get(1, "/files/big.bin"));
+    raw.send(&get_opened(3, "/files/small.txt", 1 << 20));
+    let served = raw.until(ended(3));
+    assert!(served.last().unwrap().reset().is_none(), "stream 3 is served: {served:?}");
+    assert!(asked.elapsed() < Duration::from_millis(900), "at once, beside the stalled one");
+
+    // Another connection is served meanwhile.
+    let mut other = Raw::open(server.addr());
+    other.send(&h2::get(1, "/files/small.txt"));
+    assert!(other.until(ended(1)).last().unwrap().reset().is_none());
+
+    let frames = raw.until(|f| f.stream == 1 && f.reset().is_some());
+    let waited = asked.elapsed();
+    assert_eq!(frames.last().unwrap().reset(), Some(CANCEL));
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(5), "{waited:?}");
+    let head = served.iter().chain(&frames).find(|f| f.stream == 1 && f.kind == h2::HEADERS);
+    assert!(head.is_some_and(Frame::is_200), "its head was sent");
+    assert!(!frames.iter().any(|f| f.stream == 1 && f.kind == h2::DATA), "none of its body");
+    server.wait_for("client is not reading an http/2 stream");
+
+    // The connection goes on: a new stream with a window is served.
+    raw.send(&get_opened(5, "/files/small.txt", 1 << 20));
+    assert!(raw.until(ended(5)).last().unwrap().reset().is_none());
+    let log = wait_lines(&dir.path().join("access.log"), 4);
+    let big: Vec<_> = log.iter().filter(|l| l.contains("big.bin")).collect();
+    assert_eq!(big, ["- [GET /files/big.bin HTTP/2.0] 200"], "cut, with the status sent: {log:?}");
+    assert_eq!(log.iter().filter(|l| l.starts_with("OK [GET /files/small.txt")).count(), 3);
+}
+
+#[test]
+fn a_response_whose_window_opens_a_little_then_no_more_is_reset_at_send_timeout() {
+    let dir = tempdir();
+    let server = server(dir.path());
+    let mut raw = Raw::open(server.addr());
+    // Room for 1000 bytes of each stream, never more: the 40 KB file is one piece of body,
+    // which h2 takes whole; its last byte, held apart, waits and is watched.
+    raw.send(&initial_window(1000));
+    raw.until(|f| f.kind == h2::SETTINGS && f.flags & 1 != 0);
+    let asked = Instant::now();
+    raw.send(&h2::get(1, "/files/mid.bin"));
+    let frames = raw.until(|f| f.stream == 1 && f.reset().is_some());
+    let waited = asked.elapsed();
+    assert_eq!(frames.last().unwrap().reset(), Some(CANCEL));
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(5), "{waited:?}");
+    let sent: usize = frames
+        .iter()
+        .filter(|f| f.stream == 1 && f.kind == h2::DATA)
+        .map(|f| f.payload.len())
+        .sum();
+    assert_eq!(sent, 1000, "what the window let through");
+    let log = wait_lines(&dir.path().join("access.log"), 1);
+    assert_eq!(log, ["- [GET /files/mid.bin HTTP/2.0] 200"], "cut, not complete");
+}
+
+/// The demo with `args`, and an access log in `dir` that marks cut responses.
+fn demo(dir: &Path, args: &[&str]) -> Server {
+    let access = dir.join("access.log");
+    let mut all = vec!["-w", "1", "-b", "127.0.0.1:0", "--h2c", "--log-level", "debug"];
+    all.extend(["--log-access", access.to_str().unwrap(), "--log-access-format"]);
+    all.push("%(c)s [%(r)s] %(s)s");
+    all.extend_from_slice(args);
+    Server::start(&example("demo"), &all)
+}
+
+/// A POST of `path`'s head on `stream`, its body to follow.
+fn post(stream: u32, path: &str) -> Vec<u8> {
+    let head = h2::block(&[
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":authority", "localhost"),
+        (":path", path),
+    ]);
+    h2::frame(h2::HEADERS, h2::END_HEADERS, stream, &head)
+}
+
+/// The stream a late request body was on ends alone: h2 resets it (it is handed a malformed
+/// frame for it, see `src/conn/http2/wire.rs`); the connection serves on.
+fn assert_late_body_reset(server: &Server, raw: &mut Raw, frames: &[Frame], dir: &Path) {
+    assert_eq!(frames.last().unwrap().reset(), Some(PROTOCOL_ERROR), "{frames:?}");
+    server.wait_for("request body late for body_timeout or body_min_rate");
+    raw.send(&h2::get(5, "/"));
+    let more = raw.until(ended(5));
+    assert!(more.last().unwrap().reset().is_none(), "the connection serves on: {more:?}");
+    let log = wait_lines(&dir.join("access.log"), 3);
+    let echo: Vec<_> = log.iter().filter(|l| l.contains("POST /echo")).collect();
+    assert!(echo.len() == 1 && echo[0].starts_with("- "), "logged cut: {log:?}");
+}
+
+#[test]
+fn a_request_body_that_stalls_ends_its_stream_at_body_timeout() {
+    let dir = tempdir();
+    let server = demo(dir.path(), &["--body-timeout", "1", "--body-min-rate", "0"]);
+    let mut raw = Raw::open(server.addr());
+    let started = Instant::now();
+    raw.send(&post(1, "/echo"));
+    raw.send(&h2::frame(h2::DATA, 0, 1, b"0123456789"));
+    raw.send(&h2::get(3, "/"));
+    let frames = raw.until(|f| f.stream == 1 && f.reset().is_some());
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(5), "{waited:?}");
+    let served = frames.iter().find(|f| f.stream == 3 && f.flags & h2::END_STREAM != 0);
+    assert!(served.is_some(), "stream 3 was served meanwhile: {frames:?}");
+    assert_late_body_reset(&server, &mut raw, &frames, dir.path());
+}
+
+#[test]
+fn a_request_body_that_trickles_below_body_min_rate_ends_its_stream() {
+    let dir = tempdir();
+    // 2 s of credit, 10 ms more per byte at 100 B/s, a byte every 200 ms: out after about 2 s,
+    // though no pause reaches body_timeout.
+    let server = demo(dir.path(), &["--body-timeout", "2", "--body-min-rate", "100"]);
+    let mut raw = Raw::open(server.addr());
+    raw.send(&post(1, "/echo"));
+    raw.send(&h2::get(3, "/"));
+    let started = Instant::now();
+    let mut writer = raw.stream.try_clone().unwrap();
+    let trickling = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let still = std::sync::Arc::clone(&trickling);
+    let trickler = std::thread::spawn(move || {
+        while still.load(std::sync::atomic::Ordering::Relaxed) {
+            let byte = h2::frame(h2::DATA, 0, 1, b"x");
+            if std::io::Write::write_all(&mut writer, &byte).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let frames = raw.until(|f| f.stream == 1 && f.reset().is_some());
+    trickling.store(false, std::sync::atomic::Ordering::Relaxed);
+    trickler.join().unwrap();
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(1500) && waited < Duration::from_secs(6), "{waited:?}");
+    assert_late_body_reset(&server, &mut raw, &frames, dir.path());
+}
+
+#[test]
+fn a_body_held_back_by_its_window_is_not_late() {
+    let dir = tempdir();
+    let server = demo(
+        dir.path(),
+        &["--body-timeout", "1", "--body-min-rate", "0", "--http2-initial-stream-window", "65535"],
+    );
+    let mut raw = Raw::open(server.addr());
+    // Once the connection's window is open wide (h2 opens it once its SETTINGS are acked)...
+    raw.until(|f| f.kind == h2::WINDOW_UPDATE && f.stream == 0);
+    // ...the stream's whole window, then nothing: an app that does not read keeps it closed,
+    // so the client may not send, and is not late while the app takes longer than
+    // body_timeout.
+    raw.send(&post(1, "/sleep/2500"));
+    let mut body = Vec::new();
+    for len in [16_384, 16_384, 16_384, 16_383] {
+        body.extend(h2::frame(h2::DATA, 0, 1, &vec![b'x'; len]));
+    }
+    raw.send(&body);
+    let frames = raw.until(ended(1));
+    let head = frames.iter().find(|f| f.stream == 1 && f.kind == h2::HEADERS);
+    assert!(head.is_some_and(Frame::is_200), "answered, not reset: {frames:?}");
+    assert_eq!(server.count("request body late"), 0);
+}
