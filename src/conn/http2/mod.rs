@@ -34,12 +34,11 @@ use std::time::{Duration, Instant};
 use hyper::server::conn::http2;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Notify;
 
-use self::frames::{Bounds, Scanner};
+use self::frames::{Bounds, Breach, Scanner};
 use self::request::{Layer, Limits};
 use self::streams::Streams;
-use self::wire::Wire;
+use self::wire::{ENHANCE_YOUR_CALM, NO_ERROR, Stop, Wire};
 use super::drain::{Conns, DRAIN_LINGER, Slot};
 use super::service::Stack;
 use crate::app::HttpService;
@@ -54,6 +53,14 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// way before it is closed: it reads nothing more, so a stream still waiting for its request
 /// body is cut then.
 const BREACH_LINGER: Duration = Duration::from_secs(1);
+
+/// How long a draining connection's client has to answer the GOAWAY's PING, once its streams
+/// are done: hyper waits for it before it names the last stream it served and closes; without
+/// it, the worker does both itself.
+const DRAIN_PING_WAIT: Duration = Duration::from_secs(2);
+
+/// How long a connection closed by the worker itself has to take its last GOAWAY.
+const GOAWAY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long a PING sent by `keepalive_ping` may go unanswered.
 const PING_TIMEOUT: Duration = Duration::from_secs(20);
@@ -119,9 +126,9 @@ impl Protocol {
             stack: stack.over(Rc::clone(&streams)),
             streams,
             limits: Rc::clone(&self.limits),
-            facts,
+            facts: Rc::clone(&facts),
         };
-        let stop = Rc::new(Notify::new());
+        let stop = Rc::new(Stop::default());
         let wire = Wire::new(
             io,
             Scanner::new(self.bounds),
@@ -130,10 +137,24 @@ impl Protocol {
             self.send_timeout,
             Rc::clone(&stop),
         );
-        let conn = self.http.serve_connection(TokioIo::new(wire), layer);
         let times = Times { since, header_timeout: self.header_timeout, keepalive: self.keepalive };
-        if let Err(e) = drive(std::pin::pin!(conn), &slot, conns, &stop, times).await {
-            tracing::debug!("http/2 connection closed: {e}");
+        let ended = {
+            let conn = self.http.serve_connection(TokioIo::new(wire.clone()), layer);
+            drive(std::pin::pin!(conn), &slot, conns, &stop, times).await
+        };
+        // hyper's connection, and its handle on the wire, are gone.
+        match ended {
+            Ended::Hyper(Ok(())) => {}
+            Ended::Hyper(Err(e)) => tracing::debug!("http/2 connection closed: {e}"),
+            Ended::Flood(breach) => {
+                let peer = facts.client().map_or_else(|| "a unix socket".into(), |p| p.to_string());
+                tracing::warn!(
+                    "http/2 flood from {peer}: {}; connection ended with GOAWAY(ENHANCE_YOUR_CALM)",
+                    breach.describe()
+                );
+                wire.goaway(ENHANCE_YOUR_CALM, GOAWAY_TIMEOUT).await;
+            }
+            Ended::Unanswered => wire.goaway(NO_ERROR, GOAWAY_TIMEOUT).await,
         }
     }
 }
@@ -176,6 +197,18 @@ fn bounds(http: &HttpConfig, h2: &Http2Config) -> Bounds {
     }
 }
 
+/// How [`drive`] ended a connection.
+enum Ended {
+    /// hyper ended it, or was given its time to.
+    Hyper(hyper::Result<()>),
+    /// A flood: hyper is dropped at once, and the worker says `GOAWAY(ENHANCE_YOUR_CALM)`
+    /// itself (hyper, asked to end a connection, says `NO_ERROR`).
+    Flood(Breach),
+    /// A draining connection whose client has not answered the GOAWAY's PING: hyper, which
+    /// names the last stream it served only once it has, is dropped, and the worker names it.
+    Unanswered,
+}
+
 /// The timers of one connection.
 #[derive(Clone, Copy)]
 struct Times {
@@ -186,14 +219,14 @@ struct Times {
 
 /// Drives a connection to its end: ends it (GOAWAY) when no request came within
 /// `header_timeout`, when it has had no stream open for `keepalive`, or when the worker
-/// drains; then lets its open streams finish.
+/// drains; then lets its open streams finish. A flood ends it at once.
 async fn drive<C>(
     mut conn: Pin<&mut C>,
     slot: &Slot,
     conns: &Conns,
-    stop: &Notify,
+    stop: &Stop,
     times: Times,
-) -> hyper::Result<()>
+) -> Ended
 where
     C: Future<Output = hyper::Result<()>> + Graceful,
 {
@@ -225,9 +258,14 @@ where
         };
         tokio::select! {
             biased;
-            result = conn.as_mut() => return result,
+            result = conn.as_mut() => return Ended::Hyper(result),
             () = conns.draining() => break None,
-            () = stop.notified() => break Some(BREACH_LINGER),
+            breach = stop.found() => {
+                if breach.is_flood() {
+                    return Ended::Flood(breach);
+                }
+                break Some(BREACH_LINGER);
+            }
             () = changed => {}
             () = timer => break Some(CLOSE_TIMEOUT),
         }
@@ -236,37 +274,57 @@ where
     let Some(linger) = end else {
         return drain(conn, slot).await;
     };
-    tokio::time::timeout(linger, conn).await.unwrap_or(Ok(()))
+    Ended::Hyper(tokio::time::timeout(linger, conn).await.unwrap_or(Ok(())))
 }
 
 /// Drives a draining connection, which has said GOAWAY, to its end: hyper ends it once its
 /// open streams are done (within the worker's `graceful_timeout`) and the client has answered
-/// the GOAWAY's PING. A client that sends nothing more, with no stream in progress, is closed
-/// after [`DRAIN_LINGER`], as an idle HTTP/1 connection is (the wire counts what is read while
-/// the worker drains).
-async fn drain<C>(mut conn: Pin<&mut C>, slot: &Slot) -> hyper::Result<()>
+/// the GOAWAY's PING. Once no stream is in progress, a client that sends nothing more is
+/// closed after [`DRAIN_LINGER`], as an idle HTTP/1 connection is (the wire counts what is read
+/// while the worker drains), and one that has not answered the PING within
+/// [`DRAIN_PING_WAIT`] of the GOAWAY, whatever it sends, too: the worker then says the last
+/// GOAWAY itself.
+async fn drain<C>(mut conn: Pin<&mut C>, slot: &Slot) -> Ended
 where
     C: Future<Output = hyper::Result<()>>,
 {
-    let mut quiet_since = Instant::now();
+    let goaway = Instant::now();
+    // Since when no stream has been in progress, and since when the client has sent nothing.
+    let mut idle_since = goaway;
+    let mut quiet_since = goaway;
     let mut seen = slot.read();
     let mut was_busy = false;
     loop {
         let busy = slot.busy();
-        if busy || was_busy || slot.read() != seen {
-            // A stream is in progress or just ended (its last bytes may still be going out),
-            // or the client is sending.
-            quiet_since = Instant::now();
+        let now = Instant::now();
+        if busy || was_busy {
+            // A stream is in progress or just ended.
+            idle_since = now;
+            quiet_since = now;
             seen = slot.read();
-        } else if quiet_since.elapsed() >= DRAIN_LINGER {
-            return Ok(());
+        } else if slot.read() != seen {
+            quiet_since = now;
+            seen = slot.read();
+        }
+        // A stream's last bytes may still be going out for a moment after it ended.
+        let settled = now >= idle_since + DRAIN_LINGER;
+        let quiet = now >= quiet_since + DRAIN_LINGER;
+        let unanswered = now >= goaway + DRAIN_PING_WAIT;
+        if !busy && settled && (quiet || unanswered) {
+            return Ended::Unanswered;
         }
         was_busy = busy;
+        let wake = if busy {
+            now + DRAIN_LINGER
+        } else {
+            (quiet_since + DRAIN_LINGER)
+                .min((goaway + DRAIN_PING_WAIT).max(idle_since + DRAIN_LINGER))
+        };
         let changed = slot.changed();
         tokio::select! {
-            result = conn.as_mut() => return result,
+            result = conn.as_mut() => return Ended::Hyper(result),
             () = changed => {}
-            () = tokio::time::sleep_until((quiet_since + DRAIN_LINGER).into()) => {}
+            () = tokio::time::sleep_until(wake.into()) => {}
         }
     }
 }
