@@ -216,8 +216,8 @@ pub(crate) struct Scanner {
     /// PINGs the server sent, and acknowledgements the client sent.
     pings: u64,
     acks: u64,
-    /// The highest stream the client has opened (HEADERS handed on).
-    last_stream: u32,
+    /// The highest stream id a client's head has opened.
+    last_opened: u32,
 }
 
 impl Scanner {
@@ -233,7 +233,7 @@ impl Scanner {
             control: Budget::new(CONTROL_BUDGET),
             pings: 0,
             acks: 0,
-            last_stream: 0,
+            last_opened: 0,
         }
     }
 
@@ -244,8 +244,8 @@ impl Scanner {
 
     /// The highest stream id the client sent HEADERS on (and h2 may have served): what a
     /// GOAWAY the worker writes itself names as the last stream.
-    pub(crate) fn last_stream(&self) -> u32 {
-        self.last_stream
+    pub(crate) fn last_opened(&self) -> u32 {
+        self.last_opened
     }
 
     /// Whether what the server wrote so far ends where a frame ends: only then can a frame of
@@ -295,18 +295,15 @@ impl Scanner {
                 }
             }
             HEADERS => {
-                self.last_stream = self.last_stream.max(stream);
+                self.last_opened = self.last_opened.max(stream);
                 self.block_since = (flags & END_HEADERS == 0).then_some(now);
                 if flags & END_STREAM != 0 {
                     // Trailers end a body as DATA's END_STREAM does.
                     self.bodies.remove(&stream);
                 }
             }
-            CONTINUATION => {
-                if flags & END_HEADERS != 0 {
-                    self.block_since = None;
-                }
-            }
+            CONTINUATION if flags & END_HEADERS != 0 => self.block_since = None,
+            CONTINUATION => {}
             RST_STREAM => {
                 self.bodies.remove(&stream);
                 if !self.resets.spend(now) {
@@ -471,13 +468,13 @@ mod tests {
     }
 
     #[test]
-    fn the_last_stream_and_the_edge_of_what_was_sent_are_known() {
+    fn the_last_opened_and_the_edge_of_what_was_sent_are_known() {
         let now = Instant::now();
         let mut s = scanner(0, 10);
         assert!(s.sent_whole_frames());
         s.feed(&frame(HEADERS, END_HEADERS, 5, 10), now).unwrap();
         s.feed(&frame(HEADERS, END_HEADERS | END_STREAM, 3, 10), now).unwrap();
-        assert_eq!(s.last_stream(), 5);
+        assert_eq!(s.last_opened(), 5);
         let data = frame(DATA, 0, 5, 100);
         s.sent(&data[..4]);
         assert!(!s.sent_whole_frames(), "in a head");

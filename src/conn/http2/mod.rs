@@ -21,6 +21,7 @@
 //! and the connection's facts, and knows nothing of the transport.
 
 mod frames;
+mod goaway;
 pub(crate) mod preface;
 mod request;
 mod streams;
@@ -36,9 +37,10 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 
 use self::frames::{Bounds, Breach, Scanner};
+use self::goaway::{ENHANCE_YOUR_CALM, NO_ERROR, Shared};
 use self::request::{Layer, Limits};
 use self::streams::Streams;
-use self::wire::{ENHANCE_YOUR_CALM, NO_ERROR, Stop, Wire};
+use self::wire::{Stop, Wire};
 use super::drain::{Conns, DRAIN_LINGER, Slot};
 use super::service::Stack;
 use crate::app::HttpService;
@@ -129,14 +131,14 @@ impl Protocol {
             facts: Rc::clone(&facts),
         };
         let stop = Rc::new(Stop::default());
-        let wire = Wire::new(
+        let wire = Shared::new(Wire::new(
             io,
             Scanner::new(self.bounds),
             Rc::clone(&slot),
             self.header_timeout,
             self.send_timeout,
             Rc::clone(&stop),
-        );
+        ));
         let times = Times { since, header_timeout: self.header_timeout, keepalive: self.keepalive };
         let ended = {
             let conn = self.http.serve_connection(TokioIo::new(wire.clone()), layer);

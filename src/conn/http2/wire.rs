@@ -1,39 +1,30 @@
 //! The wire under hyper's h2: the connection's bytes pass through here, both ways. Reads go
 //! through the frame scanner ([`Scanner`]), which ends the connection on a request body over
-//! `max_body_size` or on a flood (resets, control frames beyond the client's budget): hyper
-//! never reads the frame at fault, and the connection's driver is told ([`Stop`]). A header
-//! block left open for `header_timeout` is a read error (no frame can be read meanwhile
-//! anyway). Writes go through the scanner too (responses pay for control frames), and those
-//! that cannot proceed are a stall under `send_timeout` ([`Stall`], as HTTP/1's), which also
-//! lets a worker at `worker_connections` reclaim the connection.
+//! `max_body_size` or on resets beyond the client's budget (hyper never reads the frame at
+//! fault; the connection is told to stop, see [`Wire::new`]'s `stop`), or on a header block
+//! left open for `header_timeout` (a read error: no frame can be read meanwhile anyway). Writes that cannot
+//! proceed are a stall under `send_timeout` ([`Stall`], as HTTP/1's), which also lets a worker
+//! at `worker_connections` reclaim the connection.
 //!
-//! The wire is shared with the connection's driver, which gets it back once hyper has let go
-//! of the connection, to write a GOAWAY of its own ([`Wire::goaway`]): hyper says GOAWAY only
-//! with `NO_ERROR` when asked to end a connection, and waits for a PING that a flooding or
-//! silent client never answers.
+//! What is written is shown to the scanner too: responses pay for the client's control frames,
+//! and the server's PINGs for its acknowledgements. A flood (resets or control frames beyond
+//! the client's budget) ends the connection at once: the driver, told by [`Stop`], drops hyper
+//! and says the last GOAWAY itself ([`super::goaway`]).
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Notify;
 use tokio::time::Sleep;
 
 use super::frames::{Breach, Scanner};
 use crate::conn::drain::Slot;
 use crate::conn::stall::Stall;
-
-/// GOAWAY's error codes the worker writes itself.
-pub(crate) const NO_ERROR: u32 = 0x0;
-pub(crate) const ENHANCE_YOUR_CALM: u32 = 0xb;
-
-/// How much a closing connection reads (and drops) of what the client still sends, so that
-/// its GOAWAY is not lost to the reset a close with unread bytes causes.
-const LINGER_READ: usize = 1 << 20;
 
 /// How the wire tells the connection's driver that the scanner found a breach.
 #[derive(Default)]
@@ -59,17 +50,8 @@ impl Stop {
     }
 }
 
-/// One connection's wire: hyper reads and writes through one handle, the driver keeps
-/// another.
-pub(crate) struct Wire<I>(Rc<RefCell<Inner<I>>>);
-
-impl<I> Clone for Wire<I> {
-    fn clone(&self) -> Self {
-        Wire(Rc::clone(&self.0))
-    }
-}
-
-struct Inner<I> {
+/// One connection's wire.
+pub(crate) struct Wire<I> {
     io: I,
     scanner: Scanner,
     slot: Rc<Slot>,
@@ -80,8 +62,9 @@ struct Inner<I> {
     /// `send_timeout`.
     send_timeout: Option<Duration>,
     stall: Stall,
-    /// Told when the scanner found a breach: the connection is then ended with GOAWAY, and
-    /// nothing more is read.
+    /// Told when the scanner found a breach: the connection is then ended with GOAWAY (at
+    /// once on a flood; on a body over the limit, the responses under way are given a moment
+    /// to be written), and nothing more is read.
     stop: Rc<Stop>,
     stopped: bool,
 }
@@ -95,7 +78,7 @@ impl<I> Wire<I> {
         send_timeout: Option<Duration>,
         stop: Rc<Stop>,
     ) -> Self {
-        Wire(Rc::new(RefCell::new(Inner {
+        Wire {
             io,
             scanner,
             slot,
@@ -105,42 +88,14 @@ impl<I> Wire<I> {
             stall: Stall::default(),
             stop,
             stopped: false,
-        })))
-    }
-}
-
-impl<I: AsyncRead + AsyncWrite + Unpin> Wire<I> {
-    /// Once hyper has let go of the connection (this is the last handle): writes a GOAWAY of
-    /// the worker's own with `code`, naming the last stream the client opened (all of which
-    /// have been served or cut), if what hyper wrote ended where a frame ends; then closes,
-    /// reading what the client still sends for a moment, all within `within`.
-    pub(crate) async fn goaway(self, code: u32, within: Duration) {
-        let Ok(inner) = Rc::try_unwrap(self.0) else { return };
-        let Inner { mut io, scanner, .. } = inner.into_inner();
-        if !scanner.sent_whole_frames() {
-            return;
         }
-        let mut frame = vec![0, 0, 8, 0x7, 0, 0, 0, 0, 0];
-        frame.extend_from_slice(&scanner.last_stream().to_be_bytes());
-        frame.extend_from_slice(&code.to_be_bytes());
-        let close = async {
-            io.write_all(&frame).await?;
-            io.shutdown().await?;
-            let mut scratch = [0u8; 16 * 1024];
-            let mut read = 0;
-            while read < LINGER_READ {
-                match io.read(&mut scratch).await? {
-                    0 => break,
-                    n => read += n,
-                }
-            }
-            io::Result::Ok(())
-        };
-        let _ = tokio::time::timeout(within, close).await;
     }
-}
 
-impl<I> Inner<I> {
+    /// What the wire holds once hyper has let go of it: the connection, and the scanner.
+    pub(crate) fn into_parts(self) -> (I, Scanner) {
+        (self.io, self.scanner)
+    }
+
     /// An error once a header block has been open for `header_timeout`.
     fn poll_block_timer(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
         let (Some(since), Some(timeout)) = (self.scanner.block_since(), self.header_timeout) else {
@@ -161,28 +116,17 @@ impl<I> Inner<I> {
             Poll::Pending => Poll::Pending,
         }
     }
-
-    /// The scanner found `breach`: nothing more is read, and the driver is told (a flood is
-    /// logged there, outside h2's span).
-    fn breached(&mut self, breach: Breach) {
-        self.stopped = true;
-        if !breach.is_flood() {
-            tracing::debug!("http/2 connection ending: {}", breach.describe());
-        }
-        self.stop.set(breach);
-    }
 }
 
 impl<I: AsyncRead + Unpin> AsyncRead for Wire<I> {
     fn poll_read(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let mut inner = self.0.borrow_mut();
-        let this = &mut *inner;
+        let this = &mut *self;
         if this.stopped {
-            // Nothing more is read; the connection ends (see `Stop`).
+            // Nothing more is read; the connection ends (see `Wire::stop`).
             return Poll::Pending;
         }
         let before = buf.filled().len();
@@ -195,7 +139,12 @@ impl<I: AsyncRead + Unpin> AsyncRead for Wire<I> {
                     // layer may refuse: a 413 written while the connection ends); the frame
                     // and all after it are not: the app never reads past the limit.
                     buf.set_filled(before + at);
-                    this.breached(breach);
+                    this.stopped = true;
+                    if !breach.is_flood() {
+                        // A flood is logged by the driver, outside h2's span.
+                        tracing::debug!("http/2 connection ending: {}", breach.describe());
+                    }
+                    this.stop.set(breach);
                     return if at > 0 { Poll::Ready(Ok(())) } else { Poll::Pending };
                 }
                 if this.slot.closing() {
@@ -221,15 +170,14 @@ impl<I: AsyncRead + Unpin> AsyncRead for Wire<I> {
 
 impl<I: AsyncWrite + Unpin> AsyncWrite for Wire<I> {
     fn poll_write(
-        self: Pin<&mut Self>,
+        mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         bytes: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let mut inner = self.0.borrow_mut();
-        let this = &mut *inner;
+        let this = &mut *self;
         match Pin::new(&mut this.io).poll_write(cx, bytes) {
             Poll::Ready(Ok(n)) => {
-                this.scanner.sent(&bytes[..n]);
+                this.scanner.sent(&bytes[..n.min(bytes.len())]);
                 this.stall.resumed(&this.slot);
                 if this.slot.evicted() {
                     return this.stall.poll(cx, this.send_timeout, &this.slot).map(Err);
@@ -241,11 +189,11 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Wire<I> {
         }
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0.borrow_mut().io).poll_flush(cx)
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0.borrow_mut().io).poll_shutdown(cx)
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
