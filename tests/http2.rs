@@ -186,6 +186,7 @@ fn each_stream_is_one_request_end_event_and_one_access_log_line() {
     assert_eq!(h2c(&server, "/", &["-H", &field]).0, 431);
     let refused = &wait_lines(&ends, 2)[1];
     assert!(refused.contains("by=Gate") && refused.contains("status=431"), "{refused}");
+    assert!(refused.contains(" target=/ "), "in origin form, as HTTP/1's: {refused}");
 
     let Some(h2load) = h2::tool("h2load") else { return };
     let out = Command::new(h2load)
@@ -200,6 +201,7 @@ fn each_stream_is_one_request_end_event_and_one_access_log_line() {
     let count_lines = log.iter().filter(|l| l.contains("\"GET /count HTTP/2.0\" 200 ")).count();
     assert_eq!(count_lines, 100, "{log:?}");
     assert!(log[0].contains("\"POST /echo?q HTTP/2.0\" 200 5 "), "{}", log[0]);
+    assert!(log[1].contains("\"GET / HTTP/2.0\" 431 "), "{}", log[1]);
 }
 
 /// The `:status` of each stream `nghttp` fetched, in stream order, from its verbose output.
