@@ -382,7 +382,10 @@ fn h2load_streams_are_all_served() {
 
 #[test]
 fn a_body_over_max_body_size_without_content_length_ends_its_connection() {
-    let server = demo(&["--max-body-size", "1000", "--log-level", "debug"]);
+    let dir = tempdir();
+    let access = dir.path().join("access.log");
+    let log = ["--log-access", access.to_str().unwrap()];
+    let server = demo(&[&["--max-body-size", "1000", "--log-level", "debug"][..], &log].concat());
     let post = |stream| {
         let head = h2::block(&[
             (":method", "POST"),
@@ -408,6 +411,9 @@ fn a_body_over_max_body_size_without_content_length_ends_its_connection() {
     assert!(!rest.iter().any(|f| f.stream == 3 && f.kind == h2::DATA), "{rest:?}");
     assert!(rest.iter().any(|f| f.goaway().is_some()), "GOAWAY first: {rest:?}");
     server.wait_for("stream 3's request body is over max_body_size");
+    // Refused as HTTP/1's gate refuses such a body, not the app's answer to a body cut short.
+    let lines = wait_lines(&access, 2);
+    assert!(lines[1].contains("\"POST /echo HTTP/2.0\" 413 "), "{lines:?}");
     assert_eq!(h2c(&server, "/", &[]).0, 200, "the worker serves on");
 }
 

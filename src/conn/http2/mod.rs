@@ -121,7 +121,8 @@ impl Protocol {
         I: AsyncRead + AsyncWrite + Unpin + 'static,
         S: HttpService,
     {
-        let streams = Rc::new(Streams::new(self.limits.sink.is_some()));
+        let stop = Rc::new(Stop::default());
+        let streams = Rc::new(Streams::new(self.limits.sink.is_some(), Rc::clone(&stop)));
         let slot = Rc::clone(&stack.slot);
         let facts = Rc::clone(&stack.facts);
         let layer = Layer {
@@ -130,7 +131,6 @@ impl Protocol {
             limits: Rc::clone(&self.limits),
             facts: Rc::clone(&facts),
         };
-        let stop = Rc::new(Stop::default());
         let wire = Shared::new(Wire::new(
             io,
             Scanner::new(self.bounds),

@@ -153,6 +153,11 @@ impl<S: HttpService> hyper::service::Service<Request<Incoming>> for Layer<S> {
         match self.limits.admit(&mut req) {
             Ok(declared) => {
                 self.streams.declare_body(declared);
+                if !req.headers().contains_key(header::CONTENT_LENGTH)
+                    && !hyper::body::Body::is_end_stream(req.body())
+                {
+                    self.streams.declare_unsized();
+                }
                 Answer::App { future: hyper::service::Service::call(&self.stack, req) }
             }
             Err(status) => {

@@ -44,6 +44,11 @@ impl Stop {
         }
     }
 
+    /// Whether the connection is ending for a request body over `max_body_size`.
+    pub(crate) fn body_refused(&self) -> bool {
+        matches!(self.breach.get(), Some(Breach::Body(_)))
+    }
+
     fn set(&self, breach: Breach) {
         self.breach.set(Some(breach));
         self.notify.notify_one();
