@@ -7,13 +7,15 @@
 //!
 //! Under hyper, the [`wire`] passes the connection's bytes through a frame scanner
 //! ([`frames`]) for the limits h2 has no setting for (a body without `Content-Length` over
-//! `max_body_size`, a budget of stream resets, a header block left open), and holds writes to
-//! `send_timeout`.
+//! `max_body_size`, budgets of stream resets and of control frames, a header block left open),
+//! and holds writes to `send_timeout`. A flood ends its connection at once with
+//! `GOAWAY(ENHANCE_YOUR_CALM)`, which the worker says itself ([`goaway`]).
 //!
 //! The connection's life, in [`drive`]: no request within `header_timeout` of the accept, or
 //! no stream open for `keepalive`, and it ends with GOAWAY; a draining worker sends GOAWAY at
 //! once (hyper's graceful shutdown: `GOAWAY(2^31-1)`, a PING round trip, then the last stream
-//! id it accepted) and lets the open streams finish. h2 connections are never parked: h2's
+//! id it accepted; the worker names that stream itself if the PING is not answered in time)
+//! and lets the open streams finish. h2 connections are never parked: h2's
 //! state (HPACK tables, windows) cannot be dropped and rebuilt as HTTP/1's connection is.
 //!
 //! How a connection comes here: on a cleartext listener with `http.h2c`, by its preface

@@ -1,7 +1,7 @@
 //! The wire under hyper's h2: the connection's bytes pass through here, both ways. Reads go
 //! through the frame scanner ([`Scanner`]), which ends the connection on a request body over
-//! `max_body_size` or on resets beyond the client's budget (hyper never reads the frame at
-//! fault; the connection is told to stop, see [`Wire::new`]'s `stop`), or on a header block
+//! `max_body_size` or on a flood, resets or control frames beyond the client's budgets (hyper
+//! never reads the frame at fault; the connection is told to stop, [`Stop`]), or on a header block
 //! left open for `header_timeout` (a read error: no frame can be read meanwhile anyway). Writes that cannot
 //! proceed are a stall under `send_timeout` ([`Stall`], as HTTP/1's), which also lets a worker
 //! at `worker_connections` reclaim the connection.
