@@ -34,10 +34,9 @@ fn served_by(server: &Server) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The GOAWAY that ended `raw`'s connection, after `n` frames of `flood` were sent at once;
+/// The GOAWAY that ended `raw`'s connection, after `n` frames of `flood` were sent at once,
 /// and the frames read up to it.
 fn flooded(raw: &mut Raw, flood: &[u8], n: usize) -> (u32, u32, Vec<Frame>) {
-    raw.until(|f| f.kind == h2::SETTINGS && f.flags & 1 != 0);
     raw.try_send(&flood.repeat(n));
     let frames = raw.until_closed();
     let (last, code) = frames.iter().rev().find_map(Frame::goaway).unwrap_or_else(|| {
@@ -58,6 +57,7 @@ fn ping_and_settings_floods_end_their_connection_with_enhance_your_calm() {
     for (n, (name, flood)) in floods.iter().enumerate() {
         let mut raw = Raw::open(server.addr());
         raw.send(&h2::get(1, "/"));
+        raw.until(|f| f.kind == h2::SETTINGS && f.flags & 1 != 0);
         let (last, code, frames) = flooded(&mut raw, flood, 3 * CONTROL_BUDGET);
         assert_eq!((last, code), (1, h2::ENHANCE_YOUR_CALM), "{name}");
         let pongs = frames.iter().filter(|f| f.kind == h2::PING && f.flags & 1 != 0).count();
@@ -90,6 +90,7 @@ fn acknowledgements_of_pings_never_sent_end_the_connection() {
     let server = demo(&[]);
     let mut raw = Raw::open(server.addr());
     let ack = h2::frame(h2::PING, 1, 0, b"neversen");
+    raw.until(|f| f.kind == h2::SETTINGS && f.flags & 1 != 0);
     let (_, code, _) = flooded(&mut raw, &ack, 10_000);
     assert_eq!(code, h2::ENHANCE_YOUR_CALM);
     server.wait_for("acknowledged PINGs the server never sent");
@@ -133,4 +134,24 @@ fn a_draining_client_that_never_answers_the_goaways_ping_does_not_hold_the_worke
         }
         chatter.join().unwrap();
     }
+}
+
+#[test]
+fn a_flood_on_a_draining_connection_ends_it_as_before_the_drain() {
+    let server = demo(&["--graceful-timeout", "30", "--log-level", "debug"]);
+    let mut raw = Raw::open(server.addr());
+    raw.send(&h2::get(1, "/sleep/3000"));
+    raw.until(|f| f.kind == h2::SETTINGS && f.flags & 1 != 0);
+    server.wait_for("sleeping 3000 ms");
+    server.signal(Signal::SIGHUP);
+    raw.until(|f| f.goaway().is_some());
+    let started = Instant::now();
+    let (last, code, _) = flooded(&mut raw, &h2::frame(h2::PING, 0, 0, b"flooding"), 3000);
+    assert_eq!((last, code), (1, h2::ENHANCE_YOUR_CALM));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "not after the stream: {:?}",
+        started.elapsed()
+    );
+    server.wait_for("http/2 flood from 127.0.0.1:");
 }

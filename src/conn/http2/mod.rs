@@ -276,9 +276,12 @@ where
     };
     conn.as_mut().graceful_shutdown();
     let Some(linger) = end else {
-        return drain(conn, slot).await;
+        return drain(conn, slot, stop).await;
     };
-    Ended::Hyper(tokio::time::timeout(linger, conn).await.unwrap_or(Ok(())))
+    tokio::select! {
+        result = tokio::time::timeout(linger, conn) => Ended::Hyper(result.unwrap_or(Ok(()))),
+        breach = stop.flood() => Ended::Flood(breach),
+    }
 }
 
 /// Drives a draining connection, which has said GOAWAY, to its end: hyper ends it once its
@@ -287,8 +290,8 @@ where
 /// closed after [`DRAIN_LINGER`], as an idle HTTP/1 connection is (the wire counts what is read
 /// while the worker drains), and one that has not answered the PING within
 /// [`DRAIN_PING_WAIT`] of the GOAWAY, whatever it sends, too: the worker then says the last
-/// GOAWAY itself.
-async fn drain<C>(mut conn: Pin<&mut C>, slot: &Slot) -> Ended
+/// GOAWAY itself. A flood ends it at once, as before the drain.
+async fn drain<C>(mut conn: Pin<&mut C>, slot: &Slot, stop: &Stop) -> Ended
 where
     C: Future<Output = hyper::Result<()>>,
 {
@@ -327,6 +330,7 @@ where
         let changed = slot.changed();
         tokio::select! {
             result = conn.as_mut() => return Ended::Hyper(result),
+            breach = stop.flood() => return Ended::Flood(breach),
             () = changed => {}
             () = tokio::time::sleep_until(wake.into()) => {}
         }

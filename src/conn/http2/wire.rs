@@ -44,6 +44,16 @@ impl Stop {
         }
     }
 
+    /// The breach, once one is found and it is a flood; never, if it is not.
+    pub(crate) async fn flood(&self) -> Breach {
+        let breach = self.found().await;
+        if !breach.is_flood() {
+            // Nothing more is read: no other breach can come.
+            std::future::pending::<()>().await;
+        }
+        breach
+    }
+
     /// Whether the connection is ending for a request body over `max_body_size`.
     pub(crate) fn body_refused(&self) -> bool {
         matches!(self.breach.get(), Some(Breach::Body(_)))
