@@ -46,7 +46,7 @@ fn flooded(raw: &mut Raw, flood: &[u8], n: usize) -> (u32, u32, Vec<Frame>) {
 }
 
 #[test]
-fn ping_and_settings_floods_end_their_connection_with_enhance_your_calm() {
+fn control_frame_floods_end_their_connection_with_enhance_your_calm() {
     let server = demo(&[]);
     let pid = served_by(&server);
     let floods = [
