@@ -2,9 +2,12 @@
 //! frame head (9 bytes each; payloads are skipped, never copied) before hyper's h2 reads it,
 //! for the limits h2 has no setting for: a request body without `Content-Length` larger than
 //! `max_body_size` (DATA counted per stream), streams the client resets at its own pace (a
-//! budget per connection: h2 stops only bursts, see `max_pending_accept_reset_streams`), and a
-//! header block left open (HEADERS without END_HEADERS, then CONTINUATIONs that drip). It also
-//! tells the request bodies' pacing ([`Uploads`]) each body's frames.
+//! budget per connection: h2 stops only bursts, see `max_pending_accept_reset_streams`), a
+//! header block left open (HEADERS without END_HEADERS, then CONTINUATIONs that drip), and
+//! control frames sent for their own sake (a budget, see [`CONTROL_BUDGET`]). It also sees
+//! the frames the server writes ([`Scanner::sent`]): responses pay for the client's control
+//! frames, and the server's PINGs for the client's acknowledgements. And it tells the request
+//! bodies' pacing ([`Uploads`]) each body's frames.
 //! Pure: fed bytes and the time, it says when the connection must end.
 
 use std::collections::HashMap;
@@ -15,21 +18,81 @@ use super::uploads::{Pace, Uploads};
 
 const DATA: u8 = 0x0;
 const HEADERS: u8 = 0x1;
+const PRIORITY: u8 = 0x2;
 const RST_STREAM: u8 = 0x3;
+const SETTINGS: u8 = 0x4;
+const PUSH_PROMISE: u8 = 0x5;
+const PING: u8 = 0x6;
+const GOAWAY: u8 = 0x7;
+const WINDOW_UPDATE: u8 = 0x8;
 const CONTINUATION: u8 = 0x9;
 const END_STREAM: u8 = 0x1;
+const ACK: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 
-/// The window the reset budget counts in.
-pub(crate) const RESET_WINDOW: Duration = Duration::from_secs(10);
+/// The window the budgets count in.
+pub(crate) const WINDOW: Duration = Duration::from_secs(10);
+
+/// Control frames (PING, SETTINGS, PRIORITY, WINDOW_UPDATE, and frames of unknown types) a
+/// client may send per [`WINDOW`], beyond what the responses pay for ([`CONTROL_REFUND`]).
+/// h2 answers each PING and SETTINGS and reads every frame, however useless: unbounded, one
+/// client flooding them keeps a worker's core busy (6 s of CPU in 10 s, measured). Real clients
+/// send a few per connection: a SETTINGS and a WINDOW_UPDATE to start, a PING now and then
+/// (browsers for the round-trip time, gRPC's keepalive, at least 10 s apart).
+pub(crate) const CONTROL_BUDGET: u32 = 1000;
+
+/// How many control frames each response frame (HEADERS or DATA) the server writes pays for:
+/// a client reading a response sends WINDOW_UPDATEs for the stream and the connection, and
+/// some (gRPC's bandwidth probe) a PING, for each DATA frame it gets.
+pub(crate) const CONTROL_REFUND: u32 = 4;
+
+/// PING acknowledgements a client may send beyond the PINGs the server sent: h2 logs a
+/// warning for each stray one.
+pub(crate) const STRAY_ACKS: u64 = 10;
 
 /// Why a connection must end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Breach {
     /// This stream sent more request body than `max_body_size`.
     Body(u32),
-    /// The client reset more streams than its budget within [`RESET_WINDOW`].
+    /// The client reset more streams than its budget within [`WINDOW`].
     Resets,
+    /// The client sent more control frames than [`CONTROL_BUDGET`]; the last was of this
+    /// type.
+    Control(u8),
+    /// The client acknowledged more PINGs than the server sent, by [`STRAY_ACKS`].
+    StrayAcks,
+}
+
+impl Breach {
+    /// Whether the client is flooding the server: its connection ends at once, with
+    /// `GOAWAY(ENHANCE_YOUR_CALM)`.
+    pub(crate) fn is_flood(self) -> bool {
+        !matches!(self, Breach::Body(_))
+    }
+
+    /// What happened, for the log.
+    pub(crate) fn describe(self) -> String {
+        match self {
+            Breach::Body(stream) => format!("stream {stream}'s request body is over max_body_size"),
+            Breach::Resets => "the client reset too many streams".to_string(),
+            Breach::Control(kind) => {
+                let name = match kind {
+                    PING => "PING",
+                    SETTINGS => "SETTINGS",
+                    PRIORITY => "PRIORITY",
+                    WINDOW_UPDATE => "WINDOW_UPDATE",
+                    _ => "unknown",
+                };
+                format!(
+                    "the client sent more than {CONTROL_BUDGET} control frames in {} s that no \
+                     response paid for (the last: {name})",
+                    WINDOW.as_secs()
+                )
+            }
+            Breach::StrayAcks => "the client acknowledged PINGs the server never sent".to_string(),
+        }
+    }
 }
 
 /// What the scanner holds a connection to.
@@ -37,7 +100,7 @@ pub(crate) enum Breach {
 pub(crate) struct Bounds {
     /// `max_body_size`; 0: no limit.
     pub(crate) body: u64,
-    /// Streams the client may reset per [`RESET_WINDOW`].
+    /// Streams the client may reset per [`WINDOW`].
     pub(crate) resets: u32,
     /// How many streams' body counts are kept: those of streams that ended without the
     /// scanner seeing it (the server reset them) go, oldest (lowest id) first, beyond it.
@@ -46,64 +109,37 @@ pub(crate) struct Bounds {
     pub(crate) pace: Pace,
 }
 
-/// One connection's scanner.
-pub(crate) struct Scanner {
-    bounds: Bounds,
-    /// Bytes to pass over before the next frame head: the preface, then each payload.
+/// One frame's head.
+#[derive(Debug, Clone, Copy)]
+struct Head {
+    len: usize,
+    kind: u8,
+    flags: u8,
+    stream: u32,
+}
+
+/// The frame heads of one direction of a connection, read across reads of any size.
+#[derive(Debug, Clone, Copy)]
+struct Heads {
+    /// Bytes to pass over before the next frame head.
     skip: usize,
     /// A frame head, read in part so far.
     head: [u8; 9],
     have: usize,
-    /// Request body bytes (DATA payloads, padding included) per open stream.
-    bodies: HashMap<u32, u64>,
-    /// When the header block being read started, if one is open.
-    block_since: Option<Instant>,
-    /// Resets counted since `window_start`.
-    resets: u32,
-    window_start: Option<Instant>,
-    /// The highest stream id a client's head has opened: a HEADERS frame on a lower one is
-    /// trailers.
-    last_opened: u32,
-    uploads: Uploads,
 }
 
-impl Scanner {
-    /// A scanner for a connection whose bytes start with the preface.
-    pub(crate) fn new(bounds: Bounds) -> Self {
-        Scanner {
-            bounds,
-            skip: PREFACE.len(),
-            head: [0; 9],
-            have: 0,
-            bodies: HashMap::new(),
-            block_since: None,
-            resets: 0,
-            window_start: None,
-            last_opened: 0,
-            uploads: Uploads::new(bounds.pace, bounds.tracked),
-        }
+impl Heads {
+    fn new(skip: usize) -> Self {
+        Heads { skip, head: [0; 9], have: 0 }
     }
 
-    /// The request bodies in progress.
-    pub(crate) fn uploads(&mut self) -> &mut Uploads {
-        &mut self.uploads
-    }
-
-    /// Whether what was fed ends at a frame's end, outside any header block: where a frame
-    /// may be put in.
-    pub(crate) fn between_frames(&self) -> bool {
-        self.skip == 0 && self.have == 0 && self.block_since.is_none()
-    }
-
-    /// When the header block being read started, if one is open.
-    pub(crate) fn block_since(&self) -> Option<Instant> {
-        self.block_since
-    }
-
-    /// Looks at `bytes`, the next the client sent, read at `now`. On a breach, also says
-    /// where in `bytes` the frame at fault starts (0 if it started in an earlier read): what
-    /// comes before it may be handed on, the rest must not.
-    pub(crate) fn feed(&mut self, bytes: &[u8], now: Instant) -> Result<(), (usize, Breach)> {
+    /// Hands `each` every frame head completed in `bytes`, with where in `bytes` it started
+    /// (0 if in an earlier call); stops at its first error.
+    fn walk<E>(
+        &mut self,
+        bytes: &[u8],
+        mut each: impl FnMut(Head) -> Result<(), E>,
+    ) -> Result<(), (usize, E)> {
         let mut at = 0;
         while at < bytes.len() {
             if self.skip > 0 {
@@ -119,19 +155,150 @@ impl Scanner {
             at += n;
             if self.have == 9 {
                 self.have = 0;
-                self.frame(now).map_err(|breach| (head_start, breach))?;
+                let h = self.head;
+                let head = Head {
+                    len: u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize,
+                    kind: h[3],
+                    flags: h[4],
+                    stream: u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff,
+                };
+                self.skip = head.len;
+                each(head).map_err(|e| (head_start, e))?;
             }
         }
         Ok(())
     }
 
-    /// The frame whose head is in `head`.
-    fn frame(&mut self, now: Instant) -> Result<(), Breach> {
-        let h = self.head;
-        let len = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
-        let (kind, flags) = (h[3], h[4]);
-        let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
-        self.skip = len;
+    /// Whether the bytes so far end where a frame ends.
+    fn at_edge(&self) -> bool {
+        self.skip == 0 && self.have == 0
+    }
+}
+
+/// A count of events per [`WINDOW`], against a limit.
+#[derive(Debug, Clone, Copy)]
+struct Budget {
+    limit: u32,
+    spent: u32,
+    window_start: Option<Instant>,
+}
+
+impl Budget {
+    fn new(limit: u32) -> Self {
+        Budget { limit, spent: 0, window_start: None }
+    }
+
+    /// One more at `now`: whether it is within the budget.
+    fn spend(&mut self, now: Instant) -> bool {
+        let start = *self.window_start.get_or_insert(now);
+        if now.duration_since(start) >= WINDOW {
+            self.window_start = Some(now);
+            self.spent = 0;
+        }
+        self.spent += 1;
+        self.spent <= self.limit
+    }
+
+    fn refund(&mut self, n: u32) {
+        self.spent = self.spent.saturating_sub(n);
+    }
+}
+
+/// One connection's scanner.
+pub(crate) struct Scanner {
+    bounds: Bounds,
+    /// What the client sends: the preface, then frames.
+    inbound: Heads,
+    /// What the server writes.
+    outbound: Heads,
+    /// Request body bytes (DATA payloads, padding included) per open stream.
+    bodies: HashMap<u32, u64>,
+    /// When the header block being read started, if one is open.
+    block_since: Option<Instant>,
+    resets: Budget,
+    control: Budget,
+    /// PINGs the server sent, and acknowledgements the client sent.
+    pings: u64,
+    acks: u64,
+    /// The highest stream id a client's head has opened: a HEADERS frame on a lower one is
+    /// trailers.
+    last_opened: u32,
+    uploads: Uploads,
+}
+
+impl Scanner {
+    /// A scanner for a connection whose bytes start with the preface.
+    pub(crate) fn new(bounds: Bounds) -> Self {
+        Scanner {
+            bounds,
+            inbound: Heads::new(PREFACE.len()),
+            outbound: Heads::new(0),
+            bodies: HashMap::new(),
+            block_since: None,
+            resets: Budget::new(bounds.resets),
+            control: Budget::new(CONTROL_BUDGET),
+            pings: 0,
+            acks: 0,
+            last_opened: 0,
+            uploads: Uploads::new(bounds.pace, bounds.tracked),
+        }
+    }
+
+    /// The request bodies in progress.
+    pub(crate) fn uploads(&mut self) -> &mut Uploads {
+        &mut self.uploads
+    }
+
+    /// Whether what was fed ends at a frame's end, outside any header block: where a frame
+    /// may be put in.
+    pub(crate) fn between_frames(&self) -> bool {
+        self.inbound.at_edge() && self.block_since.is_none()
+    }
+
+    /// When the header block being read started, if one is open.
+    pub(crate) fn block_since(&self) -> Option<Instant> {
+        self.block_since
+    }
+
+    /// The highest stream id the client sent HEADERS on (and h2 may have served): what a
+    /// GOAWAY the worker writes itself names as the last stream.
+    pub(crate) fn last_opened(&self) -> u32 {
+        self.last_opened
+    }
+
+    /// Whether what the server wrote so far ends where a frame ends: only then can a frame of
+    /// the worker's own follow.
+    pub(crate) fn sent_whole_frames(&self) -> bool {
+        self.outbound.at_edge()
+    }
+
+    /// Looks at `bytes`, the next the client sent, read at `now`. On a breach, also says
+    /// where in `bytes` the frame at fault starts (0 if it started in an earlier read): what
+    /// comes before it may be handed on, the rest must not.
+    pub(crate) fn feed(&mut self, bytes: &[u8], now: Instant) -> Result<(), (usize, Breach)> {
+        let mut inbound = self.inbound;
+        let verdict = inbound.walk(bytes, |head| self.frame(head, now));
+        self.inbound = inbound;
+        verdict
+    }
+
+    /// Looks at `bytes`, the next the server wrote.
+    pub(crate) fn sent(&mut self, bytes: &[u8]) {
+        let mut outbound = self.outbound;
+        let _ = outbound.walk(bytes, |head| {
+            match head.kind {
+                DATA | HEADERS => self.control.refund(CONTROL_REFUND),
+                PING if head.flags & ACK == 0 => self.pings += 1,
+                _ => {}
+            }
+            Ok::<(), ()>(())
+        });
+        self.outbound = outbound;
+    }
+
+    /// The client's frame `head`.
+    fn frame(&mut self, head: Head, now: Instant) -> Result<(), Breach> {
+        let Head { len, kind, flags, stream } = head;
         match kind {
             DATA => {
                 self.uploads.data(stream, len as u32, flags & END_STREAM != 0, now);
@@ -162,20 +329,28 @@ impl Scanner {
                 }
             }
             CONTINUATION if flags & END_HEADERS != 0 => self.block_since = None,
+            CONTINUATION => {}
             RST_STREAM => {
                 self.bodies.remove(&stream);
                 self.uploads.ended(stream);
-                let start = *self.window_start.get_or_insert(now);
-                if now.duration_since(start) >= RESET_WINDOW {
-                    self.window_start = Some(now);
-                    self.resets = 0;
-                }
-                self.resets += 1;
-                if self.resets > self.bounds.resets {
+                if !self.resets.spend(now) {
                     return Err(Breach::Resets);
                 }
             }
-            _ => {}
+            PING if flags & ACK != 0 => {
+                self.acks += 1;
+                if self.acks > self.pings + STRAY_ACKS {
+                    return Err(Breach::StrayAcks);
+                }
+            }
+            // GOAWAY ends the connection; PUSH_PROMISE from a client is an error h2 ends it
+            // for.
+            PUSH_PROMISE | GOAWAY => {}
+            _ => {
+                if !self.control.spend(now) {
+                    return Err(Breach::Control(kind));
+                }
+            }
         }
         Ok(())
     }
@@ -256,7 +431,7 @@ mod tests {
             s.feed(&reset(id), start).unwrap();
         }
         // A new window: the count starts again.
-        let later = start + RESET_WINDOW;
+        let later = start + WINDOW;
         for id in [7, 9, 11] {
             s.feed(&reset(id), later).unwrap();
         }
@@ -275,5 +450,65 @@ mod tests {
         assert_eq!(s.block_since(), None);
         s.feed(&frame(HEADERS, END_HEADERS | END_STREAM, 3, 10), now).unwrap();
         assert_eq!(s.block_since(), None);
+    }
+
+    #[test]
+    fn control_frames_beyond_the_budget_end_the_connection_unless_responses_pay_for_them() {
+        let start = Instant::now();
+        let ping = frame(PING, 0, 0, 8);
+        let mut s = scanner(0, 10);
+        for _ in 0..CONTROL_BUDGET {
+            s.feed(&ping, start).unwrap();
+        }
+        let settings = frame(SETTINGS, 0, 0, 6);
+        assert_eq!(s.feed(&settings, start), Err((0, Breach::Control(SETTINGS))));
+        // A new window: the count starts again.
+        let mut s = scanner(0, 10);
+        for _ in 0..CONTROL_BUDGET {
+            s.feed(&ping, start).unwrap();
+        }
+        s.feed(&frame(WINDOW_UPDATE, 0, 1, 4), start + WINDOW).unwrap();
+        // A client reading a long response: a WINDOW_UPDATE and a PING for each DATA frame.
+        let mut s = scanner(0, 10);
+        let mut reply = frame(HEADERS, END_HEADERS, 1, 10);
+        s.sent(&reply[..5]);
+        reply.extend(frame(DATA, 0, 1, 100));
+        s.sent(&reply[5..]);
+        for _ in 0..10 * CONTROL_BUDGET {
+            s.sent(&frame(DATA, 0, 1, 100));
+            let mut read = frame(WINDOW_UPDATE, 0, 1, 4);
+            read.extend(frame(PING, 0, 0, 8));
+            s.feed(&read, start).unwrap();
+        }
+    }
+
+    #[test]
+    fn acknowledgements_of_pings_never_sent_end_the_connection() {
+        let now = Instant::now();
+        let ack = frame(PING, ACK, 0, 8);
+        let mut s = scanner(0, 10);
+        s.sent(&frame(PING, 0, 0, 8));
+        s.sent(&frame(PING, ACK, 0, 8));
+        for _ in 0..=STRAY_ACKS {
+            s.feed(&ack, now).unwrap();
+        }
+        assert_eq!(s.feed(&ack, now), Err((0, Breach::StrayAcks)));
+    }
+
+    #[test]
+    fn the_last_opened_and_the_edge_of_what_was_sent_are_known() {
+        let now = Instant::now();
+        let mut s = scanner(0, 10);
+        assert!(s.sent_whole_frames());
+        s.feed(&frame(HEADERS, END_HEADERS, 5, 10), now).unwrap();
+        s.feed(&frame(HEADERS, END_HEADERS | END_STREAM, 3, 10), now).unwrap();
+        assert_eq!(s.last_opened(), 5);
+        let data = frame(DATA, 0, 5, 100);
+        s.sent(&data[..4]);
+        assert!(!s.sent_whole_frames(), "in a head");
+        s.sent(&data[4..50]);
+        assert!(!s.sent_whole_frames(), "in a payload");
+        s.sent(&data[50..]);
+        assert!(s.sent_whole_frames());
     }
 }

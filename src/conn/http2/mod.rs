@@ -7,13 +7,15 @@
 //!
 //! Under hyper, the [`wire`] passes the connection's bytes through a frame scanner
 //! ([`frames`]) for the limits h2 has no setting for (a body without `Content-Length` over
-//! `max_body_size`, a budget of stream resets, a header block left open), and holds writes to
-//! `send_timeout`.
+//! `max_body_size`, budgets of stream resets and of control frames, a header block left open),
+//! and holds writes to `send_timeout`. A flood ends its connection at once with
+//! `GOAWAY(ENHANCE_YOUR_CALM)`, which the worker says itself ([`goaway`]).
 //!
 //! The connection's life, in [`drive`]: no request within `header_timeout` of the accept, or
 //! no stream open for `keepalive`, and it ends with GOAWAY; a draining worker sends GOAWAY at
 //! once (hyper's graceful shutdown: `GOAWAY(2^31-1)`, a PING round trip, then the last stream
-//! id it accepted) and lets the open streams finish. h2 connections are never parked: h2's
+//! id it accepted; the worker names that stream itself if the PING is not answered in time)
+//! and lets the open streams finish. h2 connections are never parked: h2's
 //! state (HPACK tables, windows) cannot be dropped and rebuilt as HTTP/1's connection is.
 //!
 //! How a connection comes here: on a cleartext listener with `http.h2c`, by its preface
@@ -21,6 +23,7 @@
 //! and the connection's facts, and knows nothing of the transport.
 
 mod frames;
+mod goaway;
 pub(crate) mod preface;
 mod request;
 mod streams;
@@ -37,14 +40,14 @@ use std::time::{Duration, Instant};
 use hyper::server::conn::http2;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::Notify;
 
-use self::frames::{Bounds, Scanner};
+use self::frames::{Bounds, Breach, Scanner};
+use self::goaway::{ENHANCE_YOUR_CALM, NO_ERROR, Shared};
 use self::request::{Layer, Limits};
 use self::streams::Streams;
 use self::uploads::Pace;
 use self::watch::Watched;
-use self::wire::Wire;
+use self::wire::{Stop, Wire};
 use super::drain::{Conns, DRAIN_LINGER, Slot};
 use super::service::Stack;
 use crate::app::HttpService;
@@ -59,6 +62,14 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// way before it is closed: it reads nothing more, so a stream still waiting for its request
 /// body is cut then.
 const BREACH_LINGER: Duration = Duration::from_secs(1);
+
+/// How long a draining connection's client has to answer the GOAWAY's PING, once its streams
+/// are done: hyper waits for it before it names the last stream it served and closes; without
+/// it, the worker does both itself.
+const DRAIN_PING_WAIT: Duration = Duration::from_secs(2);
+
+/// How long a connection closed by the worker itself has to take its last GOAWAY.
+const GOAWAY_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// How long a PING sent by `keepalive_ping` may go unanswered.
 const PING_TIMEOUT: Duration = Duration::from_secs(20);
@@ -122,28 +133,43 @@ impl Protocol {
         I: AsyncRead + AsyncWrite + Unpin + 'static,
         S: HttpService,
     {
-        let streams = Rc::new(Streams::new(self.limits.sink.is_some(), self.send_buf));
+        let stop = Rc::new(Stop::default());
+        let streams =
+            Rc::new(Streams::new(self.limits.sink.is_some(), self.send_buf, Rc::clone(&stop)));
         let slot = Rc::clone(&stack.slot);
         let facts = Rc::clone(&stack.facts);
         let layer = Layer {
             stack: stack.over(Rc::clone(&streams)),
             streams,
             limits: Rc::clone(&self.limits),
-            facts,
+            facts: Rc::clone(&facts),
         };
-        let stop = Rc::new(Notify::new());
-        let wire = Wire::new(
+        let wire = Shared::new(Wire::new(
             io,
             Scanner::new(self.bounds),
             Rc::clone(&slot),
             self.header_timeout,
             self.send_timeout,
             Rc::clone(&stop),
-        );
-        let conn = self.http.serve_connection(TokioIo::new(wire), layer);
+        ));
         let times = Times { since, header_timeout: self.header_timeout, keepalive: self.keepalive };
-        if let Err(e) = drive(std::pin::pin!(conn), &slot, conns, &stop, times).await {
-            tracing::debug!("http/2 connection closed: {e}");
+        let ended = {
+            let conn = self.http.serve_connection(TokioIo::new(wire.clone()), layer);
+            drive(std::pin::pin!(conn), &slot, conns, &stop, times).await
+        };
+        // hyper's connection, and its handle on the wire, are gone.
+        match ended {
+            Ended::Hyper(Ok(())) => {}
+            Ended::Hyper(Err(e)) => tracing::debug!("http/2 connection closed: {e}"),
+            Ended::Flood(breach) => {
+                let peer = facts.client().map_or_else(|| "a unix socket".into(), |p| p.to_string());
+                tracing::warn!(
+                    "http/2 flood from {peer}: {}; connection ended with GOAWAY(ENHANCE_YOUR_CALM)",
+                    breach.describe()
+                );
+                wire.goaway(ENHANCE_YOUR_CALM, GOAWAY_TIMEOUT).await;
+            }
+            Ended::Unanswered => wire.goaway(NO_ERROR, GOAWAY_TIMEOUT).await,
         }
     }
 }
@@ -188,6 +214,18 @@ fn bounds(http: &HttpConfig, h2: &Http2Config) -> Bounds {
     }
 }
 
+/// How [`drive`] ended a connection.
+enum Ended {
+    /// hyper ended it, or was given its time to.
+    Hyper(hyper::Result<()>),
+    /// A flood: hyper is dropped at once, and the worker says `GOAWAY(ENHANCE_YOUR_CALM)`
+    /// itself (hyper, asked to end a connection, says `NO_ERROR`).
+    Flood(Breach),
+    /// A draining connection whose client has not answered the GOAWAY's PING: hyper, which
+    /// names the last stream it served only once it has, is dropped, and the worker names it.
+    Unanswered,
+}
+
 /// The timers of one connection.
 #[derive(Clone, Copy)]
 struct Times {
@@ -198,14 +236,14 @@ struct Times {
 
 /// Drives a connection to its end: ends it (GOAWAY) when no request came within
 /// `header_timeout`, when it has had no stream open for `keepalive`, or when the worker
-/// drains; then lets its open streams finish.
+/// drains; then lets its open streams finish. A flood ends it at once.
 async fn drive<C>(
     mut conn: Pin<&mut C>,
     slot: &Slot,
     conns: &Conns,
-    stop: &Notify,
+    stop: &Stop,
     times: Times,
-) -> hyper::Result<()>
+) -> Ended
 where
     C: Future<Output = hyper::Result<()>> + Graceful,
 {
@@ -237,48 +275,77 @@ where
         };
         tokio::select! {
             biased;
-            result = conn.as_mut() => return result,
+            result = conn.as_mut() => return Ended::Hyper(result),
             () = conns.draining() => break None,
-            () = stop.notified() => break Some(BREACH_LINGER),
+            breach = stop.found() => {
+                if breach.is_flood() {
+                    return Ended::Flood(breach);
+                }
+                break Some(BREACH_LINGER);
+            }
             () = changed => {}
             () = timer => break Some(CLOSE_TIMEOUT),
         }
     };
     conn.as_mut().graceful_shutdown();
     let Some(linger) = end else {
-        return drain(conn, slot).await;
+        return drain(conn, slot, stop).await;
     };
-    tokio::time::timeout(linger, conn).await.unwrap_or(Ok(()))
+    tokio::select! {
+        result = tokio::time::timeout(linger, conn) => Ended::Hyper(result.unwrap_or(Ok(()))),
+        breach = stop.flood() => Ended::Flood(breach),
+    }
 }
 
 /// Drives a draining connection, which has said GOAWAY, to its end: hyper ends it once its
 /// open streams are done (within the worker's `graceful_timeout`) and the client has answered
-/// the GOAWAY's PING. A client that sends nothing more, with no stream in progress, is closed
-/// after [`DRAIN_LINGER`], as an idle HTTP/1 connection is (the wire counts what is read while
-/// the worker drains).
-async fn drain<C>(mut conn: Pin<&mut C>, slot: &Slot) -> hyper::Result<()>
+/// the GOAWAY's PING. Once no stream is in progress, a client that sends nothing more is
+/// closed after [`DRAIN_LINGER`], as an idle HTTP/1 connection is (the wire counts what is read
+/// while the worker drains), and one that has not answered the PING within
+/// [`DRAIN_PING_WAIT`] of the GOAWAY, whatever it sends, too: the worker then says the last
+/// GOAWAY itself. A flood ends it at once, as before the drain.
+async fn drain<C>(mut conn: Pin<&mut C>, slot: &Slot, stop: &Stop) -> Ended
 where
     C: Future<Output = hyper::Result<()>>,
 {
-    let mut quiet_since = Instant::now();
+    let goaway = Instant::now();
+    // Since when no stream has been in progress, and since when the client has sent nothing.
+    let mut idle_since = goaway;
+    let mut quiet_since = goaway;
     let mut seen = slot.read();
     let mut was_busy = false;
     loop {
         let busy = slot.busy();
-        if busy || was_busy || slot.read() != seen {
-            // A stream is in progress or just ended (its last bytes may still be going out),
-            // or the client is sending.
-            quiet_since = Instant::now();
+        let now = Instant::now();
+        if busy || was_busy {
+            // A stream is in progress or just ended.
+            idle_since = now;
+            quiet_since = now;
             seen = slot.read();
-        } else if quiet_since.elapsed() >= DRAIN_LINGER {
-            return Ok(());
+        } else if slot.read() != seen {
+            quiet_since = now;
+            seen = slot.read();
+        }
+        // A stream's last bytes may still be going out for a moment after it ended.
+        let settled = now >= idle_since + DRAIN_LINGER;
+        let quiet = now >= quiet_since + DRAIN_LINGER;
+        let unanswered = now >= goaway + DRAIN_PING_WAIT;
+        if !busy && settled && (quiet || unanswered) {
+            return Ended::Unanswered;
         }
         was_busy = busy;
+        let wake = if busy {
+            now + DRAIN_LINGER
+        } else {
+            (quiet_since + DRAIN_LINGER)
+                .min((goaway + DRAIN_PING_WAIT).max(idle_since + DRAIN_LINGER))
+        };
         let changed = slot.changed();
         tokio::select! {
-            result = conn.as_mut() => return result,
+            result = conn.as_mut() => return Ended::Hyper(result),
+            breach = stop.flood() => return Ended::Flood(breach),
             () = changed => {}
-            () = tokio::time::sleep_until((quiet_since + DRAIN_LINGER).into()) => {}
+            () = tokio::time::sleep_until(wake.into()) => {}
         }
     }
 }

@@ -97,9 +97,7 @@ impl Limits {
             _ => {}
         }
         if req.uri().scheme().is_some() || req.uri().authority().is_some() {
-            let path =
-                req.uri().path_and_query().cloned().unwrap_or(PathAndQuery::from_static("/"));
-            *req.uri_mut() = Uri::from(path);
+            *req.uri_mut() = Uri::from(origin_form(req.uri()));
         }
         Ok(declared)
     }
@@ -107,9 +105,11 @@ impl Limits {
     /// Hands the end of a request refused with `status` to the hooks.
     fn report(&self, req: &Request<Incoming>, status: StatusCode, facts: &Facts, since: Instant) {
         let Some(sink) = self.sink.as_ref() else { return };
+        // In origin form, as any other request's (h2's has its scheme and authority).
+        let target = Uri::from(origin_form(req.uri()));
         sink.emit(&RequestEnd {
             method: Some(req.method().as_str()),
-            target: Target::Uri(req.uri()),
+            target: Target::Uri(&target),
             version: Some(Version::HTTP_2),
             status: Some(status),
             request_body_bytes: 0,
@@ -127,6 +127,11 @@ impl Limits {
             ending: Ending::Complete,
         });
     }
+}
+
+/// `uri`'s path and query: the target in origin form.
+fn origin_form(uri: &Uri) -> PathAndQuery {
+    uri.path_and_query().cloned().unwrap_or(PathAndQuery::from_static("/"))
 }
 
 /// The layer on one connection: the stack behind it, and what it checks against.
@@ -148,6 +153,11 @@ impl<S: HttpService> hyper::service::Service<Request<Incoming>> for Layer<S> {
         match self.limits.admit(&mut req) {
             Ok(declared) => {
                 self.streams.declare_body(declared);
+                if !req.headers().contains_key(header::CONTENT_LENGTH)
+                    && !hyper::body::Body::is_end_stream(req.body())
+                {
+                    self.streams.declare_unsized();
+                }
                 Answer::App { future: hyper::service::Service::call(&self.stack, req) }
             }
             Err(status) => {

@@ -6,15 +6,26 @@
 //! simpler here (see "HTTP/2" in the README): a request's body size is the `Content-Length`
 //! it declared (a body sent without one counts 0), and a response is complete once its last
 //! frame is handed to h2, which writes it at the pace the client's flow control allows.
+//!
+//! A body sent without `Content-Length` that crosses `max_body_size` ends the connection (see
+//! `frames`); which request it was is not knowable either, so each request whose body had no
+//! declared length, still in progress then, is refused `413` as HTTP/1's gate refuses such a
+//! body: its response, if it can still be written, and its end say so.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use http::StatusCode;
 
 use super::watch;
+use super::wire::Stop;
 use crate::conn::service::{Exchange, ResponseEnd};
+
+/// How many requests with a body of no declared length are remembered: more than a connection
+/// has at once (`max_concurrent_streams`); those the app never answered go first.
+const UNSIZED_KEPT: usize = 1024;
 
 /// One HTTP/2 connection's streams, as the service stack sees them.
 pub(crate) struct Streams {
@@ -30,16 +41,35 @@ pub(crate) struct Streams {
     /// `max_send_buf`: a body's last piece longer than this keeps its last byte apart (see
     /// [`Exchange::hold_last_byte_over`]).
     send_buf: usize,
+    /// Whether the request being handed to the stack has a body with no declared length.
+    unsized_next: Cell<bool>,
+    /// Such requests in progress, by number, oldest first.
+    unsized_bodies: RefCell<VecDeque<u64>>,
+    /// The connection's breach, if the scanner found one.
+    stop: Rc<Stop>,
 }
 
 impl Streams {
-    pub(crate) fn new(counting: bool, send_buf: usize) -> Self {
-        Streams { counting, declared: Cell::new(0), bodies: RefCell::new(HashMap::new()), send_buf }
+    pub(crate) fn new(counting: bool, send_buf: usize, stop: Rc<Stop>) -> Self {
+        Streams {
+            counting,
+            declared: Cell::new(0),
+            bodies: RefCell::new(HashMap::new()),
+            send_buf,
+            unsized_next: Cell::new(false),
+            unsized_bodies: RefCell::new(VecDeque::new()),
+            stop,
+        }
     }
 
     /// The request about to be handed to the stack declared a body of `n` bytes.
     pub(crate) fn declare_body(&self, n: u64) {
         self.declared.set(n);
+    }
+
+    /// The request about to be handed to the stack has a body and no `Content-Length`.
+    pub(crate) fn declare_unsized(&self) {
+        self.unsized_next.set(true);
     }
 }
 
@@ -53,13 +83,25 @@ impl Exchange for Streams {
         if self.counting && declared > 0 {
             self.bodies.borrow_mut().insert(number, declared);
         }
+        if self.unsized_next.replace(false) {
+            let mut unsized_bodies = self.unsized_bodies.borrow_mut();
+            if unsized_bodies.len() == UNSIZED_KEPT {
+                unsized_bodies.pop_front();
+            }
+            unsized_bodies.push_back(number);
+        }
     }
 
     fn request_finished(&self) {}
 
-    fn body_error(&self, _number: u64) -> Option<StatusCode> {
-        // A declared body over `max_body_size` is refused before the stack (see `request`).
-        None
+    fn body_error(&self, number: u64) -> Option<StatusCode> {
+        // A declared body over `max_body_size` is refused before the stack (see `request`);
+        // one without a declared length, by the connection's end (see the module's header).
+        // Asked once, as the request's response starts.
+        let mut unsized_bodies = self.unsized_bodies.borrow_mut();
+        let at = unsized_bodies.iter().position(|&n| n == number)?;
+        unsized_bodies.remove(at);
+        self.stop.body_refused().then_some(StatusCode::PAYLOAD_TOO_LARGE)
     }
 
     fn body_bytes(&self, number: u64) -> u64 {
@@ -110,7 +152,7 @@ mod tests {
 
     #[test]
     fn a_declared_body_is_counted_for_the_request_it_was_declared_by() {
-        let streams = Streams::new(true, 16384);
+        let streams = Streams::new(true, 16384, Rc::default());
         streams.declare_body(10);
         streams.request_started(1);
         streams.request_started(2);
@@ -120,7 +162,7 @@ mod tests {
         assert_eq!(streams.body_bytes(3), 7);
         assert_eq!(streams.body_bytes(1), 10);
         assert_eq!(streams.body_bytes(1), 0, "taken out once read");
-        let quiet = Streams::new(false, 16384);
+        let quiet = Streams::new(false, 16384, Rc::default());
         quiet.declare_body(10);
         quiet.request_started(1);
         assert!(quiet.bodies.borrow().is_empty(), "nothing kept without a reader");

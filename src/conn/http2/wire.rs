@@ -1,7 +1,7 @@
 //! The wire under hyper's h2: the connection's bytes pass through here, both ways. Reads go
 //! through the frame scanner ([`Scanner`]), which ends the connection on a request body over
-//! `max_body_size` or on resets beyond the client's budget (hyper never reads the frame at
-//! fault; the connection is told to stop, see [`Wire::new`]'s `stop`), or on a header block
+//! `max_body_size` or on a flood, resets or control frames beyond the client's budgets (hyper
+//! never reads the frame at fault; the connection is told to stop, [`Stop`]), or on a header block
 //! left open for `header_timeout` (a read error: no frame can be read meanwhile anyway). Writes that cannot
 //! proceed are a stall under `send_timeout` ([`Stall`], as HTTP/1's), which also lets a worker
 //! at `worker_connections` reclaim the connection.
@@ -14,7 +14,13 @@
 //! its bookkeeping (the app's read of the body fails, frames the client still sends on the
 //! stream are dropped and their flow control counted). h2 has no API to reset a stream from
 //! outside its task.
+//!
+//! What is written is shown to the scanner too: responses pay for the client's control frames,
+//! and the server's PINGs for its acknowledgements. A flood (resets or control frames beyond
+//! the client's budget) ends the connection at once: the driver, told by [`Stop`], drops hyper
+//! and says the last GOAWAY itself ([`super::goaway`]).
 
+use std::cell::Cell;
 use std::io;
 use std::pin::Pin;
 use std::rc::Rc;
@@ -31,6 +37,45 @@ use super::written::{Sent, Written};
 use crate::conn::drain::Slot;
 use crate::conn::stall::Stall;
 
+/// How the wire tells the connection's driver that the scanner found a breach.
+#[derive(Default)]
+pub(crate) struct Stop {
+    notify: Notify,
+    breach: Cell<Option<Breach>>,
+}
+
+impl Stop {
+    /// The breach, once one is found.
+    pub(crate) async fn found(&self) -> Breach {
+        loop {
+            if let Some(breach) = self.breach.get() {
+                return breach;
+            }
+            self.notify.notified().await;
+        }
+    }
+
+    /// The breach, once one is found and it is a flood; never, if it is not.
+    pub(crate) async fn flood(&self) -> Breach {
+        let breach = self.found().await;
+        if !breach.is_flood() {
+            // Nothing more is read: no other breach can come.
+            std::future::pending::<()>().await;
+        }
+        breach
+    }
+
+    /// Whether the connection is ending for a request body over `max_body_size`.
+    pub(crate) fn body_refused(&self) -> bool {
+        matches!(self.breach.get(), Some(Breach::Body(_)))
+    }
+
+    fn set(&self, breach: Breach) {
+        self.breach.set(Some(breach));
+        self.notify.notify_one();
+    }
+}
+
 /// One connection's wire.
 pub(crate) struct Wire<I> {
     io: I,
@@ -43,9 +88,10 @@ pub(crate) struct Wire<I> {
     /// `send_timeout`.
     send_timeout: Option<Duration>,
     stall: Stall,
-    /// Told when the scanner found a breach: the connection is then ended with GOAWAY, the
-    /// responses under way given a moment to be written, and nothing more is read.
-    stop: Rc<Notify>,
+    /// Told when the scanner found a breach: the connection is then ended with GOAWAY (at
+    /// once on a flood; on a body over the limit, the responses under way are given a moment
+    /// to be written), and nothing more is read.
+    stop: Rc<Stop>,
     stopped: bool,
     /// What is written, for the request bodies' pacing.
     written: Written,
@@ -60,7 +106,7 @@ impl<I> Wire<I> {
         slot: Rc<Slot>,
         header_timeout: Option<Duration>,
         send_timeout: Option<Duration>,
-        stop: Rc<Notify>,
+        stop: Rc<Stop>,
     ) -> Self {
         Wire {
             io,
@@ -112,6 +158,11 @@ impl<I> Wire<I> {
             buf.put_slice(&frame);
         }
         !late.is_empty()
+    }
+
+    /// What the wire holds once hyper has let go of it: the connection, and the scanner.
+    pub(crate) fn into_parts(self) -> (I, Scanner) {
+        (self.io, self.scanner)
     }
 
     /// An error once a header block has been open for `header_timeout`.
@@ -170,14 +221,11 @@ impl<I: AsyncRead + Unpin> AsyncRead for Wire<I> {
                     // and all after it are not: the app never reads past the limit.
                     buf.set_filled(before + at);
                     this.stopped = true;
-                    let why = match breach {
-                        Breach::Body(stream) => {
-                            format!("stream {stream}'s request body is over max_body_size")
-                        }
-                        Breach::Resets => "the client reset too many streams".to_string(),
-                    };
-                    tracing::debug!("http/2 connection ending: {why}");
-                    this.stop.notify_one();
+                    if !breach.is_flood() {
+                        // A flood is logged by the driver, outside h2's span.
+                        tracing::debug!("http/2 connection ending: {}", breach.describe());
+                    }
+                    this.stop.set(breach);
                     return if at > 0 { Poll::Ready(Ok(())) } else { Poll::Pending };
                 }
                 if this.slot.closing() {
@@ -225,6 +273,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Wire<I> {
             Poll::Ready(Ok(n)) => {
                 let uploads = this.scanner.uploads();
                 this.written.feed(&bytes[..n.min(bytes.len())], |sent| tell(uploads, sent));
+                this.scanner.sent(&bytes[..n.min(bytes.len())]);
                 this.stall.resumed(&this.slot);
                 if this.slot.evicted() {
                     return this.stall.poll(cx, this.send_timeout, &this.slot).map(Err);
