@@ -3,12 +3,11 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::h2::{self, Frame, Raw};
-use common::{Server, WAIT, example, forkserve, tempdir, wait_until, write, wsgi};
+use common::{Server, WAIT, example, forkserve, tempdir, wait_lines, wait_until, write, wsgi};
 use nix::sys::signal::Signal;
 
 const LOCAL: &str = "127.0.0.1:0";
@@ -139,23 +138,6 @@ fn wait_idle(server: &Server) {
         (w["in_flight"] == 0 && w["connections"] == 0 && w["state"] == "idle").then_some(())
     });
     assert!(idle.is_some(), "the worker is still busy: {}", row());
-}
-
-/// The request-end events the demo wrote to `file`, one per line.
-fn events(file: &Path) -> Vec<String> {
-    std::fs::read_to_string(file).unwrap_or_default().lines().map(str::to_string).collect()
-}
-
-fn wait_lines(file: &Path, n: usize) -> Vec<String> {
-    let started = Instant::now();
-    loop {
-        let lines = events(file);
-        if lines.len() >= n {
-            return lines;
-        }
-        assert!(started.elapsed() < WAIT, "{} of {n} lines: {lines:?}", lines.len());
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

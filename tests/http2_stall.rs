@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use common::h2::{self, Frame, Raw};
-use common::{Server, WAIT, example, forkserve, tempdir, write};
+use common::{Server, example, forkserve, tempdir, wait_lines, write};
 
 /// RST_STREAM's codes: a stream the server gave up on, a malformed one (see `late_body`).
 const CANCEL: u32 = 0x8;
@@ -32,19 +32,6 @@ fn get_opened(stream: u32, path: &str, window: u32) -> Vec<u8> {
 
 fn ended(stream: u32) -> impl Fn(&Frame) -> bool {
     move |f| f.stream == stream && (f.flags & h2::END_STREAM != 0 || f.reset().is_some())
-}
-
-/// The access log's lines, once there are `n`.
-fn wait_lines(file: &Path, n: usize) -> Vec<String> {
-    let started = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        if text.lines().count() >= n {
-            return text.lines().map(str::to_string).collect();
-        }
-        assert!(started.elapsed() < WAIT, "{n} lines: {text:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// A server with `send_timeout = 1`, a 4 MiB file (streamed), one of 40 KB (one piece of body)

@@ -12,7 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::pki::Pki;
-use common::{Server, WAIT, example, h2, tempdir, wsgi};
+use common::{Server, WAIT, example, h2, tempdir, wait_lines, wsgi};
 use nix::sys::signal::Signal;
 
 /// A pair for `localhost`, and the PKI that keeps its files.
@@ -124,20 +124,6 @@ fn the_http_limits_and_the_request_end_event_apply_to_h2_over_tls() {
     assert!(lines[2].contains("status=413"), "{lines:?}");
     let log = wait_lines(&access, 3);
     assert!(log[0].contains("\"POST /echo?q HTTP/2.0\" 200 5 "), "{log:?}");
-}
-
-/// The lines of `file` once it has `n`, or a failure after [`WAIT`].
-fn wait_lines(file: &std::path::Path, n: usize) -> Vec<String> {
-    let started = Instant::now();
-    loop {
-        let text = std::fs::read_to_string(file).unwrap_or_default();
-        let lines: Vec<String> = text.lines().map(str::to_string).collect();
-        if lines.len() >= n {
-            return lines;
-        }
-        assert!(started.elapsed() < WAIT, "{} of {n} lines: {lines:?}", lines.len());
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]

@@ -173,19 +173,7 @@ fn a_client_certificate_nobody_asked_for_is_served_or_refused_without_harm() {
     server.wait_for("tls handshake failed");
 
     // openssl with a certificate and key too (the server sends no CertificateRequest).
-    let out = Command::new("timeout")
-        .args(["10", "openssl", "s_client", "-connect", &addr.to_string(), "-tls1_2"])
-        .args(["-cert", &cert, "-key", &key, "-ign_eof"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .and_then(|mut child| {
-            child.stdin.take().unwrap().write_all(GET)?;
-            child.wait_with_output()
-        })
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = s_client(addr, &["-tls1_2", "-cert", &cert, "-key", &key]);
     assert!(text.contains("No client certificate CA names sent"), "{text}");
     assert!(text.contains("https - xff=none"), "{text}");
 

@@ -360,6 +360,19 @@ pub fn wait_until<T>(mut f: impl FnMut() -> Option<T>) -> Option<T> {
     }
 }
 
+/// The lines of `file` (a log, or request-end events a test app appends) once it has `n`;
+/// fails after [`WAIT`].
+pub fn wait_lines(file: &std::path::Path, n: usize) -> Vec<String> {
+    let lines = || -> Vec<String> {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        text.lines().map(str::to_string).collect()
+    };
+    match wait_until(|| Some(lines()).filter(|l| l.len() >= n)) {
+        Some(found) => found,
+        None => panic!("{n} lines wanted in {}: {:?}", file.display(), lines()),
+    }
+}
+
 /// Live children of `pid` (zombies excluded), found by scanning /proc.
 pub fn children(pid: i32) -> BTreeSet<i32> {
     let mut out = BTreeSet::new();
