@@ -1,34 +1,25 @@
 //! The frame scanner: what the worker reads of an HTTP/2 connection, looked at frame head by
-//! frame head (9 bytes each; payloads are skipped, never copied) before hyper's h2 reads it,
+//! frame head ([`Heads`]: payloads are skipped, never copied) before hyper's h2 reads it,
 //! for the limits h2 has no setting for: a request body without `Content-Length` larger than
 //! `max_body_size` (DATA counted per stream), streams the client resets at its own pace (a
 //! budget per connection: h2 stops only bursts, see `max_pending_accept_reset_streams`), a
 //! header block left open (HEADERS without END_HEADERS, then CONTINUATIONs that drip), and
-//! control frames sent for their own sake (a budget, see [`CONTROL_BUDGET`]). It also sees
-//! the frames the server writes ([`Scanner::sent`]): responses pay for the client's control
-//! frames, and the server's PINGs for the client's acknowledgements. And it tells the request
-//! bodies' pacing ([`Uploads`]) each body's frames.
+//! control frames sent for their own sake (a budget, see [`CONTROL_BUDGET`]). It tells the
+//! request bodies' pacing ([`Uploads`]) each body's frames. It also reads the frames the
+//! server writes, in one walk ([`Scanner::sent`]): responses pay for the client's control
+//! frames, the server's PINGs for the client's acknowledgements, and the windows h2 opens
+//! (WINDOW_UPDATE increments) and the streams it resets are told to the pacing.
 //! Pure: fed bytes and the time, it says when the connection must end.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use super::heads::{
+    ACK, CONTINUATION, DATA, END_HEADERS, END_STREAM, GOAWAY, HEADERS, Head, Heads, PING, PRIORITY,
+    PUSH_PROMISE, RST_STREAM, SETTINGS, WINDOW_UPDATE,
+};
 use super::preface::PREFACE;
 use super::uploads::{Pace, Uploads};
-
-const DATA: u8 = 0x0;
-const HEADERS: u8 = 0x1;
-const PRIORITY: u8 = 0x2;
-const RST_STREAM: u8 = 0x3;
-const SETTINGS: u8 = 0x4;
-const PUSH_PROMISE: u8 = 0x5;
-const PING: u8 = 0x6;
-const GOAWAY: u8 = 0x7;
-const WINDOW_UPDATE: u8 = 0x8;
-const CONTINUATION: u8 = 0x9;
-const END_STREAM: u8 = 0x1;
-const ACK: u8 = 0x1;
-const END_HEADERS: u8 = 0x4;
 
 /// The window the budgets count in.
 pub(crate) const WINDOW: Duration = Duration::from_secs(10);
@@ -109,72 +100,6 @@ pub(crate) struct Bounds {
     pub(crate) pace: Pace,
 }
 
-/// One frame's head.
-#[derive(Debug, Clone, Copy)]
-struct Head {
-    len: usize,
-    kind: u8,
-    flags: u8,
-    stream: u32,
-}
-
-/// The frame heads of one direction of a connection, read across reads of any size.
-#[derive(Debug, Clone, Copy)]
-struct Heads {
-    /// Bytes to pass over before the next frame head.
-    skip: usize,
-    /// A frame head, read in part so far.
-    head: [u8; 9],
-    have: usize,
-}
-
-impl Heads {
-    fn new(skip: usize) -> Self {
-        Heads { skip, head: [0; 9], have: 0 }
-    }
-
-    /// Hands `each` every frame head completed in `bytes`, with where in `bytes` it started
-    /// (0 if in an earlier call); stops at its first error.
-    fn walk<E>(
-        &mut self,
-        bytes: &[u8],
-        mut each: impl FnMut(Head) -> Result<(), E>,
-    ) -> Result<(), (usize, E)> {
-        let mut at = 0;
-        while at < bytes.len() {
-            if self.skip > 0 {
-                let n = self.skip.min(bytes.len() - at);
-                self.skip -= n;
-                at += n;
-                continue;
-            }
-            let head_start = at.saturating_sub(self.have);
-            let n = (9 - self.have).min(bytes.len() - at);
-            self.head[self.have..self.have + n].copy_from_slice(&bytes[at..at + n]);
-            self.have += n;
-            at += n;
-            if self.have == 9 {
-                self.have = 0;
-                let h = self.head;
-                let head = Head {
-                    len: u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize,
-                    kind: h[3],
-                    flags: h[4],
-                    stream: u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff,
-                };
-                self.skip = head.len;
-                each(head).map_err(|e| (head_start, e))?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether the bytes so far end where a frame ends.
-    fn at_edge(&self) -> bool {
-        self.skip == 0 && self.have == 0
-    }
-}
-
 /// A count of events per [`WINDOW`], against a limit.
 #[derive(Debug, Clone, Copy)]
 struct Budget {
@@ -209,7 +134,7 @@ pub(crate) struct Scanner {
     bounds: Bounds,
     /// What the client sends: the preface, then frames.
     inbound: Heads,
-    /// What the server writes.
+    /// What the server writes, WINDOW_UPDATE increments included.
     outbound: Heads,
     /// Request body bytes (DATA payloads, padding included) per open stream.
     bodies: HashMap<u32, u64>,
@@ -232,7 +157,7 @@ impl Scanner {
         Scanner {
             bounds,
             inbound: Heads::new(PREFACE.len()),
-            outbound: Heads::new(0),
+            outbound: Heads::with_windows(0),
             bodies: HashMap::new(),
             block_since: None,
             resets: Budget::new(bounds.resets),
@@ -282,13 +207,22 @@ impl Scanner {
         verdict
     }
 
-    /// Looks at `bytes`, the next the server wrote.
-    pub(crate) fn sent(&mut self, bytes: &[u8]) {
+    /// Looks at `bytes`, the next the server wrote, at `now`: one walk for all that reads
+    /// them. Responses pay for the client's control frames, its PINGs allow as many
+    /// acknowledgements, and the request bodies' pacing learns the windows h2 opens for the
+    /// client and the streams it resets.
+    pub(crate) fn sent(&mut self, bytes: &[u8], now: Instant) {
         let mut outbound = self.outbound;
         let _ = outbound.walk(bytes, |head| {
             match head.kind {
                 DATA | HEADERS => self.control.refund(CONTROL_REFUND),
                 PING if head.flags & ACK == 0 => self.pings += 1,
+                WINDOW_UPDATE => {
+                    if let Some(n) = head.increment {
+                        self.uploads.opened_window(head.stream, n, now);
+                    }
+                }
+                RST_STREAM => self.uploads.ended(head.stream),
                 _ => {}
             }
             Ok::<(), ()>(())
@@ -298,7 +232,7 @@ impl Scanner {
 
     /// The client's frame `head`.
     fn frame(&mut self, head: Head, now: Instant) -> Result<(), Breach> {
-        let Head { len, kind, flags, stream } = head;
+        let Head { len, kind, flags, stream, .. } = head;
         match kind {
             DATA => {
                 self.uploads.data(stream, len as u32, flags & END_STREAM != 0, now);
@@ -471,11 +405,11 @@ mod tests {
         // A client reading a long response: a WINDOW_UPDATE and a PING for each DATA frame.
         let mut s = scanner(0, 10);
         let mut reply = frame(HEADERS, END_HEADERS, 1, 10);
-        s.sent(&reply[..5]);
+        s.sent(&reply[..5], start);
         reply.extend(frame(DATA, 0, 1, 100));
-        s.sent(&reply[5..]);
+        s.sent(&reply[5..], start);
         for _ in 0..10 * CONTROL_BUDGET {
-            s.sent(&frame(DATA, 0, 1, 100));
+            s.sent(&frame(DATA, 0, 1, 100), start);
             let mut read = frame(WINDOW_UPDATE, 0, 1, 4);
             read.extend(frame(PING, 0, 0, 8));
             s.feed(&read, start).unwrap();
@@ -487,8 +421,8 @@ mod tests {
         let now = Instant::now();
         let ack = frame(PING, ACK, 0, 8);
         let mut s = scanner(0, 10);
-        s.sent(&frame(PING, 0, 0, 8));
-        s.sent(&frame(PING, ACK, 0, 8));
+        s.sent(&frame(PING, 0, 0, 8), now);
+        s.sent(&frame(PING, ACK, 0, 8), now);
         for _ in 0..=STRAY_ACKS {
             s.feed(&ack, now).unwrap();
         }
@@ -504,11 +438,37 @@ mod tests {
         s.feed(&frame(HEADERS, END_HEADERS | END_STREAM, 3, 10), now).unwrap();
         assert_eq!(s.last_opened(), 5);
         let data = frame(DATA, 0, 5, 100);
-        s.sent(&data[..4]);
+        s.sent(&data[..4], now);
         assert!(!s.sent_whole_frames(), "in a head");
-        s.sent(&data[4..50]);
+        s.sent(&data[4..50], now);
         assert!(!s.sent_whole_frames(), "in a payload");
-        s.sent(&data[50..]);
+        s.sent(&data[50..], now);
         assert!(s.sent_whole_frames());
+    }
+
+    #[test]
+    fn windows_opened_and_streams_reset_reach_the_pacing_across_writes_of_any_size() {
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_secs(5);
+        let mut written = frame(DATA, END_STREAM, 3, 20);
+        // A WINDOW_UPDATE opening 50 bytes on stream 1: its head says 4, its payload is 50.
+        written.extend(&frame(WINDOW_UPDATE, 0, 1, 4)[..9]);
+        written.extend(50u32.to_be_bytes());
+        for size in [1, 2, 7, written.len()] {
+            let pace = Pace::new(Duration::from_secs(1), 0, 100);
+            let mut s = Scanner::new(Bounds { body: 0, resets: 10, tracked: 4, pace });
+            s.feed(PREFACE, t0).unwrap();
+            s.feed(&frame(HEADERS, END_HEADERS, 1, 10), t0).unwrap();
+            s.feed(&frame(DATA, 0, 1, 100), t0).unwrap();
+            for piece in written.chunks(size) {
+                assert_eq!(s.uploads().deadline(), None, "its window is full ({size} at a time)");
+                s.sent(piece, later);
+            }
+            let due = later + Duration::from_secs(1);
+            assert_eq!(s.uploads().deadline(), Some(due), "the app read: h2 opened it");
+            assert!(s.sent_whole_frames());
+            s.sent(&frame(RST_STREAM, 0, 1, 4), later);
+            assert_eq!(s.uploads().deadline(), None, "h2 reset it");
+        }
     }
 }

@@ -24,13 +24,13 @@
 
 mod frames;
 mod goaway;
+mod heads;
 pub(crate) mod preface;
 mod request;
 mod streams;
 mod uploads;
 mod watch;
 mod wire;
-mod written;
 
 use std::future::Future;
 use std::pin::Pin;

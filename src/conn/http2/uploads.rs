@@ -8,8 +8,8 @@
 //! the same way. (Unlike HTTP/1, a body the app has not asked for yet is waited for while the
 //! window the stream started with is open: 256 KiB by default.)
 //!
-//! Pure: told the frames both ways (by the frame scanner, [`super::frames`], and by what is
-//! written, [`super::written`]) and the time, it says which streams are late.
+//! Pure: told the frames both ways (by the frame scanner, [`super::frames`], which reads what
+//! the client sends and what is written) and the time, it says which streams are late.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -6,17 +6,19 @@
 //! proceed are a stall under `send_timeout` ([`Stall`], as HTTP/1's), which also lets a worker
 //! at `worker_connections` reclaim the connection.
 //!
-//! A request body late for `body_timeout` or `body_min_rate` ([`Uploads`], told the windows h2
-//! opens by what is written, [`Written`]) ends its stream alone: the wire hands hyper, between
-//! two of the client's frames, an empty HEADERS frame without END_STREAM on that stream, as if
+//! A request body late for `body_timeout` or `body_min_rate`
+//! ([`Uploads`](super::uploads::Uploads), told the windows h2 opens by what is written,
+//! [`Scanner::sent`]) ends its stream alone: the wire hands hyper, between two of the
+//! client's frames, an empty HEADERS frame without END_STREAM on that stream, as if
 //! the client had sent trailers that do not end the body: a malformed message, which h2 answers
 //! as RFC 9113 §8.1.1 says, by resetting the stream (`RST_STREAM(PROTOCOL_ERROR)`), with all
 //! its bookkeeping (the app's read of the body fails, frames the client still sends on the
 //! stream are dropped and their flow control counted). h2 has no API to reset a stream from
 //! outside its task.
 //!
-//! What is written is shown to the scanner too: responses pay for the client's control frames,
-//! and the server's PINGs for its acknowledgements. A flood (resets or control frames beyond
+//! What is written is shown to the scanner too, once: responses pay for the client's control
+//! frames, the server's PINGs for its acknowledgements, and the windows h2 opens and the
+//! streams it resets are told to the request bodies' pacing. A flood (resets or control frames beyond
 //! the client's budget) ends the connection at once: the driver, told by [`Stop`], drops hyper
 //! and says the last GOAWAY itself ([`super::goaway`]).
 
@@ -32,8 +34,6 @@ use tokio::sync::Notify;
 use tokio::time::Sleep;
 
 use super::frames::{Breach, Scanner};
-use super::uploads::Uploads;
-use super::written::{Sent, Written};
 use crate::conn::drain::Slot;
 use crate::conn::stall::Stall;
 
@@ -93,8 +93,6 @@ pub(crate) struct Wire<I> {
     /// to be written), and nothing more is read.
     stop: Rc<Stop>,
     stopped: bool,
-    /// What is written, for the request bodies' pacing.
-    written: Written,
     /// Armed for the first request body to be late.
     pace_timer: Option<Pin<Box<Sleep>>>,
 }
@@ -118,7 +116,6 @@ impl<I> Wire<I> {
             stall: Stall::default(),
             stop,
             stopped: false,
-            written: Written::default(),
             pace_timer: None,
         }
     }
@@ -190,14 +187,6 @@ impl<I> Wire<I> {
 /// The frame a late body's stream is ended with: HEADERS, an empty block, END_HEADERS without
 /// END_STREAM; its stream id goes in the last four bytes.
 const CUT: [u8; 9] = [0, 0, 0, 0x1, 0x4, 0, 0, 0, 0];
-
-/// What is written, told to the request bodies' pacing.
-fn tell(uploads: &mut Uploads, sent: Sent) {
-    match sent {
-        Sent::Window(stream, n) => uploads.opened_window(stream, n, Instant::now()),
-        Sent::Reset(stream) => uploads.ended(stream),
-    }
-}
 
 impl<I: AsyncRead + Unpin> AsyncRead for Wire<I> {
     fn poll_read(
@@ -271,9 +260,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Wire<I> {
         let this = &mut *self;
         match Pin::new(&mut this.io).poll_write(cx, bytes) {
             Poll::Ready(Ok(n)) => {
-                let uploads = this.scanner.uploads();
-                this.written.feed(&bytes[..n.min(bytes.len())], |sent| tell(uploads, sent));
-                this.scanner.sent(&bytes[..n.min(bytes.len())]);
+                this.scanner.sent(&bytes[..n.min(bytes.len())], Instant::now());
                 this.stall.resumed(&this.slot);
                 if this.slot.evicted() {
                     return this.stall.poll(cx, this.send_timeout, &this.slot).map(Err);
