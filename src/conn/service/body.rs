@@ -74,6 +74,8 @@ where
         let room =
             this.in_flight.as_ref().is_none_or(|f| f.conn.exchange.poll_send_room(cx).is_ready());
         let rest = if room { this.rest.take() } else { None };
+        // Whether the frame handed over now is what is left of one split before.
+        let split = rest.is_some();
         let mut polled = match room.then(|| match rest {
             Some(rest) => Ok(Poll::Ready(Some(Ok(Frame::data(rest))))),
             None => crate::panics::in_handler(|| {
@@ -92,13 +94,15 @@ where
         };
         if let Poll::Ready(Some(Ok(frame))) = &mut polled {
             if let Some(data) = frame.data_mut() {
-                let piece = this
-                    .in_flight
-                    .as_ref()
-                    .map_or(FRAME_MAX, |f| f.conn.exchange.piece_max().clamp(1, FRAME_MAX));
+                let asked = this.in_flight.as_ref().and_then(|f| f.conn.exchange.piece_max());
+                let piece = asked.map_or(FRAME_MAX, |n| n.clamp(1, FRAME_MAX));
+                // Without a copy: `Bytes` slices share their memory.
                 if data.len() > piece {
-                    // Without a copy: `Bytes` slices share their memory.
                     *this.rest = Some(data.split_off(piece));
+                } else if asked.is_some() && split && data.len() > 1 && inner.is_end_stream() {
+                    // The last piece of a last frame split for the protocol: its last byte
+                    // apart (see `Exchange::piece_max`).
+                    *this.rest = Some(data.split_off(data.len() - 1));
                 }
                 if let Some(f) = this.in_flight.as_mut() {
                     f.conn.exchange.handed(data.len());

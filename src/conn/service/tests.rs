@@ -66,8 +66,8 @@ impl Exchange for Fake {
         self.unsent.get()
     }
 
-    fn piece_max(&self) -> usize {
-        self.piece.get().unwrap_or(usize::MAX)
+    fn piece_max(&self) -> Option<usize> {
+        self.piece.get()
     }
 
     fn handed_whole(&self, end: ResponseEnd) {
@@ -127,8 +127,13 @@ fn a_body_is_handed_over_in_pieces_no_larger_than_the_protocol_asks() {
     assert!(!body.is_end_stream(), "more to come");
     assert_eq!(poll(&mut body), Poll::Ready(Some(100)));
     assert_eq!(fake.handed.get(), 200, "each piece counted as it is handed over");
-    assert_eq!(poll(&mut body), Poll::Ready(Some(50)), "the last piece, whatever is left");
+    assert_eq!(poll(&mut body), Poll::Ready(Some(49)), "the last piece...");
+    assert!(!body.is_end_stream(), "...its last byte to come");
+    assert_eq!(poll(&mut body), Poll::Ready(Some(1)));
     assert!(body.is_end_stream());
+    let in_flight = InFlight::start(&conn, &Request::new(()), None);
+    let mut small = answered(in_flight, Full::new(Bytes::from(vec![b'x'; 100])));
+    assert_eq!(poll(&mut small), Poll::Ready(Some(100)), "not over: whole");
     // Whatever the protocol asks, no piece is larger than `FRAME_MAX`, nor empty.
     fake.piece.set(Some(usize::MAX));
     let in_flight = InFlight::start(&conn, &Request::new(()), None);
@@ -137,10 +142,22 @@ fn a_body_is_handed_over_in_pieces_no_larger_than_the_protocol_asks() {
     assert_eq!(poll(&mut big), Poll::Ready(Some(1)));
     fake.piece.set(Some(0));
     let in_flight = InFlight::start(&conn, &Request::new(()), None);
-    let mut tiny = answered(in_flight, Full::new(Bytes::from(vec![b'x'; 2])));
+    let mut tiny = answered(in_flight, Full::new(Bytes::from(vec![b'x'; 3])));
+    assert_eq!(poll(&mut tiny), Poll::Ready(Some(1)));
     assert_eq!(poll(&mut tiny), Poll::Ready(Some(1)));
     assert_eq!(poll(&mut tiny), Poll::Ready(Some(1)));
     assert!(tiny.is_end_stream());
+}
+
+#[test]
+fn without_a_piece_asked_for_frames_are_only_cut_to_frame_max() {
+    let (conn, fake, _seen, _open) = connection();
+    fake.room.set(true);
+    let in_flight = InFlight::start(&conn, &Request::new(()), None);
+    let mut body = answered(in_flight, Full::new(Bytes::from(vec![b'x'; FRAME_MAX + 101])));
+    assert_eq!(poll(&mut body), Poll::Ready(Some(FRAME_MAX)));
+    assert_eq!(poll(&mut body), Poll::Ready(Some(101)), "whole, its last byte with it");
+    assert!(body.is_end_stream());
 }
 
 #[test]
