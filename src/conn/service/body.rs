@@ -1,8 +1,8 @@
 //! The body of every response a worker sends ([`ResponseBody`]): the app's, or one the stack
 //! made. It hands the protocol no more than the protocol has room for (see
 //! [`Exchange::poll_send_room`]), in pieces of at most [`FRAME_MAX`] or what the protocol
-//! asks ([`Exchange::piece_max`]), keeps the request's
-//! deadline while it is sent, and ends the request when it is done.
+//! asks ([`Exchange::piece_max`]), keeps the request's deadline while it is sent, and ends the
+//! request when it is done.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
