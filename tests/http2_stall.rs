@@ -1,6 +1,7 @@
 //! HTTP/2 streams the client holds still, on the real binary with raw frames (`common::h2`):
 //! `send_timeout` per stream, for a client that never opens a stream's flow-control window,
-//! and `body_timeout` and `body_min_rate` per stream, for a request body that stalls or
+//! but not for one that reads slowly and steadily, whatever the app or the file cache hands h2
+//! at once; and `body_timeout` and `body_min_rate` per stream, for a request body that stalls or
 //! trickles; each such stream is reset, its request logged cut, while the connection's other
 //! streams and the worker's other connections are served.
 
@@ -34,8 +35,8 @@ fn ended(stream: u32) -> impl Fn(&Frame) -> bool {
     move |f| f.stream == stream && (f.flags & h2::END_STREAM != 0 || f.reset().is_some())
 }
 
-/// A server with `send_timeout = 1`, a 4 MiB file (streamed), one of 40 KB (one piece of body)
-/// and a small one under `/files/`,
+/// A server with `send_timeout = 1`, a 4 MiB file (streamed), one of 40 KB (three pieces of
+/// body) and a small one under `/files/`,
 /// and an access log that marks cut responses (`%(c)s`: `-`).
 fn server(dir: &Path) -> Server {
     std::fs::create_dir(dir.join("files")).unwrap();
@@ -97,8 +98,8 @@ fn a_response_whose_window_opens_a_little_then_no_more_is_reset_at_send_timeout(
     let dir = tempdir();
     let server = server(dir.path());
     let mut raw = Raw::open(server.addr());
-    // Room for 1000 bytes of each stream, never more: the 40 KB file is one piece of body,
-    // which h2 takes whole; its last byte, held apart, waits and is watched.
+    // Room for 1000 bytes of each stream, never more: h2 takes the 40 KB file's first piece
+    // (16 KiB, `max_send_buf`) whole; the next waits and is watched.
     raw.send(&initial_window(1000));
     raw.until(|f| f.kind == h2::SETTINGS && f.flags & 1 != 0);
     let asked = Instant::now();
@@ -221,4 +222,101 @@ fn a_body_held_back_by_its_window_is_not_late() {
     let head = frames.iter().find(|f| f.stream == 1 && f.kind == h2::HEADERS);
     assert!(head.is_some_and(Frame::is_200), "answered, not reset: {frames:?}");
     assert_eq!(server.count("request body late"), 0);
+}
+
+/// Reads `stream`'s response as a slow client does, steadily: `step` bytes more of the
+/// stream's window and the connection's every `every`, from a window of zero; the frames up to
+/// the stream's end.
+fn read_slowly(raw: &mut Raw, stream: u32, step: u32, every: Duration) -> Vec<Frame> {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut writer = raw.stream.try_clone().unwrap();
+    let reading = Arc::new(AtomicBool::new(true));
+    let still = Arc::clone(&reading);
+    let opener = std::thread::spawn(move || {
+        while still.load(Ordering::Relaxed) {
+            let mut more = h2::frame(h2::WINDOW_UPDATE, 0, stream, &step.to_be_bytes());
+            more.extend(h2::frame(h2::WINDOW_UPDATE, 0, 0, &step.to_be_bytes()));
+            if std::io::Write::write_all(&mut writer, &more).is_err() {
+                break;
+            }
+            std::thread::sleep(every);
+        }
+    });
+    let frames = raw.until(ended(stream));
+    reading.store(false, Ordering::Relaxed);
+    opener.join().unwrap();
+    frames
+}
+
+/// The body bytes `frames` carry on `stream`; asserts the stream ended whole, not reset.
+fn received_whole(frames: &[Frame], stream: u32) -> usize {
+    let last = frames.last().unwrap();
+    assert_eq!(last.reset(), None, "read steadily, not reset: {:?}", &frames[frames.len() - 3..]);
+    frames
+        .iter()
+        .filter(|f| f.stream == stream && f.kind == h2::DATA)
+        .map(|f| f.payload.len())
+        .sum()
+}
+
+/// 40 KB/s, 4 KiB at a time: far below what reading a cached file or an app's `Full` body in one
+/// piece within `send_timeout` (1 s) would take, and enough to read a piece of `max_send_buf`
+/// (16 KiB, the most h2 is handed at once) within it.
+const STEP: u32 = 4096;
+const EVERY: Duration = Duration::from_millis(100);
+
+#[test]
+fn a_cached_file_read_slowly_but_steadily_is_not_reset() {
+    let dir = tempdir();
+    let server = server(dir.path());
+    let file = dir.path().join("files/cached.bin");
+    std::fs::write(&file, vec![b'z'; 300_000]).unwrap();
+    // Files are cached once their ctime is 2 s old (see `a_cached_file_is_never_served_stale`
+    // in `serving`): then one `Bytes` of 300 KB is the response's body.
+    let changed = std::os::unix::fs::MetadataExt::ctime(&std::fs::metadata(&file).unwrap());
+    let settled = std::time::UNIX_EPOCH + Duration::from_secs(changed as u64 + 3);
+    while std::time::SystemTime::now() < settled {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut raw = Raw::open(server.addr());
+    raw.send(&initial_window(0));
+    raw.until(|f| f.kind == h2::SETTINGS && f.flags & 1 != 0);
+    // Read once, whole, into the cache.
+    raw.send(&get_opened(1, "/files/cached.bin", 300_000));
+    raw.send(&h2::frame(h2::WINDOW_UPDATE, 0, 0, &300_000u32.to_be_bytes()));
+    assert_eq!(received_whole(&raw.until(ended(1)), 1), 300_000);
+
+    raw.send(&h2::get(3, "/files/cached.bin"));
+    let frames = read_slowly(&mut raw, 3, STEP, EVERY);
+    assert_eq!(received_whole(&frames, 3), 300_000);
+    assert_eq!(server.count("client is not reading"), 0);
+    let log = wait_lines(&dir.path().join("access.log"), 2);
+    assert_eq!(log, ["OK [GET /files/cached.bin HTTP/2.0] 200"; 2], "complete");
+}
+
+#[test]
+fn an_app_body_read_slowly_but_steadily_is_not_reset() {
+    let dir = tempdir();
+    // A stream window that takes the whole upload at once.
+    let server =
+        demo(dir.path(), &["--send-timeout", "1", "--http2-initial-stream-window", "1048576"]);
+    let mut raw = Raw::open(server.addr());
+    raw.send(&initial_window(0));
+    raw.until(|f| f.kind == h2::WINDOW_UPDATE && f.stream == 0);
+    // The demo's /echo answers the body it was sent in one `Full` body.
+    raw.send(&post(1, "/echo"));
+    let mut body = Vec::new();
+    for (i, chunk) in [b'e'; 300_000].chunks(16_384).enumerate() {
+        let last = (i + 1) * 16_384 >= 300_000;
+        body.extend(h2::frame(h2::DATA, if last { h2::END_STREAM } else { 0 }, 1, chunk));
+    }
+    raw.send(&body);
+    let frames = read_slowly(&mut raw, 1, STEP, EVERY);
+    let head = frames.iter().find(|f| f.stream == 1 && f.kind == h2::HEADERS);
+    assert!(head.is_some_and(Frame::is_200), "answered");
+    assert_eq!(received_whole(&frames, 1), 300_000);
+    assert_eq!(server.count("client is not reading"), 0);
+    let log = wait_lines(&dir.path().join("access.log"), 1);
+    assert_eq!(log, ["OK [POST /echo HTTP/2.0] 200"], "complete");
 }

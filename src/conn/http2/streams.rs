@@ -38,8 +38,8 @@ pub(crate) struct Streams {
     /// Declared body lengths of requests in progress, by number, until their end event
     /// reads them.
     bodies: RefCell<HashMap<u64, u64>>,
-    /// `max_send_buf`: a body's last piece longer than this keeps its last byte apart (see
-    /// [`Exchange::hold_last_byte_over`]).
+    /// `max_send_buf`: the largest piece of body handed to h2 at once, and a last frame split
+    /// into such pieces keeps its last byte apart (see [`Exchange::piece_max`]).
     send_buf: usize,
     /// Whether the request being handed to the stack has a body with no declared length.
     unsized_next: Cell<bool>,
@@ -120,14 +120,18 @@ impl Exchange for Streams {
         watch::handed(n);
     }
 
-    fn hold_last_byte_over(&self) -> usize {
-        // h2 takes a piece whole once the stream has room for one byte, and hyper's stream
-        // task then ends, with no one to watch what h2 still holds. A last byte apart waits
-        // until the stream's window covers all that h2 holds for it, watched for
-        // `send_timeout`; what is left is at most `max_send_buf`, and only the socket can
-        // hold it back (the wire's `send_timeout`). Smaller last pieces are left whole: what
-        // they leave unwatched is as small.
-        self.send_buf
+    fn piece_max(&self) -> Option<usize> {
+        // h2 takes a piece whole once the stream's window covers all it holds for the stream
+        // and one byte more, and only then is the body polled for the next: what a client must
+        // read to make progress is a piece, so pieces of `max_send_buf` (16 KiB), whatever the
+        // app or the file cache hands over, keep that small for `send_timeout` (a cached file
+        // in one piece would have to be read whole in `send_timeout`). Once h2 has taken a
+        // body's last piece, hyper's stream task ends, with no one to watch what h2 still
+        // holds: the last byte of a frame split into pieces, apart, waits until the stream's
+        // window covers all that h2 holds for it, watched; what is left then is at most
+        // `max_send_buf`, and only the socket can hold it back (the wire's `send_timeout`).
+        // Smaller last frames are left whole: what they leave unwatched is as small.
+        Some(self.send_buf)
     }
 
     fn unsent(&self) -> usize {

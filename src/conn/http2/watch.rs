@@ -17,9 +17,13 @@
 //! resets a stream that no one holds any more with `RST_STREAM(CANCEL)`, dropping what it had
 //! buffered for it.
 //!
-//! Progress is counted per piece handed to h2: a static file's 64 KiB chunk, an app's frame (up
-//! to 256 KiB). A stream on which the client reads less than a piece in `send_timeout` is reset
-//! too.
+//! Progress is counted per piece handed to h2, and a piece is at most `max_send_buf` (16 KiB),
+//! whatever the app or the file cache hands over (see [`Exchange::piece_max`]): h2 takes the
+//! next piece once the client's window covers what it holds for the stream, so a stream on which
+//! the client reads less than that, about a piece, in `send_timeout` is reset too; one that
+//! reads steadily, however slowly beyond that, is not.
+//!
+//! [`Exchange::piece_max`]: crate::conn::service::Exchange::piece_max
 //!
 //! No timer per stream: a response that flows waits for room between most pieces, and a timer
 //! armed and dropped for each cost more than the rest of this. Streams that have waited are

@@ -1,7 +1,8 @@
 //! The body of every response a worker sends ([`ResponseBody`]): the app's, or one the stack
 //! made. It hands the protocol no more than the protocol has room for (see
-//! [`Exchange::poll_send_room`]), in frames of at most [`FRAME_MAX`], keeps the request's
-//! deadline while it is sent, and ends the request when it is done.
+//! [`Exchange::poll_send_room`]), in pieces of at most [`FRAME_MAX`] or what the protocol
+//! asks ([`Exchange::piece_max`]), keeps the request's deadline while it is sent, and ends the
+//! request when it is done.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
@@ -31,7 +32,8 @@ pin_project_lite::pin_project! {
     }
 }
 
-/// The largest piece of a response body handed to hyper at once. hyper copies a frame whole
+/// The largest piece of a response body handed to hyper at once, whatever the protocol asks
+/// ([`Exchange::piece_max`]: HTTP/2 asks for smaller ones). hyper's HTTP/1 copies a frame whole
 /// into its write buffer, so a 1 MiB frame (a cached static file, an app's `Full` body) would
 /// hold 1 MiB in the worker for a client that does not read, whatever [`WRITE_AHEAD`] says.
 /// Larger frames are split (without copying: `Bytes` slices share their memory), so that a
@@ -72,6 +74,8 @@ where
         let room =
             this.in_flight.as_ref().is_none_or(|f| f.conn.exchange.poll_send_room(cx).is_ready());
         let rest = if room { this.rest.take() } else { None };
+        // Whether the frame handed over now is what is left of one split before.
+        let split = rest.is_some();
         let mut polled = match room.then(|| match rest {
             Some(rest) => Ok(Poll::Ready(Some(Ok(Frame::data(rest))))),
             None => crate::panics::in_handler(|| {
@@ -90,12 +94,14 @@ where
         };
         if let Poll::Ready(Some(Ok(frame))) = &mut polled {
             if let Some(data) = frame.data_mut() {
-                let hold =
-                    this.in_flight.as_ref().map_or(0, |f| f.conn.exchange.hold_last_byte_over());
-                if data.len() > FRAME_MAX {
-                    *this.rest = Some(data.split_off(FRAME_MAX));
-                } else if hold > 0 && data.len() > hold && inner.is_end_stream() {
-                    // Without a copy: `Bytes` slices share their memory.
+                let asked = this.in_flight.as_ref().and_then(|f| f.conn.exchange.piece_max());
+                let piece = asked.map_or(FRAME_MAX, |n| n.clamp(1, FRAME_MAX));
+                // Without a copy: `Bytes` slices share their memory.
+                if data.len() > piece {
+                    *this.rest = Some(data.split_off(piece));
+                } else if asked.is_some() && split && data.len() > 1 && inner.is_end_stream() {
+                    // The last piece of a last frame split for the protocol: its last byte
+                    // apart (see `Exchange::piece_max`).
                     *this.rest = Some(data.split_off(data.len() - 1));
                 }
                 if let Some(f) = this.in_flight.as_mut() {

@@ -66,11 +66,15 @@ pub(crate) trait Exchange {
     /// A response body handed the protocol `n` more bytes to write.
     fn handed(&self, n: usize);
 
-    /// A body's last frame longer than this is handed over in two, its last byte apart, so
-    /// that the body is not done before the protocol has taken the rest and has room for that
-    /// byte (HTTP/2: until then, its stream is watched for `send_timeout`). 0: never.
-    fn hold_last_byte_over(&self) -> usize {
-        0
+    /// The largest piece of a response body the protocol takes at once, if it asks for one:
+    /// larger frames are then handed over in pieces of this (at least 1, at most 256 KiB,
+    /// `FRAME_MAX`), and the last piece of a body's last frame so split is handed over in two,
+    /// its last byte apart, so that the body is not done before the protocol has taken the
+    /// rest and has room for that byte (HTTP/2: until then, its stream is watched for
+    /// `send_timeout`, whose progress is counted per piece). `None` (the default): frames are
+    /// only cut to `FRAME_MAX`.
+    fn piece_max(&self) -> Option<usize> {
+        None
     }
 
     /// Bytes handed to the protocol and not written to the client yet.

@@ -32,7 +32,7 @@ struct Fake {
     room: Cell<bool>,
     handed: Cell<usize>,
     unsent: Cell<usize>,
-    hold: Cell<usize>,
+    piece: Cell<Option<usize>>,
     /// Responses handed over whole, waiting for the test to say they are written.
     whole: RefCell<Vec<ResponseEnd>>,
 }
@@ -66,8 +66,8 @@ impl Exchange for Fake {
         self.unsent.get()
     }
 
-    fn hold_last_byte_over(&self) -> usize {
-        self.hold.get()
+    fn piece_max(&self) -> Option<usize> {
+        self.piece.get()
     }
 
     fn handed_whole(&self, end: ResponseEnd) {
@@ -117,21 +117,47 @@ fn poll<B: Body<Data = Bytes> + Unpin>(body: &mut B) -> Poll<Option<usize>> {
 }
 
 #[test]
-fn a_last_piece_over_what_the_protocol_asks_keeps_its_last_byte_apart() {
+fn a_body_is_handed_over_in_pieces_no_larger_than_the_protocol_asks() {
     let (conn, fake, _seen, _open) = connection();
     fake.room.set(true);
-    fake.hold.set(100);
+    fake.piece.set(Some(100));
     let in_flight = InFlight::start(&conn, &Request::new(()), None);
-    let mut body = answered(in_flight, Full::new(Bytes::from(vec![b'x'; FRAME_MAX + 101])));
-    assert_eq!(poll(&mut body), Poll::Ready(Some(FRAME_MAX)), "not the last piece");
-    assert!(!body.is_end_stream());
+    let mut body = answered(in_flight, Full::new(Bytes::from(vec![b'x'; 250])));
     assert_eq!(poll(&mut body), Poll::Ready(Some(100)));
-    assert!(!body.is_end_stream(), "its last byte is to come");
+    assert!(!body.is_end_stream(), "more to come");
+    assert_eq!(poll(&mut body), Poll::Ready(Some(100)));
+    assert_eq!(fake.handed.get(), 200, "each piece counted as it is handed over");
+    assert_eq!(poll(&mut body), Poll::Ready(Some(49)), "the last piece...");
+    assert!(!body.is_end_stream(), "...its last byte to come");
     assert_eq!(poll(&mut body), Poll::Ready(Some(1)));
     assert!(body.is_end_stream());
     let in_flight = InFlight::start(&conn, &Request::new(()), None);
     let mut small = answered(in_flight, Full::new(Bytes::from(vec![b'x'; 100])));
     assert_eq!(poll(&mut small), Poll::Ready(Some(100)), "not over: whole");
+    // Whatever the protocol asks, no piece is larger than `FRAME_MAX`, nor empty.
+    fake.piece.set(Some(usize::MAX));
+    let in_flight = InFlight::start(&conn, &Request::new(()), None);
+    let mut big = answered(in_flight, Full::new(Bytes::from(vec![b'x'; FRAME_MAX + 1])));
+    assert_eq!(poll(&mut big), Poll::Ready(Some(FRAME_MAX)));
+    assert_eq!(poll(&mut big), Poll::Ready(Some(1)));
+    fake.piece.set(Some(0));
+    let in_flight = InFlight::start(&conn, &Request::new(()), None);
+    let mut tiny = answered(in_flight, Full::new(Bytes::from(vec![b'x'; 3])));
+    assert_eq!(poll(&mut tiny), Poll::Ready(Some(1)));
+    assert_eq!(poll(&mut tiny), Poll::Ready(Some(1)));
+    assert_eq!(poll(&mut tiny), Poll::Ready(Some(1)));
+    assert!(tiny.is_end_stream());
+}
+
+#[test]
+fn without_a_piece_asked_for_frames_are_only_cut_to_frame_max() {
+    let (conn, fake, _seen, _open) = connection();
+    fake.room.set(true);
+    let in_flight = InFlight::start(&conn, &Request::new(()), None);
+    let mut body = answered(in_flight, Full::new(Bytes::from(vec![b'x'; FRAME_MAX + 101])));
+    assert_eq!(poll(&mut body), Poll::Ready(Some(FRAME_MAX)));
+    assert_eq!(poll(&mut body), Poll::Ready(Some(101)), "whole, its last byte with it");
+    assert!(body.is_end_stream());
 }
 
 #[test]
