@@ -148,6 +148,9 @@ pub(crate) struct Scanner {
     /// The highest stream id a client's head has opened: a HEADERS frame on a lower one is
     /// trailers.
     last_opened: u32,
+    /// When the client's bytes last completed a frame head or reached a frame's end: the
+    /// frame in progress, if any, has not moved since.
+    moved: Option<Instant>,
     uploads: Uploads,
 }
 
@@ -165,6 +168,7 @@ impl Scanner {
             pings: 0,
             acks: 0,
             last_opened: 0,
+            moved: None,
             uploads: Uploads::new(bounds.pace, bounds.tracked),
         }
     }
@@ -178,6 +182,14 @@ impl Scanner {
     /// may be put in.
     pub(crate) fn between_frames(&self) -> bool {
         self.inbound.at_edge() && self.block_since.is_none()
+    }
+
+    /// Since when what was fed has not been between frames ([`Scanner::between_frames`]):
+    /// inside a frame, since its head (or, for one whose head is not in, the frame before it)
+    /// ended; between frames inside a header block, since the block started. `None` between
+    /// frames.
+    pub(crate) fn stuck_since(&self) -> Option<Instant> {
+        if !self.inbound.at_edge() { self.moved } else { self.block_since }
     }
 
     /// When the header block being read started, if one is open.
@@ -202,8 +214,15 @@ impl Scanner {
     /// comes before it may be handed on, the rest must not.
     pub(crate) fn feed(&mut self, bytes: &[u8], now: Instant) -> Result<(), (usize, Breach)> {
         let mut inbound = self.inbound;
-        let verdict = inbound.walk(bytes, |head| self.frame(head, now));
+        let mut heads = 0;
+        let verdict = inbound.walk(bytes, |head| {
+            heads += 1;
+            self.frame(head, now)
+        });
         self.inbound = inbound;
+        if heads > 0 || inbound.at_edge() {
+            self.moved = Some(now);
+        }
         verdict
     }
 
