@@ -406,6 +406,26 @@ mod tests {
     }
 
     #[test]
+    fn bytes_stopped_inside_a_frame_are_timed_from_its_head_or_the_frame_before() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut s = scanner(0, 10);
+        s.feed(&frame(HEADERS, END_HEADERS, 1, 10), ms(0)).unwrap();
+        assert_eq!(s.stuck_since(), None, "between frames");
+        let data = frame(DATA, 0, 1, 100);
+        s.feed(&data[..5], ms(10)).unwrap();
+        assert_eq!(s.stuck_since(), Some(ms(0)), "in a head: since the frame before ended");
+        s.feed(&data[5..50], ms(20)).unwrap();
+        assert_eq!(s.stuck_since(), Some(ms(20)), "its head is in");
+        s.feed(&data[50..60], ms(30)).unwrap();
+        assert_eq!(s.stuck_since(), Some(ms(20)), "a payload that drips does not move it");
+        s.feed(&data[60..], ms(40)).unwrap();
+        assert_eq!(s.stuck_since(), None);
+        s.feed(&frame(HEADERS, 0, 3, 10), ms(50)).unwrap();
+        assert_eq!(s.stuck_since(), Some(ms(50)), "a header block left open");
+    }
+
+    #[test]
     fn control_frames_beyond_the_budget_end_the_connection_unless_responses_pay_for_them() {
         let start = Instant::now();
         let ping = frame(PING, 0, 0, 8);
