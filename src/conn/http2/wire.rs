@@ -359,6 +359,44 @@ mod tests {
         out
     }
 
+    /// Cuts that hyper's buffer has no room for are handed on in the next reads, before any
+    /// more of the client's bytes, none dropped.
+    #[tokio::test]
+    async fn cuts_are_kept_for_a_buffer_with_little_room() {
+        use crate::conn::http2::frames::Bounds;
+        use crate::conn::http2::uploads::Pace;
+        let (io, mut client) = tokio::io::duplex(1 << 16);
+        let pace = Pace::new(Duration::from_millis(50), 0, 65_535);
+        let scanner = Scanner::new(Bounds { body: 0, resets: 10, tracked: 8, pace });
+        let stop = Rc::new(Stop::default());
+        let conns = crate::conn::drain::Conns::default();
+        let open = conns.open(None);
+        let mut wire = Wire::new(io, scanner, Rc::clone(open.slot()), None, None, stop);
+        let head = |stream| frame(HEADERS, END_HEADERS, stream, &[0x82, 0x86, 0x84]);
+        let mut sent = PREFACE.to_vec();
+        sent.extend(head(1));
+        sent.extend(head(3));
+        client.write_all(&sent).await.unwrap();
+        let mut got = Vec::new();
+        let read = async {
+            while got.len() < sent.len() + 2 * 14 {
+                let mut room = [0u8; 5];
+                let mut buf = ReadBuf::new(&mut room);
+                std::future::poll_fn(|cx| Pin::new(&mut wire).poll_read(cx, &mut buf))
+                    .await
+                    .unwrap();
+                got.extend_from_slice(buf.filled());
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(5), read).await.expect("both cuts");
+        assert_eq!(got[..sent.len()], sent[..]);
+        let mut cuts = [cut(1), cut(3)].concat();
+        if got[sent.len() + 8] == 3 {
+            cuts = [cut(3), cut(1)].concat();
+        }
+        assert_eq!(got[sent.len()..], cuts[..]);
+    }
+
     /// h2 itself, as the worker drives it, handed the cut for a stream it holds and for one
     /// it refused (beyond `max_concurrent_streams`, never stored): each stream is reset, the
     /// connection serves on. (An empty HEADERS on the refused stream was a connection error.)
