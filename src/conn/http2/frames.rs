@@ -148,6 +148,9 @@ pub(crate) struct Scanner {
     /// The highest stream id a client's head has opened: a HEADERS frame on a lower one is
     /// trailers.
     last_opened: u32,
+    /// When the client's bytes last completed a frame head or reached a frame's end: the
+    /// frame in progress, if any, has not moved since.
+    moved: Option<Instant>,
     uploads: Uploads,
 }
 
@@ -165,6 +168,7 @@ impl Scanner {
             pings: 0,
             acks: 0,
             last_opened: 0,
+            moved: None,
             uploads: Uploads::new(bounds.pace, bounds.tracked),
         }
     }
@@ -178,6 +182,14 @@ impl Scanner {
     /// may be put in.
     pub(crate) fn between_frames(&self) -> bool {
         self.inbound.at_edge() && self.block_since.is_none()
+    }
+
+    /// Since when what was fed has not been between frames ([`Scanner::between_frames`]):
+    /// inside a frame, since its head (or, for one whose head is not in, the frame before it)
+    /// ended; between frames inside a header block, since the block started. `None` between
+    /// frames.
+    pub(crate) fn stuck_since(&self) -> Option<Instant> {
+        if !self.inbound.at_edge() { self.moved } else { self.block_since }
     }
 
     /// When the header block being read started, if one is open.
@@ -202,8 +214,15 @@ impl Scanner {
     /// comes before it may be handed on, the rest must not.
     pub(crate) fn feed(&mut self, bytes: &[u8], now: Instant) -> Result<(), (usize, Breach)> {
         let mut inbound = self.inbound;
-        let verdict = inbound.walk(bytes, |head| self.frame(head, now));
+        let mut heads = 0;
+        let verdict = inbound.walk(bytes, |head| {
+            heads += 1;
+            self.frame(head, now)
+        });
         self.inbound = inbound;
+        if heads > 0 || inbound.at_edge() {
+            self.moved = Some(now);
+        }
         verdict
     }
 
@@ -384,6 +403,26 @@ mod tests {
         assert_eq!(s.block_since(), None);
         s.feed(&frame(HEADERS, END_HEADERS | END_STREAM, 3, 10), now).unwrap();
         assert_eq!(s.block_since(), None);
+    }
+
+    #[test]
+    fn bytes_stopped_inside_a_frame_are_timed_from_its_head_or_the_frame_before() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let mut s = scanner(0, 10);
+        s.feed(&frame(HEADERS, END_HEADERS, 1, 10), ms(0)).unwrap();
+        assert_eq!(s.stuck_since(), None, "between frames");
+        let data = frame(DATA, 0, 1, 100);
+        s.feed(&data[..5], ms(10)).unwrap();
+        assert_eq!(s.stuck_since(), Some(ms(0)), "in a head: since the frame before ended");
+        s.feed(&data[5..50], ms(20)).unwrap();
+        assert_eq!(s.stuck_since(), Some(ms(20)), "its head is in");
+        s.feed(&data[50..60], ms(30)).unwrap();
+        assert_eq!(s.stuck_since(), Some(ms(20)), "a payload that drips does not move it");
+        s.feed(&data[60..], ms(40)).unwrap();
+        assert_eq!(s.stuck_since(), None);
+        s.feed(&frame(HEADERS, 0, 3, 10), ms(50)).unwrap();
+        assert_eq!(s.stuck_since(), Some(ms(50)), "a header block left open");
     }
 
     #[test]

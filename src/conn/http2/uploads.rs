@@ -146,6 +146,11 @@ impl Uploads {
         }
     }
 
+    /// `body_timeout` (zero: off).
+    pub(crate) fn timeout(&self) -> Duration {
+        Duration::from_nanos(self.pace.timeout)
+    }
+
     /// When the first body in progress will be late, if one is waited for.
     pub(crate) fn deadline(&self) -> Option<Instant> {
         self.bodies.values().filter_map(|u| u.wait.deadline()).min()
