@@ -347,17 +347,9 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Wire<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conn::http2::heads::{END_HEADERS, GOAWAY, HEADERS, RST_STREAM, SETTINGS};
+    use crate::conn::http2::heads::{END_HEADERS, GOAWAY, HEADERS, RST_STREAM, SETTINGS, frame};
     use crate::conn::http2::preface::PREFACE;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
-        let len = payload.len();
-        let mut out = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
-        out.extend_from_slice(&stream.to_be_bytes());
-        out.extend_from_slice(payload);
-        out
-    }
 
     /// Cuts that hyper's buffer has no room for are handed on in the next reads, before any
     /// more of the client's bytes, none dropped.
