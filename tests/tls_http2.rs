@@ -115,15 +115,27 @@ fn the_http_limits_and_the_request_end_event_apply_to_h2_over_tls() {
     assert_eq!(curl(addr, "/echo?q", &["--http2", "--data-binary", "hello"]).0, 200);
     let field = format!("X-Long: {}", "b".repeat(9000));
     assert_eq!(curl(addr, "/", &["--http2", "-H", &field]).0, 431);
-    let big = "z".repeat(2000);
-    let (status, version, _) = curl(addr, "/echo", &["--http2", "--data-binary", &big]);
-    assert_eq!((status, version.as_str()), (413, "2"));
-    let lines = wait_lines(&ends, 3);
+    let log = wait_lines(&access, 2);
+    assert!(log[0].contains("\"POST /echo?q HTTP/2.0\" 200 5 "), "{log:?}");
+    let lines = wait_lines(&ends, 2);
     assert!(lines[0].contains("version=HTTP/2.0") && lines[0].contains("status=200"), "{lines:?}");
     assert!(lines[1].contains("by=Gate") && lines[1].contains("status=431"), "{lines:?}");
-    assert!(lines[2].contains("status=413"), "{lines:?}");
-    let log = wait_lines(&access, 3);
-    assert!(log[0].contains("\"POST /echo?q HTTP/2.0\" 200 5 "), "{log:?}");
+
+    // A declared body over max_body_size: 413 before the app. With nghttp, not curl: curl 7.88
+    // reports the RST_STREAM(NO_ERROR) that follows a 413 sent before the body ended as an
+    // error, depending on how much of the body it had sent by then.
+    let Some(nghttp) = h2::tool("nghttp") else { return };
+    let big = dir.path().join("big");
+    std::fs::write(&big, "z".repeat(2000)).unwrap();
+    let out = Command::new(&nghttp)
+        .args(["-v", "--timeout=15", "-d", big.to_str().unwrap()])
+        .arg(format!("https://{addr}/echo"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains(":status: 413"), "{said}");
+    let lines = wait_lines(&ends, 3);
+    assert!(lines[2].contains("status=413") && lines[2].contains("version=HTTP/2.0"), "{lines:?}");
 }
 
 #[test]
