@@ -7,24 +7,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::h2::{self, Frame, Raw};
+use common::http::curl;
 use common::{Server, WAIT, example, forkserve, tempdir, wait_lines, wait_until, write, wsgi};
 use nix::sys::signal::Signal;
 
 const LOCAL: &str = "127.0.0.1:0";
-
-/// curl's answer to `url` and its `extra` options: (status, HTTP version, body).
-fn curl(url: &str, extra: &[&str]) -> (u16, String, String) {
-    let out = Command::new("curl")
-        .args(["-s", "--max-time", "15", "-w", "\n%{http_code} %{http_version}"])
-        .args(extra)
-        .arg(url)
-        .output()
-        .expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, tail) = text.rsplit_once('\n').unwrap();
-    let (code, version) = tail.split_once(' ').unwrap();
-    (code.parse().unwrap(), version.to_string(), body.to_string())
-}
 
 /// curl over HTTP/2 with prior knowledge.
 fn h2c(server: &Server, path: &str, extra: &[&str]) -> (u16, String, String) {

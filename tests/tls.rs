@@ -8,9 +8,9 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::http::exchange;
 use common::pki::Pki;
 use common::{Server, example, wait_until};
 use nix::sys::signal::Signal;
@@ -402,19 +402,6 @@ fn session_tickets_resume_on_other_workers_across_hup_but_not_another_server() {
     assert!(resumption(&v12).iter().all(|l| l.starts_with("New")), "{v12}");
 }
 
-/// A rustls client that trusts the test CA.
-fn client_config(pki: &Pki) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(pki.ca.der().clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Arc::new(config)
-}
-
 #[test]
 fn a_proxy_protocol_header_is_read_before_the_handshake() {
     let pki = Pki::new();
@@ -424,7 +411,9 @@ fn a_proxy_protocol_header_is_read_before_the_handshake() {
     tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     tcp.write_all(b"PROXY TCP4 203.0.113.7 127.0.0.1 4711 443\r\n").unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let conn = rustls::ClientConnection::new(client_config(&pki), name).unwrap();
+    let conn =
+        rustls::ClientConnection::new(pki.client_config(rustls::DEFAULT_VERSIONS, None), name)
+            .unwrap();
     let mut tls = rustls::StreamOwned::new(conn, tcp);
     tls.write_all(GET.as_bytes()).unwrap();
     let mut response = String::new();
@@ -433,23 +422,6 @@ fn a_proxy_protocol_header_is_read_before_the_handshake() {
     // curl's own PROXY header (its real address) before its handshake: the order holds.
     let body = curl(&format!("https://{}/client", server.addr()), &["--haproxy-protocol"]);
     assert_eq!(body.unwrap().trim(), "127.0.0.1 https - xff=none");
-}
-
-/// Writes `bytes` to a new connection and returns how long until the server closed it.
-fn closed_after(addr: SocketAddr, bytes: &[u8], then_shutdown: bool) -> Duration {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let start = Instant::now();
-    s.write_all(bytes).unwrap();
-    if then_shutdown {
-        s.shutdown(std::net::Shutdown::Write).unwrap();
-    }
-    let mut sink = Vec::new();
-    // An alert may come first; then EOF (or a reset).
-    let _ = s.read_to_end(&mut sink);
-    let took = start.elapsed();
-    assert!(took < Duration::from_secs(9), "not closed: {sink:?}");
-    took
 }
 
 #[test]
@@ -474,14 +446,14 @@ fn bad_input_closes_only_that_connection_and_a_stall_ends_at_header_timeout() {
     let url = format!("https://{addr}/client");
     let served = || assert!(curl(&url, &[]).is_ok(), "the worker serves on");
     // Not TLS, not a letter: rustls refuses the record.
-    closed_after(addr, b"\x00\x01\x02\x03\x04\x05\x06\x07", false);
+    exchange(addr, b"\x00\x01\x02\x03\x04\x05\x06\x07", false);
     served();
     // Half a handshake record, then the client's FIN: a truncated record.
-    closed_after(addr, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", true);
+    exchange(addr, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", true);
     served();
     // Nothing at all, and half a record then silence: both closed at header_timeout.
     for bytes in [&b""[..], b"\x16\x03\x01\x02\x00\x01"] {
-        let took = closed_after(addr, bytes, false);
+        let (_, took) = exchange(addr, bytes, false);
         assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(3), "{took:?}");
         served();
     }
@@ -493,7 +465,9 @@ fn bad_input_closes_only_that_connection_and_a_stall_ends_at_header_timeout() {
     // A TLS client that quits in the middle of a response: the record it leaves is cut.
     let mut tcp = TcpStream::connect(addr).unwrap();
     let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let conn = rustls::ClientConnection::new(client_config(&pki), name).unwrap();
+    let conn =
+        rustls::ClientConnection::new(pki.client_config(rustls::DEFAULT_VERSIONS, None), name)
+            .unwrap();
     let mut tls = rustls::StreamOwned::new(conn, &mut tcp);
     tls.write_all(b"GET /client HTTP/1.1\r\nHost: t\r\n").unwrap();
     tls.flush().unwrap();

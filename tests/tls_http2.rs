@@ -31,16 +31,9 @@ fn https(cert: &str, key: &str, extra: &[&str]) -> Server {
 
 /// `curl -k` to `https://ADDR{path}` with `extra`: (status, HTTP version, body).
 fn curl(addr: SocketAddr, path: &str, extra: &[&str]) -> (u16, String, String) {
-    let out = Command::new("curl")
-        .args(["-sk", "--max-time", "15", "-w", "\n%{http_code} %{http_version}"])
-        .args(extra)
-        .arg(format!("https://{addr}{path}"))
-        .output()
-        .expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    let (body, tail) = text.rsplit_once('\n').unwrap();
-    let (code, version) = tail.split_once(' ').unwrap();
-    (code.parse().unwrap(), version.to_string(), body.to_string())
+    let mut args = vec!["-k"];
+    args.extend_from_slice(extra);
+    common::http::curl(&format!("https://{addr}{path}"), &args)
 }
 
 /// What `openssl s_client -alpn <offer>` says of a handshake with `addr`, stdout and stderr

@@ -11,8 +11,9 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::http::exchange;
 use common::metrics::{Samples, metrics_addr, samples_when};
 use common::pki::Pki;
 use common::{Server, example};
@@ -24,25 +25,6 @@ fn client_pair(pki: &Pki) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
     let params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
     let cert = params.signed_by(&key, &pki.ca, &pki.ca_key).unwrap();
     (cert.der().clone(), PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())))
-}
-
-/// A rustls client of `versions` that trusts the test CA, presenting `cert` if given.
-fn client_config(
-    pki: &Pki,
-    versions: &[&'static rustls::SupportedProtocolVersion],
-    cert: Option<(CertificateDer<'static>, PrivateKeyDer<'static>)>,
-) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(pki.ca.der().clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(versions)
-        .unwrap()
-        .with_root_certificates(roots);
-    Arc::new(match cert {
-        Some((cert, key)) => builder.with_client_auth_cert(vec![cert], key).unwrap(),
-        None => builder.with_no_client_auth(),
-    })
 }
 
 const GET: &[u8] = b"GET /client HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
@@ -58,24 +40,6 @@ fn get(addr: SocketAddr, config: Arc<rustls::ClientConfig>) -> String {
     let mut response = String::new();
     let _ = tls.read_to_string(&mut response);
     response
-}
-
-/// Writes `bytes` to a new connection (then its FIN if `shutdown`), and reads until the server
-/// closes it: what it sent, and how long that took.
-fn exchange(addr: SocketAddr, bytes: &[u8], shutdown: bool) -> (Vec<u8>, Duration) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    let start = Instant::now();
-    s.write_all(bytes).unwrap();
-    if shutdown {
-        s.shutdown(std::net::Shutdown::Write).unwrap();
-    }
-    let mut got = Vec::new();
-    // An alert may come first; then EOF (or a reset).
-    let _ = s.read_to_end(&mut got);
-    let took = start.elapsed();
-    assert!(took < Duration::from_secs(9), "not closed: {got:?}");
-    (got, took)
 }
 
 /// The demo app, one worker, TLS on its address, the metrics on another, and `extra` flags.
@@ -106,7 +70,7 @@ fn each_handshake_is_counted_by_how_it_ended() {
 
     // Done: twice, TLS 1.3 and 1.2.
     for v in [&rustls::version::TLS13, &rustls::version::TLS12] {
-        assert!(get(addr, client_config(&pki, &[v], None)).starts_with("HTTP/1.1 200"));
+        assert!(get(addr, pki.client_config(&[v], None)).starts_with("HTTP/1.1 200"));
     }
     // Plain HTTP: answered 400.
     let (plain, _) = exchange(addr, b"GET / HTTP/1.1\r\nHost: t\r\n\r\n", false);
@@ -145,7 +109,7 @@ fn a_client_certificate_nobody_asked_for_is_served_or_refused_without_harm() {
     // none, and the handshake is done and the request served.
     for v in [&rustls::version::TLS13, &rustls::version::TLS12] {
         let pair = Some((client_cert.clone(), client_key.clone_key()));
-        let response = get(addr, client_config(&pki, &[v], pair));
+        let response = get(addr, pki.client_config(&[v], pair));
         assert!(response.starts_with("HTTP/1.1 200"), "{response}");
         assert!(response.ends_with("https - xff=none\n"), "{response}");
     }
@@ -155,7 +119,7 @@ fn a_client_certificate_nobody_asked_for_is_served_or_refused_without_harm() {
     let mut tcp = TcpStream::connect(addr).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let name = ServerName::try_from("localhost").unwrap();
-    let config = client_config(&pki, &[&rustls::version::TLS12], None);
+    let config = pki.client_config(&[&rustls::version::TLS12], None);
     let mut client = rustls::ClientConnection::new(config, name).unwrap();
     client.write_tls(&mut tcp).unwrap();
     // The server's flight, up to ServerHelloDone: then the client has its own to send.
@@ -181,8 +145,7 @@ fn a_client_certificate_nobody_asked_for_is_served_or_refused_without_harm() {
     let s = samples_when(metrics, "4 handshakes", |s| handshakes(s)[..2] == [3.0, 1.0]);
     assert_eq!(handshakes(&s)[4], 1.0, "a protocol error: {}", s.0);
     assert!(
-        get(addr, client_config(&pki, &[&rustls::version::TLS13], None))
-            .starts_with("HTTP/1.1 200")
+        get(addr, pki.client_config(&[&rustls::version::TLS13], None)).starts_with("HTTP/1.1 200")
     );
     assert_eq!(server.workers().len(), 1);
     assert_eq!(server.count("worker exited"), 0, "{}", server.logs().join("\n"));

@@ -3,7 +3,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A parsed response.
 #[derive(Debug, Clone)]
@@ -241,4 +241,36 @@ pub fn tiny_window(addr: SocketAddr) -> TcpStream {
     setsockopt(&fd, sockopt::RcvBuf, &1024).unwrap();
     connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(v4)).unwrap();
     TcpStream::from(fd)
+}
+
+/// Writes `bytes` to a new connection (then its FIN if `shutdown`), and reads until the server
+/// closes it: what it sent, and how long that took.
+pub fn exchange(addr: SocketAddr, bytes: &[u8], shutdown: bool) -> (Vec<u8>, Duration) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let start = Instant::now();
+    s.write_all(bytes).unwrap();
+    if shutdown {
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    let mut got = Vec::new();
+    // An alert may come first; then EOF (or a reset).
+    let _ = s.read_to_end(&mut got);
+    let took = start.elapsed();
+    assert!(took < Duration::from_secs(9), "not closed: {got:?}");
+    (got, took)
+}
+
+/// curl's answer to `url` and its `extra` options: (status, HTTP version, body).
+pub fn curl(url: &str, extra: &[&str]) -> (u16, String, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "--max-time", "15", "-w", "\n%{http_code} %{http_version}"])
+        .args(extra)
+        .arg(url)
+        .output()
+        .expect("run curl");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, tail) = text.rsplit_once('\n').unwrap();
+    let (code, version) = tail.split_once(' ').unwrap();
+    (code.parse().unwrap(), version.to_string(), body.to_string())
 }

@@ -1,7 +1,10 @@
 //! A test PKI (rcgen): a CA and the leaves it signs, written as PEM files in a directory of
-//! their own, for the tests that serve HTTPS.
+//! their own, for the tests that serve HTTPS; and rustls clients that trust the CA.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 /// A CA, and leaves it signs, written as PEM files in a directory of their own.
 pub struct Pki {
@@ -52,5 +55,24 @@ impl Pki {
         let p = self.path("ca.pem");
         std::fs::write(&p, self.ca.pem()).unwrap();
         p.to_str().unwrap().into()
+    }
+
+    /// A rustls client of `versions` that trusts the test CA, presenting `cert` if given.
+    pub fn client_config(
+        &self,
+        versions: &[&'static rustls::SupportedProtocolVersion],
+        cert: Option<(CertificateDer<'static>, PrivateKeyDer<'static>)>,
+    ) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.der().clone()).unwrap();
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots);
+        Arc::new(match cert {
+            Some((cert, key)) => builder.with_client_auth_cert(vec![cert], key).unwrap(),
+            None => builder.with_no_client_auth(),
+        })
     }
 }
